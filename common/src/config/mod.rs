@@ -1,0 +1,318 @@
+//! The one TOML configuration shared by monitor, agents and mmm-control (DESIGN §3).
+//!
+//! Loading is two steps: [`Config::parse`] turns text into a validated [`Config`] without
+//! touching the file system, reporting every problem at once, each naming its key;
+//! [`Config::load`] adds what needs the file system (the file's own mode, secret files).
+
+mod raw;
+mod secret;
+mod validate;
+
+pub use secret::{ClusterKey, KeyError, Secret, SecretError};
+
+use crate::types::{CheckKind, Fencing, HostMode, MonitorMode, ProbeMode, RoleMode};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub active_master_role: String,
+    /// In file order: MMM broke role-distribution ties by it.
+    pub hosts: Vec<Host>,
+    /// In file order.
+    pub roles: Vec<Role>,
+    pub monitor: MonitorConfig,
+    pub checks: Checks,
+    pub agent: AgentConfig,
+    pub security: SecurityConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub mode: HostMode,
+    /// The other master; always set for masters, never for slaves.
+    pub peer: Option<String>,
+    pub cluster_interface: String,
+    pub agent_port: u16,
+    pub mysql_port: u16,
+    pub agent_user: String,
+    pub agent_password: Secret,
+    pub monitor_user: String,
+    pub monitor_password: Secret,
+    pub replication_user: String,
+    pub replication_password: Secret,
+    pub mysql_pid_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    pub name: String,
+    pub mode: RoleMode,
+    pub hosts: Vec<String>,
+    pub ips: Vec<Ipv4Addr>,
+    pub prefer: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl ControlAddr {
+    /// Whether only this machine can reach the control socket (no key needed then).
+    pub fn is_local(&self) -> bool {
+        match self {
+            ControlAddr::Tcp(a) => a.ip().is_loopback(),
+            ControlAddr::Unix(_) => true,
+        }
+    }
+}
+
+impl fmt::Display for ControlAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlAddr::Tcp(a) => write!(f, "{a}"),
+            ControlAddr::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorConfig {
+    pub control: ControlAddr,
+    pub status_path: PathBuf,
+    pub ping_ips: Vec<IpAddr>,
+    pub ping_interval: Duration,
+    pub heartbeat_interval: Duration,
+    pub agent_timeout: Duration,
+    pub flap_duration: Duration,
+    pub flap_count: u32,
+    /// `None` when `auto_set_online = "0s"` (off, as in MMM).
+    pub auto_set_online: Option<Duration>,
+    pub failback: bool,
+    pub kill_host_bin: Option<PathBuf>,
+    pub careful_startup: bool,
+    pub mode: MonitorMode,
+    pub wait_for_other_master: Duration,
+    pub promotion_timeout: Duration,
+    /// Prometheus text endpoint, off when unset.
+    pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckConfig {
+    pub check_period: Duration,
+    /// How long an ambiguous failure must last before it counts (MMM's trap_period).
+    pub trap_period: Duration,
+    pub timeout: Duration,
+    /// MMM restarted its checker process after this many checks; kept for import
+    /// fidelity, our checkers reuse connections instead.
+    pub restart_after: u32,
+    pub max_backlog: Duration,
+}
+
+/// The effective settings of each check: `[checks.default]` overlaid by `[checks.NAME]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checks {
+    pub ping: CheckConfig,
+    pub mysql: CheckConfig,
+    pub rep_threads: CheckConfig,
+    pub rep_backlog: CheckConfig,
+}
+
+impl Checks {
+    pub fn get(&self, kind: CheckKind) -> &CheckConfig {
+        match kind {
+            CheckKind::Ping => &self.ping,
+            CheckKind::Mysql => &self.mysql,
+            CheckKind::RepThreads => &self.rep_threads,
+            CheckKind::RepBacklog => &self.rep_backlog,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub probe: ProbeMode,
+    pub fencing: Fencing,
+    pub lease: Duration,
+    pub max_kill_retries: u32,
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    /// `None` when `garp_refresh = "0s"` (off).
+    pub garp_refresh: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityConfig {
+    pub key: Secret,
+}
+
+/// One thing wrong with a configuration, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the key (`hosts.db1.peer`), or the file for file-level problems.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found in one configuration, in the order found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "{n} problem{}:", if n == 1 { "" } else { "s" })?;
+        for p in &self.0 {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid TOML or has a value of the wrong type")]
+    Syntax {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("config {path} has {problems}")]
+    Invalid { path: PathBuf, problems: Problems },
+}
+
+impl ConfigError {
+    /// Every problem as one line each, for `--check-config` and start-up refusals.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid { path, problems } => problems
+                .0
+                .iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect(),
+            other => {
+                let mut line = other.to_string();
+                let mut source = std::error::Error::source(other);
+                while let Some(s) = source {
+                    line.push_str(&format!(": {}", s.to_string().trim_end()));
+                    source = s.source();
+                }
+                vec![line]
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates config text; touches no file. `origin` names the text in
+    /// errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let mut unknown = Vec::new();
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
+            path: origin.into(),
+            source: Box::new(e),
+        })?;
+        let raw: raw::RawConfig = serde_ignored::deserialize(de, |path| {
+            unknown.push(path.to_string());
+        })
+        .map_err(|e| ConfigError::Syntax {
+            path: origin.into(),
+            source: Box::new(e),
+        })?;
+        validate::validate(raw, unknown).map_err(|problems| ConfigError::Invalid {
+            path: origin.into(),
+            problems,
+        })
+    }
+
+    /// Reads, parses and validates a config file, and checks what needs the file system:
+    /// the file and every secret file it names must not be readable by group or others,
+    /// and must exist.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut problems = Vec::new();
+        if let Some(p) = secret::insecure_mode(path, "(file)") {
+            problems.push(p);
+        }
+        let config = match Config::parse(&text, path) {
+            Ok(c) => Some(c),
+            Err(ConfigError::Invalid { problems: p, .. }) => {
+                problems.extend(p.0);
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(config) = &config {
+            problems.extend(config.secret_file_problems());
+        }
+        match config {
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => Err(ConfigError::Invalid {
+                path: path.into(),
+                problems: Problems(problems),
+            }),
+        }
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    /// Secret files named by the config that are missing or too open.
+    fn secret_file_problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut check = |secret: &Secret, key: String| {
+            if let Secret::File(path) = secret {
+                if seen.insert(path.clone()) {
+                    out.extend(secret::file_problem(path, &key));
+                }
+            }
+        };
+        check(&self.security.key, "security.key_file".into());
+        for h in &self.hosts {
+            check(
+                &h.agent_password,
+                format!("hosts.{}.agent_password_file", h.name),
+            );
+            check(
+                &h.monitor_password,
+                format!("hosts.{}.monitor_password_file", h.name),
+            );
+            check(
+                &h.replication_password,
+                format!("hosts.{}.replication_password_file", h.name),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,293 @@
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+const MINIMAL: &str = r#"
+[defaults]
+agent_password = "a"
+monitor_password = "m"
+replication_password = "r"
+
+[hosts.db2]
+ip = "10.0.0.12"
+mode = "master"
+peer = "db1"
+[hosts.db1]
+ip = "10.0.0.11"
+mode = "master"
+peer = "db2"
+agent_port = 19989
+[hosts.db3]
+ip = "10.0.0.13"
+mode = "slave"
+agent_password_file = "/etc/mmm/db3-agent.password"
+
+[roles.writer]
+mode = "exclusive"
+hosts = ["db1", "db2"]
+ips = ["10.0.0.100"]
+[roles.reader]
+mode = "balanced"
+hosts = ["db1", "db2", "db3"]
+ips = ["10.0.0.101", "10.0.0.102"]
+
+[monitor]
+ping_ips = ["10.0.0.1"]
+
+[checks.mysql]
+trap_period = "500ms"
+
+[security]
+key = "0000000000000000000000000000000000000000000000000000000000000000"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("test.toml"))
+}
+
+/// The problems of an invalid config as `key: message` lines.
+fn problems(text: &str) -> Vec<String> {
+    match parse(text) {
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.0.iter().map(|p| p.to_string()).collect()
+        }
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+}
+
+fn assert_has(problems: &[String], needle: &str) {
+    assert!(
+        problems.iter().any(|p| p.contains(needle)),
+        "no problem contains {needle:?}; problems:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn every_file_in_conf_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
+    let mut parsed = 0;
+    for entry in std::fs::read_dir(&dir).expect("conf/ exists") {
+        let path = entry.expect("readable conf/ entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).expect("readable config");
+            if let Err(e) = Config::parse(&text, &path) {
+                panic!(
+                    "{} does not parse:\n{}",
+                    path.display(),
+                    e.lines().join("\n")
+                );
+            }
+            parsed += 1;
+        }
+    }
+    assert!(
+        parsed >= 2,
+        "expected at least mmm.toml and lab.toml in conf/, found {parsed}"
+    );
+}
+
+#[test]
+fn minimal_config_gets_defaults_and_keeps_file_order() {
+    let c = parse(MINIMAL).unwrap();
+    let names: Vec<_> = c.hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["db2", "db1", "db3"],
+        "hosts keep the order of the file"
+    );
+    assert_eq!(c.active_master_role, "writer");
+    let db1 = c.host("db1").unwrap();
+    assert_eq!(db1.agent_port, 19989, "host value overrides the default");
+    assert_eq!(c.host("db2").unwrap().agent_port, 9989);
+    assert_eq!(db1.cluster_interface, "eth0");
+    assert_eq!(db1.agent_password, Secret::Inline("a".into()));
+    assert_eq!(
+        c.host("db3").unwrap().agent_password,
+        Secret::File("/etc/mmm/db3-agent.password".into()),
+        "a host's secret file replaces the default's inline secret"
+    );
+    assert_eq!(c.monitor.heartbeat_interval, Duration::from_millis(100));
+    assert_eq!(c.monitor.auto_set_online, None);
+    assert!(c.monitor.careful_startup);
+    assert!(!c.monitor.failback);
+    assert_eq!(
+        c.monitor.control,
+        ControlAddr::Tcp("127.0.0.1:9988".parse().unwrap())
+    );
+    assert_eq!(c.checks.mysql.trap_period, Duration::from_millis(500));
+    assert_eq!(c.checks.ping.trap_period, Duration::from_secs(3));
+    assert_eq!(c.agent.fencing, Fencing::Lease);
+    assert_eq!(c.agent.garp_count, 5);
+}
+
+#[test]
+fn reports_every_problem_at_once_each_naming_its_key() {
+    let text = r#"
+bogus_top = 1
+active_master_role = "writer"
+[defaults]
+agent_password = "a"
+monitor_password = "m"
+replication_password = "r"
+[hosts.db1]
+ip = "10.0.0.11"
+mode = "master"
+colour = "blue"
+[hosts.db2]
+ip = "10.0.0.11"
+mode = "master"
+peer = "db3"
+[hosts.db3]
+ip = "10.0.0.300"
+mode = "slave"
+[hosts.db4]
+ip = "10.0.0.14"
+mode = "primary"
+[roles.writer]
+mode = "exclusive"
+hosts = ["db1", "db2", "db4", "db9"]
+ips = ["10.0.0.100", "10.0.0.99"]
+[roles.reader]
+mode = "balanced"
+hosts = ["db1"]
+ips = ["10.0.0.100", "10.0.0.11"]
+prefer = "db1"
+[monitor]
+ping_ips = ["10.0.0.1"]
+heartbeat_interval = "100"
+agent_timeout = "5 parsecs"
+mode = "sleepy"
+[checks.default]
+trap_period = "soon"
+[checks.pong]
+timeout = "1s"
+[agent]
+lease = "1s"
+[security]
+key = "abcd"
+"#;
+    let p = problems(text);
+    assert!(
+        !p.iter().any(|l| l.contains("\"db4\" is a slave")),
+        "a host whose mode did not parse is not judged by a placeholder mode: {p:?}"
+    );
+    for needle in [
+        "bogus_top: unknown key",
+        "hosts.db1.colour: unknown key",
+        "hosts.db1.peer: a master needs a peer",
+        "hosts.db2.peer: \"db3\" is not a master",
+        "hosts.db2.ip: 10.0.0.11 is also hosts.db1.ip",
+        "hosts.db3.ip: \"10.0.0.300\" is not an IPv4 address",
+        "hosts.db4.mode: unknown host mode \"primary\"",
+        "roles.writer.hosts: unknown host \"db9\"",
+        "roles.writer.ips: an exclusive role has exactly one IP, found 2",
+        "roles.writer.hosts: at most two hosts",
+        "roles.reader.ips: 10.0.0.100 is also in roles.writer.ips",
+        "roles.reader.ips: 10.0.0.11 is a host's own address (hosts.db1.ip)",
+        "roles.reader.prefer: only exclusive roles",
+        "monitor.heartbeat_interval: duration \"100\" has no unit",
+        "monitor.agent_timeout: duration \"5 parsecs\" has unknown unit",
+        "monitor.mode: unknown monitor mode \"sleepy\"",
+        "checks.default.trap_period",
+        "checks.pong: unknown check \"pong\"",
+        "security.key: cluster key is 2 bytes",
+    ] {
+        assert_has(&p, needle);
+    }
+}
+
+#[test]
+fn peers_must_point_back_and_slaves_have_none() {
+    let text = MINIMAL
+        .replace("peer = \"db1\"\n[hosts.db1]", "peer = \"db1\"\n[hosts.db9]\nip = \"10.0.0.19\"\nmode = \"master\"\npeer = \"db2\"\n[hosts.db1]")
+        .replace("mode = \"slave\"", "mode = \"slave\"\npeer = \"db1\"");
+    let p = problems(&text);
+    assert_has(
+        &p,
+        "hosts.db9.peer: \"db2\" does not name \"db9\" as its peer",
+    );
+    assert_has(&p, "hosts.db3.peer: only masters have a peer");
+}
+
+#[test]
+fn active_master_role_must_exist_be_exclusive_and_hold_only_masters() {
+    let p =
+        problems(&MINIMAL.replace("[defaults]", "active_master_role = \"primary\"\n[defaults]"));
+    assert_has(
+        &p,
+        "active_master_role: names no configured role (\"primary\")",
+    );
+    let p = problems(&MINIMAL.replace("hosts = [\"db1\", \"db2\"]", "hosts = [\"db1\", \"db3\"]"));
+    assert_has(&p, "\"db3\" is a slave and cannot be the active master");
+}
+
+#[test]
+fn missing_secrets_and_bad_intervals_are_named() {
+    let p = problems(&MINIMAL.replace("monitor_password = \"m\"\n", "").replace(
+        "[monitor]\n",
+        "[monitor]\nheartbeat_interval = \"1s\"\nagent_timeout = \"500ms\"\n",
+    ));
+    assert_has(&p, "hosts.db1.monitor_password: missing");
+    assert_has(
+        &p,
+        "monitor.agent_timeout: must be longer than monitor.heartbeat_interval",
+    );
+    assert_has(
+        &p,
+        "agent.lease: must be longer than monitor.heartbeat_interval",
+    );
+}
+
+#[test]
+fn syntax_errors_are_reported_as_such() {
+    let err = parse("[hosts.db1\nip = 1").unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+    let err = parse("[defaults]\nagent_port = \"many\"").unwrap_err();
+    let lines = err.lines().join("\n");
+    assert!(
+        lines.contains("agent_port") || lines.contains("u16") || lines.contains("integer"),
+        "{lines}"
+    );
+}
+
+#[test]
+fn load_refuses_open_modes_and_missing_secret_files() {
+    let dir = std::env::temp_dir().join(format!("mmm-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mmm.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Config::load(&path).unwrap_err();
+    let lines = err.lines().join("\n");
+    assert!(
+        lines.contains("readable by group or others (mode 644)"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("hosts.db3.agent_password_file: cannot read /etc/mmm/db3-agent.password"),
+        "{lines}"
+    );
+
+    let secret = dir.join("db3.password");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::write(
+        &path,
+        MINIMAL.replace("/etc/mmm/db3-agent.password", secret.to_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let lines = Config::load(&path).unwrap_err().lines().join("\n");
+    assert!(
+        lines.contains("db3.password is readable by group or others (mode 640)"),
+        "{lines}"
+    );
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(
+        c.host("db3").unwrap().agent_password.reveal().unwrap(),
+        "s3cret"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

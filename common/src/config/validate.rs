@@ -1,0 +1,636 @@
+//! Raw config -> [`Config`], collecting every problem instead of stopping at the first.
+
+use super::raw::{RawCheck, RawConfig, RawHostFields};
+use super::*;
+use crate::duration::parse_duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+/// Collects problems while converting values; each conversion yields a usable fallback
+/// so that validation can go on and find the rest.
+struct Collector {
+    problems: Vec<Problem>,
+}
+
+impl Collector {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, value: &Option<String>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(text) => parse_duration(text).unwrap_or_else(|e| {
+                self.problem(key, e.to_string());
+                default
+            }),
+        }
+    }
+
+    /// A duration where zero means "off".
+    fn optional_duration(&mut self, key: &str, value: &Option<String>) -> Option<Duration> {
+        Some(self.duration(key, value, Duration::ZERO)).filter(|d| !d.is_zero())
+    }
+
+    fn positive_duration(
+        &mut self,
+        key: &str,
+        value: &Option<String>,
+        default: Duration,
+    ) -> Duration {
+        let d = self.duration(key, value, default);
+        if d.is_zero() {
+            self.problem(key, "must be greater than zero");
+            return default;
+        }
+        d
+    }
+
+    fn named<T: FromStr<Err = crate::types::UnknownName>>(
+        &mut self,
+        key: &str,
+        value: &Option<String>,
+        default: T,
+    ) -> T {
+        match value {
+            None => default,
+            Some(text) => text.parse().unwrap_or_else(|e: crate::types::UnknownName| {
+                self.problem(key, e.to_string());
+                default
+            }),
+        }
+    }
+
+    fn ipv4(&mut self, key: &str, text: &str) -> Option<Ipv4Addr> {
+        match text.trim().parse::<Ipv4Addr>() {
+            Ok(ip) if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() => {
+                self.problem(key, format!("{ip} cannot be a host or role address"));
+                None
+            }
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.problem(key, format!("{text:?} is not an IPv4 address"));
+                None
+            }
+        }
+    }
+
+    fn secret(&mut self, key: &str, inline: &Option<String>, file: &Option<String>) -> Secret {
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(key, format!("give {key} or {key}_file, not both"));
+                Secret::Inline(String::new())
+            }
+            (Some(s), None) => Secret::Inline(s.clone()),
+            (None, Some(f)) if f.trim().is_empty() => {
+                self.problem(format!("{key}_file"), "is empty");
+                Secret::Inline(String::new())
+            }
+            (None, Some(f)) => Secret::File(PathBuf::from(f)),
+            (None, None) => {
+                self.problem(
+                    key,
+                    format!("missing: set {key} or {key}_file (in [defaults] or the host)"),
+                );
+                Secret::Inline(String::new())
+            }
+        }
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, Problems> {
+    let mut c = Collector {
+        problems: unknown
+            .into_iter()
+            .map(|key| Problem {
+                key,
+                message: "unknown key".into(),
+            })
+            .collect(),
+    };
+
+    let hosts = hosts(&mut c, &raw);
+    // Hosts whose mode did not parse got a placeholder; judging them by it would only
+    // add misleading follow-on problems.
+    let unknown_mode: BTreeSet<&str> = raw
+        .hosts
+        .iter()
+        .filter(|(_, h)| {
+            h.mode
+                .as_deref()
+                .is_some_and(|m| m.parse::<HostMode>().is_err())
+        })
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let roles = roles(&mut c, &raw, &hosts);
+    let active_master_role = raw
+        .active_master_role
+        .clone()
+        .unwrap_or_else(|| "writer".into());
+    check_active_master_role(&mut c, &active_master_role, &roles, &hosts, &unknown_mode);
+    check_unique_ips(&mut c, &hosts, &roles);
+    let monitor = monitor(&mut c, &raw);
+    let checks = checks(&mut c, &raw.checks);
+    let agent = agent(&mut c, &raw);
+    let security = SecurityConfig {
+        key: match (&raw.security.key, &raw.security.key_file) {
+            (Some(_), Some(_)) => {
+                c.problem("security", "give key or key_file, not both");
+                Secret::Inline(String::new())
+            }
+            (Some(k), None) => {
+                if let Err(e) = ClusterKey::from_hex(k) {
+                    c.problem("security.key", e.to_string());
+                }
+                Secret::Inline(k.clone())
+            }
+            (None, Some(f)) => Secret::File(f.into()),
+            (None, None) => {
+                c.problem("security.key_file", "missing: the agent protocol needs the cluster key (mmm-control gen-key makes one)");
+                Secret::Inline(String::new())
+            }
+        },
+    };
+    if agent.fencing == Fencing::Lease && agent.lease <= monitor.heartbeat_interval {
+        c.problem(
+            "agent.lease",
+            format!(
+                "must be longer than monitor.heartbeat_interval ({:?}), or a healthy writer fences itself",
+                monitor.heartbeat_interval
+            ),
+        );
+    }
+
+    if c.problems.is_empty() {
+        Ok(Config {
+            active_master_role,
+            hosts,
+            roles,
+            monitor,
+            checks,
+            agent,
+            security,
+        })
+    } else {
+        Err(Problems(c.problems))
+    }
+}
+
+fn hosts(c: &mut Collector, raw: &RawConfig) -> Vec<Host> {
+    if raw.hosts.is_empty() {
+        c.problem("hosts", "no hosts configured");
+    }
+    let defaults: &RawHostFields = &raw.defaults;
+    let modes: BTreeMap<&str, Option<HostMode>> = raw
+        .hosts
+        .iter()
+        .map(|(n, h)| (n.as_str(), h.mode.as_deref().and_then(|m| m.parse().ok())))
+        .collect();
+    let peers: BTreeMap<&str, Option<&str>> = raw
+        .hosts
+        .iter()
+        .map(|(n, h)| (n.as_str(), h.peer.as_deref()))
+        .collect();
+
+    let mut out = Vec::new();
+    for (name, h) in &raw.hosts {
+        let key = |k: &str| format!("hosts.{name}.{k}");
+        if !valid_name(name) {
+            c.problem(
+                format!("hosts.{name}"),
+                "host names may use letters, digits, '-', '_' and '.' only",
+            );
+        }
+        let ip = match &h.ip {
+            Some(ip) => c.ipv4(&key("ip"), ip),
+            None => {
+                c.problem(key("ip"), "missing");
+                None
+            }
+        };
+        let mode = match &h.mode {
+            None => {
+                c.problem(key("mode"), "missing (master or slave)");
+                HostMode::Slave
+            }
+            some => c.named(&key("mode"), some, HostMode::Slave),
+        };
+        match (mode, h.peer.as_deref()) {
+            (HostMode::Master, None) => {
+                c.problem(key("peer"), "a master needs a peer (the other master)")
+            }
+            (HostMode::Slave, Some(_)) => c.problem(key("peer"), "only masters have a peer"),
+            (HostMode::Master, Some(peer)) => match modes.get(peer) {
+                None => c.problem(key("peer"), format!("unknown host {peer:?}")),
+                Some(_) if peer == name => {
+                    c.problem(key("peer"), "a master cannot be its own peer")
+                }
+                Some(Some(HostMode::Master)) => {
+                    if peers.get(peer).copied().flatten() != Some(name.as_str()) {
+                        c.problem(
+                            key("peer"),
+                            format!("{peer:?} does not name {name:?} as its peer"),
+                        );
+                    }
+                }
+                Some(_) => c.problem(key("peer"), format!("{peer:?} is not a master")),
+            },
+            (HostMode::Slave, None) => {}
+        }
+        let f = h.or(defaults);
+        let ports = |c: &mut Collector, k: &str, v: Option<u16>, d: u16| match v {
+            Some(0) => {
+                c.problem(key(k), "port 0 is not a port");
+                d
+            }
+            other => other.unwrap_or(d),
+        };
+        let agent_port = ports(c, "agent_port", f.agent_port, 9989);
+        let mysql_port = ports(c, "mysql_port", f.mysql_port, 3306);
+        let cluster_interface = f.cluster_interface.clone().unwrap_or_else(|| "eth0".into());
+        if cluster_interface.is_empty()
+            || cluster_interface.len() > 15
+            || cluster_interface.contains(['/', ' '])
+        {
+            c.problem(
+                key("cluster_interface"),
+                format!("{cluster_interface:?} is not an interface name"),
+            );
+        }
+        out.push(Host {
+            name: name.clone(),
+            ip: ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            mode,
+            peer: h.peer.clone().filter(|_| mode == HostMode::Master),
+            cluster_interface,
+            agent_port,
+            mysql_port,
+            agent_user: f.agent_user.clone().unwrap_or_else(|| "mmm_agent".into()),
+            agent_password: c.secret(
+                &key("agent_password"),
+                &f.agent_password,
+                &f.agent_password_file,
+            ),
+            monitor_user: f
+                .monitor_user
+                .clone()
+                .unwrap_or_else(|| "mmm_monitor".into()),
+            monitor_password: c.secret(
+                &key("monitor_password"),
+                &f.monitor_password,
+                &f.monitor_password_file,
+            ),
+            replication_user: f.replication_user.clone().unwrap_or_else(|| "repl".into()),
+            replication_password: c.secret(
+                &key("replication_password"),
+                &f.replication_password,
+                &f.replication_password_file,
+            ),
+            mysql_pid_file: f.mysql_pid_file.clone().map(PathBuf::from),
+        });
+    }
+    out
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+}
+
+fn roles(c: &mut Collector, raw: &RawConfig, hosts: &[Host]) -> Vec<Role> {
+    if raw.roles.is_empty() {
+        c.problem("roles", "no roles configured");
+    }
+    let mut out = Vec::new();
+    for (name, r) in &raw.roles {
+        let key = |k: &str| format!("roles.{name}.{k}");
+        if !valid_name(name) {
+            c.problem(
+                format!("roles.{name}"),
+                "role names may use letters, digits, '-', '_' and '.' only",
+            );
+        }
+        let mode = match &r.mode {
+            None => {
+                c.problem(key("mode"), "missing (exclusive or balanced)");
+                RoleMode::Balanced
+            }
+            some => c.named(&key("mode"), some, RoleMode::Balanced),
+        };
+        if r.hosts.is_empty() {
+            c.problem(key("hosts"), "a role needs at least one host");
+        }
+        let mut seen = BTreeSet::new();
+        for h in &r.hosts {
+            if !hosts.iter().any(|x| &x.name == h) {
+                c.problem(key("hosts"), format!("unknown host {h:?}"));
+            }
+            if !seen.insert(h) {
+                c.problem(key("hosts"), format!("host {h:?} listed twice"));
+            }
+        }
+        let ips: Vec<Ipv4Addr> = r
+            .ips
+            .iter()
+            .filter_map(|ip| c.ipv4(&key("ips"), ip))
+            .collect();
+        if r.ips.is_empty() {
+            c.problem(key("ips"), "a role needs at least one IP");
+        }
+        if mode == RoleMode::Exclusive && r.ips.len() > 1 {
+            c.problem(
+                key("ips"),
+                format!(
+                    "an exclusive role has exactly one IP, found {}",
+                    r.ips.len()
+                ),
+            );
+        }
+        if let Some(p) = &r.prefer {
+            if mode == RoleMode::Balanced {
+                c.problem(key("prefer"), "only exclusive roles have a preferred host");
+            } else if !r.hosts.contains(p) {
+                c.problem(
+                    key("prefer"),
+                    format!("{p:?} is not one of the role's hosts"),
+                );
+            }
+        }
+        out.push(Role {
+            name: name.clone(),
+            mode,
+            hosts: r.hosts.clone(),
+            ips,
+            prefer: r.prefer.clone(),
+        });
+    }
+    out
+}
+
+fn check_active_master_role(
+    c: &mut Collector,
+    name: &str,
+    roles: &[Role],
+    hosts: &[Host],
+    unknown_mode: &BTreeSet<&str>,
+) {
+    let Some(role) = roles.iter().find(|r| r.name == name) else {
+        c.problem(
+            "active_master_role",
+            format!("names no configured role ({name:?})"),
+        );
+        return;
+    };
+    if role.mode != RoleMode::Exclusive {
+        c.problem(
+            "active_master_role",
+            format!("role {name:?} must be exclusive"),
+        );
+    }
+    if role.hosts.len() > 2 {
+        c.problem(
+            format!("roles.{name}.hosts"),
+            format!(
+                "at most two hosts (a master pair) can hold the active-master role, found {}",
+                role.hosts.len()
+            ),
+        );
+    }
+    for h in &role.hosts {
+        if let Some(host) = hosts.iter().find(|x| &x.name == h) {
+            if host.mode != HostMode::Master && !unknown_mode.contains(h.as_str()) {
+                c.problem(
+                    format!("roles.{name}.hosts"),
+                    format!("{h:?} is a slave and cannot be the active master"),
+                );
+            }
+        }
+    }
+}
+
+fn check_unique_ips(c: &mut Collector, hosts: &[Host], roles: &[Role]) {
+    let mut owner: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    for h in hosts.iter().filter(|h| !h.ip.is_unspecified()) {
+        let key = format!("hosts.{}.ip", h.name);
+        match owner.get(&h.ip) {
+            Some(prev) => c.problem(key, format!("{} is also {prev}", h.ip)),
+            None => {
+                owner.insert(h.ip, key);
+            }
+        }
+    }
+    for r in roles {
+        let key = format!("roles.{}.ips", r.name);
+        for ip in &r.ips {
+            match owner.get(ip) {
+                Some(prev) if prev.starts_with("hosts.") => {
+                    c.problem(&key, format!("{ip} is a host's own address ({prev})"))
+                }
+                Some(prev) => c.problem(&key, format!("{ip} is also in {prev}")),
+                None => {
+                    owner.insert(*ip, key.clone());
+                }
+            }
+        }
+    }
+}
+
+fn monitor(c: &mut Collector, raw: &RawConfig) -> MonitorConfig {
+    let m = &raw.monitor;
+    let control = match m.control.as_deref() {
+        None => ControlAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 9988))),
+        Some(s) if s.starts_with('/') => ControlAddr::Unix(s.into()),
+        Some(s) => match s.parse::<SocketAddr>() {
+            Ok(a) => ControlAddr::Tcp(a),
+            Err(_) => {
+                c.problem(
+                    "monitor.control",
+                    format!("{s:?} is neither IP:PORT nor an absolute unix socket path"),
+                );
+                ControlAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 9988)))
+            }
+        },
+    };
+    let ping_ips = match &m.ping_ips {
+        None => {
+            c.problem(
+                "monitor.ping_ips",
+                "missing: the network guard needs addresses to ping (MMM required them too)",
+            );
+            vec![]
+        }
+        Some(list) => {
+            if list.is_empty() {
+                c.problem(
+                    "monitor.ping_ips",
+                    "empty: the network guard needs at least one address",
+                );
+            }
+            list.iter()
+                .filter_map(|s| match s.parse::<IpAddr>() {
+                    Ok(ip) => Some(ip),
+                    Err(_) => {
+                        c.problem("monitor.ping_ips", format!("{s:?} is not an IP address"));
+                        None
+                    }
+                })
+                .collect()
+        }
+    };
+    let heartbeat_interval = c.positive_duration(
+        "monitor.heartbeat_interval",
+        &m.heartbeat_interval,
+        Duration::from_millis(100),
+    );
+    let agent_timeout = c.positive_duration(
+        "monitor.agent_timeout",
+        &m.agent_timeout,
+        Duration::from_millis(500),
+    );
+    if agent_timeout <= heartbeat_interval {
+        c.problem(
+            "monitor.agent_timeout",
+            "must be longer than monitor.heartbeat_interval",
+        );
+    }
+    let flap_count = m.flap_count.unwrap_or(3);
+    if flap_count == 0 {
+        c.problem("monitor.flap_count", "must be at least 1");
+    }
+    let metrics = m
+        .metrics
+        .as_deref()
+        .and_then(|s| match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                c.problem("monitor.metrics", format!("{s:?} is not IP:PORT"));
+                None
+            }
+        });
+    MonitorConfig {
+        control,
+        status_path: m
+            .status_path
+            .clone()
+            .unwrap_or_else(|| "/var/lib/mmm/status".into())
+            .into(),
+        ping_ips,
+        ping_interval: c.positive_duration(
+            "monitor.ping_interval",
+            &m.ping_interval,
+            Duration::from_secs(1),
+        ),
+        heartbeat_interval,
+        agent_timeout,
+        flap_duration: c.positive_duration(
+            "monitor.flap_duration",
+            &m.flap_duration,
+            Duration::from_secs(3600),
+        ),
+        flap_count,
+        auto_set_online: c.optional_duration("monitor.auto_set_online", &m.auto_set_online),
+        failback: m.failback.unwrap_or(false),
+        kill_host_bin: m
+            .kill_host_bin
+            .clone()
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
+        careful_startup: m.careful_startup.unwrap_or(true),
+        mode: c.named("monitor.mode", &m.mode, MonitorMode::Active),
+        wait_for_other_master: c.duration(
+            "monitor.wait_for_other_master",
+            &m.wait_for_other_master,
+            Duration::from_secs(120),
+        ),
+        promotion_timeout: c.positive_duration(
+            "monitor.promotion_timeout",
+            &m.promotion_timeout,
+            Duration::from_secs(10),
+        ),
+        metrics,
+    }
+}
+
+fn checks(c: &mut Collector, raw: &[(String, RawCheck)]) -> Checks {
+    let mut default = CheckConfig {
+        check_period: Duration::from_secs(1),
+        trap_period: Duration::from_secs(3),
+        timeout: Duration::from_secs(1),
+        restart_after: 10_000,
+        max_backlog: Duration::from_secs(60),
+    };
+    let mut overrides: BTreeMap<CheckKind, &RawCheck> = BTreeMap::new();
+    for (name, check) in raw {
+        if name == "default" {
+            default = overlay(c, "checks.default", check, default);
+            continue;
+        }
+        match name.parse::<CheckKind>() {
+            Ok(kind) => {
+                if kind != CheckKind::RepBacklog && check.max_backlog.is_some() {
+                    c.problem(
+                        format!("checks.{name}.max_backlog"),
+                        "only the rep_backlog check has a max_backlog",
+                    );
+                }
+                overrides.insert(kind, check);
+            }
+            Err(e) => c.problem(format!("checks.{name}"), format!("{e}, or default")),
+        }
+    }
+    let mut resolve = |kind: CheckKind| match overrides.get(&kind) {
+        Some(check) => overlay(c, &format!("checks.{kind}"), check, default),
+        None => default,
+    };
+    Checks {
+        ping: resolve(CheckKind::Ping),
+        mysql: resolve(CheckKind::Mysql),
+        rep_threads: resolve(CheckKind::RepThreads),
+        rep_backlog: resolve(CheckKind::RepBacklog),
+    }
+}
+
+fn overlay(c: &mut Collector, prefix: &str, raw: &RawCheck, base: CheckConfig) -> CheckConfig {
+    let key = |k: &str| format!("{prefix}.{k}");
+    CheckConfig {
+        check_period: c.positive_duration(
+            &key("check_period"),
+            &raw.check_period,
+            base.check_period,
+        ),
+        trap_period: c.duration(&key("trap_period"), &raw.trap_period, base.trap_period),
+        timeout: c.positive_duration(&key("timeout"), &raw.timeout, base.timeout),
+        restart_after: raw.restart_after.unwrap_or(base.restart_after),
+        max_backlog: c.positive_duration(&key("max_backlog"), &raw.max_backlog, base.max_backlog),
+    }
+}
+
+fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
+    let a = &raw.agent;
+    let garp_count = a.garp_count.unwrap_or(5);
+    if garp_count == 0 {
+        c.problem(
+            "agent.garp_count",
+            "must be at least 1: clients keep the old MAC for ~40 s without a gratuitous ARP",
+        );
+    }
+    AgentConfig {
+        probe: c.named("agent.probe", &a.probe, ProbeMode::Auto),
+        fencing: c.named("agent.fencing", &a.fencing, Fencing::Lease),
+        lease: c.positive_duration("agent.lease", &a.lease, Duration::from_secs(1)),
+        max_kill_retries: a.max_kill_retries.unwrap_or(10),
+        garp_count,
+        garp_interval: c.duration(
+            "agent.garp_interval",
+            &a.garp_interval,
+            Duration::from_millis(50),
+        ),
+        garp_refresh: c.optional_duration("agent.garp_refresh", &a.garp_refresh),
+    }
+}
