@@ -1,1 +1,17 @@
-//! Wire protocol.
+//! The monitor <-> agent wire protocol (DESIGN §7), sans-IO: frames are built into and
+//! parsed from byte buffers; sockets belong to the daemons.
+
+pub mod frame;
+pub mod message;
+pub mod session;
+mod wire;
+
+pub use frame::{
+    FrameBuffer, FrameError, Header, RawFrame, DEFAULT_MAX_PAYLOAD, FLAG_RESPONSE, HEADER_LEN,
+    MAC_LEN,
+};
+pub use message::*;
+pub use session::{fresh_nonce, AgentHandshake, MonitorHandshake, Opener, Sealer, Session};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,348 @@
+//! Authentication: the mutual challenge-response at connect and the MAC on every frame.
+//!
+//! Keys come from the pre-shared cluster key with BLAKE3's key derivation, one key per
+//! direction and phase, so a frame can never be reflected back at its sender:
+//!
+//! ```text
+//! monitor                                         agent
+//!   Hello{nonce_m, names}        seq 0, K_hs(m->a) ──>   MAC fails: WrongKey
+//!   <── Challenge{echo nonce_m, nonce_a}  seq 0, K_hs(a->m)
+//!   Auth{echo nonce_a}           seq 1, K_hs(m->a) ──>
+//!   <── Welcome                  seq 1, K_s(a->m) = KDF(key, nonce_m, nonce_a)
+//!   Heartbeat ...                seq 2, K_s(m->a)
+//! ```
+//! Each side proves it holds the key by MACing the other's fresh nonce; the session keys
+//! depend on both nonces, so frames of an earlier connection do not verify in a new one.
+
+use super::frame::{FrameError, Header, RawFrame, HEADER_LEN, MAC_LEN};
+use super::message::{Auth, Challenge, Hello, Message, MessageType, Nonce, Welcome, NONCE_LEN};
+use crate::config::ClusterKey;
+
+const HS_M2A: &str = "mmm v1 2026-11 handshake monitor->agent";
+const HS_A2M: &str = "mmm v1 2026-11 handshake agent->monitor";
+const S_M2A: &str = "mmm v1 2026-11 session monitor->agent";
+const S_A2M: &str = "mmm v1 2026-11 session agent->monitor";
+
+type Key = [u8; 32];
+
+fn derive(context: &str, cluster: &ClusterKey, nonces: Option<(&Nonce, &Nonce)>) -> Key {
+    let mut material = cluster.as_bytes().to_vec();
+    if let Some((m, a)) = nonces {
+        material.extend_from_slice(m);
+        material.extend_from_slice(a);
+    }
+    blake3::derive_key(context, &material)
+}
+
+fn mac(key: &Key, authenticated: &[u8]) -> [u8; MAC_LEN] {
+    let hash = blake3::keyed_hash(key, authenticated);
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&hash.as_bytes()[..MAC_LEN]);
+    out
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a MAC matched.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A fresh random nonce.
+pub fn fresh_nonce() -> Result<Nonce, getrandom::Error> {
+    let mut n = [0u8; NONCE_LEN];
+    getrandom::fill(&mut n)?;
+    Ok(n)
+}
+
+/// The sending half of a direction: its key and next sequence number.
+#[derive(Debug)]
+pub struct Sealer {
+    key: Key,
+    seq: Option<u32>,
+}
+
+impl Sealer {
+    fn new(key: Key) -> Self {
+        Sealer { key, seq: Some(0) }
+    }
+
+    /// Appends one complete frame (header, payload, MAC) for `msg` to `out`.
+    pub fn seal_into(
+        &mut self,
+        msg: &Message,
+        request_id: u32,
+        flags: u8,
+        out: &mut Vec<u8>,
+    ) -> Result<(), FrameError> {
+        let seq = self.seq.ok_or(FrameError::SequenceExhausted)?;
+        let start = out.len();
+        out.extend_from_slice(&[0u8; HEADER_LEN]);
+        if let Err(e) = msg.encode_payload(out) {
+            out.truncate(start);
+            return Err(e);
+        }
+        let payload_len = out.len() - start - HEADER_LEN;
+        let Ok(len) = u16::try_from(payload_len) else {
+            out.truncate(start);
+            return Err(FrameError::Encode {
+                msg_type: msg.msg_type(),
+                reason: format!("payload of {payload_len} bytes does not fit a frame"),
+            });
+        };
+        let header = Header {
+            msg_type: msg.msg_type(),
+            flags,
+            len,
+            request_id,
+            seq,
+        };
+        out[start..start + HEADER_LEN].copy_from_slice(&header.encode());
+        let tag = mac(&self.key, &out[start..]);
+        out.extend_from_slice(&tag);
+        self.seq = seq.checked_add(1);
+        Ok(())
+    }
+
+    pub fn seal(
+        &mut self,
+        msg: &Message,
+        request_id: u32,
+        flags: u8,
+    ) -> Result<Vec<u8>, FrameError> {
+        let mut out = Vec::with_capacity(64);
+        self.seal_into(msg, request_id, flags, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// The receiving half of a direction: its key and the sequence number it expects.
+#[derive(Debug)]
+pub struct Opener {
+    key: Key,
+    expected: u32,
+    handshake: bool,
+}
+
+impl Opener {
+    fn new(key: Key, handshake: bool) -> Self {
+        Opener {
+            key,
+            expected: 0,
+            handshake,
+        }
+    }
+
+    /// Verifies a frame's MAC and sequence number, then decodes its payload.
+    pub fn open(&mut self, frame: &RawFrame) -> Result<Message, FrameError> {
+        let tag = mac(&self.key, frame.authenticated_part());
+        if !ct_eq(&tag, frame.mac()) {
+            return Err(if self.handshake {
+                FrameError::WrongKey
+            } else {
+                FrameError::Forged {
+                    seq: frame.header.seq,
+                }
+            });
+        }
+        let seq = frame.header.seq;
+        if seq < self.expected {
+            return Err(FrameError::Replayed {
+                seq,
+                expected: self.expected,
+            });
+        }
+        if seq > self.expected {
+            return Err(FrameError::Reordered {
+                seq,
+                expected: self.expected,
+            });
+        }
+        self.expected = self
+            .expected
+            .checked_add(1)
+            .ok_or(FrameError::SequenceExhausted)?;
+        Message::decode_payload(frame.header.msg_type, frame.payload())
+    }
+
+    fn rekey(&mut self, key: Key) {
+        self.key = key;
+        self.handshake = false;
+    }
+}
+
+/// An authenticated connection's two directions.
+#[derive(Debug)]
+pub struct Session {
+    pub sealer: Sealer,
+    pub opener: Opener,
+    /// The peer's name as it announced itself.
+    pub peer: String,
+}
+
+fn unexpected(msg: &Message, state: &'static str) -> FrameError {
+    FrameError::Unexpected {
+        msg_type: msg.msg_type(),
+        state,
+    }
+}
+
+/// The monitor's side of the handshake.
+#[derive(Debug)]
+pub struct MonitorHandshake {
+    cluster: ClusterKey,
+    nonce: Nonce,
+    agent: String,
+    sealer: Sealer,
+    opener: Opener,
+}
+
+impl MonitorHandshake {
+    /// Starts a handshake with the agent of host `agent`; returns the Hello frame to send.
+    pub fn start(
+        cluster: &ClusterKey,
+        monitor: &str,
+        agent: &str,
+        nonce: Nonce,
+    ) -> Result<(Self, Vec<u8>), FrameError> {
+        let mut sealer = Sealer::new(derive(HS_M2A, cluster, None));
+        let hello = sealer.seal(
+            &Message::Hello(Hello {
+                nonce,
+                monitor: monitor.into(),
+                agent: agent.into(),
+            }),
+            0,
+            0,
+        )?;
+        let hs = MonitorHandshake {
+            cluster: cluster.clone(),
+            nonce,
+            agent: agent.into(),
+            sealer,
+            opener: Opener::new(derive(HS_A2M, cluster, None), true),
+        };
+        Ok((hs, hello))
+    }
+
+    /// Takes the agent's Challenge; returns the session and the Auth frame to send. The
+    /// session's first received message must then be the agent's Welcome.
+    pub fn on_challenge(mut self, frame: &RawFrame) -> Result<(Session, Vec<u8>), FrameError> {
+        let msg = self.opener.open(frame)?;
+        let Message::Challenge(ch) = msg else {
+            return Err(unexpected(&msg, "from an agent before its Challenge"));
+        };
+        if !ct_eq(&ch.echo, &self.nonce) {
+            return Err(FrameError::StaleNonce);
+        }
+        if ch.agent != self.agent {
+            return Err(FrameError::WrongPeer {
+                expected: self.agent,
+                found: ch.agent,
+            });
+        }
+        let auth = self
+            .sealer
+            .seal(&Message::Auth(Auth { echo: ch.nonce }), 0, 0)?;
+        self.sealer.key = derive(S_M2A, &self.cluster, Some((&self.nonce, &ch.nonce)));
+        self.opener
+            .rekey(derive(S_A2M, &self.cluster, Some((&self.nonce, &ch.nonce))));
+        Ok((
+            Session {
+                sealer: self.sealer,
+                opener: self.opener,
+                peer: ch.agent,
+            },
+            auth,
+        ))
+    }
+}
+
+/// The agent's side of the handshake.
+#[derive(Debug)]
+pub struct AgentHandshake {
+    cluster: ClusterKey,
+    agent: String,
+    nonce: Nonce,
+    peer_nonce: Option<(Nonce, String)>,
+    sealer: Sealer,
+    opener: Opener,
+}
+
+impl AgentHandshake {
+    pub fn new(cluster: &ClusterKey, agent: &str, nonce: Nonce) -> Self {
+        AgentHandshake {
+            cluster: cluster.clone(),
+            agent: agent.into(),
+            nonce,
+            peer_nonce: None,
+            sealer: Sealer::new(derive(HS_A2M, cluster, None)),
+            opener: Opener::new(derive(HS_M2A, cluster, None), true),
+        }
+    }
+
+    /// Takes the monitor's Hello; returns the Challenge frame to send.
+    pub fn on_hello(&mut self, frame: &RawFrame) -> Result<Vec<u8>, FrameError> {
+        let msg = self.opener.open(frame)?;
+        let Message::Hello(hello) = msg else {
+            return Err(unexpected(&msg, "from a monitor before its Hello"));
+        };
+        if hello.agent != self.agent {
+            return Err(FrameError::WrongPeer {
+                expected: self.agent.clone(),
+                found: hello.agent,
+            });
+        }
+        let challenge = self.sealer.seal(
+            &Message::Challenge(Challenge {
+                echo: hello.nonce,
+                nonce: self.nonce,
+                agent: self.agent.clone(),
+            }),
+            0,
+            0,
+        )?;
+        self.peer_nonce = Some((hello.nonce, hello.monitor));
+        Ok(challenge)
+    }
+
+    /// Takes the monitor's Auth; returns the session and the Welcome frame to send.
+    pub fn on_auth(
+        mut self,
+        frame: &RawFrame,
+        agent_version: &str,
+    ) -> Result<(Session, Vec<u8>), FrameError> {
+        let msg = self.opener.open(frame)?;
+        let Message::Auth(auth) = msg else {
+            return Err(unexpected(&msg, "from a monitor before its Auth"));
+        };
+        let Some((monitor_nonce, monitor)) = self.peer_nonce.take() else {
+            return Err(FrameError::Unexpected {
+                msg_type: MessageType::Auth,
+                state: "before a Hello",
+            });
+        };
+        if !ct_eq(&auth.echo, &self.nonce) {
+            return Err(FrameError::StaleNonce);
+        }
+        self.sealer.key = derive(S_A2M, &self.cluster, Some((&monitor_nonce, &self.nonce)));
+        self.opener.rekey(derive(
+            S_M2A,
+            &self.cluster,
+            Some((&monitor_nonce, &self.nonce)),
+        ));
+        let welcome = self.sealer.seal(
+            &Message::Welcome(Welcome {
+                agent_version: agent_version.into(),
+            }),
+            0,
+            0,
+        )?;
+        Ok((
+            Session {
+                sealer: self.sealer,
+                opener: self.opener,
+                peer: monitor,
+            },
+            welcome,
+        ))
+    }
+}

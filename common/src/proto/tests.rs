@@ -1,0 +1,484 @@
+use super::*;
+use crate::config::ClusterKey;
+use crate::types::HostState;
+use proptest::prelude::*;
+use std::net::Ipv4Addr;
+
+fn key(byte: u8) -> ClusterKey {
+    ClusterKey::from_hex(&format!("{byte:02x}").repeat(32)).unwrap()
+}
+
+fn frames(bytes: &[u8]) -> Vec<RawFrame> {
+    let mut fb = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+    fb.push(bytes);
+    let mut out = Vec::new();
+    while let Some(f) = fb.next_frame().unwrap() {
+        out.push(f);
+    }
+    fb.finish().unwrap();
+    out
+}
+
+fn one(bytes: &[u8]) -> RawFrame {
+    let mut f = frames(bytes);
+    assert_eq!(f.len(), 1, "expected exactly one frame");
+    f.remove(0)
+}
+
+/// Runs a full handshake; returns (monitor session, agent session).
+fn connect(
+    monitor_key: &ClusterKey,
+    agent_key: &ClusterKey,
+) -> Result<(Session, Session), FrameError> {
+    let (mh, hello) = MonitorHandshake::start(monitor_key, "mon", "db1", [1; 16])?;
+    let mut ah = AgentHandshake::new(agent_key, "db1", [2; 16]);
+    let challenge = ah.on_hello(&one(&hello))?;
+    let (mut monitor, auth) = mh.on_challenge(&one(&challenge))?;
+    let (agent, welcome) = ah.on_auth(&one(&auth), "0.1.0")?;
+    match monitor.opener.open(&one(&welcome))? {
+        Message::Welcome(w) => assert_eq!(w.agent_version, "0.1.0"),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    assert_eq!(monitor.peer, "db1");
+    assert_eq!(agent.peer, "mon");
+    Ok((monitor, agent))
+}
+
+fn all_messages() -> Vec<Message> {
+    let ip = Ipv4Addr::new(10, 0, 0, 100);
+    vec![
+        Message::Heartbeat(Heartbeat { epoch: 7 }),
+        Message::AgentHeartbeat(AgentHeartbeat {
+            applied_epoch: 7,
+            uptime_s: 86_400,
+            flags: hb_flags::READ_ONLY
+                | hb_flags::IO_RUNNING
+                | hb_flags::SQL_RUNNING
+                | hb_flags::MYSQL_UP,
+            probe: ProbeState::Watching,
+            source: Some((Ipv4Addr::new(10, 0, 0, 11), 3306)),
+            held_vips: vec![ip, Ipv4Addr::new(10, 0, 0, 101)],
+        }),
+        Message::DesiredState(DesiredState {
+            epoch: 8,
+            state: HostState::Online,
+            active_master: "db1".into(),
+            writable: true,
+            roles: vec![
+                ("writer".into(), ip),
+                ("reader".into(), Ipv4Addr::new(10, 0, 0, 101)),
+            ],
+        }),
+        Message::Applied(Applied {
+            epoch: 8,
+            failures: vec!["adding 10.0.0.100/32 to eth9: No such device (os error 19)".into()],
+        }),
+        Message::StatusQuery,
+        Message::StatusReport(StatusReport {
+            applied_epoch: 8,
+            uptime_s: 5,
+            server: ServerKind::MariaDb,
+            mysql_up: true,
+            read_only: false,
+            held_vips: vec![ip],
+            replication: Some(Replication {
+                source_host: "10.0.0.12".into(),
+                source_port: 3306,
+                io_running: true,
+                sql_running: false,
+                seconds_behind: None,
+                last_error: "Error 1062: Duplicate entry".into(),
+            }),
+            gtid_executed: "0-1-100,1-2-5".into(),
+            binlog: Some(("mysql-bin.000003".into(), 4567)),
+            probe: ProbeState::Searching,
+            fenced_reason: String::new(),
+        }),
+        Message::Action(ActionRequest {
+            action: Action::SetReadOnly { on: true },
+            deadline_ms: 1000,
+        }),
+        Message::Action(ActionRequest {
+            action: Action::KillSessions,
+            deadline_ms: 1000,
+        }),
+        Message::Action(ActionRequest {
+            action: Action::CatchUp { target: None },
+            deadline_ms: 10_000,
+        }),
+        Message::Action(ActionRequest {
+            action: Action::CatchUp {
+                target: Some(Position::Gtid("0-1-100".into())),
+            },
+            deadline_ms: 10_000,
+        }),
+        Message::Action(ActionRequest {
+            action: Action::StopReplication,
+            deadline_ms: 2000,
+        }),
+        Message::Action(ActionRequest {
+            action: Action::StartReplication,
+            deadline_ms: 2000,
+        }),
+        Message::Action(ActionRequest {
+            action: Action::ChangeMaster {
+                host: Ipv4Addr::new(10, 0, 0, 12),
+                port: 3306,
+                position: Position::FilePos {
+                    file: "mysql-bin.000009".into(),
+                    pos: 120,
+                },
+            },
+            deadline_ms: 2000,
+        }),
+        Message::Action(ActionRequest {
+            action: Action::Demote,
+            deadline_ms: 2000,
+        }),
+        Message::ActionResult(ActionResult {
+            outcome: ActionOutcome::TimedOut,
+            detail: "MASTER_GTID_WAIT('0-1-100', 10) returned -1".into(),
+            position: Some(Position::Gtid("0-2-7".into())),
+        }),
+        Message::ProbeEvent(ProbeEvent {
+            kind: ProbeEventKind::ProcessExit,
+            tgid: 4242,
+            port: 3306,
+            ktime_ns: 123_456_789_000,
+        }),
+        Message::Error(ErrorMessage {
+            message: "desired state names interface eth9, which does not exist".into(),
+        }),
+    ]
+}
+
+#[test]
+fn every_message_round_trips_both_ways_through_an_authenticated_session() {
+    let k = key(0xab);
+    let (mut monitor, mut agent) = connect(&k, &k).unwrap();
+    for (i, msg) in all_messages().into_iter().enumerate() {
+        let bytes = monitor.sealer.seal(&msg, i as u32, 0).unwrap();
+        let f = one(&bytes);
+        assert_eq!(f.header.request_id, i as u32);
+        assert_eq!(agent.opener.open(&f).unwrap(), msg);
+        let bytes = agent.sealer.seal(&msg, i as u32, FLAG_RESPONSE).unwrap();
+        let f = one(&bytes);
+        assert_eq!(f.header.flags, FLAG_RESPONSE);
+        assert_eq!(monitor.opener.open(&f).unwrap(), msg);
+    }
+}
+
+#[test]
+fn heartbeats_fit_in_64_bytes_on_the_wire() {
+    let k = key(1);
+    let (mut monitor, mut agent) = connect(&k, &k).unwrap();
+    let to_agent = monitor
+        .sealer
+        .seal(&Message::Heartbeat(Heartbeat { epoch: u32::MAX }), 0, 0)
+        .unwrap();
+    assert!(
+        to_agent.len() <= 64,
+        "monitor heartbeat is {} bytes",
+        to_agent.len()
+    );
+    let reply = Message::AgentHeartbeat(AgentHeartbeat {
+        applied_epoch: u32::MAX,
+        uptime_s: u32::MAX,
+        flags: hb_flags::ALL,
+        probe: ProbeState::Watching,
+        source: Some((Ipv4Addr::new(10, 0, 0, 11), 3306)),
+        // A master holding the writer VIP and two reader VIPs.
+        held_vips: vec![
+            Ipv4Addr::new(10, 0, 0, 100),
+            Ipv4Addr::new(10, 0, 0, 101),
+            Ipv4Addr::new(10, 0, 0, 102),
+        ],
+    });
+    let to_monitor = agent.sealer.seal(&reply, 0, FLAG_RESPONSE).unwrap();
+    assert!(
+        to_monitor.len() <= 64,
+        "agent heartbeat is {} bytes",
+        to_monitor.len()
+    );
+}
+
+#[test]
+fn a_wrong_key_is_detected_at_the_first_frame_by_each_side() {
+    let (_, hello) = MonitorHandshake::start(&key(1), "mon", "db1", [1; 16]).unwrap();
+    let mut agent = AgentHandshake::new(&key(2), "db1", [2; 16]);
+    assert_eq!(agent.on_hello(&one(&hello)), Err(FrameError::WrongKey));
+
+    // An impostor agent (wrong key) answering a real monitor.
+    let (mh, hello) = MonitorHandshake::start(&key(1), "mon", "db1", [1; 16]).unwrap();
+    let hello = one(&hello);
+    let mut impostor = AgentHandshake::new(&key(2), "db1", [2; 16]);
+    // It cannot verify the Hello; even answering blindly it fails at the monitor.
+    let _ = impostor.on_hello(&hello);
+    let forged_challenge = {
+        let mut fake = AgentHandshake::new(&key(2), "db1", [2; 16]);
+        let (_, fake_hello) = MonitorHandshake::start(&key(2), "mon", "db1", [1; 16]).unwrap();
+        fake.on_hello(&one(&fake_hello)).unwrap()
+    };
+    assert_eq!(
+        mh.on_challenge(&one(&forged_challenge)).unwrap_err(),
+        FrameError::WrongKey
+    );
+}
+
+#[test]
+fn wrong_peer_and_stale_nonce_are_refused() {
+    let k = key(3);
+    let (_, hello) = MonitorHandshake::start(&k, "mon", "db2", [1; 16]).unwrap();
+    let mut agent = AgentHandshake::new(&k, "db1", [2; 16]);
+    assert_eq!(
+        agent.on_hello(&one(&hello)),
+        Err(FrameError::WrongPeer {
+            expected: "db1".into(),
+            found: "db2".into()
+        })
+    );
+
+    // A Challenge recorded from an earlier handshake echoes an old nonce.
+    let (_, old_hello) = MonitorHandshake::start(&k, "mon", "db1", [9; 16]).unwrap();
+    let mut agent = AgentHandshake::new(&k, "db1", [2; 16]);
+    let old_challenge = agent.on_hello(&one(&old_hello)).unwrap();
+    let (mh, _) = MonitorHandshake::start(&k, "mon", "db1", [1; 16]).unwrap();
+    assert_eq!(
+        mh.on_challenge(&one(&old_challenge)).unwrap_err(),
+        FrameError::StaleNonce
+    );
+}
+
+#[test]
+fn forged_replayed_and_reordered_frames_are_told_apart() {
+    let k = key(4);
+    let (mut monitor, mut agent) = connect(&k, &k).unwrap();
+    let hb = |epoch| Message::Heartbeat(Heartbeat { epoch });
+    let f1 = one(&monitor.sealer.seal(&hb(1), 0, 0).unwrap());
+    let f2 = one(&monitor.sealer.seal(&hb(2), 0, 0).unwrap());
+    let f3 = one(&monitor.sealer.seal(&hb(3), 0, 0).unwrap());
+
+    let mut forged = f1.clone();
+    let n = forged.bytes.len();
+    forged.bytes[n - MAC_LEN - 1] ^= 0x01; // flip a payload bit
+    assert_eq!(
+        agent.opener.open(&forged),
+        Err(FrameError::Forged { seq: f1.header.seq })
+    );
+
+    assert_eq!(agent.opener.open(&f1), Ok(hb(1)));
+    assert_eq!(
+        agent.opener.open(&f1),
+        Err(FrameError::Replayed {
+            seq: f1.header.seq,
+            expected: f2.header.seq
+        })
+    );
+    assert_eq!(
+        agent.opener.open(&f3),
+        Err(FrameError::Reordered {
+            seq: f3.header.seq,
+            expected: f2.header.seq
+        })
+    );
+    assert_eq!(agent.opener.open(&f2), Ok(hb(2)));
+}
+
+#[test]
+fn frames_of_an_earlier_connection_do_not_verify_in_a_new_one() {
+    let k = key(5);
+    let (mut old_monitor, _) = connect(&k, &k).unwrap();
+    let old = one(&old_monitor
+        .sealer
+        .seal(&Message::Heartbeat(Heartbeat { epoch: 1 }), 0, 0)
+        .unwrap());
+    // A new connection with fresh nonces on both sides.
+    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", [7; 16]).unwrap();
+    let mut ah = AgentHandshake::new(&k, "db1", [8; 16]);
+    let challenge = ah.on_hello(&one(&hello)).unwrap();
+    let (_, auth) = mh.on_challenge(&one(&challenge)).unwrap();
+    let (mut agent, _) = ah.on_auth(&one(&auth), "0.1.0").unwrap();
+    assert!(matches!(
+        agent.opener.open(&old),
+        Err(FrameError::Forged { .. })
+    ));
+}
+
+#[test]
+fn header_errors_are_distinct_and_come_before_the_payload_is_read() {
+    let k = key(6);
+    let (mut monitor, _) = connect(&k, &k).unwrap();
+    let good = monitor
+        .sealer
+        .seal(&Message::Heartbeat(Heartbeat { epoch: 1 }), 0, 0)
+        .unwrap();
+    let first_error = |bytes: &[u8]| {
+        let mut fb = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+        fb.push(&bytes[..frame::HEADER_LEN]);
+        fb.next_frame().unwrap_err()
+    };
+    let mut b = good.clone();
+    b[0] = b'X';
+    assert_eq!(
+        first_error(&b),
+        FrameError::BadMagic {
+            found: [b'X', b'M']
+        }
+    );
+    let mut b = good.clone();
+    b[2] = 9;
+    assert_eq!(
+        first_error(&b),
+        FrameError::UnsupportedVersion {
+            found: 9,
+            supported: 1
+        }
+    );
+    let mut b = good.clone();
+    b[3] = 0x66;
+    assert_eq!(first_error(&b), FrameError::UnknownType { found: 0x66 });
+    let mut b = good.clone();
+    b[4] = 0x80;
+    assert_eq!(
+        first_error(&b),
+        FrameError::ReservedBits {
+            flags: 0x80,
+            reserved: 0
+        }
+    );
+    let mut b = good.clone();
+    b[6..8].copy_from_slice(&60_000u16.to_be_bytes());
+    assert_eq!(
+        first_error(&b),
+        FrameError::Oversized {
+            len: 60_000,
+            max: DEFAULT_MAX_PAYLOAD
+        }
+    );
+}
+
+#[test]
+fn a_stream_cut_inside_a_frame_is_truncated_and_split_reads_reassemble() {
+    let k = key(7);
+    let (mut monitor, mut agent) = connect(&k, &k).unwrap();
+    let mut stream = Vec::new();
+    for epoch in 0..3 {
+        monitor
+            .sealer
+            .seal_into(&Message::Heartbeat(Heartbeat { epoch }), 0, 0, &mut stream)
+            .unwrap();
+    }
+    // Byte-at-a-time delivery yields the same frames.
+    let mut fb = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+    let mut got = Vec::new();
+    for b in &stream {
+        fb.push(std::slice::from_ref(b));
+        while let Some(f) = fb.next_frame().unwrap() {
+            got.push(agent.opener.open(&f).unwrap());
+        }
+    }
+    assert_eq!(got.len(), 3);
+    assert_eq!(fb.finish(), Ok(()));
+
+    let mut fb = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+    fb.push(&stream[..stream.len() - 5]);
+    while fb.next_frame().unwrap().is_some() {}
+    let frame_len = stream.len() / 3;
+    assert_eq!(
+        fb.finish(),
+        Err(FrameError::Truncated {
+            needed: frame_len,
+            have: frame_len - 5
+        })
+    );
+}
+
+#[test]
+fn messages_out_of_protocol_order_are_refused() {
+    let k = key(8);
+    let (mut monitor, _) = connect(&k, &k).unwrap();
+    let mut ah = AgentHandshake::new(&k, "db1", [2; 16]);
+    // A session frame presented as the opening Hello: wrong key (handshake key differs).
+    let hb = monitor
+        .sealer
+        .seal(&Message::Heartbeat(Heartbeat { epoch: 1 }), 0, 0)
+        .unwrap();
+    assert_eq!(ah.on_hello(&one(&hb)), Err(FrameError::WrongKey));
+}
+
+#[test]
+fn encoding_refuses_what_does_not_fit_and_leaves_the_buffer_clean() {
+    let k = key(9);
+    let (mut monitor, _) = connect(&k, &k).unwrap();
+    let mut out = vec![1, 2, 3];
+    let msg = Message::DesiredState(DesiredState {
+        epoch: 1,
+        state: HostState::Online,
+        active_master: "x".repeat(300),
+        writable: false,
+        roles: vec![],
+    });
+    let err = monitor.sealer.seal_into(&msg, 0, 0, &mut out).unwrap_err();
+    assert!(
+        err.to_string().contains("active_master is 300 bytes"),
+        "{err}"
+    );
+    assert_eq!(out, [1, 2, 3]);
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let k = key(10);
+        let mut agent = AgentHandshake::new(&k, "db1", [2; 16]);
+        let mut fb = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+        fb.push(&bytes);
+        while let Ok(Some(f)) = fb.next_frame() {
+            let _ = agent.on_hello(&f);
+        }
+        let _ = fb.finish();
+    }
+
+    #[test]
+    fn arbitrary_payloads_never_panic_any_message_decoder(t in any::<u8>(), payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+        if let Some(mt) = MessageType::from_u8(t) {
+            let _ = Message::decode_payload(mt, &payload);
+        }
+    }
+
+    #[test]
+    fn mutated_valid_frames_are_rejected_or_decoded_never_panic(index in 0usize..64, bit in 0u8..8, which in 0usize..17) {
+        let k = key(11);
+        let (mut monitor, mut agent) = connect(&k, &k).unwrap();
+        let msgs = all_messages();
+        let msg = &msgs[which % msgs.len()];
+        let mut bytes = monitor.sealer.seal(msg, 1, 0).unwrap();
+        let i = index % bytes.len();
+        bytes[i] ^= 1 << bit;
+        let mut fb = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+        fb.push(&bytes);
+        // Any single bit flip must be caught: by the header checks, or by the MAC.
+        match fb.next_frame() {
+            Err(_) | Ok(None) => {}
+            Ok(Some(f)) => prop_assert!(agent.opener.open(&f).is_err()),
+        }
+    }
+
+    #[test]
+    fn agent_heartbeats_round_trip(epoch in any::<u32>(), uptime in any::<u32>(), flags in 0u8..=hb_flags::ALL,
+                                   ip in any::<[u8; 4]>(), port in any::<u16>(), vips in proptest::collection::vec(any::<[u8; 4]>(), 0..8)) {
+        let k = key(12);
+        let (mut monitor, mut agent) = connect(&k, &k).unwrap();
+        let ip = Ipv4Addr::from(ip);
+        let msg = Message::AgentHeartbeat(AgentHeartbeat {
+            applied_epoch: epoch,
+            uptime_s: uptime,
+            flags,
+            probe: ProbeState::Off,
+            source: (!ip.is_unspecified()).then_some((ip, port)),
+            held_vips: vips.into_iter().map(Ipv4Addr::from).collect(),
+        });
+        let f = one(&agent.sealer.seal(&msg, 0, FLAG_RESPONSE).unwrap());
+        prop_assert_eq!(monitor.opener.open(&f).unwrap(), msg);
+    }
+}
