@@ -1,1 +1,4 @@
-//! mmm monitor.
+//! The monitor: the pure decision core and the IO shell around it (checks, agent links,
+//! control socket, status file), plus what `mmm-control` shares with the daemon.
+
+pub mod control;

@@ -1,1 +1,83 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: the built binaries and private temp dirs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace's target directory (respects CARGO_TARGET_DIR).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
+/// A built binary of the workspace. `cargo xtask test` builds them before the tests run.
+pub fn bin(name: &str) -> PathBuf {
+    let path = target_dir().join("debug").join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build --workspace --bins` first (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a binary and returns its output, whatever its exit status.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A private (0700) directory removed on drop, even when the test panics.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("mmm-test-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes a file with the given mode.
+    pub fn write(&self, name: &str, contents: &str, mode: u32) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// conf/lab.toml with a fresh key file in `dir`, both mode 0600.
+pub fn lab_config(dir: &TempDir) -> PathBuf {
+    let key = stdout(&run("mmm-control", &["gen-key"]));
+    let key_path = dir.write("cluster.key", &key, 0o600);
+    let text = std::fs::read_to_string(workspace_root().join("conf/lab.toml")).expect("conf/lab.toml");
+    dir.write(
+        "lab.toml",
+        &text.replace("/tmp/mmm-lab/cluster.key", key_path.to_str().expect("UTF-8 temp path")),
+        0o600,
+    )
+}

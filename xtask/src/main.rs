@@ -1,1 +1,171 @@
-fn main() {}
+//! `cargo xtask test | lab | bench | build-ebpf | ci`: the project's entry points.
+//! Each one installs the Debian packages it needs when run as root, and otherwise says
+//! exactly which `apt-get install` to run.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A command we need and the Debian package that provides it.
+struct Need {
+    command: &'static str,
+    package: &'static str,
+}
+
+/// What the test suite needs beyond the Rust toolchain.
+const TEST_NEEDS: &[Need] = &[Need {
+    command: "ip",
+    package: "iproute2",
+}];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
+    match args.first().map(String::as_str) {
+        Some("test") | Some("ci") => test(),
+        Some("lab") => lab(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("build-ebpf") => {
+            bail!("build-ebpf: the BPF programs (agent-ebpf/) are not written yet; see agent-ebpf/README.md")
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n  test        fmt check, clippy -D warnings, every test (the README's test command)\n  \
+                 ci          the same as test (what .ci/run calls)\n  lab         build and show the system (the README's first command)\n  \
+                 bench [protocol]  measurements, written to target/bench/\n  build-ebpf  compile the BPF programs"
+            );
+            bail!("no command given")
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the effective user of this process.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn have(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
+        .unwrap_or(false)
+}
+
+/// Installs missing packages as root; otherwise names the exact command to run.
+fn ensure(needs: &[Need]) -> Result<()> {
+    let missing: Vec<&str> = needs.iter().filter(|n| !have(n.command)).map(|n| n.package).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !is_root() {
+        bail!("missing packages: {list}\nrun as root, or install them with:\n  sudo apt-get update && sudo apt-get install -y {list}");
+    }
+    eprintln!("xtask: installing {list}");
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {}", describe(cmd));
+    let status = cmd.status().with_context(|| format!("starting {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn test() -> Result<()> {
+    ensure(TEST_NEEDS)?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    // The integration tests drive the real binaries: build them first.
+    run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
+    run(cargo().args(["test", "--workspace", "--locked"]))?;
+    Ok(())
+}
+
+fn lab(args: &[String]) -> Result<()> {
+    ensure(TEST_NEEDS)?;
+    run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
+    let dir = std::env::temp_dir().join(format!("mmm-lab-{}", std::process::id()));
+    let result = lab_in(&dir, args);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// What exists so far: the lab config, a fresh cluster key, and the config check every
+/// binary performs at start. The namespace lab with MariaDB comes with the lab issue.
+fn lab_in(dir: &Path, _args: &[String]) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key_path = dir.join("cluster.key");
+    let key = output(Command::new("target/debug/mmm-control").arg("gen-key"))?;
+    std::fs::write(&key_path, key).context("writing the lab key")?;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+    let template = std::fs::read_to_string("conf/lab.toml").context("reading conf/lab.toml")?;
+    let config = dir.join("lab.toml");
+    std::fs::write(&config, template.replace("/tmp/mmm-lab/cluster.key", &key_path.to_string_lossy()))?;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))?;
+    println!("== mmm-monitor --check-config {}", config.display());
+    print!("{}", output(Command::new("target/debug/mmm-monitor").arg("--check-config").arg(&config))?);
+    println!("== mmm-control import-mmm conf/legacy/mmm_common.conf conf/legacy/mmm_mon.conf");
+    print!(
+        "{}",
+        output(Command::new("target/debug/mmm-control").args([
+            "import-mmm",
+            "conf/legacy/mmm_common.conf",
+            "conf/legacy/mmm_mon.conf"
+        ]))?
+    );
+    println!("== cargo bench -p mmm-common --bench protocol");
+    run(cargo().args(["bench", "--locked", "-q", "-p", "mmm-common", "--bench", "protocol"]).env("MMM_BENCH_FRAMES", "300000"))?;
+    println!("\nThe namespace lab (MariaDB, agents, monitor, failover) is not built yet.");
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("starting {}", describe(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}):\n{}{}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("{} printed non-UTF-8", describe(cmd)))
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let which = args.first().map(String::as_str).unwrap_or("all");
+    match which {
+        "all" | "protocol" => run(cargo().args(["bench", "--locked", "-p", "mmm-common", "--bench", "protocol"])),
+        other => bail!("unknown benchmark {other:?} (known: protocol)"),
+    }
+}

@@ -88,7 +88,7 @@ impl ClusterKey {
     pub fn from_hex(text: &str) -> Result<ClusterKey, KeyError> {
         let text = text.trim();
         let digits: Vec<(usize, char)> = text.char_indices().collect();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(KeyError::OddLength {
                 digits: digits.len(),
             });

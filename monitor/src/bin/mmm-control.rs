@@ -1,1 +1,108 @@
-fn main() {}
+//! mmm-control: MMM's control commands against a running monitor, plus `import-mmm`
+//! and `gen-key` which work offline. Success lines start with `OK: `, refusals with
+//! `ERROR: `; the exit status is 0 or 1 accordingly.
+
+use anyhow::Context;
+use clap::Parser;
+use mmm_common::config::{ClusterKey, Config, ControlAddr};
+use mmm_monitor::control::{client, command::HELP, Command, CommandError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mmm-control",
+    version,
+    about = "Control the mmm monitor (MySQL-MMM's commands and output)",
+    after_help = HELP,
+    disable_help_subcommand = true
+)]
+struct Args {
+    /// Config file; the monitor's control address is read from it.
+    #[arg(long, short, default_value = "/etc/mmm/mmm.toml")]
+    config: PathBuf,
+    /// Control address (IP:PORT or a unix socket path); overrides the config's.
+    #[arg(long)]
+    monitor: Option<String>,
+    /// Seconds to wait for the monitor's answer.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// The command and its arguments; `help` lists them. Offline commands:
+    /// `import-mmm COMMON.conf MON.conf [AGENT.conf]` and `gen-key`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            println!("ERROR: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    match args.command.first().map(String::as_str) {
+        Some("gen-key") => {
+            println!("{}", ClusterKey::generate_hex().context("reading random bytes for the key")?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some("import-mmm") => return import(&args.command[1..]),
+        _ => {}
+    }
+    let command = match Command::parse(&args.command) {
+        Ok(c) => c,
+        Err(CommandError::Empty) => {
+            print!("{HELP}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            println!("ERROR: {e}\n");
+            print!("{HELP}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if command == Command::Help {
+        print!("{HELP}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let addr = match &args.monitor {
+        Some(a) if a.starts_with('/') => ControlAddr::Unix(a.into()),
+        Some(a) => ControlAddr::Tcp(a.parse().with_context(|| format!("--monitor {a:?} is not IP:PORT or a socket path"))?),
+        None => match Config::load(&args.config) {
+            Ok(c) => c.monitor.control,
+            Err(e) => anyhow::bail!("{}", e.lines().join("\n")),
+        },
+    };
+    match client::request(&addr, &command.to_string(), Duration::from_secs(args.timeout)) {
+        Ok(answer) => {
+            print!("{answer}");
+            let refused = answer.lines().any(|l| l.starts_with("ERROR:"));
+            Ok(if refused { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Err(e @ client::ClientError::Connect { .. }) => {
+            println!("ERROR: Can't connect to monitor daemon!");
+            eprintln!("{:#}", anyhow::Error::from(e));
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn import(files: &[String]) -> anyhow::Result<ExitCode> {
+    if !(2..=3).contains(&files.len()) {
+        println!("ERROR: usage: mmm-control import-mmm mmm_common.conf mmm_mon.conf [mmm_agent.conf]");
+        return Ok(ExitCode::FAILURE);
+    }
+    let paths: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+    let imported = mmm_common::legacy::import(&paths)?;
+    for w in &imported.warnings {
+        eprintln!("warning: {w}");
+    }
+    print!("{}", imported.toml);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,1 +1,64 @@
-fn main() {}
+//! mmm-monitor: the monitor daemon (foreground, logs to stderr).
+
+use clap::Parser;
+use mmm_common::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "mmm-monitor", version, about = "The mmm monitor daemon (runs in the foreground)")]
+struct Args {
+    /// Config file.
+    #[arg(long, short, default_value = "/etc/mmm/mmm.toml")]
+    config: PathBuf,
+    /// Check the config (this file, or --config's) and exit: prints `OK` or every
+    /// problem found, one per line, and exits 1 on problems.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(path) = &args.check_config {
+        // `-` stands for "no FILE given": check --config's file.
+        let path = if path.as_os_str() == "-" { &args.config } else { path };
+        return check_config(path);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing::Level::INFO.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.lines() {
+                tracing::error!("{line}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::error!(
+        hosts = config.hosts.len(),
+        "the monitor daemon is not implemented yet; use --check-config to validate a configuration"
+    );
+    ExitCode::FAILURE
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.lines() {
+                println!("{line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
