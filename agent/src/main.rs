@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "mmm-agent", version, about = "The mmm agent for one database host (runs in the foreground)")]
+#[command(
+    name = "mmm-agent",
+    version,
+    about = "The mmm agent for one database host (runs in the foreground)"
+)]
 struct Args {
     /// Config file (the same one the monitor reads).
     #[arg(long, short, default_value = "/etc/mmm/mmm.toml")]
@@ -37,7 +41,12 @@ fn main() -> ExitCode {
     };
     let Some(host) = config.host(&args.host) else {
         let known: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
-        tracing::error!("--host {:?} is not in {} (hosts: {})", args.host, args.config.display(), known.join(", "));
+        tracing::error!(
+            "--host {:?} is not in {} (hosts: {})",
+            args.host,
+            args.config.display(),
+            known.join(", ")
+        );
         return ExitCode::FAILURE;
     };
     if let Err(e) = ClusterKey::load(&config.security.key) {

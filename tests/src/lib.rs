@@ -12,7 +12,10 @@ pub fn target_dir() -> PathBuf {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
 }
 
 /// A built binary of the workspace. `cargo xtask test` builds them before the tests run.
@@ -46,8 +49,10 @@ impl TempDir {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("mmm-test-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod temp dir");
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod temp dir");
         TempDir(path)
     }
 
@@ -74,10 +79,14 @@ impl Drop for TempDir {
 pub fn lab_config(dir: &TempDir) -> PathBuf {
     let key = stdout(&run("mmm-control", &["gen-key"]));
     let key_path = dir.write("cluster.key", &key, 0o600);
-    let text = std::fs::read_to_string(workspace_root().join("conf/lab.toml")).expect("conf/lab.toml");
+    let text =
+        std::fs::read_to_string(workspace_root().join("conf/lab.toml")).expect("conf/lab.toml");
     dir.write(
         "lab.toml",
-        &text.replace("/tmp/mmm-lab/cluster.key", key_path.to_str().expect("UTF-8 temp path")),
+        &text.replace(
+            "/tmp/mmm-lab/cluster.key",
+            key_path.to_str().expect("UTF-8 temp path"),
+        ),
         0o600,
     )
 }

@@ -11,7 +11,10 @@ fn check_config_accepts_the_lab_config() {
     assert_eq!(stdout(&out), "OK\n");
     assert!(out.status.success());
     // The DESIGN spelling: --config FILE --check-config.
-    let out = run("mmm-monitor", &["--config", config.to_str().unwrap(), "--check-config"]);
+    let out = run(
+        "mmm-monitor",
+        &["--config", config.to_str().unwrap(), "--check-config"],
+    );
     assert_eq!(stdout(&out), "OK\n");
 }
 
@@ -22,7 +25,10 @@ fn check_config_lists_every_problem_and_exits_1() {
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("peer = \"db1\"", "peer = \"db3\"")
-        .replace("heartbeat_interval = \"50ms\"", "heartbeat_interval = \"50\"")
+        .replace(
+            "heartbeat_interval = \"50ms\"",
+            "heartbeat_interval = \"50\"",
+        )
         .replace("[agent]", "[agent]\nwings = 2");
     let bad = dir.write("bad.toml", &text, 0o644);
     let out = run("mmm-monitor", &["--check-config", bad.to_str().unwrap()]);
@@ -46,28 +52,57 @@ fn check_config_reports_a_missing_key_file() {
     std::fs::remove_file(dir.path().join("cluster.key")).unwrap();
     let out = run("mmm-monitor", &["--check-config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("security.key_file: cannot read"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("security.key_file: cannot read"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
 fn import_mmm_prints_a_config_that_checks_ok() {
     let root = workspace_root();
-    let legacy = |f: &str| root.join("conf/legacy").join(f).to_str().unwrap().to_string();
+    let legacy = |f: &str| {
+        root.join("conf/legacy")
+            .join(f)
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
     let out = run(
         "mmm-control",
-        &["import-mmm", &legacy("mmm_common.conf"), &legacy("mmm_mon.conf"), &legacy("mmm_agent.conf")],
+        &[
+            "import-mmm",
+            &legacy("mmm_common.conf"),
+            &legacy("mmm_mon.conf"),
+            &legacy("mmm_agent.conf"),
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let warnings = String::from_utf8_lossy(&out.stderr);
-    assert!(warnings.lines().all(|l| l.starts_with("warning: ")), "{warnings}");
+    assert!(
+        warnings.lines().all(|l| l.starts_with("warning: ")),
+        "{warnings}"
+    );
     assert!(warnings.contains("<socket> dropped"), "{warnings}");
 
     // With a real key file in place of /etc/mmm/cluster.key, the output passes the check.
     let dir = TempDir::new("import");
-    let key = dir.write("cluster.key", &stdout(&run("mmm-control", &["gen-key"])), 0o600);
+    let key = dir.write(
+        "cluster.key",
+        &stdout(&run("mmm-control", &["gen-key"])),
+        0o600,
+    );
     let toml = stdout(&out).replace("/etc/mmm/cluster.key", key.to_str().unwrap());
     let imported = dir.write("imported.toml", &toml, 0o600);
-    let check = run("mmm-monitor", &["--check-config", imported.to_str().unwrap()]);
+    let check = run(
+        "mmm-monitor",
+        &["--check-config", imported.to_str().unwrap()],
+    );
     assert_eq!(stdout(&check), "OK\n");
 
     let out = run("mmm-control", &["import-mmm", &legacy("mmm_common.conf")]);
@@ -88,7 +123,11 @@ fn gen_key_prints_64_hex_digits_and_differs_each_time() {
 fn control_refuses_unknown_commands_and_unreachable_monitors() {
     let out = run("mmm-control", &["--monitor", "127.0.0.1:9", "explode"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).starts_with("ERROR: Unknown command 'explode'"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("ERROR: Unknown command 'explode'"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = run("mmm-control", &["--monitor", "127.0.0.1:9", "set_online"]);
     assert_eq!(out.status.code(), Some(1));
@@ -104,8 +143,14 @@ fn control_refuses_unknown_commands_and_unreachable_monitors() {
 fn agent_refuses_a_host_not_in_the_config() {
     let dir = TempDir::new("agent-host");
     let config = lab_config(&dir);
-    let out = run("mmm-agent", &["--config", config.to_str().unwrap(), "--host", "db9"]);
+    let out = run(
+        "mmm-agent",
+        &["--config", config.to_str().unwrap(), "--host", "db9"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--host \"db9\" is not in") && err.contains("db1, db2, db3"), "{err}");
+    assert!(
+        err.contains("--host \"db9\" is not in") && err.contains("db1, db2, db3"),
+        "{err}"
+    );
 }

@@ -61,7 +61,11 @@ fn have(command: &str) -> bool {
 
 /// Installs missing packages as root; otherwise names the exact command to run.
 fn ensure(needs: &[Need]) -> Result<()> {
-    let missing: Vec<&str> = needs.iter().filter(|n| !have(n.command)).map(|n| n.package).collect();
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|n| !have(n.command))
+        .map(|n| n.package)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -80,7 +84,9 @@ fn ensure(needs: &[Need]) -> Result<()> {
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: {}", describe(cmd));
-    let status = cmd.status().with_context(|| format!("starting {}", describe(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
     if !status.success() {
         bail!("{} failed ({status})", describe(cmd));
     }
@@ -102,7 +108,15 @@ fn cargo() -> Command {
 fn test() -> Result<()> {
     ensure(TEST_NEEDS)?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The integration tests drive the real binaries: build them first.
     run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
     run(cargo().args(["test", "--workspace", "--locked"]))?;
@@ -122,17 +136,30 @@ fn lab(args: &[String]) -> Result<()> {
 /// binary performs at start. The namespace lab with MariaDB comes with the lab issue.
 fn lab_in(dir: &Path, _args: &[String]) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new().mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let key_path = dir.join("cluster.key");
     let key = output(Command::new("target/debug/mmm-control").arg("gen-key"))?;
     std::fs::write(&key_path, key).context("writing the lab key")?;
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
     let template = std::fs::read_to_string("conf/lab.toml").context("reading conf/lab.toml")?;
     let config = dir.join("lab.toml");
-    std::fs::write(&config, template.replace("/tmp/mmm-lab/cluster.key", &key_path.to_string_lossy()))?;
+    std::fs::write(
+        &config,
+        template.replace("/tmp/mmm-lab/cluster.key", &key_path.to_string_lossy()),
+    )?;
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))?;
     println!("== mmm-monitor --check-config {}", config.display());
-    print!("{}", output(Command::new("target/debug/mmm-monitor").arg("--check-config").arg(&config))?);
+    print!(
+        "{}",
+        output(
+            Command::new("target/debug/mmm-monitor")
+                .arg("--check-config")
+                .arg(&config)
+        )?
+    );
     println!("== mmm-control import-mmm conf/legacy/mmm_common.conf conf/legacy/mmm_mon.conf");
     print!(
         "{}",
@@ -143,13 +170,25 @@ fn lab_in(dir: &Path, _args: &[String]) -> Result<()> {
         ]))?
     );
     println!("== cargo bench -p mmm-common --bench protocol");
-    run(cargo().args(["bench", "--locked", "-q", "-p", "mmm-common", "--bench", "protocol"]).env("MMM_BENCH_FRAMES", "300000"))?;
+    run(cargo()
+        .args([
+            "bench",
+            "--locked",
+            "-q",
+            "-p",
+            "mmm-common",
+            "--bench",
+            "protocol",
+        ])
+        .env("MMM_BENCH_FRAMES", "300000"))?;
     println!("\nThe namespace lab (MariaDB, agents, monitor, failover) is not built yet.");
     Ok(())
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("starting {}", describe(cmd)))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
     if !out.status.success() {
         bail!(
             "{} failed ({}):\n{}{}",
@@ -165,7 +204,14 @@ fn output(cmd: &mut Command) -> Result<String> {
 fn bench(args: &[String]) -> Result<()> {
     let which = args.first().map(String::as_str).unwrap_or("all");
     match which {
-        "all" | "protocol" => run(cargo().args(["bench", "--locked", "-p", "mmm-common", "--bench", "protocol"])),
+        "all" | "protocol" => run(cargo().args([
+            "bench",
+            "--locked",
+            "-p",
+            "mmm-common",
+            "--bench",
+            "protocol",
+        ])),
         other => bail!("unknown benchmark {other:?} (known: protocol)"),
     }
 }

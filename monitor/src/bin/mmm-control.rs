@@ -48,7 +48,10 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match args.command.first().map(String::as_str) {
         Some("gen-key") => {
-            println!("{}", ClusterKey::generate_hex().context("reading random bytes for the key")?);
+            println!(
+                "{}",
+                ClusterKey::generate_hex().context("reading random bytes for the key")?
+            );
             return Ok(ExitCode::SUCCESS);
         }
         Some("import-mmm") => return import(&args.command[1..]),
@@ -72,17 +75,28 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let addr = match &args.monitor {
         Some(a) if a.starts_with('/') => ControlAddr::Unix(a.into()),
-        Some(a) => ControlAddr::Tcp(a.parse().with_context(|| format!("--monitor {a:?} is not IP:PORT or a socket path"))?),
+        Some(a) => ControlAddr::Tcp(
+            a.parse()
+                .with_context(|| format!("--monitor {a:?} is not IP:PORT or a socket path"))?,
+        ),
         None => match Config::load(&args.config) {
             Ok(c) => c.monitor.control,
             Err(e) => anyhow::bail!("{}", e.lines().join("\n")),
         },
     };
-    match client::request(&addr, &command.to_string(), Duration::from_secs(args.timeout)) {
+    match client::request(
+        &addr,
+        &command.to_string(),
+        Duration::from_secs(args.timeout),
+    ) {
         Ok(answer) => {
             print!("{answer}");
             let refused = answer.lines().any(|l| l.starts_with("ERROR:"));
-            Ok(if refused { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if refused {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Err(e @ client::ClientError::Connect { .. }) => {
             println!("ERROR: Can't connect to monitor daemon!");
@@ -95,7 +109,9 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 fn import(files: &[String]) -> anyhow::Result<ExitCode> {
     if !(2..=3).contains(&files.len()) {
-        println!("ERROR: usage: mmm-control import-mmm mmm_common.conf mmm_mon.conf [mmm_agent.conf]");
+        println!(
+            "ERROR: usage: mmm-control import-mmm mmm_common.conf mmm_mon.conf [mmm_agent.conf]"
+        );
         return Ok(ExitCode::FAILURE);
     }
     let paths: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "mmm-monitor", version, about = "The mmm monitor daemon (runs in the foreground)")]
+#[command(
+    name = "mmm-monitor",
+    version,
+    about = "The mmm monitor daemon (runs in the foreground)"
+)]
 struct Args {
     /// Config file.
     #[arg(long, short, default_value = "/etc/mmm/mmm.toml")]
@@ -21,7 +25,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(path) = &args.check_config {
         // `-` stands for "no FILE given": check --config's file.
-        let path = if path.as_os_str() == "-" { &args.config } else { path };
+        let path = if path.as_os_str() == "-" {
+            &args.config
+        } else {
+            path
+        };
         return check_config(path);
     }
     tracing_subscriber::fmt()

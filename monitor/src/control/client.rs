@@ -58,7 +58,9 @@ pub fn request(addr: &ControlAddr, line: &str, timeout: Duration) -> Result<Stri
         source,
     };
     stream.set_timeouts(timeout).map_err(io)?;
-    stream.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .map_err(io)?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).map_err(io)?;
     String::from_utf8(answer).map_err(|_not_utf8| ClientError::NotText { addr: name.clone() })

@@ -14,14 +14,30 @@ pub enum CheckSelector {
 pub enum Command {
     Help,
     Ping,
-    Show { json: bool },
+    Show {
+        json: bool,
+    },
     /// `checks [HOST|all [CHECK|all]]`; `None` host means all.
-    Checks { host: Option<String>, check: CheckSelector },
+    Checks {
+        host: Option<String>,
+        check: CheckSelector,
+    },
     Mode,
-    SetOnline { host: String },
-    SetOffline { host: String },
-    MoveRole { force: bool, role: String, host: String },
-    SetIp { ip: Ipv4Addr, host: String },
+    SetOnline {
+        host: String,
+    },
+    SetOffline {
+        host: String,
+    },
+    MoveRole {
+        force: bool,
+        role: String,
+        host: String,
+    },
+    SetIp {
+        ip: Ipv4Addr,
+        host: String,
+    },
     SetActive,
     SetManual,
     SetPassive,
@@ -34,7 +50,10 @@ pub enum CommandError {
     #[error("Unknown command '{0}'")]
     Unknown(String),
     #[error("Wrong arguments for '{command}': usage: {usage}")]
-    Usage { command: &'static str, usage: &'static str },
+    Usage {
+        command: &'static str,
+        usage: &'static str,
+    },
     #[error("'{got}' is not a check (expected ping, mysql, rep_threads, rep_backlog or all)")]
     BadCheck { got: String },
     #[error("'{got}' is not an IPv4 address")]
@@ -65,7 +84,8 @@ impl Command {
         let Some((&name, args)) = words.split_first() else {
             return Err(CommandError::Empty);
         };
-        let usage = |command: &'static str, usage: &'static str| CommandError::Usage { command, usage };
+        let usage =
+            |command: &'static str, usage: &'static str| CommandError::Usage { command, usage };
         let no_args = |cmd: Command, command: &'static str| {
             if args.is_empty() {
                 Ok(cmd)
@@ -112,9 +132,13 @@ impl Command {
             }
             "set_online" | "set_offline" => match args {
                 [h] => Ok(if name == "set_online" {
-                    Command::SetOnline { host: h.to_string() }
+                    Command::SetOnline {
+                        host: h.to_string(),
+                    }
                 } else {
-                    Command::SetOffline { host: h.to_string() }
+                    Command::SetOffline {
+                        host: h.to_string(),
+                    }
                 }),
                 _ if name == "set_online" => Err(usage("set_online", "set_online <host>")),
                 _ => Err(usage("set_offline", "set_offline <host>")),
@@ -134,7 +158,9 @@ impl Command {
             },
             "set_ip" => match args {
                 [ip, host] => Ok(Command::SetIp {
-                    ip: ip.parse().map_err(|_e| CommandError::BadIp { got: ip.to_string() })?,
+                    ip: ip.parse().map_err(|_e| CommandError::BadIp {
+                        got: ip.to_string(),
+                    })?,
                     host: host.to_string(),
                 }),
                 _ => Err(usage("set_ip", "set_ip <ip> <host>")),
@@ -163,7 +189,11 @@ impl fmt::Display for Command {
             Command::SetOnline { host } => write!(f, "set_online {host}"),
             Command::SetOffline { host } => write!(f, "set_offline {host}"),
             Command::MoveRole { force, role, host } => {
-                write!(f, "move_role {}{role} {host}", if *force { "--force " } else { "" })
+                write!(
+                    f,
+                    "move_role {}{role} {host}",
+                    if *force { "--force " } else { "" }
+                )
             }
             Command::SetIp { ip, host } => write!(f, "set_ip {ip} {host}"),
             Command::SetActive => f.write_str("set_active"),
@@ -217,15 +247,35 @@ mod tests {
     #[test]
     fn refuses_bad_input_with_a_reason() {
         assert_eq!(parse(""), Err(CommandError::Empty));
-        assert_eq!(parse("explode").unwrap_err().to_string(), "Unknown command 'explode'");
+        assert_eq!(
+            parse("explode").unwrap_err().to_string(),
+            "Unknown command 'explode'"
+        );
         assert_eq!(
             parse("set_online").unwrap_err().to_string(),
             "Wrong arguments for 'set_online': usage: set_online <host>"
         );
-        assert!(matches!(parse("move_role --force writer"), Err(CommandError::Usage { .. })));
-        assert!(matches!(parse("move_role --fast writer db1"), Err(CommandError::Usage { .. })));
-        assert_eq!(parse("set_ip 10.0.0.999 db1"), Err(CommandError::BadIp { got: "10.0.0.999".into() }));
-        assert_eq!(parse("checks db1 pong"), Err(CommandError::BadCheck { got: "pong".into() }));
-        assert!(matches!(parse("show extra"), Err(CommandError::Usage { .. })));
+        assert!(matches!(
+            parse("move_role --force writer"),
+            Err(CommandError::Usage { .. })
+        ));
+        assert!(matches!(
+            parse("move_role --fast writer db1"),
+            Err(CommandError::Usage { .. })
+        ));
+        assert_eq!(
+            parse("set_ip 10.0.0.999 db1"),
+            Err(CommandError::BadIp {
+                got: "10.0.0.999".into()
+            })
+        );
+        assert_eq!(
+            parse("checks db1 pong"),
+            Err(CommandError::BadCheck { got: "pong".into() })
+        );
+        assert!(matches!(
+            parse("show extra"),
+            Err(CommandError::Usage { .. })
+        ));
     }
 }
