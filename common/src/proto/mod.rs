@@ -2,6 +2,8 @@
 //! parsed from byte buffers; sockets belong to the daemons.
 
 pub mod frame;
+#[cfg(feature = "io")]
+pub mod io;
 pub mod message;
 pub mod session;
 mod wire;

@@ -1,0 +1,135 @@
+//! Gratuitous ARP: announcing that a VIP now lives at this host's MAC.
+//!
+//! We send the *request* form with the target MAC equal to the sender MAC. Linux always
+//! accepts it and updates an existing neighbour entry at once; the reply form with a
+//! broadcast target MAC (what MMM sent) is ignored within the 1 s neighbour locktime, so
+//! clients kept the old MAC for ~40 s (shared/FINDINGS.md).
+//!
+//! The sender is an AF_PACKET socket opened with protocol 0: it can send but is bound to
+//! no protocol, so it never receives (pnet's layer-2 channel binds ETH_P_ALL and would be
+//! handed a copy of every frame on a busy database interface) and is never promiscuous.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+pub const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_IP: u16 = 0x0800;
+/// Ethernet's minimum frame size without the FCS; shorter frames are padded.
+pub const FRAME_LEN: usize = 60;
+
+pub type Mac = [u8; 6];
+
+/// Builds the gratuitous ARP request announcing `ip` at `mac`, padded to 60 bytes.
+pub fn build_garp(mac: Mac, ip: Ipv4Addr) -> [u8; FRAME_LEN] {
+    let mut f = [0u8; FRAME_LEN];
+    // Ethernet: broadcast destination, our source, ARP.
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+    // ARP: Ethernet/IPv4, request.
+    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // htype Ethernet
+    f[16..18].copy_from_slice(&ETH_P_IP.to_be_bytes()); // ptype IPv4
+    f[18] = 6; // hlen
+    f[19] = 4; // plen
+    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // oper request
+    f[22..28].copy_from_slice(&mac); // sender MAC
+    f[28..32].copy_from_slice(&ip.octets()); // sender IP
+    f[32..38].copy_from_slice(&mac); // target MAC = sender MAC (see module docs)
+    f[38..42].copy_from_slice(&ip.octets()); // target IP = sender IP
+    f
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GarpError {
+    #[error("opening the packet socket for gratuitous ARP (needs CAP_NET_RAW)")]
+    Open {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sending gratuitous ARP for {ip} on interface index {ifindex}")]
+    Send {
+        ip: Ipv4Addr,
+        ifindex: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A send-only packet socket, opened once and kept: opening costs ~25 ms.
+#[derive(Debug)]
+pub struct GarpSender {
+    fd: OwnedFd,
+}
+
+impl GarpSender {
+    pub fn open() -> Result<GarpSender, GarpError> {
+        // SAFETY: socket() takes no pointers; a non-negative return is a new descriptor
+        // that we own from here on.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(GarpError::Open {
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: fd is a valid descriptor just returned by socket() and owned by nobody else.
+        Ok(GarpSender {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Sends one announcement of `ip` at `mac` out of interface `ifindex`.
+    pub fn send(&self, ifindex: u32, mac: Mac, ip: Ipv4Addr) -> Result<(), GarpError> {
+        let frame = build_garp(mac, ip);
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = ETH_P_ARP.to_be();
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        // SAFETY: frame and addr live across the call, and the lengths passed are theirs.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(GarpError::Send {
+                ip,
+                ifindex,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garp_request_form_byte_for_byte() {
+        let mac = [0x02, 0x00, 0x5e, 0x10, 0x20, 0x30];
+        let f = build_garp(mac, Ipv4Addr::new(192, 0, 2, 100));
+        #[rustfmt::skip]
+        let expected: [u8; 42] = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff,             // dst: broadcast
+            0x02, 0x00, 0x5e, 0x10, 0x20, 0x30,             // src: our MAC
+            0x08, 0x06,                                     // ethertype ARP
+            0x00, 0x01, 0x08, 0x00, 0x06, 0x04,             // Ethernet, IPv4, hlen 6, plen 4
+            0x00, 0x01,                                     // request
+            0x02, 0x00, 0x5e, 0x10, 0x20, 0x30,             // sender MAC
+            192, 0, 2, 100,                                 // sender IP
+            0x02, 0x00, 0x5e, 0x10, 0x20, 0x30,             // target MAC = sender MAC
+            192, 0, 2, 100,                                 // target IP = sender IP
+        ];
+        assert_eq!(&f[..42], &expected[..]);
+        assert_eq!(&f[42..], &[0u8; 18][..], "padded with zeros to 60 bytes");
+    }
+}

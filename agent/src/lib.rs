@@ -1,0 +1,15 @@
+//! The mmm agent: one module per kernel interface, each behind a narrow interface
+//! (keepalived's split), and the server that applies what the monitor asks.
+//!
+//! - [`vip`]: addresses on the cluster interface, through rtnetlink
+//! - [`garp`]: gratuitous ARP, built purely and sent from a send-only packet socket
+//! - [`caps`]: the four capabilities the agent keeps, and what each one enables
+//! - [`reconcile`]: desired state -> ordered steps, and their execution
+//! - [`server`]: the authenticated protocol towards the monitor, and lease fencing
+
+pub mod caps;
+pub mod garp;
+pub mod mysql;
+pub mod reconcile;
+pub mod server;
+pub mod vip;

@@ -1,0 +1,435 @@
+//! From the monitor's desired state to ordered steps, and their execution.
+//!
+//! [`plan`] is pure: desired state + what the host holds -> steps, in the order that
+//! keeps the cluster safe: first VIPs are removed (the writer's first), then the server
+//! becomes read-only and client sessions are killed (DESIGN §6.2); then, when this host
+//! is to write, it becomes writable before it takes VIPs and announces them. A host that
+//! already matches gets no steps, so re-applying the same state (after an agent restart,
+//! or the monitor's periodic re-assertion) touches nothing.
+
+use crate::garp::GarpSender;
+use crate::mysql::Mysql;
+use crate::vip::{Link, Netlink};
+use mmm_common::config::{Config, Host};
+use mmm_common::proto::{DesiredState, ServerKind};
+use mmm_common::types::HostState;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A desired state checked against the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub epoch: u32,
+    pub state: HostState,
+    pub active_master: String,
+    pub writable: bool,
+    /// VIP -> role.
+    pub vips: BTreeMap<Ipv4Addr, String>,
+}
+
+/// What the host holds, as read from the kernel and the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub vips: BTreeSet<Ipv4Addr>,
+    /// `None` when mysqld did not answer.
+    pub read_only: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    RemoveVip(Ipv4Addr),
+    SetReadOnly(bool),
+    KillSessions,
+    AddVip(Ipv4Addr),
+    Announce(Ipv4Addr),
+}
+
+/// What the agent needs to know of the config to judge and apply desired states.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub host: String,
+    /// Every role IP in the config: the only addresses the agent ever removes.
+    pub managed: BTreeSet<Ipv4Addr>,
+    /// role IP -> (role, hosts allowed to hold it).
+    pub roles: BTreeMap<Ipv4Addr, (String, Vec<String>)>,
+    pub writer_role: String,
+}
+
+impl Scope {
+    pub fn new(config: &Config, host: &Host) -> Scope {
+        let mut roles = BTreeMap::new();
+        for r in &config.roles {
+            for ip in &r.ips {
+                roles.insert(*ip, (r.name.clone(), r.hosts.clone()));
+            }
+        }
+        Scope {
+            host: host.name.clone(),
+            managed: roles.keys().copied().collect(),
+            roles,
+            writer_role: config.active_master_role.clone(),
+        }
+    }
+
+    /// The writer role's VIPs.
+    pub fn writer_vips(&self) -> BTreeSet<Ipv4Addr> {
+        self.roles
+            .iter()
+            .filter(|(_, (role, _))| *role == self.writer_role)
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+
+    /// Checks a desired state against the config; every problem is listed and nothing
+    /// of a refused state is applied.
+    pub fn check(&self, d: &DesiredState) -> Result<Desired, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut vips = BTreeMap::new();
+        for (role, ip) in &d.roles {
+            match self.roles.get(ip) {
+                None => problems.push(format!("{ip} is not an IP of any configured role")),
+                Some((r, _)) if r != role => {
+                    problems.push(format!("{ip} belongs to role {r}, not {role}"))
+                }
+                Some((_, hosts)) if !hosts.contains(&self.host) => {
+                    problems.push(format!("role {role} may not be held by {}", self.host))
+                }
+                Some(_) => {
+                    if vips.insert(*ip, role.clone()).is_some() {
+                        problems.push(format!("{ip} is listed twice"));
+                    }
+                }
+            }
+        }
+        let writes = d.roles.iter().any(|(r, _)| *r == self.writer_role);
+        if writes && !d.writable {
+            problems.push(format!("role {} without writable = true", self.writer_role));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Desired {
+            epoch: d.epoch,
+            state: d.state,
+            active_master: d.active_master.clone(),
+            writable: d.writable,
+            vips,
+        })
+    }
+}
+
+/// The ordered steps that take `observed` to `desired`.
+pub fn plan(desired: &Desired, observed: &Observed, scope: &Scope) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let writer_vips = scope.writer_vips();
+    let mut removals: Vec<Ipv4Addr> = observed
+        .vips
+        .iter()
+        .filter(|ip| scope.managed.contains(ip) && !desired.vips.contains_key(ip))
+        .copied()
+        .collect();
+    // The writer VIP goes first: it is what lets clients write here.
+    removals.sort_by_key(|ip| !writer_vips.contains(ip));
+    steps.extend(removals.into_iter().map(Step::RemoveVip));
+    if !desired.writable && observed.read_only != Some(true) {
+        steps.push(Step::SetReadOnly(true));
+        steps.push(Step::KillSessions);
+    }
+    if desired.writable && observed.read_only != Some(false) {
+        steps.push(Step::SetReadOnly(false));
+    }
+    let mut additions: Vec<Ipv4Addr> = desired
+        .vips
+        .keys()
+        .filter(|ip| !observed.vips.contains(ip))
+        .copied()
+        .collect();
+    additions.sort_by_key(|ip| !writer_vips.contains(ip));
+    steps.extend(additions.iter().map(|ip| Step::AddVip(*ip)));
+    steps.extend(additions.into_iter().map(Step::Announce));
+    steps
+}
+
+/// Executes steps against the kernel and the server.
+pub struct Executor {
+    pub netlink: Netlink,
+    pub interface: String,
+    pub garp: Option<Arc<GarpSender>>,
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    pub mysql: Arc<Mysql>,
+    pub max_kill_retries: u32,
+}
+
+impl Executor {
+    pub async fn link(&self) -> Result<Link, String> {
+        self.netlink
+            .link(&self.interface)
+            .await
+            .map_err(|e| error_chain(&e))
+    }
+
+    /// Reads what the host holds now.
+    pub async fn observe(&self, scope: &Scope) -> (Observed, Vec<String>) {
+        let mut errors = Vec::new();
+        let vips = match self.link().await {
+            Ok(link) => match self.netlink.addresses(link.index, &self.interface).await {
+                Ok(addrs) => addrs
+                    .into_iter()
+                    .map(|(ip, _)| ip)
+                    .filter(|ip| scope.managed.contains(ip))
+                    .collect(),
+                Err(e) => {
+                    errors.push(error_chain(&e));
+                    BTreeSet::new()
+                }
+            },
+            Err(e) => {
+                errors.push(e);
+                BTreeSet::new()
+            }
+        };
+        let read_only = match self.mysql.read_only().await {
+            Ok(ro) => Some(ro),
+            Err(e) => {
+                errors.push(error_chain(&e));
+                None
+            }
+        };
+        (Observed { vips, read_only }, errors)
+    }
+
+    /// Runs the steps in order; returns one line per failed step. A failed step does not
+    /// stop the later ones: fencing steps are each worth doing on their own.
+    pub async fn run(&self, steps: &[Step], kind: ServerKind) -> Vec<String> {
+        let mut failures = Vec::new();
+        if steps.is_empty() {
+            return failures;
+        }
+        let link = match self.link().await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                failures.push(e);
+                None
+            }
+        };
+        for step in steps {
+            let result = match (step, link) {
+                (Step::RemoveVip(ip), Some(l)) => self
+                    .netlink
+                    .remove(l.index, &self.interface, *ip)
+                    .await
+                    .map(drop)
+                    .map_err(|e| error_chain(&e)),
+                (Step::AddVip(ip), Some(l)) => self
+                    .netlink
+                    .add(l.index, &self.interface, *ip)
+                    .await
+                    .map(drop)
+                    .map_err(|e| error_chain(&e)),
+                (Step::RemoveVip(_) | Step::AddVip(_), None) => continue,
+                (Step::Announce(ip), Some(l)) => self.announce(l, *ip),
+                (Step::Announce(_), None) => continue,
+                (Step::SetReadOnly(on), _) => self
+                    .mysql
+                    .set_read_only(kind, *on)
+                    .await
+                    .map_err(|e| error_chain(&e)),
+                (Step::KillSessions, _) => self
+                    .mysql
+                    .kill_sessions(self.max_kill_retries)
+                    .await
+                    .map(drop)
+                    .map_err(|e| error_chain(&e)),
+            };
+            match result {
+                Ok(()) => tracing::info!(?step, "applied"),
+                Err(e) => {
+                    tracing::warn!(?step, error = %e, "step failed");
+                    failures.push(e);
+                }
+            }
+        }
+        failures
+    }
+
+    /// Sends the first gratuitous ARP now and the rest of the burst in the background.
+    fn announce(&self, link: Link, ip: Ipv4Addr) -> Result<(), String> {
+        let Some(garp) = self.garp.clone() else {
+            return Err(format!("no gratuitous ARP for {ip}: CAP_NET_RAW missing, clients switch only when their ARP entry expires"));
+        };
+        garp.send(link.index, link.mac, ip)
+            .map_err(|e| error_chain(&e))?;
+        let (count, interval) = (self.garp_count, self.garp_interval);
+        tokio::spawn(async move {
+            for _ in 1..count {
+                tokio::time::sleep(interval).await;
+                if let Err(e) = garp.send(link.index, link.mac, ip) {
+                    tracing::warn!(error = %error_chain(&e), "gratuitous ARP repeat failed");
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    fn scope() -> Scope {
+        let mut roles = BTreeMap::new();
+        roles.insert(
+            ip(100),
+            (
+                "writer".to_string(),
+                vec!["db1".to_string(), "db2".to_string()],
+            ),
+        );
+        for last in [101, 102] {
+            roles.insert(
+                ip(last),
+                (
+                    "reader".to_string(),
+                    vec!["db1".into(), "db2".into(), "db3".into()],
+                ),
+            );
+        }
+        Scope {
+            host: "db1".into(),
+            managed: roles.keys().copied().collect(),
+            roles,
+            writer_role: "writer".into(),
+        }
+    }
+
+    fn desired(writable: bool, vips: &[(u8, &str)]) -> Desired {
+        Desired {
+            epoch: 1,
+            state: HostState::Online,
+            active_master: "db1".into(),
+            writable,
+            vips: vips.iter().map(|(l, r)| (ip(*l), r.to_string())).collect(),
+        }
+    }
+
+    fn observed(read_only: Option<bool>, vips: &[u8]) -> Observed {
+        Observed {
+            vips: vips.iter().map(|l| ip(*l)).collect(),
+            read_only,
+        }
+    }
+
+    #[test]
+    fn demotion_removes_the_writer_vip_before_read_only_and_kill() {
+        let steps = plan(
+            &desired(false, &[(101, "reader")]),
+            &observed(Some(false), &[101, 100]),
+            &scope(),
+        );
+        assert_eq!(
+            steps,
+            vec![
+                Step::RemoveVip(ip(100)),
+                Step::SetReadOnly(true),
+                Step::KillSessions
+            ]
+        );
+    }
+
+    #[test]
+    fn promotion_goes_writable_before_taking_and_announcing_the_vip() {
+        let steps = plan(
+            &desired(true, &[(100, "writer"), (101, "reader")]),
+            &observed(Some(true), &[101]),
+            &scope(),
+        );
+        assert_eq!(
+            steps,
+            vec![
+                Step::SetReadOnly(false),
+                Step::AddVip(ip(100)),
+                Step::Announce(ip(100))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_matching_host_gets_no_steps() {
+        let d = desired(true, &[(100, "writer"), (101, "reader")]);
+        assert_eq!(
+            plan(&d, &observed(Some(false), &[100, 101]), &scope()),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn unmanaged_addresses_are_never_removed() {
+        let steps = plan(
+            &desired(false, &[]),
+            &observed(Some(true), &[11, 250]),
+            &scope(),
+        );
+        assert_eq!(steps, vec![]);
+    }
+
+    #[test]
+    fn unknown_mysql_state_is_forced_read_only() {
+        let steps = plan(&desired(false, &[]), &observed(None, &[]), &scope());
+        assert_eq!(steps, vec![Step::SetReadOnly(true), Step::KillSessions]);
+    }
+
+    #[test]
+    fn bad_desired_states_are_refused_whole() {
+        let d = DesiredState {
+            epoch: 3,
+            state: HostState::Online,
+            active_master: "db1".into(),
+            writable: false,
+            roles: vec![
+                ("reader".into(), ip(101)),
+                ("writer".into(), ip(100)),
+                ("reader".into(), ip(77)),
+                ("writer".into(), ip(102)),
+            ],
+        };
+        let problems = scope().check(&d).unwrap_err();
+        assert_eq!(
+            problems,
+            vec![
+                "10.0.0.77 is not an IP of any configured role",
+                "10.0.0.102 belongs to role reader, not writer",
+                "role writer without writable = true",
+            ]
+        );
+        let mut db3 = scope();
+        db3.host = "db3".into();
+        let d = DesiredState {
+            roles: vec![("writer".into(), ip(100))],
+            writable: true,
+            ..d
+        };
+        assert_eq!(
+            db3.check(&d).unwrap_err(),
+            vec!["role writer may not be held by db3"]
+        );
+    }
+}
