@@ -1,7 +1,8 @@
 //! Least privilege: the agent keeps CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_PERFMON,
 //! drops every other capability at start, and says which feature a missing one disables.
 
-use caps::{CapSet, Capability, CapsHashSet};
+pub use caps::Capability;
+use caps::{CapSet, CapsHashSet};
 
 /// What each capability we keep is for.
 pub const KEPT: &[(Capability, &str)] = &[

@@ -1,7 +1,13 @@
 //! mmm-agent: the per-host agent (foreground, logs to stderr).
 
 use clap::Parser;
+use mmm_agent::caps::{self, Capability};
+use mmm_agent::garp::GarpSender;
+use mmm_agent::reconcile::error_chain;
+use mmm_agent::server::{Agent, Resources};
+use mmm_agent::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config};
+use mmm_common::types::{Fencing, ProbeMode};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,29 +36,95 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            for line in e.lines() {
-                tracing::error!("{line}");
-            }
-            return ExitCode::FAILURE;
+            tracing::error!("{e}");
+            ExitCode::FAILURE
         }
-    };
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let config = Config::load(&args.config).map_err(|e| e.lines().join("\n"))?;
     let Some(host) = config.host(&args.host) else {
         let known: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
-        tracing::error!(
+        return Err(format!(
             "--host {:?} is not in {} (hosts: {})",
             args.host,
             args.config.display(),
             known.join(", ")
-        );
-        return ExitCode::FAILURE;
+        ));
     };
-    if let Err(e) = ClusterKey::load(&config.security.key) {
-        tracing::error!("{:#}", anyhow::Error::from(e));
-        return ExitCode::FAILURE;
+    let key = ClusterKey::load(&config.security.key).map_err(|e| error_chain(&e))?;
+    let _span = tracing::info_span!("agent", host = %host.name).entered();
+
+    let held = caps::restrict().map_err(|e| error_chain(&e))?;
+    tracing::info!(capabilities = %held.names(), "capabilities held (every other one dropped)");
+    for line in held.missing() {
+        tracing::warn!("{line}");
     }
-    tracing::error!(host = %host.name, ip = %host.ip, "the agent daemon is not implemented yet");
-    ExitCode::FAILURE
+    if !held.has(Capability::CAP_NET_ADMIN) {
+        return Err(
+            "CAP_NET_ADMIN is required: without it the agent cannot add or remove VIPs".into(),
+        );
+    }
+    let probe_caps = held.has(Capability::CAP_BPF) && held.has(Capability::CAP_PERFMON);
+    match config.agent.probe {
+        ProbeMode::Required if !probe_caps => {
+            return Err("probe = \"required\" but CAP_BPF and CAP_PERFMON are not both held".into())
+        }
+        ProbeMode::Required => {
+            return Err(
+                "probe = \"required\" but this agent has no eBPF probe yet; use probe = \"auto\""
+                    .into(),
+            )
+        }
+        ProbeMode::Auto => {
+            tracing::info!("probe = auto: eBPF probe not available in this build, probe=off")
+        }
+        ProbeMode::Off => {}
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))?;
+    let host_name = host.name.clone();
+    let fencing = config.agent.fencing;
+    runtime.block_on(async move {
+        let netlink = Netlink::connect().map_err(|e| error_chain(&e))?;
+        let garp = match GarpSender::open() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!("{}: VIPs will move without gratuitous ARP", error_chain(&e));
+                None
+            }
+        };
+        let (agent, listener) = Agent::start(config, &host_name, key, Resources { netlink, garp })
+            .await
+            .map_err(|e| error_chain(&e))?;
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening for the monitor");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
+        tokio::select! {
+            _ = agent.clone().serve(listener) => Ok(()),
+            _ = term.recv() => {
+                if fencing == Fencing::Lease {
+                    // A silent agent counts as fenced once its lease is over: make it true.
+                    let failures = agent.demote_for_shutdown().await;
+                    if failures.is_empty() {
+                        tracing::info!("SIGTERM: writer role given up (if held); exiting");
+                    } else {
+                        tracing::error!(?failures, "SIGTERM: giving up the writer role failed");
+                    }
+                } else {
+                    tracing::info!("SIGTERM: exiting, roles left as they are (fencing = none)");
+                }
+                Ok(())
+            }
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
 }

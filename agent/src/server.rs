@@ -1,1 +1,662 @@
+//! The agent's side of the protocol, the reconciler task and lease fencing.
+//!
+//! Tasks: one accept loop; per monitor connection a reader and a writer; one reconciler
+//! that alone changes VIPs and read_only (so two desired states never interleave); one
+//! status refresher. Heartbeats are answered by the connection's reader from the status
+//! snapshot at once, never waiting on SQL or netlink.
 
+use crate::garp::GarpSender;
+use crate::mysql::{CatchUp, Mysql};
+use crate::reconcile::{error_chain, plan, Desired, Executor, Observed, Scope};
+use crate::vip::Netlink;
+use mmm_common::config::{ClusterKey, Config, Host};
+use mmm_common::proto::io::{read_frame, write_frames, ConnError};
+use mmm_common::proto::*;
+use mmm_common::types::Fencing;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
+
+/// Bound on each handshake step: a peer that does not answer in time is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the status snapshot is refreshed from the kernel and the server.
+const REFRESH: Duration = Duration::from_millis(500);
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the agent reports; refreshed by the reconciler and read by every connection.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub applied_epoch: u32,
+    pub server: Option<ServerKind>,
+    pub mysql_up: bool,
+    pub read_only: Option<bool>,
+    pub held_vips: Vec<Ipv4Addr>,
+    pub replication: Option<Replication>,
+    pub gtid_executed: String,
+    pub binlog: Option<(String, u64)>,
+    pub fenced_reason: String,
+    pub probe: Option<ProbeState>,
+}
+
+impl Status {
+    fn heartbeat(&self) -> AgentHeartbeat {
+        let mut flags = 0;
+        if self.read_only == Some(true) {
+            flags |= hb_flags::READ_ONLY;
+        }
+        if self.mysql_up {
+            flags |= hb_flags::MYSQL_UP;
+        }
+        if !self.fenced_reason.is_empty() {
+            flags |= hb_flags::SELF_FENCED;
+        }
+        if let Some(r) = &self.replication {
+            if r.io_running {
+                flags |= hb_flags::IO_RUNNING;
+            }
+            if r.sql_running {
+                flags |= hb_flags::SQL_RUNNING;
+            }
+        }
+        AgentHeartbeat {
+            applied_epoch: self.applied_epoch,
+            uptime_s: host_uptime_s(),
+            flags,
+            probe: self.probe.unwrap_or(ProbeState::Off),
+            source: self
+                .replication
+                .as_ref()
+                .and_then(|r| Some((r.source_host.parse().ok()?, r.source_port))),
+            held_vips: self.held_vips.clone(),
+        }
+    }
+
+    fn report(&self) -> StatusReport {
+        StatusReport {
+            applied_epoch: self.applied_epoch,
+            uptime_s: host_uptime_s(),
+            server: self.server.unwrap_or(ServerKind::Unknown),
+            mysql_up: self.mysql_up,
+            read_only: self.read_only == Some(true),
+            held_vips: self.held_vips.clone(),
+            replication: self.replication.clone(),
+            gtid_executed: self.gtid_executed.clone(),
+            binlog: self.binlog.clone(),
+            probe: self.probe.unwrap_or(ProbeState::Off),
+            fenced_reason: self.fenced_reason.clone(),
+        }
+    }
+}
+
+/// Seconds since the host booted (MMM's reboot detection compares these).
+fn host_uptime_s() -> u32 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split('.').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+enum Command {
+    Apply(DesiredState, oneshot::Sender<Applied>),
+    /// Force read_only (true) or lift it (false) until the next desired state.
+    ReadOnly(bool, oneshot::Sender<Vec<String>>),
+    /// Give up the writer role: VIP, then read_only, then sessions.
+    Demote(oneshot::Sender<Vec<String>>),
+}
+
+/// Everything the agent's tasks share.
+pub struct Agent {
+    pub config: Config,
+    pub host: Host,
+    key: ClusterKey,
+    scope: Scope,
+    status: watch::Sender<Status>,
+    last_heartbeat: Mutex<Instant>,
+    commands: mpsc::Sender<Command>,
+    actions_mysql: Mysql,
+}
+
+/// The resources only the reconciler task uses.
+pub struct Resources {
+    pub netlink: Netlink,
+    pub garp: Option<GarpSender>,
+}
+
+impl Agent {
+    /// Binds the listener and starts the reconciler; `serve` then accepts monitors.
+    pub async fn start(
+        config: Config,
+        host_name: &str,
+        key: ClusterKey,
+        resources: Resources,
+    ) -> Result<(Arc<Agent>, TcpListener), StartError> {
+        let host = config
+            .host(host_name)
+            .cloned()
+            .ok_or_else(|| StartError::UnknownHost(host_name.into()))?;
+        let scope = Scope::new(&config, &host);
+        let agent_password = host.agent_password.reveal()?;
+        let timeout = config.checks.mysql.timeout.max(Duration::from_millis(500));
+        let mysql = |t| {
+            Mysql::new(
+                "127.0.0.1",
+                host.mysql_port,
+                &host.agent_user,
+                &agent_password,
+                t,
+            )
+        };
+        let (commands, rx) = mpsc::channel(16);
+        let addr = SocketAddr::from((host.ip, host.agent_port));
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let executor = Executor {
+            netlink: resources.netlink,
+            interface: host.cluster_interface.clone(),
+            garp: resources.garp.map(Arc::new),
+            garp_count: config.agent.garp_count,
+            garp_interval: config.agent.garp_interval,
+            mysql: Arc::new(mysql(timeout)),
+            max_kill_retries: config.agent.max_kill_retries,
+        };
+        let agent = Arc::new(Agent {
+            actions_mysql: mysql(timeout),
+            config,
+            host,
+            key,
+            scope,
+            status: watch::Sender::new(Status::default()),
+            last_heartbeat: Mutex::new(Instant::now()),
+            commands,
+        });
+        tokio::spawn(
+            reconciler(agent.clone(), executor, rx).instrument(tracing::info_span!("reconcile")),
+        );
+        Ok((agent, listener))
+    }
+
+    /// Gives up the writer role (if held) before the agent exits.
+    pub async fn demote_for_shutdown(&self) -> Vec<String> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Demote(tx)).await.is_err() {
+            return vec!["the reconciler stopped".into()];
+        }
+        match tokio::time::timeout(Duration::from_secs(5), rx).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(_dropped)) => vec!["the reconciler stopped".into()],
+            Err(_elapsed) => vec!["demotion not done within 5s".into()],
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Accepts monitor connections until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let agent = self.clone();
+                    tokio::spawn(
+                        async move {
+                            match agent.connection(stream).await {
+                                Ok(()) => tracing::info!("monitor disconnected"),
+                                Err(e) => tracing::warn!(error = %error_chain(&e), "monitor connection dropped"),
+                            }
+                        }
+                        .instrument(tracing::info_span!("monitor", %peer)),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "accepting a monitor connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn connection(self: Arc<Self>, stream: TcpStream) -> Result<(), ConnError> {
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+        let mut hs = AgentHandshake::new(
+            &self.key,
+            &self.host.name,
+            fresh_nonce().map_err(|e| ConnError::Io {
+                op: "reading random bytes for the nonce",
+                source: std::io::Error::other(e.to_string()),
+            })?,
+        );
+        let hello = read_frame(&mut reader, &mut buf, HANDSHAKE_TIMEOUT).await?;
+        let challenge = match hs.on_hello(&hello) {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(bytes) = hs.reject(&e.to_string()) {
+                    let _ = write_frames(&mut writer, &bytes, HANDSHAKE_TIMEOUT).await;
+                }
+                return Err(e.into());
+            }
+        };
+        write_frames(&mut writer, &challenge, HANDSHAKE_TIMEOUT).await?;
+        let auth = read_frame(&mut reader, &mut buf, HANDSHAKE_TIMEOUT).await?;
+        let (session, welcome) = hs.on_auth(&auth, VERSION)?;
+        write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
+        tracing::info!(monitor = %session.peer, "monitor authenticated");
+        let Session {
+            mut sealer,
+            mut opener,
+            ..
+        } = session;
+
+        // The writer task owns the sealer: every outgoing frame goes through it in order.
+        let (out_tx, mut out_rx) = mpsc::channel::<(Message, u32, u8)>(64);
+        let write_timeout = self
+            .config
+            .monitor
+            .agent_timeout
+            .max(Duration::from_secs(1));
+        let writer_task = tokio::spawn(async move {
+            let mut bytes = Vec::with_capacity(256);
+            while let Some((msg, id, flags)) = out_rx.recv().await {
+                bytes.clear();
+                if let Err(e) = sealer.seal_into(&msg, id, flags, &mut bytes) {
+                    return Err(ConnError::from(e));
+                }
+                write_frames(&mut writer, &bytes, write_timeout).await?;
+            }
+            Ok(())
+        });
+        // A monitor heartbeats every heartbeat_interval; one silent far longer is gone.
+        let idle = (self.config.monitor.agent_timeout * 4).max(Duration::from_secs(2));
+        let result = loop {
+            let frame = match read_frame(&mut reader, &mut buf, idle).await {
+                Ok(f) => f,
+                Err(ConnError::Closed) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            let msg = match opener.open(&frame) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = out_tx
+                        .send((
+                            Message::Error(ErrorMessage {
+                                message: e.to_string(),
+                            }),
+                            0,
+                            0,
+                        ))
+                        .await;
+                    break Err(e.into());
+                }
+            };
+            let id = frame.header.request_id;
+            if let Err(e) = self.dispatch(msg, id, &out_tx).await {
+                let _ = out_tx
+                    .send((
+                        Message::Error(ErrorMessage {
+                            message: e.to_string(),
+                        }),
+                        0,
+                        0,
+                    ))
+                    .await;
+                break Err(e.into());
+            }
+        };
+        drop(out_tx);
+        // Let queued replies (an Error explaining the drop) reach the monitor, bounded.
+        let _ = tokio::time::timeout(Duration::from_millis(500), writer_task).await;
+        result
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        msg: Message,
+        id: u32,
+        out: &mpsc::Sender<(Message, u32, u8)>,
+    ) -> Result<(), FrameError> {
+        let reply = move |m: Message| (m, id, FLAG_RESPONSE);
+        match msg {
+            Message::Heartbeat(_) => {
+                *self
+                    .last_heartbeat
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                let hb = self.status.borrow().heartbeat();
+                let _ = out.send(reply(Message::AgentHeartbeat(hb))).await;
+            }
+            Message::DesiredState(d) => {
+                let (tx, rx) = oneshot::channel();
+                let out = out.clone();
+                let epoch = d.epoch;
+                if self.commands.send(Command::Apply(d, tx)).await.is_ok() {
+                    tokio::spawn(async move {
+                        let applied = rx.await.unwrap_or(Applied {
+                            epoch,
+                            failures: vec!["the reconciler stopped".into()],
+                        });
+                        let _ = out.send(reply(Message::Applied(applied))).await;
+                    });
+                }
+            }
+            Message::StatusQuery => {
+                let report = self.status.borrow().report();
+                let _ = out.send(reply(Message::StatusReport(report))).await;
+            }
+            Message::Action(req) => {
+                let agent = self.clone();
+                let out = out.clone();
+                tokio::spawn(
+                    async move {
+                        let result = agent.action(req).await;
+                        let _ = out.send(reply(Message::ActionResult(result))).await;
+                    }
+                    .instrument(tracing::info_span!("action", id)),
+                );
+            }
+            Message::Error(e) => {
+                tracing::warn!(message = %e.message, "the monitor reports an error")
+            }
+            other => {
+                return Err(FrameError::Unexpected {
+                    msg_type: other.msg_type(),
+                    state: "from a monitor",
+                })
+            }
+        }
+        Ok(())
+    }
+
+    async fn action(&self, req: ActionRequest) -> ActionResult {
+        let deadline = Duration::from_millis(req.deadline_ms.into());
+        tracing::info!(action = ?req.action, ?deadline, "action requested");
+        let kind = self.status.borrow().server.unwrap_or(ServerKind::Unknown);
+        let failures_to_result = |failures: Vec<String>| ActionResult {
+            outcome: if failures.is_empty() {
+                ActionOutcome::Ok
+            } else {
+                ActionOutcome::Failed
+            },
+            detail: failures.join("; "),
+            position: None,
+        };
+        let via_reconciler = |make: fn(oneshot::Sender<Vec<String>>) -> Command| async move {
+            let (tx, rx) = oneshot::channel();
+            if self.commands.send(make(tx)).await.is_err() {
+                return vec!["the reconciler stopped".to_string()];
+            }
+            match tokio::time::timeout(deadline, rx).await {
+                Ok(Ok(f)) => f,
+                Ok(Err(_dropped)) => vec!["the reconciler stopped".to_string()],
+                Err(_elapsed) => vec![format!("not done within {deadline:?}")],
+            }
+        };
+        let result = match req.action {
+            Action::SetReadOnly { on: true } => Ok(failures_to_result(
+                via_reconciler(|tx| Command::ReadOnly(true, tx)).await,
+            )),
+            Action::SetReadOnly { on: false } => Ok(failures_to_result(
+                via_reconciler(|tx| Command::ReadOnly(false, tx)).await,
+            )),
+            Action::Demote => Ok(failures_to_result(via_reconciler(Command::Demote).await)),
+            Action::KillSessions => self
+                .actions_mysql
+                .kill_sessions(self.config.agent.max_kill_retries)
+                .await
+                .map(|n| ActionResult {
+                    outcome: ActionOutcome::Ok,
+                    detail: format!("{n} sessions killed"),
+                    position: None,
+                }),
+            Action::CatchUp { target } => {
+                match self.actions_mysql.catch_up(kind, target, deadline).await {
+                    Ok(CatchUp::Reached) => Ok(ActionResult {
+                        outcome: ActionOutcome::Ok,
+                        detail: "caught up".into(),
+                        position: self
+                            .actions_mysql
+                            .gtid_executed(kind)
+                            .await
+                            .ok()
+                            .filter(|g| !g.is_empty())
+                            .map(Position::Gtid),
+                    }),
+                    Ok(CatchUp::TimedOut) => Ok(ActionResult {
+                        outcome: ActionOutcome::TimedOut,
+                        detail: format!("relay log not applied within {deadline:?}"),
+                        position: None,
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+            Action::StopReplication => self
+                .actions_mysql
+                .stop_replication(deadline)
+                .await
+                .map(|()| ok("replication stopped")),
+            Action::StartReplication => self
+                .actions_mysql
+                .start_replication(deadline)
+                .await
+                .map(|()| ok("replication started")),
+            Action::ChangeMaster {
+                host,
+                port,
+                position,
+            } => {
+                let password = match self.host.replication_password.reveal() {
+                    Ok(p) => p,
+                    Err(e) => return failed(error_chain(&e)),
+                };
+                self.actions_mysql
+                    .change_master(
+                        kind,
+                        &host.to_string(),
+                        port,
+                        &self.host.replication_user,
+                        &password,
+                        &position,
+                        deadline,
+                    )
+                    .await
+                    .map(|()| ok(&format!("replicating from {host}:{port}")))
+            }
+        };
+        let result = result.unwrap_or_else(|e| match e {
+            crate::mysql::MysqlError::Timeout { .. } => ActionResult {
+                outcome: ActionOutcome::TimedOut,
+                detail: error_chain(&e),
+                position: None,
+            },
+            e => failed(error_chain(&e)),
+        });
+        tracing::info!(outcome = ?result.outcome, detail = %result.detail, "action done");
+        result
+    }
+}
+
+fn ok(detail: &str) -> ActionResult {
+    ActionResult {
+        outcome: ActionOutcome::Ok,
+        detail: detail.into(),
+        position: None,
+    }
+}
+
+fn failed(detail: String) -> ActionResult {
+    ActionResult {
+        outcome: ActionOutcome::Failed,
+        detail,
+        position: None,
+    }
+}
+
+/// The only task that changes VIPs and read_only.
+async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Command>) {
+    let scope = &agent.scope;
+    let lease = agent.config.agent.lease;
+    let lease_on = agent.config.agent.fencing == Fencing::Lease;
+    let mut desired: Option<Desired> = None;
+    let mut lease_tick = tokio::time::interval((lease / 5).max(Duration::from_millis(10)));
+    let mut refresh = tokio::time::interval(REFRESH);
+    let mut kind = ServerKind::Unknown;
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                match cmd {
+                    Command::Apply(d, reply) => {
+                        let epoch = d.epoch;
+                        let failures = match scope.check(&d) {
+                            Err(problems) => {
+                                tracing::warn!(epoch, ?problems, "desired state refused; nothing changed");
+                                problems
+                            }
+                            Ok(d) => {
+                                if !agent.status.borrow().fenced_reason.is_empty() {
+                                    tracing::info!(epoch, "desired state from a live monitor ends the self-fence");
+                                }
+                                agent.status.send_modify(|s| s.fenced_reason.clear());
+                                desired = Some(d);
+                                converge(&agent, &exec, desired.as_ref(), &mut kind).await
+                            }
+                        };
+                        let _ = reply.send(Applied { epoch, failures });
+                    }
+                    Command::ReadOnly(on, reply) => {
+                        let d = desired.get_or_insert_with(|| empty_desired(0));
+                        if on {
+                            drop_writer(d, scope);
+                        } else {
+                            d.writable = true;
+                        }
+                        let _ = reply.send(converge(&agent, &exec, desired.as_ref(), &mut kind).await);
+                    }
+                    Command::Demote(reply) => {
+                        drop_writer(desired.get_or_insert_with(|| empty_desired(0)), scope);
+                        let _ = reply.send(converge(&agent, &exec, desired.as_ref(), &mut kind).await);
+                    }
+                }
+            }
+            _ = lease_tick.tick(), if lease_on => {
+                let silent = agent.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                let status = agent.status.borrow().clone();
+                let holds_writer = status.held_vips.iter().any(|ip| scope.writer_vips().contains(ip))
+                    || desired.as_ref().is_some_and(|d| d.writable);
+                if silent > lease && holds_writer && status.fenced_reason.is_empty() {
+                    let reason = format!("no heartbeat from the monitor for {silent:?} (lease {lease:?}): writer role given up");
+                    tracing::warn!(%reason, "lease expired: fencing myself");
+                    let d = desired.get_or_insert_with(|| empty_desired(0));
+                    drop_writer(d, scope);
+                    // Applied epoch 0 tells the monitor this host holds no state of its choosing.
+                    d.epoch = 0;
+                    agent.status.send_modify(|s| s.fenced_reason = reason);
+                    let failures = converge(&agent, &exec, desired.as_ref(), &mut kind).await;
+                    if !failures.is_empty() {
+                        tracing::error!(?failures, "self-fencing incomplete");
+                    }
+                }
+            }
+            _ = refresh.tick() => {
+                // Re-applies the desired state when the host drifted from it (an address
+                // removed by hand, read_only flipped), and refreshes the report.
+                converge(&agent, &exec, desired.as_ref(), &mut kind).await;
+            }
+        }
+    }
+}
+
+/// Removes the writer role and writability: the demotion every fencing path applies.
+fn drop_writer(d: &mut Desired, scope: &Scope) {
+    let writer = scope.writer_vips();
+    d.vips.retain(|ip, _| !writer.contains(ip));
+    d.writable = false;
+}
+
+fn empty_desired(epoch: u32) -> Desired {
+    Desired {
+        epoch,
+        state: mmm_common::types::HostState::Online,
+        active_master: String::new(),
+        writable: false,
+        vips: Default::default(),
+    }
+}
+
+/// Observes, applies the plan (if there is a desired state), observes again and
+/// publishes the status. Returns the failed steps.
+async fn converge(
+    agent: &Agent,
+    exec: &Executor,
+    desired: Option<&Desired>,
+    kind: &mut ServerKind,
+) -> Vec<String> {
+    if *kind == ServerKind::Unknown {
+        if let Ok(k) = exec.mysql.server_kind().await {
+            *kind = k;
+        }
+    }
+    let (observed, mut failures) = exec.observe(&agent.scope).await;
+    if let Some(d) = desired {
+        let steps = plan(d, &observed, &agent.scope);
+        if !steps.is_empty() {
+            tracing::info!(epoch = d.epoch, ?steps, "converging");
+            failures = exec.run(&steps, *kind).await;
+        } else {
+            failures.clear();
+        }
+    }
+    let (after, _) = if desired.is_some() {
+        exec.observe(&agent.scope).await
+    } else {
+        (observed, vec![])
+    };
+    publish(agent, exec, desired, &after, *kind).await;
+    failures
+}
+
+async fn publish(
+    agent: &Agent,
+    exec: &Executor,
+    desired: Option<&Desired>,
+    observed: &Observed,
+    kind: ServerKind,
+) {
+    let replication = exec.mysql.replication().await;
+    let gtid = exec.mysql.gtid_executed(kind).await.unwrap_or_default();
+    let binlog = exec.mysql.binlog_position().await.unwrap_or(None);
+    let matches = desired.is_some_and(|d| plan(d, observed, &agent.scope).is_empty());
+    agent.status.send_modify(|s| {
+        s.server = Some(kind);
+        s.mysql_up = observed.read_only.is_some();
+        s.read_only = observed.read_only;
+        s.held_vips = observed.vips.iter().copied().collect();
+        s.replication = replication.unwrap_or(None);
+        s.gtid_executed = gtid;
+        s.binlog = binlog;
+        // The epoch is reported only once the host really is in that state.
+        s.applied_epoch = match desired {
+            Some(d) if matches && s.fenced_reason.is_empty() => d.epoch,
+            _ => 0,
+        };
+    });
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("host {0:?} is not in the config")]
+    UnknownHost(String),
+    #[error("reading the agent user's password")]
+    Secret(#[from] mmm_common::config::SecretError),
+    #[error("listening for the monitor on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -32,8 +32,9 @@ pub enum VipError {
         interface: String,
         /// The kernel's errno, when it gave one (EPERM without CAP_NET_ADMIN).
         errno: Option<i32>,
+        /// Boxed: rtnetlink's error carries a whole netlink message.
         #[source]
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     #[error("{op} on {interface}: no answer from the kernel within {timeout:?}")]
     Timeout {
@@ -95,7 +96,7 @@ impl Netlink {
                 op,
                 interface: interface.into(),
                 errno: errno_of(&source),
-                source,
+                source: Box::new(source),
             }),
             Ok(Ok(v)) => Ok(v),
         }

@@ -1,4 +1,5 @@
 //! The monitor: the pure decision core and the IO shell around it (checks, agent links,
 //! control socket, status file), plus what `mmm-control` shares with the daemon.
 
+pub mod agents;
 pub mod control;

@@ -1,4 +1,8 @@
-//! Helpers shared by the integration tests: the built binaries and private temp dirs.
+//! Helpers shared by the integration tests: the built binaries, private temp dirs,
+//! network namespaces and real MariaDB servers.
+
+pub mod mariadb;
+pub mod netns;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -13,10 +13,28 @@ struct Need {
 }
 
 /// What the test suite needs beyond the Rust toolchain.
-const TEST_NEEDS: &[Need] = &[Need {
-    command: "ip",
-    package: "iproute2",
-}];
+const TEST_NEEDS: &[Need] = &[
+    Need {
+        command: "ip",
+        package: "iproute2",
+    },
+    Need {
+        command: "ping",
+        package: "iputils-ping",
+    },
+    Need {
+        command: "setpriv",
+        package: "util-linux",
+    },
+    Need {
+        command: "mariadbd",
+        package: "mariadb-server",
+    },
+    Need {
+        command: "mariadb",
+        package: "mariadb-client",
+    },
+];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -113,6 +113,8 @@ pub enum FrameError {
     Reordered { seq: u32, expected: u32 },
     #[error("connected to the agent of {found:?}, expected {expected:?}")]
     WrongPeer { expected: String, found: String },
+    #[error("the peer refused the handshake: {message}")]
+    PeerRejected { message: String },
     #[error("stale handshake: the peer echoed a nonce this side never sent")]
     StaleNonce,
     #[error("sequence numbers exhausted: the connection must be re-established")]

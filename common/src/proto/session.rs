@@ -227,6 +227,9 @@ impl MonitorHandshake {
     /// session's first received message must then be the agent's Welcome.
     pub fn on_challenge(mut self, frame: &RawFrame) -> Result<(Session, Vec<u8>), FrameError> {
         let msg = self.opener.open(frame)?;
+        if let Message::Error(e) = msg {
+            return Err(FrameError::PeerRejected { message: e.message });
+        }
         let Message::Challenge(ch) = msg else {
             return Err(unexpected(&msg, "from an agent before its Challenge"));
         };
@@ -302,6 +305,15 @@ impl AgentHandshake {
         )?;
         self.peer_nonce = Some((hello.nonce, hello.monitor));
         Ok(challenge)
+    }
+
+    /// An Error frame under this side's handshake key, telling the monitor why the
+    /// handshake failed; a monitor with another key sees it fail as `WrongKey` too.
+    pub fn reject(&mut self, reason: &str) -> Option<Vec<u8>> {
+        let msg = Message::Error(super::message::ErrorMessage {
+            message: reason.into(),
+        });
+        self.sealer.seal(&msg, 0, 0).ok()
     }
 
     /// Takes the monitor's Auth; returns the session and the Welcome frame to send.

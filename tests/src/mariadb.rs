@@ -1,0 +1,214 @@
+//! Real MariaDB servers for tests, one per node namespace: a template datadir made once
+//! with mariadb-install-db and cached under target/, copied per server (~0.2 s), small
+//! settings, GTID with gtid_strict_mode, log_slave_updates, and read_only=1 in every
+//! server's options (the agent lifts it), as shared/FINDINGS.md recommends.
+
+use crate::netns::{sh, wait_for, Net};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Credentials the lab config (conf/lab.toml) uses.
+pub const AGENT: (&str, &str) = ("mmm_agent", "lab-agent");
+pub const MONITOR: (&str, &str) = ("mmm_monitor", "lab-monitor");
+pub const REPL: (&str, &str) = ("repl", "lab-repl");
+pub const APP: (&str, &str) = ("app", "lab-app");
+
+fn template() -> PathBuf {
+    // Tests of one process share one template, made once; other processes are kept apart
+    // by the pid in the temp name and the atomic rename.
+    static TEMPLATE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TEMPLATE.get_or_init(make_template).clone()
+}
+
+fn make_template() -> PathBuf {
+    let dir = crate::target_dir()
+        .join("mmm-test")
+        .join("mariadb-template");
+    if dir.join("mysql").is_dir() {
+        return dir;
+    }
+    let parent = dir.parent().expect("template has a parent");
+    std::fs::create_dir_all(parent).expect("creating target/mmm-test");
+    // Build beside, then rename: concurrent test processes never see half a template.
+    let tmp = parent.join(format!("template-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    sh(&[
+        "mariadb-install-db",
+        "--no-defaults",
+        &format!("--datadir={}", tmp.display()),
+        "--user=root",
+        "--auth-root-authentication-method=socket",
+        "--skip-test-db",
+        "--innodb-buffer-pool-size=8M",
+        "--innodb-log-file-size=8M",
+    ]);
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another process won the race; its template is as good as ours.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    dir
+}
+
+pub struct Mariadb {
+    pub node: String,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub pid: u32,
+    pub server_id: u32,
+}
+
+impl Mariadb {
+    /// Starts mariadbd in `node`'s namespace, listening on 0.0.0.0:3306 (a server bound
+    /// to the host IP would not answer on VIPs), and creates the lab's users.
+    pub fn start(net: &Net, node: &str, server_id: u32, dir: &Path) -> Mariadb {
+        let data = dir.join(format!("{node}-data"));
+        sh(&[
+            "cp",
+            "-a",
+            template().to_str().expect("UTF-8 path"),
+            data.to_str().expect("UTF-8 path"),
+        ]);
+        let socket = dir.join(format!("{node}.sock"));
+        let args = vec![
+            "mariadbd".to_string(),
+            "--no-defaults".into(),
+            format!("--datadir={}", data.display()),
+            format!("--socket={}", socket.display()),
+            format!("--pid-file={}", dir.join(format!("{node}.pid")).display()),
+            format!(
+                "--log-error={}",
+                dir.join(format!("{node}-mysqld.err")).display()
+            ),
+            "--port=3306".into(),
+            "--bind-address=0.0.0.0".into(),
+            "--user=root".into(),
+            format!("--server-id={server_id}"),
+            format!("--gtid-domain-id=0"),
+            "--log-bin=mysql-bin".into(),
+            "--log-slave-updates=1".into(),
+            "--gtid-strict-mode=1".into(),
+            "--read-only=1".into(),
+            "--skip-name-resolve".into(),
+            "--innodb-buffer-pool-size=8M".into(),
+            "--innodb-log-file-size=8M".into(),
+            "--performance-schema=0".into(),
+            "--skip-slave-start".into(),
+        ];
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let pid = net.spawn(node, &argv, &dir.join(format!("{node}-mysqld.out")));
+        let db = Mariadb {
+            node: node.into(),
+            dir: data,
+            socket,
+            pid,
+            server_id,
+        };
+        let ready = wait_for(Duration::from_secs(30), || {
+            Command::new("mariadb-admin")
+                .args([
+                    "--no-defaults",
+                    "-uroot",
+                    &format!("--socket={}", db.socket.display()),
+                    "ping",
+                ])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        });
+        if ready.is_none() {
+            let log =
+                std::fs::read_to_string(dir.join(format!("{node}-mysqld.err"))).unwrap_or_default();
+            panic!("mariadbd on {node} did not become ready within 30 s:\n{log}");
+        }
+        let user = |(u, p): (&str, &str), grants: &str| {
+            format!(
+                "CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; GRANT {grants} ON *.* TO '{u}'@'%';"
+            )
+        };
+        db.sql(&format!(
+            "SET sql_log_bin = 0; {} {} {} {} CREATE DATABASE app; GRANT ALL ON app.* TO '{}'@'%';",
+            user(
+                AGENT,
+                "SUPER, PROCESS, RELOAD, REPLICATION CLIENT, REPLICATION SLAVE ADMIN, READ_ONLY ADMIN, CONNECTION ADMIN, BINLOG MONITOR, SLAVE MONITOR"
+            ),
+            user(MONITOR, "REPLICATION CLIENT, SLAVE MONITOR"),
+            user(REPL, "REPLICATION SLAVE"),
+            user(APP, "USAGE"),
+            APP.0,
+        ));
+        db
+    }
+
+    /// Runs SQL as root over the unix socket (no namespace needed); returns the
+    /// tab-separated rows without headers. Panics with the server's message on error.
+    pub fn sql(&self, stmt: &str) -> String {
+        let out = self.try_sql(stmt);
+        match out {
+            Ok(s) => s,
+            Err(e) => panic!("SQL on {} failed: {stmt}\n{e}", self.node),
+        }
+    }
+
+    pub fn try_sql(&self, stmt: &str) -> Result<String, String> {
+        let out = Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-uroot",
+                &format!("--socket={}", self.socket.display()),
+                "-N",
+                "-B",
+                "-e",
+                stmt,
+            ])
+            .output()
+            .map_err(|e| format!("starting mariadb: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// read_only, asked again when the agent killed our session meanwhile (demotion
+    /// kills every client session, the test's own included).
+    pub fn read_only(&self) -> bool {
+        for _ in 0..5 {
+            match self.try_sql("SELECT @@GLOBAL.read_only") {
+                Ok(v) => return v == "1",
+                Err(e) if e.contains("gone away") || e.contains("Lost connection") => continue,
+                Err(e) => panic!("reading read_only on {}: {e}", self.node),
+            }
+        }
+        panic!(
+            "reading read_only on {}: the session was killed five times in a row",
+            self.node
+        )
+    }
+
+    /// One field of SHOW SLAVE STATUS (empty when the server is no replica).
+    pub fn slave_status(&self, field: &str) -> String {
+        let out = Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-uroot",
+                &format!("--socket={}", self.socket.display()),
+                "-B",
+                "-e",
+                "SHOW SLAVE STATUS",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("starting mariadb: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let (Some(header), Some(row)) = (lines.next(), lines.next()) else {
+            return String::new();
+        };
+        header
+            .split('\t')
+            .zip(row.split('\t'))
+            .find(|(k, _)| *k == field)
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,329 @@
+//! Network namespaces for tests: a bridge namespace and one namespace per node, linked
+//! by veth pairs. Everything is removed on drop, also when the test panics: namespaces
+//! deleted, every process started through [`Net::spawn`] ended by its PID.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Whether this process may create namespaces. Outside CI a test that cannot prints why
+/// and returns; in CI (CI=true) it fails, so the integration suite is never skipped there.
+pub fn require_root(test: &str) -> bool {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if root {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: needs root (network namespaces) and CI must run it: run the suite as root");
+    }
+    eprintln!(
+        "SKIPPED {test}: needs root to create network namespaces (run `cargo xtask test` as root)"
+    );
+    false
+}
+
+/// Runs a command and panics with its output when it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("starting {args:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+pub struct Node {
+    pub name: String,
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+}
+
+pub struct Net {
+    pub prefix: String,
+    pub bridge: String,
+    nodes: Vec<Node>,
+    children: Mutex<Vec<(String, Child)>>,
+}
+
+impl Net {
+    /// A bridge namespace with nothing attached yet. Names are unique on the machine:
+    /// namespace names are global.
+    pub fn new(tag: &str) -> Net {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "mmmt-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let bridge = format!("{prefix}-br");
+        let net = Net {
+            prefix,
+            bridge,
+            nodes: Vec::new(),
+            children: Mutex::new(Vec::new()),
+        };
+        sh(&["ip", "netns", "add", &net.bridge]);
+        sh(&[
+            "ip",
+            "-n",
+            &net.bridge,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+        ]);
+        sh(&["ip", "-n", &net.bridge, "link", "set", "br0", "up"]);
+        net
+    }
+
+    /// Adds a node namespace with `eth0` (given MAC, `ip/24`) on the bridge, and lo up.
+    pub fn add_node(&mut self, name: &str, ip: Ipv4Addr, mac: &str) -> &Node {
+        let ns = format!("{}-{name}", self.prefix);
+        let peer = format!("v{}", self.nodes.len());
+        sh(&["ip", "netns", "add", &ns]);
+        self.nodes.push(Node {
+            name: name.into(),
+            ns: ns.clone(),
+            ip,
+            mac: mac.into(),
+        });
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            &self.bridge,
+        ]);
+        sh(&["ip", "-n", &ns, "link", "set", "eth0", "address", mac]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &self.bridge,
+            "link",
+            "set",
+            &peer,
+            "master",
+            "br0",
+            "up",
+        ]);
+        self.nodes.last().expect("just pushed")
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// Runs a command inside a node's namespace; panics when it fails.
+    pub fn exec(&self, node: &str, args: &[&str]) -> Output {
+        let ns = &self.node(node).ns;
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Like [`exec`](Self::exec) but returns the output whatever the exit status.
+    pub fn try_exec(&self, node: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.node(node).ns])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("starting {args:?} in {node}: {e}"))
+    }
+
+    /// Starts a long-running process in a node's namespace; stdout and stderr go to
+    /// `log`. `ip netns exec` execs the command, so the PID is the program's own.
+    pub fn spawn(&self, node: &str, args: &[&str], log: &Path) -> u32 {
+        let file = std::fs::File::create(log)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.node(node).ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file handle"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {args:?} in {node}: {e}"));
+        let pid = child.id();
+        self.children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((format!("{node}: {}", args.join(" ")), child));
+        pid
+    }
+
+    /// Sends `signal` to a process this Net started, by PID.
+    pub fn signal(&self, pid: u32, signal: &str) {
+        let owned = self
+            .children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(_, c)| c.id() == pid);
+        assert!(owned, "pid {pid} was not started by this test");
+        sh(&["kill", &format!("-{signal}"), &pid.to_string()]);
+    }
+
+    /// Waits (bounded) for a process this Net started to exit; returns whether it did.
+    pub fn wait_exit(&self, pid: u32, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(i) = children.iter().position(|(_, c)| c.id() == pid) {
+                    if let Ok(Some(_)) = children[i].1.try_wait() {
+                        children.remove(i);
+                        return true;
+                    }
+                } else {
+                    return true;
+                }
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The MAC a node's neighbour table holds for `ip`, if any.
+    pub fn neigh_mac(&self, node: &str, ip: Ipv4Addr) -> Option<String> {
+        let out = self.try_exec(
+            node,
+            &["ip", "neigh", "show", &ip.to_string(), "dev", "eth0"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words
+            .iter()
+            .position(|w| *w == "lladdr")
+            .and_then(|i| words.get(i + 1))
+            .map(|s| s.to_string())
+    }
+
+    /// The IPv4 addresses on a node's eth0.
+    pub fn addresses(&self, node: &str) -> Vec<String> {
+        let out = self.exec(node, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let mut children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, c) in children.iter_mut() {
+            if let Ok(None) = c.try_wait() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &c.id().to_string()])
+                    .status();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (what, c) in children.iter_mut() {
+            while let Ok(None) = c.try_wait() {
+                if Instant::now() > deadline {
+                    eprintln!(
+                        "teardown: {what} (pid {}) ignored SIGTERM; killing it",
+                        c.id()
+                    );
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for n in &self.nodes {
+            let _ = Command::new("ip").args(["netns", "del", &n.ns]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.bridge])
+            .status();
+    }
+}
+
+/// Polls `f` every 10 ms until it returns Some or `timeout` passes. For waiting on
+/// asynchronous effects; the bound is generous and never a measured claim.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns` with a current-thread tokio runtime, so
+/// every socket it opens lives there (setns changes only the calling thread).
+pub fn block_on_in<T, F, Fut>(ns: &str, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open for the duration of the call; setns only
+        // changes this thread's network namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "setns into {path}: {}",
+            std::io::Error::last_os_error()
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(f())
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}

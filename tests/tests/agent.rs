@@ -1,0 +1,520 @@
+//! The agent against the real kernel and real MariaDB, in namespaces made here: VIPs
+//! through rtnetlink, gratuitous ARP seen by a client, least privilege, MySQL actions,
+//! lease fencing, and bad input. Needs root; in CI it must run (see `require_root`).
+
+use mmm_common::config::ClusterKey;
+use mmm_common::proto::*;
+use mmm_common::types::HostState;
+use mmm_monitor::agents::link::{AgentLink, LinkError};
+use mmm_tests::mariadb::Mariadb;
+use mmm_tests::netns::{block_on_in, require_root, wait_for, Net};
+use mmm_tests::{bin, TempDir};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(5);
+const NOBODY: u32 = 65534;
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, last)
+}
+
+struct Lab {
+    net: Net,
+    dir: TempDir,
+    config: PathBuf,
+    key: ClusterKey,
+}
+
+impl Lab {
+    /// Bridge, db1, db2, a client and the monitor's namespace; `extra` is appended to
+    /// conf/lab.toml.
+    fn new(tag: &str, extra: &str) -> Lab {
+        let mut net = Net::new(tag);
+        for (name, last) in [
+            ("db1", 11),
+            ("db2", 12),
+            ("db3", 13),
+            ("client", 50),
+            ("mon", 2),
+        ] {
+            net.add_node(name, ip(last), &format!("02:00:00:00:00:{last:02x}"));
+        }
+        let dir = TempDir::new(tag);
+        // The agent runs as nobody: it must be able to reach its config and key.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let key_hex = ClusterKey::generate_hex().unwrap();
+        let key = ClusterKey::from_hex(&key_hex).unwrap();
+        let key_path = dir.write("cluster.key", &key_hex, 0o600);
+        let text = std::fs::read_to_string(mmm_tests::workspace_root().join("conf/lab.toml"))
+            .unwrap()
+            .replace("/tmp/mmm-lab/cluster.key", key_path.to_str().unwrap());
+        let config = dir.write("lab.toml", &format!("{text}\n{extra}"), 0o600);
+        for f in [&key_path, &config] {
+            std::os::unix::fs::chown(f, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        Lab {
+            net,
+            dir,
+            config,
+            key,
+        }
+    }
+
+    /// Starts an agent as uid 65534 holding only its four capabilities.
+    fn agent(&self, host: &str, log: &str) -> u32 {
+        let caps = "-all,+net_admin,+net_raw,+bpf,+perfmon";
+        let agent = bin("mmm-agent");
+        let args = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &format!("--inh-caps={caps}"),
+            &format!("--ambient-caps={caps}"),
+            &format!("--bounding-set={caps}"),
+            "--",
+            agent.to_str().unwrap(),
+            "--config",
+            self.config.to_str().unwrap(),
+            "--host",
+            host,
+        ];
+        let pid = self.net.spawn(host, &args, &self.dir.path().join(log));
+        let addr = self.agent_addr(host);
+        let up = wait_for(T, || {
+            let out = self
+                .net
+                .try_exec(host, &["ss", "-Htln", &format!("src {}", addr)]);
+            (!out.stdout.is_empty()).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "agent {host} did not listen on {addr}:\n{}",
+            self.log(log)
+        );
+        pid
+    }
+
+    fn agent_addr(&self, host: &str) -> SocketAddr {
+        SocketAddr::from((self.net.node(host).ip, 9989))
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// Runs `f` with a link to `host`'s agent from the monitor's namespace.
+    fn with_link<T: Send + 'static, Fut: std::future::Future<Output = T>>(
+        &self,
+        host: &str,
+        f: impl FnOnce(AgentLink) -> Fut + Send + 'static,
+    ) -> T {
+        let (addr, key, host) = (self.agent_addr(host), self.key.clone(), host.to_string());
+        block_on_in(&self.net.node("mon").ns.clone(), move || async move {
+            let link = AgentLink::connect(addr, &key, "mon", &host, T)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to {host}: {e:#}"));
+            f(link).await
+        })
+    }
+}
+
+fn desired(epoch: u32, writable: bool, roles: &[(&str, u8)]) -> DesiredState {
+    DesiredState {
+        epoch,
+        state: HostState::Online,
+        active_master: "db1".into(),
+        writable,
+        roles: roles
+            .iter()
+            .map(|(r, last)| (r.to_string(), ip(*last)))
+            .collect(),
+    }
+}
+
+fn apply_ok(lab: &Lab, host: &str, d: DesiredState) {
+    let applied = lab.with_link(host, move |mut l| async move { l.apply(d, T).await });
+    let applied = applied.unwrap_or_else(|e| panic!("applying on {host}: {e}"));
+    assert!(
+        applied.failures.is_empty(),
+        "{host} failed to apply: {:?}",
+        applied.failures
+    );
+}
+
+/// Effective and permitted capability masks and uid of a process.
+fn proc_caps(pid: u32) -> (String, String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    (field("Uid:"), field("CapEff:"), field("CapPrm:"))
+}
+
+#[test]
+fn agent_moves_a_vip_announces_it_and_restarts_without_flapping() {
+    if !require_root("agent_moves_a_vip_announces_it_and_restarts_without_flapping") {
+        return;
+    }
+    let lab = Lab::new("vip", "");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    let _db2 = Mariadb::start(&lab.net, "db2", 2, lab.dir.path());
+    let pid1 = lab.agent("db1", "agent-db1.log");
+    lab.agent("db2", "agent-db2.log");
+
+    // Least privilege: uid 65534, exactly NET_ADMIN(12) NET_RAW(13) PERFMON(38) BPF(39).
+    let (uid, eff, prm) = proc_caps(pid1);
+    assert_eq!(uid, "65534");
+    assert_eq!(eff, "000000c000003000", "effective capabilities");
+    assert_eq!(prm, "000000c000003000", "permitted capabilities");
+    assert!(
+        lab.log("agent-db1.log").contains("capabilities held"),
+        "{}",
+        lab.log("agent-db1.log")
+    );
+
+    // db2 holds reader VIP .101; the client learns db2's MAC for it.
+    apply_ok(&lab, "db2", desired(1, false, &[("reader", 101)]));
+    assert!(lab
+        .net
+        .addresses("db2")
+        .contains(&"192.0.2.101/32".to_string()));
+    lab.net
+        .exec("client", &["ping", "-c1", "-W2", "192.0.2.101"]);
+    assert_eq!(
+        lab.net.neigh_mac("client", ip(101)).as_deref(),
+        Some("02:00:00:00:00:0c")
+    );
+
+    // Move it: removed from db2, added on db1, and the GARP switches the client's entry.
+    apply_ok(&lab, "db2", desired(2, false, &[]));
+    assert!(!lab
+        .net
+        .addresses("db2")
+        .iter()
+        .any(|a| a.starts_with("192.0.2.101")));
+    apply_ok(&lab, "db1", desired(1, false, &[("reader", 101)]));
+    let switched = wait_for(Duration::from_secs(3), || {
+        (lab.net.neigh_mac("client", ip(101)).as_deref() == Some("02:00:00:00:00:0b")).then_some(())
+    });
+    assert!(
+        switched.is_some(),
+        "client's ARP entry for .101 still {:?}",
+        lab.net.neigh_mac("client", ip(101))
+    );
+    assert!(db1.read_only(), "a reader stays read-only");
+
+    // Restart: the new agent learns the VIP from the kernel and keeps it.
+    lab.net.signal(pid1, "KILL");
+    assert!(lab.net.wait_exit(pid1, T));
+    assert!(lab
+        .net
+        .addresses("db1")
+        .contains(&"192.0.2.101/32".to_string()));
+    lab.agent("db1", "agent-db1-restarted.log");
+    let hb = lab
+        .with_link("db1", |mut l| async move { l.heartbeat(1, T).await })
+        .unwrap();
+    let learned = wait_for(T, || {
+        let hb = lab
+            .with_link("db1", |mut l| async move { l.heartbeat(1, T).await })
+            .unwrap();
+        hb.held_vips.contains(&ip(101)).then_some(hb)
+    });
+    assert!(
+        learned.is_some(),
+        "restarted agent does not report the VIP it holds: {hb:?}"
+    );
+    apply_ok(&lab, "db1", desired(1, false, &[("reader", 101)]));
+    let log = lab.log("agent-db1-restarted.log");
+    assert!(
+        !log.contains("RemoveVip") && !log.contains("AddVip"),
+        "restart flapped the VIP:\n{log}"
+    );
+    let hb = lab
+        .with_link("db1", |mut l| async move { l.heartbeat(1, T).await })
+        .unwrap();
+    assert_eq!(hb.applied_epoch, 1);
+    assert_eq!(hb.flags & hb_flags::READ_ONLY, hb_flags::READ_ONLY);
+}
+
+#[test]
+fn agent_toggles_read_only_kills_sessions_and_repoints_a_slave() {
+    if !require_root("agent_toggles_read_only_kills_sessions_and_repoints_a_slave") {
+        return;
+    }
+    let lab = Lab::new("sql", "");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    let db2 = Mariadb::start(&lab.net, "db2", 2, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    lab.agent("db2", "agent-db2.log");
+
+    // Writer: read_only lifted, then the VIP. Heartbeats keep the lease alive meanwhile.
+    apply_ok(&lab, "db1", desired(1, true, &[("writer", 100)]));
+    assert!(!db1.read_only(), "writer must be writable");
+    db1.sql("CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))");
+
+    // An application session through the VIP, busy in a query.
+    let client = lab.net.spawn(
+        "client",
+        &[
+            "mariadb",
+            "--no-defaults",
+            "-h",
+            "192.0.2.100",
+            "-uapp",
+            "-plab-app",
+            "-e",
+            "SELECT SLEEP(60)",
+        ],
+        &lab.dir.path().join("client.log"),
+    );
+    let seen = wait_for(T, || {
+        (db1.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'") == "1")
+            .then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "the app session never reached db1: {}",
+        lab.log("client.log")
+    );
+
+    // Demotion: VIP gone, read_only set, the session killed.
+    apply_ok(&lab, "db1", desired(2, false, &[]));
+    assert!(db1.read_only());
+    assert!(!lab
+        .net
+        .addresses("db1")
+        .iter()
+        .any(|a| a.starts_with("192.0.2.100")));
+    // The session is gone from the server. (The client itself learns of it only when its
+    // TCP connection times out: its local address, the VIP, was removed first.)
+    let killed = wait_for(T, || {
+        (db1.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'") == "0")
+            .then_some(())
+    });
+    assert!(
+        killed.is_some(),
+        "the app session survived demotion:\n{}",
+        lab.log("agent-db1.log")
+    );
+    lab.net.signal(client, "KILL");
+    let log = lab.log("agent-db1.log");
+    let (rm, ro, kill) = (
+        log.find("RemoveVip"),
+        log.find("SetReadOnly(true)"),
+        log.find("KillSessions"),
+    );
+    assert!(
+        rm < ro && ro < kill && rm.is_some(),
+        "demotion order wrong:\n{log}"
+    );
+
+    // Re-point db2 at db1 with GTID; a write on db1 arrives on db2; catch-up succeeds.
+    apply_ok(&lab, "db1", desired(3, true, &[("writer", 100)]));
+    let pos = db1.sql("SELECT @@GLOBAL.gtid_current_pos");
+    let result = lab.with_link("db2", move |mut l| async move {
+        l.action(
+            Action::ChangeMaster {
+                host: ip(11),
+                port: 3306,
+                position: Position::Gtid(pos),
+            },
+            T,
+        )
+        .await
+    });
+    let result = result.unwrap();
+    assert_eq!(result.outcome, ActionOutcome::Ok, "{}", result.detail);
+    let running = wait_for(T, || {
+        (db2.slave_status("Slave_IO_Running") == "Yes"
+            && db2.slave_status("Slave_SQL_Running") == "Yes")
+            .then_some(())
+    });
+    assert!(
+        running.is_some(),
+        "replication not running: {}",
+        db2.slave_status("Last_IO_Error")
+    );
+    assert_eq!(db2.slave_status("Master_Host"), "192.0.2.11");
+    assert_eq!(db2.slave_status("Using_Gtid"), "Slave_Pos");
+    db1.sql("INSERT INTO app.t VALUES (1, 'replicated')");
+    let target = db1.sql("SELECT @@GLOBAL.gtid_current_pos");
+    let caught = lab.with_link("db2", move |mut l| async move {
+        l.action(
+            Action::CatchUp {
+                target: Some(Position::Gtid(target)),
+            },
+            T,
+        )
+        .await
+    });
+    let caught = caught.unwrap();
+    assert_eq!(caught.outcome, ActionOutcome::Ok, "{}", caught.detail);
+    assert_eq!(db2.sql("SELECT v FROM app.t WHERE id = 1"), "replicated");
+    let stopped = lab.with_link("db2", |mut l| async move {
+        l.action(Action::StopReplication, T).await
+    });
+    assert_eq!(stopped.unwrap().outcome, ActionOutcome::Ok);
+    assert_eq!(db2.slave_status("Slave_IO_Running"), "No");
+}
+
+#[test]
+fn agent_fences_itself_when_the_lease_runs_out() {
+    if !require_root("agent_fences_itself_when_the_lease_runs_out") {
+        return;
+    }
+    let lab = Lab::new("lease", "");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    // One link that applies the writer role, then falls silent.
+    let hb = lab.with_link("db1", |mut l| async move {
+        let applied = l
+            .apply(desired(1, true, &[("writer", 100), ("reader", 101)]), T)
+            .await
+            .unwrap();
+        assert!(applied.failures.is_empty(), "{:?}", applied.failures);
+        l.heartbeat(1, T).await.unwrap()
+    });
+    assert_eq!(hb.applied_epoch, 1);
+    // No heartbeats now: after the lease (600 ms in lab.toml) the agent demotes itself.
+    let fenced = wait_for(Duration::from_secs(5), || {
+        (db1.read_only()
+            && !lab
+                .net
+                .addresses("db1")
+                .iter()
+                .any(|a| a.starts_with("192.0.2.100")))
+        .then_some(())
+    });
+    assert!(
+        fenced.is_some(),
+        "agent kept the writer role without a monitor:\n{}",
+        lab.log("agent-db1.log")
+    );
+    assert!(
+        lab.net
+            .addresses("db1")
+            .contains(&"192.0.2.101/32".to_string()),
+        "reader VIP stays"
+    );
+    assert!(lab.log("agent-db1.log").contains("lease expired"));
+    let hb = lab.with_link(
+        "db1",
+        |mut l| async move { l.heartbeat(1, T).await.unwrap() },
+    );
+    assert_eq!(
+        hb.flags & hb_flags::SELF_FENCED,
+        hb_flags::SELF_FENCED,
+        "next report says so"
+    );
+    assert_eq!(hb.applied_epoch, 0);
+    let status = lab.with_link("db1", |mut l| async move { l.status(T).await.unwrap() });
+    assert!(
+        status
+            .fenced_reason
+            .contains("no heartbeat from the monitor"),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn agent_refuses_bad_input_and_keeps_its_state() {
+    if !require_root("agent_refuses_bad_input_and_keeps_its_state") {
+        return;
+    }
+    let lab = Lab::new("bad", "");
+    // db3's agent is configured for an interface its host does not have.
+    let text = std::fs::read_to_string(&lab.config).unwrap().replace(
+        "ip = \"192.0.2.13\"\n",
+        "ip = \"192.0.2.13\"\ncluster_interface = \"eth9\"\n",
+    );
+    std::fs::write(&lab.config, text).unwrap();
+    lab.agent("db3", "agent-db3.log");
+    let before = lab.net.addresses("db3");
+
+    // A monitor with another cluster key: both sides name the cause.
+    let addr = lab.agent_addr("db3");
+    let err = block_on_in(&lab.net.node("mon").ns.clone(), move || async move {
+        let other = ClusterKey::from_hex(&ClusterKey::generate_hex().unwrap()).unwrap();
+        AgentLink::connect(addr, &other, "mon", "db3", T)
+            .await
+            .err()
+    });
+    let err = format!(
+        "{:#}",
+        anyhow::Error::from(err.expect("a wrong key must not authenticate"))
+    );
+    assert!(err.contains("different cluster key"), "{err}");
+
+    // Garbage bytes: the agent drops the connection.
+    let closed = block_on_in(&lab.net.node("mon").ns.clone(), move || async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .map(|r| r.map(|n| n == 0).unwrap_or(true))
+    });
+    assert_eq!(
+        closed.ok(),
+        Some(true),
+        "garbage did not close the connection"
+    );
+
+    // A desired state on a missing interface: a clear failure, nothing changed.
+    let applied = lab.with_link("db3", |mut l| async move {
+        l.apply(desired(1, false, &[("reader", 102)]), T)
+            .await
+            .unwrap()
+    });
+    assert!(
+        applied
+            .failures
+            .iter()
+            .any(|f| f.contains("interface \"eth9\" does not exist")),
+        "{:?}",
+        applied.failures
+    );
+    // Roles that are not db3's: refused whole.
+    let applied = lab.with_link("db3", |mut l| async move {
+        l.apply(desired(2, true, &[("writer", 100), ("reader", 77)]), T)
+            .await
+            .unwrap()
+    });
+    assert!(
+        applied
+            .failures
+            .iter()
+            .any(|f| f.contains("192.0.2.77 is not an IP of any configured role")),
+        "{:?}",
+        applied.failures
+    );
+    assert!(
+        applied
+            .failures
+            .iter()
+            .any(|f| f.contains("role writer may not be held by db3")),
+        "{:?}",
+        applied.failures
+    );
+    assert_eq!(lab.net.addresses("db3"), before, "held state changed");
+    let log = lab.log("agent-db3.log");
+    assert!(log.contains("different cluster key"), "{log}");
+    assert!(log.contains("bad magic"), "{log}");
+    // The agent still serves a correct monitor afterwards.
+    let hb = lab.with_link("db3", |mut l| async move { l.heartbeat(0, T).await });
+    assert!(
+        hb.is_ok(),
+        "{:?}",
+        hb.err().map(|e: LinkError| e.to_string())
+    );
+}
