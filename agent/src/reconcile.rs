@@ -255,6 +255,21 @@ impl Executor {
         failures
     }
 
+    /// One gratuitous ARP for each VIP held (garp_refresh).
+    pub async fn reannounce(&self, vips: &[Ipv4Addr]) -> Result<(), String> {
+        if vips.is_empty() {
+            return Ok(());
+        }
+        let (Some(garp), link) = (&self.garp, self.link().await?) else {
+            return Err("no packet socket (CAP_NET_RAW missing)".into());
+        };
+        for ip in vips {
+            garp.send(link.index, link.mac, *ip)
+                .map_err(|e| error_chain(&e))?;
+        }
+        Ok(())
+    }
+
     /// Sends the first gratuitous ARP now and the rest of the burst in the background.
     fn announce(&self, link: Link, ip: Ipv4Addr) -> Result<(), String> {
         let Some(garp) = self.garp.clone() else {

@@ -505,8 +505,18 @@ async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Co
     let mut lease_tick = tokio::time::interval((lease / 5).max(Duration::from_millis(10)));
     let mut refresh = tokio::time::interval(REFRESH);
     let mut kind = ServerKind::Unknown;
+    // Periodic re-announcement of held VIPs (garp_refresh), for switches and clients that
+    // missed the takeover burst; off when garp_refresh = "0s".
+    let refresh_every = agent.config.agent.garp_refresh;
+    let mut garp_tick = tokio::time::interval(refresh_every.unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
+            _ = garp_tick.tick(), if refresh_every.is_some() => {
+                let held = agent.status.borrow().held_vips.clone();
+                if let Err(e) = exec.reannounce(&held).await {
+                    tracing::warn!(error = %e, "periodic gratuitous ARP failed");
+                }
+            }
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { return };
                 match cmd {

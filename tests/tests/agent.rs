@@ -65,7 +65,24 @@ impl Lab {
 
     /// Starts an agent as uid 65534 holding only its four capabilities.
     fn agent(&self, host: &str, log: &str) -> u32 {
-        let caps = "-all,+net_admin,+net_raw,+bpf,+perfmon";
+        let pid = self.agent_with_caps(host, log, "-all,+net_admin,+net_raw,+bpf,+perfmon");
+        let addr = self.agent_addr(host);
+        let up = wait_for(T, || {
+            let out = self
+                .net
+                .try_exec(host, &["ss", "-Htln", &format!("src {}", addr)]);
+            (!out.stdout.is_empty()).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "agent {host} did not listen on {addr}:\n{}",
+            self.log(log)
+        );
+        pid
+    }
+
+    /// Starts an agent as uid 65534 with the given capabilities (setpriv syntax).
+    fn agent_with_caps(&self, host: &str, log: &str, caps: &str) -> u32 {
         let agent = bin("mmm-agent");
         let args = [
             "setpriv",
@@ -82,20 +99,7 @@ impl Lab {
             "--host",
             host,
         ];
-        let pid = self.net.spawn(host, &args, &self.dir.path().join(log));
-        let addr = self.agent_addr(host);
-        let up = wait_for(T, || {
-            let out = self
-                .net
-                .try_exec(host, &["ss", "-Htln", &format!("src {}", addr)]);
-            (!out.stdout.is_empty()).then_some(())
-        });
-        assert!(
-            up.is_some(),
-            "agent {host} did not listen on {addr}:\n{}",
-            self.log(log)
-        );
-        pid
+        self.net.spawn(host, &args, &self.dir.path().join(log))
     }
 
     fn agent_addr(&self, host: &str) -> SocketAddr {
@@ -517,4 +521,37 @@ fn agent_refuses_bad_input_and_keeps_its_state() {
         "{:?}",
         hb.err().map(|e: LinkError| e.to_string())
     );
+}
+
+#[test]
+fn agent_names_the_feature_a_missing_capability_disables() {
+    if !require_root("agent_names_the_feature_a_missing_capability_disables") {
+        return;
+    }
+    let lab = Lab::new("caps", "");
+    // Without CAP_NET_RAW it runs, and says gratuitous ARP is unavailable.
+    lab.agent_with_caps("db1", "no-raw.log", "-all,+net_admin,+bpf,+perfmon");
+    let said = wait_for(T, || {
+        lab.log("no-raw.log")
+            .contains("listening for the monitor")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", lab.log("no-raw.log"));
+    let log = lab.log("no-raw.log");
+    assert!(
+        log.contains("CAP_NET_RAW missing: gratuitous ARP (packet socket) unavailable"),
+        "{log}"
+    );
+    assert!(
+        log.contains("VIPs will move without gratuitous ARP"),
+        "{log}"
+    );
+    // Without CAP_NET_ADMIN it cannot manage VIPs at all, and refuses to start.
+    let pid = lab.agent_with_caps("db2", "no-admin.log", "-all,+net_raw,+bpf,+perfmon");
+    assert!(
+        lab.net.wait_exit(pid, T),
+        "agent without CAP_NET_ADMIN kept running"
+    );
+    let log = lab.log("no-admin.log");
+    assert!(log.contains("CAP_NET_ADMIN is required"), "{log}");
 }
