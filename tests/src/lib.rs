@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the built binaries, private temp dirs,
 //! network namespaces and real MariaDB servers.
 
+pub mod lab;
 pub mod mariadb;
 pub mod netns;
 
@@ -22,9 +23,11 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A built binary of the workspace. `cargo xtask test` builds them before the tests run.
+/// A built binary of the workspace. `cargo xtask test` builds them before the tests run;
+/// benchmarks set MMM_BIN_PROFILE=release to measure optimised binaries.
 pub fn bin(name: &str) -> PathBuf {
-    let path = target_dir().join("debug").join(name);
+    let profile = std::env::var("MMM_BIN_PROFILE").unwrap_or_else(|_unset| "debug".into());
+    let path = target_dir().join(profile).join(name);
     assert!(
         path.is_file(),
         "{} is not built: run `cargo build --workspace --bins` first (cargo xtask test does)",

@@ -221,15 +221,30 @@ fn output(cmd: &mut Command) -> Result<String> {
 
 fn bench(args: &[String]) -> Result<()> {
     let which = args.first().map(String::as_str).unwrap_or("all");
-    match which {
-        "all" | "protocol" => run(cargo().args([
+    let protocol = || {
+        run(cargo().args([
             "bench",
             "--locked",
             "-p",
             "mmm-common",
             "--bench",
             "protocol",
-        ])),
-        other => bail!("unknown benchmark {other:?} (known: protocol)"),
+        ]))
+    };
+    let agent = || -> Result<()> {
+        ensure(TEST_NEEDS)?;
+        run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
+        run(cargo()
+            .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "agent"])
+            .env("MMM_BIN_PROFILE", "release"))
+    };
+    match which {
+        "protocol" => protocol(),
+        "agent" => agent(),
+        "all" => {
+            protocol()?;
+            agent()
+        }
+        other => bail!("unknown benchmark {other:?} (known: protocol, agent)"),
     }
 }
