@@ -4,6 +4,7 @@
 //! - takeover -> the client's neighbour entry for the VIP pointing at the new MAC
 //! - takeover -> the agent's Applied reply at the monitor
 //! - the agent's RSS while idle
+//!
 //! Run as root: `cargo xtask bench agent` (or `cargo bench -p mmm-tests --bench agent`).
 
 use futures::TryStreamExt;
