@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::Instrument;
 
 /// Bound on each handshake step: a peer that does not answer in time is dropped.
@@ -117,6 +117,8 @@ pub struct Agent {
     last_heartbeat: Mutex<Instant>,
     commands: mpsc::Sender<Command>,
     actions_mysql: Mysql,
+    /// The probe's seam: events sent here reach every connected monitor at once.
+    probe_events: broadcast::Sender<ProbeEvent>,
 }
 
 /// The resources only the reconciler task uses.
@@ -172,6 +174,7 @@ impl Agent {
             status: watch::Sender::new(Status::default()),
             last_heartbeat: Mutex::new(Instant::now()),
             commands,
+            probe_events: broadcast::channel(64).0,
         });
         tokio::spawn(
             reconciler(agent.clone(), executor, rx).instrument(tracing::info_span!("reconcile")),
@@ -190,6 +193,17 @@ impl Agent {
             Ok(Err(_dropped)) => vec!["the reconciler stopped".into()],
             Err(_elapsed) => vec!["demotion not done within 5s".into()],
         }
+    }
+
+    /// Where the liveness probe publishes what it sees; each monitor connection forwards
+    /// the events unasked, ahead of anything queued behind them.
+    pub fn probe_sender(&self) -> broadcast::Sender<ProbeEvent> {
+        self.probe_events.clone()
+    }
+
+    /// Records the probe's state for heartbeats and status reports.
+    pub fn set_probe_state(&self, state: ProbeState) {
+        self.status.send_modify(|s| s.probe = Some(state));
     }
 
     pub fn status(&self) -> Status {
@@ -260,9 +274,29 @@ impl Agent {
             .monitor
             .agent_timeout
             .max(Duration::from_secs(1));
+        let mut probe_rx = self.probe_events.subscribe();
         let writer_task = tokio::spawn(async move {
             let mut bytes = Vec::with_capacity(256);
-            while let Some((msg, id, flags)) = out_rx.recv().await {
+            let mut probe_open = true;
+            loop {
+                let (msg, id, flags) = tokio::select! {
+                    biased;
+                    event = probe_rx.recv(), if probe_open => match event {
+                        Ok(e) => (Message::ProbeEvent(e), 0, 0),
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "probe events dropped: the monitor connection is too slow");
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => {
+                            probe_open = false;
+                            continue;
+                        }
+                    },
+                    out = out_rx.recv() => match out {
+                        Some(o) => o,
+                        None => break,
+                    },
+                };
                 bytes.clear();
                 if let Err(e) = sealer.seal_into(&msg, id, flags, &mut bytes) {
                     return Err(ConnError::from(e));
