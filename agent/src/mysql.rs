@@ -317,11 +317,12 @@ impl Mysql {
         }))
     }
 
-    /// The executed GTID set (MariaDB gtid_current_pos, MySQL gtid_executed), empty when
-    /// the server has none.
+    /// The executed GTID set, empty when the server has none. MariaDB: gtid_binlog_state,
+    /// one entry per domain *and server*, which tells errant transactions apart exactly
+    /// (needs log_slave_updates, as every mmm topology has); MySQL: gtid_executed.
     pub async fn gtid_executed(&self, kind: ServerKind) -> Result<String, MysqlError> {
         let sql = match kind {
-            ServerKind::MariaDb => "SELECT @@GLOBAL.gtid_current_pos",
+            ServerKind::MariaDb => "SELECT @@GLOBAL.gtid_binlog_state",
             _ => "SELECT @@GLOBAL.gtid_executed",
         };
         Ok(self
@@ -456,7 +457,14 @@ impl Mysql {
                         self.timeout,
                     )
                     .await?;
-                let current = self.gtid_executed(kind).await?;
+                let current: Option<String> = self
+                    .value(
+                        "reading gtid_current_pos",
+                        "SELECT @@GLOBAL.gtid_current_pos".into(),
+                        self.timeout,
+                    )
+                    .await?;
+                let current = current.unwrap_or_default();
                 let mode = if slave_pos.unwrap_or_default() == current {
                     "slave_pos"
                 } else {

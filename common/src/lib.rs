@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod gtid;
 pub mod legacy;
 pub mod proto;
 pub mod types;

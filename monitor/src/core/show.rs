@@ -1,0 +1,206 @@
+//! `show` and `checks` as MMM printed them, plus `show --json`.
+
+use super::{Cluster, Millis};
+use mmm_common::types::{CheckKind, MonitorMode};
+
+/// MMM's `yyyy/MM/dd HH:mm:ss`, in UTC.
+pub fn format_time(t: Millis) -> String {
+    let secs = (t / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl Cluster {
+    /// MMM's `show`: passive banner and unreachable agents, one line per host (sorted by
+    /// name), preference notes; then our notes (promotion, refusals, errant hosts).
+    pub fn show(&self, now: Millis) -> String {
+        let mut out = String::new();
+        if self.mode == MonitorMode::Passive {
+            out.push_str("# --- Monitor is in PASSIVE MODE ---\n");
+            out.push_str(&format!("# Cause: {}\n", self.passive_cause));
+        }
+        let mut hosts: Vec<_> = self.hosts.iter().collect();
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        for h in &hosts {
+            if h.agent_seen.is_some() && !h.agent_up {
+                out.push_str(&format!(
+                    "# Warning: agent on host {} is not reachable\n",
+                    h.name
+                ));
+            }
+        }
+        for h in &hosts {
+            out.push_str(&format!(
+                "  {}({}) {}/{}. Roles: {}\n",
+                h.name,
+                h.ip,
+                h.mode,
+                h.state,
+                self.roles.host_role_labels(&h.name).join(", ")
+            ));
+        }
+        if let Some(w) = self.roles.writer() {
+            if let Some(p) = &w.prefer {
+                match w.holder.as_deref() {
+                    Some(x) if x == p => out.push_str(&format!("# Role {} is assigned to it's preferred host {p}.\n", w.role)),
+                    Some(x) => out.push_str(&format!(
+                        "# Role {} has {p} configured as it's preferred host but is assigned to {x} at the moment.\n",
+                        w.role
+                    )),
+                    None => out.push_str(&format!("# Role {} has {p} configured as it's preferred host.\n", w.role)),
+                }
+            }
+        }
+        if let Some(p) = &self.promotion {
+            out.push_str(&format!(
+                "# Moving the {} role to '{}' ({}): {}\n",
+                self.roles.writer_role,
+                p.to,
+                p.reason,
+                p.timeline.last().map(|(_, s)| s.as_str()).unwrap_or("")
+            ));
+        }
+        if let Some((until, reason)) = &self.blocked {
+            if now < *until {
+                out.push_str(&format!("# {reason}\n"));
+            }
+        }
+        for h in &hosts {
+            if let Some(e) = &h.errant {
+                out.push_str(&format!(
+                    "# Host {} has {e}: it is not set online automatically\n",
+                    h.name
+                ));
+            } else if h.flapping {
+                out.push_str(&format!("# Host {} is flapping\n", h.name));
+            }
+        }
+        if !self.network_ok {
+            out.push_str(
+                "# Network is down (no ping_ips answer): no state changes until it returns\n",
+            );
+        }
+        out
+    }
+
+    /// MMM's `checks [HOST|all [CHECK|all]]` lines (hosts in config order).
+    pub fn checks(&self, host: Option<&str>, check: Option<CheckKind>) -> Result<String, String> {
+        if let Some(h) = host {
+            if self.host(h).is_none() {
+                return Err(format!("ERROR: Unknown host name '{h}'!"));
+            }
+        }
+        let width = self.hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for h in self
+            .hosts
+            .iter()
+            .filter(|h| host.is_none_or(|n| n == h.name))
+        {
+            let checks: Vec<CheckKind> = match check {
+                Some(c) => vec![c],
+                None => CheckKind::ALL.to_vec(),
+            };
+            for c in checks {
+                let t = h.check(c);
+                let name = if check.is_some() {
+                    c.to_string()
+                } else {
+                    format!("{:<11}", c.to_string())
+                };
+                let hostname = if host.is_some() {
+                    h.name.clone()
+                } else {
+                    format!("{:<width$}", h.name)
+                };
+                out.push_str(&format!(
+                    "{hostname}  {name}  [last change: {}]  {}\n",
+                    format_time(t.last_change),
+                    t.message
+                ));
+            }
+            if check.is_none() {
+                let probe = h
+                    .view
+                    .as_ref()
+                    .map(|_| {
+                        if h.probe_dead {
+                            "ERROR: mysqld died (probe)"
+                        } else {
+                            "OK"
+                        }
+                    })
+                    .unwrap_or("unknown (agent not heard)");
+                let hostname = if host.is_some() {
+                    h.name.clone()
+                } else {
+                    format!("{:<width$}", h.name)
+                };
+                out.push_str(&format!("{hostname}  {:<11}  {probe}\n", "probe"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `show --json`: the same facts, for scripts.
+    pub fn show_json(&self, now: Millis) -> String {
+        let hosts: Vec<serde_json::Value> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "name": h.name,
+                    "ip": h.ip.to_string(),
+                    "mode": h.mode.to_string(),
+                    "state": h.state.to_string(),
+                    "reason": h.reason,
+                    "roles": self.roles.host_role_labels(&h.name),
+                    "agent_reachable": h.agent_up,
+                    "probe": if h.view.is_none() { "unknown" } else if h.probe_dead { "mysqld dead" } else { "ok" },
+                    "flapping": h.flapping,
+                    "errant": h.errant,
+                    "checks": CheckKind::ALL.iter().map(|c| (c.to_string(), serde_json::json!({
+                        "ok": self.check_ok(h, *c, now),
+                        "message": h.check(*c).message,
+                    }))).collect::<serde_json::Map<_, _>>(),
+                })
+            })
+            .collect();
+        serde_json::to_string_pretty(&serde_json::json!({
+            "mode": self.mode.to_string().to_uppercase(),
+            "active_master": self.active_master(),
+            "network_ok": self.network_ok,
+            "promotion": self.promotion.as_ref().map(|p| serde_json::json!({"to": p.to, "from": p.from, "reason": p.reason})),
+            "hosts": hosts,
+        }))
+        .expect("JSON values always serialise")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time;
+
+    #[test]
+    fn formats_mmm_timestamps() {
+        assert_eq!(format_time(0), "1970/01/01 00:00:00");
+        assert_eq!(format_time(1_795_833_906_000), "2026/11/28 02:45:06");
+    }
+}

@@ -1,0 +1,149 @@
+//! The status record persisted after every change and read back at start: host states,
+//! roles, flap history, errant-transaction reasons and last known GTID sets (MMM kept
+//! only states and roles, and forgot flapping on restart).
+
+use super::{Cluster, Millis};
+use mmm_common::types::{HostState, MonitorMode};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    pub version: u32,
+    /// When it was written (monitor clock, ms since the Unix epoch).
+    pub written_at: Millis,
+    pub mode: String,
+    pub hosts: BTreeMap<String, HostRecord>,
+    /// role -> [(ip, holder)]
+    pub roles: BTreeMap<String, Vec<(String, Option<String>)>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub state: String,
+    pub since: Millis,
+    pub reason: String,
+    pub flap_departures: Vec<Millis>,
+    pub flapping: bool,
+    pub errant: Option<String>,
+    pub gtid: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("status record is not valid JSON")]
+    Parse(#[from] serde_json::Error),
+    #[error("status record has version {0}, this monitor reads version 1")]
+    Version(u32),
+    #[error("status record: {0}")]
+    Content(String),
+}
+
+impl StatusRecord {
+    /// Equal but for the time it was written.
+    pub fn same_content(&self, other: &StatusRecord) -> bool {
+        StatusRecord {
+            written_at: 0,
+            ..self.clone()
+        } == StatusRecord {
+            written_at: 0,
+            ..other.clone()
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a status record always serialises")
+    }
+
+    pub fn from_json(text: &str) -> Result<StatusRecord, RestoreError> {
+        let r: StatusRecord = serde_json::from_str(text)?;
+        if r.version != 1 {
+            return Err(RestoreError::Version(r.version));
+        }
+        Ok(r)
+    }
+}
+
+impl Cluster {
+    pub fn status_record(&self, now: Millis) -> StatusRecord {
+        let mut roles: BTreeMap<String, Vec<(String, Option<String>)>> = BTreeMap::new();
+        for r in &self.roles.ips {
+            roles
+                .entry(r.role.clone())
+                .or_default()
+                .push((r.ip.to_string(), r.holder.clone()));
+        }
+        StatusRecord {
+            version: 1,
+            written_at: now,
+            mode: self.mode.to_string(),
+            hosts: self
+                .hosts
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.clone(),
+                        HostRecord {
+                            state: h.state.to_string(),
+                            since: h.since,
+                            reason: h.reason.clone(),
+                            flap_departures: h.flaps.departures.clone(),
+                            flapping: h.flapping,
+                            errant: h.errant.clone(),
+                            gtid: h.gtid.as_ref().map(|g| g.to_string()),
+                        },
+                    )
+                })
+                .collect(),
+            roles,
+        }
+    }
+
+    /// Resumes from a stored record: states, roles, flap history. Hosts or roles the
+    /// config no longer has are ignored; an unknown state is an error (no guessing).
+    pub fn restore(&mut self, record: &StatusRecord) -> Result<(), RestoreError> {
+        for (name, r) in &record.hosts {
+            let state: HostState = r
+                .state
+                .parse()
+                .map_err(|e| RestoreError::Content(format!("host {name}: {e}")))?;
+            if let Some(h) = self.host_mut(name) {
+                h.state = state;
+                h.since = r.since;
+                h.reason = r.reason.clone();
+                h.flaps.departures = r.flap_departures.clone();
+                h.flapping = r.flapping;
+                h.errant = r.errant.clone();
+                h.gtid = r
+                    .gtid
+                    .as_deref()
+                    .and_then(|g| mmm_common::gtid::GtidSet::parse(g).ok());
+                h.online_since = r.since;
+            }
+        }
+        for (role, ips) in &record.roles {
+            for (ip, holder) in ips {
+                let Ok(ip) = ip.parse() else {
+                    return Err(RestoreError::Content(format!(
+                        "role {role}: {ip:?} is not an IP"
+                    )));
+                };
+                if let Some(i) = self.roles.find_ip(ip) {
+                    let valid = holder
+                        .as_ref()
+                        .is_none_or(|h| self.roles.ips[i].hosts.contains(h));
+                    if self.roles.ips[i].role == *role && valid {
+                        self.roles.ips[i].holder = holder.clone();
+                    }
+                }
+            }
+        }
+        if let Ok(mode) = record.mode.parse::<MonitorMode>() {
+            // A monitor configured passive stays passive; otherwise resume the stored mode.
+            if self.mode != MonitorMode::Passive {
+                self.mode = mode;
+            }
+        }
+        Ok(())
+    }
+}

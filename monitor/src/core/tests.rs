@@ -1,0 +1,1135 @@
+//! Scenario and property tests of the decision logic. `Sim` plays the agents' part the
+//! way real agents behave (apply desired states, answer actions, demote themselves when
+//! the lease runs out) so that whole failovers run without sockets.
+
+use super::*;
+use crate::control::command::CheckSelector;
+use mmm_common::proto::{ActionOutcome, StatusReport};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+
+const TICK: Millis = 50;
+
+fn config(extra: &[(&str, &str)]) -> Arc<Config> {
+    let mut text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab.toml"))
+            .unwrap();
+    for (from, to) in extra {
+        assert!(text.contains(from), "lab.toml lacks {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    Arc::new(Config::parse(&text, Path::new("lab.toml")).unwrap())
+}
+
+#[derive(Debug, Clone)]
+struct SimHost {
+    /// The monitor can reach the host (and the host the monitor).
+    reachable: bool,
+    mysql_alive: bool,
+    writable: bool,
+    vips: BTreeSet<Ipv4Addr>,
+    /// Monitor dropped the connection (Disconnect): no heartbeats until it reconnects.
+    disconnected: bool,
+    last_heartbeat: Millis,
+    reported_unreachable: bool,
+    self_fenced: bool,
+    applied: u32,
+    gtid: String,
+    source: Option<(Ipv4Addr, u16)>,
+    replicating: bool,
+    rep_threads: bool,
+    rep_backlog: bool,
+    catch_up: ActionOutcome,
+    uptime_s: u32,
+}
+
+struct Sim {
+    c: Cluster,
+    now: Millis,
+    hosts: BTreeMap<String, SimHost>,
+    queue: VecDeque<Event>,
+    log: Vec<(Millis, Action)>,
+    replies: BTreeMap<u64, String>,
+    persisted: Option<status::StatusRecord>,
+    writer_vip: Ipv4Addr,
+    next_reply: u64,
+    /// Hosts whose desired states were sent while writable, for the fencing invariant.
+    writable_since: BTreeMap<String, Millis>,
+}
+
+impl Sim {
+    fn new(config: Arc<Config>) -> Sim {
+        let writer_vip = config.role("writer").unwrap().ips[0];
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.name.clone(),
+                    SimHost {
+                        reachable: true,
+                        mysql_alive: true,
+                        writable: false,
+                        vips: BTreeSet::new(),
+                        disconnected: false,
+                        last_heartbeat: 1_000_000,
+                        reported_unreachable: false,
+                        self_fenced: false,
+                        applied: 0,
+                        gtid: "0-1-100".into(),
+                        source: None,
+                        replicating: false,
+                        rep_threads: true,
+                        rep_backlog: true,
+                        catch_up: ActionOutcome::Ok,
+                        uptime_s: 10_000,
+                    },
+                )
+            })
+            .collect();
+        Sim {
+            c: Cluster::new(config, 1_000_000),
+            now: 1_000_000,
+            hosts,
+            queue: VecDeque::new(),
+            log: Vec::new(),
+            replies: BTreeMap::new(),
+            persisted: None,
+            writer_vip,
+            next_reply: 1,
+            writable_since: BTreeMap::new(),
+        }
+    }
+
+    /// A cluster of db1 (writer), db2, db3 all ONLINE with roles distributed.
+    fn online(config: Arc<Config>) -> Sim {
+        let mut s = Sim::new(config);
+        s.tick(TICK);
+        for h in ["db1", "db2", "db3"] {
+            let r = s.command(Command::SetOnline { host: h.into() });
+            assert!(r.starts_with("OK: State of"), "{r}");
+        }
+        s.settle();
+        assert_eq!(s.c.active_master(), Some("db1"));
+        assert_eq!(s.writable_hosts(), vec!["db1".to_string()]);
+        s.log.clear();
+        s
+    }
+
+    fn view(&self, name: &str) -> AgentView {
+        let h = &self.hosts[name];
+        AgentView {
+            applied_epoch: h.applied,
+            uptime_s: h.uptime_s,
+            mysql_up: h.mysql_alive,
+            read_only: !h.writable,
+            self_fenced: h.self_fenced,
+            held_vips: h.vips.iter().copied().collect(),
+            source: h.source,
+            replicating: h.replicating && h.mysql_alive,
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        self.queue.push_back(e);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(e) = self.queue.pop_front() {
+            let actions = self.c.handle(self.now, e);
+            for a in actions {
+                self.apply(a);
+            }
+            self.check_invariants();
+        }
+    }
+
+    fn apply(&mut self, a: Action) {
+        self.log.push((self.now, a.clone()));
+        let lease = self.c.config.agent.lease.as_millis() as u64;
+        match a {
+            Action::SendDesired { host, desired } => {
+                let h = self.hosts.get_mut(&host).unwrap();
+                if !h.reachable {
+                    return;
+                }
+                h.disconnected = false;
+                h.self_fenced = false;
+                // Demotion order: VIPs first, then read_only; promotion: writable first.
+                h.vips = desired.roles.iter().map(|(_, ip)| *ip).collect();
+                h.writable = desired.writable && h.mysql_alive;
+                h.applied = desired.epoch;
+                h.last_heartbeat = self.now;
+                if desired.writable {
+                    self.writable_since.insert(host.clone(), self.now);
+                }
+                let failures = if desired.writable && !h.mysql_alive {
+                    vec!["setting read_only = 0: mysqld is down".to_string()]
+                } else {
+                    vec![]
+                };
+                self.queue.push_back(Event::Applied {
+                    host: host.clone(),
+                    epoch: desired.epoch,
+                    failures,
+                });
+                let view = self.view(&host);
+                self.queue.push_back(Event::AgentHeartbeat { host, view });
+            }
+            Action::AgentAction {
+                host, id, action, ..
+            } => {
+                let h = self.hosts.get_mut(&host).unwrap();
+                if !h.reachable {
+                    return;
+                }
+                let (outcome, detail) = match &action {
+                    proto::Action::CatchUp { .. } => (h.catch_up, "catch-up".to_string()),
+                    proto::Action::ChangeMaster { host: ip, port, .. } => {
+                        h.source = Some((*ip, *port));
+                        h.replicating = true;
+                        (ActionOutcome::Ok, "repointed".into())
+                    }
+                    proto::Action::StopReplication => {
+                        h.replicating = false;
+                        (ActionOutcome::Ok, "stopped".into())
+                    }
+                    _ => (ActionOutcome::Ok, "done".into()),
+                };
+                self.queue.push_back(Event::ActionDone {
+                    host,
+                    id,
+                    outcome,
+                    detail,
+                    position: None,
+                });
+            }
+            Action::QueryStatus { host } => {
+                let h = &self.hosts[&host];
+                if !h.reachable {
+                    return;
+                }
+                let report = StatusReport {
+                    applied_epoch: h.applied,
+                    uptime_s: h.uptime_s,
+                    server: proto::ServerKind::MariaDb,
+                    mysql_up: h.mysql_alive,
+                    read_only: !h.writable,
+                    held_vips: h.vips.iter().copied().collect(),
+                    replication: None,
+                    gtid_executed: h.gtid.clone(),
+                    binlog: None,
+                    probe: proto::ProbeState::Watching,
+                    fenced_reason: String::new(),
+                };
+                self.queue.push_back(Event::AgentStatus { host, report });
+            }
+            Action::Disconnect { host } => {
+                let h = self.hosts.get_mut(&host).unwrap();
+                h.disconnected = true;
+            }
+            Action::KillHost { host, .. } => {
+                let h = self.hosts.get_mut(&host).unwrap();
+                h.mysql_alive = false;
+                h.writable = false;
+                h.vips.clear();
+                self.queue.push_back(Event::KillHostDone {
+                    host,
+                    ok: true,
+                    output: String::new(),
+                });
+            }
+            Action::Persist(r) => self.persisted = Some(r),
+            Action::Reply { id, text } => {
+                self.replies.insert(id, text);
+            }
+            Action::Notify { .. } => {}
+        }
+        let _ = lease;
+    }
+
+    /// Time passes: agents hear heartbeats (or their lease runs out), checks report.
+    fn tick(&mut self, dt: Millis) {
+        self.now += dt;
+        let lease = self.c.config.agent.lease.as_millis() as u64;
+        let agent_timeout = self.c.config.monitor.agent_timeout.as_millis() as u64;
+        let writer_vip = self.writer_vip;
+        let names: Vec<String> = self.hosts.keys().cloned().collect();
+        for name in &names {
+            let h = self.hosts.get_mut(name).unwrap();
+            // A dead mysqld's replication threads are gone; a restarted one (skip-slave-start)
+            // keeps its source but does not start them.
+            if !h.mysql_alive {
+                h.replicating = false;
+            }
+            if h.reachable && !h.disconnected {
+                h.last_heartbeat = self.now;
+                h.reported_unreachable = false;
+                let view = self.view(name);
+                self.queue.push_back(Event::AgentHeartbeat {
+                    host: name.clone(),
+                    view,
+                });
+            } else {
+                if self.now - h.last_heartbeat > lease
+                    && (h.writable || h.vips.contains(&writer_vip))
+                {
+                    h.writable = false;
+                    h.vips.remove(&writer_vip);
+                    h.self_fenced = true;
+                    h.applied = 0;
+                }
+                if self.now - h.last_heartbeat > agent_timeout && !h.reported_unreachable {
+                    h.reported_unreachable = true;
+                    self.queue.push_back(Event::AgentUnreachable {
+                        host: name.clone(),
+                        reason: "no heartbeat answer".into(),
+                    });
+                }
+            }
+            let h = &self.hosts[name];
+            let (ping, mysql) = if !h.reachable {
+                (
+                    CheckResult::Failed {
+                        message: "timeout".into(),
+                        refused: false,
+                    },
+                    CheckResult::Failed {
+                        message: "timeout".into(),
+                        refused: false,
+                    },
+                )
+            } else if !h.mysql_alive {
+                (
+                    CheckResult::Ok,
+                    CheckResult::Failed {
+                        message: "Connection refused".into(),
+                        refused: true,
+                    },
+                )
+            } else {
+                (CheckResult::Ok, CheckResult::Ok)
+            };
+            let rt = if h.rep_threads || !h.reachable || !h.mysql_alive {
+                CheckResult::Ok
+            } else {
+                CheckResult::Failed {
+                    message: "IO thread not running".into(),
+                    refused: false,
+                }
+            };
+            let rb = if h.rep_backlog || !h.reachable || !h.mysql_alive {
+                CheckResult::Ok
+            } else {
+                CheckResult::Failed {
+                    message: "behind master: 120s".into(),
+                    refused: false,
+                }
+            };
+            for (check, result) in [
+                (CheckKind::Ping, ping),
+                (CheckKind::Mysql, mysql),
+                (CheckKind::RepThreads, rt),
+                (CheckKind::RepBacklog, rb),
+            ] {
+                self.queue.push_back(Event::Check {
+                    host: name.clone(),
+                    check,
+                    result,
+                });
+            }
+        }
+        self.queue.push_back(Event::Tick);
+        self.drain();
+    }
+
+    fn run_for(&mut self, ms: Millis) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.tick(TICK);
+        }
+    }
+
+    /// Runs until no promotion is under way (bounded).
+    fn settle(&mut self) {
+        for _ in 0..400 {
+            self.tick(TICK);
+            if self.c.promotion.is_none() {
+                self.tick(TICK);
+                return;
+            }
+        }
+        panic!("promotion did not finish: {:?}", self.c.promotion);
+    }
+
+    fn command(&mut self, command: Command) -> String {
+        let id = self.next_reply;
+        self.next_reply += 1;
+        self.event(Event::Command { reply: id, command });
+        self.replies.get(&id).cloned().unwrap_or_default()
+    }
+
+    fn state(&self, host: &str) -> HostState {
+        self.c.host(host).unwrap().state
+    }
+
+    fn writable_hosts(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.writable)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn vip_holders(&self, ip: Ipv4Addr) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.vips.contains(&ip))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Position in the log of the first action matching `f`, after `from`.
+    fn find(&self, from: usize, f: impl Fn(&Action) -> bool) -> Option<usize> {
+        self.log
+            .iter()
+            .skip(from)
+            .position(|(_, a)| f(a))
+            .map(|i| i + from)
+    }
+
+    fn check_invariants(&self) {
+        // Never two writable servers, never the writer VIP on two hosts.
+        assert!(
+            self.writable_hosts().len() <= 1,
+            "two writable masters: {:?}\n{:#?}",
+            self.writable_hosts(),
+            self.log.iter().rev().take(20).collect::<Vec<_>>()
+        );
+        assert!(
+            self.vip_holders(self.writer_vip).len() <= 1,
+            "writer VIP on {:?}",
+            self.vip_holders(self.writer_vip)
+        );
+        // The writer role on at most one host, and roles only where they may be.
+        let writers = self
+            .c
+            .roles
+            .ips
+            .iter()
+            .filter(|r| r.role == self.c.roles.writer_role && r.holder.is_some())
+            .count();
+        assert!(writers <= 1);
+        if self.c.mode == MonitorMode::Active {
+            for r in &self.c.roles.ips {
+                if let Some(h) = &r.holder {
+                    let state = self.state(h);
+                    assert!(
+                        state == HostState::Online,
+                        "role {}({}) on {h} which is {state}",
+                        r.role,
+                        r.ip
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn is_desired(a: &Action, host: &str, writable: bool) -> bool {
+    matches!(a, Action::SendDesired { host: h, desired } if h == host && desired.writable == writable)
+}
+
+fn is_agent_action(a: &Action, host: &str, pred: impl Fn(&proto::Action) -> bool) -> bool {
+    matches!(a, Action::AgentAction { host: h, action, .. } if h == host && pred(action))
+}
+
+#[test]
+fn distribution_at_start_follows_mmm() {
+    let s = Sim::online(config(&[]));
+    // writer on the preferred db1, readers balanced one each.
+    assert_eq!(
+        s.c.roles.host_role_labels("db1"),
+        ["reader(192.0.2.103)", "writer(192.0.2.100)"]
+    );
+    assert_eq!(s.c.roles.host_role_labels("db2"), ["reader(192.0.2.101)"]);
+    assert_eq!(s.c.roles.host_role_labels("db3"), ["reader(192.0.2.102)"]);
+    let show = s.c.show(s.now);
+    assert!(
+        show.contains(
+            "  db1(192.0.2.11) master/ONLINE. Roles: reader(192.0.2.103), writer(192.0.2.100)\n"
+        ),
+        "{show}"
+    );
+    assert!(
+        show.contains("  db3(192.0.2.13) slave/ONLINE. Roles: reader(192.0.2.102)\n"),
+        "{show}"
+    );
+    assert!(
+        show.contains("# Role writer is assigned to it's preferred host db1."),
+        "{show}"
+    );
+}
+
+#[test]
+fn mysqld_stopped_on_the_active_master_fails_over_at_once_in_safe_order() {
+    let mut s = Sim::online(config(&[]));
+    let t0 = s.now;
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.tick(TICK);
+    // Refused while the agent answers: definitive, no trap_period (1 s in lab.toml).
+    assert_eq!(s.state("db1"), HostState::HardOffline);
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db2"));
+    assert_eq!(s.writable_hosts(), vec!["db2".to_string()]);
+    assert!(
+        s.now - t0 < 1000,
+        "took {} ms of simulated time",
+        s.now - t0
+    );
+    // Order: db1 demoted, db2 caught up, replication stopped, then writable, then slaves.
+    let demote = s
+        .find(0, |a| is_desired(a, "db1", false))
+        .expect("db1 demoted");
+    let catch_up = s
+        .find(demote, |a| {
+            is_agent_action(a, "db2", |x| matches!(x, proto::Action::CatchUp { .. }))
+        })
+        .expect("catch-up");
+    let stop = s
+        .find(catch_up, |a| {
+            is_agent_action(a, "db2", |x| matches!(x, proto::Action::StopReplication))
+        })
+        .expect("stop");
+    let promote = s
+        .find(stop, |a| is_desired(a, "db2", true))
+        .expect("promote");
+    let repoint = s.find(promote, |a| is_agent_action(a, "db3", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 12)))).expect("db3 repointed");
+    assert!(demote < catch_up && catch_up < stop && stop < promote && promote < repoint);
+    // The reader db1 had moved too, and db3 replicates from db2.
+    assert!(s.c.roles.host_roles("db1").is_empty());
+    assert_eq!(
+        s.hosts["db3"].source,
+        Some((Ipv4Addr::new(192, 0, 2, 12), 3306))
+    );
+}
+
+#[test]
+fn probe_event_is_definitive_evidence() {
+    let mut s = Sim::online(config(&[]));
+    s.event(Event::Probe {
+        host: "db1".into(),
+        kind: ProbeEventKind::ProcessExit,
+    });
+    assert_eq!(
+        s.state("db1"),
+        HostState::HardOffline,
+        "no trap_period for a probe event"
+    );
+    let show = s.c.checks(Some("db1"), Some(CheckKind::Mysql)).unwrap();
+    assert!(
+        show.contains("ERROR: mysqld process exited (probe)"),
+        "{show}"
+    );
+}
+
+#[test]
+fn ambiguous_failures_wait_trap_period_and_overload_is_not_death() {
+    let mut s = Sim::online(config(&[]));
+    for _ in 0..10 {
+        s.event(Event::Check {
+            host: "db3".into(),
+            check: CheckKind::Mysql,
+            result: CheckResult::Unknown {
+                message: "Too many connections (1040)".into(),
+            },
+        });
+    }
+    assert_eq!(s.state("db3"), HostState::Online, "1040 is alive");
+    // A hung db3: checks time out; ONLINE until trap_period (1 s) has passed.
+    s.event(Event::Check {
+        host: "db3".into(),
+        check: CheckKind::Mysql,
+        result: CheckResult::Failed {
+            message: "timeout".into(),
+            refused: false,
+        },
+    });
+    s.now += 900;
+    s.event(Event::Tick);
+    assert_eq!(s.state("db3"), HostState::Online);
+    s.now += 200;
+    s.event(Event::Tick);
+    assert_eq!(s.state("db3"), HostState::HardOffline);
+}
+
+#[test]
+fn lost_master_is_replaced_only_after_its_lease() {
+    let mut s = Sim::online(config(&[]));
+    s.hosts.get_mut("db1").unwrap().reachable = false;
+    let t0 = s.now;
+    let mut promoted_at = None;
+    for _ in 0..200 {
+        s.tick(TICK);
+        if promoted_at.is_none() && s.c.active_master() == Some("db2") {
+            promoted_at = Some(s.now);
+        }
+    }
+    let promoted_at = promoted_at.expect("db2 promoted");
+    let lease = s.c.config.agent.lease.as_millis() as u64;
+    let disconnect = s
+        .log
+        .iter()
+        .find(|(_, a)| matches!(a, Action::Disconnect { host } if host == "db1"))
+        .map(|(t, _)| *t)
+        .expect("db1 disconnected");
+    let writable_at = s.writable_since["db2"];
+    assert!(
+        writable_at >= disconnect + lease,
+        "db2 writable at {writable_at}, db1's lease ran until {}",
+        disconnect + lease
+    );
+    assert!(promoted_at > t0);
+    // The link comes back: db1 fenced itself and never takes the writer back.
+    s.hosts.get_mut("db1").unwrap().reachable = true;
+    s.run_for(3000);
+    assert!(!s.hosts["db1"].writable && !s.hosts["db1"].vips.contains(&s.writer_vip));
+    assert_eq!(s.c.active_master(), Some("db2"));
+    assert_eq!(s.state("db1"), HostState::AwaitingRecovery);
+}
+
+#[test]
+fn without_any_fencing_an_unreachable_writer_is_not_replaced() {
+    let mut s = Sim::online(config(&[("fencing = \"lease\"", "fencing = \"none\"")]));
+    s.hosts.get_mut("db1").unwrap().reachable = false;
+    s.run_for(5000);
+    assert_eq!(
+        s.c.active_master(),
+        None,
+        "the writer role stays unassigned"
+    );
+    assert!(
+        !s.writable_since.contains_key("db2"),
+        "db2 never told to write"
+    );
+    assert!(s.log.iter().any(|(_, a)| matches!(a, Action::Notify { message, .. } if message.contains("Cannot fence 'db1'"))));
+    // kill_host_bin changes that: it fences, then db2 is promoted.
+    let mut s = Sim::online(config(&[
+        ("fencing = \"lease\"", "fencing = \"none\""),
+        (
+            "promotion_timeout = \"5s\"",
+            "promotion_timeout = \"5s\"\nkill_host_bin = \"/usr/local/bin/fence\"",
+        ),
+    ]));
+    s.hosts.get_mut("db1").unwrap().reachable = false;
+    s.run_for(5000);
+    assert_eq!(s.c.active_master(), Some("db2"));
+    assert!(s
+        .log
+        .iter()
+        .any(|(_, a)| matches!(a, Action::KillHost { host, ping_ok: false } if host == "db1")));
+}
+
+#[test]
+fn lagging_candidate_is_refused_with_a_reason_and_retried() {
+    let mut s = Sim::online(config(&[]));
+    s.hosts.get_mut("db2").unwrap().catch_up = ActionOutcome::TimedOut;
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.run_for(500);
+    assert_eq!(s.c.active_master(), None);
+    assert!(s.writable_hosts().is_empty());
+    let show = s.c.show(s.now);
+    assert!(
+        show.contains("promotion of 'db2' refused: 'db2' did not catch up"),
+        "{show}"
+    );
+    // It catches up later: the next attempt (after promotion_timeout) succeeds.
+    s.hosts.get_mut("db2").unwrap().catch_up = ActionOutcome::Ok;
+    s.run_for(6000);
+    assert_eq!(s.c.active_master(), Some("db2"));
+}
+
+#[test]
+fn a_slave_ahead_of_the_candidate_is_fetched_from_first() {
+    let mut s = Sim::online(config(&[]));
+    s.hosts.get_mut("db2").unwrap().gtid = "0-1-100".into();
+    s.hosts.get_mut("db3").unwrap().gtid = "0-1-103".into();
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.settle();
+    let fetch = s.find(0, |a| is_agent_action(a, "db2", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 13)))).expect("db2 fetches from db3");
+    let wait = s.find(fetch, |a| is_agent_action(a, "db2", |x| matches!(x, proto::Action::CatchUp { target: Some(Position::Gtid(g)) } if g == "0-1-103"))).expect("waits for db3's position");
+    let promote = s
+        .find(wait, |a| is_desired(a, "db2", true))
+        .expect("then promoted");
+    assert!(fetch < wait && wait < promote);
+}
+
+#[test]
+fn returning_old_master_with_errant_transactions_stays_awaiting_recovery() {
+    let mut s = Sim::online(config(&[(
+        "promotion_timeout = \"5s\"",
+        "promotion_timeout = \"5s\"\nauto_set_online = \"1s\"",
+    )]));
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.settle();
+    // db1 committed 0-1-101..105 that never left it; db2 went on from 0-1-100.
+    s.hosts.get_mut("db1").unwrap().gtid = "0-1-105".into();
+    s.hosts.get_mut("db2").unwrap().gtid = "0-1-100,0-2-110".into();
+    s.hosts.get_mut("db1").unwrap().mysql_alive = true;
+    s.hosts.get_mut("db1").unwrap().uptime_s = 5; // rebooted
+    s.run_for(3000);
+    assert_eq!(
+        s.state("db1"),
+        HostState::AwaitingRecovery,
+        "auto_set_online must not apply"
+    );
+    let reply = s.command(Command::SetOnline { host: "db1".into() });
+    assert_eq!(reply, "ERROR: Host 'db1' has errant transactions 0-1-101..105 not on the writer db2. It can't be switched to ONLINE until they are resolved.");
+    assert!(s
+        .c
+        .show(s.now)
+        .contains("# Host db1 has errant transactions 0-1-101..105"));
+}
+
+#[test]
+fn old_master_back_without_errant_transactions_rejoins_replication_on_set_online() {
+    let mut s = Sim::online(config(&[]));
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.settle();
+    s.hosts.get_mut("db2").unwrap().gtid = "0-1-100,0-2-110".into();
+    s.hosts.get_mut("db1").unwrap().mysql_alive = true;
+    s.hosts.get_mut("db1").unwrap().uptime_s = 5;
+    s.run_for(2000);
+    assert_eq!(s.state("db1"), HostState::AwaitingRecovery);
+    let mark = s.log.len();
+    let reply = s.command(Command::SetOnline { host: "db1".into() });
+    assert_eq!(
+        reply,
+        "OK: State of 'db1' changed to ONLINE. Now you can wait some time and check its new roles!"
+    );
+    assert!(s.find(mark, |a| is_agent_action(a, "db1", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 12)))).is_some(), "{:#?}", &s.log[mark..]);
+    assert!(s.find(mark, |a| is_agent_action(a, "db2", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 11)))).is_some());
+    s.run_for(500);
+    assert_eq!(s.c.active_master(), Some("db2"), "no failback by default");
+    assert!(
+        !s.c.roles.host_roles("db1").is_empty(),
+        "db1 got a reader back"
+    );
+}
+
+#[test]
+fn failback_to_prefer_only_when_enabled() {
+    let mut s = Sim::online(config(&[(
+        "promotion_timeout = \"5s\"",
+        "promotion_timeout = \"5s\"\nfailback = true",
+    )]));
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db2"));
+    s.hosts.get_mut("db1").unwrap().mysql_alive = true;
+    s.hosts.get_mut("db1").unwrap().uptime_s = 5;
+    s.run_for(2000);
+    s.command(Command::SetOnline { host: "db1".into() });
+    s.settle();
+    assert_eq!(
+        s.c.active_master(),
+        Some("db1"),
+        "failback = true moves it back"
+    );
+}
+
+#[test]
+fn replication_failure_on_the_passive_master_and_its_recovery() {
+    let mut s = Sim::online(config(&[]));
+    // MMM ignores replication failures for 60 s after the source came online.
+    s.run_for(61_000);
+    s.hosts.get_mut("db2").unwrap().rep_threads = false;
+    s.run_for(500);
+    assert_eq!(s.state("db2"), HostState::Online, "within trap_period");
+    s.run_for(1000);
+    assert_eq!(s.state("db2"), HostState::ReplicationFail);
+    assert!(s.c.roles.host_roles("db2").is_empty(), "reader moved away");
+    s.hosts.get_mut("db2").unwrap().rep_threads = true;
+    s.run_for(200);
+    assert_eq!(s.state("db2"), HostState::Online);
+    assert_eq!(s.c.roles.host_roles("db2").len(), 1, "balanced back");
+    // The active master's replication failures do not matter.
+    s.hosts.get_mut("db1").unwrap().rep_threads = false;
+    s.run_for(3000);
+    assert_eq!(s.state("db1"), HostState::Online);
+}
+
+#[test]
+fn replication_delay_on_a_slave() {
+    let mut s = Sim::online(config(&[]));
+    s.run_for(61_000);
+    s.hosts.get_mut("db3").unwrap().rep_backlog = false;
+    s.run_for(1500);
+    assert_eq!(s.state("db3"), HostState::ReplicationDelay);
+    assert!(s.c.roles.host_roles("db3").is_empty());
+    s.hosts.get_mut("db3").unwrap().rep_backlog = true;
+    s.run_for(200);
+    assert_eq!(s.state("db3"), HostState::Online);
+    assert_eq!(s.c.roles.host_roles("db3").len(), 1);
+}
+
+#[test]
+fn flapping_host_stays_awaiting_recovery_and_the_flap_state_survives_a_restart() {
+    let mut s = Sim::online(config(&[(
+        "promotion_timeout = \"5s\"",
+        "promotion_timeout = \"5s\"\nauto_set_online = \"1s\"",
+    )]));
+    for round in 0..3 {
+        s.hosts.get_mut("db3").unwrap().mysql_alive = false;
+        s.run_for(200);
+        assert_eq!(s.state("db3"), HostState::HardOffline, "round {round}");
+        s.hosts.get_mut("db3").unwrap().mysql_alive = true;
+        s.hosts.get_mut("db3").unwrap().uptime_s += 1000; // not a short outage
+        s.run_for(2000);
+    }
+    assert!(s.c.host("db3").unwrap().flapping);
+    assert_eq!(
+        s.state("db3"),
+        HostState::AwaitingRecovery,
+        "auto_set_online does not apply to a flapping host"
+    );
+    // Restart: a new monitor from the persisted record still knows db3 is flapping.
+    let record = s.persisted.clone().unwrap();
+    let record = status::StatusRecord::from_json(&record.to_json()).unwrap();
+    let mut c = Cluster::new(s.c.config.clone(), s.now);
+    c.restore(&record).unwrap();
+    assert!(c.host("db3").unwrap().flapping);
+    assert_eq!(c.host("db3").unwrap().state, HostState::AwaitingRecovery);
+    assert!(c.show(s.now).contains("# Host db3 is flapping"));
+}
+
+#[test]
+fn monitor_restart_keeps_every_role_where_it_was() {
+    let mut s = Sim::online(config(&[]));
+    let before: Vec<_> = s.c.roles.ips.clone();
+    let record = s.persisted.clone().unwrap();
+    let mut c = Cluster::new(s.c.config.clone(), s.now);
+    c.restore(&record).unwrap();
+    let reports: Vec<(String, AgentView)> = ["db1", "db2", "db3"]
+        .iter()
+        .map(|h| (h.to_string(), s.view(h)))
+        .collect();
+    let actions = c.startup(s.now, &reports);
+    assert_eq!(c.roles.ips, before);
+    assert_eq!(c.mode, MonitorMode::Active);
+    // What it sends is what the agents hold already: nothing moves.
+    for a in &actions {
+        if let Action::SendDesired { host, desired } = a {
+            let held: BTreeSet<Ipv4Addr> = desired.roles.iter().map(|(_, ip)| *ip).collect();
+            assert_eq!(held, s.hosts[host].vips, "{host}");
+            assert_eq!(desired.writable, s.hosts[host].writable, "{host}");
+        }
+    }
+    s.c = c;
+    s.run_for(1000);
+    assert_eq!(s.c.roles.ips, before);
+}
+
+#[test]
+fn careful_startup_with_the_writer_vip_on_two_hosts_goes_passive() {
+    let s = Sim::online(config(&[]));
+    let mut reports: Vec<(String, AgentView)> = ["db1", "db2", "db3"]
+        .iter()
+        .map(|h| (h.to_string(), s.view(h)))
+        .collect();
+    reports[1].1.held_vips.push(s.writer_vip);
+    let mut c = Cluster::new(s.c.config.clone(), s.now);
+    let actions = c.startup(s.now, &reports);
+    assert_eq!(c.mode, MonitorMode::Passive);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::SendDesired { .. })),
+        "passive sends nothing"
+    );
+    let show = c.show(s.now);
+    assert!(show.starts_with("# --- Monitor is in PASSIVE MODE ---\n# Cause: the writer role is claimed by db1 and db2"), "{show}");
+    // The operator decides: set_ip in passive mode, then set_active.
+    let mut out = Vec::new();
+    assert_eq!(c.command(s.now, 1, Command::SetIp { ip: s.writer_vip, host: "db2".into() }, &mut out).unwrap(), "ERROR: Host 'db2' is 'AWAITING_RECOVERY' at the moment. Can't move role with ip '192.0.2.100' there.");
+}
+
+#[test]
+fn control_commands_answer_with_mmm_texts() {
+    let mut s = Sim::online(config(&[]));
+    assert_eq!(s.command(Command::Ping), "OK: Pinged successfully!");
+    assert_eq!(s.command(Command::Mode), "ACTIVE");
+    assert_eq!(
+        s.command(Command::SetOnline { host: "db9".into() }),
+        "ERROR: Unknown host name 'db9'!"
+    );
+    assert_eq!(
+        s.command(Command::SetOnline { host: "db2".into() }),
+        "OK: This host is already ONLINE. Skipping command."
+    );
+    assert_eq!(s.command(Command::SetOffline { host: "db3".into() }), "OK: State of 'db3' changed to ADMIN_OFFLINE. Now you can wait some time and check all roles!");
+    assert_eq!(
+        s.command(Command::SetOffline { host: "db3".into() }),
+        "OK: This host is already ADMIN_OFFLINE. Skipping command."
+    );
+    assert!(s.c.roles.host_roles("db3").is_empty());
+    assert_eq!(
+        s.command(Command::SetOnline { host: "db3".into() }),
+        "OK: State of 'db3' changed to ONLINE. Now you can wait some time and check its new roles!"
+    );
+    assert_eq!(
+        s.command(Command::MoveRole {
+            force: false,
+            role: "writer".into(),
+            host: "db3".into()
+        }),
+        "ERROR: Host 'db3' can't handle role 'writer'. Only following hosts could: db1, db2"
+    );
+    assert_eq!(
+        s.command(Command::MoveRole {
+            force: false,
+            role: "boss".into(),
+            host: "db2".into()
+        }),
+        "ERROR: Unknown role name 'boss'!"
+    );
+    assert_eq!(
+        s.command(Command::MoveRole {
+            force: false,
+            role: "writer".into(),
+            host: "db1".into()
+        }),
+        "OK: Role is on 'db1' already. Skipping command."
+    );
+    assert_eq!(
+        s.command(Command::MoveRole {
+            force: true,
+            role: "writer".into(),
+            host: "db2".into()
+        }),
+        "ERROR: Can't force move of role to host with state ONLINE."
+    );
+    assert_eq!(
+        s.command(Command::SetIp {
+            ip: Ipv4Addr::new(192, 0, 2, 101),
+            host: "db1".into()
+        }),
+        "ERROR: This command is only allowed in passive mode"
+    );
+    assert_eq!(
+        s.command(Command::SetManual),
+        "OK: Switched into manual mode."
+    );
+    assert_eq!(s.command(Command::SetManual), "OK: Already in manual mode.");
+    assert_eq!(
+        s.command(Command::SetPassive),
+        "OK: Switched into passive mode."
+    );
+    assert_eq!(
+        s.command(Command::MoveRole {
+            force: false,
+            role: "writer".into(),
+            host: "db2".into()
+        }),
+        "ERROR: This command is not allowed in passive mode"
+    );
+    // set_ip in passive mode moves a reader, sends nothing to agents.
+    let mark = s.log.len();
+    assert_eq!(
+        s.command(Command::SetIp {
+            ip: Ipv4Addr::new(192, 0, 2, 101),
+            host: "db3".into()
+        }),
+        "OK: Set role 'reader(192.0.2.101)' to host 'db3'."
+    );
+    assert!(s
+        .find(mark, |a| matches!(a, Action::SendDesired { .. }))
+        .is_none());
+    assert_eq!(
+        s.command(Command::SetIp {
+            ip: Ipv4Addr::new(192, 0, 2, 99),
+            host: "db3".into()
+        }),
+        "ERROR: Unknown ip '192.0.2.99'!"
+    );
+    assert_eq!(
+        s.command(Command::SetActive),
+        "OK: Switched into active mode."
+    );
+    let checks = s.command(Command::Checks {
+        host: Some("db1".into()),
+        check: CheckSelector::All,
+    });
+    assert!(
+        checks
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("db1  ping         [last change: "),
+        "{checks}"
+    );
+    assert!(
+        checks.contains("db1  mysql        [last change: ")
+            && checks.ends_with("db1  probe        OK\n"),
+        "{checks}"
+    );
+    assert_eq!(
+        s.command(Command::Checks {
+            host: Some("db7".into()),
+            check: CheckSelector::All
+        }),
+        "ERROR: Unknown host name 'db7'!"
+    );
+}
+
+#[test]
+fn switchover_with_move_role_replies_when_done() {
+    let mut s = Sim::online(config(&[]));
+    let id = s.next_reply;
+    s.next_reply += 1;
+    s.event(Event::Command {
+        reply: id,
+        command: Command::MoveRole {
+            force: false,
+            role: "writer".into(),
+            host: "db2".into(),
+        },
+    });
+    s.settle();
+    let promoted = s
+        .find(0, |a| is_desired(a, "db2", true))
+        .expect("db2 promoted");
+    let replied = s
+        .find(0, |a| matches!(a, Action::Reply { id: r, .. } if *r == id))
+        .expect("a reply");
+    assert!(
+        promoted < replied,
+        "the reply waits for the switchover to be done"
+    );
+    assert!(
+        s.replies.contains_key(&id),
+        "no reply; log:\n{:#?}",
+        s.log
+            .iter()
+            .filter(|(_, a)| !matches!(a, Action::Persist(_)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(s.replies[&id], "OK: Role 'writer' has been moved from 'db1' to 'db2'. Now you can wait some time and check new roles info!");
+    assert_eq!(s.writable_hosts(), vec!["db2".to_string()]);
+    assert_eq!(
+        s.c.host("db1").unwrap().state,
+        HostState::Online,
+        "a switchover keeps the old master online"
+    );
+}
+
+#[test]
+fn network_guard_freezes_states() {
+    let mut s = Sim::online(config(&[]));
+    s.event(Event::Network { ok: false });
+    s.hosts.get_mut("db3").unwrap().mysql_alive = false;
+    s.run_for(3000);
+    assert_eq!(s.state("db3"), HostState::Online);
+    assert!(s.c.show(s.now).contains("# Network is down"));
+    s.event(Event::Network { ok: true });
+    s.tick(TICK);
+    assert_eq!(s.state("db3"), HostState::HardOffline);
+}
+
+#[test]
+fn manual_mode_keeps_roles_of_failed_hosts() {
+    let mut s = Sim::online(config(&[]));
+    s.command(Command::SetManual);
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.run_for(1000);
+    assert_eq!(s.state("db1"), HostState::HardOffline);
+    assert_eq!(
+        s.c.active_master(),
+        Some("db1"),
+        "MMM's manual mode moves nothing"
+    );
+}
+
+/// Events a random operator, network and set of servers produce.
+#[derive(Debug, Clone)]
+enum Chaos {
+    Time(u16),
+    KillMysql(u8),
+    StartMysql(u8),
+    Partition(u8),
+    Heal(u8),
+    RepThreads(u8, bool),
+    RepBacklog(u8, bool),
+    MoveWriter(u8),
+    SetOnline(u8),
+    SetOffline(u8),
+}
+
+fn chaos() -> impl Strategy<Value = Chaos> {
+    prop_oneof![
+        4 => (1u16..2000).prop_map(Chaos::Time),
+        1 => (0u8..3).prop_map(Chaos::KillMysql),
+        1 => (0u8..3).prop_map(Chaos::StartMysql),
+        1 => (0u8..3).prop_map(Chaos::Partition),
+        1 => (0u8..3).prop_map(Chaos::Heal),
+        1 => (0u8..3, any::<bool>()).prop_map(|(h, b)| Chaos::RepThreads(h, b)),
+        1 => (0u8..3, any::<bool>()).prop_map(|(h, b)| Chaos::RepBacklog(h, b)),
+        1 => (0u8..2).prop_map(Chaos::MoveWriter),
+        1 => (0u8..3).prop_map(Chaos::SetOnline),
+        1 => (0u8..3).prop_map(Chaos::SetOffline),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Whatever happens: never two writable masters, never the writer VIP twice, roles
+    /// only on ONLINE hosts (checked after every event by `check_invariants`); and once
+    /// things calm down, every role IP is held whenever a host could hold it.
+    #[test]
+    fn invariants_hold_under_random_failures(steps in proptest::collection::vec(chaos(), 1..60)) {
+        let mut s = Sim::online(config(&[]));
+        let name = |i: u8| format!("db{}", i + 1);
+        for step in steps {
+            match step {
+                Chaos::Time(ms) => s.run_for(u64::from(ms)),
+                Chaos::KillMysql(h) => { let x = s.hosts.get_mut(&name(h)).unwrap(); x.mysql_alive = false; x.writable = false; }
+                Chaos::StartMysql(h) => { let x = s.hosts.get_mut(&name(h)).unwrap(); x.mysql_alive = true; x.uptime_s += 1000; }
+                Chaos::Partition(h) => s.hosts.get_mut(&name(h)).unwrap().reachable = false,
+                Chaos::Heal(h) => s.hosts.get_mut(&name(h)).unwrap().reachable = true,
+                Chaos::RepThreads(h, ok) => s.hosts.get_mut(&name(h)).unwrap().rep_threads = ok,
+                Chaos::RepBacklog(h, ok) => s.hosts.get_mut(&name(h)).unwrap().rep_backlog = ok,
+                Chaos::MoveWriter(h) => { s.command(Command::MoveRole { force: false, role: "writer".into(), host: name(h) }); }
+                Chaos::SetOnline(h) => { s.command(Command::SetOnline { host: name(h) }); }
+                Chaos::SetOffline(h) => { s.command(Command::SetOffline { host: name(h) }); }
+            }
+        }
+        // Calm: everything healthy and reachable, then every role IP must be held.
+        for h in s.hosts.values_mut() {
+            h.reachable = true; h.mysql_alive = true; h.rep_threads = true; h.rep_backlog = true; h.catch_up = ActionOutcome::Ok;
+        }
+        s.run_for(8000);
+        for h in ["db1", "db2", "db3"] {
+            if s.state(h) != HostState::Online && s.state(h) != HostState::AdminOffline {
+                s.command(Command::SetOnline { host: h.into() });
+            }
+        }
+        s.run_for(8000);
+        let any_master_online = ["db1", "db2"].iter().any(|h| s.c.eligible(h));
+        for r in &s.c.roles.ips {
+            let eligible = r.hosts.iter().any(|h| s.c.eligible(h));
+            if eligible && (r.role != "writer" || any_master_online) {
+                prop_assert!(r.holder.is_some(), "{}({}) unassigned though {:?} could hold it; show:\n{}", r.role, r.ip, r.hosts, s.c.show(s.now));
+            }
+        }
+    }
+}
