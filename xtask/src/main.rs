@@ -238,13 +238,16 @@ fn bench(args: &[String]) -> Result<()> {
             .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "agent"])
             .env("MMM_BIN_PROFILE", "release"))
     };
+    let core = || run(cargo().args(["bench", "--locked", "-p", "mmm-monitor", "--bench", "core"]));
     match which {
         "protocol" => protocol(),
+        "core" => core(),
         "agent" => agent(),
         "all" => {
             protocol()?;
+            core()?;
             agent()
         }
-        other => bail!("unknown benchmark {other:?} (known: protocol, agent)"),
+        other => bail!("unknown benchmark {other:?} (known: protocol, core, agent)"),
     }
 }

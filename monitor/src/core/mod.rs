@@ -231,6 +231,8 @@ pub struct Cluster {
     /// A writer that lost its role while no host could take over: fenced first when a
     /// promotion starts.
     pub pending_fence: Option<String>,
+    /// Host name -> index into `hosts`: events name hosts, and clusters have hundreds.
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl Cluster {
@@ -276,6 +278,12 @@ impl Cluster {
             last_persisted: None,
             wait_since: now,
             pending_fence: None,
+            index: config
+                .hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h.name.clone(), i))
+                .collect(),
             config,
         }
     }
@@ -287,11 +295,11 @@ impl Cluster {
     }
 
     pub fn host(&self, name: &str) -> Option<&HostRec> {
-        self.hosts.iter().find(|h| h.name == name)
+        self.index.get(name).map(|i| &self.hosts[*i])
     }
 
     pub(crate) fn host_mut(&mut self, name: &str) -> Option<&mut HostRec> {
-        self.hosts.iter_mut().find(|h| h.name == name)
+        self.index.get(name).map(|i| &mut self.hosts[*i])
     }
 
     fn trap(&self, c: CheckKind) -> Millis {
@@ -327,6 +335,9 @@ impl Cluster {
     /// The single entry point: one event in, the actions it calls for out.
     pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
+        // Cheap to keep: promotions are rare and small.
+        let promotion_before = self.promotion.clone();
+        let writer_before = self.roles.writer_holder().map(str::to_string);
         let mut evaluate_host: Option<String> = None;
         match event {
             Event::Tick => {
@@ -467,7 +478,7 @@ impl Cluster {
                         format!("Could not kill host '{host}' - kill_host_bin failed: {output}")
                     },
                 });
-                self.promotion_on_kill_host(now, &host);
+                self.promotion_on_kill_host(now, &host, ok, &mut out);
             }
             Event::Network { ok } => {
                 if ok != self.network_ok {
@@ -494,6 +505,11 @@ impl Cluster {
         }
         if let Some(host) = evaluate_host {
             self.evaluate_host(now, &host, &mut out);
+            self.after_changes(now, &mut out);
+        } else if promotion_before != self.promotion
+            || self.roles.writer_holder() != writer_before.as_deref()
+        {
+            // A promotion moved on (or ended): send what it decided, persist it.
             self.after_changes(now, &mut out);
         }
         out

@@ -29,14 +29,11 @@ pub enum KillState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
+    /// Every host that may hold the writer VIP or accept writes must be fenced first.
     Fencing {
-        /// Give up waiting for the agent's confirmation at this time.
+        targets: BTreeMap<String, Fence>,
+        /// Give up waiting for agents' confirmations at this time.
         agent_deadline: Millis,
-        /// Set once the connection was dropped: the lease has run out after this.
-        lease_until: Option<Millis>,
-        kill: KillState,
-        /// "cannot fence" was reported already.
-        stuck_reported: bool,
     },
     CatchUp {
         id: u64,
@@ -72,6 +69,26 @@ pub enum Phase {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The host's own heartbeat showed it demoted.
+    pub confirmed: bool,
+    /// Set once the connection was dropped: the lease has run out after this.
+    pub lease_until: Option<Millis>,
+    pub kill: KillState,
+    /// "cannot fence" was reported already.
+    pub stuck_reported: bool,
+}
+
+impl Fence {
+    fn done(&self, now: Millis, fencing: Fencing) -> bool {
+        let lease_over = fencing == Fencing::Lease && self.lease_until.is_some_and(|t| now >= t);
+        self.confirmed
+            || matches!(self.kill, KillState::Done { ok: true })
+            || (lease_over && !matches!(self.kill, KillState::Running))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Promotion {
     pub from: Option<String>,
     pub to: String,
@@ -89,9 +106,12 @@ impl Promotion {
         match &self.phase {
             Phase::Fencing {
                 agent_deadline,
-                lease_until,
-                ..
-            } => Some(lease_until.unwrap_or(*agent_deadline)),
+                targets,
+            } => targets
+                .values()
+                .filter_map(|f| f.lease_until)
+                .chain(std::iter::once(*agent_deadline))
+                .min(),
             Phase::CatchUp { deadline, .. }
             | Phase::Survey { deadline, .. }
             | Phase::FetchRepoint { deadline, .. }
@@ -156,8 +176,25 @@ impl Cluster {
         }
     }
 
-    /// Starts moving the writer role to `to`. `from` is the old writer to fence (None when
-    /// no host held it).
+    /// Hosts other than `to` that may hold the writer VIP or accept writes, as far as
+    /// their last report tells: each must be fenced before `to` is promoted.
+    fn writer_suspects(&self, to: &str) -> BTreeSet<String> {
+        let writer_ip = self.roles.writer().map(|r| r.ip);
+        self.hosts
+            .iter()
+            .filter(|h| h.name != to)
+            .filter(|h| {
+                h.view.as_ref().is_some_and(|v| {
+                    let vip = writer_ip.is_some_and(|ip| v.held_vips.contains(&ip));
+                    vip || (v.mysql_up && !v.read_only)
+                })
+            })
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
+    /// Starts moving the writer role to `to`. `from` is the old writer (None when no
+    /// host held the role); it and every other host that may still write are fenced first.
     pub(crate) fn start_promotion(
         &mut self,
         now: Millis,
@@ -167,13 +204,32 @@ impl Cluster {
         reply: Option<u64>,
         out: &mut Vec<Action>,
     ) {
-        let from = from
-            .or_else(|| self.pending_fence.take())
-            .filter(|f| *f != to);
-        self.pending_fence = None;
+        let mut targets: BTreeSet<String> = self.writer_suspects(&to);
+        targets.extend(from.iter().cloned());
+        targets.extend(self.pending_fence.take());
+        targets.remove(&to);
+        let from = from.filter(|f| *f != to);
         // The old writer loses the role now: its next desired state demotes it.
         self.roles.set_writer_holder(None);
-        let needs_fence = from.is_some();
+        let kill = if self.config.monitor.kill_host_bin.is_some() {
+            KillState::NotNeeded
+        } else {
+            KillState::NotConfigured
+        };
+        let fences: BTreeMap<String, Fence> = targets
+            .iter()
+            .map(|t| {
+                (
+                    t.clone(),
+                    Fence {
+                        confirmed: false,
+                        lease_until: None,
+                        kill: kill.clone(),
+                        stuck_reported: false,
+                    },
+                )
+            })
+            .collect();
         let mut p = Promotion {
             from: from.clone(),
             to: to.clone(),
@@ -181,18 +237,25 @@ impl Cluster {
             started: now,
             reply,
             phase: Phase::Fencing {
+                targets: fences,
                 agent_deadline: now + self.fence_wait(),
-                lease_until: None,
-                kill: if self.config.monitor.kill_host_bin.is_some() {
-                    KillState::NotNeeded
-                } else {
-                    KillState::NotConfigured
-                },
-                stuck_reported: false,
             },
             timeline: Vec::new(),
         };
         p.step(now, format!("promotion of '{to}' started: {reason}"));
+        if !targets.is_empty() {
+            p.step(
+                now,
+                format!(
+                    "fencing {} first",
+                    targets
+                        .iter()
+                        .map(|t| format!("'{t}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
         out.push(Action::Notify {
             host: Some(to.clone()),
             message: format!(
@@ -204,93 +267,141 @@ impl Cluster {
             ),
         });
         self.promotion = Some(p);
-        if !needs_fence {
-            self.begin_catch_up(now, out);
-        } else if let Some(f) = &from {
-            // An unreachable agent cannot confirm: go for its lease at once.
-            if !self.host(f).is_some_and(|h| h.agent_up) {
-                self.fence_by_lease(now, out);
+        // An unreachable agent cannot confirm: go for its lease at once.
+        for t in &targets {
+            if !self.host(t).is_some_and(|h| h.agent_up) {
+                self.fence_by_lease(now, t, out);
             }
         }
+        self.fencing_progress(now, out);
     }
 
-    fn fence_by_lease(&mut self, now: Millis, out: &mut Vec<Action>) {
+    fn fence_by_lease(&mut self, now: Millis, target: &str, out: &mut Vec<Action>) {
         let lease = ms(self.config.agent.lease) + ms(self.config.monitor.heartbeat_interval);
         let fencing = self.config.agent.fencing;
-        let ping_ok = {
-            let p = self.promotion.as_ref().and_then(|p| p.from.clone());
-            p.and_then(|f| {
-                self.host(&f)
-                    .map(|h| self.check_ok(h, mmm_common::types::CheckKind::Ping, now))
-            })
-            .unwrap_or(false)
-        };
+        let ping_ok = self
+            .host(target)
+            .is_some_and(|h| self.check_ok(h, mmm_common::types::CheckKind::Ping, now));
         let Some(p) = self.promotion.as_mut() else {
             return;
         };
-        let Some(from) = p.from.clone() else { return };
-        if let Phase::Fencing {
-            lease_until, kill, ..
-        } = &mut p.phase
-        {
-            if lease_until.is_none() {
-                out.push(Action::Disconnect { host: from.clone() });
-                *lease_until = Some(if fencing == Fencing::Lease {
-                    now + lease
-                } else {
-                    Millis::MAX
+        let started = p.started;
+        let Phase::Fencing { targets, .. } = &mut p.phase else {
+            return;
+        };
+        let Some(f) = targets.get_mut(target) else {
+            return;
+        };
+        if f.lease_until.is_some() || f.confirmed {
+            return;
+        }
+        out.push(Action::Disconnect {
+            host: target.to_string(),
+        });
+        f.lease_until = Some(if fencing == Fencing::Lease {
+            now + lease
+        } else {
+            Millis::MAX
+        });
+        if f.kill == KillState::NotNeeded {
+            f.kill = KillState::Running;
+            out.push(Action::KillHost {
+                host: target.to_string(),
+                ping_ok,
+            });
+        }
+        p.timeline.push((
+            now.saturating_sub(started),
+            format!(
+                "'{target}' cannot confirm its demotion: connection dropped, waiting for its lease"
+            ),
+        ));
+    }
+
+    /// Moves on to catch-up once every target is fenced; reports targets that cannot be.
+    fn fencing_progress(&mut self, now: Millis, out: &mut Vec<Action>) {
+        let fencing = self.config.agent.fencing;
+        let Some(p) = self.promotion.as_mut() else {
+            return;
+        };
+        let Phase::Fencing { targets, .. } = &mut p.phase else {
+            return;
+        };
+        if targets.values().all(|f| f.done(now, fencing)) {
+            p.step(now, "every possible writer is fenced");
+            self.begin_catch_up(now, out);
+            return;
+        }
+        for (t, f) in targets.iter_mut() {
+            if fencing == Fencing::None
+                && f.lease_until.is_some()
+                && f.kill == KillState::NotConfigured
+                && !f.stuck_reported
+            {
+                f.stuck_reported = true;
+                out.push(Action::Notify {
+                    host: Some(t.clone()),
+                    message: format!("Cannot fence '{t}': its agent is unreachable, fencing = \"none\" and no kill_host_bin; not promoting while it may still write"),
                 });
-                p.timeline.push((now.saturating_sub(p.started), format!("'{from}' cannot confirm its demotion: connection dropped, waiting for its lease")));
-                if *kill == KillState::NotNeeded {
-                    *kill = KillState::Running;
-                    out.push(Action::KillHost {
-                        host: from,
-                        ping_ok,
-                    });
-                }
             }
         }
     }
 
-    /// The old writer's heartbeat may confirm it is fenced.
+    /// A fencing target's heartbeat may confirm it is fenced.
     pub(crate) fn promotion_on_heartbeat(
         &mut self,
         now: Millis,
         host: &str,
         out: &mut Vec<Action>,
     ) {
-        let writer_vips: Vec<_> = self.roles.writer().map(|r| vec![r.ip]).unwrap_or_default();
-        let Some(p) = &self.promotion else { return };
-        if p.from.as_deref() != Some(host) || !matches!(p.phase, Phase::Fencing { .. }) {
-            return;
-        }
+        let writer_ip = self.roles.writer().map(|r| r.ip);
         let Some(view) = self.host(host).and_then(|h| h.view.clone()) else {
             return;
         };
-        let vip_gone = !view.held_vips.iter().any(|ip| writer_vips.contains(ip));
-        if vip_gone && (view.read_only || !view.mysql_up || view.self_fenced) {
-            if let Some(p) = self.promotion.as_mut() {
-                p.step(
-                    now,
-                    format!("'{host}' confirmed demoted (writer VIP removed, read-only)"),
-                );
-            }
-            self.begin_catch_up(now, out);
+        let Some(p) = self.promotion.as_mut() else {
+            return;
+        };
+        let started = p.started;
+        let Phase::Fencing { targets, .. } = &mut p.phase else {
+            return;
+        };
+        let Some(f) = targets.get_mut(host) else {
+            return;
+        };
+        let vip_gone = !writer_ip.is_some_and(|ip| view.held_vips.contains(&ip));
+        if !f.confirmed && vip_gone && (view.read_only || !view.mysql_up || view.self_fenced) {
+            f.confirmed = true;
+            p.timeline.push((
+                now.saturating_sub(started),
+                format!("'{host}' confirmed demoted (writer VIP removed, read-only)"),
+            ));
+            self.fencing_progress(now, out);
         }
     }
 
-    pub(crate) fn promotion_on_kill_host(&mut self, now: Millis, host: &str) {
+    pub(crate) fn promotion_on_kill_host(
+        &mut self,
+        now: Millis,
+        host: &str,
+        ok: bool,
+        out: &mut Vec<Action>,
+    ) {
         if let Some(p) = self.promotion.as_mut() {
-            if p.from.as_deref() == Some(host) {
-                if let Phase::Fencing { kill, .. } = &mut p.phase {
-                    *kill = KillState::Done { ok: true };
+            let started = p.started;
+            if let Phase::Fencing { targets, .. } = &mut p.phase {
+                if let Some(f) = targets.get_mut(host) {
+                    f.kill = KillState::Done { ok };
                     p.timeline.push((
-                        now.saturating_sub(p.started),
-                        format!("kill_host_bin ran for '{host}'"),
+                        now.saturating_sub(started),
+                        format!(
+                            "kill_host_bin ran for '{host}' ({})",
+                            if ok { "ok" } else { "failed" }
+                        ),
                     ));
                 }
             }
         }
+        self.fencing_progress(now, out);
     }
 
     fn begin_catch_up(&mut self, now: Millis, out: &mut Vec<Action>) {
@@ -719,12 +830,19 @@ impl Cluster {
             now + self.promotion_timeout(),
             format!("promotion of '{}' refused: {reason}", p.to),
         ));
-        // The old writer is fenced by now (or still must be): keep it to fence next time.
-        if !matches!(p.phase, Phase::Fencing { .. }) {
-            self.pending_fence = None;
-        } else {
-            self.pending_fence = p.from.clone();
-        }
+        // Whoever may still hold the writer is fenced by the next promotion: an unfenced
+        // target, or the candidate once it was told to take the role.
+        self.pending_fence = match &p.phase {
+            Phase::Fencing { targets, .. } => {
+                let fencing = self.config.agent.fencing;
+                targets
+                    .iter()
+                    .find(|(_, f)| !f.done(now, fencing))
+                    .map(|(t, _)| t.clone())
+            }
+            Phase::Promote { .. } | Phase::Position { .. } => Some(p.to.clone()),
+            _ => None,
+        };
         if let Some(id) = p.reply {
             out.push(Action::Reply {
                 id,
@@ -741,47 +859,21 @@ impl Cluster {
         match p.phase {
             Phase::Fencing {
                 agent_deadline,
-                lease_until,
-                kill,
-                stuck_reported,
+                targets,
             } => {
-                let from = p.from.clone().unwrap_or_default();
-                if lease_until.is_none()
-                    && (now >= agent_deadline || !self.host(&from).is_some_and(|h| h.agent_up))
-                {
-                    self.fence_by_lease(now, out);
-                    return;
+                let late: Vec<String> = targets
+                    .iter()
+                    .filter(|(t, f)| {
+                        !f.confirmed
+                            && f.lease_until.is_none()
+                            && (now >= agent_deadline || !self.host(t).is_some_and(|h| h.agent_up))
+                    })
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                for t in late {
+                    self.fence_by_lease(now, &t, out);
                 }
-                let Some(until) = lease_until else { return };
-                let kill_done = !matches!(kill, KillState::Running);
-                let killed_ok = matches!(kill, KillState::Done { ok: true });
-                let lease_over = self.config.agent.fencing == Fencing::Lease && now >= until;
-                if (lease_over && kill_done) || killed_ok {
-                    if let Some(p) = self.promotion.as_mut() {
-                        p.step(
-                            now,
-                            if lease_over {
-                                format!("lease of '{from}' expired: it has demoted itself")
-                            } else {
-                                format!("'{from}' killed by kill_host_bin")
-                            },
-                        );
-                    }
-                    self.begin_catch_up(now, out);
-                } else if self.config.agent.fencing == Fencing::None
-                    && matches!(kill, KillState::NotConfigured)
-                    && !stuck_reported
-                {
-                    out.push(Action::Notify {
-                        host: Some(from.clone()),
-                        message: format!("Cannot fence '{from}': its agent is unreachable, fencing = \"none\" and no kill_host_bin; not promoting while it may still write"),
-                    });
-                    if let Some(Phase::Fencing { stuck_reported, .. }) =
-                        self.promotion.as_mut().map(|p| &mut p.phase)
-                    {
-                        *stuck_reported = true;
-                    }
-                }
+                self.fencing_progress(now, out);
             }
             Phase::Survey { deadline, .. } if now >= deadline => self.after_survey(now, out),
             Phase::CatchUp { deadline, .. }

@@ -1133,3 +1133,33 @@ proptest! {
         }
     }
 }
+
+/// Found by the property test: a promotion refused after its candidate was told to take
+/// the writer role left the candidate holding the VIP; the next promotion must fence it.
+#[test]
+fn a_refused_candidate_is_fenced_before_the_next_promotion() {
+    let mut s = Sim::online(config(&[]));
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.command(Command::MoveRole {
+        force: false,
+        role: "writer".into(),
+        host: "db2".into(),
+    });
+    // db1 still looks ONLINE (no check has run): the move back is accepted, then fails
+    // because db1 cannot become writable.
+    s.command(Command::MoveRole {
+        force: false,
+        role: "writer".into(),
+        host: "db1".into(),
+    });
+    s.hosts.get_mut("db1").unwrap().reachable = false;
+    s.command(Command::MoveRole {
+        force: false,
+        role: "writer".into(),
+        host: "db2".into(),
+    });
+    s.run_for(5000);
+    // check_invariants ran after every event: never the writer VIP on two hosts.
+    assert_eq!(s.vip_holders(s.writer_vip), vec!["db2".to_string()]);
+}
