@@ -1163,3 +1163,57 @@ fn a_refused_candidate_is_fenced_before_the_next_promotion() {
     // check_invariants ran after every event: never the writer VIP on two hosts.
     assert_eq!(s.vip_holders(s.writer_vip), vec!["db2".to_string()]);
 }
+
+#[test]
+fn a_short_outage_without_reboot_comes_back_online_by_itself() {
+    let mut s = Sim::online(config(&[]));
+    s.hosts.get_mut("db3").unwrap().mysql_alive = false;
+    s.run_for(200);
+    assert_eq!(s.state("db3"), HostState::HardOffline);
+    // Back after a few seconds, host not rebooted (uptime kept counting): MMM's 60 s rule.
+    s.hosts.get_mut("db3").unwrap().mysql_alive = true;
+    s.hosts.get_mut("db3").unwrap().uptime_s += 5;
+    s.run_for(300);
+    assert_eq!(s.state("db3"), HostState::Online);
+    // A reboot (uptime went back) waits for an operator.
+    s.hosts.get_mut("db3").unwrap().mysql_alive = false;
+    s.run_for(200);
+    s.hosts.get_mut("db3").unwrap().mysql_alive = true;
+    s.hosts.get_mut("db3").unwrap().uptime_s = 30;
+    s.run_for(3000);
+    assert_eq!(s.state("db3"), HostState::AwaitingRecovery);
+}
+
+#[test]
+fn wait_mode_turns_active_when_both_masters_are_online_or_after_wait_for_other_master() {
+    let mut s = Sim::new(config(&[("promotion_timeout = \"5s\"", "promotion_timeout = \"5s\"\nmode = \"wait\"\nwait_for_other_master = \"2s\"")]));
+    s.hosts.get_mut("db2").unwrap().mysql_alive = false;
+    s.tick(TICK);
+    s.command(Command::SetOnline { host: "db1".into() });
+    s.run_for(1000);
+    assert_eq!(s.c.mode, MonitorMode::Wait);
+    assert_eq!(s.c.active_master(), None, "nothing is assigned while waiting");
+    s.run_for(1500);
+    assert_eq!(s.c.mode, MonitorMode::Active, "db2 did not come within wait_for_other_master");
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db1"));
+}
+
+#[test]
+fn move_role_force_moves_the_writer_to_a_replication_fail_host() {
+    let mut s = Sim::online(config(&[]));
+    s.run_for(61_000);
+    s.hosts.get_mut("db2").unwrap().rep_threads = false;
+    s.run_for(1500);
+    assert_eq!(s.state("db2"), HostState::ReplicationFail);
+    assert_eq!(
+        s.command(Command::MoveRole { force: false, role: "writer".into(), host: "db2".into() }),
+        "ERROR: Can't move role to host with state REPLICATION_FAIL."
+    );
+    let id = s.next_reply;
+    s.next_reply += 1;
+    s.event(Event::Command { reply: id, command: Command::MoveRole { force: true, role: "writer".into(), host: "db2".into() } });
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db2"));
+    assert_eq!(s.writable_hosts(), vec!["db2".to_string()]);
+}
