@@ -1186,15 +1186,26 @@ fn a_short_outage_without_reboot_comes_back_online_by_itself() {
 
 #[test]
 fn wait_mode_turns_active_when_both_masters_are_online_or_after_wait_for_other_master() {
-    let mut s = Sim::new(config(&[("promotion_timeout = \"5s\"", "promotion_timeout = \"5s\"\nmode = \"wait\"\nwait_for_other_master = \"2s\"")]));
+    let mut s = Sim::new(config(&[(
+        "promotion_timeout = \"5s\"",
+        "promotion_timeout = \"5s\"\nmode = \"wait\"\nwait_for_other_master = \"2s\"",
+    )]));
     s.hosts.get_mut("db2").unwrap().mysql_alive = false;
     s.tick(TICK);
     s.command(Command::SetOnline { host: "db1".into() });
     s.run_for(1000);
     assert_eq!(s.c.mode, MonitorMode::Wait);
-    assert_eq!(s.c.active_master(), None, "nothing is assigned while waiting");
+    assert_eq!(
+        s.c.active_master(),
+        None,
+        "nothing is assigned while waiting"
+    );
     s.run_for(1500);
-    assert_eq!(s.c.mode, MonitorMode::Active, "db2 did not come within wait_for_other_master");
+    assert_eq!(
+        s.c.mode,
+        MonitorMode::Active,
+        "db2 did not come within wait_for_other_master"
+    );
     s.settle();
     assert_eq!(s.c.active_master(), Some("db1"));
 }
@@ -1207,12 +1218,23 @@ fn move_role_force_moves_the_writer_to_a_replication_fail_host() {
     s.run_for(1500);
     assert_eq!(s.state("db2"), HostState::ReplicationFail);
     assert_eq!(
-        s.command(Command::MoveRole { force: false, role: "writer".into(), host: "db2".into() }),
+        s.command(Command::MoveRole {
+            force: false,
+            role: "writer".into(),
+            host: "db2".into()
+        }),
         "ERROR: Can't move role to host with state REPLICATION_FAIL."
     );
     let id = s.next_reply;
     s.next_reply += 1;
-    s.event(Event::Command { reply: id, command: Command::MoveRole { force: true, role: "writer".into(), host: "db2".into() } });
+    s.event(Event::Command {
+        reply: id,
+        command: Command::MoveRole {
+            force: true,
+            role: "writer".into(),
+            host: "db2".into(),
+        },
+    });
     s.settle();
     assert_eq!(s.c.active_master(), Some("db2"));
     assert_eq!(s.writable_hosts(), vec!["db2".to_string()]);
