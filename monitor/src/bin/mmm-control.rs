@@ -73,21 +73,38 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         print!("{HELP}");
         return Ok(ExitCode::SUCCESS);
     }
+    // The config gives the address and, for a socket others can reach, the key.
+    let config = if args.monitor.is_none() || args.config.exists() {
+        match Config::load(&args.config) {
+            Ok(c) => Some(c),
+            Err(e) if args.monitor.is_none() => anyhow::bail!("{}", e.lines().join("\n")),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
     let addr = match &args.monitor {
         Some(a) if a.starts_with('/') => ControlAddr::Unix(a.into()),
         Some(a) => ControlAddr::Tcp(
             a.parse()
                 .with_context(|| format!("--monitor {a:?} is not IP:PORT or a socket path"))?,
         ),
-        None => match Config::load(&args.config) {
-            Ok(c) => c.monitor.control,
-            Err(e) => anyhow::bail!("{}", e.lines().join("\n")),
-        },
+        None => config
+            .as_ref()
+            .map(|c| c.monitor.control.clone())
+            .context("no control address")?,
+    };
+    let key = match (&config, addr.is_local()) {
+        (Some(c), false) => {
+            Some(ClusterKey::load(&c.security.key).context("loading the cluster key")?)
+        }
+        _ => None,
     };
     match client::request(
         &addr,
         &command.to_string(),
         Duration::from_secs(args.timeout),
+        key.as_ref(),
     ) {
         Ok(answer) => {
             print!("{answer}");

@@ -1,7 +1,7 @@
 //! mmm-monitor: the monitor daemon (foreground, logs to stderr).
 
 use clap::Parser;
-use mmm_common::config::Config;
+use mmm_common::config::{ClusterKey, Config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,11 +49,48 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::error!(
-        hosts = config.hosts.len(),
-        "the monitor daemon is not implemented yet; use --check-config to validate a configuration"
-    );
-    ExitCode::FAILURE
+    let key = match ClusterKey::load(&config.security.key) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!("{}", mmm_monitor::error_chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!("installing the SIGTERM handler: {e}");
+                        return std::future::pending().await;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+            }
+        };
+        mmm_monitor::daemon::run(config, key, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{}", mmm_monitor::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {

@@ -1,7 +1,7 @@
 //! The client side of the control socket, as `mmm-control` uses it. Blocking std IO:
 //! one request, one answer, every wait bounded.
 
-use mmm_common::config::ControlAddr;
+use mmm_common::config::{ClusterKey, ControlAddr};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -23,6 +23,23 @@ pub enum ClientError {
     },
     #[error("the monitor at {addr} sent an answer that is not UTF-8")]
     NotText { addr: String },
+    #[error("the monitor at {addr} requires the cluster key: run mmm-control with --config")]
+    NeedKey { addr: String },
+    #[error("the monitor at {addr} sent {got:?} where a challenge was expected")]
+    Protocol { addr: String, got: String },
+}
+
+/// Reads one line byte by byte (the answer that follows must stay unread).
+fn read_line(s: &mut Box<dyn Stream>) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 4096 {
+        if s.read(&mut b)? == 0 || b[0] == b'\n' {
+            break;
+        }
+        line.push(b[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 trait Stream: Read + Write {
@@ -42,8 +59,15 @@ impl Stream for UnixStream {
 }
 
 /// Sends one command line and returns the monitor's whole answer. `timeout` bounds the
-/// connect and every read; a `move_role` waits for the switchover, so give it room.
-pub fn request(addr: &ControlAddr, line: &str, timeout: Duration) -> Result<String, ClientError> {
+/// connect and every read; a `move_role` waits for the switchover, so give it room. A
+/// monitor whose control socket others can reach first sends a challenge, answered with
+/// the cluster key (`key`).
+pub fn request(
+    addr: &ControlAddr,
+    line: &str,
+    timeout: Duration,
+    key: Option<&ClusterKey>,
+) -> Result<String, ClientError> {
     let name = addr.to_string();
     let connect = |source| ClientError::Connect {
         addr: name.clone(),
@@ -58,6 +82,22 @@ pub fn request(addr: &ControlAddr, line: &str, timeout: Duration) -> Result<Stri
         source,
     };
     stream.set_timeouts(timeout).map_err(io)?;
+    if !addr.is_local() {
+        let challenge = read_line(&mut stream).map_err(io)?;
+        let Some(nonce) = challenge.strip_prefix("MMM-CHALLENGE ") else {
+            return Err(ClientError::Protocol {
+                addr: name.clone(),
+                got: challenge,
+            });
+        };
+        let Some(key) = key else {
+            return Err(ClientError::NeedKey { addr: name.clone() });
+        };
+        let mac = crate::daemon::control::control_mac(key, nonce.trim());
+        stream
+            .write_all(format!("MMM-AUTH {mac}\n").as_bytes())
+            .map_err(io)?;
+    }
     stream
         .write_all(format!("{line}\n").as_bytes())
         .map_err(io)?;

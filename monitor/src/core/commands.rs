@@ -100,7 +100,7 @@ impl Cluster {
 
     /// A master coming back next to the active master replicates from it again, and the
     /// active master from it (master-master restored); MMM left that to the operator.
-    fn rejoin_replication(&mut self, host: &str, out: &mut Vec<Action>) {
+    pub(crate) fn rejoin_replication(&mut self, host: &str, out: &mut Vec<Action>) {
         let Some(active) = self.active_master().map(str::to_string) else {
             return;
         };

@@ -802,6 +802,15 @@ impl Cluster {
                 timeline.join("; ")
             ),
         });
+        // The promotion stopped the new master's replication; a healthy peer rejoins
+        // master-master replication both ways (a failed one does when set online).
+        let peer = self.host(&p.to).and_then(|h| h.peer.clone());
+        if let Some(peer) = peer.filter(|x| {
+            self.host(x)
+                .is_some_and(|h| h.state == HostState::Online && h.agent_up)
+        }) {
+            self.rejoin_replication(&peer, out);
+        }
         self.blocked = None;
         if let Some(id) = p.reply {
             let text = match &p.from {

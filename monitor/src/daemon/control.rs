@@ -1,0 +1,132 @@
+//! The control socket: one command line in, MMM's text out, then close. TCP on loopback
+//! or a unix socket need no key; a TCP address others can reach requires the cluster key
+//! (a challenge line, answered with a keyed BLAKE3 MAC of it).
+
+use crate::control::{Command, CommandError};
+use mmm_common::config::{ClusterKey, ControlAddr};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+/// A parsed command and where its answer goes.
+pub type Request = (Command, oneshot::Sender<String>);
+
+/// Longest command line accepted.
+const MAX_LINE: u64 = 4096;
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The context string of the control MAC (distinct from the agent protocol's keys).
+pub const CONTROL_CONTEXT: &str = "mmm v1 2026-11 control";
+
+pub fn control_mac(key: &ClusterKey, challenge: &str) -> String {
+    let k = blake3::derive_key(CONTROL_CONTEXT, key.as_bytes());
+    blake3::keyed_hash(&k, challenge.as_bytes())
+        .to_hex()
+        .to_string()
+}
+
+pub async fn serve(
+    addr: ControlAddr,
+    key: Option<ClusterKey>,
+    reply_timeout: Duration,
+    requests: mpsc::Sender<Request>,
+) -> std::io::Result<()> {
+    let need_key = !addr.is_local();
+    match addr {
+        ControlAddr::Tcp(a) => {
+            let l = tokio::net::TcpListener::bind(a).await?;
+            tracing::info!(addr = %a, key_required = need_key, "control socket listening");
+            loop {
+                let (s, peer) = l.accept().await?;
+                let (req, key) = (requests.clone(), key.clone().filter(|_| need_key));
+                tokio::spawn(async move {
+                    if let Err(e) = connection(s, key, reply_timeout, req).await {
+                        tracing::warn!(%peer, error = %e, "control connection failed");
+                    }
+                });
+            }
+        }
+        ControlAddr::Unix(path) => {
+            let _ = std::fs::remove_file(&path);
+            let l = tokio::net::UnixListener::bind(&path)?;
+            tracing::info!(path = %path.display(), "control socket listening");
+            loop {
+                let (s, _) = l.accept().await?;
+                let req = requests.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(s, None, reply_timeout, req).await {
+                        tracing::warn!(error = %e, "control connection failed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> std::io::Result<Option<String>> {
+    let mut line = String::new();
+    let mut limited = tokio::io::AsyncReadExt::take(&mut *r, MAX_LINE);
+    let n = tokio::time::timeout(READ_TIMEOUT, limited.read_line(&mut line))
+        .await
+        .map_err(|_elapsed| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "no command line within 10s")
+        })??;
+    Ok((n > 0).then(|| line.trim_end_matches(['\n', '\r']).to_string()))
+}
+
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    key: Option<ClusterKey>,
+    reply_timeout: Duration,
+    requests: mpsc::Sender<Request>,
+) -> std::io::Result<()> {
+    let mut s = BufReader::new(stream);
+    if let Some(key) = &key {
+        let nonce =
+            mmm_common::proto::fresh_nonce().map_err(|e| std::io::Error::other(e.to_string()))?;
+        let challenge: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        s.get_mut()
+            .write_all(format!("MMM-CHALLENGE {challenge}\n").as_bytes())
+            .await?;
+        let answer = read_line(&mut s).await?.unwrap_or_default();
+        let expected = format!("MMM-AUTH {}", control_mac(key, &challenge));
+        if answer.len() != expected.len()
+            || answer
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                != 0
+        {
+            s.get_mut().write_all(b"ERROR: Authentication failed: this control socket requires the cluster key.\n").await?;
+            return Ok(());
+        }
+    }
+    let Some(line) = read_line(&mut s).await? else {
+        return Ok(());
+    };
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let text = match Command::parse(&words) {
+        Err(CommandError::Empty) => "ERROR: No command given. Use 'help' for the list.".to_string(),
+        Err(e) => format!("ERROR: {e}"),
+        Ok(cmd) => {
+            let (tx, rx) = oneshot::channel();
+            if requests.send((cmd, tx)).await.is_err() {
+                "ERROR: The monitor is shutting down.".to_string()
+            } else {
+                match tokio::time::timeout(reply_timeout, rx).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(_dropped)) => "ERROR: The monitor is shutting down.".to_string(),
+                    Err(_elapsed) => {
+                        format!("ERROR: No answer from the monitor within {reply_timeout:?}.")
+                    }
+                }
+            }
+        }
+    };
+    let mut text = text;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    s.get_mut().write_all(text.as_bytes()).await?;
+    s.get_mut().shutdown().await
+}

@@ -1,0 +1,322 @@
+//! One task per agent: connect and authenticate (with backoff), heartbeat every
+//! heartbeat_interval, report the agent unreachable after agent_timeout of silence,
+//! push the desired state on change and re-assert it periodically, run actions with
+//! deadlines, and forward probe events the moment they arrive.
+//!
+//! `Disconnect` (lease fencing) closes abortively (SO_LINGER 0: queued heartbeats are
+//! discarded, none can renew the lease later) and reconnects no sooner than the lease.
+
+use crate::core::{AgentView, Event};
+use mmm_common::config::ClusterKey;
+use mmm_common::proto::io::{read_frame, write_frames, ConnError};
+use mmm_common::proto::*;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+#[derive(Debug)]
+pub enum LinkCmd {
+    Desired(DesiredState),
+    Action {
+        id: u64,
+        action: Action,
+        deadline: Duration,
+    },
+    Query,
+    Disconnect,
+}
+
+pub struct LinkParams {
+    pub host: String,
+    pub addr: SocketAddr,
+    pub key: ClusterKey,
+    pub monitor_name: String,
+    pub heartbeat_interval: Duration,
+    pub agent_timeout: Duration,
+    pub lease: Duration,
+}
+
+/// How often the desired state is sent again though unchanged.
+const REASSERT: Duration = Duration::from_secs(2);
+
+pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc::Sender<Event>) {
+    let span = tracing::info_span!("agent", host = %p.host);
+    async move {
+        let mut desired: Option<DesiredState> = None;
+        let mut backoff = Duration::from_millis(50);
+        let mut reported_down = false;
+        let mut hold_off_until: Option<Instant> = None;
+        loop {
+            if let Some(t) = hold_off_until.take() {
+                // Fenced by lease: stay away until it has surely run out.
+                if !drain_until(t, &mut cmds, &mut desired, &events, &p.host).await {
+                    return;
+                }
+            }
+            match session(&p, &mut cmds, &mut desired, &events, &mut reported_down).await {
+                Ended::Shutdown => return,
+                Ended::Disconnected => {
+                    hold_off_until = Some(Instant::now() + p.lease);
+                    backoff = Duration::from_millis(50);
+                }
+                Ended::Failed(e) => {
+                    if !reported_down {
+                        reported_down = true;
+                        let _ = events
+                            .send(Event::AgentUnreachable {
+                                host: p.host.clone(),
+                                reason: e.clone(),
+                            })
+                            .await;
+                    }
+                    tracing::debug!(error = %e, "agent link down; retrying in {backoff:?}");
+                    if !drain_until(
+                        Instant::now() + backoff,
+                        &mut cmds,
+                        &mut desired,
+                        &events,
+                        &p.host,
+                    )
+                    .await
+                    {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Ended::Lost(e) => {
+                    if !reported_down {
+                        reported_down = true;
+                        let _ = events
+                            .send(Event::AgentUnreachable {
+                                host: p.host.clone(),
+                                reason: e,
+                            })
+                            .await;
+                    }
+                    backoff = Duration::from_millis(50);
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+enum Ended {
+    Shutdown,
+    Disconnected,
+    /// Could not connect or authenticate.
+    Failed(String),
+    /// Was connected, then lost it.
+    Lost(String),
+}
+
+/// While not connected: keep the newest desired state, fail actions at once.
+async fn drain_until(
+    t: Instant,
+    cmds: &mut mpsc::Receiver<LinkCmd>,
+    desired: &mut Option<DesiredState>,
+    events: &mpsc::Sender<Event>,
+    host: &str,
+) -> bool {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(t) => return true,
+            cmd = cmds.recv() => match cmd {
+                None => return false,
+                Some(LinkCmd::Desired(d)) => *desired = Some(d),
+                Some(LinkCmd::Action { id, .. }) => {
+                    let _ = events.send(Event::ActionDone {
+                        host: host.into(), id, outcome: ActionOutcome::Failed,
+                        detail: "agent unreachable".into(), position: None,
+                    }).await;
+                }
+                Some(LinkCmd::Query) | Some(LinkCmd::Disconnect) => {}
+            }
+        }
+    }
+}
+
+async fn session(
+    p: &LinkParams,
+    cmds: &mut mpsc::Receiver<LinkCmd>,
+    desired: &mut Option<DesiredState>,
+    events: &mpsc::Sender<Event>,
+    reported_down: &mut bool,
+) -> Ended {
+    let t = p.agent_timeout.max(Duration::from_millis(200));
+    let stream = match tokio::time::timeout(t, TcpStream::connect(p.addr)).await {
+        Err(_) => {
+            return Ended::Failed(format!("connecting to {}: no answer within {t:?}", p.addr))
+        }
+        Ok(Err(e)) => return Ended::Failed(format!("connecting to {}: {e}", p.addr)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    // Abortive close: a dropped connection must not deliver queued heartbeats later.
+    // (The deprecation is about a non-zero linger blocking on drop; zero never blocks.)
+    #[allow(deprecated)]
+    let _ = stream.set_linger(Some(Duration::ZERO));
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+    let nonce = match fresh_nonce() {
+        Ok(n) => n,
+        Err(e) => return Ended::Failed(format!("reading random bytes: {e}")),
+    };
+    let (session, mut sealer, mut opener) = {
+        let hs = MonitorHandshake::start(&p.key, &p.monitor_name, &p.host, nonce);
+        let (hs, hello) = match hs {
+            Ok(x) => x,
+            Err(e) => return Ended::Failed(e.to_string()),
+        };
+        if let Err(e) = write_frames(&mut writer, &hello, t).await {
+            return Ended::Failed(e.to_string());
+        }
+        let challenge = match read_frame(&mut reader, &mut buf, t).await {
+            Ok(f) => f,
+            Err(e) => return Ended::Failed(format!("handshake: {e}")),
+        };
+        let (session, auth) = match hs.on_challenge(&challenge) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "agent handshake refused");
+                return Ended::Failed(format!("handshake: {e}"));
+            }
+        };
+        if let Err(e) = write_frames(&mut writer, &auth, t).await {
+            return Ended::Failed(e.to_string());
+        }
+        let Session {
+            sealer,
+            mut opener,
+            peer,
+        } = session;
+        match read_frame(&mut reader, &mut buf, t)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|f| opener.open(&f).map_err(|e| e.to_string()))
+        {
+            Ok(Message::Welcome(w)) => {
+                tracing::info!(agent_version = %w.agent_version, "agent authenticated")
+            }
+            Ok(other) => {
+                return Ended::Failed(format!("expected Welcome, got {:?}", other.msg_type()))
+            }
+            Err(e) => return Ended::Failed(format!("handshake: {e}")),
+        }
+        (peer, sealer, opener)
+    };
+    let _ = session;
+    *reported_down = false;
+    let mut out = Vec::with_capacity(256);
+    let mut next_req: u32 = 1;
+    // request id -> (core action id, deadline) / status queries
+    let mut pending: HashMap<u32, (u64, Instant)> = HashMap::new();
+    let mut seal = |msg: &Message, id: u32, out: &mut Vec<u8>| sealer.seal_into(msg, id, 0, out);
+    // The desired state goes first, before any heartbeat renews a lease.
+    if let Some(d) = desired.as_ref() {
+        if seal(&Message::DesiredState(d.clone()), 0, &mut out).is_err() {
+            return Ended::Failed("encoding the desired state".into());
+        }
+    }
+    let mut last_reply = Instant::now();
+    let mut hb = tokio::time::interval(p.heartbeat_interval);
+    hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reassert = tokio::time::interval(REASSERT);
+    reassert.tick().await;
+    loop {
+        if !out.is_empty() {
+            if let Err(e) = write_frames(&mut writer, &out, t).await {
+                return Ended::Lost(e.to_string());
+            }
+            out.clear();
+        }
+        tokio::select! {
+            _ = hb.tick() => {
+                if last_reply.elapsed() > p.agent_timeout {
+                    return Ended::Lost(format!("no heartbeat answer for {:?}", last_reply.elapsed()));
+                }
+                let epoch = desired.as_ref().map(|d| d.epoch).unwrap_or(0);
+                let _ = seal(&Message::Heartbeat(Heartbeat { epoch }), 0, &mut out);
+                // Actions past their deadline are reported timed out, once.
+                let now = Instant::now();
+                let expired: Vec<u32> = pending.iter().filter(|(_, (_, d))| now > *d).map(|(r, _)| *r).collect();
+                for r in expired {
+                    if let Some((id, _)) = pending.remove(&r) {
+                        let _ = events.send(Event::ActionDone {
+                            host: p.host.clone(), id, outcome: ActionOutcome::TimedOut,
+                            detail: "no result from the agent before the deadline".into(), position: None,
+                        }).await;
+                    }
+                }
+            }
+            _ = reassert.tick() => {
+                if let Some(d) = desired.as_ref() {
+                    let _ = seal(&Message::DesiredState(d.clone()), 0, &mut out);
+                }
+            }
+            frame = read_frame(&mut reader, &mut buf, p.agent_timeout * 4) => {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(ConnError::Timeout(_)) => continue,
+                    Err(e) => return Ended::Lost(e.to_string()),
+                };
+                let msg = match opener.open(&frame) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::error!(error = %e, "bad frame from the agent: dropping the connection");
+                        return Ended::Lost(e.to_string());
+                    }
+                };
+                last_reply = Instant::now();
+                let ev = match msg {
+                    Message::AgentHeartbeat(h) => Some(Event::AgentHeartbeat { host: p.host.clone(), view: AgentView::from_heartbeat(&h) }),
+                    Message::Applied(a) => Some(Event::Applied { host: p.host.clone(), epoch: a.epoch, failures: a.failures }),
+                    Message::StatusReport(r) => Some(Event::AgentStatus { host: p.host.clone(), report: r }),
+                    Message::ProbeEvent(e) => Some(Event::Probe { host: p.host.clone(), kind: e.kind }),
+                    Message::ActionResult(r) => pending.remove(&frame.header.request_id).map(|(id, _)| Event::ActionDone {
+                        host: p.host.clone(), id, outcome: r.outcome, detail: r.detail, position: r.position,
+                    }),
+                    Message::Error(e) => {
+                        tracing::warn!(message = %e.message, "the agent reports an error");
+                        None
+                    }
+                    other => {
+                        tracing::warn!(msg = ?other.msg_type(), "unexpected message from the agent");
+                        None
+                    }
+                };
+                if let Some(ev) = ev {
+                    if events.send(ev).await.is_err() {
+                        return Ended::Shutdown;
+                    }
+                }
+            }
+            cmd = cmds.recv() => match cmd {
+                None => return Ended::Shutdown,
+                Some(LinkCmd::Desired(d)) => {
+                    let _ = seal(&Message::DesiredState(d.clone()), 0, &mut out);
+                    *desired = Some(d);
+                }
+                Some(LinkCmd::Action { id, action, deadline }) => {
+                    let req = next_req;
+                    next_req = next_req.wrapping_add(1).max(1);
+                    let ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
+                    let _ = seal(&Message::Action(ActionRequest { action, deadline_ms: ms }), req, &mut out);
+                    pending.insert(req, (id, Instant::now() + deadline + Duration::from_secs(2)));
+                }
+                Some(LinkCmd::Query) => {
+                    let _ = seal(&Message::StatusQuery, 0, &mut out);
+                }
+                Some(LinkCmd::Disconnect) => {
+                    tracing::warn!("dropping the connection: this agent's lease must run out");
+                    return Ended::Disconnected;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The optional Prometheus text endpoint (`monitor.metrics`): host states, role holders,
+//! check latencies, failover counts and durations.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Rendered host/role gauges, refreshed by the core loop after changes.
+    pub cluster: String,
+    /// (host, check) -> last latency in seconds.
+    pub check_latency: BTreeMap<(String, String), f64>,
+    pub failovers: u64,
+    pub last_failover_seconds: f64,
+}
+
+pub type Shared = Arc<Mutex<Metrics>>;
+
+pub fn render(m: &Metrics) -> String {
+    let mut out = String::new();
+    out.push_str(&m.cluster);
+    out.push_str("# HELP mmm_check_latency_seconds Duration of the last run of each check.\n# TYPE mmm_check_latency_seconds gauge\n");
+    for ((h, c), v) in &m.check_latency {
+        out.push_str(&format!(
+            "mmm_check_latency_seconds{{host=\"{h}\",check=\"{c}\"}} {v}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP mmm_failovers_total Writer promotions completed.\n# TYPE mmm_failovers_total counter\nmmm_failovers_total {}\n",
+        m.failovers
+    ));
+    out.push_str(&format!(
+        "# HELP mmm_last_failover_seconds Duration of the last promotion.\n# TYPE mmm_last_failover_seconds gauge\nmmm_last_failover_seconds {}\n",
+        m.last_failover_seconds
+    ));
+    out
+}
+
+/// Answers every HTTP request on `addr` with the metrics text.
+pub async fn serve(addr: SocketAddr, metrics: Shared) -> std::io::Result<()> {
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics endpoint listening");
+    loop {
+        let (mut s, _) = l.accept().await?;
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf)).await;
+            let body = render(&m.lock().unwrap_or_else(|p| p.into_inner()));
+            let resp = format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,402 @@
+//! The monitor daemon: the IO shell around the pure core. One task owns the `Cluster`
+//! and feeds it every event (checks, agent links, control commands, ticks); the actions
+//! it returns are dispatched to agent links, the status file, kill_host_bin and logs.
+
+pub mod checks;
+pub mod control;
+pub mod links;
+pub mod metrics;
+pub mod persist;
+pub mod ping;
+
+use crate::core::{Action, AgentView, Cluster, Event, Millis};
+use links::{LinkCmd, LinkParams};
+use mmm_common::config::{ClusterKey, Config};
+use mmm_common::types::{CheckKind, HostState, MonitorMode};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("reading the monitor user's password for host {host}")]
+    Secret {
+        host: String,
+        #[source]
+        source: mmm_common::config::SecretError,
+    },
+    #[error("starting the control socket on {addr}")]
+    Control {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The monitor's clock: wall time at start plus monotonic time since, so durations never
+/// jump and stored flap times stay meaningful across restarts.
+#[derive(Clone, Copy)]
+struct Clock {
+    wall_ms: Millis,
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let wall_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Clock {
+            wall_ms,
+            start: tokio::time::Instant::now(),
+        }
+    }
+    fn now(&self) -> Millis {
+        self.wall_ms + self.start.elapsed().as_millis() as u64
+    }
+}
+
+struct Shell {
+    clock: Clock,
+    links: HashMap<String, mpsc::Sender<LinkCmd>>,
+    replies: HashMap<u64, oneshot::Sender<String>>,
+    events: mpsc::Sender<Event>,
+    status_path: std::path::PathBuf,
+    kill_host_bin: Option<std::path::PathBuf>,
+    kill_timeout: Duration,
+    metrics: metrics::Shared,
+    writer: Option<String>,
+    promotion_started: Option<Millis>,
+}
+
+impl Shell {
+    async fn dispatch(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::SendDesired { host, desired } => {
+                    tracing::debug!(%host, epoch = desired.epoch, writable = desired.writable, roles = ?desired.roles, "desired state");
+                    self.link(&host, LinkCmd::Desired(desired)).await;
+                }
+                Action::AgentAction {
+                    host,
+                    id,
+                    action,
+                    deadline,
+                } => {
+                    tracing::info!(%host, ?action, ?deadline, "agent action");
+                    self.link(
+                        &host,
+                        LinkCmd::Action {
+                            id,
+                            action,
+                            deadline,
+                        },
+                    )
+                    .await;
+                }
+                Action::QueryStatus { host } => self.link(&host, LinkCmd::Query).await,
+                Action::Disconnect { host } => self.link(&host, LinkCmd::Disconnect).await,
+                Action::KillHost { host, ping_ok } => self.kill_host(host, ping_ok),
+                Action::Persist(record) => {
+                    if let Err(e) = persist::write_atomic(&self.status_path, &record) {
+                        tracing::error!(error = %crate::error_chain(&e), "status not saved");
+                    }
+                }
+                Action::Notify { host, message } => match host {
+                    Some(h) => tracing::warn!(host = %h, "{message}"),
+                    None => tracing::warn!("{message}"),
+                },
+                Action::Reply { id, text } => {
+                    if let Some(tx) = self.replies.remove(&id) {
+                        let _ = tx.send(text);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn link(&self, host: &str, cmd: LinkCmd) {
+        if let Some(l) = self.links.get(host) {
+            let _ = l.send(cmd).await;
+        }
+    }
+
+    fn kill_host(&self, host: String, ping_ok: bool) {
+        let Some(bin) = self.kill_host_bin.clone() else {
+            return;
+        };
+        let events = self.events.clone();
+        let timeout = self.kill_timeout;
+        tokio::spawn(async move {
+            tracing::warn!(%host, bin = %bin.display(), "running kill_host_bin");
+            let run = tokio::process::Command::new(&bin)
+                .arg(&host)
+                .arg(if ping_ok { "1" } else { "0" })
+                .kill_on_drop(true)
+                .output();
+            let (ok, output) = match tokio::time::timeout(timeout, run).await {
+                Err(_) => (false, format!("no exit within {timeout:?}")),
+                Ok(Err(e)) => (false, format!("starting {}: {e}", bin.display())),
+                Ok(Ok(o)) => (
+                    o.status.success(),
+                    format!(
+                        "{} {}{}",
+                        o.status,
+                        String::from_utf8_lossy(&o.stdout).trim(),
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                ),
+            };
+            let _ = events.send(Event::KillHostDone { host, ok, output }).await;
+        });
+    }
+
+    /// Refreshes the metrics after the core changed something.
+    fn observe(&mut self, c: &Cluster, now: Millis) {
+        let writer = c.active_master().map(str::to_string);
+        if let Some(p) = &c.promotion {
+            self.promotion_started.get_or_insert(p.started);
+        } else if let Some(started) = self.promotion_started.take() {
+            if writer.is_some() {
+                let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+                m.failovers += 1;
+                m.last_failover_seconds = now.saturating_sub(started) as f64 / 1000.0;
+            }
+        }
+        self.writer = writer;
+        let mut text = String::from(
+            "# HELP mmm_host_state 1 for the state each host is in.\n# TYPE mmm_host_state gauge\n",
+        );
+        for h in &c.hosts {
+            for s in HostState::ALL {
+                text.push_str(&format!(
+                    "mmm_host_state{{host=\"{}\",state=\"{s}\"}} {}\n",
+                    h.name,
+                    u8::from(h.state == *s)
+                ));
+            }
+        }
+        text.push_str("# HELP mmm_role_holder 1 for the host holding each role IP.\n# TYPE mmm_role_holder gauge\n");
+        for r in &c.roles.ips {
+            if let Some(h) = &r.holder {
+                text.push_str(&format!(
+                    "mmm_role_holder{{role=\"{}\",ip=\"{}\",host=\"{h}\"}} 1\n",
+                    r.role, r.ip
+                ));
+            }
+        }
+        self.metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cluster = text;
+    }
+}
+
+/// Runs the monitor until `shutdown` resolves; then writes the status and returns.
+pub async fn run(
+    config: Config,
+    key: ClusterKey,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let config = Arc::new(config);
+    let clock = Clock::new();
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
+    let (check_tx, mut check_rx) = mpsc::channel::<checks::Sample>(4096);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<control::Request>(64);
+    let metrics: metrics::Shared = Default::default();
+
+    // The status record, or passive mode when it cannot be trusted.
+    let mut cluster = Cluster::new(config.clone(), clock.now());
+    match persist::read(&config.monitor.status_path) {
+        Ok(Some(record)) => match cluster.restore(&record) {
+            Ok(()) => {
+                tracing::info!(path = %config.monitor.status_path.display(), "resuming from the status file")
+            }
+            Err(e) => {
+                cluster.mode = MonitorMode::Passive;
+                cluster.passive_cause = format!(
+                    "status file {} unusable: {e}",
+                    config.monitor.status_path.display()
+                );
+                tracing::error!("{}", cluster.passive_cause);
+            }
+        },
+        Ok(None) => {
+            tracing::info!(path = %config.monitor.status_path.display(), "no status file: first start, hosts AWAITING_RECOVERY")
+        }
+        Err(e) => {
+            cluster.mode = MonitorMode::Passive;
+            cluster.passive_cause = format!(
+                "{}: starting passive rather than guessing",
+                crate::error_chain(&e)
+            );
+            tracing::error!("{}", cluster.passive_cause);
+        }
+    }
+
+    // Agent links.
+    let mut links = HashMap::new();
+    for h in &config.hosts {
+        let (tx, rx) = mpsc::channel(64);
+        links.insert(h.name.clone(), tx);
+        let params = LinkParams {
+            host: h.name.clone(),
+            addr: SocketAddr::new(IpAddr::V4(h.ip), h.agent_port),
+            key: key.clone(),
+            monitor_name: hostname(),
+            heartbeat_interval: config.monitor.heartbeat_interval,
+            agent_timeout: config.monitor.agent_timeout,
+            lease: config.agent.lease + config.monitor.heartbeat_interval,
+        };
+        tokio::spawn(links::run(params, rx, ev_tx.clone()));
+    }
+
+    // Start-up vote: wait (bounded) for every agent's first heartbeat.
+    let startup_wait = (config.monitor.agent_timeout * 2).max(Duration::from_secs(1));
+    let deadline = tokio::time::Instant::now() + startup_wait;
+    let mut reports: BTreeMap<String, AgentView> = BTreeMap::new();
+    let mut early: Vec<Event> = Vec::new();
+    while reports.len() < config.hosts.len() {
+        match tokio::time::timeout_at(deadline, ev_rx.recv()).await {
+            Ok(Some(Event::AgentHeartbeat { host, view })) => {
+                reports.insert(host, view);
+            }
+            Ok(Some(other)) => early.push(other),
+            _ => break,
+        }
+    }
+    tracing::info!(
+        reporting = reports.len(),
+        of = config.hosts.len(),
+        "start-up vote"
+    );
+    let mut shell = Shell {
+        clock,
+        links,
+        replies: HashMap::new(),
+        events: ev_tx.clone(),
+        status_path: config.monitor.status_path.clone(),
+        kill_host_bin: config.monitor.kill_host_bin.clone(),
+        kill_timeout: config.monitor.promotion_timeout,
+        metrics: metrics.clone(),
+        writer: None,
+        promotion_started: None,
+    };
+    let reports: Vec<(String, AgentView)> = reports.into_iter().collect();
+    let actions = cluster.startup(clock.now(), &reports);
+    shell.dispatch(actions).await;
+    for e in early {
+        let actions = cluster.handle(clock.now(), e);
+        shell.dispatch(actions).await;
+    }
+
+    // Checks and the network guard.
+    for h in &config.hosts {
+        let password = h
+            .monitor_password
+            .reveal()
+            .map_err(|source| DaemonError::Secret {
+                host: h.name.clone(),
+                source,
+            })?;
+        for kind in CheckKind::ALL {
+            tokio::spawn(checks::run(
+                h.clone(),
+                password.clone(),
+                *kind,
+                *config.checks.get(*kind),
+                check_tx.clone(),
+            ));
+        }
+    }
+    let ping_ips: Vec<_> = config
+        .monitor
+        .ping_ips
+        .iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    tokio::spawn(checks::network_guard(
+        ping_ips,
+        config.monitor.ping_interval,
+        config.checks.ping.timeout,
+        check_tx.clone(),
+    ));
+
+    // Control socket and metrics.
+    let control_key = (!config.monitor.control.is_local()).then(|| key.clone());
+    let reply_timeout = config.monitor.promotion_timeout * 3 + Duration::from_secs(10);
+    let ctl_addr = config.monitor.control.clone();
+    let mut listener = tokio::spawn(control::serve(
+        ctl_addr.clone(),
+        control_key,
+        reply_timeout,
+        ctl_tx,
+    ));
+    if let Some(addr) = config.monitor.metrics {
+        tokio::spawn(metrics::serve(addr, metrics.clone()));
+    }
+
+    let mut tick = tokio::time::interval(
+        config
+            .monitor
+            .heartbeat_interval
+            .min(Duration::from_millis(100)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_reply: u64 = 1;
+    tokio::pin!(shutdown);
+    shell.observe(&cluster, clock.now());
+    loop {
+        let event = tokio::select! {
+            _ = &mut shutdown => break,
+            ended = &mut listener => {
+                // The control socket is gone (could not bind): an operator could not reach us.
+                if let Ok(Err(source)) = ended {
+                    return Err(DaemonError::Control { addr: ctl_addr.to_string(), source });
+                }
+                break;
+            }
+            Some(e) = ev_rx.recv() => e,
+            Some(s) = check_rx.recv() => {
+                if let Event::Check { host, check, .. } = &s.event {
+                    metrics.lock().unwrap_or_else(|p| p.into_inner()).check_latency.insert((host.clone(), check.to_string()), s.latency.as_secs_f64());
+                }
+                s.event
+            }
+            Some((command, reply)) = ctl_rx.recv() => {
+                let id = next_reply;
+                next_reply += 1;
+                shell.replies.insert(id, reply);
+                Event::Command { reply: id, command }
+            }
+            _ = tick.tick() => Event::Tick,
+        };
+        let now = shell.clock.now();
+        let actions = cluster.handle(now, event);
+        if !actions.is_empty() {
+            shell.dispatch(actions).await;
+            shell.observe(&cluster, now);
+        }
+    }
+    // Clean shutdown: the status is written, no role is touched.
+    let record = cluster.status_record(shell.clock.now());
+    match persist::write_atomic(&config.monitor.status_path, &record) {
+        Ok(()) => tracing::info!("status written; monitor stopped (roles left as they are)"),
+        Err(e) => {
+            tracing::error!(error = %crate::error_chain(&e), "status not written at shutdown")
+        }
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_unreadable| "mmm-monitor".into())
+}
