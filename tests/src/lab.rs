@@ -138,3 +138,135 @@ pub fn desired(epoch: u32, writable: bool, roles: &[(&str, u8)]) -> DesiredState
             .collect(),
     }
 }
+
+/// The full lab: MariaDB on db1..db3 (db1 <-> db2 master-master, db3 a slave of db1, GTID),
+/// an agent on each, and helpers for the monitor and mmm-control in the `mon` namespace.
+pub struct Cluster {
+    pub lab: Lab,
+    pub dbs: Vec<crate::mariadb::Mariadb>,
+    pub agents: Vec<u32>,
+    pub monitor: Option<u32>,
+}
+
+impl Cluster {
+    /// `replace` edits conf/lab.toml (pairs of from, to) before it is written.
+    pub fn start(tag: &str, replace: &[(&str, &str)]) -> Cluster {
+        let lab = Lab::new(tag, "");
+        let mut text = std::fs::read_to_string(&lab.config).expect("lab config");
+        let status = lab.dir.path().join("status.json");
+        text = text.replace("/tmp/mmm-lab/status", status.to_str().expect("UTF-8 path"));
+        for (from, to) in replace {
+            assert!(text.contains(from), "lab.toml lacks {from:?}");
+            text = text.replacen(from, to, 1);
+        }
+        std::fs::write(&lab.config, text).expect("writing the lab config");
+        let dbs: Vec<_> = ["db1", "db2", "db3"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| crate::mariadb::Mariadb::start(&lab.net, n, i as u32 + 1, lab.dir.path()))
+            .collect();
+        let repoint = |db: &crate::mariadb::Mariadb, from: u8| {
+            db.sql(&format!(
+                "CHANGE MASTER TO MASTER_HOST='192.0.2.{from}', MASTER_USER='{}', MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE",
+                crate::mariadb::REPL.0,
+                crate::mariadb::REPL.1
+            ))
+        };
+        repoint(&dbs[1], 11);
+        repoint(&dbs[0], 12);
+        repoint(&dbs[2], 11);
+        let agents = ["db1", "db2", "db3"]
+            .iter()
+            .map(|h| lab.agent(h, &format!("agent-{h}.log")))
+            .collect();
+        Cluster {
+            lab,
+            dbs,
+            agents,
+            monitor: None,
+        }
+    }
+
+    pub fn db(&self, host: &str) -> &crate::mariadb::Mariadb {
+        self.dbs
+            .iter()
+            .find(|d| d.node == host)
+            .unwrap_or_else(|| panic!("no server {host}"))
+    }
+
+    /// Starts mmm-monitor in the monitor's namespace; waits until it answers `ping`.
+    pub fn start_monitor(&mut self, log: &str) -> u32 {
+        let bin = bin("mmm-monitor");
+        let pid = self.lab.net.spawn(
+            "mon",
+            &[
+                bin.to_str().expect("UTF-8 path"),
+                "--config",
+                self.lab.config.to_str().expect("UTF-8 path"),
+            ],
+            &self.lab.dir.path().join(log),
+        );
+        self.monitor = Some(pid);
+        let up = wait_for(Duration::from_secs(10), || {
+            (self.control(&["ping"]).1 == "OK: Pinged successfully!\n").then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "monitor did not answer:\n{}",
+            self.lab.log(log)
+        );
+        pid
+    }
+
+    /// Stops the monitor with SIGTERM and waits for it.
+    pub fn stop_monitor(&mut self) {
+        if let Some(pid) = self.monitor.take() {
+            self.lab.net.signal(pid, "TERM");
+            assert!(
+                self.lab.net.wait_exit(pid, Duration::from_secs(10)),
+                "monitor ignored SIGTERM"
+            );
+        }
+    }
+
+    /// Runs mmm-control against the monitor; returns (exit code, stdout).
+    pub fn control(&self, args: &[&str]) -> (i32, String) {
+        let bin = bin("mmm-control");
+        let mut full = vec![
+            bin.to_str().expect("UTF-8 path"),
+            "--monitor",
+            "127.0.0.1:9988",
+            "--timeout",
+            "30",
+        ];
+        full.extend_from_slice(args);
+        let out = self.lab.net.try_exec("mon", &full);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// The `show` line of one host.
+    pub fn show_line(&self, host: &str) -> String {
+        let (_, out) = self.control(&["show"]);
+        out.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{host}(")))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until `host`'s show line contains `needle`; panics with the whole `show`.
+    pub fn wait_show(&self, host: &str, needle: &str, timeout: Duration) {
+        let ok = wait_for(timeout, || {
+            self.show_line(host).contains(needle).then_some(())
+        });
+        if ok.is_none() {
+            panic!(
+                "{host} never showed {needle:?}; show:\n{}",
+                self.control(&["show"]).1
+            );
+        }
+    }
+}

@@ -63,10 +63,11 @@ impl CheckTrack {
     }
 
     pub fn record_ok(&mut self, now: Millis, trap: Millis) {
+        let first = !self.reported;
         let was_failed = self.verdict(now, trap) == Verdict::Failed;
         self.reported = true;
         self.failing = None;
-        if was_failed || self.message != "OK" {
+        if first || was_failed || self.message != "OK" {
             self.last_change = now;
         }
         self.message = "OK".into();

@@ -32,6 +32,11 @@ pub use crate::control::Command;
 /// so that flap history survives a restart.
 pub type Millis = u64;
 
+/// Replication failures are ignored this long after the source came ONLINE, while the
+/// IO thread reconnects. MMM used 60 s, MySQL's default master-connect-retry; the agent
+/// re-points with MASTER_CONNECT_RETRY = 1, so 10 s leaves a wide margin.
+pub const SOURCE_SETTLE: Millis = 10_000;
+
 fn ms(d: Duration) -> Millis {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
@@ -642,7 +647,7 @@ impl Cluster {
             .is_some_and(|s| s.state == HostState::Online);
         let source_alive = source_rec.as_ref().is_some_and(|s| self.alive(s, now));
         let source_recent = source_rec.as_ref().is_some_and(|s| {
-            s.state == HostState::Online && now.saturating_sub(s.online_since) < 60_000
+            s.state == HostState::Online && now.saturating_sub(s.online_since) < SOURCE_SETTLE
         });
         let why_dead = || {
             format!(

@@ -749,7 +749,7 @@ fn failback_to_prefer_only_when_enabled() {
 #[test]
 fn replication_failure_on_the_passive_master_and_its_recovery() {
     let mut s = Sim::online(config(&[]));
-    // MMM ignores replication failures for 60 s after the source came online.
+    // Replication failures are ignored for SOURCE_SETTLE after the source came online.
     s.run_for(61_000);
     s.hosts.get_mut("db2").unwrap().rep_threads = false;
     s.run_for(500);
@@ -1238,4 +1238,30 @@ fn move_role_force_moves_the_writer_to_a_replication_fail_host() {
     s.settle();
     assert_eq!(s.c.active_master(), Some("db2"));
     assert_eq!(s.writable_hosts(), vec!["db2".to_string()]);
+}
+
+#[test]
+fn replication_states_still_change_after_a_monitor_restart() {
+    let mut s = Sim::online(config(&[]));
+    s.run_for(15_000);
+    let record = s.persisted.clone().unwrap();
+    let mut c = Cluster::new(s.c.config.clone(), s.now);
+    c.restore(&record).unwrap();
+    let reports: Vec<(String, AgentView)> = ["db1", "db2", "db3"]
+        .iter()
+        .map(|h| (h.to_string(), s.view(h)))
+        .collect();
+    for a in c.startup(s.now, &reports) {
+        s.apply(a);
+    }
+    s.c = c;
+    s.run_for(2000);
+    s.hosts.get_mut("db3").unwrap().rep_backlog = false;
+    s.run_for(1500);
+    assert_eq!(
+        s.state("db3"),
+        HostState::ReplicationDelay,
+        "{}",
+        s.c.show(s.now)
+    );
 }
