@@ -137,7 +137,7 @@ fn monitor_runs_the_cluster_through_failures_restarts_and_commands() {
     c.lab.net.signal(db3, "STOP");
     c.wait_show("db3", "slave/HARD_OFFLINE", T);
     c.lab.net.signal(db3, "CONT");
-    c.wait_show("db3", "slave/", T);
+    c.wait_show("db3", "slave/ONLINE", T);
 
     // The active master's mysqld stopped: failover to db2, db3 follows db2.
     let db1 = c.db("db1").pid;

@@ -201,6 +201,8 @@ pub struct HostRec {
     pub gtid: Option<GtidSet>,
     pub last_sent: Option<DesiredState>,
     pub online_since: Millis,
+    /// Which master this slave was last told to replicate from, and when.
+    pub repointed: Option<(Ipv4Addr, Millis)>,
 }
 
 impl HostRec {
@@ -268,6 +270,7 @@ impl Cluster {
                 gtid: None,
                 last_sent: None,
                 online_since: now,
+                repointed: None,
             })
             .collect();
         Cluster {
@@ -535,7 +538,69 @@ impl Cluster {
         self.distribute(now, out);
         self.promotion_tick(now, out);
         self.send_desired(out);
+        self.fix_slave_sources(now, out);
         self.persist(now, out);
+    }
+
+    /// A live slave that replicates from anything but the active master (it was down
+    /// while the slaves were re-pointed, or someone changed it) is re-pointed; retried
+    /// after promotion_timeout if it still is not.
+    fn fix_slave_sources(&mut self, now: Millis, out: &mut Vec<Action>) {
+        if self.promotion.is_some() || self.mode == MonitorMode::Passive || !self.network_ok {
+            return;
+        }
+        let Some(active) = self.active_master().and_then(|a| self.host(a)).cloned() else {
+            return;
+        };
+        let retry = ms(self.config.monitor.promotion_timeout);
+        let position = Position::Gtid(
+            active
+                .gtid
+                .as_ref()
+                .map(|g| g.position())
+                .unwrap_or_default(),
+        );
+        let due: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| {
+                h.mode == HostMode::Slave && h.agent_up && h.errant.is_none() && self.alive(h, now)
+            })
+            .filter(|h| !matches!(h.state, HostState::AdminOffline | HostState::HardOffline))
+            .filter(|h| {
+                h.view
+                    .as_ref()
+                    .is_some_and(|v| v.source != Some((active.ip, active.mysql_port)))
+            })
+            .filter(|h| {
+                h.repointed
+                    .is_none_or(|(ip, t)| ip != active.ip || now.saturating_sub(t) >= retry)
+            })
+            .map(|h| h.name.clone())
+            .collect();
+        for name in due {
+            let id = self.next_id();
+            if let Some(h) = self.host_mut(&name) {
+                h.repointed = Some((active.ip, now));
+            }
+            out.push(Action::Notify {
+                host: Some(name.clone()),
+                message: format!(
+                    "Slave '{name}' does not replicate from the active master '{}': re-pointing it",
+                    active.name
+                ),
+            });
+            out.push(Action::AgentAction {
+                host: name,
+                id,
+                action: proto::Action::ChangeMaster {
+                    host: active.ip,
+                    port: active.mysql_port,
+                    position: position.clone(),
+                },
+                deadline: Duration::from_millis(retry),
+            });
+        }
     }
 
     fn set_state(

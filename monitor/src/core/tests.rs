@@ -1265,3 +1265,28 @@ fn replication_states_still_change_after_a_monitor_restart() {
         s.c.show(s.now)
     );
 }
+
+#[test]
+fn a_slave_down_during_the_failover_is_repointed_when_it_returns() {
+    let mut s = Sim::online(config(&[]));
+    s.hosts.get_mut("db3").unwrap().mysql_alive = false;
+    s.run_for(200);
+    assert_eq!(s.state("db3"), HostState::HardOffline);
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db2"));
+    assert_ne!(
+        s.hosts["db3"].source,
+        Some((Ipv4Addr::new(192, 0, 2, 12), 3306)),
+        "db3 was down"
+    );
+    s.hosts.get_mut("db3").unwrap().mysql_alive = true;
+    s.hosts.get_mut("db3").unwrap().uptime_s += 5;
+    s.run_for(1000);
+    assert_eq!(
+        s.hosts["db3"].source,
+        Some((Ipv4Addr::new(192, 0, 2, 12), 3306)),
+        "db3 follows the new master"
+    );
+}
