@@ -1,0 +1,174 @@
+//! The monitor daemon on loopback only (no root needed): hosts on 127.0.0.x where no
+//! agent runs. Covers start-up from a corrupt status file, the keyed control socket,
+//! the metrics endpoint, and SIGTERM writing the status.
+
+use mmm_tests::netns::wait_for;
+use mmm_tests::*;
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Monitor {
+    child: Child,
+    dir: TempDir,
+    config: std::path::PathBuf,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(tag: &str, control: &str, metrics: u16, status: Option<&str>) -> Monitor {
+    let dir = TempDir::new(tag);
+    let key = dir.write(
+        "cluster.key",
+        &stdout(&run("mmm-control", &["gen-key"])),
+        0o600,
+    );
+    let status_path = dir.path().join("status.json");
+    if let Some(text) = status {
+        std::fs::write(&status_path, text).unwrap();
+    }
+    let config = dir.write(
+        "mmm.toml",
+        &format!(
+            r#"
+[defaults]
+agent_password = "a"
+monitor_password = "m"
+replication_password = "r"
+agent_port = {agent_port}
+[hosts.db1]
+ip = "127.0.0.11"
+mode = "master"
+peer = "db2"
+[hosts.db2]
+ip = "127.0.0.12"
+mode = "master"
+peer = "db1"
+[roles.writer]
+mode = "exclusive"
+hosts = ["db1", "db2"]
+ips = ["127.0.0.100"]
+[roles.reader]
+mode = "balanced"
+hosts = ["db1", "db2"]
+ips = ["127.0.0.101"]
+[monitor]
+control = "{control}"
+status_path = "{status}"
+ping_ips = ["127.0.0.1"]
+metrics = "127.0.0.1:{metrics}"
+[security]
+key_file = "{key}"
+"#,
+            agent_port = free_port(),
+            status = status_path.display(),
+            key = key.display(),
+        ),
+        0o600,
+    );
+    let child = Command::new(bin("mmm-monitor"))
+        .args(["--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("monitor.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let m = Monitor { child, dir, config };
+    let up = wait_for(Duration::from_secs(10), || {
+        (control_cmd(&m, &["ping"]).1 == "OK: Pinged successfully!\n").then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "monitor did not answer:\n{}",
+        std::fs::read_to_string(m.dir.path().join("monitor.log")).unwrap_or_default()
+    );
+    m
+}
+
+fn control_cmd(m: &Monitor, args: &[&str]) -> (i32, String) {
+    let mut full = vec!["--config", m.config.to_str().unwrap()];
+    full.extend_from_slice(args);
+    let out = run("mmm-control", &full);
+    (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+#[test]
+fn corrupt_status_file_starts_passive_and_says_why() {
+    let port = free_port();
+    let m = start(
+        "corrupt",
+        &format!("127.0.0.1:{port}"),
+        free_port(),
+        Some("{\"version\": 1, \"hosts\": {tru"),
+    );
+    let (code, show) = control_cmd(&m, &["show"]);
+    assert_eq!(code, 0);
+    assert!(
+        show.starts_with("# --- Monitor is in PASSIVE MODE ---\n# Cause: the status file"),
+        "{show}"
+    );
+    assert!(show.contains("corrupt or truncated"), "{show}");
+    assert_eq!(control_cmd(&m, &["mode"]).1, "PASSIVE\n");
+}
+
+#[test]
+fn sigterm_writes_the_status_and_metrics_are_served() {
+    let metrics = free_port();
+    let mut m = start("term", &format!("127.0.0.1:{}", free_port()), metrics, None);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
+    assert!(
+        text.contains("mmm_host_state{host=\"db1\",state=\"AWAITING_RECOVERY\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("mmm_failovers_total 0"), "{text}");
+    let status = m.dir.path().join("status.json");
+    let _ = std::fs::remove_file(&status);
+    Command::new("kill")
+        .args(["-TERM", &m.child.id().to_string()])
+        .status()
+        .unwrap();
+    let exited = wait_for(Duration::from_secs(10), || {
+        m.child.try_wait().ok().flatten()
+    });
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "monitor did not exit cleanly on SIGTERM"
+    );
+    let record = std::fs::read_to_string(&status).expect("status written at shutdown");
+    assert!(record.contains("\"AWAITING_RECOVERY\""), "{record}");
+}
+
+#[test]
+fn a_control_socket_others_can_reach_requires_the_key() {
+    let port = free_port();
+    let m = start("keyed", &format!("0.0.0.0:{port}"), free_port(), None);
+    // mmm-control with the config answers the challenge with the key.
+    assert_eq!(
+        control_cmd(&m, &["ping"]),
+        (0, "OK: Pinged successfully!\n".into())
+    );
+    // Without the key: the command is never run.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"MMM-AUTH 00\nset_passive\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("MMM-CHALLENGE "), "{text}");
+    assert!(text.contains("ERROR: Authentication failed"), "{text}");
+    assert_eq!(control_cmd(&m, &["mode"]).1, "ACTIVE\n");
+}
