@@ -239,15 +239,23 @@ fn bench(args: &[String]) -> Result<()> {
             .env("MMM_BIN_PROFILE", "release"))
     };
     let core = || run(cargo().args(["bench", "--locked", "-p", "mmm-monitor", "--bench", "core"]));
+    let monitor = || -> Result<()> {
+        run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
+        run(cargo()
+            .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "monitor"])
+            .env("MMM_BIN_PROFILE", "release"))
+    };
     match which {
         "protocol" => protocol(),
         "core" => core(),
+        "monitor" => monitor(),
         "agent" => agent(),
         "all" => {
             protocol()?;
             core()?;
+            monitor()?;
             agent()
         }
-        other => bail!("unknown benchmark {other:?} (known: protocol, core, agent)"),
+        other => bail!("unknown benchmark {other:?} (known: protocol, core, monitor, agent)"),
     }
 }

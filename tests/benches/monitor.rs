@@ -1,0 +1,193 @@
+//! Monitor cost (measured, not asserted): CPU share and RSS of the release mmm-monitor
+//! watching 3, 100 and 500 hosts at the default intervals (heartbeat 100 ms, checks every
+//! 1 s). The agents are simulated on loopback (127.1.x.y): they speak the real protocol
+//! (handshake, heartbeat answers, applied states). No mysqld listens there, so the mysql
+//! checks are refused connections: cheaper than real queries, noted in the output.
+//! `cargo xtask bench monitor` (targets at 3 hosts: < 2 % of a core, <= 30 MB).
+
+use mmm_common::config::ClusterKey;
+use mmm_common::proto::io::{read_frame, write_frames};
+use mmm_common::proto::*;
+use mmm_tests::{bin, TempDir};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Host i of run `run`: every run gets its own range (its simulated agents live on).
+fn host_ip(run: usize, i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 10 + run as u8, (i / 250) as u8, (i % 250 + 1) as u8)
+}
+
+fn config(run: usize, n: usize, key: &str, dir: &TempDir, control: u16) -> String {
+    let mut t = format!(
+        "[defaults]\nagent_password = \"a\"\nmonitor_password = \"m\"\nreplication_password = \"r\"\nmysql_port = 1\n\
+         [hosts.h0]\nip = \"{}\"\nmode = \"master\"\npeer = \"h1\"\n[hosts.h1]\nip = \"{}\"\nmode = \"master\"\npeer = \"h0\"\n",
+        host_ip(run, 0),
+        host_ip(run, 1)
+    );
+    for i in 2..n {
+        t.push_str(&format!(
+            "[hosts.h{i}]\nip = \"{}\"\nmode = \"slave\"\n",
+            host_ip(run, i)
+        ));
+    }
+    let all: Vec<String> = (0..n).map(|i| format!("\"h{i}\"")).collect();
+    t.push_str(
+        "[roles.writer]\nmode = \"exclusive\"\nhosts = [\"h0\", \"h1\"]\nips = [\"127.2.0.1\"]\n",
+    );
+    t.push_str(&format!(
+        "[roles.reader]\nmode = \"balanced\"\nhosts = [{}]\nips = [\"127.2.0.2\", \"127.2.0.3\"]\n",
+        all.join(", ")
+    ));
+    t.push_str(&format!(
+        "[monitor]\ncontrol = \"127.0.0.1:{control}\"\nstatus_path = \"{}\"\nping_ips = [\"127.0.0.1\"]\n[security]\nkey = \"{key}\"\n",
+        dir.path().join("status.json").display()
+    ));
+    t
+}
+
+/// Serves `n` simulated agents until the process ends.
+fn simulate_agents(run: usize, n: usize, key: ClusterKey) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            for i in 0..n {
+                let listener = tokio::net::TcpListener::bind((host_ip(run, i), 9989))
+                    .await
+                    .expect("bind simulated agent");
+                let key = key.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let Ok((s, _)) = listener.accept().await else {
+                            return;
+                        };
+                        let key = key.clone();
+                        tokio::spawn(async move {
+                            let _ = agent_session(s, &key, &format!("h{i}")).await;
+                        });
+                    }
+                });
+            }
+            std::future::pending::<()>().await;
+        });
+    });
+}
+
+async fn agent_session(
+    s: tokio::net::TcpStream,
+    key: &ClusterKey,
+    name: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let t = Duration::from_secs(5);
+    let (mut r, mut w) = s.into_split();
+    let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+    let mut hs = AgentHandshake::new(key, name, fresh_nonce()?);
+    let hello = read_frame(&mut r, &mut buf, t).await?;
+    write_frames(&mut w, &hs.on_hello(&hello)?, t).await?;
+    let auth = read_frame(&mut r, &mut buf, t).await?;
+    let (mut session, welcome) = hs.on_auth(&auth, "sim")?;
+    write_frames(&mut w, &welcome, t).await?;
+    let mut applied = 0;
+    loop {
+        let f = read_frame(&mut r, &mut buf, t).await?;
+        let id = f.header.request_id;
+        let reply = match session.opener.open(&f)? {
+            Message::Heartbeat(_) => Message::AgentHeartbeat(AgentHeartbeat {
+                applied_epoch: applied,
+                uptime_s: 1000,
+                flags: hb_flags::READ_ONLY | hb_flags::MYSQL_UP,
+                probe: ProbeState::Off,
+                source: None,
+                held_vips: vec![],
+            }),
+            Message::DesiredState(d) => {
+                applied = d.epoch;
+                Message::Applied(Applied {
+                    epoch: d.epoch,
+                    failures: vec![],
+                })
+            }
+            _ => continue,
+        };
+        write_frames(&mut w, &session.sealer.seal(&reply, id, FLAG_RESPONSE)?, t).await?;
+    }
+}
+
+/// (user + system CPU seconds, RSS KiB) of a process.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0);
+    (ticks / 100.0, rss)
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("MMM_BENCH_HOSTS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or(vec![3, 100, 500]);
+    let measure = Duration::from_secs(
+        std::env::var("MMM_BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
+    );
+    println!("monitor cost at default intervals (heartbeat 100 ms, checks 1 s), simulated agents on loopback, mysql checks refused:");
+    for (run, n) in sizes.into_iter().enumerate() {
+        let dir = TempDir::new("bench-mon");
+        let hex = ClusterKey::generate_hex().expect("key");
+        let key = ClusterKey::from_hex(&hex).expect("key");
+        simulate_agents(run, n, key);
+        let control = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let cfg = dir.write("mmm.toml", &config(run, n, &hex, &dir, control), 0o600);
+        let mut child = Command::new(bin("mmm-monitor"))
+            .args(["--config", cfg.to_str().expect("UTF-8")])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mmm-monitor");
+        let pid = child.id();
+        std::thread::sleep(Duration::from_secs(3));
+        let (cpu0, _) = usage(pid);
+        let t0 = Instant::now();
+        std::thread::sleep(measure);
+        let (cpu1, rss) = usage(pid);
+        let share = (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+        println!(
+            "  {n:>4} hosts: CPU {share:>5.2} % of one core, RSS {:>6.1} MB",
+            rss as f64 / 1024.0
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
