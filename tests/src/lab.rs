@@ -270,3 +270,33 @@ impl Cluster {
         }
     }
 }
+
+impl Cluster {
+    /// set_online for db1, db2, db3 (db1 first: it becomes the writer), then waits for
+    /// the writer and the readers to be placed.
+    pub fn bring_online(&self) {
+        let t = Duration::from_secs(20);
+        for h in ["db1", "db2", "db3"] {
+            let reply = wait_for(t, || {
+                let (code, out) = self.control(&["set_online", h]);
+                (code == 0).then_some(out)
+            });
+            let want = format!("OK: State of '{h}' changed to ONLINE. Now you can wait some time and check its new roles!\n");
+            assert_eq!(
+                reply.as_deref(),
+                Some(want.as_str()),
+                "set_online {h}; show:\n{}",
+                self.control(&["show"]).1
+            );
+        }
+        self.wait_show("db1", "writer(192.0.2.100)", t);
+        for h in ["db2", "db3"] {
+            self.wait_show(h, "reader(", t);
+        }
+    }
+
+    /// The monitor's log lines.
+    pub fn monitor_log(&self, name: &str) -> String {
+        self.lab.log(name)
+    }
+}

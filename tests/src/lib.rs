@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the built binaries, private temp dirs,
 //! network namespaces and real MariaDB servers.
 
+pub mod client;
 pub mod lab;
 pub mod mariadb;
 pub mod netns;
@@ -78,6 +79,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        netns::unregister_dir(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

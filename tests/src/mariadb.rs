@@ -94,6 +94,10 @@ impl Mariadb {
             "--innodb-log-file-size=8M".into(),
             "--performance-schema=0".into(),
             "--skip-slave-start".into(),
+            // Semi-sync both ways: an acknowledged commit is on a second server.
+            "--rpl-semi-sync-master-enabled=1".into(),
+            "--rpl-semi-sync-slave-enabled=1".into(),
+            "--rpl-semi-sync-master-timeout=1000".into(),
         ];
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let pid = net.spawn(node, &argv, &dir.join(format!("{node}-mysqld.out")));

@@ -44,6 +44,58 @@ pub fn sh(args: &[&str]) -> Output {
     out
 }
 
+/// Every namespace and process the harness made in this process, so that a Ctrl-C
+/// handler can remove them even though no destructor runs then.
+static REGISTRY: Mutex<(Vec<String>, Vec<u32>)> = Mutex::new((Vec::new(), Vec::new()));
+static DIRS: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+
+/// Registers a directory for removal by [`cleanup_everything`].
+pub fn register_dir(path: &Path) {
+    DIRS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(path.to_path_buf());
+}
+
+/// A directory removed normally (by its owner): nothing left to do on a signal.
+pub fn unregister_dir(path: &Path) {
+    DIRS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|d| d != path);
+}
+
+fn register_ns(name: &str) {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .0
+        .push(name.to_string());
+}
+
+fn register_pid(pid: u32) {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .1
+        .push(pid);
+}
+
+/// Ends every process and deletes every namespace this process made (for signal
+/// handlers; a normal end cleans up through `Net`'s destructor).
+pub fn cleanup_everything() {
+    let (names, pids) = std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(|p| p.into_inner()));
+    for pid in &pids {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    for n in names.iter().rev() {
+        let _ = Command::new("ip").args(["netns", "del", n]).status();
+    }
+    for d in std::mem::take(&mut *DIRS.lock().unwrap_or_else(|p| p.into_inner())) {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 pub struct Node {
     pub name: String,
     pub ns: String,
@@ -76,6 +128,7 @@ impl Net {
             children: Mutex::new(Vec::new()),
         };
         sh(&["ip", "netns", "add", &net.bridge]);
+        register_ns(&net.bridge);
         sh(&[
             "ip",
             "-n",
@@ -95,6 +148,7 @@ impl Net {
         let ns = format!("{}-{name}", self.prefix);
         let peer = format!("v{}", self.nodes.len());
         sh(&["ip", "netns", "add", &ns]);
+        register_ns(&ns);
         self.nodes.push(Node {
             name: name.into(),
             ns: ns.clone(),
@@ -181,6 +235,7 @@ impl Net {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {args:?} in {node}: {e}"));
         let pid = child.id();
+        register_pid(pid);
         self.children
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -143,80 +143,12 @@ fn test() -> Result<()> {
 
 fn lab(args: &[String]) -> Result<()> {
     ensure(TEST_NEEDS)?;
-    run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
-    let dir = std::env::temp_dir().join(format!("mmm-lab-{}", std::process::id()));
-    let result = lab_in(&dir, args);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-/// What exists so far: the lab config, a fresh cluster key, and the config check every
-/// binary performs at start. The namespace lab with MariaDB comes with the lab issue.
-fn lab_in(dir: &Path, _args: &[String]) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let key_path = dir.join("cluster.key");
-    let key = output(Command::new("target/debug/mmm-control").arg("gen-key"))?;
-    std::fs::write(&key_path, key).context("writing the lab key")?;
-    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
-    let template = std::fs::read_to_string("conf/lab.toml").context("reading conf/lab.toml")?;
-    let config = dir.join("lab.toml");
-    std::fs::write(
-        &config,
-        template.replace("/tmp/mmm-lab/cluster.key", &key_path.to_string_lossy()),
-    )?;
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))?;
-    println!("== mmm-monitor --check-config {}", config.display());
-    print!(
-        "{}",
-        output(
-            Command::new("target/debug/mmm-monitor")
-                .arg("--check-config")
-                .arg(&config)
-        )?
-    );
-    println!("== mmm-control import-mmm conf/legacy/mmm_common.conf conf/legacy/mmm_mon.conf");
-    print!(
-        "{}",
-        output(Command::new("target/debug/mmm-control").args([
-            "import-mmm",
-            "conf/legacy/mmm_common.conf",
-            "conf/legacy/mmm_mon.conf"
-        ]))?
-    );
-    println!("== cargo bench -p mmm-common --bench protocol");
-    run(cargo()
-        .args([
-            "bench",
-            "--locked",
-            "-q",
-            "-p",
-            "mmm-common",
-            "--bench",
-            "protocol",
-        ])
-        .env("MMM_BENCH_FRAMES", "300000"))?;
-    println!("\nThe namespace lab (MariaDB, agents, monitor, failover) is not built yet.");
-    Ok(())
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("starting {}", describe(cmd)))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}):\n{}{}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if !is_root() {
+        bail!("the lab creates network namespaces and runs MariaDB: run `cargo xtask lab` as root");
     }
-    String::from_utf8(out.stdout).with_context(|| format!("{} printed non-UTF-8", describe(cmd)))
+    run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
+    // The lab tears itself down on success, failure and Ctrl-C (--keep: on Ctrl-C).
+    run(Command::new("target/debug/mmm-lab").args(args))
 }
 
 fn bench(args: &[String]) -> Result<()> {

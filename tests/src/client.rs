@@ -1,0 +1,132 @@
+//! A client in the `client` namespace that writes through the writer VIP: one INSERT
+//! every `interval`, each row with a new id; every acknowledged id is recorded, so that
+//! after a failover each can be checked to be present exactly once on every server.
+
+use crate::netns::block_on_in;
+use mysql_async::prelude::Queryable;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default, Clone)]
+pub struct WriteLog {
+    /// (id, when it was acknowledged)
+    pub acked: Vec<(u64, Instant)>,
+    /// (when, error) of failed attempts; the outcome of those rows is unknown.
+    pub failed: Vec<(Instant, String)>,
+}
+
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<WriteLog>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The table the writer fills (create it on the writer before starting).
+/// `sid` records which server took the write.
+pub const TABLE: &str = "CREATE TABLE IF NOT EXISTS app.w (id BIGINT PRIMARY KEY, sid INT, at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))";
+
+impl Writer {
+    pub fn start(client_ns: &str, vip: &str, interval: Duration) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(WriteLog::default()));
+        let (s, l, ns, vip) = (
+            stop.clone(),
+            log.clone(),
+            client_ns.to_string(),
+            vip.to_string(),
+        );
+        let thread = std::thread::spawn(move || {
+            block_on_in(&ns, move || async move {
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname(vip)
+                    .tcp_port(3306)
+                    .user(Some(crate::mariadb::APP.0))
+                    .pass(Some(crate::mariadb::APP.1))
+                    .db_name(Some("app"))
+                    .prefer_socket(false);
+                let mut conn: Option<mysql_async::Conn> = None;
+                let mut id: u64 = 0;
+                while !s.load(Ordering::Relaxed) {
+                    id += 1;
+                    let attempt = async {
+                        let c = match conn.take() {
+                            Some(c) => c,
+                            None => mysql_async::Conn::new(opts.clone())
+                                .await
+                                .map_err(|e| e.to_string())?,
+                        };
+                        let mut c = c;
+                        c.exec_drop("INSERT INTO w (id, sid) VALUES (?, @@server_id)", (id,))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok::<_, String>(c)
+                    };
+                    match tokio::time::timeout(Duration::from_millis(500), attempt).await {
+                        Ok(Ok(c)) => {
+                            conn = Some(c);
+                            l.lock().unwrap().acked.push((id, Instant::now()));
+                        }
+                        Ok(Err(e)) => l.lock().unwrap().failed.push((Instant::now(), e)),
+                        Err(_) => l
+                            .lock()
+                            .unwrap()
+                            .failed
+                            .push((Instant::now(), "no answer within 500ms".into())),
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            })
+        });
+        Writer {
+            stop,
+            log,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn log(&self) -> WriteLog {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Stops writing and returns the log.
+    pub fn stop(mut self) -> WriteLog {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.log()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Acknowledged ids missing from, or present more than once on, a server: (missing, duplicated).
+pub fn verify(db: &crate::mariadb::Mariadb, acked: &[(u64, Instant)]) -> (Vec<u64>, Vec<u64>) {
+    let rows = db.sql("SELECT id, COUNT(*) FROM app.w GROUP BY id");
+    let counts: std::collections::HashMap<u64, u64> = rows
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+        .collect();
+    let missing = acked
+        .iter()
+        .filter(|(id, _)| !counts.contains_key(id))
+        .map(|(id, _)| *id)
+        .collect();
+    let dup = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    (missing, dup)
+}
