@@ -7,7 +7,7 @@ use mmm_agent::reconcile::error_chain;
 use mmm_agent::server::{Agent, Resources};
 use mmm_agent::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config};
-use mmm_common::types::{Fencing, ProbeMode};
+use mmm_common::types::ProbeMode;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -94,7 +94,6 @@ fn run(args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the async runtime: {e}"))?;
     let host_name = host.name.clone();
-    let fencing = config.agent.fencing;
     runtime.block_on(async move {
         let netlink = Netlink::connect().map_err(|e| error_chain(&e))?;
         let garp = match GarpSender::open() {
@@ -113,17 +112,9 @@ fn run(args: &Args) -> Result<(), String> {
         tokio::select! {
             _ = agent.clone().serve(listener) => Ok(()),
             _ = term.recv() => {
-                if fencing == Fencing::Lease {
-                    // A silent agent counts as fenced once its lease is over: make it true.
-                    let failures = agent.demote_for_shutdown().await;
-                    if failures.is_empty() {
-                        tracing::info!("SIGTERM: writer role given up (if held); exiting");
-                    } else {
-                        tracing::error!(?failures, "SIGTERM: giving up the writer role failed");
-                    }
-                } else {
-                    tracing::info!("SIGTERM: exiting, roles left as they are (fencing = none)");
-                }
+                // Roles stay as they are: an agent restart must not interrupt writes, and
+                // the monitor never promotes over a host whose only fault is a silent agent.
+                tracing::info!("SIGTERM: exiting, VIPs and read_only left as they are");
                 Ok(())
             }
             _ = tokio::signal::ctrl_c() => Ok(()),

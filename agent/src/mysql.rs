@@ -147,20 +147,42 @@ impl Mysql {
         self.exec_bounded(op, sql, self.timeout).await
     }
 
+    /// Whether an error means the reused connection had been closed (a KILL, a server
+    /// restart): the statement never ran and one retry on a new connection is safe.
+    fn stale(e: &MysqlError) -> bool {
+        matches!(
+            e,
+            MysqlError::Client {
+                source: mysql_async::Error::Io(_),
+                ..
+            }
+        )
+    }
+
     async fn exec_bounded(&self, op: &str, sql: String, bound: Duration) -> Result<(), MysqlError> {
-        self.with(op, bound, |mut c| async move {
-            let r = c.query_drop(sql).await;
-            (c, r)
-        })
-        .await
+        let run = |sql: String| {
+            self.with(op, bound, |mut c| async move {
+                let r = c.query_drop(sql).await;
+                (c, r)
+            })
+        };
+        match run(sql.clone()).await {
+            Err(e) if Self::stale(&e) => run(sql).await,
+            other => other,
+        }
     }
 
     async fn rows(&self, op: &str, sql: String) -> Result<Vec<Row>, MysqlError> {
-        self.with(op, self.timeout, |mut c| async move {
-            let r = c.query::<Row, _>(sql).await;
-            (c, r)
-        })
-        .await
+        let run = |sql: String| {
+            self.with(op, self.timeout, |mut c| async move {
+                let r = c.query::<Row, _>(sql).await;
+                (c, r)
+            })
+        };
+        match run(sql.clone()).await {
+            Err(e) if Self::stale(&e) => run(sql).await,
+            other => other,
+        }
     }
 
     async fn value<T: mysql_async::prelude::FromValue + Send + 'static>(
@@ -232,9 +254,14 @@ impl Mysql {
         }
     }
 
-    /// Kills client sessions (not system, replication or our own threads), repeating up to
-    /// `max_retries` times while new ones appear. Returns how many were killed.
-    pub async fn kill_sessions(&self, max_retries: u32) -> Result<u32, MysqlError> {
+    /// Kills client sessions (not system or replication threads, nor sessions of `spare`
+    /// users: the agent's own other connections and the monitor's checks), repeating up
+    /// to `max_retries` times while new ones appear. Returns how many were killed.
+    pub async fn kill_sessions(
+        &self,
+        max_retries: u32,
+        spare: &[String],
+    ) -> Result<u32, MysqlError> {
         let mut killed = 0;
         for _ in 0..max_retries.max(1) {
             let rows = self
@@ -255,7 +282,7 @@ impl Mysql {
                         .take_opt::<Option<String>, _>(2)?
                         .ok()?
                         .unwrap_or_default();
-                    is_client_session(&user, &command).then_some(id)
+                    (is_client_session(&user, &command) && !spare.contains(&user)).then_some(id)
                 })
                 .collect();
             if victims.is_empty() {
@@ -352,9 +379,10 @@ impl Mysql {
         deadline: Duration,
     ) -> Result<CatchUp, MysqlError> {
         let secs = deadline.as_secs_f64();
+        // "Applied what it received" is the target without one, and for slave_pos.
         let target = match target {
+            Some(Position::GtidSlavePos) | None => self.received_position(kind).await?,
             Some(t) => t,
-            None => self.received_position(kind).await?,
         };
         let sql = match (&target, kind) {
             (Position::Gtid(set), ServerKind::MariaDb) => {
@@ -365,6 +393,12 @@ impl Mysql {
             }
             (Position::FilePos { file, pos }, _) => {
                 format!("SELECT MASTER_POS_WAIT({}, {pos}, {secs})", quote(file))
+            }
+            (Position::GtidSlavePos, _) => {
+                return Err(MysqlError::Unexpected {
+                    op: "waiting for relay-log catch-up".into(),
+                    reason: "the received position is never slave_pos".into(),
+                })
             }
         };
         // The server enforces the deadline; ours is a backstop a little later.
@@ -472,7 +506,13 @@ impl Mysql {
                 };
                 sql.push_str(&format!(", MASTER_USE_GTID = {mode}"));
             }
-            (Position::Gtid(_), _) => sql.push_str(", MASTER_AUTO_POSITION = 1"),
+            (
+                Position::Gtid(_) | Position::GtidSlavePos,
+                ServerKind::MySql | ServerKind::Unknown,
+            ) => sql.push_str(", MASTER_AUTO_POSITION = 1"),
+            (Position::GtidSlavePos, ServerKind::MariaDb) => {
+                sql.push_str(", MASTER_USE_GTID = slave_pos")
+            }
             (Position::FilePos { file, pos }, ServerKind::MariaDb) => sql.push_str(&format!(
                 ", MASTER_LOG_FILE = {}, MASTER_LOG_POS = {pos}, MASTER_USE_GTID = no",
                 quote(file)

@@ -161,6 +161,8 @@ pub struct Executor {
     pub garp_interval: Duration,
     pub mysql: Arc<Mysql>,
     pub max_kill_retries: u32,
+    /// Users whose sessions demotion leaves alone (the agent's, the monitor's).
+    pub spare_users: Vec<String>,
 }
 
 impl Executor {
@@ -239,7 +241,7 @@ impl Executor {
                     .map_err(|e| error_chain(&e)),
                 (Step::KillSessions, _) => self
                     .mysql
-                    .kill_sessions(self.max_kill_retries)
+                    .kill_sessions(self.max_kill_retries, &self.spare_users)
                     .await
                     .map(drop)
                     .map_err(|e| error_chain(&e)),

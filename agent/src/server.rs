@@ -117,6 +117,9 @@ pub struct Agent {
     last_heartbeat: Mutex<Instant>,
     commands: mpsc::Sender<Command>,
     actions_mysql: Mysql,
+    /// For status queries: promotion decisions need the server's state now, not the
+    /// snapshot of up to REFRESH ago, and must not wait behind a long action.
+    status_mysql: Mysql,
     /// The probe's seam: events sent here reach every connected monitor at once.
     probe_events: broadcast::Sender<ProbeEvent>,
 }
@@ -164,9 +167,11 @@ impl Agent {
             garp_interval: config.agent.garp_interval,
             mysql: Arc::new(mysql(timeout)),
             max_kill_retries: config.agent.max_kill_retries,
+            spare_users: vec![host.agent_user.clone(), host.monitor_user.clone()],
         };
         let agent = Arc::new(Agent {
             actions_mysql: mysql(timeout),
+            status_mysql: mysql(timeout),
             config,
             host,
             key,
@@ -182,17 +187,33 @@ impl Agent {
         Ok((agent, listener))
     }
 
-    /// Gives up the writer role (if held) before the agent exits.
-    pub async fn demote_for_shutdown(&self) -> Vec<String> {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Demote(tx)).await.is_err() {
-            return vec!["the reconciler stopped".into()];
+    /// The status report with the server's replication state and GTID set read now.
+    async fn fresh_report(&self) -> StatusReport {
+        let mut report = self.status.borrow().report();
+        let db = &self.status_mysql;
+        let kind = match db.server_kind().await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "status query: mysqld does not answer");
+                report.mysql_up = false;
+                return report;
+            }
+        };
+        report.server = kind;
+        report.mysql_up = true;
+        if let Ok(ro) = db.read_only().await {
+            report.read_only = ro;
         }
-        match tokio::time::timeout(Duration::from_secs(5), rx).await {
-            Ok(Ok(f)) => f,
-            Ok(Err(_dropped)) => vec!["the reconciler stopped".into()],
-            Err(_elapsed) => vec!["demotion not done within 5s".into()],
+        if let Ok(g) = db.gtid_executed(kind).await {
+            report.gtid_executed = g;
         }
+        if let Ok(r) = db.replication().await {
+            report.replication = r;
+        }
+        if let Ok(b) = db.binlog_position().await {
+            report.binlog = b;
+        }
+        report
     }
 
     /// Where the liveness probe publishes what it sees; each monitor connection forwards
@@ -379,8 +400,12 @@ impl Agent {
                 }
             }
             Message::StatusQuery => {
-                let report = self.status.borrow().report();
-                let _ = out.send(reply(Message::StatusReport(report))).await;
+                let agent = self.clone();
+                let out = out.clone();
+                tokio::spawn(async move {
+                    let report = agent.fresh_report().await;
+                    let _ = out.send(reply(Message::StatusReport(report))).await;
+                });
             }
             Message::Action(req) => {
                 let agent = self.clone();
@@ -440,7 +465,10 @@ impl Agent {
             Action::Demote => Ok(failures_to_result(via_reconciler(Command::Demote).await)),
             Action::KillSessions => self
                 .actions_mysql
-                .kill_sessions(self.config.agent.max_kill_retries)
+                .kill_sessions(
+                    self.config.agent.max_kill_retries,
+                    &[self.host.agent_user.clone(), self.host.monitor_user.clone()],
+                )
                 .await
                 .map(|n| ActionResult {
                     outcome: ActionOutcome::Ok,

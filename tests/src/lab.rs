@@ -257,6 +257,17 @@ impl Cluster {
             .to_string()
     }
 
+    /// Waits until `host`'s show line is exactly `line` (trimmed); panics with `show`.
+    pub fn wait_line(&self, host: &str, line: &str, timeout: Duration) {
+        let ok = wait_for(timeout, || (self.show_line(host) == line).then_some(()));
+        if ok.is_none() {
+            panic!(
+                "{host} never showed {line:?}; show:\n{}",
+                self.control(&["show"]).1
+            );
+        }
+    }
+
     /// Waits until `host`'s show line contains `needle`; panics with the whole `show`.
     pub fn wait_show(&self, host: &str, needle: &str, timeout: Duration) {
         let ok = wait_for(timeout, || {

@@ -56,6 +56,8 @@ pub struct Mariadb {
     pub socket: PathBuf,
     pub pid: u32,
     pub server_id: u32,
+    args: Vec<String>,
+    log_dir: PathBuf,
 }
 
 impl Mariadb {
@@ -99,32 +101,16 @@ impl Mariadb {
             "--rpl-semi-sync-slave-enabled=1".into(),
             "--rpl-semi-sync-master-timeout=1000".into(),
         ];
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let pid = net.spawn(node, &argv, &dir.join(format!("{node}-mysqld.out")));
-        let db = Mariadb {
+        let mut db = Mariadb {
             node: node.into(),
             dir: data,
             socket,
-            pid,
+            pid: 0,
             server_id,
+            args,
+            log_dir: dir.to_path_buf(),
         };
-        let ready = wait_for(Duration::from_secs(30), || {
-            Command::new("mariadb-admin")
-                .args([
-                    "--no-defaults",
-                    "-uroot",
-                    &format!("--socket={}", db.socket.display()),
-                    "ping",
-                ])
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-        });
-        if ready.is_none() {
-            let log =
-                std::fs::read_to_string(dir.join(format!("{node}-mysqld.err"))).unwrap_or_default();
-            panic!("mariadbd on {node} did not become ready within 30 s:\n{log}");
-        }
+        db.launch(net);
         let user = |(u, p): (&str, &str), grants: &str| {
             format!(
                 "CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; GRANT {grants} ON *.* TO '{u}'@'%';"
@@ -142,6 +128,43 @@ impl Mariadb {
             APP.0,
         ));
         db
+    }
+
+    fn launch(&mut self, net: &Net) {
+        let argv: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.pid = net.spawn(
+            &self.node,
+            &argv,
+            &self.log_dir.join(format!("{}-mysqld.out", self.node)),
+        );
+        let ready = wait_for(Duration::from_secs(30), || {
+            Command::new("mariadb-admin")
+                .args([
+                    "--no-defaults",
+                    "-uroot",
+                    &format!("--socket={}", self.socket.display()),
+                    "ping",
+                ])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        });
+        if ready.is_none() {
+            let log =
+                std::fs::read_to_string(self.log_dir.join(format!("{}-mysqld.err", self.node)))
+                    .unwrap_or_default();
+            panic!(
+                "mariadbd on {} did not become ready within 30 s:\n{log}",
+                self.node
+            );
+        }
+    }
+
+    /// Starts mariadbd again on its datadir (after it was stopped or killed), as an
+    /// init script would: read_only from its options, replication not started.
+    pub fn restart(&mut self, net: &Net) {
+        net.wait_exit(self.pid, Duration::from_secs(30));
+        self.launch(net);
     }
 
     /// Runs SQL as root over the unix socket (no namespace needed); returns the

@@ -201,8 +201,13 @@ pub struct StatusReport {
 /// A replication position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Position {
-    /// A GTID set in the server's own notation.
+    /// A GTID set in the server's own notation. A server with transactions of its own
+    /// offers its whole history (MariaDB current_pos) so errant ones surface as errors.
     Gtid(String),
+    /// Resume from what this server applied through replication (MariaDB slave_pos,
+    /// MySQL auto-position): for the active master's link back to the passive master,
+    /// which must not ask the passive for the active's own newest transactions.
+    GtidSlavePos,
     FilePos {
         file: String,
         pos: u64,
@@ -643,6 +648,10 @@ fn put_position(w: &mut Writer<'_>, p: &Position) -> Result<(), FrameError> {
             w.u64(*pos);
             Ok(())
         }
+        Position::GtidSlavePos => {
+            w.u8(3);
+            Ok(())
+        }
     }
 }
 
@@ -653,6 +662,7 @@ fn get_position(r: &mut Reader<'_>) -> Result<Position, FrameError> {
             file: r.str8("binlog file")?,
             pos: r.u64("binlog pos")?,
         }),
+        3 => Ok(Position::GtidSlavePos),
         v => Err(r.malformed(format!("unknown position kind {v}"))),
     }
 }

@@ -132,6 +132,14 @@ fn all_messages() -> Vec<Message> {
             deadline_ms: 2000,
         }),
         Message::Action(ActionRequest {
+            action: Action::ChangeMaster {
+                host: Ipv4Addr::new(10, 0, 0, 11),
+                port: 3306,
+                position: Position::GtidSlavePos,
+            },
+            deadline_ms: 2000,
+        }),
+        Message::Action(ActionRequest {
             action: Action::Demote,
             deadline_ms: 2000,
         }),
@@ -447,7 +455,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_valid_frames_are_rejected_or_decoded_never_panic(index in 0usize..64, bit in 0u8..8, which in 0usize..17) {
+    fn mutated_valid_frames_are_rejected_or_decoded_never_panic(index in 0usize..64, bit in 0u8..8, which in 0usize..18) {
         let k = key(11);
         let (mut monitor, mut agent) = connect(&k, &k).unwrap();
         let msgs = all_messages();

@@ -69,7 +69,15 @@ impl Cluster {
         if let Some(reason) = &h.errant {
             return format!("ERROR: Host '{host}' has {reason}. It can't be switched to ONLINE until they are resolved.");
         }
-        if let Some(peer) = h.peer.as_deref().and_then(|p| self.host(p)) {
+        // The peer's replication matters unless the peer is the active master: its
+        // replication from this host was stopped at promotion and is rejoined now.
+        let active = self.active_master().map(str::to_string);
+        if let Some(peer) = h
+            .peer
+            .as_deref()
+            .filter(|p| Some(*p) != active.as_deref())
+            .and_then(|p| self.host(p))
+        {
             if peer.state == HostState::Online
                 && (!self.check_ok(peer, CheckKind::RepThreads, now)
                     || !self.check_ok(peer, CheckKind::RepBacklog, now))
@@ -140,8 +148,9 @@ impl Cluster {
             && !replicates_from(&a.view, &h)
         {
             let id = self.next_id();
-            let back =
-                proto::Position::Gtid(h.gtid.as_ref().map(|g| g.position()).unwrap_or_default());
+            // The active master resumes from what it applied from this host; asking with
+            // its own newest GTIDs would find the passive behind (error 1236).
+            let back = proto::Position::GtidSlavePos;
             out.push(Action::AgentAction {
                 host: active,
                 id,

@@ -203,6 +203,9 @@ pub struct HostRec {
     pub online_since: Millis,
     /// Which master this slave was last told to replicate from, and when.
     pub repointed: Option<(Ipv4Addr, Millis)>,
+    /// When its full status (GTID set) was last asked for, and last received.
+    pub status_asked: Option<Millis>,
+    pub gtid_at: Option<Millis>,
 }
 
 impl HostRec {
@@ -271,6 +274,8 @@ impl Cluster {
                 last_sent: None,
                 online_since: now,
                 repointed: None,
+                status_asked: None,
+                gtid_at: None,
             })
             .collect();
         Cluster {
@@ -441,6 +446,7 @@ impl Cluster {
             Event::AgentStatus { host, report } => {
                 if let Some(h) = self.host_mut(&host) {
                     h.gtid = GtidSet::parse(&report.gtid_executed).ok();
+                    h.gtid_at = Some(now);
                 }
                 self.check_errant(now, &host, &mut out);
                 self.promotion_on_status(now, &host, &report, &mut out);
@@ -539,7 +545,38 @@ impl Cluster {
         self.promotion_tick(now, out);
         self.send_desired(out);
         self.fix_slave_sources(now, out);
+        self.refresh_recovering(now, out);
         self.persist(now, out);
+    }
+
+    /// Hosts waiting in AWAITING_RECOVERY may gain errant transactions while they wait
+    /// (a SUPER user writing): their GTID sets and the writer's are asked for again
+    /// every few seconds, so `show` and set_online judge a recent picture.
+    fn refresh_recovering(&mut self, now: Millis, out: &mut Vec<Action>) {
+        const EVERY: Millis = 2000;
+        let due: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| h.state == HostState::AwaitingRecovery && h.agent_up)
+            .filter(|h| {
+                h.status_asked
+                    .is_none_or(|t| now.saturating_sub(t) >= EVERY)
+            })
+            .map(|h| h.name.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let mut ask = due;
+        if let Some(w) = self.active_master().map(str::to_string) {
+            ask.push(w);
+        }
+        for name in ask {
+            if let Some(h) = self.host_mut(&name) {
+                h.status_asked = Some(now);
+            }
+            out.push(Action::QueryStatus { host: name });
+        }
     }
 
     /// A live slave that replicates from anything but the active master (it was down
@@ -745,6 +782,18 @@ impl Cluster {
                 if !(rep_backlog && rep_threads) || h.errant.is_some() {
                     return;
                 }
+                // Never online by itself before its GTID set was compared with the
+                // writer's since it came back, nor (a master) before it replicates from
+                // the active master again: set_online rejoins it.
+                let checked = h.gtid_at.is_some_and(|t| t >= h.since);
+                let active_rec = active.as_deref().and_then(|a| self.host(a));
+                let follows = h.view.as_ref().is_some_and(|v| {
+                    v.replicating
+                        && active_rec.is_some_and(|a| v.source == Some((a.ip, a.mysql_port)))
+                });
+                if active.is_some() && (!checked || (h.mode == HostMode::Master && !follows)) {
+                    return;
+                }
                 let in_state = now.saturating_sub(h.since);
                 let auto = self.config.monitor.auto_set_online.map(ms);
                 if h.flapping {
@@ -787,7 +836,9 @@ impl Cluster {
                     .roles
                     .role_hosts(&self.roles.writer_role.clone())
                     .contains(&h.name);
-                if active.is_some() || !can_be_master {
+                // A master comes back through AWAITING_RECOVERY: its replication must be
+                // rejoined to the writer (set_online does it) and its GTID set checked.
+                if (active.is_some() || !can_be_master) && h.mode == HostMode::Slave {
                     if !rep_threads {
                         self.set_state(now, name, HostState::ReplicationFail, String::new(), out);
                         return;

@@ -469,7 +469,9 @@ impl Cluster {
                 }
             }
             Phase::Position { .. } if host == p.to => {
-                let position = if !set.is_empty() {
+                // MariaDB always has GTIDs: even an empty set is a GTID position (the
+                // slaves keep GTID replication); file/pos only where GTIDs are off.
+                let position = if !set.is_empty() || report.server == proto::ServerKind::MariaDb {
                     Position::Gtid(set.position())
                 } else if let Some((file, pos)) = report.binlog.clone() {
                     Position::FilePos { file, pos }

@@ -1,0 +1,405 @@
+//! End-to-end scenarios on the namespace lab: real MariaDB (GTID, semi-sync), real agents
+//! (uid 65534), the monitor, and a client writing through the writer VIP. Each asserts
+//! states, roles, where the client's ARP entry points, read_only on every server,
+//! replication on the slaves, and that every acknowledged write is present exactly once.
+
+use mmm_tests::client::{verify, WriteLog, Writer, TABLE};
+use mmm_tests::lab::{ip, Cluster};
+use mmm_tests::netns::{require_root, wait_for};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+fn up(tag: &str, replace: &[(&str, &str)]) -> Cluster {
+    let mut c = Cluster::start(tag, replace);
+    c.start_monitor("monitor.log");
+    c.bring_online();
+    c.db("db1").sql(TABLE);
+    c
+}
+
+fn writer(c: &Cluster) -> Writer {
+    let w = Writer::start(
+        &c.lab.net.node("client").ns,
+        "192.0.2.100",
+        Duration::from_millis(5),
+    );
+    let ok = wait_for(T, || (w.log().acked.len() > 10).then_some(()));
+    assert!(
+        ok.is_some(),
+        "client cannot write through the VIP: {:?}",
+        w.log().failed.last()
+    );
+    w
+}
+
+/// The writer is `host`: the client's ARP entry for the VIP has its MAC, it alone is
+/// writable, and every other live server replicates from it with both threads running.
+fn assert_writer(c: &Cluster, host: &str, slaves: &[&str]) {
+    c.wait_show(host, "writer(192.0.2.100)", T);
+    let mac = c.lab.net.node(host).mac.clone();
+    let switched = wait_for(T, || {
+        c.lab
+            .net
+            .exec("client", &["ping", "-c1", "-W1", "192.0.2.100"]);
+        (c.lab.net.neigh_mac("client", ip(100)).as_deref() == Some(mac.as_str())).then_some(())
+    });
+    assert!(
+        switched.is_some(),
+        "client's ARP entry for the VIP is {:?}, not {host}'s {mac}",
+        c.lab.net.neigh_mac("client", ip(100))
+    );
+    assert!(!c.db(host).read_only(), "{host} must be writable");
+    let host_ip = c.lab.net.node(host).ip.to_string();
+    for s in slaves {
+        assert!(c.db(s).read_only(), "{s} must be read-only");
+        let ok = wait_for(T, || {
+            let db = c.db(s);
+            (db.slave_status("Master_Host") == host_ip
+                && db.slave_status("Slave_IO_Running") == "Yes"
+                && db.slave_status("Slave_SQL_Running") == "Yes")
+                .then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "{s} does not replicate from {host}: source {}, IO {} ({}), SQL {} ({})",
+            c.db(s).slave_status("Master_Host"),
+            c.db(s).slave_status("Slave_IO_Running"),
+            c.db(s).slave_status("Last_IO_Error"),
+            c.db(s).slave_status("Slave_SQL_Running"),
+            c.db(s).slave_status("Last_SQL_Error")
+        );
+    }
+}
+
+/// Every acknowledged write is on each of `hosts` exactly once, and no server shows a
+/// replication error that means lost or duplicated data.
+fn assert_data(c: &Cluster, log: &WriteLog, hosts: &[&str]) {
+    assert!(!log.acked.is_empty());
+    for h in hosts {
+        let ok = wait_for(T, || verify(c.db(h), &log.acked).0.is_empty().then_some(()));
+        let (missing, dup) = verify(c.db(h), &log.acked);
+        assert!(
+            ok.is_some() && missing.is_empty(),
+            "{h} lacks acknowledged rows {missing:?}"
+        );
+        assert!(dup.is_empty(), "{h} has duplicated rows {dup:?}");
+        for field in ["Last_IO_Errno", "Last_SQL_Errno"] {
+            let e = c.db(h).slave_status(field);
+            assert!(
+                !["1062", "1236", "1950"].contains(&e.as_str()),
+                "{h} {field} = {e}"
+            );
+        }
+    }
+}
+
+/// 1 and 15: the active master's mysqld is stopped (SIGTERM) under writes; it comes back
+/// and is set online again, replicating from the new master.
+#[test]
+fn s01_active_master_mysqld_stopped_then_back() {
+    if !require_root("s01") {
+        return;
+    }
+    let mut c = up("s01", &[]);
+    let w = writer(&c);
+    c.lab.net.signal(c.db("db1").pid, "TERM");
+    c.wait_show("db1", "master/HARD_OFFLINE", T);
+    assert_writer(&c, "db2", &["db3"]);
+    let line = c.show_line("db2");
+    assert!(
+        line.contains("reader(192.0.2.103)"),
+        "db1's reader moved too: {line}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.stop();
+    assert_data(&c, &log, &["db2", "db3"]);
+
+    c.dbs[0].restart(&c.lab.net);
+    c.wait_show("db1", "master/AWAITING_RECOVERY", T);
+    let reply = wait_for(T, || {
+        let (code, out) = c.control(&["set_online", "db1"]);
+        (code == 0).then_some(out)
+    });
+    assert_eq!(reply.as_deref(), Some("OK: State of 'db1' changed to ONLINE. Now you can wait some time and check its new roles!\n"));
+    assert_writer(&c, "db2", &["db1", "db3"]);
+    assert_data(&c, &log, &["db1", "db2", "db3"]);
+}
+
+/// 2 and 15: the active master's mysqld is killed (SIGKILL) under writes.
+#[test]
+fn s02_active_master_mysqld_killed() {
+    if !require_root("s02") {
+        return;
+    }
+    let c = up("s02", &[]);
+    let w = writer(&c);
+    c.lab.net.signal(c.db("db1").pid, "KILL");
+    c.wait_show("db1", "master/HARD_OFFLINE", T);
+    assert_writer(&c, "db2", &["db3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.stop();
+    assert_data(&c, &log, &["db2", "db3"]);
+}
+
+/// 3: the active master's host is lost (mysqld and agent frozen, link down): the writer
+/// moves only after the lease; when the host returns it has demoted itself.
+#[test]
+fn s03_active_master_host_lost() {
+    if !require_root("s03") {
+        return;
+    }
+    let c = up("s03", &[]);
+    let frozen_at = std::time::Instant::now();
+    c.lab.net.signal(c.db("db1").pid, "STOP");
+    c.lab.net.signal(c.agents[0], "STOP");
+    c.lab
+        .net
+        .exec("db1", &["ip", "link", "set", "eth0", "down"]);
+    assert_writer(&c, "db2", &["db3"]);
+    let lease = Duration::from_millis(600);
+    assert!(
+        frozen_at.elapsed() > lease,
+        "promoted before db1's lease could have run out"
+    );
+    let log = c.monitor_log("monitor.log");
+    assert!(log.contains("'db1' cannot confirm its demotion"), "{log}");
+    // The host returns: its agent sees its lease long gone and demotes it.
+    c.lab.net.signal(c.agents[0], "CONT");
+    c.lab.net.signal(c.db("db1").pid, "CONT");
+    let fenced = wait_for(T, || {
+        (!c.lab
+            .net
+            .addresses("db1")
+            .iter()
+            .any(|a| a.starts_with("192.0.2.100"))
+            && c.db("db1").read_only())
+        .then_some(())
+    });
+    c.lab.net.exec("db1", &["ip", "link", "set", "eth0", "up"]);
+    assert!(
+        fenced.is_some(),
+        "db1 kept the writer VIP after its lease:\n{}",
+        c.lab.log("agent-db1.log")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        c.lab.net.neigh_mac("client", ip(100)).as_deref(),
+        Some(c.lab.net.node("db2").mac.as_str())
+    );
+    assert!(!c
+        .lab
+        .net
+        .addresses("db1")
+        .iter()
+        .any(|a| a.starts_with("192.0.2.100")));
+}
+
+/// 4: the active master's network is down for a while, then up: failover; after
+/// set_online its replication runs again with no manual START SLAVE. (Writes stop before
+/// the cut: a write in flight at the cut may commit on db1 alone after the semi-sync
+/// timeout, and then db1 rightly stays out as having an errant transaction.)
+#[test]
+fn s04_active_master_network_down_then_up() {
+    if !require_root("s04") {
+        return;
+    }
+    let c = up("s04", &[]);
+    let log = writer(&c).stop();
+    c.lab
+        .net
+        .exec("db1", &["ip", "link", "set", "eth0", "down"]);
+    assert_writer(&c, "db2", &["db3"]);
+    // Its agent demoted it when the lease ran out, though mysqld never stopped.
+    let fenced = wait_for(T, || c.db("db1").read_only().then_some(()));
+    assert!(fenced.is_some());
+    // The new master takes writes while db1 is away.
+    let during = writer(&c).stop();
+    c.lab.net.exec("db1", &["ip", "link", "set", "eth0", "up"]);
+    c.wait_show("db1", "master/AWAITING_RECOVERY", T);
+    let reply = wait_for(T, || {
+        let (code, out) = c.control(&["set_online", "db1"]);
+        (code == 0).then_some(out)
+    });
+    assert!(
+        reply.is_some(),
+        "set_online db1 refused: {}",
+        c.control(&["set_online", "db1"]).1
+    );
+    assert_writer(&c, "db2", &["db1", "db3"]);
+    assert_data(&c, &log, &["db1", "db2", "db3"]);
+    assert_data(&c, &during, &["db1", "db2", "db3"]);
+}
+
+/// 5: the IO thread stopped on the passive master, then started again.
+#[test]
+fn s05_io_thread_stopped_on_the_passive_master() {
+    if !require_root("s05") {
+        return;
+    }
+    let c = up("s05", &[]);
+    // Replication failures count once the source has been online for a while.
+    std::thread::sleep(Duration::from_secs(11));
+    c.db("db2").sql("STOP SLAVE IO_THREAD");
+    c.wait_line("db2", "db2(192.0.2.12) master/REPLICATION_FAIL. Roles:", T);
+    c.db("db2").sql("START SLAVE IO_THREAD");
+    c.wait_show("db2", "master/ONLINE. Roles: reader(", T);
+}
+
+/// 8 and 15: move_role writer db2 under continuous writes.
+#[test]
+fn s08_switchover_under_writes() {
+    if !require_root("s08") {
+        return;
+    }
+    let c = up("s08", &[]);
+    let w = writer(&c);
+    let (code, out) = c.control(&["move_role", "writer", "db2"]);
+    assert_eq!((code, out.as_str()), (0, "OK: Role 'writer' has been moved from 'db1' to 'db2'. Now you can wait some time and check new roles info!\n"));
+    assert_writer(&c, "db2", &["db1", "db3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.stop();
+    assert_data(&c, &log, &["db1", "db2", "db3"]);
+    c.wait_show("db1", "master/ONLINE", T);
+}
+
+/// 9: set_offline / set_online, mode, set_passive, set_ip, set_active.
+#[test]
+fn s09_admin_commands() {
+    if !require_root("s09") {
+        return;
+    }
+    let c = up("s09", &[]);
+    assert_eq!(c.control(&["set_offline", "db3"]), (0, "OK: State of 'db3' changed to ADMIN_OFFLINE. Now you can wait some time and check all roles!\n".into()));
+    c.wait_line("db3", "db3(192.0.2.13) slave/ADMIN_OFFLINE. Roles:", T);
+    assert!(
+        !c.lab
+            .net
+            .addresses("db3")
+            .iter()
+            .any(|a| a.starts_with("192.0.2.10")),
+        "db3 kept a VIP"
+    );
+    assert_eq!(c.control(&["set_online", "db3"]).0, 0);
+    c.wait_show("db3", "slave/ONLINE. Roles: reader(", T);
+    assert_eq!(c.control(&["mode"]), (0, "ACTIVE\n".into()));
+    assert_eq!(
+        c.control(&["set_passive"]),
+        (0, "OK: Switched into passive mode.\n".into())
+    );
+    let (_, show) = c.control(&["show"]);
+    assert!(
+        show.starts_with(
+            "# --- Monitor is in PASSIVE MODE ---\n# Cause: Admin switched to passive mode.\n"
+        ),
+        "{show}"
+    );
+    let reader = c.show_line("db3");
+    let ip3 = reader
+        .split("reader(")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        c.control(&["set_ip", &ip3, "db2"]),
+        (0, format!("OK: Set role 'reader({ip3})' to host 'db2'.\n"))
+    );
+    assert!(
+        c.lab
+            .net
+            .addresses("db3")
+            .iter()
+            .any(|a| a.starts_with(&ip3)),
+        "passive mode must not touch agents"
+    );
+    assert_eq!(
+        c.control(&["set_active"]),
+        (0, "OK: Switched into active mode.\n".into())
+    );
+    // Active again: the agents hear the table, and balancing evens the readers out
+    // (as MMM did): every reader VIP on exactly one host, one per host.
+    let balanced = wait_for(T, || {
+        let held: Vec<usize> = ["db1", "db2", "db3"]
+            .iter()
+            .map(|h| {
+                c.lab
+                    .net
+                    .addresses(h)
+                    .iter()
+                    .filter(|a| a.starts_with("192.0.2.10") && !a.starts_with("192.0.2.100"))
+                    .count()
+            })
+            .collect();
+        (held == [1, 1, 1]).then_some(())
+    });
+    assert!(balanced.is_some(), "{}", c.control(&["show"]).1);
+}
+
+/// 11: the agent on the active master restarted: VIPs kept, it converges.
+#[test]
+fn s11_agent_on_the_active_master_restarted() {
+    if !require_root("s11") {
+        return;
+    }
+    let mut c = up("s11", &[]);
+    let w = writer(&c);
+    c.lab.net.signal(c.agents[0], "TERM");
+    assert!(c.lab.net.wait_exit(c.agents[0], T));
+    assert!(
+        c.lab
+            .net
+            .addresses("db1")
+            .contains(&"192.0.2.100/32".to_string()),
+        "a stopping agent keeps the VIPs"
+    );
+    c.agents[0] = c.lab.agent("db1", "agent-db1-2.log");
+    std::thread::sleep(Duration::from_secs(2));
+    let log = c.lab.log("agent-db1-2.log");
+    assert!(
+        !log.contains("RemoveVip") && !log.contains("AddVip"),
+        "restart flapped a VIP:\n{log}"
+    );
+    assert_writer(&c, "db1", &["db2", "db3"]);
+    let log = w.stop();
+    assert!(
+        log.failed.is_empty(),
+        "writes failed during the agent restart: {:?}",
+        log.failed.first()
+    );
+    assert_data(&c, &log, &["db1", "db2", "db3"]);
+}
+
+/// 12: an old master with an errant transaction returns: it stays AWAITING_RECOVERY with
+/// the reason shown, and set_online refuses it.
+#[test]
+fn s12_old_master_with_errant_transaction() {
+    if !require_root("s12") {
+        return;
+    }
+    let mut c = up("s12", &[]);
+    c.lab.net.signal(c.db("db1").pid, "KILL");
+    assert_writer(&c, "db2", &["db3"]);
+    c.dbs[0].restart(&c.lab.net);
+    // A SUPER user writes on the returning old master: a transaction the writer lacks.
+    c.db("db1")
+        .sql("INSERT INTO app.w (id, sid) VALUES (999999, 1)");
+    c.wait_show("db1", "master/AWAITING_RECOVERY", T);
+    let noted = wait_for(T, || {
+        c.control(&["show"])
+            .1
+            .contains("# Host db1 has errant transactions")
+            .then_some(())
+    });
+    assert!(noted.is_some(), "{}", c.control(&["show"]).1);
+    let (code, out) = c.control(&["set_online", "db1"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("ERROR: Host 'db1' has errant transactions 0-1-"),
+        "{out}"
+    );
+    assert_eq!(
+        c.show_line("db1"),
+        "db1(192.0.2.11) master/AWAITING_RECOVERY. Roles:"
+    );
+}
