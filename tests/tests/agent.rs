@@ -128,12 +128,18 @@ fn agent_toggles_read_only_kills_sessions_and_repoints_a_slave() {
         return;
     }
     let lab = Lab::new("sql", "");
+    // These steps are apart by more than a lease with no monitor heartbeating: the lease
+    // would (rightly) demote db1 midway. Fencing is the lease test's subject, not this one's.
+    let text = std::fs::read_to_string(&lab.config)
+        .unwrap()
+        .replace("fencing = \"lease\"", "fencing = \"none\"");
+    std::fs::write(&lab.config, text).unwrap();
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     let db2 = Mariadb::start(&lab.net, "db2", 2, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
     lab.agent("db2", "agent-db2.log");
 
-    // Writer: read_only lifted, then the VIP. Heartbeats keep the lease alive meanwhile.
+    // Writer: read_only lifted, then the VIP.
     apply_ok(&lab, "db1", desired(1, true, &[("writer", 100)]));
     assert!(!db1.read_only(), "writer must be writable");
     db1.sql("CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))");
