@@ -403,3 +403,191 @@ fn s12_old_master_with_errant_transaction() {
         "db1(192.0.2.11) master/AWAITING_RECOVERY. Roles:"
     );
 }
+
+/// 6: replication delay beyond max_backlog on db3, then caught up.
+#[test]
+fn s06_replication_delay_on_a_slave() {
+    if !require_root("s06") {
+        return;
+    }
+    let c = up(
+        "s06",
+        &[(
+            "[checks.default]",
+            "[checks.rep_backlog]\nmax_backlog = \"3s\"\n\n[checks.default]",
+        )],
+    );
+    std::thread::sleep(Duration::from_secs(11));
+    c.db("db3")
+        .sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 30; START SLAVE");
+    let w = writer(&c);
+    c.wait_line("db3", "db3(192.0.2.13) slave/REPLICATION_DELAY. Roles:", T);
+    let log = w.stop();
+    c.db("db3")
+        .sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE");
+    c.wait_show("db3", "slave/ONLINE. Roles: reader(", T);
+    assert_data(&c, &log, &["db2", "db3"]);
+}
+
+/// 7: db3 keeps failing: AWAITING_RECOVERY (flapping), and a restarted monitor knows it.
+#[test]
+fn s07_flapping_host_and_monitor_restart() {
+    if !require_root("s07") {
+        return;
+    }
+    let mut c = up("s07", &[]);
+    for round in 0..3 {
+        c.wait_show("db3", "slave/ONLINE", T);
+        c.lab.net.signal(c.db("db3").pid, "KILL");
+        c.wait_show("db3", "slave/HARD_OFFLINE", T);
+        c.dbs[2].restart(&c.lab.net);
+        // As an init script with replication enabled would.
+        c.db("db3").sql("START SLAVE");
+        if round < 2 {
+            // Back within seconds, not rebooted: MMM's short-outage rule sets it online.
+            c.wait_show("db3", "slave/ONLINE", T);
+        }
+    }
+    let flapping = wait_for(T, || {
+        c.control(&["show"])
+            .1
+            .contains("# Host db3 is flapping")
+            .then_some(())
+    });
+    assert!(flapping.is_some(), "{}", c.control(&["show"]).1);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        c.show_line("db3"),
+        "db3(192.0.2.13) slave/AWAITING_RECOVERY. Roles:"
+    );
+    c.stop_monitor();
+    c.start_monitor("monitor-2.log");
+    assert!(
+        c.control(&["show"]).1.contains("# Host db3 is flapping"),
+        "the flap state did not survive the restart"
+    );
+    assert_eq!(
+        c.show_line("db3"),
+        "db3(192.0.2.13) slave/AWAITING_RECOVERY. Roles:"
+    );
+}
+
+/// 10: the monitor restarted during normal operation under writes: no role moves, no
+/// VIP is removed, no write fails.
+#[test]
+fn s10_monitor_restart_moves_nothing() {
+    if !require_root("s10") {
+        return;
+    }
+    let mut c = up("s10", &[]);
+    let before = c.control(&["show"]).1;
+    let w = writer(&c);
+    let marks: Vec<usize> = ["db1", "db2", "db3"]
+        .iter()
+        .map(|h| c.lab.log(&format!("agent-{h}.log")).len())
+        .collect();
+    c.stop_monitor();
+    c.start_monitor("monitor-2.log");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.control(&["show"]).1, before);
+    let log = w.stop();
+    assert!(
+        log.failed.is_empty(),
+        "writes failed across the monitor restart: {:?}",
+        log.failed.first()
+    );
+    for (h, mark) in ["db1", "db2", "db3"].iter().zip(marks) {
+        let agent_log = c.lab.log(&format!("agent-{h}.log"));
+        let since = agent_log.get(mark..).unwrap_or_default();
+        assert!(
+            !since.contains("RemoveVip"),
+            "{h} removed a VIP after the restart:\n{since}"
+        );
+    }
+    assert_data(&c, &log, &["db1", "db2", "db3"]);
+}
+
+/// 13: a lagging candidate: the promotion waits for its catch-up within
+/// promotion_timeout, refuses with a reason when it cannot, and succeeds once the
+/// candidate has caught up; no slave is ever broken (no error 1236).
+#[test]
+fn s13_lagging_candidate() {
+    if !require_root("s13") {
+        return;
+    }
+    let c = up("s13", &[]);
+    // db2 applies 8 s late (threads running, within max_backlog: still a candidate).
+    c.db("db2")
+        .sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 8; START SLAVE");
+    let log = writer(&c);
+    std::thread::sleep(Duration::from_secs(2));
+    let log = log.stop();
+    c.lab.net.signal(c.db("db1").pid, "KILL");
+    let refused = wait_for(T, || {
+        c.control(&["show"])
+            .1
+            .contains("# promotion of 'db2' refused: 'db2' did not catch up")
+            .then_some(())
+    });
+    assert!(refused.is_some(), "{}", c.control(&["show"]).1);
+    assert!(
+        c.db("db2").read_only(),
+        "a lagging candidate is not made writable"
+    );
+    assert_ne!(
+        c.db("db3").slave_status("Master_Host"),
+        "192.0.2.12",
+        "no slave is pointed at a lagging candidate"
+    );
+    // Once the delay has passed, the next attempt promotes it.
+    assert_writer(&c, "db2", &["db3"]);
+    assert_data(&c, &log, &["db2", "db3"]);
+}
+
+/// 14: a connection to an agent with the wrong key, and garbage on its port: rejected,
+/// roles untouched.
+#[test]
+fn s14_wrong_key_and_garbage_at_an_agent() {
+    if !require_root("s14") {
+        return;
+    }
+    let c = up("s14", &[]);
+    let before = c.control(&["show"]).1;
+    let addr = c.lab.agent_addr("db1");
+    let err =
+        mmm_tests::netns::block_on_in(&c.lab.net.node("client").ns.clone(), move || async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(&[
+                0x4d, 0x4d, 1, 0x40, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4,
+            ])
+            .await
+            .unwrap();
+            let mut buf = [0u8; 256];
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+            let other = mmm_common::config::ClusterKey::from_hex(
+                &mmm_common::config::ClusterKey::generate_hex().unwrap(),
+            )
+            .unwrap();
+            mmm_monitor::agents::link::AgentLink::connect(
+                addr,
+                &other,
+                "intruder",
+                "db1",
+                Duration::from_secs(5),
+            )
+            .await
+            .err()
+            .map(|e| format!("{:#}", anyhow::Error::from(e)))
+        });
+    assert!(err.is_some_and(|e| e.contains("different cluster key")));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(c.control(&["show"]).1, before, "roles changed");
+    assert!(c
+        .lab
+        .net
+        .addresses("db1")
+        .contains(&"192.0.2.100/32".to_string()));
+    let log = c.lab.log("agent-db1.log");
+    assert!(log.contains("different cluster key"), "{log}");
+}
