@@ -79,14 +79,31 @@ fn register_pid(pid: u32) {
         .push(pid);
 }
 
+/// Sends a signal by name (TERM, KILL, STOP, CONT, INT) to a process, without needing
+/// procps' `kill` on the machine.
+pub fn send_signal(pid: u32, name: &str) -> std::io::Result<()> {
+    let sig = match name {
+        "TERM" => libc::SIGTERM,
+        "KILL" => libc::SIGKILL,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "INT" => libc::SIGINT,
+        other => return Err(std::io::Error::other(format!("unknown signal {other}"))),
+    };
+    // SAFETY: kill() takes no pointers; the pid belongs to a process this harness started.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Ends every process and deletes every namespace this process made (for signal
 /// handlers; a normal end cleans up through `Net`'s destructor).
 pub fn cleanup_everything() {
     let (names, pids) = std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(|p| p.into_inner()));
     for pid in &pids {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
+        let _ = send_signal(*pid, "KILL");
     }
     for n in names.iter().rev() {
         let _ = Command::new("ip").args(["netns", "del", n]).status();
@@ -252,7 +269,7 @@ impl Net {
             .iter()
             .any(|(_, c)| c.id() == pid);
         assert!(owned, "pid {pid} was not started by this test");
-        sh(&["kill", &format!("-{signal}"), &pid.to_string()]);
+        send_signal(pid, signal).unwrap_or_else(|e| panic!("signal {signal} to {pid}: {e}"));
     }
 
     /// Waits (bounded) for a process this Net started to exit; returns whether it did.
@@ -308,9 +325,7 @@ impl Drop for Net {
             std::mem::take(&mut *self.children.lock().unwrap_or_else(|p| p.into_inner()));
         for (_, c) in children.iter_mut() {
             if let Ok(None) = c.try_wait() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &c.id().to_string()])
-                    .status();
+                let _ = send_signal(c.id(), "TERM");
             }
         }
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -139,10 +139,7 @@ fn sigterm_writes_the_status_and_metrics_are_served() {
     assert!(text.contains("mmm_failovers_total 0"), "{text}");
     let status = m.dir.path().join("status.json");
     let _ = std::fs::remove_file(&status);
-    Command::new("kill")
-        .args(["-TERM", &m.child.id().to_string()])
-        .status()
-        .unwrap();
+    mmm_tests::netns::send_signal(m.child.id(), "TERM").unwrap();
     let exited = wait_for(Duration::from_secs(10), || {
         m.child.try_wait().ok().flatten()
     });
