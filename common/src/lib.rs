@@ -8,3 +8,15 @@ pub mod gtid;
 pub mod legacy;
 pub mod proto;
 pub mod types;
+
+/// An error and its causes on one line, for the one place an error is logged or shown.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

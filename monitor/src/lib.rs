@@ -6,14 +6,4 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 
-/// An error and its causes on one line, for the one place an error is logged.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
+pub use mmm_common::error_chain;
