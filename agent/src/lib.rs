@@ -10,6 +10,7 @@
 pub mod caps;
 pub mod garp;
 pub mod mysql;
+pub mod probe;
 pub mod reconcile;
 pub mod server;
 pub mod vip;

@@ -3,10 +3,12 @@
 use clap::Parser;
 use mmm_agent::caps::{self, Capability};
 use mmm_agent::garp::GarpSender;
+use mmm_agent::probe::Probe;
 use mmm_agent::reconcile::error_chain;
 use mmm_agent::server::{Agent, Resources};
 use mmm_agent::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config};
+use mmm_common::proto::ProbeState;
 use mmm_common::types::ProbeMode;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,21 +74,11 @@ fn run(args: &Args) -> Result<(), String> {
         );
     }
     let probe_caps = held.has(Capability::CAP_BPF) && held.has(Capability::CAP_PERFMON);
-    match config.agent.probe {
-        ProbeMode::Required if !probe_caps => {
-            return Err("probe = \"required\" but CAP_BPF and CAP_PERFMON are not both held".into())
-        }
-        ProbeMode::Required => {
-            return Err(
-                "probe = \"required\" but this agent has no eBPF probe yet; use probe = \"auto\""
-                    .into(),
-            )
-        }
-        ProbeMode::Auto => {
-            tracing::info!("probe = auto: eBPF probe not available in this build, probe=off")
-        }
-        ProbeMode::Off => {}
+    let probe_mode = config.agent.probe;
+    if probe_mode == ProbeMode::Required && !probe_caps {
+        return Err("probe = \"required\" but CAP_BPF and CAP_PERFMON are not both held".into());
     }
+    let (mysql_port, pid_file) = (host.mysql_port, host.mysql_pid_file.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -107,6 +99,31 @@ fn run(args: &Args) -> Result<(), String> {
             .await
             .map_err(|e| error_chain(&e))?;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening for the monitor");
+        match (probe_mode, probe_caps) {
+            (ProbeMode::Off, _) => agent.set_probe_state(ProbeState::Off),
+            (ProbeMode::Auto | ProbeMode::Required, false) => {
+                tracing::warn!("probe = auto: CAP_BPF or CAP_PERFMON missing, probe=off (deaths are seen by the monitor's checks only)");
+                agent.set_probe_state(ProbeState::Off);
+            }
+            (_, true) => match Probe::load(mysql_port, pid_file.as_deref()) {
+                Ok((probe, known)) => {
+                    agent.set_probe_state(if known { ProbeState::Watching } else { ProbeState::Searching });
+                    tracing::info!(watching = known, "eBPF liveness probe loaded");
+                    let a = agent.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = probe.run(a.clone()).await {
+                            tracing::error!("{}: probe=off", error_chain(&e));
+                            a.set_probe_state(ProbeState::Off);
+                        }
+                    });
+                }
+                Err(e) if probe_mode == ProbeMode::Required => return Err(format!("probe = \"required\": {}", error_chain(&e))),
+                Err(e) => {
+                    tracing::warn!("probe = auto: {}: probe=off", error_chain(&e));
+                    agent.set_probe_state(ProbeState::Off);
+                }
+            },
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
         tokio::select! {

@@ -155,6 +155,16 @@ impl Cluster {
         let mut text = std::fs::read_to_string(&lab.config).expect("lab config");
         let status = lab.dir.path().join("status.json");
         text = text.replace("/tmp/mmm-lab/status", status.to_str().expect("UTF-8 path"));
+        // The probe finds an already running mysqld through its pid file.
+        for (host, last) in [("db1", 11), ("db2", 12), ("db3", 13)] {
+            let ip_line = format!("ip = \"192.0.2.{last}\"\n");
+            let pid = lab.dir.path().join(format!("{host}.pid"));
+            text = text.replacen(
+                &ip_line,
+                &format!("{ip_line}mysql_pid_file = \"{}\"\n", pid.display()),
+                1,
+            );
+        }
         for (from, to) in replace {
             assert!(text.contains(from), "lab.toml lacks {from:?}");
             text = text.replacen(from, to, 1);

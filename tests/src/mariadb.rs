@@ -158,6 +158,10 @@ impl Mariadb {
                 self.node
             );
         }
+        // The agent reads the pid file (MariaDB writes it 0660): give it the agent's group,
+        // as SupplementaryGroups=mysql does in conf/systemd/mmm-agent.service.
+        let pid_file = self.log_dir.join(format!("{}.pid", self.node));
+        let _ = std::os::unix::fs::chown(&pid_file, None, Some(65534));
     }
 
     /// Starts mariadbd again on its datadir (after it was stopped or killed), as an

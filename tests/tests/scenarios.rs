@@ -136,6 +136,13 @@ fn s02_active_master_mysqld_killed() {
     let w = writer(&c);
     c.lab.net.signal(c.db("db1").pid, "KILL");
     c.wait_show("db1", "master/HARD_OFFLINE", T);
+    // The probe's event was the evidence, ahead of any SQL check.
+    let log = c.monitor_log("monitor.log");
+    let line = log
+        .lines()
+        .find(|l| l.contains("changed from ONLINE to HARD_OFFLINE"))
+        .unwrap_or_default();
+    assert!(line.contains("mysqld process exited (probe)"), "{line}");
     assert_writer(&c, "db2", &["db3"]);
     std::thread::sleep(Duration::from_millis(500));
     let log = w.stop();

@@ -34,6 +34,19 @@ const TEST_NEEDS: &[Need] = &[
         command: "mariadb",
         package: "mariadb-client",
     },
+    // The agent's eBPF probe (agent/build.rs).
+    Need {
+        command: "clang-19",
+        package: "clang-19",
+    },
+    Need {
+        command: "llvm-strip-19",
+        package: "llvm-19",
+    },
+    Need {
+        command: "/usr/include/bpf/bpf_helpers.h",
+        package: "libbpf-dev",
+    },
 ];
 
 fn main() -> Result<()> {
@@ -72,6 +85,9 @@ fn is_root() -> bool {
 }
 
 fn have(command: &str) -> bool {
+    if command.starts_with('/') {
+        return Path::new(command).exists();
+    }
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
         .unwrap_or(false)

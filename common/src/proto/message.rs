@@ -54,6 +54,14 @@ wire_enum!(
     }
 );
 
+// wire_enum! derives no Default; the probe is off until an agent says otherwise.
+#[allow(clippy::derivable_impls)]
+impl Default for ProbeState {
+    fn default() -> Self {
+        ProbeState::Off
+    }
+}
+
 wire_enum!(
     /// What the probe saw.
     ProbeEventKind {

@@ -68,6 +68,7 @@ pub struct AgentView {
     pub source: Option<(Ipv4Addr, u16)>,
     /// Both replication threads run.
     pub replicating: bool,
+    pub probe: proto::ProbeState,
 }
 
 impl AgentView {
@@ -82,6 +83,7 @@ impl AgentView {
             held_vips: hb.held_vips.clone(),
             source: hb.source,
             replicating: hb.flags & f::IO_RUNNING != 0 && hb.flags & f::SQL_RUNNING != 0,
+            probe: hb.probe,
         }
     }
 }
@@ -751,11 +753,17 @@ impl Cluster {
         let source_recent = source_rec.as_ref().is_some_and(|s| {
             s.state == HostState::Online && now.saturating_sub(s.online_since) < SOURCE_SETTLE
         });
+        // The cause is part of the reason: "mysqld process exited (probe)" and the like.
         let why_dead = || {
             format!(
-                "ping: {}, mysql: {}",
+                "ping: {}, mysql: {}{}",
                 if ping { "OK" } else { "not OK" },
-                if mysql { "OK" } else { "not OK" }
+                if mysql { "OK" } else { "not OK" },
+                if mysql {
+                    String::new()
+                } else {
+                    format!(" - {}", h.check(CheckKind::Mysql).message)
+                }
             )
         };
         match h.state {

@@ -27,6 +27,18 @@ pub fn format_time(t: Millis) -> String {
     )
 }
 
+/// The probe's line in `checks` and its field in `show --json`.
+fn probe_text(h: &super::HostRec) -> String {
+    use mmm_common::proto::ProbeState;
+    match (h.view.as_ref().map(|v| v.probe), h.probe_dead) {
+        (_, true) => "ERROR: mysqld died (probe event)".into(),
+        (None, _) => "unknown (agent not heard)".into(),
+        (Some(ProbeState::Watching), _) => "OK: watching mysqld".into(),
+        (Some(ProbeState::Searching), _) => "OK: loaded, waiting for mysqld to listen".into(),
+        (Some(ProbeState::Off), _) => "off".into(),
+    }
+}
+
 impl Cluster {
     /// MMM's `show`: passive banner and unreachable agents, one line per host (sorted by
     /// name), preference notes; then our notes (promotion, refusals, errant hosts).
@@ -137,23 +149,12 @@ impl Cluster {
                 ));
             }
             if check.is_none() {
-                let probe = h
-                    .view
-                    .as_ref()
-                    .map(|_| {
-                        if h.probe_dead {
-                            "ERROR: mysqld died (probe)"
-                        } else {
-                            "OK"
-                        }
-                    })
-                    .unwrap_or("unknown (agent not heard)");
                 let hostname = if host.is_some() {
                     h.name.clone()
                 } else {
                     format!("{:<width$}", h.name)
                 };
-                out.push_str(&format!("{hostname}  {:<11}  {probe}\n", "probe"));
+                out.push_str(&format!("{hostname}  {:<11}  {}\n", "probe", probe_text(h)));
             }
         }
         Ok(out)
@@ -173,7 +174,7 @@ impl Cluster {
                     "reason": h.reason,
                     "roles": self.roles.host_role_labels(&h.name),
                     "agent_reachable": h.agent_up,
-                    "probe": if h.view.is_none() { "unknown" } else if h.probe_dead { "mysqld dead" } else { "ok" },
+                    "probe": probe_text(h),
                     "flapping": h.flapping,
                     "errant": h.errant,
                     "checks": CheckKind::ALL.iter().map(|c| (c.to_string(), serde_json::json!({

@@ -128,6 +128,7 @@ impl Sim {
             held_vips: h.vips.iter().copied().collect(),
             source: h.source,
             replicating: h.replicating && h.mysql_alive,
+            probe: proto::ProbeState::Off,
         }
     }
 
@@ -978,7 +979,7 @@ fn control_commands_answer_with_mmm_texts() {
     );
     assert!(
         checks.contains("db1  mysql        [last change: ")
-            && checks.ends_with("db1  probe        OK\n"),
+            && checks.ends_with("db1  probe        off\n"),
         "{checks}"
     );
     assert_eq!(

@@ -1,0 +1,63 @@
+//! Compiles the liveness probe (agent-ebpf/src/probe.bpf.c) with clang-19 into OUT_DIR,
+//! strips DWARF (keeping BTF, which aya needs), and fails with the exact packages to
+//! install when the toolchain is missing: an agent silently built without its probe
+//! must not happen.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let ebpf = manifest.join("../agent-ebpf");
+    let src = ebpf.join("src/probe.bpf.c");
+    for f in [
+        &src,
+        &ebpf.join("include/probe.h"),
+        &ebpf.join("include/vmlinux.h"),
+    ] {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    println!("cargo:rerun-if-env-changed=CLANG");
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("probe.bpf.o");
+    let clang = std::env::var("CLANG").unwrap_or_else(|_unset| "clang-19".into());
+    let missing = |tool: &str, e: std::io::Error| -> ! {
+        panic!(
+            "building the agent's eBPF probe needs {tool} ({e}): apt-get install clang-19 llvm-19 libbpf-dev \
+             (cargo xtask test and cargo xtask lab install them when run as root)"
+        )
+    };
+    let status = Command::new(&clang)
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-D__TARGET_ARCH_x86",
+            "-Wall",
+            "-Werror",
+        ])
+        .arg(format!("-I{}", ebpf.join("include").display()))
+        .arg("-c")
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| missing(&clang, e));
+    assert!(
+        status.success(),
+        "{clang} failed to compile {} (see above)",
+        src.display()
+    );
+    let status = Command::new("llvm-strip-19")
+        .args(["-g"])
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| missing("llvm-strip-19", e));
+    assert!(
+        status.success(),
+        "llvm-strip-19 failed on {}",
+        out.display()
+    );
+}

@@ -1,0 +1,221 @@
+//! The eBPF liveness probe: loads agent-ebpf's programs with aya, tells them the mysql
+//! port, the agent's network namespace and (from mysql_pid_file) mysqld's process, and
+//! forwards every event to the monitor connections the moment the ring buffer has it.
+
+use crate::server::Agent;
+use aya::maps::{Array, MapData, RingBuf};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
+use mmm_common::proto::{ProbeEvent, ProbeEventKind, ProbeState};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::unix::AsyncFd;
+
+/// The compiled programs (agent/build.rs).
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe.bpf.o"));
+
+/// Mirror of `struct probe_event` in agent-ebpf/include/probe.h.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeEventRaw {
+    pub ktime_ns: u64,
+    pub tgid: u32,
+    pub kind: u16,
+    pub port: u16,
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<ProbeEventRaw>() == 16);
+    assert!(std::mem::offset_of!(ProbeEventRaw, ktime_ns) == 0);
+    assert!(std::mem::offset_of!(ProbeEventRaw, tgid) == 8);
+    assert!(std::mem::offset_of!(ProbeEventRaw, kind) == 12);
+    assert!(std::mem::offset_of!(ProbeEventRaw, port) == 14);
+};
+
+impl ProbeEventRaw {
+    /// Parses a ring-buffer record; `None` for a short record or an unknown kind.
+    pub fn parse(bytes: &[u8]) -> Option<ProbeEvent> {
+        if bytes.len() < std::mem::size_of::<ProbeEventRaw>() {
+            return None;
+        }
+        let u64_at = |o: usize| u64::from_ne_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+        let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+        let u16_at = |o: usize| u16::from_ne_bytes(bytes[o..o + 2].try_into().expect("2 bytes"));
+        let kind = match u16_at(12) {
+            1 => ProbeEventKind::ProcessExit,
+            2 => ProbeEventKind::ListenClose,
+            3 => ProbeEventKind::ListenOpen,
+            _ => return None,
+        };
+        Some(ProbeEvent {
+            kind,
+            tgid: u32_at(8),
+            port: u16_at(14),
+            ktime_ns: u64_at(0),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("reading this process's network namespace")]
+    Netns(#[source] std::io::Error),
+    #[error("loading the BPF programs (needs CAP_BPF and CAP_PERFMON)")]
+    Load(#[source] aya::EbpfError),
+    #[error("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")]
+    Btf(#[source] aya::BtfError),
+    #[error("the BPF object lacks {0}")]
+    Missing(&'static str),
+    #[error("attaching {program} to {tracepoint}")]
+    Attach {
+        program: &'static str,
+        tracepoint: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("using the BPF map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("polling the ring buffer")]
+    Poll(#[source] std::io::Error),
+}
+
+/// The loaded probe; its programs stay attached while it lives.
+pub struct Probe {
+    _ebpf: Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+}
+
+/// mysqld's process id from its pid file, if it names a live process.
+fn pid_from_file(path: &Path) -> Option<u32> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            // MariaDB writes it 0660: the agent's user must be in mysqld's group.
+            tracing::warn!(
+                path = %path.display(),
+                "cannot read mysql_pid_file ({e}): the probe learns mysqld only when it next starts \
+                 listening; put the agent's user in mysqld's group (SupplementaryGroups=mysql)"
+            );
+            return None;
+        }
+    };
+    let pid: u32 = text.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+impl Probe {
+    pub fn load(mysql_port: u16, pid_file: Option<&Path>) -> Result<(Probe, bool), ProbeError> {
+        let netns = std::fs::metadata("/proc/self/ns/net")
+            .map_err(ProbeError::Netns)?
+            .ino() as u32;
+        let port = u32::from(mysql_port);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("mysql_port", &port, true)
+            .override_global("netns_ino", &netns, true)
+            .load(PROGRAMS)
+            .map_err(ProbeError::Load)?;
+        let btf = Btf::from_sys_fs().map_err(ProbeError::Btf)?;
+        for (program, tracepoint) in [
+            ("on_process_exit", "sched_process_exit"),
+            ("on_sock_state", "inet_sock_set_state"),
+        ] {
+            let attach = |source| ProbeError::Attach {
+                program,
+                tracepoint,
+                source,
+            };
+            let p: &mut BtfTracePoint = ebpf
+                .program_mut(program)
+                .ok_or(ProbeError::Missing(program))?
+                .try_into()
+                .map_err(attach)?;
+            p.load(tracepoint, &btf).map_err(attach)?;
+            p.attach().map_err(attach)?;
+        }
+        // mysqld already running: learn it from its pid file (a restart is learned from
+        // its LISTEN by the program itself).
+        let known = match pid_file.and_then(pid_from_file) {
+            Some(pid) => {
+                let map = ebpf
+                    .map_mut("watched")
+                    .ok_or(ProbeError::Missing("watched"))?;
+                let mut watched: Array<_, u32> =
+                    Array::try_from(map).map_err(|source| ProbeError::Map {
+                        name: "watched",
+                        source,
+                    })?;
+                watched.set(0, pid, 0).map_err(|source| ProbeError::Map {
+                    name: "watched",
+                    source,
+                })?;
+                tracing::info!(pid, "probe watches mysqld (from its pid file)");
+                true
+            }
+            None => false,
+        };
+        let map = ebpf
+            .take_map("events")
+            .ok_or(ProbeError::Missing("events"))?;
+        let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            name: "events",
+            source,
+        })?;
+        // SAFETY: the RingBuf owns its map's descriptor, which stays open and the same for
+        // as long as the AsyncFd owns the RingBuf.
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| ProbeError::Poll(e.into()))?;
+        Ok((Probe { _ebpf: ebpf, ring }, known))
+    }
+
+    /// Forwards events until the agent stops; keeps the probe state up to date.
+    pub async fn run(mut self, agent: Arc<Agent>) -> Result<(), ProbeError> {
+        let events = agent.probe_sender();
+        loop {
+            let mut guard = self.ring.readable_mut().await.map_err(ProbeError::Poll)?;
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                let Some(event) = ProbeEventRaw::parse(&item) else {
+                    tracing::warn!(len = item.len(), "unreadable probe record");
+                    continue;
+                };
+                // Sent first: the monitor hears it before anything is logged.
+                let _ = events.send(event);
+                let state = match event.kind {
+                    ProbeEventKind::ListenOpen => ProbeState::Watching,
+                    ProbeEventKind::ProcessExit | ProbeEventKind::ListenClose => {
+                        ProbeState::Searching
+                    }
+                };
+                agent.set_probe_state(state);
+                tracing::warn!(kind = ?event.kind, tgid = event.tgid, port = event.port, "probe event");
+            }
+            guard.clear_ready();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_records_as_probe_h_lays_them_out() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&123_456u64.to_ne_bytes());
+        b.extend_from_slice(&4242u32.to_ne_bytes());
+        b.extend_from_slice(&1u16.to_ne_bytes());
+        b.extend_from_slice(&3306u16.to_ne_bytes());
+        let e = ProbeEventRaw::parse(&b).unwrap();
+        assert_eq!(
+            (e.kind, e.tgid, e.port, e.ktime_ns),
+            (ProbeEventKind::ProcessExit, 4242, 3306, 123_456)
+        );
+        assert!(ProbeEventRaw::parse(&b[..10]).is_none());
+        b[12] = 9;
+        assert!(ProbeEventRaw::parse(&b).is_none());
+    }
+}

@@ -1,0 +1,114 @@
+//! The eBPF liveness probe in a real agent (uid 65534, four capabilities) watching a real
+//! mariadbd in its namespace: events arrive at the monitor's link unasked, name the right
+//! process, ignore other namespaces, follow a restarted mysqld, and stay silent for a
+//! frozen (SIGSTOP) one.
+
+use mmm_common::proto::{Message, ProbeEventKind, ProbeState};
+use mmm_monitor::agents::link::AgentLink;
+use mmm_tests::lab::{Lab, T};
+use mmm_tests::mariadb::Mariadb;
+use mmm_tests::netns::{block_on_in, require_root};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A link to db1's agent that heartbeats in the background and passes on probe events.
+fn listen(lab: &Lab) -> mpsc::Receiver<(Instant, ProbeEventKind, u32)> {
+    let (tx, rx) = mpsc::channel();
+    let (addr, key, ns) = (
+        lab.agent_addr("db1"),
+        lab.key.clone(),
+        lab.net.node("mon").ns.clone(),
+    );
+    std::thread::spawn(move || {
+        block_on_in(&ns, move || async move {
+            let mut link = AgentLink::connect(addr, &key, "mon", "db1", T)
+                .await
+                .expect("link to db1");
+            loop {
+                if link.heartbeat(0, T).await.is_err() {
+                    return;
+                }
+                for m in link.take_events() {
+                    if let Message::ProbeEvent(e) = m {
+                        if tx.send((Instant::now(), e.kind, e.tgid)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    });
+    rx
+}
+
+fn next(
+    rx: &mpsc::Receiver<(Instant, ProbeEventKind, u32)>,
+    within: Duration,
+) -> Option<(ProbeEventKind, u32)> {
+    rx.recv_timeout(within).ok().map(|(_, k, t)| (k, t))
+}
+
+fn lab_with_pid_file(tag: &str) -> Lab {
+    let lab = Lab::new(tag, "");
+    let pid = lab.dir.path().join("db1.pid");
+    let text = std::fs::read_to_string(&lab.config).unwrap().replacen(
+        "ip = \"192.0.2.11\"\n",
+        &format!(
+            "ip = \"192.0.2.11\"\nmysql_pid_file = \"{}\"\n",
+            pid.display()
+        ),
+        1,
+    );
+    std::fs::write(&lab.config, text).unwrap();
+    lab
+}
+
+#[test]
+fn probe_reports_mysqld_death_with_its_pid_and_ignores_other_namespaces() {
+    if !require_root("probe_reports_mysqld_death_with_its_pid_and_ignores_other_namespaces") {
+        return;
+    }
+    let lab = lab_with_pid_file("probe1");
+    let mut db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    // Another server on the same port, in another namespace.
+    let db2 = Mariadb::start(&lab.net, "db2", 2, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    let status = lab.with_link(
+        "db1",
+        |mut l| async move { l.heartbeat(0, T).await.unwrap() },
+    );
+    assert_eq!(
+        status.probe,
+        ProbeState::Watching,
+        "{}",
+        lab.log("agent-db1.log")
+    );
+    let rx = listen(&lab);
+
+    // db2's mysqld dies: not ours.
+    lab.net.signal(db2.pid, "KILL");
+    assert_eq!(
+        next(&rx, Duration::from_secs(2)),
+        None,
+        "an event for another namespace's mysqld"
+    );
+
+    // SIGTERM: the listening socket closes (then the process exits).
+    lab.net.signal(db1.pid, "TERM");
+    assert_eq!(next(&rx, T), Some((ProbeEventKind::ListenClose, db1.pid)));
+    assert_eq!(next(&rx, T), Some((ProbeEventKind::ProcessExit, db1.pid)));
+
+    // Restarted: the probe follows the new process from its LISTEN.
+    db1.restart(&lab.net);
+    assert_eq!(next(&rx, T), Some((ProbeEventKind::ListenOpen, db1.pid)));
+
+    // SIGSTOP: nothing (the SQL check catches a hung server, see tests/monitor.rs).
+    lab.net.signal(db1.pid, "STOP");
+    assert_eq!(next(&rx, Duration::from_secs(2)), None);
+    lab.net.signal(db1.pid, "CONT");
+
+    // kill -9: the exit of the new process, first.
+    lab.net.signal(db1.pid, "KILL");
+    assert_eq!(next(&rx, T), Some((ProbeEventKind::ProcessExit, db1.pid)));
+}
