@@ -57,9 +57,7 @@ fn main() -> Result<()> {
         Some("test") | Some("ci") => test(),
         Some("lab") => lab(&args[1..]),
         Some("bench") => bench(&args[1..]),
-        Some("build-ebpf") => {
-            bail!("build-ebpf: the BPF programs (agent-ebpf/) are not written yet; see agent-ebpf/README.md")
-        }
+        Some("build-ebpf") => build_ebpf(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n  test        fmt check, clippy -D warnings, every test (the README's test command)\n  \
@@ -157,6 +155,22 @@ fn test() -> Result<()> {
     Ok(())
 }
 
+/// Compiles the probe (agent/build.rs does the work) and says where the object is.
+fn build_ebpf() -> Result<()> {
+    ensure(TEST_NEEDS)?;
+    run(cargo().args(["build", "--locked", "-p", "mmm-agent"]))?;
+    let out = std::fs::read_dir("target/debug/build")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("out/probe.bpf.o"))
+        .filter(|p| p.exists())
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    match out {
+        Some(p) => println!("probe object: {}", p.display()),
+        None => bail!("agent/build.rs ran but no probe.bpf.o was found under target/debug/build"),
+    }
+    Ok(())
+}
+
 fn lab(args: &[String]) -> Result<()> {
     ensure(TEST_NEEDS)?;
     if !is_root() {
@@ -187,6 +201,13 @@ fn bench(args: &[String]) -> Result<()> {
             .env("MMM_BIN_PROFILE", "release"))
     };
     let core = || run(cargo().args(["bench", "--locked", "-p", "mmm-monitor", "--bench", "core"]));
+    let probe = || -> Result<()> {
+        ensure(TEST_NEEDS)?;
+        run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
+        run(cargo()
+            .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "probe"])
+            .env("MMM_BIN_PROFILE", "release"))
+    };
     let monitor = || -> Result<()> {
         run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
         run(cargo()
@@ -197,13 +218,17 @@ fn bench(args: &[String]) -> Result<()> {
         "protocol" => protocol(),
         "core" => core(),
         "monitor" => monitor(),
+        "probe" => probe(),
         "agent" => agent(),
         "all" => {
             protocol()?;
             core()?;
             monitor()?;
+            probe()?;
             agent()
         }
-        other => bail!("unknown benchmark {other:?} (known: protocol, core, monitor, agent)"),
+        other => {
+            bail!("unknown benchmark {other:?} (known: protocol, core, monitor, probe, agent)")
+        }
     }
 }
