@@ -455,6 +455,15 @@ impl Mysql {
             .await
     }
 
+    pub async fn stop_io_thread(&self, deadline: Duration) -> Result<(), MysqlError> {
+        self.exec_bounded(
+            "stopping the replication IO thread",
+            "STOP SLAVE IO_THREAD".into(),
+            deadline,
+        )
+        .await
+    }
+
     pub async fn start_replication(&self, deadline: Duration) -> Result<(), MysqlError> {
         self.exec_bounded("starting replication", "START SLAVE".into(), deadline)
             .await

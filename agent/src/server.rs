@@ -506,6 +506,11 @@ impl Agent {
                 .start_replication(deadline)
                 .await
                 .map(|()| ok("replication started")),
+            Action::StopIoThread => self
+                .actions_mysql
+                .stop_io_thread(deadline)
+                .await
+                .map(|()| ok("replication IO thread stopped")),
             Action::ChangeMaster {
                 host,
                 port,

@@ -242,6 +242,10 @@ pub enum Action {
     },
     /// Remove the writer VIP, then read_only, then kill sessions (DESIGN §6.2).
     Demote,
+    /// Stop only the IO thread: the SQL thread goes on applying what was received. Sent
+    /// to slaves of a dead master at once, so that re-pointing them later is quick (a
+    /// STOP SLAVE waits while the IO thread reconnects to a vanished master).
+    StopIoThread,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -430,6 +434,7 @@ impl Message {
                         put_position(&mut w, position)?;
                     }
                     Action::Demote => w.u8(7),
+                    Action::StopIoThread => w.u8(8),
                 }
             }
             Message::ActionResult(m) => {
@@ -591,6 +596,7 @@ impl Message {
                         position: get_position(&mut r)?,
                     },
                     7 => Action::Demote,
+                    8 => Action::StopIoThread,
                     v => return Err(r.malformed(format!("unknown action {v}"))),
                 };
                 Message::Action(ActionRequest {

@@ -140,6 +140,10 @@ fn all_messages() -> Vec<Message> {
             deadline_ms: 2000,
         }),
         Message::Action(ActionRequest {
+            action: Action::StopIoThread,
+            deadline_ms: 2000,
+        }),
+        Message::Action(ActionRequest {
             action: Action::Demote,
             deadline_ms: 2000,
         }),
@@ -455,7 +459,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_valid_frames_are_rejected_or_decoded_never_panic(index in 0usize..64, bit in 0u8..8, which in 0usize..18) {
+    fn mutated_valid_frames_are_rejected_or_decoded_never_panic(index in 0usize..64, bit in 0u8..8, which in 0usize..19) {
         let k = key(11);
         let (mut monitor, mut agent) = connect(&k, &k).unwrap();
         let msgs = all_messages();

@@ -267,6 +267,7 @@ impl Cluster {
             ),
         });
         self.promotion = Some(p);
+        self.stop_slaves_of_dead_master(from.as_deref(), &to, now, out);
         // An unreachable agent cannot confirm: go for its lease at once.
         for t in &targets {
             if !self.host(t).is_some_and(|h| h.agent_up) {
@@ -274,6 +275,48 @@ impl Cluster {
             }
         }
         self.fencing_progress(now, out);
+    }
+
+    /// When the old writer is dead, its slaves' IO threads only retry a vanished host, and
+    /// a STOP SLAVE waits for them: stop them now, in parallel with fencing and catch-up,
+    /// so that re-pointing them later is quick. Their SQL threads go on applying what they
+    /// received (the survey compares what they applied). Not done in a switchover.
+    fn stop_slaves_of_dead_master(
+        &mut self,
+        from: Option<&str>,
+        to: &str,
+        now: Millis,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(old) = from.and_then(|f| self.host(f)).cloned() else {
+            return;
+        };
+        if self.alive(&old, now) {
+            return;
+        }
+        let deadline = Duration::from_millis(self.promotion_timeout());
+        let slaves: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| {
+                h.name != to && h.name != old.name && h.mode == HostMode::Slave && h.agent_up
+            })
+            .filter(|h| {
+                h.view
+                    .as_ref()
+                    .is_some_and(|v| v.source == Some((old.ip, old.mysql_port)))
+            })
+            .map(|h| h.name.clone())
+            .collect();
+        for s in slaves {
+            let id = self.next_id();
+            out.push(Action::AgentAction {
+                host: s,
+                id,
+                action: proto::Action::StopIoThread,
+                deadline,
+            });
+        }
     }
 
     fn fence_by_lease(&mut self, now: Millis, target: &str, out: &mut Vec<Action>) {
@@ -766,6 +809,10 @@ impl Cluster {
             .map(|h| h.name.clone())
             .collect();
         for s in &slaves {
+            // Recorded, so the stray-slave fixer does not send the same re-point again.
+            if let Some(h) = self.host_mut(s) {
+                h.repointed = Some((ip, now));
+            }
             let id = self.next_id();
             out.push(Action::AgentAction {
                 host: s.clone(),

@@ -193,7 +193,7 @@ impl Sim {
                         h.replicating = true;
                         (ActionOutcome::Ok, "repointed".into())
                     }
-                    proto::Action::StopReplication => {
+                    proto::Action::StopReplication | proto::Action::StopIoThread => {
                         h.replicating = false;
                         (ActionOutcome::Ok, "stopped".into())
                     }
@@ -510,6 +510,13 @@ fn mysqld_stopped_on_the_active_master_fails_over_at_once_in_safe_order() {
         .expect("promote");
     let repoint = s.find(promote, |a| is_agent_action(a, "db3", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 12)))).expect("db3 repointed");
     assert!(demote < catch_up && catch_up < stop && stop < promote && promote < repoint);
+    // db3's IO thread, retrying a dead master, was stopped at once (a quick re-point later).
+    let stop_io = s
+        .find(0, |a| {
+            is_agent_action(a, "db3", |x| matches!(x, proto::Action::StopIoThread))
+        })
+        .expect("db3's IO thread stopped");
+    assert!(stop_io < promote);
     // The reader db1 had moved too, and db3 replicates from db2.
     assert!(s.c.roles.host_roles("db1").is_empty());
     assert_eq!(
