@@ -2,6 +2,7 @@
 //! network namespaces and real MariaDB servers.
 
 pub mod client;
+pub mod failover;
 pub mod lab;
 pub mod mariadb;
 pub mod netns;

@@ -208,6 +208,20 @@ fn bench(args: &[String]) -> Result<()> {
             .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "probe"])
             .env("MMM_BIN_PROFILE", "release"))
     };
+    let failover = || -> Result<()> {
+        ensure(TEST_NEEDS)?;
+        run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
+        run(cargo()
+            .args([
+                "bench",
+                "--locked",
+                "-p",
+                "mmm-tests",
+                "--bench",
+                "failover",
+            ])
+            .env("MMM_BIN_PROFILE", "release"))
+    };
     let monitor = || -> Result<()> {
         run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
         run(cargo()
@@ -219,16 +233,18 @@ fn bench(args: &[String]) -> Result<()> {
         "core" => core(),
         "monitor" => monitor(),
         "probe" => probe(),
+        "failover" => failover(),
         "agent" => agent(),
         "all" => {
             protocol()?;
             core()?;
             monitor()?;
             probe()?;
-            agent()
+            agent()?;
+            failover()
         }
         other => {
-            bail!("unknown benchmark {other:?} (known: protocol, core, monitor, probe, agent)")
+            bail!("unknown benchmark {other:?} (known: protocol, core, monitor, probe, agent, failover)")
         }
     }
 }
