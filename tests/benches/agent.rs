@@ -9,6 +9,7 @@
 
 use futures::TryStreamExt;
 use mmm_monitor::agents::link::AgentLink;
+use mmm_tests::bench::stats;
 use mmm_tests::lab::{desired, ip, Lab, T};
 use mmm_tests::mariadb::Mariadb;
 use mmm_tests::netns::{block_on_in, require_root};
@@ -125,24 +126,6 @@ fn watch_neigh(
             }
         })
     })
-}
-
-fn stats(name: &str, mut v: Vec<Duration>) {
-    if v.is_empty() {
-        println!("{name:<48} no samples");
-        return;
-    }
-    v.sort();
-    let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "{name:<48} n={:<3} min {:>7.3} ms  p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>7.3} ms",
-        v.len(),
-        ms(v[0]),
-        ms(pct(0.5)),
-        ms(pct(0.99)),
-        ms(v[v.len() - 1])
-    );
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -8,15 +8,12 @@
 //! Not yet here (see the failover benchmark issue): the SIGTERM, host-lost and switchover
 //! scenarios, the MMM-defaults profile, cost figures in the report, and the plot.
 
+use mmm_tests::bench::pct;
 use mmm_tests::failover::{kill_writer, Failover};
 use mmm_tests::lab::Cluster;
 use mmm_tests::netns::require_root;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-
-fn pct(v: &[i64], p: f64) -> i64 {
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 fn main() {
     if !require_root("bench failover") {

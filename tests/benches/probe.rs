@@ -4,31 +4,12 @@
 //! closed), over repeated kills of a real mariadbd. Targets: p50 <= 2 ms, p99 <= 10 ms.
 //! `cargo xtask bench probe` (root).
 
-use mmm_common::proto::{Message, ProbeEventKind};
-use mmm_monitor::agents::link::AgentLink;
-use mmm_tests::lab::{Lab, T};
+use mmm_common::proto::ProbeEventKind;
+use mmm_tests::bench::stats;
+use mmm_tests::lab::{probe_events, Lab};
 use mmm_tests::mariadb::Mariadb;
-use mmm_tests::netns::{block_on_in, require_root};
-use std::sync::mpsc;
+use mmm_tests::netns::require_root;
 use std::time::{Duration, Instant};
-
-fn stats(name: &str, mut v: Vec<Duration>) {
-    if v.is_empty() {
-        println!("{name:<40} no samples");
-        return;
-    }
-    v.sort();
-    let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "{name:<40} n={:<3} min {:>7.3} ms  p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>7.3} ms",
-        v.len(),
-        ms(v[0]),
-        ms(pct(0.5)),
-        ms(pct(0.99)),
-        ms(v[v.len() - 1])
-    );
-}
 
 fn main() {
     if !require_root("bench probe") {
@@ -54,33 +35,10 @@ fn main() {
     let mut db = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
 
-    let (tx, rx) = mpsc::channel::<(Instant, ProbeEventKind)>();
-    let (addr, key, ns) = (
-        lab.agent_addr("db1"),
-        lab.key.clone(),
-        lab.net.node("mon").ns.clone(),
-    );
-    std::thread::spawn(move || {
-        block_on_in(&ns, move || async move {
-            let mut link = AgentLink::connect(addr, &key, "mon", "db1", T)
-                .await
-                .expect("link");
-            loop {
-                // Short heartbeat round trips keep the link reading; events are kept aside.
-                if link.heartbeat(0, T).await.is_err() {
-                    return;
-                }
-                for m in link.take_events() {
-                    if let Message::ProbeEvent(e) = m {
-                        let _ = tx.send((Instant::now(), e.kind));
-                    }
-                }
-            }
-        })
-    });
+    let rx = probe_events(&lab, "db1");
     let wait_for = |want: ProbeEventKind, since: Instant| -> Option<Duration> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while let Ok((at, kind)) =
+        while let Ok((at, kind, _)) =
             rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
             if kind == want && at >= since {

@@ -321,3 +321,47 @@ impl Cluster {
         self.lab.log(name)
     }
 }
+
+/// A link to `host`'s agent from the monitor's namespace that heartbeats continuously in
+/// the background and passes on every probe event with the moment it arrived.
+pub fn probe_events(
+    lab: &Lab,
+    host: &str,
+) -> std::sync::mpsc::Receiver<(std::time::Instant, mmm_common::proto::ProbeEventKind, u32)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (addr, key, ns, host) = (
+        lab.agent_addr(host),
+        lab.key.clone(),
+        lab.net.node("mon").ns.clone(),
+        host.to_string(),
+    );
+    std::thread::spawn(move || {
+        block_on_in(&ns, move || async move {
+            let mut link = AgentLink::connect(addr, &key, "mon", &host, T)
+                .await
+                .expect("link to the agent");
+            let _ = ready_tx.send(());
+            loop {
+                if link.heartbeat(0, T).await.is_err() {
+                    return;
+                }
+                for m in link.take_events() {
+                    if let mmm_common::proto::Message::ProbeEvent(e) = m {
+                        if tx
+                            .send((std::time::Instant::now(), e.kind, e.tgid))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    });
+    // Events are only seen once the link is up: return then, not before.
+    ready_rx
+        .recv_timeout(T)
+        .expect("the link to the agent did not come up");
+    rx
+}

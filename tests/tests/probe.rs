@@ -3,44 +3,12 @@
 //! process, ignore other namespaces, follow a restarted mysqld, and stay silent for a
 //! frozen (SIGSTOP) one.
 
-use mmm_common::proto::{Message, ProbeEventKind, ProbeState};
-use mmm_monitor::agents::link::AgentLink;
-use mmm_tests::lab::{Lab, T};
+use mmm_common::proto::{ProbeEventKind, ProbeState};
+use mmm_tests::lab::{probe_events, Lab, T};
 use mmm_tests::mariadb::Mariadb;
-use mmm_tests::netns::{block_on_in, require_root};
+use mmm_tests::netns::require_root;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// A link to db1's agent that heartbeats in the background and passes on probe events.
-fn listen(lab: &Lab) -> mpsc::Receiver<(Instant, ProbeEventKind, u32)> {
-    let (tx, rx) = mpsc::channel();
-    let (addr, key, ns) = (
-        lab.agent_addr("db1"),
-        lab.key.clone(),
-        lab.net.node("mon").ns.clone(),
-    );
-    std::thread::spawn(move || {
-        block_on_in(&ns, move || async move {
-            let mut link = AgentLink::connect(addr, &key, "mon", "db1", T)
-                .await
-                .expect("link to db1");
-            loop {
-                if link.heartbeat(0, T).await.is_err() {
-                    return;
-                }
-                for m in link.take_events() {
-                    if let Message::ProbeEvent(e) = m {
-                        if tx.send((Instant::now(), e.kind, e.tgid)).is_err() {
-                            return;
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    });
-    rx
-}
 
 fn next(
     rx: &mpsc::Receiver<(Instant, ProbeEventKind, u32)>,
@@ -84,7 +52,7 @@ fn probe_reports_mysqld_death_with_its_pid_and_ignores_other_namespaces() {
         "{}",
         lab.log("agent-db1.log")
     );
-    let rx = listen(&lab);
+    let rx = probe_events(&lab, "db1");
 
     // db2's mysqld dies: not ours.
     lab.net.signal(db2.pid, "KILL");
