@@ -262,9 +262,9 @@ fn main() {
     let _ = watcher.join();
 
     println!("agent benchmark: {rounds} VIP moves between db1 and db2 (2-core VM; figures, not assertions)");
-    stats("takeover -> GARP on the client's wire", to_garp);
-    stats("takeover -> client's ARP entry switched", to_neigh);
-    stats("takeover -> Applied at the monitor", to_applied);
+    stats("takeover -> GARP on the client's wire", &to_garp);
+    stats("takeover -> client's ARP entry switched", &to_neigh);
+    stats("takeover -> Applied at the monitor", &to_applied);
     println!(
         "{:<48} {} KiB (target <= 15 MiB)",
         "agent idle RSS", idle_rss

@@ -5,7 +5,7 @@
 //! `cargo xtask bench probe` (root).
 
 use mmm_common::proto::ProbeEventKind;
-use mmm_tests::bench::stats;
+use mmm_tests::bench::{stats, Machine, Summary};
 use mmm_tests::lab::{probe_events, Lab};
 use mmm_tests::mariadb::Mariadb;
 use mmm_tests::netns::require_root;
@@ -66,7 +66,16 @@ fn main() {
         samples.push((signal, kind, v));
     }
     println!("probe: signal to mysqld -> event received on the monitor's link ({rounds} kills each; 2-core VM, reader not real-time)");
-    for (signal, kind, v) in samples {
-        stats(&format!("SIG{signal} -> {kind:?}"), v);
+    let mut json = serde_json::Map::new();
+    for (signal, kind, v) in &samples {
+        let name = format!("SIG{signal} -> {kind:?}");
+        stats(&name, v);
+        json.insert(name, serde_json::json!(Summary::of_durations(v)));
     }
+    // The failover report includes these figures (target/bench/report.md).
+    let report = serde_json::json!({ "machine": Machine::here(), "ms": json });
+    let path = mmm_tests::bench::dir().join("probe.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("JSON"))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    println!("written: {}", path.display());
 }

@@ -1,5 +1,6 @@
 //! Shared by the benchmarks: summaries of repeated measurements.
 
+use serde::Serialize;
 use std::time::Duration;
 
 /// The p-th percentile (0.0..=1.0) of sorted samples, nearest rank.
@@ -7,20 +8,80 @@ pub fn pct<T: Copy>(sorted: &[T], p: f64) -> T {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Prints one line: n, min, p50, p99, max in milliseconds.
-pub fn stats(name: &str, mut v: Vec<Duration>) {
-    if v.is_empty() {
-        println!("{name:<48} no samples");
-        return;
+/// n, min, p50, p99 and max of a set of samples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Summary {
+    pub n: usize,
+    pub min: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    /// None without samples.
+    pub fn of(mut v: Vec<f64>) -> Option<Summary> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(Summary {
+            n: v.len(),
+            min: v[0],
+            p50: pct(&v, 0.5),
+            p99: pct(&v, 0.99),
+            max: v[v.len() - 1],
+        })
     }
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "{name:<48} n={:<3} min {:>7.3} ms  p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>7.3} ms",
-        v.len(),
-        ms(v[0]),
-        ms(pct(&v, 0.5)),
-        ms(pct(&v, 0.99)),
-        ms(v[v.len() - 1])
-    );
+
+    /// Of durations, in milliseconds.
+    pub fn of_durations(v: &[Duration]) -> Option<Summary> {
+        Summary::of(v.iter().map(|d| d.as_secs_f64() * 1e3).collect())
+    }
+}
+
+/// Prints one line: n, min, p50, p99, max in milliseconds.
+pub fn stats(name: &str, v: &[Duration]) {
+    match Summary::of_durations(v) {
+        None => println!("{name:<48} no samples"),
+        Some(s) => println!(
+            "{name:<48} n={:<3} min {:>7.3} ms  p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>7.3} ms",
+            s.n, s.min, s.p50, s.p99, s.max
+        ),
+    }
+}
+
+/// The machine and revision a report was measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub kernel: String,
+    pub cores: usize,
+    pub revision: String,
+}
+
+impl Machine {
+    pub fn here() -> Machine {
+        Machine {
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            revision: std::process::Command::new("git")
+                .args(["rev-parse", "--short", "HEAD"])
+                .current_dir(crate::workspace_root())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// target/bench, created.
+pub fn dir() -> std::path::PathBuf {
+    let dir = crate::target_dir().join("bench");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
 }

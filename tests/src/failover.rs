@@ -1,23 +1,164 @@
-//! One kill -9 failover of the active master under client writes, measured: the timeline
-//! from the monitor's own log (detection, fencing, promotion steps), the client's view
-//! (ARP entry switched, first write on the new master), the slave re-pointed, and the data
-//! (acknowledged writes missing or duplicated, replication errors). Used by `mmm-lab` and
-//! by `cargo xtask bench failover`.
+//! One failover of the active master (db1) to db2 under client writes, measured: the
+//! timeline from the monitor's own log (detection, fencing, promotion steps), the clients'
+//! view (ARP entry switched, a new connection reaching the writable new master, the
+//! running client's first write there), the slave re-pointed, the data (acknowledged
+//! writes missing or duplicated, replication errors, the client's longest gap between
+//! acknowledged writes), how many hosts hold the writer VIP at the end, and what the
+//! daemons cost. Used by `mmm-lab` and by `cargo xtask bench failover`.
 
 use crate::client::{verify, Writer, TABLE};
+use crate::costs::{Costs, Snapshot};
 use crate::lab::{ip, Cluster};
-use crate::netns::wait_for;
+use crate::netns::{block_on_in, wait_for};
+use mysql_async::prelude::Queryable;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-#[derive(Debug, Clone, Default)]
+/// What happens to the active master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Scenario {
+    /// kill -9 of mysqld.
+    Kill9,
+    /// SIGTERM to mysqld: a clean shutdown.
+    Term,
+    /// mysqld and the agent frozen (SIGSTOP) and the host's link down: nothing answers.
+    HostLost,
+    /// `mmm-control move_role writer db2`.
+    Switchover,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Kill9,
+        Scenario::Term,
+        Scenario::HostLost,
+        Scenario::Switchover,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Scenario::Kill9 => "kill9",
+            Scenario::Term => "sigterm",
+            Scenario::HostLost => "host-lost",
+            Scenario::Switchover => "switchover",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Scenario::Kill9 => "mysqld SIGKILL on the active master",
+            Scenario::Term => "mysqld SIGTERM on the active master",
+            Scenario::HostLost => "active master's host frozen and its link down",
+            Scenario::Switchover => "switchover: move_role writer db2",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|x| x.key() == s)
+    }
+}
+
+/// The configuration the same binaries run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Profile {
+    /// conf/lab.toml as it is.
+    Ours,
+    /// MMM 2.2.1's defaults: checks every 5 s, failures count after 10 s (timeout 2 s),
+    /// no probe, no lease. MMM moved the roles of a host whose agent it could not reach
+    /// without fencing it; kill_host_bin = /bin/true gives our binaries that behaviour.
+    Mmm,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 2] = [Profile::Ours, Profile::Mmm];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Profile::Ours => "ours",
+            Profile::Mmm => "mmm",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Profile::Ours => "ours (conf/lab.toml: checks 250 ms, trap 1 s, heartbeat 50 ms, lease 600 ms, eBPF probe)",
+            Profile::Mmm => "MMM defaults (checks 5 s, trap 10 s, timeout 2 s, no probe, fencing none, roles moved off an unreachable host unfenced)",
+        }
+    }
+
+    /// Edits of conf/lab.toml, as `Cluster::start` takes them.
+    pub fn config(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Profile::Ours => &[],
+            Profile::Mmm => &[
+                ("check_period = \"250ms\"", "check_period = \"5s\""),
+                ("trap_period = \"1s\"", "trap_period = \"10s\""),
+                ("timeout = \"500ms\"", "timeout = \"2s\""),
+                ("probe = \"auto\"", "probe = \"off\""),
+                ("fencing = \"lease\"", "fencing = \"none\""),
+                (
+                    "promotion_timeout = \"5s\"",
+                    "promotion_timeout = \"5s\"\nkill_host_bin = \"/bin/true\"",
+                ),
+            ],
+        }
+    }
+
+    /// Bound on each wait of one measurement (never a measured claim).
+    fn patience(self) -> Duration {
+        match self {
+            Profile::Ours => Duration::from_secs(15),
+            Profile::Mmm => Duration::from_secs(45),
+        }
+    }
+}
+
+/// The milestones every scenario and profile share (the plot and the ratios use them).
+pub const DETECTED: &str = "monitor: db1 HARD_OFFLINE (detected)";
+pub const FENCED: &str = "monitor: every possible writer is fenced";
+pub const WRITABLE: &str = "monitor: db2 writable, holds the writer VIP, GARP sent";
+pub const ARP: &str = "client's ARP entry for the writer VIP -> db2's MAC";
+pub const NEW_CONNECTION: &str = "a new connection through the VIP reaches writable db2";
+pub const RESUMED: &str = "the running client's first write accepted on db2";
+pub const REPOINTED: &str = "db3 replicating from db2";
+pub const MILESTONES: [&str; 7] = [
+    DETECTED,
+    FENCED,
+    WRITABLE,
+    ARP,
+    NEW_CONNECTION,
+    RESUMED,
+    REPOINTED,
+];
+
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Failover {
-    /// (step, ms after the kill); None when not seen.
+    /// (step, ms after the event); None when not seen. The milestones and the monitor's
+    /// own promotion timeline.
     pub steps: Vec<(String, Option<i64>)>,
     pub acked: usize,
     pub missing: usize,
     pub duplicated: usize,
     pub replication_errors: Vec<String>,
+    /// Client writes that failed or got no answer (their outcome is unknown to it).
     pub failed_attempts: usize,
+    /// The longest time between two acknowledged writes of the running client, ms.
+    pub write_gap_ms: Option<i64>,
+    /// Hosts holding the writer VIP at the end (for a lost host: once it runs again).
+    pub vip_holders: Vec<String>,
+    pub idle: Costs,
+    pub during: Costs,
+}
+
+impl Failover {
+    pub fn step(&self, name: &str) -> Option<i64> {
+        self.steps
+            .iter()
+            .find(|(s, _)| s == name)
+            .and_then(|(_, ms)| *ms)
+    }
 }
 
 /// Wall-clock ms of a tracing line's timestamp (`2026-11-22T05:33:58.146913Z`).
@@ -29,23 +170,123 @@ fn log_time_ms(line: &str) -> Option<u64> {
         t.get(6..15)?.parse::<f64>().ok()?,
     );
     let day_ms = (h * 3600 + m * 60) * 1000 + (s * 1000.0) as u64;
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok()?
-        .as_millis() as u64;
+    let now = wall_ms() as u64;
     Some(now - now % 86_400_000 + day_ms)
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// Opens a new connection through the VIP every 10 ms (each attempt bounded by 300 ms,
+/// attempts overlap) and asks which server answered and whether it is writable: the first
+/// attempt *started* after the event that reached a writable db2 tells when the VIP became
+/// usable, whatever happened to earlier attempts (a SYN sent while no host held the
+/// address is lost and would otherwise stretch the figure by the client's timeout).
+struct Prober {
+    stop: Arc<AtomicBool>,
+    first_ok: Arc<Mutex<Option<Instant>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(ns: &str, vip: &str, server_id: u32, from: Instant) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let first_ok = Arc::new(Mutex::new(None));
+        let (s, f, ns, vip) = (
+            stop.clone(),
+            first_ok.clone(),
+            ns.to_string(),
+            vip.to_string(),
+        );
+        let thread = std::thread::spawn(move || {
+            block_on_in(&ns, move || async move {
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname(vip)
+                    .tcp_port(3306)
+                    .user(Some(crate::mariadb::APP.0))
+                    .pass(Some(crate::mariadb::APP.1))
+                    .prefer_socket(false);
+                let mut tasks = Vec::new();
+                while !s.load(Ordering::Relaxed) {
+                    let (opts, f) = (opts.clone(), f.clone());
+                    let started = Instant::now();
+                    tasks.push(tokio::spawn(async move {
+                        let attempt = async {
+                            let mut c = mysql_async::Conn::new(opts).await.ok()?;
+                            let row: Option<(u32, u8)> = c
+                                .query_first("SELECT @@server_id, @@read_only")
+                                .await
+                                .ok()?;
+                            let _ = c.disconnect().await;
+                            row
+                        };
+                        let row = tokio::time::timeout(Duration::from_millis(300), attempt)
+                            .await
+                            .ok()
+                            .flatten();
+                        if row == Some((server_id, 0)) && started >= from {
+                            let mut first = f.lock().unwrap_or_else(|p| p.into_inner());
+                            if first.is_none_or(|t| started < t) {
+                                *first = Some(started);
+                            }
+                        }
+                    }));
+                    tasks.retain(|t| !t.is_finished());
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })
+        });
+        Prober {
+            stop,
+            first_ok,
+            thread: Some(thread),
+        }
+    }
+
+    fn first_ok(&self) -> Option<Instant> {
+        *self.first_ok.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stop(mut self) -> Option<Instant> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.first_ok()
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Kills db1's mysqld (the writer) while a client writes through the VIP, waits for the
 /// failover to db2 and returns what was measured. `monitor_log` names the monitor's log.
 pub fn kill_writer(c: &Cluster, monitor_log: &str) -> Failover {
+    measure(c, Scenario::Kill9, Profile::Ours, monitor_log)
+}
+
+/// Runs `scenario` on a cluster started with `profile.config()` whose writer is db1, under
+/// a client writing through the VIP every 5 ms, and measures the failover to db2.
+pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &str) -> Failover {
+    let monitor = c.monitor.expect("the monitor runs");
+    let net = &c.lab.net;
     c.db("db1").sql(TABLE);
     std::thread::sleep(Duration::from_millis(300));
-    let writer = Writer::start(
-        &c.lab.net.node("client").ns,
-        "192.0.2.100",
-        Duration::from_millis(5),
-    );
+    let client_ns = net.node("client").ns.clone();
+    let writer = Writer::start(&client_ns, "192.0.2.100", Duration::from_millis(5));
     let warm = wait_for(Duration::from_secs(10), || {
         (writer.log().acked.len() > 20).then_some(())
     });
@@ -54,39 +295,81 @@ pub fn kill_writer(c: &Cluster, monitor_log: &str) -> Failover {
         "the client cannot write through the writer VIP: {:?}",
         writer.log().failed.last()
     );
-    let kill_wall = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
-    let kill = Instant::now();
-    c.lab.net.signal(c.db("db1").pid, "KILL");
-    let t = Duration::from_secs(15);
-    let db2_mac = c.lab.net.node("db2").mac.clone();
-    let arp = wait_for(t, || {
-        (c.lab.net.neigh_mac("client", ip(100)).as_deref() == Some(db2_mac.as_str()))
-            .then(|| kill.elapsed())
+    let before = Snapshot::take(net, monitor, &c.agents);
+    std::thread::sleep(Duration::from_secs(2));
+    let steady = Snapshot::take(net, monitor, &c.agents);
+    let idle = Costs::between(&before, &steady, monitor, &c.agents);
+
+    let event_wall = wall_ms();
+    let event = Instant::now();
+    let prober = Prober::start(&client_ns, "192.0.2.100", 2, event);
+    let t = profile.patience();
+    let db2_mac = net.node("db2").mac.clone();
+    let (arp, resumed, repointed, during) = std::thread::scope(|s| {
+        match scenario {
+            Scenario::Kill9 => net.signal(c.db("db1").pid, "KILL"),
+            Scenario::Term => net.signal(c.db("db1").pid, "TERM"),
+            Scenario::HostLost => {
+                net.signal(c.db("db1").pid, "STOP");
+                net.signal(c.agents[0], "STOP");
+                net.exec("db1", &["ip", "link", "set", "eth0", "down"]);
+            }
+            Scenario::Switchover => {
+                s.spawn(|| {
+                    let (code, out) = c.control(&["move_role", "writer", "db2"]);
+                    assert_eq!(code, 0, "move_role writer db2: {out}");
+                });
+            }
+        }
+        let arp = wait_for(t, || {
+            (net.neigh_mac("client", ip(100)).as_deref() == Some(db2_mac.as_str()))
+                .then(|| event.elapsed())
+        });
+        let resumed = wait_for(t, || {
+            let first = c
+                .db("db2")
+                .try_sql("SELECT MIN(id) FROM app.w WHERE sid = 2")
+                .ok()?
+                .parse::<u64>()
+                .ok()?;
+            writer
+                .log()
+                .acked
+                .iter()
+                .find(|(id, _)| *id == first)
+                .map(|(_, at)| *at - event)
+        });
+        let repointed = wait_for(t, || {
+            (c.db("db3").slave_status("Master_Host") == "192.0.2.12"
+                && c.db("db3").slave_status("Slave_SQL_Running") == "Yes")
+                .then(|| event.elapsed())
+        });
+        let _ = wait_for(t, || prober.first_ok());
+        let after = Snapshot::take(net, monitor, &c.agents);
+        (
+            arp,
+            resumed,
+            repointed,
+            Costs::between(&steady, &after, monitor, &c.agents),
+        )
     });
-    let resumed = wait_for(t, || {
-        let first = c
-            .db("db2")
-            .try_sql("SELECT MIN(id) FROM app.w WHERE sid = 2")
-            .ok()?
-            .parse::<u64>()
-            .ok()?;
-        writer
-            .log()
-            .acked
-            .iter()
-            .find(|(id, _)| *id == first)
-            .map(|(_, at)| *at - kill)
-    });
-    let repointed = wait_for(t, || {
-        (c.db("db3").slave_status("Master_Host") == "192.0.2.12"
-            && c.db("db3").slave_status("Slave_SQL_Running") == "Yes")
-            .then(|| kill.elapsed())
-    });
+    let vip_usable = prober.stop().map(|at| at - event);
     std::thread::sleep(Duration::from_millis(500));
     let log = writer.stop();
+
+    // A lost host comes back (its link stays down): does it still hold the writer VIP?
+    if scenario == Scenario::HostLost {
+        net.signal(c.agents[0], "CONT");
+        net.signal(c.db("db1").pid, "CONT");
+        let _ = wait_for(Duration::from_secs(3), || {
+            (!holds_vip(c, "db1")).then_some(())
+        });
+    }
+    let vip_holders = ["db1", "db2", "db3"]
+        .into_iter()
+        .filter(|h| holds_vip(c, h))
+        .map(str::to_string)
+        .collect();
 
     let mlog: String = c
         .monitor_log(monitor_log)
@@ -98,12 +381,9 @@ pub fn kill_writer(c: &Cluster, monitor_log: &str) -> Failover {
             .rev()
             .find(|l| l.contains(needle))
             .and_then(log_time_ms)
-            .map(|ms| ms as i64 - kill_wall)
+            .map(|ms| ms as i64 - event_wall)
     };
-    let mut steps = vec![(
-        "monitor: db1 HARD_OFFLINE (detected)".to_string(),
-        at("changed from ONLINE to HARD_OFFLINE"),
-    )];
+    let mut timeline = Vec::new();
     if let Some(line) = mlog
         .lines()
         .rev()
@@ -118,28 +398,52 @@ pub fn kill_writer(c: &Cluster, monitor_log: &str) -> Failover {
             for step in all.split("; ") {
                 let (off, what) = step.trim().split_once("ms ").unwrap_or(("", step));
                 let off: Option<i64> = off.trim_start_matches('+').parse().ok();
-                steps.push((
+                timeline.push((
                     format!("monitor: {}", what.trim()),
                     start.zip(off).map(|(s, o)| s + o),
                 ));
             }
         }
     }
+    let find = |needle: &str| {
+        timeline
+            .iter()
+            .find(|(s, _)| s.contains(needle))
+            .and_then(|(_, ms)| *ms)
+    };
     let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as i64);
-    steps.push((
-        "client's ARP entry for 192.0.2.100 -> db2's MAC".into(),
-        ms(arp),
-    ));
-    steps.push((
-        "first client write accepted on the new master".into(),
-        ms(resumed),
-    ));
-    steps.push(("db3 replicating from db2".into(), ms(repointed)));
+    let detected = match scenario {
+        Scenario::Switchover => Some(0),
+        _ => at("changed from ONLINE to HARD_OFFLINE"),
+    };
+    let mut steps = vec![
+        (DETECTED.to_string(), detected),
+        (FENCED.to_string(), find("every possible writer is fenced")),
+        (
+            WRITABLE.to_string(),
+            find("is writable and holds the writer VIP"),
+        ),
+        (ARP.to_string(), ms(arp)),
+        (NEW_CONNECTION.to_string(), ms(vip_usable)),
+        (RESUMED.to_string(), ms(resumed)),
+        (REPOINTED.to_string(), ms(repointed)),
+    ];
+    steps.extend(timeline);
 
+    let mut gaps: Vec<Instant> = log.acked.iter().map(|(_, at)| *at).collect();
+    gaps.sort();
+    let write_gap_ms = gaps
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis() as i64)
+        .max();
     let mut f = Failover {
         steps,
         acked: log.acked.len(),
         failed_attempts: log.failed.len(),
+        write_gap_ms: write_gap_ms.filter(|_| resumed.is_some()),
+        vip_holders,
+        idle,
+        during,
         ..Default::default()
     };
     for h in ["db2", "db3"] {
@@ -157,4 +461,12 @@ pub fn kill_writer(c: &Cluster, monitor_log: &str) -> Failover {
         }
     }
     f
+}
+
+fn holds_vip(c: &Cluster, host: &str) -> bool {
+    c.lab
+        .net
+        .addresses(host)
+        .iter()
+        .any(|a| a.starts_with("192.0.2.100/"))
 }

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod costs;
 pub mod failover;
 pub mod lab;
 pub mod mariadb;

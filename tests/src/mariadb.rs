@@ -100,6 +100,10 @@ impl Mariadb {
             "--rpl-semi-sync-master-enabled=1".into(),
             "--rpl-semi-sync-slave-enabled=1".into(),
             "--rpl-semi-sync-master-timeout=1000".into(),
+            // A replica's STOP SLAVE first connects to its master to kill the dump thread,
+            // bounded by this many seconds (default 5): when the master's host is gone, a
+            // failover waits that long for the candidate's IO thread (docs/operations.md).
+            "--rpl-semi-sync-slave-kill-conn-timeout=1".into(),
         ];
         let mut db = Mariadb {
             node: node.into(),

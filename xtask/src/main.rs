@@ -49,6 +49,13 @@ const TEST_NEEDS: &[Need] = &[
     },
 ];
 
+/// The failover bench's plot: Debian's matplotlib for Debian's python3 (a python3 earlier
+/// in PATH, e.g. pyenv's, would not see it, so the plot runs /usr/bin/python3).
+const PLOT_NEEDS: &[Need] = &[Need {
+    command: "/usr/lib/python3/dist-packages/matplotlib/__init__.py",
+    package: "python3-matplotlib",
+}];
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
@@ -62,7 +69,7 @@ fn main() -> Result<()> {
             eprintln!(
                 "usage: cargo xtask <command>\n\n  test        fmt check, clippy -D warnings, every test (the README's test command)\n  \
                  ci          the same as test (what .ci/run calls)\n  lab         build and show the system (the README's first command)\n  \
-                 bench [protocol]  measurements, written to target/bench/\n  build-ebpf  compile the BPF programs"
+                 bench [protocol|core|monitor|probe|agent|failover]  measurements, written to target/bench/\n  build-ebpf  compile the BPF programs"
             );
             bail!("no command given")
         }
@@ -210,6 +217,7 @@ fn bench(args: &[String]) -> Result<()> {
     };
     let failover = || -> Result<()> {
         ensure(TEST_NEEDS)?;
+        ensure(PLOT_NEEDS)?;
         run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
         run(cargo()
             .args([
@@ -220,7 +228,12 @@ fn bench(args: &[String]) -> Result<()> {
                 "--bench",
                 "failover",
             ])
-            .env("MMM_BIN_PROFILE", "release"))
+            .env("MMM_BIN_PROFILE", "release"))?;
+        run(Command::new("/usr/bin/python3").args([
+            "tests/benches/plot_failover.py",
+            "target/bench/report.json",
+            "target/bench/failover.png",
+        ]))
     };
     let monitor = || -> Result<()> {
         run(cargo().args(["build", "--release", "--locked", "--bins"]))?;

@@ -267,7 +267,7 @@ impl Cluster {
             ),
         });
         self.promotion = Some(p);
-        self.stop_slaves_of_dead_master(from.as_deref(), &to, now, out);
+        self.stop_slaves_of_dead_master(from.as_deref(), now, out);
         // An unreachable agent cannot confirm: go for its lease at once.
         for t in &targets {
             if !self.host(t).is_some_and(|h| h.agent_up) {
@@ -280,11 +280,14 @@ impl Cluster {
     /// When the old writer is dead, its slaves' IO threads only retry a vanished host, and
     /// a STOP SLAVE waits for them: stop them now, in parallel with fencing and catch-up,
     /// so that re-pointing them later is quick. Their SQL threads go on applying what they
-    /// received (the survey compares what they applied). Not done in a switchover.
+    /// received (the survey compares what they applied). The candidate's too: the
+    /// catch-up waits for what its IO thread received, which cannot grow any more. With
+    /// semi-sync, MariaDB's STOP of an IO thread first connects to the master to kill its
+    /// dump thread, bounded by rpl_semi_sync_slave_kill_conn_timeout (~2 s measured when
+    /// the master's host is gone): that wait now overlaps fencing. Not done in a switchover.
     fn stop_slaves_of_dead_master(
         &mut self,
         from: Option<&str>,
-        to: &str,
         now: Millis,
         out: &mut Vec<Action>,
     ) {
@@ -298,9 +301,7 @@ impl Cluster {
         let slaves: Vec<String> = self
             .hosts
             .iter()
-            .filter(|h| {
-                h.name != to && h.name != old.name && h.mode == HostMode::Slave && h.agent_up
-            })
+            .filter(|h| h.name != old.name && h.agent_up)
             .filter(|h| {
                 h.view
                     .as_ref()

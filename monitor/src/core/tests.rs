@@ -517,6 +517,14 @@ fn mysqld_stopped_on_the_active_master_fails_over_at_once_in_safe_order() {
         })
         .expect("db3's IO thread stopped");
     assert!(stop_io < promote);
+    // So was the candidate's, before its catch-up: a STOP of a semi-sync IO thread whose
+    // master is gone can take seconds, and overlaps fencing this way.
+    let candidate_io = s
+        .find(0, |a| {
+            is_agent_action(a, "db2", |x| matches!(x, proto::Action::StopIoThread))
+        })
+        .expect("db2's IO thread stopped");
+    assert!(candidate_io < catch_up);
     // The reader db1 had moved too, and db3 replicates from db2.
     assert!(s.c.roles.host_roles("db1").is_empty());
     assert_eq!(
@@ -1037,6 +1045,16 @@ fn switchover_with_move_role_replies_when_done() {
         HostState::Online,
         "a switchover keeps the old master online"
     );
+    // The old master is alive: nobody's IO thread is stopped ahead of time.
+    assert!(s
+        .find(0, |a| matches!(
+            a,
+            Action::AgentAction {
+                action: proto::Action::StopIoThread,
+                ..
+            }
+        ))
+        .is_none());
 }
 
 #[test]
