@@ -163,6 +163,8 @@ pub struct Executor {
     pub max_kill_retries: u32,
     /// Users whose sessions demotion leaves alone (the agent's, the monitor's).
     pub spare_users: Vec<String>,
+    /// Restored before the server goes writable.
+    pub semi_sync: crate::mysql::SemiSyncHold,
 }
 
 impl Executor {
@@ -234,6 +236,17 @@ impl Executor {
                 (Step::RemoveVip(_) | Step::AddVip(_), None) => continue,
                 (Step::Announce(ip), Some(l)) => self.announce(l, *ip),
                 (Step::Announce(_), None) => continue,
+                (Step::SetReadOnly(false), _) => {
+                    // Acknowledged writes need the semi-sync wait again first.
+                    match self.semi_sync.release(&self.mysql).await {
+                        Err(e) => Err(error_chain(&e)),
+                        Ok(()) => self
+                            .mysql
+                            .set_read_only(kind, false)
+                            .await
+                            .map_err(|e| error_chain(&e)),
+                    }
+                }
                 (Step::SetReadOnly(on), _) => self
                     .mysql
                     .set_read_only(kind, *on)

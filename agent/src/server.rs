@@ -6,7 +6,7 @@
 //! snapshot at once, never waiting on SQL or netlink.
 
 use crate::garp::GarpSender;
-use crate::mysql::{CatchUp, Mysql};
+use crate::mysql::{CatchUp, Mysql, SemiSyncHold};
 use crate::reconcile::{error_chain, plan, Desired, Executor, Observed, Scope};
 use crate::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config, Host};
@@ -122,6 +122,7 @@ pub struct Agent {
     status_mysql: Mysql,
     /// The probe's seam: events sent here reach every connected monitor at once.
     probe_events: broadcast::Sender<ProbeEvent>,
+    semi_sync: SemiSyncHold,
 }
 
 /// The resources only the reconciler task uses.
@@ -159,6 +160,7 @@ impl Agent {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Listen { addr, source })?;
+        let semi_sync = SemiSyncHold::default();
         let executor = Executor {
             netlink: resources.netlink,
             interface: host.cluster_interface.clone(),
@@ -168,6 +170,7 @@ impl Agent {
             mysql: Arc::new(mysql(timeout)),
             max_kill_retries: config.agent.max_kill_retries,
             spare_users: vec![host.agent_user.clone(), host.monitor_user.clone()],
+            semi_sync: semi_sync.clone(),
         };
         let agent = Arc::new(Agent {
             actions_mysql: mysql(timeout),
@@ -180,6 +183,7 @@ impl Agent {
             last_heartbeat: Mutex::new(Instant::now()),
             commands,
             probe_events: broadcast::channel(64).0,
+            semi_sync,
         });
         tokio::spawn(
             reconciler(agent.clone(), executor, rx).instrument(tracing::info_span!("reconcile")),
@@ -501,16 +505,30 @@ impl Agent {
                 .stop_replication(deadline)
                 .await
                 .map(|()| ok("replication stopped")),
-            Action::StartReplication => self
-                .actions_mysql
-                .start_replication(deadline)
-                .await
-                .map(|()| ok("replication started")),
-            Action::StopIoThread => self
-                .actions_mysql
-                .stop_io_thread(deadline)
-                .await
-                .map(|()| ok("replication IO thread stopped")),
+            Action::StartReplication => {
+                if let Err(e) = self.semi_sync.release(&self.actions_mysql).await {
+                    return failed(error_chain(&e));
+                }
+                self.actions_mysql
+                    .start_replication(deadline)
+                    .await
+                    .map(|()| ok("replication started"))
+            }
+            // Sent when this server's source is dead (before a promotion).
+            Action::StopIoThread => match self.actions_mysql.stop_io_thread(deadline).await {
+                Err(e) => Err(e),
+                Ok(()) => match self.semi_sync.suspend(&self.actions_mysql).await {
+                    Ok(true) => Ok(ok(
+                        "replication IO thread stopped; semi-sync master wait suspended until this server is writable or replicates again",
+                    )),
+                    Ok(false) => Ok(ok("replication IO thread stopped")),
+                    // The stop is what was asked; the suspension only saves time.
+                    Err(e) => {
+                        tracing::warn!(error = %error_chain(&e), "semi-sync master wait not suspended");
+                        Ok(ok("replication IO thread stopped"))
+                    }
+                },
+            },
             Action::ChangeMaster {
                 host,
                 port,
@@ -520,6 +538,9 @@ impl Agent {
                     Ok(p) => p,
                     Err(e) => return failed(error_chain(&e)),
                 };
+                if let Err(e) = self.semi_sync.release(&self.actions_mysql).await {
+                    return failed(error_chain(&e));
+                }
                 self.actions_mysql
                     .change_master(
                         kind,

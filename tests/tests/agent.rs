@@ -247,6 +247,28 @@ fn agent_toggles_read_only_kills_sessions_and_repoints_a_slave() {
     });
     assert_eq!(stopped.unwrap().outcome, ActionOutcome::Ok);
     assert_eq!(db2.slave_status("Slave_IO_Running"), "No");
+
+    // A source presumed dead: the IO thread stops and the semi-sync master wait is
+    // suspended (the candidate's own semi-sync replica is the dead master), until the
+    // server goes writable.
+    let semi = |db: &Mariadb| db.sql("SELECT @@GLOBAL.rpl_semi_sync_master_enabled");
+    db2.sql("START SLAVE");
+    assert_eq!(semi(&db2), "1");
+    let io = lab.with_link("db2", |mut l| async move {
+        l.action(Action::StopIoThread, T).await
+    });
+    let io = io.unwrap();
+    assert_eq!(io.outcome, ActionOutcome::Ok, "{}", io.detail);
+    assert!(
+        io.detail.contains("semi-sync master wait suspended"),
+        "{}",
+        io.detail
+    );
+    assert_eq!(db2.slave_status("Slave_IO_Running"), "No");
+    assert_eq!(semi(&db2), "0");
+    apply_ok(&lab, "db2", desired(4, true, &[]));
+    assert_eq!(semi(&db2), "1", "writable without the semi-sync wait");
+    assert!(!db2.read_only());
 }
 
 #[test]
