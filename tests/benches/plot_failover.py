@@ -52,7 +52,8 @@ def main(src, dst):
                 fmt="none", ecolor="black", elinewidth=0.8, capsize=2,
             )
             for y, v, top, n in zip(ys, p50, p99, names):
-                if got.get(n):
+                # A switchover's "detection" is its command, at 0: no bar, no label.
+                if got.get(n) and got[n]["p50"] > 0:
                     ax.text(top * 1.1, y, f"{v:.0f}", va="center", fontsize=7)
         ax.set_yticks(rows)
         ax.set_yticklabels(names, fontsize=8)
@@ -68,13 +69,14 @@ def main(src, dst):
         head = f"{title}" + (f": MMM / ours = {ratio:.0f}x (new connection reaches the new writer, p50)" if ratio else "")
         ax.set_title(head + "\n" + "; ".join(runs), fontsize=9)
         ax.grid(axis="x", which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
     m = report["machine"]
     fig.suptitle(
         f"mmm failover timelines, ours vs MMM defaults (kernel {m['kernel']}, {m['cores']} cores, revision {m['revision']})",
         fontsize=10,
     )
-    fig.tight_layout()
+    handles, names_ = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names_, loc="upper right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(dst, dpi=110)
     print(f"written: {dst}")
 

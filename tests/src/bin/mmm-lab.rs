@@ -5,7 +5,7 @@
 //! failover timeline and the cluster again, checks the data, and tears everything down
 //! (also on Ctrl-C). `--keep` leaves it up until Ctrl-C and says how to drive it.
 
-use mmm_tests::failover::kill_writer;
+use mmm_tests::failover::{self, kill_writer};
 use mmm_tests::lab::Cluster;
 use mmm_tests::netns::{cleanup_everything, require_root};
 use std::time::{Duration, Instant};
@@ -64,7 +64,15 @@ fn run(keep: bool) {
     section("kill -9 of the active master's mysqld (db1), the client writing through 192.0.2.100 every 5 ms");
     let f = kill_writer(&c, "monitor.log");
     section("failover timeline (ms after the kill)");
-    for (label, ms) in &f.steps {
+    // The monitor's own timeline already holds these two milestones.
+    let mut steps: Vec<_> = f
+        .steps
+        .iter()
+        .filter(|(s, _)| s != failover::FENCED && s != failover::WRITABLE)
+        .cloned()
+        .collect();
+    steps.sort_by_key(|(_, ms)| ms.unwrap_or(i64::MAX));
+    for (label, ms) in &steps {
         match ms {
             Some(ms) => println!("  {ms:>6} ms  {label}"),
             None => println!("       -     {label}: not seen"),
@@ -81,8 +89,9 @@ fn run(keep: bool) {
         if f.replication_errors.is_empty() { "none".to_string() } else { f.replication_errors.join(", ") }
     );
     println!(
-        "  client: {} attempts failed during the failover (never acknowledged)",
-        f.failed_attempts
+        "  client: {} attempts failed during the failover (never acknowledged); longest gap between acknowledged writes {} ms",
+        f.failed_attempts,
+        f.write_gap_ms.map(|g| g.to_string()).unwrap_or_else(|| "-".into())
     );
     let ok = f.missing == 0 && f.duplicated == 0 && f.replication_errors.is_empty();
     let client_ns = c.lab.net.node("client").ns.clone();
