@@ -279,13 +279,19 @@ fn s09_admin_commands() {
     let c = up("s09", &[]);
     assert_eq!(c.control(&["set_offline", "db3"]), (0, "OK: State of 'db3' changed to ADMIN_OFFLINE. Now you can wait some time and check all roles!\n".into()));
     c.wait_line("db3", "db3(192.0.2.13) slave/ADMIN_OFFLINE. Roles:", T);
-    assert!(
-        !c.lab
+    // `show` prints the monitor's assignment; the agent applies it a moment later.
+    let released = wait_for(T, || {
+        (!c.lab
             .net
             .addresses("db3")
             .iter()
-            .any(|a| a.starts_with("192.0.2.10")),
-        "db3 kept a VIP"
+            .any(|a| a.starts_with("192.0.2.10")))
+        .then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "db3 kept a VIP: {:?}",
+        c.lab.net.addresses("db3")
     );
     assert_eq!(c.control(&["set_online", "db3"]).0, 0);
     c.wait_show("db3", "slave/ONLINE. Roles: reader(", T);
