@@ -17,9 +17,56 @@ pub struct WriteLog {
 }
 
 pub struct Writer {
-    stop: Arc<AtomicBool>,
+    task: Background,
     log: Arc<Mutex<WriteLog>>,
+}
+
+/// A task on its own thread inside a namespace, told to stop through a flag; stopping and
+/// dropping both wait for it.
+pub struct Background {
+    stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Runs `f(stop)` in `ns`; `f` returns once `stop` is set.
+    pub fn start<F, Fut>(ns: &str, f: F) -> Background
+    where
+        F: FnOnce(Arc<AtomicBool>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, ns) = (stop.clone(), ns.to_string());
+        let thread = std::thread::spawn(move || block_on_in(&ns, move || f(s)));
+        Background {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Connection options of the lab's application user through `vip`, database `app`.
+pub fn app_opts(vip: &str) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(vip)
+        .tcp_port(3306)
+        .user(Some(crate::mariadb::APP.0))
+        .pass(Some(crate::mariadb::APP.1))
+        .db_name(Some("app"))
+        .prefer_socket(false)
 }
 
 /// The table the writer fills (create it on the writer before starting).
@@ -28,61 +75,42 @@ pub const TABLE: &str = "CREATE TABLE IF NOT EXISTS app.w (id BIGINT PRIMARY KEY
 
 impl Writer {
     pub fn start(client_ns: &str, vip: &str, interval: Duration) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(WriteLog::default()));
-        let (s, l, ns, vip) = (
-            stop.clone(),
-            log.clone(),
-            client_ns.to_string(),
-            vip.to_string(),
-        );
-        let thread = std::thread::spawn(move || {
-            block_on_in(&ns, move || async move {
-                let opts = mysql_async::OptsBuilder::default()
-                    .ip_or_hostname(vip)
-                    .tcp_port(3306)
-                    .user(Some(crate::mariadb::APP.0))
-                    .pass(Some(crate::mariadb::APP.1))
-                    .db_name(Some("app"))
-                    .prefer_socket(false);
-                let mut conn: Option<mysql_async::Conn> = None;
-                let mut id: u64 = 0;
-                while !s.load(Ordering::Relaxed) {
-                    id += 1;
-                    let attempt = async {
-                        let c = match conn.take() {
-                            Some(c) => c,
-                            None => mysql_async::Conn::new(opts.clone())
-                                .await
-                                .map_err(|e| e.to_string())?,
-                        };
-                        let mut c = c;
-                        c.exec_drop("INSERT INTO w (id, sid) VALUES (?, @@server_id)", (id,))
+        let (l, opts) = (log.clone(), app_opts(vip));
+        let task = Background::start(client_ns, move |s| async move {
+            let mut conn: Option<mysql_async::Conn> = None;
+            let mut id: u64 = 0;
+            while !s.load(Ordering::Relaxed) {
+                id += 1;
+                let attempt = async {
+                    let c = match conn.take() {
+                        Some(c) => c,
+                        None => mysql_async::Conn::new(opts.clone())
                             .await
-                            .map_err(|e| e.to_string())?;
-                        Ok::<_, String>(c)
+                            .map_err(|e| e.to_string())?,
                     };
-                    match tokio::time::timeout(Duration::from_millis(500), attempt).await {
-                        Ok(Ok(c)) => {
-                            conn = Some(c);
-                            l.lock().unwrap().acked.push((id, Instant::now()));
-                        }
-                        Ok(Err(e)) => l.lock().unwrap().failed.push((Instant::now(), e)),
-                        Err(_) => l
-                            .lock()
-                            .unwrap()
-                            .failed
-                            .push((Instant::now(), "no answer within 500ms".into())),
+                    let mut c = c;
+                    c.exec_drop("INSERT INTO w (id, sid) VALUES (?, @@server_id)", (id,))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, String>(c)
+                };
+                match tokio::time::timeout(Duration::from_millis(500), attempt).await {
+                    Ok(Ok(c)) => {
+                        conn = Some(c);
+                        l.lock().unwrap().acked.push((id, Instant::now()));
                     }
-                    tokio::time::sleep(interval).await;
+                    Ok(Err(e)) => l.lock().unwrap().failed.push((Instant::now(), e)),
+                    Err(_) => l
+                        .lock()
+                        .unwrap()
+                        .failed
+                        .push((Instant::now(), "no answer within 500ms".into())),
                 }
-            })
+                tokio::time::sleep(interval).await;
+            }
         });
-        Writer {
-            stop,
-            log,
-            thread: Some(thread),
-        }
+        Writer { task, log }
     }
 
     pub fn log(&self) -> WriteLog {
@@ -91,20 +119,8 @@ impl Writer {
 
     /// Stops writing and returns the log.
     pub fn stop(mut self) -> WriteLog {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.task.stop();
         self.log()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -6,13 +6,13 @@
 //! acknowledged writes), how many hosts hold the writer VIP at the end, and what the
 //! daemons cost. Used by `mmm-lab` and by `cargo xtask bench failover`.
 
-use crate::client::{verify, Writer, TABLE};
+use crate::client::{app_opts, verify, Background, Writer, TABLE};
 use crate::costs::{Costs, Snapshot};
 use crate::lab::{ip, Cluster};
-use crate::netns::{block_on_in, wait_for};
+use crate::netns::wait_for;
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -187,67 +187,48 @@ fn wall_ms() -> i64 {
 /// usable, whatever happened to earlier attempts (a SYN sent while no host held the
 /// address is lost and would otherwise stretch the figure by the client's timeout).
 struct Prober {
-    stop: Arc<AtomicBool>,
+    task: Background,
     first_ok: Arc<Mutex<Option<Instant>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Prober {
     fn start(ns: &str, vip: &str, server_id: u32, from: Instant) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
         let first_ok = Arc::new(Mutex::new(None));
-        let (s, f, ns, vip) = (
-            stop.clone(),
-            first_ok.clone(),
-            ns.to_string(),
-            vip.to_string(),
-        );
-        let thread = std::thread::spawn(move || {
-            block_on_in(&ns, move || async move {
-                let opts = mysql_async::OptsBuilder::default()
-                    .ip_or_hostname(vip)
-                    .tcp_port(3306)
-                    .user(Some(crate::mariadb::APP.0))
-                    .pass(Some(crate::mariadb::APP.1))
-                    .prefer_socket(false);
-                let mut tasks = Vec::new();
-                while !s.load(Ordering::Relaxed) {
-                    let (opts, f) = (opts.clone(), f.clone());
-                    let started = Instant::now();
-                    tasks.push(tokio::spawn(async move {
-                        let attempt = async {
-                            let mut c = mysql_async::Conn::new(opts).await.ok()?;
-                            let row: Option<(u32, u8)> = c
-                                .query_first("SELECT @@server_id, @@read_only")
-                                .await
-                                .ok()?;
-                            let _ = c.disconnect().await;
-                            row
-                        };
-                        let row = tokio::time::timeout(Duration::from_millis(300), attempt)
+        let (f, opts) = (first_ok.clone(), app_opts(vip));
+        let task = Background::start(ns, move |s| async move {
+            let mut tasks = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                let (opts, f) = (opts.clone(), f.clone());
+                let started = Instant::now();
+                tasks.push(tokio::spawn(async move {
+                    let attempt = async {
+                        let mut c = mysql_async::Conn::new(opts).await.ok()?;
+                        let row: Option<(u32, u8)> = c
+                            .query_first("SELECT @@server_id, @@read_only")
                             .await
-                            .ok()
-                            .flatten();
-                        if row == Some((server_id, 0)) && started >= from {
-                            let mut first = f.lock().unwrap_or_else(|p| p.into_inner());
-                            if first.is_none_or(|t| started < t) {
-                                *first = Some(started);
-                            }
+                            .ok()?;
+                        let _ = c.disconnect().await;
+                        row
+                    };
+                    let row = tokio::time::timeout(Duration::from_millis(300), attempt)
+                        .await
+                        .ok()
+                        .flatten();
+                    if row == Some((server_id, 0)) && started >= from {
+                        let mut first = f.lock().unwrap_or_else(|p| p.into_inner());
+                        if first.is_none_or(|t| started < t) {
+                            *first = Some(started);
                         }
-                    }));
-                    tasks.retain(|t| !t.is_finished());
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
-            })
+                    }
+                }));
+                tasks.retain(|t| !t.is_finished());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
         });
-        Prober {
-            stop,
-            first_ok,
-            thread: Some(thread),
-        }
+        Prober { task, first_ok }
     }
 
     fn first_ok(&self) -> Option<Instant> {
@@ -255,20 +236,8 @@ impl Prober {
     }
 
     fn stop(mut self) -> Option<Instant> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.task.stop();
         self.first_ok()
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
