@@ -341,29 +341,13 @@ impl Agent {
             let msg = match opener.open(&frame) {
                 Ok(m) => m,
                 Err(e) => {
-                    let _ = out_tx
-                        .send((
-                            Message::Error(ErrorMessage {
-                                message: e.to_string(),
-                            }),
-                            0,
-                            0,
-                        ))
-                        .await;
+                    tell_monitor(&out_tx, &e).await;
                     break Err(e.into());
                 }
             };
             let id = frame.header.request_id;
             if let Err(e) = self.dispatch(msg, id, &out_tx).await {
-                let _ = out_tx
-                    .send((
-                        Message::Error(ErrorMessage {
-                            message: e.to_string(),
-                        }),
-                        0,
-                        0,
-                    ))
-                    .await;
+                tell_monitor(&out_tx, &e).await;
                 break Err(e.into());
             }
         };
@@ -566,6 +550,20 @@ impl Agent {
         tracing::info!(outcome = ?result.outcome, detail = %result.detail, "action done");
         result
     }
+}
+
+/// The last frame before the agent closes a connection over a bad frame: what was wrong.
+/// Best effort: the connection is ending, a failed send has nobody left to tell.
+async fn tell_monitor(out: &mpsc::Sender<(Message, u32, u8)>, e: &impl std::fmt::Display) {
+    let _ = out
+        .send((
+            Message::Error(ErrorMessage {
+                message: e.to_string(),
+            }),
+            0,
+            0,
+        ))
+        .await;
 }
 
 fn ok(detail: &str) -> ActionResult {
