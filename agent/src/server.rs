@@ -84,6 +84,7 @@ impl Status {
             held_vips: self.held_vips.clone(),
             replication: self.replication.clone(),
             gtid_executed: self.gtid_executed.clone(),
+            gtid_unreadable: String::new(),
             binlog: self.binlog.clone(),
             probe: self.probe.unwrap_or(ProbeState::Off),
             fenced_reason: self.fenced_reason.clone(),
@@ -200,6 +201,7 @@ impl Agent {
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "status query: mysqld does not answer");
                 report.mysql_up = false;
+                report.gtid_unreadable = format!("mysqld does not answer: {}", error_chain(&e));
                 return report;
             }
         };
@@ -208,8 +210,11 @@ impl Agent {
         if let Ok(ro) = db.read_only().await {
             report.read_only = ro;
         }
-        if let Ok(g) = db.gtid_executed(kind).await {
-            report.gtid_executed = g;
+        // A set that cannot be read is reported as unknown, never as the cached or an
+        // empty one: the monitor's errant-transaction checks must fail closed.
+        match db.gtid_executed(kind).await {
+            Ok(g) => report.gtid_executed = g,
+            Err(e) => report.gtid_unreadable = error_chain(&e),
         }
         if let Ok(r) = db.replication().await {
             report.replication = r;

@@ -7,7 +7,14 @@
 //! (domain, server) of B, A has that pair with a sequence number at least as high. Under
 //! gtid_strict_mode sequence numbers grow within a domain, so this is exact; a plain
 //! position (one entry per domain) is compared the same way.
-//! MySQL: `uuid:1-5:7,uuid2:1-3` interval sets, compared by interval containment.
+//! MySQL: `uuid:1-5:7,uuid2:1-3` interval sets, compared by interval containment. MySQL
+//! 8.3+ tags transactions: `uuid:1-5:domain_1:1-3:11` holds untagged 1-5 and tagged
+//! `domain_1` 1-3 and 11 of the same server; a tag is a source of its own (compared
+//! separately), case-insensitive, and printed lower-case after the untagged intervals.
+//!
+//! Parsing fails closed: text that is not a set of one family is an error naming it,
+//! never an empty set, because an empty set is contained in every other and would pass
+//! the errant-transaction check silently.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,23 +25,47 @@ pub enum GtidSet {
     Empty,
     /// (domain, server) -> highest sequence number.
     MariaDb(BTreeMap<(u32, u32), u64>),
-    /// uuid -> sorted, disjoint, inclusive intervals.
-    MySql(BTreeMap<String, Vec<(u64, u64)>>),
+    /// (uuid, tag) -> sorted, disjoint, inclusive intervals; the tag is empty for
+    /// untagged transactions.
+    MySql(BTreeMap<(String, String), Vec<(u64, u64)>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a GTID set: {reason}")]
-pub struct GtidError {
-    pub input: String,
-    pub reason: String,
+pub enum GtidError {
+    /// The text is not a GTID set of either family.
+    #[error("{input:?} is not a GTID set: {reason}")]
+    Syntax { input: String, reason: String },
+    /// The agent could not read the server's set: it is unknown, not empty.
+    #[error("the GTID set is unknown: the agent could not read it: {reason}")]
+    Unreadable { reason: String },
+}
+
+/// MySQL's tag syntax: a letter or underscore, then letters, digits and underscores, at
+/// most 32 in all.
+fn is_tag(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.len() <= 32
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A server UUID as MySQL prints it: 8-4-4-4-12 hexadecimal digits.
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 impl GtidSet {
     pub fn parse(text: &str) -> Result<GtidSet, GtidError> {
         let text = text.trim();
-        let err = |reason: &str| GtidError {
+        let err = |reason: String| GtidError::Syntax {
             input: text.into(),
-            reason: reason.into(),
+            reason,
         };
         let parts: Vec<&str> = text
             .split(',')
@@ -45,23 +76,48 @@ impl GtidSet {
             return Ok(GtidSet::Empty);
         }
         if parts[0].contains(':') {
-            let mut sets: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+            let mut sets: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
             for p in parts {
                 let mut fields = p.split(':');
                 let uuid = fields.next().unwrap_or_default().to_ascii_lowercase();
-                if uuid.len() != 36 || !uuid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-                    return Err(err("a MySQL GTID set entry needs a server UUID"));
+                if !is_uuid(&uuid) {
+                    return Err(err(format!("{p:?} does not start with a server UUID")));
                 }
-                let list = sets.entry(uuid).or_default();
-                for iv in fields {
-                    let (a, b) = match iv.split_once('-') {
-                        Some((a, b)) => (a.parse(), b.parse()),
-                        None => (iv.parse(), iv.parse()),
-                    };
-                    match (a, b) {
-                        (Ok(a), Ok(b)) if a >= 1 && a <= b => list.push((a, b)),
-                        _ => return Err(err("an interval is not N or N-M with 1 <= N <= M")),
+                let mut tag = String::new();
+                // Whether the current source (untagged, or the last tag) has an interval.
+                let mut has_interval = false;
+                for field in fields {
+                    if field.starts_with(|c: char| c.is_ascii_digit()) {
+                        let (a, b) = match field.split_once('-') {
+                            Some((a, b)) => (a.parse(), b.parse()),
+                            None => (field.parse(), field.parse()),
+                        };
+                        match (a, b) {
+                            (Ok(a), Ok(b)) if a >= 1 && a <= b => sets
+                                .entry((uuid.clone(), tag.clone()))
+                                .or_default()
+                                .push((a, b)),
+                            _ => {
+                                return Err(err(format!(
+                                    "{field:?} is not an interval N or N-M with 1 <= N <= M"
+                                )))
+                            }
+                        }
+                        has_interval = true;
+                    } else if is_tag(field) {
+                        if !tag.is_empty() && !has_interval {
+                            return Err(err(format!("tag {tag:?} has no interval")));
+                        }
+                        tag = field.to_ascii_lowercase();
+                        has_interval = false;
+                    } else {
+                        return Err(err(format!(
+                            "{field:?} is neither an interval nor a tag (a letter or _, then letters, digits or _, at most 32)"
+                        )));
                     }
+                }
+                if !has_interval {
+                    return Err(err(format!("{p:?} ends without an interval")));
                 }
             }
             for list in sets.values_mut() {
@@ -73,10 +129,14 @@ impl GtidSet {
             for p in parts {
                 let nums: Vec<&str> = p.split('-').collect();
                 let [d, s, n] = nums.as_slice() else {
-                    return Err(err("a MariaDB GTID is domain-server-sequence"));
+                    return Err(err(format!(
+                        "{p:?} is not a MariaDB GTID domain-server-sequence"
+                    )));
                 };
                 let (Ok(d), Ok(s), Ok(n)) = (d.parse(), s.parse(), n.parse::<u64>()) else {
-                    return Err(err("a MariaDB GTID is three unsigned numbers"));
+                    return Err(err(format!(
+                        "{p:?} is not three unsigned numbers (domain and server 32-bit, sequence 64-bit)"
+                    )));
                 };
                 let e = map.entry((d, s)).or_insert(n);
                 *e = (*e).max(n);
@@ -93,8 +153,8 @@ impl GtidSet {
             (GtidSet::MariaDb(a), GtidSet::MariaDb(b)) => {
                 b.iter().all(|(k, n)| a.get(k).is_some_and(|m| m >= n))
             }
-            (GtidSet::MySql(a), GtidSet::MySql(b)) => b.iter().all(|(uuid, ivs)| {
-                let mine = a.get(uuid).map(Vec::as_slice).unwrap_or(&[]);
+            (GtidSet::MySql(a), GtidSet::MySql(b)) => b.iter().all(|(source, ivs)| {
+                let mine = a.get(source).map(Vec::as_slice).unwrap_or(&[]);
                 ivs.iter()
                     .all(|&(lo, hi)| mine.iter().any(|&(x, y)| x <= lo && hi <= y))
             }),
@@ -172,23 +232,33 @@ impl fmt::Display for GtidSet {
                 f.write_str(&v.join(","))
             }
             GtidSet::MySql(m) => {
-                let v: Vec<String> = m
-                    .iter()
-                    .map(|(u, ivs)| {
-                        let parts: Vec<String> = ivs
-                            .iter()
-                            .map(|(a, b)| {
-                                if a == b {
-                                    a.to_string()
-                                } else {
-                                    format!("{a}-{b}")
-                                }
-                            })
-                            .collect();
-                        format!("{u}:{}", parts.join(":"))
-                    })
-                    .collect();
-                f.write_str(&v.join(","))
+                // MySQL's own notation: one entry per UUID, untagged intervals first (the
+                // empty tag sorts first), then each tag with its intervals.
+                let mut entries: Vec<String> = Vec::new();
+                let mut last_uuid: Option<&str> = None;
+                for ((uuid, tag), ivs) in m {
+                    let mut entry = String::new();
+                    if last_uuid != Some(uuid.as_str()) {
+                        entry.push_str(uuid);
+                        entries.push(String::new());
+                        last_uuid = Some(uuid);
+                    }
+                    if !tag.is_empty() {
+                        entry.push(':');
+                        entry.push_str(tag);
+                    }
+                    for (a, b) in ivs {
+                        if a == b {
+                            entry.push_str(&format!(":{a}"));
+                        } else {
+                            entry.push_str(&format!(":{a}-{b}"));
+                        }
+                    }
+                    if let Some(last) = entries.last_mut() {
+                        last.push_str(&entry);
+                    }
+                }
+                f.write_str(&entries.join(","))
             }
         }
     }
@@ -227,12 +297,101 @@ mod tests {
         assert_eq!(g(&format!("{u}:1-3:4-6")).to_string(), format!("{u}:1-6"));
     }
 
+    /// Examples from the MySQL 8.4 manual (GTID Format and Storage, gtid_executed) and
+    /// from a server's own output for a tagged set.
+    #[test]
+    fn mysql_manual_examples_parse_and_print_in_mysql_notation() {
+        let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        // A single GTID, a range, a set with gaps: as written in the manual (upper case).
+        assert_eq!(
+            g("3E11FA47-71CA-11E1-9E33-C80AA9429562:23").to_string(),
+            format!("{u}:23")
+        );
+        assert_eq!(
+            g("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5").to_string(),
+            format!("{u}:1-5")
+        );
+        let gaps = g("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-3:11:47-49");
+        assert_eq!(gaps.to_string(), format!("{u}:1-3:11:47-49"));
+        assert!(gaps.contains(&g(&format!("{u}:2:48-49"))));
+        assert!(!gaps.contains(&g(&format!("{u}:4"))));
+        // Several servers, as gtid_executed prints them (comma and newline).
+        let two = g(
+            "2174b383-5441-11e8-b90a-c80aa9429562:1-3,\n224da167-0c0c-11e8-8442-00059a3c7b00:1-19",
+        );
+        assert_eq!(
+            two.to_string(),
+            "2174b383-5441-11e8-b90a-c80aa9429562:1-3,224da167-0c0c-11e8-8442-00059a3c7b00:1-19"
+        );
+    }
+
+    #[test]
+    fn mysql_tagged_sets_compare_each_tag_as_its_own_source() {
+        let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        // The manual writes one entry per tag; the server prints them merged under one
+        // UUID, tags lower-cased, untagged intervals first.
+        let written = g("3E11FA47-71CA-11E1-9E33-C80AA9429562:Domain_1:1-3:15-21, 3E11FA47-71CA-11E1-9E33-C80AA9429562:Domain_2:8-52");
+        let printed = g(&format!("{u}:domain_1:1-3:15-21:domain_2:8-52"));
+        assert_eq!(written, printed);
+        assert_eq!(
+            printed.to_string(),
+            format!("{u}:domain_1:1-3:15-21:domain_2:8-52")
+        );
+        assert_eq!(
+            g(&format!("{u}:tag:1-5")).to_string(),
+            format!("{u}:tag:1-5")
+        );
+        let mixed = g(&format!(
+            "{u}:1-5:11-18:domain_1:1-3:11:47-49:domain_2:8-52"
+        ));
+        assert_eq!(mixed, g(&mixed.to_string()), "printing round-trips");
+        assert!(mixed.contains(&g(&format!("{u}:2-4:DOMAIN_1:2"))));
+        // The same numbers under another tag (or none) are other transactions.
+        assert!(!mixed.contains(&g(&format!("{u}:domain_2:1"))));
+        assert!(!g(&format!("{u}:tag:1-5")).contains(&g(&format!("{u}:1-5"))));
+        assert!(!g(&format!("{u}:1-5")).contains(&g(&format!("{u}:tag:1-5"))));
+        assert_eq!(
+            g(&format!("{u}:1-5:tag:1-5")).missing_from(&g(&format!("{u}:1-5"))),
+            format!("{u}:1-5:tag:1-5")
+        );
+    }
+
+    #[test]
+    fn bad_tags_are_refused() {
+        let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        for bad in [
+            format!("{u}:tag"),
+            format!("{u}:tag:"),
+            format!("{u}:a:b:1"),
+            format!("{u}:bad-tag:1"),
+            format!("{u}:{}:1", "t".repeat(33)),
+            format!("{u}:1-5:tag"),
+        ] {
+            let e = GtidSet::parse(&bad).unwrap_err();
+            assert!(e.to_string().contains(&format!("{:?}", bad.trim())), "{e}");
+        }
+        assert!(GtidSet::parse(&format!("{u}:_t9:1")).is_ok());
+        assert!(GtidSet::parse(&format!("{u}:{}:1", "t".repeat(32))).is_ok());
+    }
+
     #[test]
     fn bad_sets_are_refused_with_a_reason() {
         assert!(GtidSet::parse("0-1").is_err());
         assert!(GtidSet::parse("x-1-2").is_err());
         assert!(GtidSet::parse("not-a-uuid:1-2").is_err());
         assert!(GtidSet::parse("3e11fa47-71ca-11e1-9e33-c80aa9429562:5-2").is_err());
+        assert!(GtidSet::parse("3e11fa47-71ca-11e1-9e33-c80aa9429562:0").is_err());
+        assert!(GtidSet::parse("3e11fa4771ca-11e1-9e33-c80aa9429562-:1").is_err());
+        // Mixed families and half-written entries are errors, not partial sets.
+        assert!(GtidSet::parse("0-1-5,3e11fa47-71ca-11e1-9e33-c80aa9429562:1").is_err());
+        assert!(GtidSet::parse("3e11fa47-71ca-11e1-9e33-c80aa9429562:1,0-1-5").is_err());
+        assert!(GtidSet::parse("0-1-5,garbage").is_err());
+        assert!(GtidSet::parse("0-1-99999999999999999999").is_err());
+        let e = GtidSet::parse("0-1-5,x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"0-1-5,x\" is not a GTID set: \"x\" is not a MariaDB GTID domain-server-sequence"
+        );
         assert_eq!(GtidSet::parse("  ").unwrap(), GtidSet::Empty);
     }
 }

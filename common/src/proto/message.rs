@@ -2,6 +2,7 @@
 
 use super::frame::FrameError;
 use super::wire::{Reader, Writer};
+use crate::gtid::{GtidError, GtidSet};
 use crate::types::HostState;
 use std::net::Ipv4Addr;
 
@@ -197,13 +198,32 @@ pub struct StatusReport {
     pub held_vips: Vec<Ipv4Addr>,
     pub replication: Option<Replication>,
     /// Executed GTID set as the server prints it (MariaDB gtid_current_pos / MySQL
-    /// gtid_executed); empty without GTID.
+    /// gtid_executed); empty without GTID. The monitor parses it: text that is not a
+    /// GTID set is refused there, never taken for an empty set.
     pub gtid_executed: String,
+    /// Why the agent could not read the GTID set (a failed query), empty when it could.
+    /// When set, `gtid_executed` means nothing: the set is unknown, not empty, and every
+    /// check that compares sets must refuse (see [`StatusReport::gtid_set`]).
+    pub gtid_unreadable: String,
     /// Binary log position of this server (file, pos), for non-GTID re-pointing.
     pub binlog: Option<(String, u64)>,
     pub probe: ProbeState,
     /// Why the agent fenced itself, empty if it did not.
     pub fenced_reason: String,
+}
+
+impl StatusReport {
+    /// The executed GTID set, or why it cannot be compared with another: the agent could
+    /// not read it, or the text is not a GTID set. Never an empty set in place of an
+    /// unknown one, so errant-transaction and "slave ahead" checks fail closed.
+    pub fn gtid_set(&self) -> Result<GtidSet, GtidError> {
+        if !self.gtid_unreadable.is_empty() {
+            return Err(GtidError::Unreadable {
+                reason: self.gtid_unreadable.clone(),
+            });
+        }
+        GtidSet::parse(&self.gtid_executed)
+    }
 }
 
 /// A replication position.
@@ -392,6 +412,7 @@ impl Message {
                     }
                 }
                 w.str16("gtid_executed", &m.gtid_executed)?;
+                w.str16("gtid_unreadable", &m.gtid_unreadable)?;
                 match &m.binlog {
                     None => w.u8(0),
                     Some((file, pos)) => {
@@ -555,6 +576,7 @@ impl Message {
                     v => return Err(r.malformed(format!("replication tag {v}"))),
                 };
                 let gtid_executed = r.str16("gtid_executed")?;
+                let gtid_unreadable = r.str16("gtid_unreadable")?;
                 let binlog = match r.u8("binlog")? {
                     0 => None,
                     1 => Some((r.str8("binlog file")?, r.u64("binlog pos")?)),
@@ -571,6 +593,7 @@ impl Message {
                     held_vips,
                     replication,
                     gtid_executed,
+                    gtid_unreadable,
                     binlog,
                     probe,
                     fenced_reason,

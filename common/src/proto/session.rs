@@ -14,7 +14,7 @@
 //! Each side proves it holds the key by MACing the other's fresh nonce; the session keys
 //! depend on both nonces, so frames of an earlier connection do not verify in a new one.
 
-use super::frame::{FrameError, Header, RawFrame, HEADER_LEN, MAC_LEN};
+use super::frame::{FrameError, Header, RawFrame, HEADER_LEN, MAC_LEN, MAX_PAYLOAD};
 use super::message::{Auth, Challenge, Hello, Message, MessageType, Nonce, Welcome, NONCE_LEN};
 use crate::config::ClusterKey;
 
@@ -81,12 +81,16 @@ impl Sealer {
             return Err(e);
         }
         let payload_len = out.len() - start - HEADER_LEN;
-        let Ok(len) = u16::try_from(payload_len) else {
-            out.truncate(start);
-            return Err(FrameError::Encode {
-                msg_type: msg.msg_type(),
-                reason: format!("payload of {payload_len} bytes does not fit a frame"),
-            });
+        let len = match u16::try_from(payload_len) {
+            Ok(len) if payload_len <= MAX_PAYLOAD => len,
+            _ => {
+                out.truncate(start);
+                return Err(FrameError::TooLarge {
+                    msg_type: msg.msg_type(),
+                    len: payload_len,
+                    max: MAX_PAYLOAD,
+                });
+            }
         };
         let header = Header {
             msg_type: msg.msg_type(),

@@ -90,6 +90,7 @@ fn all_messages() -> Vec<Message> {
                 last_error: "Error 1062: Duplicate entry".into(),
             }),
             gtid_executed: "0-1-100,1-2-5".into(),
+            gtid_unreadable: String::new(),
             binlog: Some(("mysql-bin.000003".into(), 4567)),
             probe: ProbeState::Searching,
             fenced_reason: String::new(),
@@ -358,13 +359,17 @@ fn header_errors_are_distinct_and_come_before_the_payload_is_read() {
             reserved: 0
         }
     );
+    // Every length the header can carry is within the shared limit; a receiver with a
+    // tighter bound of its own refuses a longer frame at its header.
     let mut b = good.clone();
     b[6..8].copy_from_slice(&60_000u16.to_be_bytes());
+    let mut fb = FrameBuffer::new(1024);
+    fb.push(&b[..frame::HEADER_LEN]);
     assert_eq!(
-        first_error(&b),
+        fb.next_frame().unwrap_err(),
         FrameError::Oversized {
             len: 60_000,
-            max: DEFAULT_MAX_PAYLOAD
+            max: 1024
         }
     );
 }
@@ -493,4 +498,71 @@ proptest! {
         let f = one(&agent.sealer.seal(&msg, 0, FLAG_RESPONSE).unwrap());
         prop_assert_eq!(monitor.opener.open(&f).unwrap(), msg);
     }
+}
+
+/// A status report with every optional part filled, around the given GTID set.
+fn status_with_gtid(gtid: String) -> Message {
+    Message::StatusReport(StatusReport {
+        applied_epoch: 1,
+        uptime_s: 1,
+        server: ServerKind::MariaDb,
+        mysql_up: true,
+        read_only: true,
+        held_vips: vec![Ipv4Addr::new(10, 0, 0, 101); 16],
+        replication: Some(Replication {
+            source_host: "10.0.0.11".into(),
+            source_port: 3306,
+            io_running: true,
+            sql_running: true,
+            seconds_behind: Some(0),
+            last_error: String::new(),
+        }),
+        gtid_executed: gtid,
+        gtid_unreadable: String::new(),
+        binlog: Some(("mysql-bin.000123".into(), 123_456_789)),
+        probe: ProbeState::Watching,
+        fenced_reason: String::new(),
+    })
+}
+
+#[test]
+fn a_200_domain_gtid_set_round_trips_and_a_too_large_one_is_refused_at_seal() {
+    let k = key(13);
+    let (mut monitor, mut agent) = connect(&k, &k).unwrap();
+    // A binlog state: 200 domains, written by each of four servers in turn, 12-digit
+    // sequence numbers.
+    let set: Vec<String> = (0..200u32)
+        .flat_map(|d| {
+            (1..=4u32)
+                .map(move |s| format!("{d}-{}-{}", 1000 + s, 123_456_789_012u64 + u64::from(d)))
+        })
+        .collect();
+    let gtid = set.join(",");
+    assert!(
+        gtid.len() > 16 * 1024,
+        "the old receive limit would drop it"
+    );
+    crate::gtid::GtidSet::parse(&gtid).unwrap();
+    let msg = status_with_gtid(gtid);
+    let f = one(&agent.sealer.seal(&msg, 3, FLAG_RESPONSE).unwrap());
+    assert_eq!(monitor.opener.open(&f).unwrap(), msg);
+
+    // A set that cannot fit: refused where it is sealed, naming the message and its
+    // size, and the sequence number is not used up (the next frame still verifies).
+    let huge = status_with_gtid("0-1-1,".repeat(10_910));
+    let Err(err) = agent.sealer.seal(&huge, 4, FLAG_RESPONSE) else {
+        panic!("a payload over the limit was sealed");
+    };
+    match &err {
+        FrameError::TooLarge {
+            msg_type: MessageType::StatusReport,
+            len,
+            max: MAX_PAYLOAD,
+        } => assert!(*len > MAX_PAYLOAD),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(err.to_string().contains("StatusReport"), "{err}");
+    let hb = Message::Heartbeat(Heartbeat { epoch: 2 });
+    let f = one(&agent.sealer.seal(&hb, 0, 0).unwrap());
+    assert_eq!(monitor.opener.open(&f).unwrap(), hb);
 }

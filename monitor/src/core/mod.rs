@@ -201,6 +201,9 @@ pub struct HostRec {
     pub flapping: bool,
     pub errant: Option<String>,
     pub gtid: Option<GtidSet>,
+    /// Why the last reported GTID set cannot be compared (the agent could not read it,
+    /// or it does not parse): the host is then judged to have errant transactions.
+    pub gtid_unknown: Option<String>,
     pub last_sent: Option<DesiredState>,
     pub online_since: Millis,
     /// Which master this slave was last told to replicate from, and when.
@@ -273,6 +276,7 @@ impl Cluster {
                 flapping: false,
                 errant: None,
                 gtid: None,
+                gtid_unknown: None,
                 last_sent: None,
                 online_since: now,
                 repointed: None,
@@ -447,7 +451,17 @@ impl Cluster {
             }
             Event::AgentStatus { host, report } => {
                 if let Some(h) = self.host_mut(&host) {
-                    h.gtid = GtidSet::parse(&report.gtid_executed).ok();
+                    match report.gtid_set() {
+                        Ok(set) => {
+                            h.gtid = Some(set);
+                            h.gtid_unknown = None;
+                        }
+                        // Fail closed: an unknown set is not an empty one.
+                        Err(e) => {
+                            h.gtid = None;
+                            h.gtid_unknown = Some(e.to_string());
+                        }
+                    }
                     h.gtid_at = Some(now);
                 }
                 self.check_errant(now, &host, &mut out);
@@ -909,18 +923,35 @@ impl Cluster {
         } else {
             vec![name.to_string()]
         };
-        let Some(wset) = self.host(&writer).and_then(|h| h.gtid.clone()) else {
-            return;
+        // A set that was reported but cannot be compared (unreadable, unparseable) keeps
+        // the host waiting, with the reason: it might hold errant transactions.
+        let wset = match self.host(&writer) {
+            Some(w) => match (&w.gtid, &w.gtid_unknown) {
+                (_, Some(why)) => Err(format!(
+                    "possible errant transactions (the GTID set of the writer {writer} cannot be compared: {why})"
+                )),
+                (Some(set), None) => Ok(set.clone()),
+                (None, None) => return,
+            },
+            None => return,
         };
         for t in targets {
             let Some(h) = self.host(&t) else { continue };
             if h.state != HostState::AwaitingRecovery {
                 continue;
             }
-            let Some(set) = h.gtid.clone() else { continue };
-            let missing = set.missing_from(&wset);
-            let errant = (!wset.contains(&set))
-                .then(|| format!("errant transactions {missing} not on the writer {writer}"));
+            let errant = match (&wset, &h.gtid, &h.gtid_unknown) {
+                (_, _, Some(why)) => Some(format!(
+                    "possible errant transactions (its GTID set cannot be compared with the writer's: {why})"
+                )),
+                (Err(why), _, None) => Some(why.clone()),
+                (Ok(wset), Some(set), None) => {
+                    let missing = set.missing_from(wset);
+                    (!wset.contains(set))
+                        .then(|| format!("errant transactions {missing} not on the writer {writer}"))
+                }
+                (Ok(_), None, None) => continue,
+            };
             let h = self.host_mut(&t).expect("host exists");
             if h.errant != errant {
                 if let Some(reason) = &errant {

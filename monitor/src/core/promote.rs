@@ -499,7 +499,15 @@ impl Cluster {
         report: &StatusReport,
         out: &mut Vec<Action>,
     ) {
-        let set = GtidSet::parse(&report.gtid_executed).unwrap_or_default();
+        // Fail closed: a set that cannot be read or parsed is unknown, never empty (an
+        // empty set would pass every "is anyone ahead" comparison).
+        let set = match report.gtid_set() {
+            Ok(set) => set,
+            Err(e) => {
+                self.promotion_unknown_gtid(now, host, report.mysql_up, e.to_string(), out);
+                return;
+            }
+        };
         let Some(p) = self.promotion.as_mut() else {
             return;
         };
@@ -524,6 +532,51 @@ impl Cluster {
                 };
                 self.repoint_slaves(now, position, out);
             }
+            _ => {}
+        }
+    }
+
+    /// A status report whose GTID set is unknown. The candidate's, or a live slave's,
+    /// refuses the promotion: no one can tell whether that slave is ahead of the
+    /// candidate. A slave whose mysqld does not answer is left out of the comparison, as
+    /// one whose agent does not answer in time is.
+    fn promotion_unknown_gtid(
+        &mut self,
+        now: Millis,
+        host: &str,
+        mysql_up: bool,
+        why: String,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(p) = self.promotion.as_mut() else {
+            return;
+        };
+        let to = p.to.clone();
+        match &mut p.phase {
+            Phase::Survey { pending, .. } if pending.contains(host) => {
+                if host != to && !mysql_up {
+                    pending.remove(host);
+                    let done = pending.is_empty();
+                    p.step(
+                        now,
+                        format!("slave '{host}' left out of the GTID comparison: {why}"),
+                    );
+                    if done {
+                        self.after_survey(now, out);
+                    }
+                } else {
+                    self.refuse(
+                        now,
+                        format!("cannot compare the GTID sets of '{to}' and its slaves: '{host}': {why}"),
+                        out,
+                    );
+                }
+            }
+            Phase::Position { .. } if host == to => self.refuse(
+                now,
+                format!("cannot re-point the slaves at '{to}': {why}"),
+                out,
+            ),
             _ => {}
         }
     }

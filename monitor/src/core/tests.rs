@@ -221,6 +221,7 @@ impl Sim {
                     held_vips: h.vips.iter().copied().collect(),
                     replication: None,
                     gtid_executed: h.gtid.clone(),
+                    gtid_unreadable: String::new(),
                     binlog: None,
                     probe: proto::ProbeState::Watching,
                     fenced_reason: String::new(),
@@ -711,6 +712,53 @@ fn returning_old_master_with_errant_transactions_stays_awaiting_recovery() {
         .c
         .show(s.now)
         .contains("# Host db1 has errant transactions 0-1-101..105"));
+}
+
+#[test]
+fn an_unparseable_gtid_set_keeps_a_returning_host_awaiting_recovery() {
+    let mut s = Sim::online(config(&[(
+        "promotion_timeout = \"5s\"",
+        "promotion_timeout = \"5s\"\nauto_set_online = \"1s\"",
+    )]));
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.settle();
+    // Garbage where a set should be: not taken for an empty (contained) set.
+    s.hosts.get_mut("db1").unwrap().gtid = "0-1-105,garbage".into();
+    s.hosts.get_mut("db1").unwrap().mysql_alive = true;
+    s.hosts.get_mut("db1").unwrap().uptime_s = 5;
+    s.run_for(3000);
+    assert_eq!(s.state("db1"), HostState::AwaitingRecovery);
+    let reply = s.command(Command::SetOnline { host: "db1".into() });
+    assert!(
+        reply.starts_with("ERROR: Host 'db1' has possible errant transactions (its GTID set cannot be compared with the writer's: \"0-1-105,garbage\" is not a GTID set"),
+        "{reply}"
+    );
+    assert!(s
+        .c
+        .show(s.now)
+        .contains("# Host db1 has possible errant transactions"));
+    // Once it reports a set the writer contains, it may come back.
+    s.hosts.get_mut("db1").unwrap().gtid = "0-1-100".into();
+    s.run_for(3000);
+    let reply = s.command(Command::SetOnline { host: "db1".into() });
+    assert!(reply.starts_with("OK: "), "{reply}");
+}
+
+#[test]
+fn an_unparseable_gtid_set_of_a_slave_refuses_the_promotion() {
+    let mut s = Sim::online(config(&[]));
+    s.hosts.get_mut("db3").unwrap().gtid = "0-1-103,3e11fa47-71ca-11e1-9e33-c80aa9429562:1".into();
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.run_for(500);
+    assert_eq!(s.c.active_master(), None);
+    assert!(s.writable_hosts().is_empty());
+    let show = s.c.show(s.now);
+    assert!(
+        show.contains("promotion of 'db2' refused: cannot compare the GTID sets of 'db2' and its slaves: 'db3': "),
+        "{show}"
+    );
 }
 
 #[test]
