@@ -566,3 +566,193 @@ fn a_200_domain_gtid_set_round_trips_and_a_too_large_one_is_refused_at_seal() {
     let f = one(&agent.sealer.seal(&hb, 0, 0).unwrap());
     assert_eq!(monitor.opener.open(&f).unwrap(), hb);
 }
+
+/// The frames of one handshake between a monitor and an agent sharing key `k`.
+struct HandshakeFrames {
+    hello: Vec<u8>,
+    challenge: Vec<u8>,
+    auth: Vec<u8>,
+    welcome: Vec<u8>,
+}
+
+fn handshake_frames(k: &ClusterKey) -> HandshakeFrames {
+    let (mh, hello) = MonitorHandshake::start(k, "mon", "db1", [1; 16]).unwrap();
+    let mut ah = AgentHandshake::new(k, "db1", [2; 16]);
+    let challenge = ah.on_hello(&one(&hello)).unwrap();
+    let (_, auth) = mh.on_challenge(&one(&challenge)).unwrap();
+    let (_, welcome) = ah.on_auth(&one(&auth), "0.1.0").unwrap();
+    HandshakeFrames {
+        hello,
+        challenge,
+        auth,
+        welcome,
+    }
+}
+
+/// Feeds `bytes` to a fresh frame splitter: the frames it yields before the first error.
+fn split(bytes: &[u8]) -> Vec<RawFrame> {
+    let mut fb = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+    fb.push(bytes);
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = fb.next_frame() {
+        out.push(f);
+    }
+    let _ = fb.finish();
+    out
+}
+
+/// Which handshake step a property test disturbs.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Hello,
+    Challenge,
+    Auth,
+    Welcome,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        Just(Step::Hello),
+        Just(Step::Challenge),
+        Just(Step::Auth),
+        Just(Step::Welcome)
+    ]
+}
+
+/// Runs one handshake in which the frame of `step` is replaced by `replace(frame)`;
+/// every other frame is the genuine one. Returns whether the handshake completed.
+/// Never panics on any input: that is the property.
+fn handshake_with(step: Step, replace: impl FnOnce(Vec<u8>) -> Vec<u8>) -> bool {
+    let k = key(14);
+    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", [1; 16]).unwrap();
+    let mut ah = AgentHandshake::new(&k, "db1", [2; 16]);
+    let mut replace = Some(replace);
+    let mut at = |s: Step, bytes: Vec<u8>| -> Vec<RawFrame> {
+        if std::mem::discriminant(&s) == std::mem::discriminant(&step) {
+            split(&(replace.take().expect("one step"))(bytes))
+        } else {
+            split(&bytes)
+        }
+    };
+    // Each side must act on the first frame it receives and refuse anything it cannot
+    // verify; a stream that yields no frame leaves the handshake unfinished.
+    let Some(f) = at(Step::Hello, hello).into_iter().next() else {
+        return false;
+    };
+    let Ok(challenge) = ah.on_hello(&f) else {
+        return false;
+    };
+    let Some(f) = at(Step::Challenge, challenge).into_iter().next() else {
+        return false;
+    };
+    let Ok((mut monitor, auth)) = mh.on_challenge(&f) else {
+        return false;
+    };
+    let Some(f) = at(Step::Auth, auth).into_iter().next() else {
+        return false;
+    };
+    let Ok((_, welcome)) = ah.on_auth(&f, "0.1.0") else {
+        return false;
+    };
+    let Some(f) = at(Step::Welcome, welcome).into_iter().next() else {
+        return false;
+    };
+    matches!(monitor.opener.open(&f), Ok(Message::Welcome(_)))
+}
+
+#[test]
+fn the_genuine_handshake_completes_through_the_property_harness() {
+    for s in [Step::Hello, Step::Challenge, Step::Auth, Step::Welcome] {
+        assert!(handshake_with(s, |b| b));
+    }
+}
+
+#[test]
+fn handshake_frames_replayed_at_another_step_are_refused() {
+    let k = key(14);
+    let f = handshake_frames(&k);
+    // Each genuine frame of the same connection, presented where another is expected.
+    for (s, other) in [
+        (Step::Hello, &f.challenge),
+        (Step::Hello, &f.auth),
+        (Step::Challenge, &f.hello),
+        (Step::Challenge, &f.welcome),
+        (Step::Auth, &f.hello),
+        (Step::Auth, &f.challenge),
+        (Step::Welcome, &f.auth),
+        (Step::Welcome, &f.challenge),
+    ] {
+        assert!(!handshake_with(s, |_| other.clone()), "{s:?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_at_any_handshake_step_never_panic_nor_complete(
+        s in step(),
+        bytes in proptest::collection::vec(any::<u8>(), 0..600),
+    ) {
+        // Without the key no byte string can stand in for a handshake frame.
+        prop_assert!(!handshake_with(s, |_| bytes));
+    }
+
+    #[test]
+    fn a_header_then_arbitrary_bytes_at_any_handshake_step_never_complete(
+        s in step(),
+        t in prop_oneof![Just(1u8), Just(2u8), Just(3u8), Just(4u8), Just(0x7f)],
+        body in proptest::collection::vec(any::<u8>(), 0..200),
+        seq in 0u32..3,
+    ) {
+        // A well-formed header, so the bytes reach the MAC check and the decoders.
+        let len = body.len().saturating_sub(MAC_LEN) as u16;
+        let header = Header { msg_type: MessageType::from_u8(t).unwrap(), flags: 0, len, request_id: 0, seq };
+        let mut frame = header.encode().to_vec();
+        frame.extend_from_slice(&body);
+        prop_assert!(!handshake_with(s, |_| frame));
+    }
+
+    #[test]
+    fn a_tampered_byte_in_any_handshake_frame_is_always_rejected(
+        s in step(),
+        index in any::<usize>(),
+        xor in 1u8..=255,
+    ) {
+        let completed = handshake_with(s, |mut b| {
+            let i = index % b.len();
+            b[i] ^= xor;
+            b
+        });
+        prop_assert!(!completed);
+    }
+
+    #[test]
+    fn handshake_frames_cut_short_never_complete(s in step(), keep in any::<usize>()) {
+        let completed = handshake_with(s, |mut b| {
+            b.truncate(keep % b.len());
+            b
+        });
+        prop_assert!(!completed);
+    }
+
+    #[test]
+    fn a_hello_under_the_right_key_with_any_names_never_panics(
+        monitor in ".{0,40}",
+        agent in prop_oneof![Just("db1".to_string()), ".{0,40}"],
+        nonce in any::<[u8; 16]>(),
+    ) {
+        let k = key(15);
+        let mut ah = AgentHandshake::new(&k, "db1", [2; 16]);
+        match MonitorHandshake::start(&k, &monitor, &agent, nonce) {
+            // Names that do not fit are refused by the sender.
+            Err(e) => prop_assert!(matches!(e, FrameError::Encode { .. }), "{e}"),
+            Ok((_, hello)) => {
+                let r = ah.on_hello(&one(&hello));
+                if agent == "db1" {
+                    prop_assert!(r.is_ok());
+                } else {
+                    prop_assert!(matches!(r, Err(FrameError::WrongPeer { .. })), "{r:?}");
+                }
+            }
+        }
+    }
+}
