@@ -1,13 +1,18 @@
 //! Import of MySQL-MMM 2.2.1 configurations (`mmm-control import-mmm`).
 //!
-//! MMM's format: `key value` lines, `# comments`, `include FILE`, sections
-//! `<host default>`, `<host NAME>`, `<role NAME>`, `<monitor>`, `<check NAME>`,
-//! `<socket>` closed by `</host>` etc., lists separated by commas and/or spaces, and
-//! durations as integer seconds. A section opened twice (as `<host default>` usually is,
-//! once per file) is merged, later keys winning, as MMM did.
+//! MMM's format (lib/Common/Config.pm of 2.2.1): `key value` lines, `#` comment lines
+//! (only whole lines: a `#` inside a value, as in a password, is part of it),
+//! `include FILE`, sections `<host default>`, `<host NAME>`, `<role NAME>`, `<monitor>`,
+//! `<check NAME>`, `<socket>`, `<copy_method NAME>` closed by `</host>` etc., empty
+//! sections as `<socket/>` or `<check mysql/>`, lists separated by commas (and, here,
+//! spaces), booleans as 0/1, yes/no, on/off, true/false, and durations as integer
+//! seconds. A section opened twice (as `<host default>` usually is, once per file) is
+//! merged, later keys winning, as MMM did.
 //!
-//! The output is our TOML; every option mapped differently or dropped yields a warning
-//! naming the file and line it came from.
+//! Every option MMM 2.2.1 accepts imports into a config that passes validation: options
+//! mmm has no use for (mmm-tools, pid files, SSL sockets) are dropped with a warning
+//! naming the file and line they came from, as is every option mapped differently.
+//! MMM's status file is read by [`status::parse`].
 
 use crate::duration::format_duration;
 use std::collections::BTreeMap;
@@ -30,6 +35,14 @@ pub enum ImportError {
 }
 
 const MAX_INCLUDE_DEPTH: usize = 8;
+
+pub mod status;
+
+/// Where MMM looked for an included file, after the including file's own directory.
+const MMM_CONFIG_DIRS: &[&str] = &["/etc", "/etc/mmm", "/etc/mysql-mmm"];
+
+/// The check names MMM 2.2.1 accepts in `<check NAME>`.
+const CHECK_NAMES: &[&str] = &["default", "ping", "mysql", "rep_backlog", "rep_threads"];
 
 /// Where a value came from, for warnings.
 #[derive(Debug, Clone)]
@@ -96,8 +109,8 @@ impl Mmm {
                 file: file.clone(),
                 line: i + 1,
             };
-            let line = raw_line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
+            let line = raw_line.trim();
+            if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let syntax = |problem: String| ImportError::Syntax {
@@ -119,6 +132,11 @@ impl Mmm {
                 let head = head.strip_suffix('>').ok_or_else(|| {
                     syntax(format!("section header {line:?} lacks its closing '>'"))
                 })?;
+                // `<socket/>`, `<check mysql/>`: a section with nothing in it.
+                let (head, empty) = match head.strip_suffix('/') {
+                    Some(h) => (h, true),
+                    None => (head, false),
+                };
                 let mut words = head.split_whitespace();
                 let kind = words.next().unwrap_or_default().to_string();
                 let name = words.next().unwrap_or("").to_string();
@@ -127,17 +145,27 @@ impl Mmm {
                         "<{kind}> opened inside <{k} {n}> (opened at {at})"
                     )));
                 }
-                let needs_name = matches!(kind.as_str(), "host" | "role" | "check");
+                let needs_name = matches!(kind.as_str(), "host" | "role" | "check" | "copy_method");
                 let known = needs_name || matches!(kind.as_str(), "monitor" | "socket");
                 if !known {
                     return Err(syntax(format!(
-                        "unknown section <{kind}> (MMM knows host, role, monitor, check, socket)"
+                        "unknown section <{kind}> (MMM knows host, role, monitor, check, socket, copy_method)"
                     )));
                 }
                 if needs_name && name.is_empty() {
                     return Err(syntax(format!("<{kind}> needs a name")));
                 }
-                *open = Some((kind, name, loc.clone()));
+                if kind == "check" && !CHECK_NAMES.contains(&name.as_str()) {
+                    return Err(syntax(format!(
+                        "<check {name}>: MMM knows the checks {}",
+                        CHECK_NAMES.join(", ")
+                    )));
+                }
+                // Registered even when empty, so that it exists as it did for MMM.
+                self.section(&kind, &name);
+                if !empty {
+                    *open = Some((kind, name, loc.clone()));
+                }
                 continue;
             }
             let (key, value) = match line.split_once(char::is_whitespace) {
@@ -153,10 +181,7 @@ impl Mmm {
                         at: loc.to_string(),
                     });
                 }
-                // MMM resolved includes against /etc/mysql-mmm/; beside the including file
-                // is the same place for an installed config and works for copies too.
-                let target = path.parent().unwrap_or(Path::new(".")).join(&value);
-                self.read(&target, depth + 1, open)?;
+                self.read(&include_target(path, &value), depth + 1, open)?;
                 continue;
             }
             let entry = Entry { value, loc };
@@ -170,6 +195,26 @@ impl Mmm {
         }
         Ok(())
     }
+}
+
+/// The file `include NAME` in `from` means. MMM added `.conf` when missing and looked in
+/// /etc, /etc/mmm and /etc/mysql-mmm; beside the including file comes first here (the
+/// same place for an installed config, and right for copies), then MMM's directories.
+fn include_target(from: &Path, name: &str) -> PathBuf {
+    let name = if name.ends_with(".conf") {
+        name.to_string()
+    } else {
+        format!("{name}.conf")
+    };
+    let beside = from.parent().unwrap_or(Path::new(".")).join(&name);
+    if beside.exists() || Path::new(&name).is_absolute() {
+        return beside;
+    }
+    MMM_CONFIG_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(&name))
+        .find(|p| p.exists())
+        .unwrap_or(beside)
 }
 
 /// The result of an import: TOML text and the warnings to show the operator.
@@ -218,8 +263,9 @@ fn quoted_list(value: &str) -> String {
     format!("[{}]", items.join(", "))
 }
 
-/// Keys of MMM's host sections that belong to mmm-tools (backup/clone) or to MMM's own
-/// process management; mmm has neither.
+/// Keys of MMM's host sections that belong to mmm-tools (mmm_backup, mmm_clone,
+/// mmm_restore) or to MMM's own process management; mmm has neither. Names as in MMM
+/// 2.2.1's ruleset.
 const DROPPED_HOST_KEYS: &[(&str, &str)] = &[
     (
         "pid_path",
@@ -230,48 +276,24 @@ const DROPPED_HOST_KEYS: &[(&str, &str)] = &[
         "mmm's binaries are found on PATH or by the systemd unit",
     ),
     ("mysql_rcscript", "mmm does not start or stop mysqld"),
-    ("mysql_cnf", "mmm-tools (backup/clone) are not part of mmm"),
-    ("backup_dir", "mmm-tools (backup/clone) are not part of mmm"),
-    (
-        "restore_dir",
-        "mmm-tools (backup/clone) are not part of mmm",
-    ),
-    (
-        "tools_tempdir",
-        "mmm-tools (backup/clone) are not part of mmm",
-    ),
-    ("ssh_user", "mmm-tools (backup/clone) are not part of mmm"),
-    ("ssh_port", "mmm-tools (backup/clone) are not part of mmm"),
-    (
-        "ssh_parameters",
-        "mmm-tools (backup/clone) are not part of mmm",
-    ),
-    (
-        "lvm_bin_lvcreate",
-        "mmm-tools (backup/clone) are not part of mmm",
-    ),
-    (
-        "lvm_bin_lvremove",
-        "mmm-tools (backup/clone) are not part of mmm",
-    ),
-    (
-        "lvm_snapshot_size",
-        "mmm-tools (backup/clone) are not part of mmm",
-    ),
-    ("lvm_logvol", "mmm-tools (backup/clone) are not part of mmm"),
-    (
-        "lvm_volgroup",
-        "mmm-tools (backup/clone) are not part of mmm",
-    ),
-    (
-        "lvm_mount_dir",
-        "mmm-tools (backup/clone) are not part of mmm",
-    ),
-    (
-        "lvm_mount_opts",
-        "mmm-tools (backup/clone) are not part of mmm",
-    ),
+    ("mysql_cnf", TOOLS),
+    ("ssh_user", TOOLS),
+    ("ssh_port", TOOLS),
+    ("ssh_parameters", TOOLS),
+    ("tools_user", TOOLS),
+    ("tools_password", TOOLS),
+    ("backup_dir", TOOLS),
+    ("restore_dir", TOOLS),
+    ("lvm_bin_lvcreate", TOOLS),
+    ("lvm_bin_lvremove", TOOLS),
+    ("lvm_snapshot_size", TOOLS),
+    ("lvm_logical_volume", TOOLS),
+    ("lvm_volume_group", TOOLS),
+    ("lvm_mount_dir", TOOLS),
+    ("lvm_mount_opts", TOOLS),
 ];
+
+const TOOLS: &str = "mmm-tools (backup/clone/restore) are not part of mmm";
 
 const HOST_KEYS: &[&str] = &[
     "cluster_interface",
@@ -325,12 +347,16 @@ impl Converter {
     }
 
     fn boolean(&mut self, key: &str, e: &Entry) -> Result<String, ImportError> {
-        match e.value.as_str() {
-            "1" | "yes" | "true" => Ok("true".into()),
-            "0" | "no" | "false" => Ok("false".into()),
-            v => Err(ImportError::Syntax {
+        // MMM's words, case-insensitive.
+        match e.value.to_ascii_lowercase().as_str() {
+            "1" | "yes" | "true" | "on" => Ok("true".into()),
+            "0" | "no" | "false" | "off" => Ok("false".into()),
+            _ => Err(ImportError::Syntax {
                 at: e.loc.to_string(),
-                problem: format!("{key} {v:?} is not 0 or 1"),
+                problem: format!(
+                    "{key} {:?} is not 0 or 1 (nor yes/no, on/off, true/false)",
+                    e.value
+                ),
             }),
         }
     }
@@ -398,10 +424,9 @@ impl Converter {
                 ),
                 "debug" => self.warn(&e.loc, "debug dropped: set RUST_LOG=debug instead"),
                 "max_kill_retries" => agent_extra.push((key.clone(), e.clone())),
-                "default_copy_method" | "clone_dirs" => self.warn(
-                    &e.loc,
-                    format!("{key} dropped: mmm-tools (backup/clone) are not part of mmm"),
-                ),
+                "default_copy_method" | "clone_dirs" => {
+                    self.warn(&e.loc, format!("{key} dropped: {TOOLS}"))
+                }
                 k => self.warn(&e.loc, format!("{k} is not an MMM option; dropped")),
             }
         }
@@ -411,13 +436,20 @@ impl Converter {
             self.host_keys(t, &mut agent_extra)?;
         }
 
+        let host_default = sections("host")
+            .into_iter()
+            .find(|(n, _)| *n == "default")
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default();
         for (name, t) in sections("host")
             .into_iter()
             .filter(|(n, _)| *n != "default")
         {
             self.line(format_args!("\n[hosts.{name}]"));
+            // MMM's `<host default>` is a template for every key, these included.
             for key in ["ip", "mode", "peer"] {
-                if let Some((_, e)) = t.0.iter().find(|(k, _)| k == key) {
+                let found = t.0.iter().chain(&host_default.0).find(|(k, _)| k == key);
+                if let Some((_, e)) = found {
                     self.line(format_args!("{key} = {}", quote(&e.value)));
                 }
             }
@@ -466,8 +498,41 @@ impl Converter {
         for (key, e) in &monitor.0 {
             match key.as_str() {
                 "ip" | "port" => {}
-                "status_path" | "kill_host_bin" | "mode" => {
-                    self.line(format_args!("{key} = {}", quote(&e.value)))
+                "mode" => self.line(format_args!("mode = {}", quote(&e.value))),
+                "status_path" => {
+                    self.line(format_args!("status_path = {}", quote(&e.value)));
+                    self.warn(
+                        &e.loc,
+                        "status_path: mmm-monitor takes over the states and roles in MMM's status file there, \
+                         then writes its own format in its place; keep a copy to go back to MMM",
+                    );
+                }
+                "kill_host_bin" => {
+                    // MMM ran a relative kill_host_bin from bin_path/monitor/.
+                    let path = match get("bin_path") {
+                        Some(bin) if !e.value.starts_with('/') => {
+                            let abs =
+                                format!("{}/monitor/{}", bin.value.trim_end_matches('/'), e.value);
+                            self.warn(
+                                &e.loc,
+                                format!(
+                                    "kill_host_bin {}: relative to bin_path as MMM ran it: {abs}",
+                                    e.value
+                                ),
+                            );
+                            abs
+                        }
+                        _ => e.value.clone(),
+                    };
+                    self.line(format_args!("kill_host_bin = {}", quote(&path)));
+                }
+                "flap_count" if e.value.trim() == "0" => {
+                    // MMM's 0 turned flap detection off; mmm has no off switch.
+                    self.warn(
+                        &e.loc,
+                        "flap_count 0: MMM did not detect flapping then; mmm always does, the largest count is used",
+                    );
+                    self.line(format_args!("flap_count = {}", u32::MAX));
                 }
                 "ping_ips" => self.line(format_args!("ping_ips = {}", quoted_list(&e.value))),
                 "ping_interval" | "flap_duration" | "auto_set_online" | "wait_for_other_master" => {
@@ -499,6 +564,12 @@ impl Converter {
             self.line(format_args!("\n[checks.{name}]"));
             for (key, e) in &t.0 {
                 match key.as_str() {
+                    // MMM accepted max_backlog in every check section (its ruleset
+                    // shares one key list) but only rep_backlog reads it.
+                    "max_backlog" if !matches!(*name, "rep_backlog" | "default") => self.warn(
+                        &e.loc,
+                        format!("max_backlog in <check {name}> dropped: only the rep_backlog check uses it (MMM ignored it there too)"),
+                    ),
                     "check_period" | "trap_period" | "timeout" | "max_backlog" => {
                         timings_set |= key != "max_backlog";
                         let v = self.seconds(key, e)?;
@@ -553,6 +624,11 @@ impl Converter {
                     &e.loc,
                     "<socket> dropped: the agent protocol is authenticated with the cluster key instead of SSL certificates",
                 );
+            }
+        }
+        for (name, t) in sections("copy_method") {
+            if let Some((_, e)) = t.0.first() {
+                self.warn(&e.loc, format!("<copy_method {name}> dropped: {TOOLS}"));
             }
         }
         self.line("\n[security]");
@@ -643,6 +719,209 @@ mod tests {
         }
     }
 
+    fn parse_imported(imp: &Import) -> Config {
+        Config::parse(&imp.toml, Path::new("imported.toml")).unwrap_or_else(|e| {
+            panic!(
+                "imported TOML does not validate:\n{}\n{}",
+                e.lines().join("\n"),
+                imp.toml
+            )
+        })
+    }
+
+    /// Each directory of conf/legacy holding an mmm_common.conf is one MMM installation:
+    /// its files, as `mmm-control import-mmm` takes them.
+    fn legacy_sets() -> Vec<Vec<PathBuf>> {
+        let root = legacy("");
+        let mut dirs = vec![root.clone()];
+        for entry in std::fs::read_dir(&root).expect("conf/legacy exists") {
+            let path = entry.expect("readable entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+        dirs.sort();
+        dirs.into_iter()
+            .filter(|d| d.join("mmm_common.conf").exists())
+            .map(|d| {
+                ["mmm_common.conf", "mmm_mon.conf", "mmm_agent.conf"]
+                    .iter()
+                    .map(|f| d.join(f))
+                    .filter(|f| f.exists())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_mmm_config_in_conf_legacy_imports_into_a_valid_config() {
+        let sets = legacy_sets();
+        assert!(
+            sets.len() >= 3,
+            "expected the documented, four-host and per-check sets: {sets:?}"
+        );
+        for files in sets {
+            let imp = import(&files).unwrap_or_else(|e| panic!("{files:?}: {e}"));
+            parse_imported(&imp);
+            // Every file:line warning names a file of this set.
+            for w in &imp.warnings {
+                if w.contains(".conf:") {
+                    assert!(
+                        files
+                            .iter()
+                            .any(|f| w.starts_with(&f.display().to_string())),
+                        "{w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn four_hosts_with_tools_options_and_copy_methods() {
+        let dir = legacy("four-hosts");
+        let imp = import(&[
+            dir.join("mmm_common.conf"),
+            dir.join("mmm_mon.conf"),
+            dir.join("mmm_agent.conf"),
+        ])
+        .unwrap();
+        let config = parse_imported(&imp);
+        let names: Vec<_> = config.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["db1", "db2", "db3", "db4"]);
+        assert_eq!(
+            config.host("db4").unwrap().mode,
+            crate::types::HostMode::Slave
+        );
+        assert_eq!(config.role("reader").unwrap().ips.len(), 4);
+        // A '#' inside a value is part of it, as MMM read it.
+        assert_eq!(
+            config
+                .host("db1")
+                .unwrap()
+                .replication_password
+                .reveal()
+                .unwrap(),
+            "Rep#Pass"
+        );
+        assert_eq!(
+            config.monitor.kill_host_bin.as_deref(),
+            Some(Path::new("/usr/libexec/mysql-mmm/monitor/kill_host"))
+        );
+        assert!(config.monitor.careful_startup);
+        assert_eq!(config.agent.max_kill_retries, 10);
+        let w = imp.warnings.join("\n");
+        for needle in [
+            "lvm_logical_volume dropped: mmm-tools",
+            "lvm_volume_group dropped: mmm-tools",
+            "tools_user dropped",
+            "tools_password dropped",
+            "mmm_common.conf:7: default_copy_method dropped",
+            "clone_dirs dropped",
+            "<copy_method ssh-gz> dropped",
+            "<copy_method rdiff> dropped",
+            "kill_host_bin kill_host: relative to bin_path",
+            "status_path: mmm-monitor takes over",
+            "this db4 dropped",
+        ] {
+            assert!(w.contains(needle), "no warning contains {needle:?}:\n{w}");
+        }
+        assert!(!w.contains("is not an MMM"), "every option is MMM's:\n{w}");
+    }
+
+    #[test]
+    fn per_check_sections_as_the_guides_wrote_them() {
+        let dir = legacy("per-check");
+        let imp = import(&[
+            dir.join("mmm_common.conf"),
+            dir.join("mmm_mon.conf"),
+            dir.join("mmm_agent.conf"),
+        ])
+        .unwrap();
+        let config = parse_imported(&imp);
+        assert_eq!(config.checks.ping.check_period, Duration::from_secs(1));
+        assert_eq!(config.checks.ping.trap_period, Duration::from_secs(5));
+        assert_eq!(config.checks.mysql.check_period, Duration::from_secs(10));
+        assert_eq!(config.checks.rep_threads.timeout, Duration::from_secs(2));
+        assert_eq!(
+            config.checks.rep_backlog.max_backlog,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            config.checks.rep_backlog.check_period,
+            Duration::from_secs(5)
+        );
+        assert!(!config.monitor.careful_startup);
+        assert_eq!(config.monitor.flap_count, u32::MAX);
+        assert_eq!(config.monitor.control.to_string(), "192.168.10.5:9988");
+        let w = imp.warnings.join("\n");
+        for needle in [
+            "max_backlog in <check mysql> dropped: only the rep_backlog check uses it",
+            "flap_count 0: MMM did not detect flapping",
+            "<socket> dropped",
+        ] {
+            assert!(w.contains(needle), "no warning contains {needle:?}:\n{w}");
+        }
+        assert!(!w.contains("is not an MMM"), "every option is MMM's:\n{w}");
+    }
+
+    /// Every key of MMM 2.2.1's ruleset (lib/Common/Config.pm), each section kind, empty
+    /// sections and MMM's boolean words: the import validates and drops nothing silently.
+    #[test]
+    fn every_option_mmm_2_2_1_accepts_imports_into_a_valid_config() {
+        let dir = std::env::temp_dir().join(format!("mmm-import-all-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("all.conf");
+        std::fs::write(
+            &f,
+            "this a\ndebug off\nactive_master_role writer\nmax_kill_retries 7\ndefault_copy_method scp\nclone_dirs /var/lib/mysql\n\
+             <role writer>\n mode exclusive\n hosts a, b\n ips 10.1.0.9\n prefer a\n</role>\n\
+             <role reader>\n mode balanced\n hosts a, b, c\n ips 10.1.0.10, 10.1.0.11\n</role>\n\
+             <monitor>\n ip 127.0.0.1\n port 9988\n pid_path /run/m.pid\n bin_path /usr/lib/mysql-mmm\n status_path /var/lib/mysql-mmm/mmm_mond.status\n\
+              ping_interval 1\n ping_ips 10.1.0.1\n flap_duration 3600\n flap_count 3\n auto_set_online 30\n kill_host_bin kill_host\n\
+              careful_startup YES\n mode wait\n wait_for_other_master 120\n</monitor>\n\
+             <socket>\n type ssl\n cert_file /c.crt\n key_file /c.key\n ca_file /ca.crt\n</socket>\n\
+             <copy_method scp>\n backup_command b\n restore_command r\n incremental_command i\n incremental 0\n single_run 0\n true_copy 0\n</copy_method>\n\
+             <copy_method default/>\n\
+             <host default>\n pid_path /run/a.pid\n bin_path /usr/lib/mysql-mmm\n agent_port 9989\n cluster_interface eth0\n mysql_port 3306\n\
+              mysql_pidfile /run/mysqld.pid\n mysql_rcscript /etc/init.d/mysql\n mysql_cnf /etc/my.cnf\n agent_user ag\n agent_password ap\n\
+              monitor_user mo\n monitor_password mp\n replication_user re\n replication_password rp\n ssh_user root\n ssh_port 22\n\
+              ssh_parameters -q\n tools_user tu\n tools_password tp\n backup_dir /b\n restore_dir /r\n lvm_bin_lvcreate lvcreate\n\
+              lvm_bin_lvremove lvremove\n lvm_snapshot_size 1G\n lvm_logical_volume lv\n lvm_volume_group vg\n lvm_mount_dir /mnt\n lvm_mount_opts -o ro\n</host>\n\
+             <host a>\n ip 10.1.0.1\n mode master\n peer b\n</host>\n<host b>\n ip 10.1.0.2\n mode master\n peer a\n</host>\n\
+             <host c>\n ip 10.1.0.3\n mode slave\n</host>\n\
+             <check default>\n check_period 5\n trap_period 10\n timeout 2\n restart_after 10000\n max_backlog 60\n</check>\n\
+             <check ping>\n max_backlog 60\n</check>\n<check mysql/>\n<check rep_threads>\n timeout 3\n</check>\n\
+             <check rep_backlog>\n max_backlog 90\n</check>\n",
+        )
+        .unwrap();
+        let imp = import(std::slice::from_ref(&f)).unwrap();
+        let config = parse_imported(&imp);
+        assert_eq!(config.monitor.mode, crate::types::MonitorMode::Wait);
+        assert!(config.monitor.careful_startup);
+        assert_eq!(config.agent.max_kill_retries, 7);
+        assert_eq!(
+            config.checks.rep_backlog.max_backlog,
+            Duration::from_secs(90)
+        );
+        assert_eq!(config.checks.mysql.check_period, Duration::from_secs(5));
+        assert_eq!(config.checks.rep_threads.timeout, Duration::from_secs(3));
+        assert_eq!(
+            config.host("c").unwrap().mysql_pid_file.as_deref(),
+            Some(Path::new("/run/mysqld.pid"))
+        );
+        let w = imp.warnings.join("\n");
+        assert!(!w.contains("is not an MMM"), "every option is MMM's:\n{w}");
+        for needle in [
+            "max_backlog in <check ping> dropped",
+            "<copy_method scp> dropped",
+            "<socket> dropped",
+        ] {
+            assert!(w.contains(needle), "no warning contains {needle:?}:\n{w}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn comma_and_space_lists_and_bare_defaults() {
         let dir = std::env::temp_dir().join(format!("mmm-import-{}", std::process::id()));
@@ -679,6 +958,14 @@ mod tests {
             ("<host db1>\n</role>\n", ":2: </role> closes <host db1>"),
             ("<cluster x>\n</cluster>\n", ":1: unknown section <cluster>"),
             ("<role>\n</role>\n", ":1: <role> needs a name"),
+            (
+                "<check replication>\n</check>\n",
+                ":1: <check replication>: MMM knows the checks default, ping, mysql",
+            ),
+            (
+                "<monitor>\n careful_startup maybe\n</monitor>\n",
+                ":2: careful_startup \"maybe\" is not 0 or 1",
+            ),
             (
                 "active_master_role\n",
                 ":1: \"active_master_role\" has no value",
