@@ -394,4 +394,54 @@ mod tests {
         );
         assert_eq!(GtidSet::parse("  ").unwrap(), GtidSet::Empty);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn uuid() -> impl Strategy<Value = String> {
+            "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+        }
+
+        fn mysql_set() -> impl Strategy<Value = GtidSet> {
+            let source = (
+                uuid(),
+                prop_oneof![Just(String::new()), "[a-z_][a-z0-9_]{0,31}"],
+            );
+            let ivs = proptest::collection::vec((1u64..1000, 0u64..50), 1..4)
+                .prop_map(|v| v.into_iter().map(|(a, n)| (a, a + n)).collect::<Vec<_>>());
+            proptest::collection::btree_map(source, ivs, 1..5).prop_map(|mut m| {
+                for list in m.values_mut() {
+                    normalise(list);
+                }
+                GtidSet::MySql(m)
+            })
+        }
+
+        fn mariadb_set() -> impl Strategy<Value = GtidSet> {
+            proptest::collection::btree_map((any::<u32>(), any::<u32>()), any::<u64>(), 1..8)
+                .prop_map(GtidSet::MariaDb)
+        }
+
+        proptest! {
+            #[test]
+            fn printed_sets_parse_back_to_themselves(set in prop_oneof![mysql_set(), mariadb_set()]) {
+                prop_assert_eq!(GtidSet::parse(&set.to_string()).unwrap(), set.clone());
+                prop_assert!(set.contains(&set));
+            }
+
+            #[test]
+            fn arbitrary_text_parses_or_is_refused_never_panics(text in ".{0,80}") {
+                if let Ok(set) = GtidSet::parse(&text) {
+                    // Whatever parses prints as a set that parses to the same.
+                    prop_assert_eq!(GtidSet::parse(&set.to_string()).unwrap(), set);
+                }
+            }
+
+            #[test]
+            fn gtid_like_text_never_panics(text in "[0-9a-fA-F:,_ -]{0,120}") {
+                let _ = GtidSet::parse(&text);
+            }
+        }
+    }
 }
