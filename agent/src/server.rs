@@ -396,7 +396,8 @@ impl Agent {
                 let agent = self.clone();
                 let out = out.clone();
                 tokio::spawn(async move {
-                    let report = agent.fresh_report().await;
+                    let mut report = agent.fresh_report().await;
+                    report.fit_frame();
                     let _ = out.send(reply(Message::StatusReport(report))).await;
                 });
             }

@@ -1,6 +1,6 @@
 //! The messages monitor and agent exchange, and their payload encodings.
 
-use super::frame::FrameError;
+use super::frame::{FrameError, MAX_PAYLOAD};
 use super::wire::{Reader, Writer};
 use crate::gtid::{GtidError, GtidSet};
 use crate::types::HostState;
@@ -223,6 +223,24 @@ impl StatusReport {
             });
         }
         GtidSet::parse(&self.gtid_executed)
+    }
+
+    /// Makes the report fit one frame: a GTID set too large to send becomes unknown, with
+    /// `gtid_unreadable` saying why, so the status reply still goes out (and the monitor
+    /// refuses what needs the set, naming the cause) instead of the link failing.
+    pub fn fit_frame(&mut self) {
+        let mut scratch = Vec::new();
+        let len = match Message::StatusReport(self.clone()).encode_payload(&mut scratch) {
+            Ok(()) if scratch.len() <= MAX_PAYLOAD => return,
+            Ok(()) => scratch.len(),
+            // Only the set can outgrow its length prefix: count it whole.
+            Err(_) => scratch.len() + self.gtid_executed.len(),
+        };
+        self.gtid_unreadable = format!(
+            "the status report with a GTID set of {} bytes is {len} bytes, over the frame limit of {MAX_PAYLOAD}",
+            self.gtid_executed.len()
+        );
+        self.gtid_executed.clear();
     }
 }
 

@@ -562,9 +562,32 @@ fn a_200_domain_gtid_set_round_trips_and_a_too_large_one_is_refused_at_seal() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
     assert!(err.to_string().contains("StatusReport"), "{err}");
-    let hb = Message::Heartbeat(Heartbeat { epoch: 2 });
-    let f = one(&agent.sealer.seal(&hb, 0, 0).unwrap());
-    assert_eq!(monitor.opener.open(&f).unwrap(), hb);
+
+    // What an agent sends instead: the same report with the set marked unknown, which
+    // the monitor refuses to compare, naming the size.
+    let Message::StatusReport(mut fitted) = huge else {
+        unreachable!()
+    };
+    fitted.fit_frame();
+    assert!(fitted.gtid_executed.is_empty());
+    let why = fitted.gtid_set().unwrap_err().to_string();
+    assert!(why.contains("GTID set of 65460 bytes"), "{why}");
+    let fitted = Message::StatusReport(fitted);
+    let f = one(&agent.sealer.seal(&fitted, 4, FLAG_RESPONSE).unwrap());
+    assert_eq!(monitor.opener.open(&f).unwrap(), fitted);
+    // A report that fits is left alone; one whose set outgrows its own length prefix
+    // is fitted too.
+    let Message::StatusReport(mut small) = status_with_gtid("0-1-5".into()) else {
+        unreachable!()
+    };
+    let before = small.clone();
+    small.fit_frame();
+    assert_eq!(small, before);
+    let Message::StatusReport(mut giant) = status_with_gtid("0-1-1,".repeat(20_000)) else {
+        unreachable!()
+    };
+    giant.fit_frame();
+    assert!(giant.gtid_executed.is_empty() && !giant.gtid_unreadable.is_empty());
 }
 
 /// The frames of one handshake between a monitor and an agent sharing key `k`.
