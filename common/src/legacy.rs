@@ -1,7 +1,8 @@
 //! Import of MySQL-MMM 2.2.1 configurations (`mmm-control import-mmm`).
 //!
 //! MMM's format (lib/Common/Config.pm of 2.2.1): `key value` lines, `#` comment lines
-//! (only whole lines: a `#` inside a value, as in a password, is part of it),
+//! (MMM knew only whole-line comments: a `#` inside a word, as in a password, is part
+//! of the value; one after a blank starts a comment here, with a warning),
 //! `include FILE`, sections `<host default>`, `<host NAME>`, `<role NAME>`, `<monitor>`,
 //! `<check NAME>`, `<socket>`, `<copy_method NAME>` closed by `</host>` etc., empty
 //! sections as `<socket/>` or `<check mysql/>`, lists separated by commas (and, here,
@@ -81,6 +82,8 @@ struct Mmm {
     globals: Table,
     /// (kind, name) -> entries, in first-seen order.
     sections: Vec<((String, String), Table)>,
+    /// Warnings of the reading itself (trailing comments).
+    warnings: Vec<String>,
 }
 
 impl Mmm {
@@ -168,10 +171,24 @@ impl Mmm {
                 }
                 continue;
             }
-            let (key, value) = match line.split_once(char::is_whitespace) {
+            let (key, mut value) = match line.split_once(char::is_whitespace) {
                 Some((k, v)) => (k.to_string(), v.trim().to_string()),
                 None => return Err(syntax(format!("{line:?} has no value"))),
             };
+            // Guides put comments after values (`ping_ips a, b   # real IPs`). MMM
+            // kept them in the value, which broke it; a '#' after a blank is taken as a
+            // comment here, with a warning, while one inside a word (a password) stays.
+            if let Some(i) = value
+                .char_indices()
+                .find(|&(i, c)| c == '#' && i > 0 && value[..i].ends_with(char::is_whitespace))
+                .map(|(i, _)| i)
+            {
+                self.warnings.push(format!(
+                    "{loc}: {key}: {:?} taken as a comment (MMM read it as part of the value)",
+                    &value[i..]
+                ));
+                value = value[..i].trim_end().to_string();
+            }
             if key == "include" {
                 if open.is_some() {
                     return Err(syntax("include inside a section".into()));
@@ -237,7 +254,11 @@ pub fn import(files: &[PathBuf]) -> Result<Import, ImportError> {
             });
         }
     }
-    Converter::default().convert(&mmm)
+    let converter = Converter {
+        warnings: std::mem::take(&mut mmm.warnings),
+        ..Converter::default()
+    };
+    converter.convert(&mmm)
 }
 
 #[derive(Default)]
@@ -919,6 +940,42 @@ mod tests {
         ] {
             assert!(w.contains(needle), "no warning contains {needle:?}:\n{w}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn trailing_comments_are_cut_with_a_warning_and_a_hash_inside_a_word_stays() {
+        let dir = std::env::temp_dir().join(format!("mmm-import-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("mmm.conf");
+        std::fs::write(
+            &f,
+            "<host default>\n agent_password a#1\n monitor_password m\n replication_password r\n</host>\n\
+             <host a>\n ip 10.1.0.1\n mode master\n peer b\n</host>\n<host b>\n ip 10.1.0.2\n mode master\n peer a\n</host>\n\
+             <role writer>\n hosts a,b\n ips 10.1.0.9\n mode exclusive\n</role>\n\
+             <monitor>\n ping_ips 10.1.0.1, 10.1.0.2    # real IPs, not VIPs\n auto_set_online 60 # seconds\n</monitor>\n",
+        )
+        .unwrap();
+        let imp = import(std::slice::from_ref(&f)).unwrap();
+        let config = parse_imported(&imp);
+        assert_eq!(
+            config.host("a").unwrap().agent_password.reveal().unwrap(),
+            "a#1"
+        );
+        assert_eq!(config.monitor.ping_ips.len(), 2);
+        assert_eq!(
+            config.monitor.auto_set_online,
+            Some(Duration::from_secs(60))
+        );
+        let w = imp.warnings.join("\n");
+        assert!(
+            w.contains("mmm.conf:22: ping_ips: \"# real IPs, not VIPs\" taken as a comment"),
+            "{w}"
+        );
+        assert!(
+            w.contains("mmm.conf:23: auto_set_online: \"# seconds\" taken as a comment"),
+            "{w}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
