@@ -5,10 +5,12 @@
 //! - [`garp`]: gratuitous ARP, built purely and sent from a send-only packet socket
 //! - [`caps`]: the four capabilities the agent keeps, and what each one enables
 //! - [`reconcile`]: desired state -> ordered steps, and their execution
-//! - [`server`]: the authenticated protocol towards the monitor, and lease fencing
+//! - [`lease`]: lease fencing: who renews, the deadline kept across restarts
+//! - [`server`]: the authenticated protocol towards the monitor, the lease's task
 
 pub mod caps;
 pub mod garp;
+pub mod lease;
 pub mod mysql;
 pub mod probe;
 pub mod reconcile;

@@ -165,6 +165,9 @@ pub struct Executor {
     pub spare_users: Vec<String>,
     /// Restored before the server goes writable.
     pub semi_sync: crate::mysql::SemiSyncHold,
+    /// Asked before a writer VIP is added or the server goes writable.
+    pub lease: Arc<crate::lease::Lease>,
+    pub writer_vips: BTreeSet<Ipv4Addr>,
 }
 
 impl Executor {
@@ -227,6 +230,19 @@ impl Executor {
                     .await
                     .map(drop)
                     .map_err(|e| error_chain(&e)),
+                (Step::AddVip(ip), Some(l)) if self.writer_vips.contains(ip) => {
+                    // The permit holds the fence off until the address is in place, so a
+                    // fence decided meanwhile removes it again.
+                    match self.lease.permit_writer().await {
+                        None => Err(format!("writer VIP {ip} not taken: {}", self.no_lease())),
+                        Some(_permit) => self
+                            .netlink
+                            .add(l.index, &self.interface, *ip)
+                            .await
+                            .map(drop)
+                            .map_err(|e| error_chain(&e)),
+                    }
+                }
                 (Step::AddVip(ip), Some(l)) => self
                     .netlink
                     .add(l.index, &self.interface, *ip)
@@ -236,6 +252,11 @@ impl Executor {
                 (Step::RemoveVip(_) | Step::AddVip(_), None) => continue,
                 (Step::Announce(ip), Some(l)) => self.announce(l, *ip),
                 (Step::Announce(_), None) => continue,
+                (Step::SetReadOnly(false), _)
+                    if self.lease.fenced().is_some() || self.lease.left().is_none() =>
+                {
+                    Err(format!("read_only not lifted: {}", self.no_lease()))
+                }
                 (Step::SetReadOnly(false), _) => {
                     // Acknowledged writes need the semi-sync wait again first.
                     match self.semi_sync.release(&self.mysql).await {
@@ -268,6 +289,13 @@ impl Executor {
             }
         }
         failures
+    }
+
+    fn no_lease(&self) -> String {
+        match self.lease.fenced() {
+            Some(reason) => format!("self-fenced ({reason})"),
+            None => "the lease has expired (no monitor renews it)".into(),
+        }
     }
 
     /// One gratuitous ARP for each VIP held (garp_refresh).

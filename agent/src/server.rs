@@ -6,6 +6,7 @@
 //! snapshot at once, never waiting on SQL or netlink.
 
 use crate::garp::GarpSender;
+use crate::lease::Lease;
 use crate::mysql::{CatchUp, Mysql, SemiSyncHold};
 use crate::reconcile::{error_chain, plan, Desired, Executor, Observed, Scope};
 use crate::vip::Netlink;
@@ -14,8 +15,8 @@ use mmm_common::proto::io::{read_frame, write_frames, ConnError};
 use mmm_common::proto::*;
 use mmm_common::types::Fencing;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::Instrument;
@@ -106,6 +107,9 @@ enum Command {
     ReadOnly(bool, oneshot::Sender<Vec<String>>),
     /// Give up the writer role: VIP, then read_only, then sessions.
     Demote(oneshot::Sender<Vec<String>>),
+    /// The lease task has removed the writer VIPs: drop the writer from the desired state
+    /// and finish the fence (read_only, sessions).
+    Fenced,
 }
 
 /// Everything the agent's tasks share.
@@ -115,7 +119,7 @@ pub struct Agent {
     key: ClusterKey,
     scope: Scope,
     status: watch::Sender<Status>,
-    last_heartbeat: Mutex<Instant>,
+    lease: Arc<Lease>,
     commands: mpsc::Sender<Command>,
     actions_mysql: Mysql,
     /// For status queries: promotion decisions need the server's state now, not the
@@ -162,7 +166,16 @@ impl Agent {
             .await
             .map_err(|source| StartError::Listen { addr, source })?;
         let semi_sync = SemiSyncHold::default();
+        let lease = Arc::new(Lease::new(
+            config.agent.lease,
+            config.agent.fencing == Fencing::Lease,
+            &config.agent.state_dir,
+            &host.name,
+        ));
+        let lease_netlink = resources.netlink.clone();
         let executor = Executor {
+            lease: lease.clone(),
+            writer_vips: scope.writer_vips(),
             netlink: resources.netlink,
             interface: host.cluster_interface.clone(),
             garp: resources.garp.map(Arc::new),
@@ -181,13 +194,16 @@ impl Agent {
             key,
             scope,
             status: watch::Sender::new(Status::default()),
-            last_heartbeat: Mutex::new(Instant::now()),
+            lease,
             commands,
             probe_events: broadcast::channel(64).0,
             semi_sync,
         });
         tokio::spawn(
             reconciler(agent.clone(), executor, rx).instrument(tracing::info_span!("reconcile")),
+        );
+        tokio::spawn(
+            lease_task(agent.clone(), lease_netlink).instrument(tracing::info_span!("lease")),
         );
         Ok((agent, listener))
     }
@@ -291,6 +307,7 @@ impl Agent {
         let (session, welcome) = hs.on_auth(&auth, VERSION)?;
         write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
         tracing::info!(monitor = %session.peer, "monitor authenticated");
+        let (session_id, mut fenced) = self.lease.new_session();
         let Session {
             mut sealer,
             mut opener,
@@ -338,7 +355,16 @@ impl Agent {
         // A monitor heartbeats every heartbeat_interval; one silent far longer is gone.
         let idle = (self.config.monitor.agent_timeout * 4).max(Duration::from_secs(2));
         let result = loop {
-            let frame = match read_frame(&mut reader, &mut buf, idle).await {
+            let read = tokio::select! {
+                r = read_frame(&mut reader, &mut buf, idle) => r,
+                // Nothing this session sent before the fence may undo it: the monitor
+                // must come back on a new connection.
+                _ = fenced.changed() => {
+                    tracing::warn!("closing the monitor connection: the lease fenced this host");
+                    break Ok(());
+                }
+            };
+            let frame = match read {
                 Ok(f) => f,
                 Err(ConnError::Closed) => break Ok(()),
                 Err(e) => break Err(e),
@@ -351,7 +377,7 @@ impl Agent {
                 }
             };
             let id = frame.header.request_id;
-            if let Err(e) = self.dispatch(msg, id, &out_tx).await {
+            if let Err(e) = self.dispatch(session_id, msg, id, &out_tx).await {
                 tell_monitor(&out_tx, &e).await;
                 break Err(e.into());
             }
@@ -364,6 +390,7 @@ impl Agent {
 
     async fn dispatch(
         self: &Arc<Self>,
+        session: u64,
         msg: Message,
         id: u32,
         out: &mpsc::Sender<(Message, u32, u8)>,
@@ -371,17 +398,33 @@ impl Agent {
         let reply = move |m: Message| (m, id, FLAG_RESPONSE);
         match msg {
             Message::Heartbeat(_) => {
-                *self
-                    .last_heartbeat
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                self.lease.on_heartbeat(session);
                 let hb = self.status.borrow().heartbeat();
                 let _ = out.send(reply(Message::AgentHeartbeat(hb))).await;
             }
             Message::DesiredState(d) => {
+                let epoch = d.epoch;
+                match self.lease.on_desired(session) {
+                    Err(still) => {
+                        tracing::warn!(epoch, reason = %still, "desired state refused");
+                        let refusal = Applied {
+                            epoch,
+                            failures: vec![still.to_string()],
+                        };
+                        let _ = out.send(reply(Message::Applied(refusal))).await;
+                        return Ok(());
+                    }
+                    Ok(true) => {
+                        tracing::info!(
+                            epoch,
+                            "desired state from a new monitor connection ends the self-fence"
+                        );
+                        self.status.send_modify(|s| s.fenced_reason.clear());
+                    }
+                    Ok(false) => {}
+                }
                 let (tx, rx) = oneshot::channel();
                 let out = out.clone();
-                let epoch = d.epoch;
                 if self.commands.send(Command::Apply(d, tx)).await.is_ok() {
                     tokio::spawn(async move {
                         let applied = rx.await.unwrap_or(Applied {
@@ -591,10 +634,7 @@ fn failed(detail: String) -> ActionResult {
 /// The only task that changes VIPs and read_only.
 async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Command>) {
     let scope = &agent.scope;
-    let lease = agent.config.agent.lease;
-    let lease_on = agent.config.agent.fencing == Fencing::Lease;
     let mut desired: Option<Desired> = None;
-    let mut lease_tick = tokio::time::interval((lease / 5).max(Duration::from_millis(10)));
     let mut refresh = tokio::time::interval(REFRESH);
     let mut kind = ServerKind::Unknown;
     // Periodic re-announcement of held VIPs (garp_refresh), for switches and clients that
@@ -620,10 +660,6 @@ async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Co
                                 problems
                             }
                             Ok(d) => {
-                                if !agent.status.borrow().fenced_reason.is_empty() {
-                                    tracing::info!(epoch, "desired state from a live monitor ends the self-fence");
-                                }
-                                agent.status.send_modify(|s| s.fenced_reason.clear());
                                 desired = Some(d);
                                 converge(&agent, &exec, desired.as_ref(), &mut kind).await
                             }
@@ -643,24 +679,15 @@ async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Co
                         drop_writer(desired.get_or_insert_with(|| empty_desired(0)), scope);
                         let _ = reply.send(converge(&agent, &exec, desired.as_ref(), &mut kind).await);
                     }
-                }
-            }
-            _ = lease_tick.tick(), if lease_on => {
-                let silent = agent.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-                let status = agent.status.borrow().clone();
-                let holds_writer = status.held_vips.iter().any(|ip| scope.writer_vips().contains(ip))
-                    || desired.as_ref().is_some_and(|d| d.writable);
-                if silent > lease && holds_writer && status.fenced_reason.is_empty() {
-                    let reason = format!("no heartbeat from the monitor for {silent:?} (lease {lease:?}): writer role given up");
-                    tracing::warn!(%reason, "lease expired: fencing myself");
-                    let d = desired.get_or_insert_with(|| empty_desired(0));
-                    drop_writer(d, scope);
-                    // Applied epoch 0 tells the monitor this host holds no state of its choosing.
-                    d.epoch = 0;
-                    agent.status.send_modify(|s| s.fenced_reason = reason);
-                    let failures = converge(&agent, &exec, desired.as_ref(), &mut kind).await;
-                    if !failures.is_empty() {
-                        tracing::error!(?failures, "self-fencing incomplete");
+                    Command::Fenced => {
+                        let d = desired.get_or_insert_with(|| empty_desired(0));
+                        drop_writer(d, scope);
+                        // Applied epoch 0 tells the monitor this host holds no state of its choosing.
+                        d.epoch = 0;
+                        let failures = converge(&agent, &exec, desired.as_ref(), &mut kind).await;
+                        if !failures.is_empty() {
+                            tracing::error!(?failures, "self-fencing incomplete after the VIP removal");
+                        }
                     }
                 }
             }
@@ -669,6 +696,115 @@ async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Co
                 // removed by hand, read_only flipped), and refreshes the report.
                 converge(&agent, &exec, desired.as_ref(), &mut kind).await;
             }
+        }
+    }
+}
+
+/// The lease's own task: at the deadline it removes the writer VIPs through netlink, before
+/// any SQL, and then hands read_only and the session kill to the reconciler.
+async fn lease_task(agent: Arc<Agent>, netlink: Netlink) {
+    let lease = agent.lease.clone();
+    if !lease.enforced() {
+        return;
+    }
+    let writer = agent.scope.writer_vips();
+    let interface = agent.host.cluster_interface.clone();
+    let configured = agent.config.agent.lease;
+    // Expired with nothing to fence: look again now and then. The executor adds no writer
+    // VIP without the lease, so this only catches one added by hand or a writable server.
+    let idle = lease.length().max(Duration::from_millis(100));
+    loop {
+        if let Some(left) = lease.left() {
+            tokio::select! {
+                _ = tokio::time::sleep(left) => {}
+                _ = lease.changed() => {}
+            }
+            continue;
+        }
+        if lease.fenced().is_none() {
+            let gate = lease.gate().await;
+            let held = held_writer_vips(&netlink, &interface, &writer).await;
+            let writable = agent.status.borrow().read_only == Some(false);
+            let reason = (!held.is_empty() || writable)
+                .then(|| {
+                    lease.try_fence(|| {
+                        format!(
+                            "no renewal from the monitor within the lease ({configured:?}, given up {:?} early): writer role given up",
+                            crate::lease::margin(configured)
+                        )
+                    })
+                })
+                .flatten();
+            if let Some(reason) = reason {
+                tracing::warn!(%reason, ?held, "lease expired: fencing myself");
+                agent.status.send_modify(|s| s.fenced_reason = reason);
+                remove_vips(&netlink, &interface, &held).await;
+                drop(gate);
+                if agent.commands.send(Command::Fenced).await.is_err() {
+                    tracing::error!("the reconciler stopped: read_only not set after the fence");
+                }
+                continue;
+            }
+            drop(gate);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => {}
+            _ = lease.changed() => {}
+        }
+    }
+}
+
+/// Bound on one netlink request of the fence.
+const FENCE_STEP: Duration = Duration::from_millis(500);
+
+async fn held_writer_vips(
+    netlink: &Netlink,
+    interface: &str,
+    writer: &std::collections::BTreeSet<Ipv4Addr>,
+) -> Vec<Ipv4Addr> {
+    let read = async {
+        let link = netlink.link(interface).await?;
+        netlink.addresses(link.index, interface).await
+    };
+    match tokio::time::timeout(FENCE_STEP, read).await {
+        Ok(Ok(addrs)) => addrs
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .filter(|ip| writer.contains(ip))
+            .collect(),
+        // Unknown: assume every writer VIP is held, removing one not held is harmless.
+        Ok(Err(e)) => {
+            tracing::warn!(error = %error_chain(&e), "reading addresses for the fence");
+            writer.iter().copied().collect()
+        }
+        Err(_elapsed) => {
+            tracing::warn!("reading addresses for the fence timed out");
+            writer.iter().copied().collect()
+        }
+    }
+}
+
+async fn remove_vips(netlink: &Netlink, interface: &str, vips: &[Ipv4Addr]) {
+    let link = match tokio::time::timeout(FENCE_STEP, netlink.link(interface)).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            tracing::error!(error = %error_chain(&e), "fence: the cluster interface cannot be read; writer VIPs not removed");
+            return;
+        }
+        Err(_elapsed) => {
+            tracing::error!(
+                "fence: reading the cluster interface timed out; writer VIPs not removed"
+            );
+            return;
+        }
+    };
+    for ip in vips {
+        match tokio::time::timeout(FENCE_STEP, netlink.remove(link.index, interface, *ip)).await {
+            Ok(Ok(_)) => tracing::info!(%ip, "fence: writer VIP removed"),
+            Ok(Err(e)) => {
+                tracing::error!(%ip, error = %error_chain(&e), "fence: removing the writer VIP failed")
+            }
+            Err(_elapsed) => tracing::error!(%ip, "fence: removing the writer VIP timed out"),
         }
     }
 }

@@ -48,9 +48,14 @@ impl Lab {
         let key_hex = ClusterKey::generate_hex().unwrap();
         let key = ClusterKey::from_hex(&key_hex).unwrap();
         let key_path = dir.write("cluster.key", &key_hex, 0o600);
+        // The agents keep their lease deadlines here (one file per host), writable by them.
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
         let text = std::fs::read_to_string(crate::workspace_root().join("conf/lab.toml"))
             .unwrap()
-            .replace("/tmp/mmm-lab/cluster.key", key_path.to_str().unwrap());
+            .replace("/tmp/mmm-lab/cluster.key", key_path.to_str().unwrap())
+            .replace("/tmp/mmm-lab/state", state.to_str().unwrap());
         let config = dir.write("lab.toml", &format!("{text}\n{extra}"), 0o600);
         for f in [&key_path, &config] {
             std::os::unix::fs::chown(f, Some(NOBODY), Some(NOBODY)).unwrap();

@@ -271,6 +271,10 @@ fn agent_toggles_read_only_kills_sessions_and_repoints_a_slave() {
     assert!(!db2.read_only());
 }
 
+fn holds(lab: &Lab, host: &str, vip: &str) -> bool {
+    lab.net.addresses(host).iter().any(|a| a.starts_with(vip))
+}
+
 #[test]
 fn agent_fences_itself_when_the_lease_runs_out() {
     if !require_root("agent_fences_itself_when_the_lease_runs_out") {
@@ -279,54 +283,110 @@ fn agent_fences_itself_when_the_lease_runs_out() {
     let lab = Lab::new("lease", "");
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
-    // One link that applies the writer role, then falls silent.
-    let hb = lab.with_link("db1", |mut l| async move {
-        let applied = l
+    // Link A applies the writer role and falls silent; link B (a second monitor, or a
+    // passive one) keeps heartbeating the whole time: it must keep nothing alive.
+    let (addr, key) = (lab.agent_addr("db1"), lab.key.clone());
+    let (hb, after) = lab.with_link("db1", move |mut a| async move {
+        let applied = a
             .apply(desired(1, true, &[("writer", 100), ("reader", 101)]), T)
             .await
             .unwrap();
         assert!(applied.failures.is_empty(), "{:?}", applied.failures);
-        l.heartbeat(1, T).await.unwrap()
+        let hb = a.heartbeat(1, T).await.unwrap();
+        let mut b = AgentLink::connect(addr, &key, "other-monitor", "db1", T)
+            .await
+            .expect("second link");
+        let mut after = None;
+        for _ in 0..100 {
+            match b.heartbeat(1, T).await {
+                Ok(hb) if hb.flags & hb_flags::SELF_FENCED != 0 => {
+                    after = Some(hb);
+                    break;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(30)).await,
+                // The fence closes every session: B learns it that way.
+                Err(_) => break,
+            }
+        }
+        // A frame on a session from before the fence lifts nothing.
+        let refused = a
+            .apply(desired(2, true, &[("writer", 100), ("reader", 101)]), T)
+            .await;
+        (hb, (after, refused.ok()))
     });
     assert_eq!(hb.applied_epoch, 1);
-    // No heartbeats now: after the lease (600 ms in lab.toml) the agent demotes itself.
+    let log = lab.log("agent-db1.log");
+    assert!(
+        log.contains("lease expired") && log.contains("fence: writer VIP removed"),
+        "the lease task did not fence despite another session's heartbeats:\n{log}"
+    );
+    if let (_, Some(applied)) = &after {
+        assert!(
+            !applied.failures.is_empty(),
+            "a desired state on a session from before the fence was applied"
+        );
+    }
     let fenced = wait_for(Duration::from_secs(5), || {
-        (db1.read_only()
-            && !lab
-                .net
-                .addresses("db1")
-                .iter()
-                .any(|a| a.starts_with("192.0.2.100")))
-        .then_some(())
+        (db1.read_only() && !holds(&lab, "db1", "192.0.2.100")).then_some(())
     });
     assert!(
         fenced.is_some(),
         "agent kept the writer role without a monitor:\n{}",
         lab.log("agent-db1.log")
     );
-    assert!(
-        lab.net
-            .addresses("db1")
-            .contains(&"192.0.2.101/32".to_string()),
-        "reader VIP stays"
-    );
-    assert!(lab.log("agent-db1.log").contains("lease expired"));
-    let hb = lab.with_link(
-        "db1",
-        |mut l| async move { l.heartbeat(1, T).await.unwrap() },
-    );
+    assert!(holds(&lab, "db1", "192.0.2.101"), "reader VIP stays");
+    let (hb, status) = lab.with_link("db1", |mut l| async move {
+        (l.heartbeat(1, T).await.unwrap(), l.status(T).await.unwrap())
+    });
     assert_eq!(
         hb.flags & hb_flags::SELF_FENCED,
         hb_flags::SELF_FENCED,
         "next report says so"
     );
     assert_eq!(hb.applied_epoch, 0);
-    let status = lab.with_link("db1", |mut l| async move { l.status(T).await.unwrap() });
     assert!(
-        status
-            .fenced_reason
-            .contains("no heartbeat from the monitor"),
+        status.fenced_reason.contains("no renewal from the monitor"),
         "{status:?}"
+    );
+    // A monitor on a new connection lifts the fence with a desired state.
+    apply_ok(
+        &lab,
+        "db1",
+        desired(3, true, &[("writer", 100), ("reader", 101)]),
+    );
+    assert!(holds(&lab, "db1", "192.0.2.100"), "writer VIP back");
+}
+
+#[test]
+fn a_restarted_agent_keeps_its_lease_deadline_and_the_lease_needs_no_sql() {
+    if !require_root("a_restarted_agent_keeps_its_lease_deadline_and_the_lease_needs_no_sql") {
+        return;
+    }
+    let lab = Lab::new("lease2", "");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    let agent = lab.agent("db1", "agent-db1.log");
+    apply_ok(&lab, "db1", desired(1, true, &[("writer", 100)]));
+    assert!(holds(&lab, "db1", "192.0.2.100"));
+    // Killed with the writer VIP held: the successor must not grant itself a lease.
+    lab.net.signal(agent, "KILL");
+    assert!(lab.net.wait_exit(agent, T));
+    assert!(holds(&lab, "db1", "192.0.2.100"), "VIPs outlive the agent");
+    // mysqld hangs: the fence must not wait for SQL.
+    lab.net.signal(db1.pid, "STOP");
+    std::thread::sleep(Duration::from_millis(700));
+    lab.agent("db1", "agent-db1-2.log");
+    let gone = wait_for(Duration::from_secs(5), || {
+        (!holds(&lab, "db1", "192.0.2.100")).then_some(())
+    });
+    let log = lab.log("agent-db1-2.log");
+    lab.net.signal(db1.pid, "CONT");
+    assert!(
+        gone.is_some(),
+        "a restarted agent kept the writer VIP without a monitor (mysqld hung):\n{log}"
+    );
+    assert!(
+        log.contains("lease starts expired") && log.contains("fence: writer VIP removed"),
+        "{log}"
     );
 }
 

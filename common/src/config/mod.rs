@@ -146,6 +146,9 @@ pub struct AgentConfig {
     pub garp_interval: Duration,
     /// `None` when `garp_refresh = "0s"` (off).
     pub garp_refresh: Option<Duration>,
+    /// Where the agent keeps its lease deadline across its own restarts (a tmpfs such as
+    /// /run/mmm: the deadline means nothing after a reboot, when the VIPs are gone too).
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]

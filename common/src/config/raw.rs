@@ -143,6 +143,7 @@ pub struct RawAgent {
     pub garp_count: Option<u32>,
     pub garp_interval: Option<String>,
     pub garp_refresh: Option<String>,
+    pub state_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

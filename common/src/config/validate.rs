@@ -6,6 +6,12 @@ use crate::duration::parse_duration;
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
+/// The longest duration any key accepts.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Bounds of the gratuitous ARP burst.
+const MAX_GARP_COUNT: u32 = 100;
+const MAX_GARP_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Collects problems while converting values; each conversion yields a usable fallback
 /// so that validation can go on and find the rest.
 struct Collector {
@@ -23,10 +29,19 @@ impl Collector {
     fn duration(&mut self, key: &str, value: &Option<String>, default: Duration) -> Duration {
         match value {
             None => default,
-            Some(text) => parse_duration(text).unwrap_or_else(|e| {
-                self.problem(key, e.to_string());
-                default
-            }),
+            Some(text) => match parse_duration(text) {
+                // Every duration ends up in deadline arithmetic (Instant + d, ms as u64):
+                // a bound keeps an absurd value from overflowing it.
+                Ok(d) if d > MAX_DURATION => {
+                    self.problem(key, format!("{text:?} is too long (at most 30 days)"));
+                    default
+                }
+                Ok(d) => d,
+                Err(e) => {
+                    self.problem(key, e.to_string());
+                    default
+                }
+            },
         }
     }
 
@@ -620,17 +635,37 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
             "must be at least 1: clients keep the old MAC for ~40 s without a gratuitous ARP",
         );
     }
+    if garp_count > MAX_GARP_COUNT {
+        c.problem(
+            "agent.garp_count",
+            format!("must be at most {MAX_GARP_COUNT}: a longer burst only floods the segment"),
+        );
+    }
+    let garp_interval = c.positive_duration(
+        "agent.garp_interval",
+        &a.garp_interval,
+        Duration::from_millis(50),
+    );
+    if garp_interval > MAX_GARP_INTERVAL {
+        c.problem(
+            "agent.garp_interval",
+            format!(
+                "must be at most {MAX_GARP_INTERVAL:?}: the burst exists to switch clients at once"
+            ),
+        );
+    }
+    let state_dir = PathBuf::from(a.state_dir.as_deref().unwrap_or("/run/mmm"));
+    if !state_dir.is_absolute() {
+        c.problem("agent.state_dir", "must be an absolute path");
+    }
     AgentConfig {
         probe: c.named("agent.probe", &a.probe, ProbeMode::Auto),
         fencing: c.named("agent.fencing", &a.fencing, Fencing::Lease),
         lease: c.positive_duration("agent.lease", &a.lease, Duration::from_secs(1)),
         max_kill_retries: a.max_kill_retries.unwrap_or(10),
         garp_count,
-        garp_interval: c.duration(
-            "agent.garp_interval",
-            &a.garp_interval,
-            Duration::from_millis(50),
-        ),
+        garp_interval,
         garp_refresh: c.optional_duration("agent.garp_refresh", &a.garp_refresh),
+        state_dir,
     }
 }

@@ -51,10 +51,13 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
         let mut reported_down = false;
         let mut hold_off_until: Option<Instant> = None;
         loop {
-            if let Some(t) = hold_off_until.take() {
-                // Fenced by lease: stay away until it has surely run out.
-                if !drain_until(t, &mut cmds, &mut desired, &events, &p.host).await {
-                    return;
+            while let Some(t) = hold_off_until.take() {
+                // Fenced by lease: stay away until it has surely run out (a Disconnect
+                // meanwhile starts the wait again).
+                match drain_until(t, &mut cmds, &mut desired, &events, &p.host).await {
+                    Drained::Shutdown => return,
+                    Drained::Disconnect => hold_off_until = Some(Instant::now() + p.lease),
+                    Drained::Elapsed => {}
                 }
             }
             match session(&p, &mut cmds, &mut desired, &events, &mut reported_down).await {
@@ -74,7 +77,7 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
                             .await;
                     }
                     tracing::debug!(error = %e, "agent link down; retrying in {backoff:?}");
-                    if !drain_until(
+                    match drain_until(
                         Instant::now() + backoff,
                         &mut cmds,
                         &mut desired,
@@ -83,7 +86,11 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
                     )
                     .await
                     {
-                        return;
+                        Drained::Shutdown => return,
+                        // The core relies on this agent's lease from now on: no session
+                        // may renew it before it has run out.
+                        Drained::Disconnect => hold_off_until = Some(Instant::now() + p.lease),
+                        Drained::Elapsed => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -115,30 +122,59 @@ enum Ended {
     Lost(String),
 }
 
-/// While not connected: keep the newest desired state, fail actions at once.
+enum Drained {
+    Elapsed,
+    Shutdown,
+    /// The core asked for a Disconnect while the link was down: the lease wait starts now.
+    Disconnect,
+}
+
+/// While not connected: keep the newest desired state, fail actions at once, and never
+/// lose a Disconnect (the core counts the lease from it).
 async fn drain_until(
     t: Instant,
     cmds: &mut mpsc::Receiver<LinkCmd>,
     desired: &mut Option<DesiredState>,
     events: &mpsc::Sender<Event>,
     host: &str,
-) -> bool {
+) -> Drained {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(t) => return true,
+            _ = tokio::time::sleep_until(t) => return Drained::Elapsed,
             cmd = cmds.recv() => match cmd {
-                None => return false,
-                Some(LinkCmd::Desired(d)) => *desired = Some(d),
-                Some(LinkCmd::Action { id, .. }) => {
-                    let _ = events.send(Event::ActionDone {
-                        host: host.into(), id, outcome: ActionOutcome::Failed,
-                        detail: "agent unreachable".into(), position: None,
-                    }).await;
-                }
-                Some(LinkCmd::Query) | Some(LinkCmd::Disconnect) => {}
+                None => return Drained::Shutdown,
+                Some(LinkCmd::Disconnect) => return Drained::Disconnect,
+                Some(cmd) => absorb(cmd, desired, events, host).await,
             }
         }
     }
+}
+
+/// A command received while no session can carry it: the desired state is kept (the
+/// newest wins), an action fails at once, a query is moot.
+async fn absorb(
+    cmd: LinkCmd,
+    desired: &mut Option<DesiredState>,
+    events: &mpsc::Sender<Event>,
+    host: &str,
+) {
+    match cmd {
+        LinkCmd::Desired(d) => *desired = Some(d),
+        LinkCmd::Action { id, .. } => fail_action(events, host, id, "agent unreachable").await,
+        LinkCmd::Query | LinkCmd::Disconnect => {}
+    }
+}
+
+async fn fail_action(events: &mpsc::Sender<Event>, host: &str, id: u64, why: &str) {
+    let _ = events
+        .send(Event::ActionDone {
+            host: host.into(),
+            id,
+            outcome: ActionOutcome::Failed,
+            detail: why.into(),
+            position: None,
+        })
+        .await;
 }
 
 async fn session(
@@ -167,7 +203,7 @@ async fn session(
         Ok(n) => n,
         Err(e) => return Ended::Failed(format!("reading random bytes: {e}")),
     };
-    let (session, mut sealer, mut opener) = {
+    let (session, sealer, opener) = {
         let hs = MonitorHandshake::start(&p.key, &p.monitor_name, &p.host, nonce);
         let (hs, hello) = match hs {
             Ok(x) => x,
@@ -211,11 +247,66 @@ async fn session(
         (peer, sealer, opener)
     };
     let _ = session;
+    // Commands queued while connecting come first: the desired state sent below must be
+    // the newest one, and a Disconnect queued meanwhile still holds.
+    loop {
+        match cmds.try_recv() {
+            Ok(LinkCmd::Disconnect) => {
+                tracing::warn!("dropping the new connection: this agent's lease must run out");
+                return Ended::Disconnected;
+            }
+            Ok(LinkCmd::Desired(d)) => *desired = Some(d),
+            Ok(cmd) => absorb(cmd, desired, events, &p.host).await,
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => return Ended::Shutdown,
+        }
+    }
     *reported_down = false;
-    let mut out = Vec::with_capacity(256);
-    let mut next_req: u32 = 1;
     // request id -> (core action id, deadline) / status queries
     let mut pending: HashMap<u32, (u64, Instant)> = HashMap::new();
+    let ended = connected(
+        p,
+        cmds,
+        desired,
+        events,
+        &mut pending,
+        reader,
+        writer,
+        buf,
+        sealer,
+        opener,
+        t,
+    )
+    .await;
+    // Actions in flight on a dropped link get an outcome: the core must not wait forever.
+    for (_, (id, _)) in pending.drain() {
+        fail_action(
+            events,
+            &p.host,
+            id,
+            "the agent link dropped before a result",
+        )
+        .await;
+    }
+    ended
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connected(
+    p: &LinkParams,
+    cmds: &mut mpsc::Receiver<LinkCmd>,
+    desired: &mut Option<DesiredState>,
+    events: &mpsc::Sender<Event>,
+    pending: &mut HashMap<u32, (u64, Instant)>,
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut buf: FrameBuffer,
+    mut sealer: Sealer,
+    mut opener: Opener,
+    t: Duration,
+) -> Ended {
+    let mut out = Vec::with_capacity(256);
+    let mut next_req: u32 = 1;
     let mut seal = |msg: &Message, id: u32, out: &mut Vec<u8>| sealer.seal_into(msg, id, 0, out);
     // The desired state goes first, before any heartbeat renews a lease.
     if let Some(d) = desired.as_ref() {

@@ -1,0 +1,383 @@
+//! Lease fencing: this host may hold the writer role only while the monitor that drives it
+//! keeps renewing its lease.
+//!
+//! The lease is its own state with its own task (`server::lease_task`), apart from the
+//! reconciler: the reconciler runs SQL (each statement bounded, a pass may run several),
+//! and a fence queued behind it would lag the moment the monitor counts this host fenced.
+//! At the deadline the task removes the writer VIPs through netlink first and only then
+//! asks the reconciler for read_only and the session kill. The timing argument is in
+//! docs/fencing.md.
+//!
+//! Who renews: only the session whose desired state the agent follows (a passive monitor,
+//! or a second one started by mistake, keeps nothing alive), and nothing renews a fenced
+//! lease. A fence closes every monitor session; only a desired state received on a session
+//! that began after the fence lifts it, so no frame queued before the fence can undo it.
+//!
+//! Restarts: the deadline is kept in `<state_dir>/<host>.lease` (with the boot id, since
+//! CLOCK_BOOTTIME restarts at boot). A restarted agent resumes the deadline it had instead
+//! of granting itself a fresh one; without a readable file it starts expired.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How much earlier than the monitor's count the agent gives the writer up: covers a
+/// renewal's one-way delay and the netlink removal itself (docs/fencing.md).
+pub fn margin(lease: Duration) -> Duration {
+    (lease / 4).max(Duration::from_millis(10))
+}
+
+/// Nanoseconds of CLOCK_BOOTTIME: monotonic, counts suspended time, shared by every
+/// process of this boot (an agent's successor reads the same clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Boot(u64);
+
+impl Boot {
+    pub fn now() -> Boot {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed
+        // `ts`; CLOCK_BOOTTIME exists on every kernel this agent supports.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        debug_assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME)");
+        Boot(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    }
+
+    fn after(self, d: Duration) -> Boot {
+        Boot(
+            self.0
+                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
+        )
+    }
+
+    /// Time left until `self`, or None once it has passed.
+    fn left(self, now: Boot) -> Option<Duration> {
+        (self.0 > now.0).then(|| Duration::from_nanos(self.0 - now.0))
+    }
+}
+
+/// Why a desired state was not allowed to lift the fence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("self-fenced ({reason}); only a desired state from a monitor connection made after the fence lifts it")]
+pub struct StillFenced {
+    pub reason: String,
+}
+
+#[derive(Debug)]
+struct State {
+    /// None: expired (or never granted).
+    deadline: Option<Boot>,
+    /// The session whose desired state the agent follows.
+    controlling: Option<u64>,
+    /// Set while self-fenced: the reason, and the newest session id at the fence.
+    fence: Option<(String, u64)>,
+    next_session: u64,
+}
+
+pub struct Lease {
+    /// The agent's own lease: the configured one less the margin.
+    length: Duration,
+    enforced: bool,
+    state: Mutex<State>,
+    /// Wakes the lease task when the deadline moved or the fence changed.
+    changed: Notify,
+    /// Tells every monitor session to close (a fence happened): the generation only grows.
+    kick: tokio::sync::watch::Sender<u64>,
+    store: Option<Store>,
+    /// Held while a writer VIP is added, and while the fence removes them: no addition can
+    /// slip in between the fence's decision and its removal.
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl Lease {
+    /// `enforced` is false with `fencing = "none"`: the lease then never fences.
+    pub fn new(lease: Duration, enforced: bool, state_dir: &Path, host: &str) -> Lease {
+        let path = state_dir.join(format!("{host}.lease"));
+        let (store, deadline) = match Store::open(&path) {
+            Ok((store, deadline)) => (Some(store), deadline),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "lease deadline cannot be kept across restarts: starting expired, and a restart fences a writer");
+                (None, None)
+            }
+        };
+        match deadline.and_then(|d| d.left(Boot::now())) {
+            Some(left) => {
+                tracing::info!(?left, "lease resumed from before the restart")
+            }
+            None => tracing::info!("lease starts expired: a writer role needs the monitor first"),
+        }
+        Lease {
+            length: lease.saturating_sub(margin(lease)),
+            enforced,
+            state: Mutex::new(State {
+                deadline,
+                controlling: None,
+                fence: None,
+                next_session: 1,
+            }),
+            changed: Notify::new(),
+            kick: tokio::sync::watch::Sender::new(0),
+            store,
+            gate: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new authenticated monitor session: its id, and the receiver that tells it to close.
+    pub fn new_session(&self) -> (u64, tokio::sync::watch::Receiver<u64>) {
+        let mut s = self.lock();
+        let id = s.next_session;
+        s.next_session += 1;
+        (id, self.kick.subscribe())
+    }
+
+    /// A desired state arrived on `session`: it becomes the controlling session and the
+    /// lease is renewed, unless a fence holds that this session cannot lift.
+    pub fn on_desired(&self, session: u64) -> Result<bool, StillFenced> {
+        let mut s = self.lock();
+        let mut lifted = false;
+        if let Some((reason, newest)) = &s.fence {
+            if session <= *newest {
+                return Err(StillFenced {
+                    reason: reason.clone(),
+                });
+            }
+            s.fence = None;
+            lifted = true;
+        }
+        s.controlling = Some(session);
+        self.renew(&mut s);
+        Ok(lifted)
+    }
+
+    /// A heartbeat arrived on `session`; true when it renewed the lease.
+    pub fn on_heartbeat(&self, session: u64) -> bool {
+        let mut s = self.lock();
+        if s.fence.is_some() || s.controlling != Some(session) {
+            return false;
+        }
+        self.renew(&mut s);
+        true
+    }
+
+    fn renew(&self, s: &mut State) {
+        let deadline = Boot::now().after(self.length);
+        s.deadline = Some(deadline);
+        if let Some(store) = &self.store {
+            store.save(deadline);
+        }
+        self.changed.notify_one();
+    }
+
+    /// Time left, or None when expired (never None with fencing = "none").
+    pub fn left(&self) -> Option<Duration> {
+        if !self.enforced {
+            return Some(Duration::MAX);
+        }
+        self.lock().deadline.and_then(|d| d.left(Boot::now()))
+    }
+
+    pub fn fenced(&self) -> Option<String> {
+        self.lock().fence.as_ref().map(|(r, _)| r.clone())
+    }
+
+    /// Waits until the deadline moves or the fence changes.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// Admits one writer step (a writer VIP added) while the lease holds; the returned
+    /// guard keeps the fence from deciding until the step is done.
+    pub async fn permit_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let guard = self.gate.lock().await;
+        (self.fenced().is_none() && self.left().is_some()).then_some(guard)
+    }
+
+    /// Decides the fence if the lease has expired and no fence holds yet. The caller holds
+    /// the gate (from [`Lease::gate`]) and removes the writer VIPs while holding it.
+    pub fn try_fence(&self, reason: impl FnOnce() -> String) -> Option<String> {
+        if !self.enforced {
+            return None;
+        }
+        let mut s = self.lock();
+        if s.fence.is_some() || s.deadline.and_then(|d| d.left(Boot::now())).is_some() {
+            return None;
+        }
+        let reason = reason();
+        s.fence = Some((reason.clone(), s.next_session - 1));
+        s.controlling = None;
+        drop(s);
+        self.kick.send_modify(|g| *g += 1);
+        self.changed.notify_one();
+        Some(reason)
+    }
+
+    pub async fn gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.gate.lock().await
+    }
+
+    pub fn enforced(&self) -> bool {
+        self.enforced
+    }
+
+    pub fn length(&self) -> Duration {
+        self.length
+    }
+}
+
+/// The deadline on disk: `<boot id> <CLOCK_BOOTTIME ns>`, rewritten in place.
+struct Store {
+    file: File,
+    boot_id: String,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Store {
+    fn open(path: &Path) -> io::Result<(Store, Option<Boot>)> {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+            .trim()
+            .to_string();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let previous = std::fs::read_to_string(path).ok();
+        let deadline = previous.as_deref().and_then(|text| {
+            let (boot, ns) = text.trim().split_once(' ')?;
+            (boot == boot_id).then(|| ns.parse().ok().map(Boot))?
+        });
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        Ok((
+            Store {
+                file,
+                boot_id,
+                failed: false.into(),
+            },
+            deadline,
+        ))
+    }
+
+    /// Fixed width, so an in-place rewrite never leaves a longer old tail behind.
+    fn save(&self, deadline: Boot) {
+        let line = format!("{} {:020}\n", self.boot_id, deadline.0);
+        if let Err(e) = self.file.write_all_at(line.as_bytes(), 0) {
+            if !self.failed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(error = %e, "lease deadline not saved: a restart will start expired");
+            }
+        }
+    }
+}
+
+/// The file name of `host`'s lease in `state_dir` (for tests and docs).
+pub fn path(state_dir: &Path, host: &str) -> PathBuf {
+    state_dir.join(format!("{host}.lease"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mmm-lease-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_fresh_agent_starts_expired_and_only_the_controlling_session_renews() {
+        let d = dir("fresh");
+        let lease = Lease::new(Duration::from_secs(5), true, &d, "db1");
+        assert!(
+            lease.left().is_none(),
+            "a fresh agent must not grant itself a lease"
+        );
+        let (a, _) = lease.new_session();
+        let (b, _) = lease.new_session();
+        assert!(
+            !lease.on_heartbeat(a),
+            "a heartbeat before any desired state renews nothing"
+        );
+        assert_eq!(lease.on_desired(a), Ok(false));
+        assert!(lease.left().is_some());
+        assert!(lease.on_heartbeat(a));
+        assert!(
+            !lease.on_heartbeat(b),
+            "another session's heartbeat must not renew"
+        );
+    }
+
+    #[test]
+    fn a_restarted_agent_resumes_its_deadline_instead_of_a_fresh_one() {
+        let d = dir("restart");
+        let first = Lease::new(Duration::from_secs(5), true, &d, "db1");
+        let (s, _) = first.new_session();
+        first.on_desired(s).unwrap();
+        let left_before = first.left().unwrap();
+        drop(first);
+        let second = Lease::new(Duration::from_secs(5), true, &d, "db1");
+        let left_after = second.left().expect("the saved deadline holds");
+        assert!(
+            left_after <= left_before,
+            "{left_after:?} > {left_before:?}"
+        );
+        // Another boot's deadline means nothing.
+        std::fs::write(path(&d, "db1"), "another-boot 99999999999999999999\n").unwrap();
+        let third = Lease::new(Duration::from_secs(5), true, &d, "db1");
+        assert!(third.left().is_none());
+    }
+
+    #[test]
+    fn a_fence_is_lifted_only_by_a_session_made_after_it() {
+        let d = dir("fence");
+        let lease = Lease::new(Duration::from_millis(40), true, &d, "db1");
+        let (old, kicked) = lease.new_session();
+        lease.on_desired(old).unwrap();
+        assert!(
+            lease.try_fence(|| "test".into()).is_none(),
+            "not expired yet"
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            lease.try_fence(|| "expired".into()).as_deref(),
+            Some("expired")
+        );
+        assert!(
+            kicked.has_changed().unwrap(),
+            "every session is told to close"
+        );
+        assert!(
+            lease.try_fence(|| "again".into()).is_none(),
+            "one fence at a time"
+        );
+        assert!(
+            !lease.on_heartbeat(old),
+            "a heartbeat contradicting the fence renews nothing"
+        );
+        assert!(
+            lease.on_desired(old).is_err(),
+            "a frame from before the fence lifts nothing"
+        );
+        let (new, _) = lease.new_session();
+        assert_eq!(lease.on_desired(new), Ok(true));
+        assert!(lease.fenced().is_none() && lease.left().is_some());
+    }
+
+    #[test]
+    fn fencing_none_never_expires_or_fences() {
+        let lease = Lease::new(Duration::from_millis(1), false, &dir("none"), "db1");
+        assert!(lease.left().is_some());
+        assert!(lease.try_fence(|| "x".into()).is_none());
+    }
+}
