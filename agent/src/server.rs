@@ -18,11 +18,34 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 /// Bound on each handshake step: a peer that does not answer in time is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Unauthenticated connections at once; a monitor needs one per reconnect.
+const MAX_HANDSHAKES: usize = 8;
+
+/// Logs a repeated refusal at most once a second, with how many were refused meanwhile.
+#[derive(Default)]
+struct Throttle {
+    last: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl Throttle {
+    fn warn(&mut self, log: impl FnOnce(u64)) {
+        self.count += 1;
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            log(self.count);
+            self.last = Some(std::time::Instant::now());
+            self.count = 0;
+        }
+    }
+}
 /// How often the status snapshot is refreshed from the kernel and the server.
 const REFRESH: Duration = Duration::from_millis(500);
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -256,15 +279,28 @@ impl Agent {
         self.status.borrow().clone()
     }
 
-    /// Accepts monitor connections until the listener fails.
+    /// Accepts monitor connections: only from `agent.monitor_ips` when set, and at most
+    /// MAX_HANDSHAKES unauthenticated at once, so a flood of idle connections can neither
+    /// exhaust descriptors nor keep the real monitor out long enough to fence the writer.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let allowed = self.config.agent.monitor_ips.clone();
+        let mut refusals = Throttle::default();
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
+                    if !allowed.is_empty() && !allowed.contains(&peer.ip()) {
+                        refusals.warn(|n| tracing::warn!(%peer, refused = n, "connection refused: not one of agent.monitor_ips"));
+                        continue;
+                    }
+                    let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                        refusals.warn(|n| tracing::warn!(%peer, refused = n, "connection refused: {MAX_HANDSHAKES} handshakes already under way"));
+                        continue;
+                    };
                     let agent = self.clone();
                     tokio::spawn(
                         async move {
-                            match agent.connection(stream).await {
+                            match agent.connection(stream, permit).await {
                                 Ok(()) => tracing::info!("monitor disconnected"),
                                 Err(e) => tracing::warn!(error = %error_chain(&e), "monitor connection dropped"),
                             }
@@ -280,7 +316,11 @@ impl Agent {
         }
     }
 
-    async fn connection(self: Arc<Self>, stream: TcpStream) -> Result<(), ConnError> {
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        handshake: OwnedSemaphorePermit,
+    ) -> Result<(), ConnError> {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
         let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
@@ -306,6 +346,7 @@ impl Agent {
         let auth = read_frame(&mut reader, &mut buf, HANDSHAKE_TIMEOUT).await?;
         let (session, welcome) = hs.on_auth(&auth, VERSION)?;
         write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
+        drop(handshake);
         tracing::info!(monitor = %session.peer, "monitor authenticated");
         let (session_id, mut fenced) = self.lease.new_session();
         let Session {
@@ -567,6 +608,18 @@ impl Agent {
                 port,
                 position,
             } => {
+                // A source the config does not name is refused, as a VIP outside it is:
+                // a forged or buggy command must not make this server replicate from
+                // anywhere.
+                let known = self.config.hosts.iter().any(|h| {
+                    h.name != self.host.name && h.ip == host && h.mysql_port == port
+                });
+                if !known {
+                    tracing::warn!(%host, port, "replication source refused: not a configured host");
+                    return failed(format!(
+                        "replication source {host}:{port} refused: not the ip and mysql_port of another configured host"
+                    ));
+                }
                 let password = match self.host.replication_password.reveal() {
                     Ok(p) => p,
                     Err(e) => return failed(error_chain(&e)),

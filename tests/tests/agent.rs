@@ -472,6 +472,28 @@ fn agent_refuses_bad_input_and_keeps_its_state() {
         applied.failures
     );
     assert_eq!(lab.net.addresses("db3"), before, "held state changed");
+    // A replication source that is not another configured host: refused, not applied.
+    for (source, port) in [(ip(66), 3306), (ip(11), 3307), (ip(13), 3306)] {
+        let result = lab.with_link("db3", move |mut l| async move {
+            l.action(
+                Action::ChangeMaster {
+                    host: source,
+                    port,
+                    position: Position::GtidSlavePos,
+                },
+                T,
+            )
+            .await
+            .unwrap()
+        });
+        assert_eq!(result.outcome, ActionOutcome::Failed, "{source}:{port}");
+        assert!(
+            result
+                .detail
+                .contains("not the ip and mysql_port of another configured host"),
+            "{result:?}"
+        );
+    }
     let log = lab.log("agent-db3.log");
     assert!(log.contains("different cluster key"), "{log}");
     assert!(log.contains("bad magic"), "{log}");
@@ -515,4 +537,55 @@ fn agent_names_the_feature_a_missing_capability_disables() {
     );
     let log = lab.log("no-admin.log");
     assert!(log.contains("CAP_NET_ADMIN is required"), "{log}");
+}
+
+#[test]
+fn a_connection_flood_from_elsewhere_does_not_keep_the_monitor_out() {
+    if !require_root("a_connection_flood_from_elsewhere_does_not_keep_the_monitor_out") {
+        return;
+    }
+    let lab = Lab::new("flood", "");
+    // Only the monitor's address may connect (the lab's monitor is 192.0.2.2).
+    let text = std::fs::read_to_string(&lab.config).unwrap().replacen(
+        "state_dir = ",
+        "monitor_ips = [\"192.0.2.2\"]\nstate_dir = ",
+        1,
+    );
+    std::fs::write(&lab.config, text).unwrap();
+    let _db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    let addr = lab.agent_addr("db1");
+    // Hundreds of idle connections from the client host, held open meanwhile.
+    let client_ns = lab.net.node("client").ns.clone();
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel::<usize>();
+    let flood = std::thread::spawn(move || {
+        block_on_in(&client_ns, move || async move {
+            let mut held = Vec::new();
+            for _ in 0..300 {
+                if let Ok(Ok(s)) = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                {
+                    held.push(s);
+                }
+            }
+            opened_tx.send(held.len()).unwrap();
+            let _ = hold_rx.recv();
+            drop(held);
+        })
+    });
+    let opened = opened_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let hb = lab.with_link("db1", |mut l| async move { l.heartbeat(0, T).await });
+    hold_tx.send(()).unwrap();
+    flood.join().unwrap();
+    assert!(
+        hb.is_ok(),
+        "the monitor could not get in during a flood of {opened} connections: {:?}",
+        hb.err().map(|e: LinkError| e.to_string())
+    );
+    let log = lab.log("agent-db1.log");
+    assert!(log.contains("not one of agent.monitor_ips"), "{log}");
 }

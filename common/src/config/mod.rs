@@ -149,6 +149,9 @@ pub struct AgentConfig {
     /// Where the agent keeps its lease deadline across its own restarts (a tmpfs such as
     /// /run/mmm: the deadline means nothing after a reboot, when the VIPs are gone too).
     pub state_dir: PathBuf,
+    /// The addresses monitors connect from; any other peer is closed before the handshake.
+    /// Empty: any address (the handshake still authenticates).
+    pub monitor_ips: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

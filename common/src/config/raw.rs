@@ -144,6 +144,7 @@ pub struct RawAgent {
     pub garp_interval: Option<String>,
     pub garp_refresh: Option<String>,
     pub state_dir: Option<String>,
+    pub monitor_ips: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -329,7 +329,7 @@ fn load_refuses_open_modes_and_missing_secret_files() {
 fn garp_bounds_extreme_durations_and_state_dir_are_named() {
     let p = problems(&MINIMAL.replace(
         "[monitor]\n",
-        "[agent]\ngarp_count = 100000\ngarp_interval = \"0s\"\nlease = \"100000000h\"\nstate_dir = \"run/mmm\"\n\n[monitor]\n",
+        "[agent]\ngarp_count = 100000\ngarp_interval = \"0s\"\nlease = \"100000000h\"\nstate_dir = \"run/mmm\"\nmonitor_ips = [\"10.0.0.5\", \"mon1\"]\n\n[monitor]\n",
     ));
     assert_has(&p, "agent.garp_count: must be at most 100");
     assert_has(&p, "agent.garp_interval: must be greater than zero");
@@ -338,4 +338,5 @@ fn garp_bounds_extreme_durations_and_state_dir_are_named() {
         "agent.lease: \"100000000h\" is too long (at most 30 days)",
     );
     assert_has(&p, "agent.state_dir: must be an absolute path");
+    assert_has(&p, "agent.monitor_ips[1]: \"mon1\" is not an IP address");
 }

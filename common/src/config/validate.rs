@@ -658,6 +658,16 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
     if !state_dir.is_absolute() {
         c.problem("agent.state_dir", "must be an absolute path");
     }
+    let mut monitor_ips = Vec::new();
+    for (i, text) in a.monitor_ips.iter().flatten().enumerate() {
+        match text.parse::<IpAddr>() {
+            Ok(ip) => monitor_ips.push(ip),
+            Err(_) => c.problem(
+                &format!("agent.monitor_ips[{i}]"),
+                format!("{text:?} is not an IP address"),
+            ),
+        }
+    }
     AgentConfig {
         probe: c.named("agent.probe", &a.probe, ProbeMode::Auto),
         fencing: c.named("agent.fencing", &a.fencing, Fencing::Lease),
@@ -667,5 +677,6 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
         garp_interval,
         garp_refresh: c.optional_duration("agent.garp_refresh", &a.garp_refresh),
         state_dir,
+        monitor_ips,
     }
 }
