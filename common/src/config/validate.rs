@@ -663,7 +663,7 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
         match text.parse::<IpAddr>() {
             Ok(ip) => monitor_ips.push(ip),
             Err(_) => c.problem(
-                &format!("agent.monitor_ips[{i}]"),
+                format!("agent.monitor_ips[{i}]"),
                 format!("{text:?} is not an IP address"),
             ),
         }
