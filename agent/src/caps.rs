@@ -1,5 +1,7 @@
-//! Least privilege: the agent keeps CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_PERFMON,
-//! drops every other capability at start, and says which feature a missing one disables.
+//! Least privilege: the agent starts with CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and
+//! CAP_PERFMON, drops every other capability at once, and says which feature a missing one
+//! disables; once the probe is loaded and the ARP socket is open it keeps CAP_NET_ADMIN
+//! alone ([`drop_after_start`]).
 
 pub use caps::Capability;
 use caps::{CapSet, CapsHashSet};
@@ -100,4 +102,26 @@ pub fn restrict() -> Result<Held, CapsError> {
         })?;
     }
     Ok(Held(held))
+}
+
+/// What stays once the probe is loaded and the ARP socket is open: CAP_NET_ADMIN alone
+/// (VIPs are added and removed for as long as the agent runs). An open packet socket
+/// sends without CAP_NET_RAW, and attached programs and their maps need CAP_BPF and
+/// CAP_PERFMON no more. Capabilities are per thread: call this before any other thread
+/// exists (the async runtime's threads then start with the reduced sets).
+pub fn drop_after_start(held: &Held) -> Result<Held, CapsError> {
+    let keep: CapsHashSet = held
+        .0
+        .iter()
+        .copied()
+        .filter(|c| *c == Capability::CAP_NET_ADMIN)
+        .collect();
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        caps::set(None, set, &keep).map_err(|source| CapsError::Set {
+            op: "setting",
+            set,
+            source,
+        })?;
+    }
+    Ok(Held(keep))
 }

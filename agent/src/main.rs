@@ -80,6 +80,38 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let (mysql_port, pid_file) = (host.mysql_port, host.mysql_pid_file.clone());
 
+    // Everything that needs CAP_NET_RAW, CAP_BPF or CAP_PERFMON happens here, on the only
+    // thread, before those are dropped and before the runtime starts its threads.
+    let garp = match GarpSender::open() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!("{}: VIPs will move without gratuitous ARP", error_chain(&e));
+            None
+        }
+    };
+    let probe = match (probe_mode, probe_caps) {
+        (ProbeMode::Off, _) => None,
+        (ProbeMode::Auto | ProbeMode::Required, false) => {
+            tracing::warn!("probe = auto: CAP_BPF or CAP_PERFMON missing, probe=off (deaths are seen by the monitor's checks only)");
+            None
+        }
+        (_, true) => match Probe::load(mysql_port, pid_file.as_deref()) {
+            Ok((probe, known)) => {
+                tracing::info!(watching = known, "eBPF liveness probe loaded");
+                Some((probe, known))
+            }
+            Err(e) if probe_mode == ProbeMode::Required => {
+                return Err(format!("probe = \"required\": {}", error_chain(&e)))
+            }
+            Err(e) => {
+                tracing::warn!("probe = auto: {}: probe=off", error_chain(&e));
+                None
+            }
+        },
+    };
+    let kept = caps::drop_after_start(&held).map_err(|e| error_chain(&e))?;
+    tracing::info!(capabilities = %kept.names(), "capabilities held from now on (probe loaded, ARP socket open)");
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -88,41 +120,22 @@ fn run(args: &Args) -> Result<(), String> {
     let host_name = host.name.clone();
     runtime.block_on(async move {
         let netlink = Netlink::connect().map_err(|e| error_chain(&e))?;
-        let garp = match GarpSender::open() {
-            Ok(g) => Some(g),
-            Err(e) => {
-                tracing::warn!("{}: VIPs will move without gratuitous ARP", error_chain(&e));
-                None
-            }
-        };
         let (agent, listener) = Agent::start(config, &host_name, key, Resources { netlink, garp })
             .await
             .map_err(|e| error_chain(&e))?;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening for the monitor");
-        match (probe_mode, probe_caps) {
-            (ProbeMode::Off, _) => agent.set_probe_state(ProbeState::Off),
-            (ProbeMode::Auto | ProbeMode::Required, false) => {
-                tracing::warn!("probe = auto: CAP_BPF or CAP_PERFMON missing, probe=off (deaths are seen by the monitor's checks only)");
-                agent.set_probe_state(ProbeState::Off);
+        match probe {
+            None => agent.set_probe_state(ProbeState::Off),
+            Some((probe, known)) => {
+                agent.set_probe_state(if known { ProbeState::Watching } else { ProbeState::Searching });
+                let a = agent.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = probe.run(a.clone()).await {
+                        tracing::error!("{}: probe=off", error_chain(&e));
+                        a.set_probe_state(ProbeState::Off);
+                    }
+                });
             }
-            (_, true) => match Probe::load(mysql_port, pid_file.as_deref()) {
-                Ok((probe, known)) => {
-                    agent.set_probe_state(if known { ProbeState::Watching } else { ProbeState::Searching });
-                    tracing::info!(watching = known, "eBPF liveness probe loaded");
-                    let a = agent.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = probe.run(a.clone()).await {
-                            tracing::error!("{}: probe=off", error_chain(&e));
-                            a.set_probe_state(ProbeState::Off);
-                        }
-                    });
-                }
-                Err(e) if probe_mode == ProbeMode::Required => return Err(format!("probe = \"required\": {}", error_chain(&e))),
-                Err(e) => {
-                    tracing::warn!("probe = auto: {}: probe=off", error_chain(&e));
-                    agent.set_probe_state(ProbeState::Off);
-                }
-            },
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;

@@ -84,10 +84,12 @@ pub enum ProbeError {
     Poll(#[source] std::io::Error),
 }
 
-/// The loaded probe; its programs stay attached while it lives.
+/// The loaded probe; its programs stay attached while it lives. Loading needs CAP_BPF
+/// and CAP_PERFMON and no async runtime, so the agent loads it first and then drops both
+/// (capabilities are per thread: the runtime's threads must start without them).
 pub struct Probe {
     _ebpf: Ebpf,
-    ring: AsyncFd<RingBuf<MapData>>,
+    ring: RingBuf<MapData>,
 }
 
 /// mysqld's process id from its pid file, if it names a live process.
@@ -165,17 +167,19 @@ impl Probe {
             name: "events",
             source,
         })?;
-        // SAFETY: the RingBuf owns its map's descriptor, which stays open and the same for
-        // as long as the AsyncFd owns the RingBuf.
-        let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| ProbeError::Poll(e.into()))?;
         Ok((Probe { _ebpf: ebpf, ring }, known))
     }
 
     /// Forwards events until the agent stops; keeps the probe state up to date.
-    pub async fn run(mut self, agent: Arc<Agent>) -> Result<(), ProbeError> {
+    pub async fn run(self, agent: Arc<Agent>) -> Result<(), ProbeError> {
         let events = agent.probe_sender();
+        let Probe { _ebpf, ring } = self;
+        // SAFETY: the RingBuf owns its map's descriptor, which stays open and the same for
+        // as long as the AsyncFd owns the RingBuf.
+        let mut ring =
+            unsafe { AsyncFd::register(ring) }.map_err(|e| ProbeError::Poll(e.into()))?;
         loop {
-            let mut guard = self.ring.readable_mut().await.map_err(ProbeError::Poll)?;
+            let mut guard = ring.readable_mut().await.map_err(ProbeError::Poll)?;
             let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
                 let Some(event) = ProbeEventRaw::parse(&item) else {

@@ -46,15 +46,31 @@ fn agent_moves_a_vip_announces_it_and_restarts_without_flapping() {
     let pid1 = lab.agent("db1", "agent-db1.log");
     lab.agent("db2", "agent-db2.log");
 
-    // Least privilege: uid 65534, exactly NET_ADMIN(12) NET_RAW(13) PERFMON(38) BPF(39).
-    let (uid, eff, prm) = proc_caps(pid1);
+    // Least privilege: uid 65534, started with exactly NET_ADMIN(12) NET_RAW(13)
+    // PERFMON(38) BPF(39); once the probe is loaded and the ARP socket open, every thread
+    // keeps NET_ADMIN alone (capabilities are per thread).
+    let (uid, _, _) = proc_caps(pid1);
     assert_eq!(uid, "65534");
-    assert_eq!(eff, "000000c000003000", "effective capabilities");
-    assert_eq!(prm, "000000c000003000", "permitted capabilities");
+    let tasks: Vec<u32> = std::fs::read_dir(format!("/proc/{pid1}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    assert!(tasks.len() > 1, "the agent runs its runtime's threads");
+    for tid in tasks {
+        let status = std::fs::read_to_string(format!("/proc/{pid1}/task/{tid}/status")).unwrap();
+        for field in ["CapEff:", "CapPrm:"] {
+            let value = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .unwrap()
+                .trim();
+            assert_eq!(value, "0000000000001000", "thread {tid} {field}");
+        }
+    }
+    let log = lab.log("agent-db1.log");
     assert!(
-        lab.log("agent-db1.log").contains("capabilities held"),
-        "{}",
-        lab.log("agent-db1.log")
+        log.contains("capabilities held") && log.contains("eBPF liveness probe loaded"),
+        "{log}"
     );
 
     // db2 holds reader VIP .101; the client learns db2's MAC for it.
