@@ -6,7 +6,10 @@
 /* What happened to the watched mysqld. */
 #define PROBE_PROCESS_EXIT 1 /* its whole thread group exited */
 #define PROBE_LISTEN_CLOSE 2 /* its listening socket on mysql_port closed */
-#define PROBE_LISTEN_OPEN 3  /* a process started listening on mysql_port */
+#define PROBE_LISTEN_OPEN 3  /* mysqld started listening on mysql_port */
+
+/* mysqld_uid when the agent could not learn it: any uid may name mysqld. */
+#define PROBE_ANY_UID 0xffffffffu
 
 struct probe_event {
 	__u64 ktime_ns; /* bpf_ktime_get_ns() when it happened */

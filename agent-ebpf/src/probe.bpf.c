@@ -2,9 +2,13 @@
 /* The agent's liveness probe: tells within a millisecond that mysqld died.
  *
  * - inet_sock_set_state: a socket in the agent's network namespace on mysql_port going
- *   to LISTEN names mysqld (the current task is the one calling listen()); LISTEN ->
- *   CLOSE on that port is reported. Sockets of other namespaces are ignored: the
- *   tracepoint is global.
+ *   to LISTEN names mysqld (the current task is the one calling listen()), but only a
+ *   process of mysqld's uid named mysqld or mariadbd, and only while no mysqld is watched:
+ *   another local user's listen on the port (say [::]:3306 with IPV6_V6ONLY beside
+ *   mysqld's 0.0.0.0:3306) never replaces the watched process. LISTEN -> CLOSE on that
+ *   port is reported only when the watched process itself closes it (after a SIGKILL the
+ *   socket is closed in mysqld's own exit path). Sockets of other namespaces are ignored:
+ *   the tracepoint is global. The agent checks every learned process again (/proc).
  * - sched_process_exit: the exit of the watched thread group (group_dead) is reported.
  *   After SIGKILL this fires ~0.3 ms after the kill, before the kernel has freed
  *   mysqld's memory (the listening socket closes only after that, ~0.1 ms per MB).
@@ -23,6 +27,8 @@
 /* Set by the agent at load time. */
 const volatile __u32 mysql_port = 3306;
 const volatile __u32 netns_ino = 0;
+/* mysqld's uid; PROBE_ANY_UID when the agent could not tell. */
+const volatile __u32 mysqld_uid = PROBE_ANY_UID;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -61,6 +67,28 @@ int BPF_PROG(on_process_exit, struct task_struct *p, bool group_dead)
 	if (!w || *w == 0 || p->tgid != *w)
 		return 0;
 	emit(PROBE_PROCESS_EXIT, *w);
+	/* Gone: the next mysqld is learned from its LISTEN. */
+	*w = 0;
+	return 0;
+}
+
+/* Is the current task mysqld, as far as the kernel can tell here? */
+static __always_inline int current_is_mysqld(void)
+{
+	char comm[16];
+	__u32 uid = (__u32)bpf_get_current_uid_gid();
+
+	if (mysqld_uid != PROBE_ANY_UID && uid != mysqld_uid)
+		return 0;
+	if (bpf_get_current_comm(comm, sizeof(comm)))
+		return 0;
+	/* "mysqld" or "mariadbd", NUL-terminated. */
+	if (comm[0] == 'm' && comm[1] == 'y' && comm[2] == 's' && comm[3] == 'q' &&
+	    comm[4] == 'l' && comm[5] == 'd' && comm[6] == 0)
+		return 1;
+	if (comm[0] == 'm' && comm[1] == 'a' && comm[2] == 'r' && comm[3] == 'i' &&
+	    comm[4] == 'a' && comm[5] == 'd' && comm[6] == 'b' && comm[7] == 'd' && comm[8] == 0)
+		return 1;
 	return 0;
 }
 
@@ -77,13 +105,19 @@ int BPF_PROG(on_sock_state, const struct sock *sk, int oldstate, int newstate)
 	port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	if (port != mysql_port)
 		return 0;
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	w = bpf_map_lookup_elem(&watched, &key);
+	if (!w)
+		return 0;
 	if (newstate == TCP_LISTEN) {
-		tgid = bpf_get_current_pid_tgid() >> 32;
-		bpf_map_update_elem(&watched, &key, &tgid, BPF_ANY);
-		emit(PROBE_LISTEN_OPEN, tgid);
+		if (*w == 0 && current_is_mysqld())
+			*w = tgid;
+		/* mysqld listening again (another address family) is still news. */
+		if (*w == tgid)
+			emit(PROBE_LISTEN_OPEN, tgid);
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
-		w = bpf_map_lookup_elem(&watched, &key);
-		emit(PROBE_LISTEN_CLOSE, w ? *w : 0);
+		if (*w != 0 && *w == tgid)
+			emit(PROBE_LISTEN_CLOSE, tgid);
 	}
 	return 0;
 }

@@ -84,12 +84,82 @@ pub enum ProbeError {
     Poll(#[source] std::io::Error),
 }
 
+/// `mysqld_uid` for the BPF filter when the agent cannot tell (agent-ebpf/include/probe.h).
+const ANY_UID: u32 = u32::MAX;
+
+/// Who mysqld is, as the agent checks it: its uid, and (once known) its process.
+#[derive(Debug, Clone)]
+struct Identity {
+    uid: Option<u32>,
+    tgid: Option<u32>,
+}
+
+/// The real uid of a live process, from /proc.
+fn proc_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Is `pid` a mysqld (or mariadbd) of the expected uid? The uid comes from /proc and no
+/// process can fake it. The executable's name too, where the agent may read
+/// /proc/PID/exe (root, or the same user); an unprivileged agent may not (ptrace access),
+/// and then the process's name is what it has, which only mysqld's own user could set
+/// anyway once the uid matches.
+fn is_mysqld(pid: u32, uid: Option<u32>) -> Result<(), String> {
+    if let Some(want) = uid {
+        match proc_uid(pid) {
+            Some(got) if got == want => {}
+            Some(got) => return Err(format!("it runs as uid {got}, mysqld as {want}")),
+            None => return Err(format!("/proc/{pid}/status is unreadable (gone?)")),
+        }
+    }
+    let name = match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => exe
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .trim_end_matches(" (deleted)")
+            .to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map_err(|e| format!("reading /proc/{pid}/comm: {e}"))?
+                .trim()
+                .to_string()
+        }
+        Err(e) => return Err(format!("reading /proc/{pid}/exe: {e}")),
+    };
+    if name != "mysqld" && name != "mariadbd" {
+        return Err(format!("it is {name:?}"));
+    }
+    Ok(())
+}
+
+/// mysqld's uid: its running process's, else the owner of its pid file, else of the pid
+/// file's directory (created for mysqld's user, as /run/mysqld is).
+fn mysqld_uid(pid: Option<u32>, pid_file: Option<&Path>) -> Option<u32> {
+    pid.and_then(proc_uid).or_else(|| {
+        let f = pid_file?;
+        let dir = f.parent().filter(|d| !d.as_os_str().is_empty())?;
+        std::fs::metadata(f)
+            .or_else(|_missing| std::fs::metadata(dir))
+            .ok()
+            .map(|m| m.uid())
+    })
+}
+
 /// The loaded probe; its programs stay attached while it lives. Loading needs CAP_BPF
 /// and CAP_PERFMON and no async runtime, so the agent loads it first and then drops both
 /// (capabilities are per thread: the runtime's threads must start without them).
 pub struct Probe {
     _ebpf: Ebpf,
     ring: RingBuf<MapData>,
+    mysqld: Identity,
 }
 
 /// mysqld's process id from its pid file, if it names a live process.
@@ -116,9 +186,16 @@ impl Probe {
             .map_err(ProbeError::Netns)?
             .ino() as u32;
         let port = u32::from(mysql_port);
+        let running = pid_file.and_then(pid_from_file);
+        let uid = mysqld_uid(running, pid_file);
+        if uid.is_none() {
+            tracing::warn!("mysqld's uid is unknown (no mysql_pid_file, or neither it nor its directory exists): the probe learns mysqld from any process named mysqld or mariadbd");
+        }
+        let filter_uid = uid.unwrap_or(ANY_UID);
         let mut ebpf = EbpfLoader::new()
             .override_global("mysql_port", &port, true)
             .override_global("netns_ino", &netns, true)
+            .override_global("mysqld_uid", &filter_uid, true)
             .load(PROGRAMS)
             .map_err(ProbeError::Load)?;
         let btf = Btf::from_sys_fs().map_err(ProbeError::Btf)?;
@@ -141,7 +218,17 @@ impl Probe {
         }
         // mysqld already running: learn it from its pid file (a restart is learned from
         // its LISTEN by the program itself).
-        let known = match pid_file.and_then(pid_from_file) {
+        let running = running.filter(|pid| match is_mysqld(*pid, uid) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(
+                    pid,
+                    "mysql_pid_file names a process that is not mysqld ({why}): not watched"
+                );
+                false
+            }
+        });
+        let known = match running {
             Some(pid) => {
                 let map = ebpf
                     .map_mut("watched")
@@ -167,13 +254,25 @@ impl Probe {
             name: "events",
             source,
         })?;
-        Ok((Probe { _ebpf: ebpf, ring }, known))
+        let mysqld = Identity { uid, tgid: running };
+        Ok((
+            Probe {
+                _ebpf: ebpf,
+                ring,
+                mysqld,
+            },
+            known,
+        ))
     }
 
     /// Forwards events until the agent stops; keeps the probe state up to date.
     pub async fn run(self, agent: Arc<Agent>) -> Result<(), ProbeError> {
         let events = agent.probe_sender();
-        let Probe { _ebpf, ring } = self;
+        let Probe {
+            _ebpf,
+            ring,
+            mut mysqld,
+        } = self;
         // SAFETY: the RingBuf owns its map's descriptor, which stays open and the same for
         // as long as the AsyncFd owns the RingBuf.
         let mut ring =
@@ -186,6 +285,10 @@ impl Probe {
                     tracing::warn!(len = item.len(), "unreadable probe record");
                     continue;
                 };
+                if let Err(why) = mysqld.admit(&event) {
+                    tracing::warn!(kind = ?event.kind, tgid = event.tgid, "probe event ignored: {why}");
+                    continue;
+                }
                 // Sent first: the monitor hears it before anything is logged.
                 let _ = events.send(event);
                 let state = match event.kind {
@@ -202,9 +305,63 @@ impl Probe {
     }
 }
 
+impl Identity {
+    /// Only events of the mysqld the agent identified move anything: a ListenOpen must
+    /// come from a process that /proc shows is mysqld; a close or an exit must be the
+    /// watched process's.
+    fn admit(&mut self, event: &ProbeEvent) -> Result<(), String> {
+        match event.kind {
+            ProbeEventKind::ListenOpen => {
+                if self.tgid.is_some_and(|t| t != event.tgid) {
+                    return Err(format!("mysqld is {}", self.tgid.unwrap_or(0)));
+                }
+                is_mysqld(event.tgid, self.uid)
+                    .map_err(|why| format!("process {} is not mysqld: {why}", event.tgid))?;
+                self.tgid = Some(event.tgid);
+                Ok(())
+            }
+            ProbeEventKind::ListenClose | ProbeEventKind::ProcessExit => {
+                if self.tgid != Some(event.tgid) {
+                    return Err(format!(
+                        "process {} is not the watched mysqld ({:?})",
+                        event.tgid, self.tgid
+                    ));
+                }
+                if event.kind == ProbeEventKind::ProcessExit {
+                    self.tgid = None;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_identified_mysqld_moves_anything() {
+        let me = std::process::id();
+        let mut id = Identity {
+            uid: proc_uid(me),
+            tgid: Some(4242),
+        };
+        let ev = |kind, tgid| ProbeEvent {
+            kind,
+            tgid,
+            port: 3306,
+            ktime_ns: 0,
+        };
+        assert!(id.admit(&ev(ProbeEventKind::ListenClose, me)).is_err());
+        assert!(id.admit(&ev(ProbeEventKind::ListenOpen, me)).is_err());
+        assert!(id.admit(&ev(ProbeEventKind::ListenClose, 4242)).is_ok());
+        assert!(id.admit(&ev(ProbeEventKind::ProcessExit, 4242)).is_ok());
+        // Not watching anything now: this test binary is not mysqld either.
+        let err = id.admit(&ev(ProbeEventKind::ListenOpen, me)).unwrap_err();
+        assert!(err.contains("not mysqld"), "{err}");
+        assert_eq!(id.tgid, None);
+    }
 
     #[test]
     fn parses_records_as_probe_h_lays_them_out() {

@@ -80,3 +80,62 @@ fn probe_reports_mysqld_death_with_its_pid_and_ignores_other_namespaces() {
     lab.net.signal(db1.pid, "KILL");
     assert_eq!(next(&rx, T), Some((ProbeEventKind::ProcessExit, db1.pid)));
 }
+
+/// A local user who listens on [::]:3306 with IPV6_V6ONLY (beside mysqld's 0.0.0.0:3306)
+/// and closes it again must not make the probe report anything: a failover caused by any
+/// local user would be a denial of service without the key.
+#[test]
+fn another_local_process_on_the_mysql_port_moves_nothing() {
+    if !require_root("another_local_process_on_the_mysql_port_moves_nothing") {
+        return;
+    }
+    let lab = lab_with_pid_file("probe2");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    let rx = probe_events(&lab, "db1");
+    let squat = "import socket, time\n\
+                 for _ in range(3):\n\
+                 \x20   s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)\n\
+                 \x20   s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n\
+                 \x20   s.bind(('::', 3306))\n\
+                 \x20   s.listen()\n\
+                 \x20   time.sleep(0.2)\n\
+                 \x20   s.close()\n\
+                 print('squatted')\n";
+    // As nobody, and as a process that calls itself mysqld: neither may pass.
+    for argv0 in ["python3", "mysqld"] {
+        let out = lab.net.exec(
+            "db1",
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "/usr/bin/python3",
+                "-c",
+                &format!(
+                    "import ctypes; ctypes.CDLL(None).prctl(15, b'{argv0}\\0', 0, 0, 0)\n{squat}"
+                ),
+            ],
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("squatted"),
+            "{out:?}"
+        );
+    }
+    assert_eq!(
+        next(&rx, Duration::from_secs(2)),
+        None,
+        "another process's listen and close reached the monitor:\n{}",
+        lab.log("agent-db1.log")
+    );
+    let status = lab.with_link(
+        "db1",
+        |mut l| async move { l.heartbeat(0, T).await.unwrap() },
+    );
+    assert_eq!(status.probe, ProbeState::Watching);
+    // mysqld itself is still watched: its death is reported with its pid.
+    lab.net.signal(db1.pid, "KILL");
+    assert_eq!(next(&rx, T), Some((ProbeEventKind::ProcessExit, db1.pid)));
+}
