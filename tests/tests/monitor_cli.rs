@@ -169,3 +169,42 @@ fn a_control_socket_others_can_reach_requires_the_key() {
     assert!(text.contains("ERROR: Authentication failed"), "{text}");
     assert_eq!(control_cmd(&m, &["mode"]).1, "ACTIVE\n");
 }
+
+#[test]
+fn a_second_monitor_on_the_same_status_file_refuses_to_start() {
+    let sock_dir = TempDir::new("lock-sock");
+    let sock = sock_dir.path().join("control.sock");
+    let m = start("lock", sock.to_str().unwrap(), free_port(), None);
+    // The same config again: same status file, same unix control socket.
+    let second = Command::new(bin("mmm-monitor"))
+        .args(["--config", m.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second monitor started:\n{err}");
+    assert!(err.contains("another monitor already runs"), "{err}");
+    // The first one still answers on its socket (not deleted by the second).
+    assert_eq!(
+        control_cmd(&m, &["ping"]),
+        (0, "OK: Pinged successfully!\n".into())
+    );
+    // Another status file but the same live socket: refused too, socket kept.
+    let other = m.dir.write(
+        "other.toml",
+        &std::fs::read_to_string(&m.config)
+            .unwrap()
+            .replace("status.json", "other-status.json"),
+        0o600,
+    );
+    let third = Command::new(bin("mmm-monitor"))
+        .args(["--config", other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&third.stderr);
+    assert!(!third.status.success(), "a third monitor started:\n{err}");
+    assert!(err.contains("another monitor serves"), "{err}");
+    assert_eq!(
+        control_cmd(&m, &["ping"]),
+        (0, "OK: Pinged successfully!\n".into())
+    );
+}

@@ -47,6 +47,14 @@ pub async fn serve(
             }
         }
         ControlAddr::Unix(path) => {
+            // A stale socket file (a monitor that died) is replaced; a live one belongs to
+            // another monitor and is left alone.
+            if tokio::net::UnixStream::connect(&path).await.is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("another monitor serves {}", path.display()),
+                ));
+            }
             let _ = std::fs::remove_file(&path);
             let l = tokio::net::UnixListener::bind(&path)?;
             tracing::info!(path = %path.display(), "control socket listening");

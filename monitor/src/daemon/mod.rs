@@ -27,6 +27,8 @@ pub enum DaemonError {
         #[source]
         source: mmm_common::config::SecretError,
     },
+    #[error("claiming the status file")]
+    Lock(#[from] persist::LockError),
     #[error("starting the control socket on {addr}")]
     Control {
         addr: String,
@@ -202,6 +204,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let config = Arc::new(config);
+    // First: a second monitor on the same status file stops here, before touching anything.
+    let _lock = persist::StatusLock::acquire(&config.monitor.status_path)?;
     let clock = Clock::new();
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
     let (check_tx, mut check_rx) = mpsc::channel::<checks::Sample>(4096);
