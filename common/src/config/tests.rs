@@ -340,3 +340,24 @@ fn garp_bounds_extreme_durations_and_state_dir_are_named() {
     assert_has(&p, "agent.state_dir: must be an absolute path");
     assert_has(&p, "agent.monitor_ips[1]: \"mon1\" is not an IP address");
 }
+
+#[test]
+fn a_host_name_that_reads_as_an_option_is_refused() {
+    let text = MINIMAL.replace("[hosts.db1]", "[hosts.-db1]");
+    assert!(
+        problems(&text)
+            .iter()
+            .any(|p| p.starts_with("hosts.-db1: host names may use")),
+        "{:?}",
+        problems(&text)
+    );
+}
+
+#[test]
+fn ipv6_ping_targets_are_refused_by_name() {
+    let text = MINIMAL.replace("ping_ips = [\"10.0.0.1\"]", "ping_ips = [\"::1\"]");
+    assert_has(
+        &problems(&text),
+        "monitor.ping_ips: \"::1\" is IPv6: the network guard pings IPv4 addresses only",
+    );
+}

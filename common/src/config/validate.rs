@@ -216,7 +216,7 @@ fn hosts(c: &mut Collector, raw: &RawConfig) -> Vec<Host> {
         if !valid_name(name) {
             c.problem(
                 format!("hosts.{name}"),
-                "host names may use letters, digits, '-', '_' and '.' only",
+                "host names may use letters, digits, '-', '_' and '.' only, and start with a letter, a digit or '_'",
             );
         }
         let ip = match &h.ip {
@@ -310,8 +310,11 @@ fn hosts(c: &mut Collector, raw: &RawConfig) -> Vec<Host> {
     out
 }
 
+/// Names reach command lines (kill_host_bin gets the host name as an argument): a leading
+/// '-' or '.' would read as an option or a path there.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
+        && !name.starts_with(['-', '.'])
         && name.len() <= 64
         && name
             .chars()
@@ -489,7 +492,16 @@ fn monitor(c: &mut Collector, raw: &RawConfig) -> MonitorConfig {
             }
             list.iter()
                 .filter_map(|s| match s.parse::<IpAddr>() {
-                    Ok(ip) => Some(ip),
+                    Ok(ip @ IpAddr::V4(_)) => Some(ip),
+                    // The guard pings over ICMPv4 only: an IPv6 target would be dropped
+                    // silently and could leave it with nothing to ping.
+                    Ok(IpAddr::V6(_)) => {
+                        c.problem(
+                            "monitor.ping_ips",
+                            format!("{s:?} is IPv6: the network guard pings IPv4 addresses only"),
+                        );
+                        None
+                    }
                     Err(_) => {
                         c.problem("monitor.ping_ips", format!("{s:?} is not an IP address"));
                         None

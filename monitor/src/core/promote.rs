@@ -601,10 +601,14 @@ impl Cluster {
         match ahead {
             Some((slave, target)) => {
                 let id = self.next_id();
-                let (ip, port) = self
-                    .host(&slave)
-                    .map(|h| (h.ip, h.mysql_port))
-                    .unwrap_or((std::net::Ipv4Addr::UNSPECIFIED, 3306));
+                let Some((ip, port)) = self.host(&slave).map(|h| (h.ip, h.mysql_port)) else {
+                    self.refuse(
+                        now,
+                        format!("slave '{slave}' is ahead of '{to}' but is not a configured host"),
+                        out,
+                    );
+                    return;
+                };
                 let deadline = self.promotion_timeout();
                 let p = self.promotion.as_mut().expect("checked above");
                 p.step(

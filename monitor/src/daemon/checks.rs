@@ -237,20 +237,40 @@ pub async fn network_guard(
 ) {
     let mut pingers: Vec<Option<Pinger>> = ips.iter().map(|_| None).collect();
     let mut tick = tokio::time::interval(interval);
+    let mut blind_logged = false;
     loop {
         tick.tick().await;
         let start = tokio::time::Instant::now();
         let mut ok = false;
+        let mut opened = 0;
+        let mut open_error = None;
         for (ip, p) in ips.iter().zip(pingers.iter_mut()) {
             if p.is_none() {
-                *p = Pinger::new().ok();
+                match Pinger::new() {
+                    Ok(pinger) => *p = Some(pinger),
+                    Err(e) => open_error = Some(e),
+                }
             }
             if let Some(pinger) = p.as_mut() {
+                opened += 1;
                 if pinger.ping(*ip, timeout).await.is_ok() {
                     ok = true;
                     break;
                 }
             }
+        }
+        // A guard that cannot ping at all (no IPv4 target, no ICMP socket) knows nothing
+        // about the network: it must not freeze every state forever. It steps aside,
+        // loudly, once.
+        if opened == 0 {
+            if !blind_logged {
+                let why = open_error
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "no IPv4 address in monitor.ping_ips".into());
+                tracing::error!(%why, "the network guard cannot ping: it is off, states change without it");
+                blind_logged = true;
+            }
+            ok = true;
         }
         if events
             .send(Sample {

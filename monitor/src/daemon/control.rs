@@ -11,6 +11,23 @@ use tokio::sync::{mpsc, oneshot};
 /// A parsed command and where its answer goes.
 pub type Request = (Command, oneshot::Sender<String>);
 
+/// Control connections open at once; more are closed at once (each waits up to
+/// READ_TIMEOUT for its line, so an idle flood could otherwise pin descriptors).
+const MAX_CONNECTIONS: usize = 32;
+
+/// An accepted connection, or None after a failed accept (EMFILE, ECONNABORTED...): the
+/// listener keeps serving after a pause instead of ending (and with it the monitor).
+pub async fn accepted<T>(result: std::io::Result<T>, what: &str) -> Option<T> {
+    match result {
+        Ok(x) => Some(x),
+        Err(e) => {
+            tracing::warn!(error = %e, "accepting a {what} connection failed; retrying");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
 /// Longest command line accepted.
 const MAX_LINE: u64 = 4096;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,14 +49,22 @@ pub async fn serve(
     requests: mpsc::Sender<Request>,
 ) -> std::io::Result<()> {
     let need_key = !addr.is_local();
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     match addr {
         ControlAddr::Tcp(a) => {
             let l = tokio::net::TcpListener::bind(a).await?;
             tracing::info!(addr = %a, key_required = need_key, "control socket listening");
             loop {
-                let (s, peer) = l.accept().await?;
+                let Some((s, peer)) = accepted(l.accept().await, "control").await else {
+                    continue;
+                };
+                let Ok(permit) = open.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "control connection refused: {MAX_CONNECTIONS} already open");
+                    continue;
+                };
                 let (req, key) = (requests.clone(), key.clone().filter(|_| need_key));
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Err(e) = connection(s, key, reply_timeout, req).await {
                         tracing::warn!(%peer, error = %e, "control connection failed");
                     }
@@ -59,9 +84,16 @@ pub async fn serve(
             let l = tokio::net::UnixListener::bind(&path)?;
             tracing::info!(path = %path.display(), "control socket listening");
             loop {
-                let (s, _) = l.accept().await?;
+                let Some((s, _)) = accepted(l.accept().await, "control").await else {
+                    continue;
+                };
+                let Ok(permit) = open.clone().try_acquire_owned() else {
+                    tracing::warn!("control connection refused: {MAX_CONNECTIONS} already open");
+                    continue;
+                };
                 let req = requests.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Err(e) = connection(s, None, reply_timeout, req).await {
                         tracing::warn!(error = %e, "control connection failed");
                     }

@@ -43,7 +43,9 @@ pub async fn serve(addr: SocketAddr, metrics: Shared) -> std::io::Result<()> {
     let l = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics endpoint listening");
     loop {
-        let (mut s, _) = l.accept().await?;
+        let Some((mut s, _)) = super::control::accepted(l.accept().await, "metrics").await else {
+            continue;
+        };
         let m = metrics.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];

@@ -162,6 +162,10 @@ impl Pinger {
             } else {
                 &buf[..n]
             };
+            // A short or foreign datagram is not our echo reply; never index past it.
+            if icmp.len() < 8 {
+                continue;
+            }
             let from_ip = Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr));
             let seq = u16::from_be_bytes([icmp[6], icmp[7]]);
             // Datagram sockets rewrite the identifier; match on sequence and sender.
