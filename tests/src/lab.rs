@@ -55,7 +55,11 @@ impl Lab {
         let text = std::fs::read_to_string(crate::workspace_root().join("conf/lab.toml"))
             .unwrap()
             .replace("/tmp/mmm-lab/cluster.key", key_path.to_str().unwrap())
-            .replace("/tmp/mmm-lab/state", state.to_str().unwrap());
+            .replace("/tmp/mmm-lab/state", state.to_str().unwrap())
+            .replace(
+                "/tmp/mmm-lab/control.sock",
+                dir.path().join("control.sock").to_str().unwrap(),
+            );
         let config = dir.write("lab.toml", &format!("{text}\n{extra}"), 0o600);
         for f in [&key_path, &config] {
             std::os::unix::fs::chown(f, Some(NOBODY), Some(NOBODY)).unwrap();
@@ -247,10 +251,11 @@ impl Cluster {
     /// Runs mmm-control against the monitor; returns (exit code, stdout).
     pub fn control(&self, args: &[&str]) -> (i32, String) {
         let bin = bin("mmm-control");
+        let sock = self.lab.dir.path().join("control.sock");
         let mut full = vec![
             bin.to_str().expect("UTF-8 path"),
             "--monitor",
-            "127.0.0.1:9988",
+            sock.to_str().expect("UTF-8 path"),
             "--timeout",
             "30",
         ];

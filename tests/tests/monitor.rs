@@ -81,9 +81,13 @@ fn monitor_runs_the_cluster_through_failures_restarts_and_commands() {
     let garbage = c.lab.net.try_exec(
         "mon",
         &[
-            "bash",
+            "/usr/bin/python3",
             "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/9988; printf 'xyzzy plugh\\n' >&3; cat <&3",
+            &format!(
+                "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\n\
+                 s.sendall(b'xyzzy plugh\\n')\nprint(s.makefile().read(), end='')",
+                c.lab.dir.path().join("control.sock").to_str().unwrap()
+            ),
         ],
     );
     assert_eq!(

@@ -208,3 +208,47 @@ fn a_second_monitor_on_the_same_status_file_refuses_to_start() {
         (0, "OK: Pinged successfully!\n".into())
     );
 }
+
+#[test]
+fn loopback_tcp_control_needs_the_key_and_the_key_covers_the_command() {
+    let port = free_port();
+    let m = start("keyed-lo", &format!("127.0.0.1:{port}"), free_port(), None);
+    let key_hex = std::fs::read_to_string(m.dir.path().join("cluster.key")).unwrap();
+    let key = mmm_common::config::ClusterKey::from_hex(key_hex.trim()).unwrap();
+    let talk = |mac_for: &str, line: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        let mut challenge = String::new();
+        std::io::BufRead::read_line(&mut r, &mut challenge).unwrap();
+        let nonce = challenge
+            .trim()
+            .strip_prefix("MMM-CHALLENGE ")
+            .unwrap()
+            .to_string();
+        let mac = mmm_monitor::control::auth::mac(
+            &key,
+            &nonce,
+            mmm_monitor::control::auth::Part::Command,
+            mac_for,
+        );
+        s.write_all(format!("MMM-AUTH {mac}\n{line}\n").as_bytes())
+            .unwrap();
+        let mut text = String::new();
+        r.read_to_string(&mut text).unwrap();
+        text
+    };
+    // A local user without the key: nothing runs.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"MMM-AUTH 00\nset_passive\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.contains("ERROR: Authentication failed"), "{text}");
+    // A MAC for one command does not carry another.
+    let text = talk("ping", "set_passive");
+    assert!(text.contains("ERROR: Authentication failed"), "{text}");
+    assert_eq!(control_cmd(&m, &["mode"]).1, "ACTIVE\n");
+    // The right MAC: the answer carries the monitor's MAC too.
+    let text = talk("mode", "mode");
+    assert!(text.starts_with("MMM-MAC "), "{text}");
+    assert!(text.ends_with("\nACTIVE\n"), "{text}");
+}

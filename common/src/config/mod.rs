@@ -64,12 +64,10 @@ pub enum ControlAddr {
 }
 
 impl ControlAddr {
-    /// Whether only this machine can reach the control socket (no key needed then).
-    pub fn is_local(&self) -> bool {
-        match self {
-            ControlAddr::Tcp(a) => a.ip().is_loopback(),
-            ControlAddr::Unix(_) => true,
-        }
+    /// Whether the cluster key guards it: every TCP socket does (any local user reaches
+    /// loopback); a unix socket is guarded by its mode (0600, the monitor's user).
+    pub fn keyed(&self) -> bool {
+        matches!(self, ControlAddr::Tcp(_))
     }
 }
 

@@ -145,7 +145,7 @@ fn minimal_config_gets_defaults_and_keeps_file_order() {
     assert!(!c.monitor.failback);
     assert_eq!(
         c.monitor.control,
-        ControlAddr::Tcp("127.0.0.1:9988".parse().unwrap())
+        ControlAddr::Unix("/run/mmm/mmm-monitor.sock".into())
     );
     assert_eq!(c.checks.mysql.trap_period, Duration::from_millis(500));
     assert_eq!(c.checks.ping.trap_period, Duration::from_secs(3));

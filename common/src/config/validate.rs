@@ -6,6 +6,9 @@ use crate::duration::parse_duration;
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
+/// The control socket when none is configured: a unix socket for the monitor's user
+/// (a TCP one, loopback included, needs the cluster key).
+const DEFAULT_CONTROL: &str = "/run/mmm/mmm-monitor.sock";
 /// The longest duration any key accepts.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Bounds of the gratuitous ARP burst.
@@ -462,7 +465,7 @@ fn check_unique_ips(c: &mut Collector, hosts: &[Host], roles: &[Role]) {
 fn monitor(c: &mut Collector, raw: &RawConfig) -> MonitorConfig {
     let m = &raw.monitor;
     let control = match m.control.as_deref() {
-        None => ControlAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 9988))),
+        None => ControlAddr::Unix(DEFAULT_CONTROL.into()),
         Some(s) if s.starts_with('/') => ControlAddr::Unix(s.into()),
         Some(s) => match s.parse::<SocketAddr>() {
             Ok(a) => ControlAddr::Tcp(a),
@@ -471,7 +474,7 @@ fn monitor(c: &mut Collector, raw: &RawConfig) -> MonitorConfig {
                     "monitor.control",
                     format!("{s:?} is neither IP:PORT nor an absolute unix socket path"),
                 );
-                ControlAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 9988)))
+                ControlAddr::Unix(DEFAULT_CONTROL.into())
             }
         },
     };

@@ -94,8 +94,8 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .map(|c| c.monitor.control.clone())
             .context("no control address")?,
     };
-    let key = match (&config, addr.is_local()) {
-        (Some(c), false) => {
+    let key = match (&config, addr.keyed()) {
+        (Some(c), true) => {
             Some(ClusterKey::load(&c.security.key).context("loading the cluster key")?)
         }
         _ => None,

@@ -1,6 +1,7 @@
 //! The client side of the control socket, as `mmm-control` uses it. Blocking std IO:
 //! one request, one answer, every wait bounded.
 
+use crate::control::auth::{self, Part};
 use mmm_common::config::{ClusterKey, ControlAddr};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -25,6 +26,8 @@ pub enum ClientError {
     NotText { addr: String },
     #[error("the monitor at {addr} requires the cluster key: run mmm-control with --config")]
     NeedKey { addr: String },
+    #[error("the answer from {addr} does not carry the cluster key's MAC: not trusted")]
+    Forged { addr: String },
     #[error("the monitor at {addr} sent {got:?} where a challenge was expected")]
     Protocol { addr: String, got: String },
 }
@@ -59,9 +62,8 @@ impl Stream for UnixStream {
 }
 
 /// Sends one command line and returns the monitor's whole answer. `timeout` bounds the
-/// connect and every read; a `move_role` waits for the switchover, so give it room. A
-/// monitor whose control socket others can reach first sends a challenge, answered with
-/// the cluster key (`key`).
+/// connect and every read; a `move_role` waits for the switchover, so give it room. Over
+/// TCP the command carries the cluster key's MAC (`key`) and so must the answer.
 pub fn request(
     addr: &ControlAddr,
     line: &str,
@@ -82,26 +84,42 @@ pub fn request(
         source,
     };
     stream.set_timeouts(timeout).map_err(io)?;
-    if !addr.is_local() {
-        let challenge = read_line(&mut stream).map_err(io)?;
-        let Some(nonce) = challenge.strip_prefix("MMM-CHALLENGE ") else {
-            return Err(ClientError::Protocol {
-                addr: name.clone(),
-                got: challenge,
-            });
-        };
-        let Some(key) = key else {
-            return Err(ClientError::NeedKey { addr: name.clone() });
-        };
-        let mac = crate::daemon::control::control_mac(key, nonce.trim());
+    let Some(key) = addr.keyed().then_some(key) else {
         stream
-            .write_all(format!("MMM-AUTH {mac}\n").as_bytes())
+            .write_all(format!("{line}\n").as_bytes())
             .map_err(io)?;
-    }
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).map_err(io)?;
+        return String::from_utf8(answer).map_err(|_not_utf8| ClientError::NotText { addr: name });
+    };
+    let challenge = read_line(&mut stream).map_err(io)?;
+    let Some(nonce) = challenge.strip_prefix(auth::CHALLENGE).map(str::trim) else {
+        return Err(ClientError::Protocol {
+            addr: name.clone(),
+            got: challenge,
+        });
+    };
+    let Some(key) = key else {
+        return Err(ClientError::NeedKey { addr: name.clone() });
+    };
+    let mac = auth::mac(key, nonce, Part::Command, line);
     stream
-        .write_all(format!("{line}\n").as_bytes())
+        .write_all(format!("{}{mac}\n{line}\n", auth::AUTH).as_bytes())
         .map_err(io)?;
+    let first = read_line(&mut stream).map_err(io)?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).map_err(io)?;
-    String::from_utf8(answer).map_err(|_not_utf8| ClientError::NotText { addr: name.clone() })
+    let Some(claimed) = first.strip_prefix(auth::ANSWER_MAC) else {
+        // The monitor refused before answering (authentication failed): say so as it did.
+        let mut text = first;
+        text.push('\n');
+        text.push_str(&String::from_utf8_lossy(&answer));
+        return Ok(text);
+    };
+    let answer = String::from_utf8(answer)
+        .map_err(|_not_utf8| ClientError::NotText { addr: name.clone() })?;
+    if !auth::verify(key, nonce, Part::Answer, &answer, claimed.trim()) {
+        return Err(ClientError::Forged { addr: name });
+    }
+    Ok(answer)
 }

@@ -1,7 +1,9 @@
-//! The control socket: one command line in, MMM's text out, then close. TCP on loopback
-//! or a unix socket need no key; a TCP address others can reach requires the cluster key
-//! (a challenge line, answered with a keyed BLAKE3 MAC of it).
+//! The control socket: one command line in, MMM's text out, then close. A unix socket
+//! (the default) is created 0600 for the monitor's user and needs no key; a TCP socket,
+//! loopback included, requires the cluster key over the command and the answer
+//! (control::auth).
 
+use crate::control::auth::{self, Part};
 use crate::control::{Command, CommandError};
 use mmm_common::config::{ClusterKey, ControlAddr};
 use std::time::Duration;
@@ -32,23 +34,13 @@ pub async fn accepted<T>(result: std::io::Result<T>, what: &str) -> Option<T> {
 const MAX_LINE: u64 = 4096;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The context string of the control MAC (distinct from the agent protocol's keys).
-pub const CONTROL_CONTEXT: &str = "mmm v1 2026-11 control";
-
-pub fn control_mac(key: &ClusterKey, challenge: &str) -> String {
-    let k = blake3::derive_key(CONTROL_CONTEXT, key.as_bytes());
-    blake3::keyed_hash(&k, challenge.as_bytes())
-        .to_hex()
-        .to_string()
-}
-
 pub async fn serve(
     addr: ControlAddr,
     key: Option<ClusterKey>,
     reply_timeout: Duration,
     requests: mpsc::Sender<Request>,
 ) -> std::io::Result<()> {
-    let need_key = !addr.is_local();
+    let need_key = addr.keyed();
     let open = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     match addr {
         ControlAddr::Tcp(a) => {
@@ -82,6 +74,8 @@ pub async fn serve(
             }
             let _ = std::fs::remove_file(&path);
             let l = tokio::net::UnixListener::bind(&path)?;
+            // Only the monitor's user (and root) may command it.
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             tracing::info!(path = %path.display(), "control socket listening");
             loop {
                 let Some((s, _)) = accepted(l.accept().await, "control").await else {
@@ -121,29 +115,31 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     requests: mpsc::Sender<Request>,
 ) -> std::io::Result<()> {
     let mut s = BufReader::new(stream);
-    if let Some(key) = &key {
+    let mut challenge = None;
+    let mut claimed = None;
+    if key.is_some() {
         let nonce =
             mmm_common::proto::fresh_nonce().map_err(|e| std::io::Error::other(e.to_string()))?;
-        let challenge: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let c: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
         s.get_mut()
-            .write_all(format!("MMM-CHALLENGE {challenge}\n").as_bytes())
+            .write_all(format!("{}{c}\n", auth::CHALLENGE).as_bytes())
             .await?;
-        let answer = read_line(&mut s).await?.unwrap_or_default();
-        let expected = format!("MMM-AUTH {}", control_mac(key, &challenge));
-        if answer.len() != expected.len()
-            || answer
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                != 0
-        {
-            s.get_mut().write_all(b"ERROR: Authentication failed: this control socket requires the cluster key.\n").await?;
-            return Ok(());
-        }
+        let line = read_line(&mut s).await?.unwrap_or_default();
+        claimed = Some(line.strip_prefix(auth::AUTH).unwrap_or("").to_string());
+        challenge = Some(c);
     }
     let Some(line) = read_line(&mut s).await? else {
         return Ok(());
     };
+    if let (Some(key), Some(c), Some(m)) = (&key, &challenge, &claimed) {
+        if !auth::verify(key, c, Part::Command, &line, m) {
+            tracing::warn!(
+                "control command refused: its MAC does not match (no key, or changed in flight)"
+            );
+            s.get_mut().write_all(b"ERROR: Authentication failed: this control socket requires the cluster key.\n").await?;
+            return Ok(());
+        }
+    }
     let words: Vec<&str> = line.split_whitespace().collect();
     let text = match Command::parse(&words) {
         Err(CommandError::Empty) => "ERROR: No command given. Use 'help' for the list.".to_string(),
@@ -166,6 +162,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut text = text;
     if !text.ends_with('\n') {
         text.push('\n');
+    }
+    if let (Some(key), Some(c)) = (&key, &challenge) {
+        let m = auth::mac(key, c, Part::Answer, &text);
+        s.get_mut()
+            .write_all(format!("{}{m}\n", auth::ANSWER_MAC).as_bytes())
+            .await?;
     }
     s.get_mut().write_all(text.as_bytes()).await?;
     s.get_mut().shutdown().await

@@ -333,7 +333,7 @@ pub async fn run(
     ));
 
     // Control socket and metrics.
-    let control_key = (!config.monitor.control.is_local()).then(|| key.clone());
+    let control_key = config.monitor.control.keyed().then(|| key.clone());
     let reply_timeout = config.monitor.promotion_timeout * 3 + Duration::from_secs(10);
     let ctl_addr = config.monitor.control.clone();
     let mut listener = tokio::spawn(control::serve(

@@ -100,9 +100,9 @@ fn run(keep: bool) {
         section("the lab stays up; Ctrl-C tears it down");
         let ctl = mmm_tests::bin("mmm-control");
         println!(
-            "  ip netns exec {} {} --monitor 127.0.0.1:9988 show",
-            c.lab.net.node("mon").ns,
-            ctl.display()
+            "  {} --monitor {} show",
+            ctl.display(),
+            c.lab.dir.path().join("control.sock").display()
         );
         println!(
             "  ip netns exec {} mariadb -h 192.0.2.100 -u app -plab-app app",
