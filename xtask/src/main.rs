@@ -69,7 +69,7 @@ fn main() -> Result<()> {
             eprintln!(
                 "usage: cargo xtask <command>\n\n  test        fmt check, clippy -D warnings, every test (the README's test command)\n  \
                  ci          the same as test (what .ci/run calls)\n  lab         build and show the system (the README's first command)\n  \
-                 bench [protocol|core|monitor|probe|agent|failover]  measurements, written to target/bench/\n  build-ebpf  compile the BPF programs"
+                 bench [protocol|core|monitor|probe|agent|chaos|failover]  measurements, written to target/bench/\n  build-ebpf  compile the BPF programs"
             );
             bail!("no command given")
         }
@@ -235,6 +235,13 @@ fn bench(args: &[String]) -> Result<()> {
             "target/bench/failover.png",
         ]))
     };
+    let chaos = || -> Result<()> {
+        ensure(TEST_NEEDS)?;
+        run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
+        run(cargo()
+            .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "chaos"])
+            .env("MMM_BIN_PROFILE", "release"))
+    };
     let monitor = || -> Result<()> {
         run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
         run(cargo()
@@ -248,16 +255,18 @@ fn bench(args: &[String]) -> Result<()> {
         "probe" => probe(),
         "failover" => failover(),
         "agent" => agent(),
+        "chaos" => chaos(),
         "all" => {
             protocol()?;
             core()?;
             monitor()?;
             probe()?;
             agent()?;
+            chaos()?;
             failover()
         }
         other => {
-            bail!("unknown benchmark {other:?} (known: protocol, core, monitor, probe, agent, failover)")
+            bail!("unknown benchmark {other:?} (known: protocol, core, monitor, probe, agent, chaos, failover)")
         }
     }
 }
