@@ -344,7 +344,7 @@ fn header_errors_are_distinct_and_come_before_the_payload_is_read() {
         first_error(&b),
         FrameError::UnsupportedVersion {
             found: 9,
-            supported: 1
+            supported: crate::proto::frame::VERSION
         }
     );
     let mut b = good.clone();

@@ -206,9 +206,32 @@ impl fmt::Display for Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse(line: &str) -> Result<Command, CommandError> {
         Command::parse(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
+    proptest! {
+        /// Any line a client can send parses to a command or a named error, never a panic,
+        /// and a parsed command prints back to a line that parses to itself.
+        #[test]
+        fn any_line_parses_or_is_refused(line in "\\PC{0,200}") {
+            if let Ok(cmd) = parse(&line) {
+                prop_assert_eq!(parse(&cmd.to_string()).ok(), Some(cmd));
+            }
+        }
+
+        #[test]
+        fn command_words_with_any_arguments_never_panic(
+            word in prop::sample::select(vec!["ping", "show", "checks", "mode", "set_online",
+                "set_offline", "move_role", "set_ip", "set_active", "set_manual", "set_passive", "help"]),
+            args in prop::collection::vec("[ -~]{0,20}", 0..5),
+        ) {
+            let mut words = vec![word.to_string()];
+            words.extend(args);
+            let _ = Command::parse(&words);
+        }
     }
 
     #[test]
