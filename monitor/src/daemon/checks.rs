@@ -284,3 +284,31 @@ pub async fn network_guard(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guard with nothing it can ping knows nothing about the network: it must not report
+    /// "down" forever (that would freeze every state change), it steps aside.
+    #[tokio::test]
+    async fn a_guard_that_cannot_ping_does_not_freeze_the_cluster() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let guard = tokio::spawn(network_guard(
+            vec![],
+            Duration::from_millis(10),
+            Duration::from_millis(10),
+            tx,
+        ));
+        let sample = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a sample")
+            .expect("the guard runs");
+        guard.abort();
+        assert!(
+            matches!(sample.event, Event::Network { ok: true }),
+            "{:?}",
+            sample.event
+        );
+    }
+}
