@@ -1,7 +1,8 @@
-//! Compiles the liveness probe (agent-ebpf/src/probe.bpf.c) with clang-19 into OUT_DIR,
-//! strips DWARF (keeping BTF, which aya needs), and fails with the exact packages to
-//! install when the toolchain is missing: an agent silently built without its probe
-//! must not happen.
+//! Compiles the agent's BPF programs (agent-ebpf/src/probe.bpf.c, the liveness probe, and
+//! agent-ebpf/src/rst.bpf.c, the RST answer for a released VIP) with clang-19 into
+//! OUT_DIR, strips DWARF (keeping BTF, which aya needs), and fails with the exact packages
+//! to install when the toolchain is missing: an agent silently built without them must
+//! not happen.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,21 +11,29 @@ fn main() {
     let manifest =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let ebpf = manifest.join("../agent-ebpf");
-    let src = ebpf.join("src/probe.bpf.c");
     for f in [
-        &src,
-        &ebpf.join("include/probe.h"),
-        &ebpf.join("include/vmlinux.h"),
+        ebpf.join("include/probe.h"),
+        ebpf.join("include/rst.h"),
+        ebpf.join("include/vmlinux.h"),
     ] {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     println!("cargo:rerun-if-env-changed=CLANG");
-    let out =
-        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("probe.bpf.o");
+    // The liveness probe, and the tc program that answers a released VIP with RST.
+    for program in ["probe", "rst"] {
+        build(&ebpf, program);
+    }
+}
+
+fn build(ebpf: &std::path::Path, program: &str) {
+    let src = ebpf.join(format!("src/{program}.bpf.c"));
+    println!("cargo:rerun-if-changed={}", src.display());
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join(format!("{program}.bpf.o"));
     let clang = std::env::var("CLANG").unwrap_or_else(|_unset| "clang-19".into());
     let missing = |tool: &str, e: std::io::Error| -> ! {
         panic!(
-            "building the agent's eBPF probe needs {tool} ({e}): apt-get install clang-19 llvm-19 libbpf-dev \
+            "building the agent's eBPF programs needs {tool} ({e}): apt-get install clang-19 llvm-19 libbpf-dev \
              (cargo xtask test and cargo xtask lab install them when run as root)"
         )
     };

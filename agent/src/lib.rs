@@ -4,6 +4,7 @@
 //! - [`vip`]: addresses on the cluster interface, through rtnetlink
 //! - [`garp`]: gratuitous ARP, built purely and sent from a send-only packet socket
 //! - [`caps`]: the four capabilities the agent keeps, and what each one enables
+//! - [`rst`]: a tc program that answers TCP to a just-released VIP with RST
 //! - [`reconcile`]: desired state -> ordered steps, and their execution
 //! - [`lease`]: lease fencing: who renews, the deadline kept across restarts
 //! - [`server`]: the authenticated protocol towards the monitor, the lease's task
@@ -14,5 +15,6 @@ pub mod lease;
 pub mod mysql;
 pub mod probe;
 pub mod reconcile;
+pub mod rst;
 pub mod server;
 pub mod vip;

@@ -5,6 +5,7 @@ use mmm_agent::caps::{self, Capability};
 use mmm_agent::garp::GarpSender;
 use mmm_agent::probe::Probe;
 use mmm_agent::reconcile::error_chain;
+use mmm_agent::rst::Rst;
 use mmm_agent::server::{Agent, Resources};
 use mmm_agent::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config};
@@ -109,6 +110,23 @@ fn run(args: &Args) -> Result<(), String> {
             }
         },
     };
+    let rst = if held.has(Capability::CAP_BPF) {
+        match Rst::load(&host.cluster_interface, mysql_port) {
+            Ok(r) => {
+                tracing::info!(interface = %host.cluster_interface, "RST program attached: clients of a released VIP are answered at once");
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{}: clients of a released VIP wait for their TCP retransmission",
+                    error_chain(&e)
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     let kept = caps::drop_after_start(&held).map_err(|e| error_chain(&e))?;
     tracing::info!(capabilities = %kept.names(), "capabilities held from now on (probe loaded, ARP socket open)");
 
@@ -120,7 +138,7 @@ fn run(args: &Args) -> Result<(), String> {
     let host_name = host.name.clone();
     runtime.block_on(async move {
         let netlink = Netlink::connect().map_err(|e| error_chain(&e))?;
-        let (agent, listener) = Agent::start(config, &host_name, key, Resources { netlink, garp })
+        let (agent, listener) = Agent::start(config, &host_name, key, Resources { netlink, garp, rst })
             .await
             .map_err(|e| error_chain(&e))?;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening for the monitor");

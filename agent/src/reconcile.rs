@@ -168,6 +168,8 @@ pub struct Executor {
     /// Asked before a writer VIP is added or the server goes writable.
     pub lease: Arc<crate::lease::Lease>,
     pub writer_vips: BTreeSet<Ipv4Addr>,
+    /// Answers clients of a VIP this host releases (None: the program could not load).
+    pub rst: Option<Arc<crate::rst::Rst>>,
 }
 
 impl Executor {
@@ -224,18 +226,23 @@ impl Executor {
         };
         for step in steps {
             let result = match (step, link) {
-                (Step::RemoveVip(ip), Some(l)) => self
-                    .netlink
-                    .remove(l.index, &self.interface, *ip)
-                    .await
-                    .map(drop)
-                    .map_err(|e| error_chain(&e)),
+                (Step::RemoveVip(ip), Some(l)) => {
+                    if let Some(rst) = &self.rst {
+                        rst.release(*ip);
+                    }
+                    self.netlink
+                        .remove(l.index, &self.interface, *ip)
+                        .await
+                        .map(drop)
+                        .map_err(|e| error_chain(&e))
+                }
                 (Step::AddVip(ip), Some(l)) if self.writer_vips.contains(ip) => {
                     // The permit holds the fence off until the address is in place, so a
                     // fence decided meanwhile removes it again.
                     match self.lease.permit_writer().await {
                         None => Err(format!("writer VIP {ip} not taken: {}", self.no_lease())),
                         Some(_permit) => self
+                            .reclaim(*ip)
                             .netlink
                             .add(l.index, &self.interface, *ip)
                             .await
@@ -244,6 +251,7 @@ impl Executor {
                     }
                 }
                 (Step::AddVip(ip), Some(l)) => self
+                    .reclaim(*ip)
                     .netlink
                     .add(l.index, &self.interface, *ip)
                     .await
@@ -289,6 +297,14 @@ impl Executor {
             }
         }
         failures
+    }
+
+    /// The VIP is about to be ours again: the RST program must let its packets through.
+    fn reclaim(&self, ip: Ipv4Addr) -> &Self {
+        if let Some(rst) = &self.rst {
+            rst.reclaim(ip);
+        }
+        self
     }
 
     fn no_lease(&self) -> String {

@@ -153,10 +153,11 @@ pub struct Agent {
     semi_sync: SemiSyncHold,
 }
 
-/// The resources only the reconciler task uses.
+/// The kernel resources opened at start (the last two while capabilities allowed it).
 pub struct Resources {
     pub netlink: Netlink,
     pub garp: Option<GarpSender>,
+    pub rst: Option<crate::rst::Rst>,
 }
 
 impl Agent {
@@ -196,9 +197,11 @@ impl Agent {
             &host.name,
         ));
         let lease_netlink = resources.netlink.clone();
+        let rst = resources.rst.map(Arc::new);
         let executor = Executor {
             lease: lease.clone(),
             writer_vips: scope.writer_vips(),
+            rst: rst.clone(),
             netlink: resources.netlink,
             interface: host.cluster_interface.clone(),
             garp: resources.garp.map(Arc::new),
@@ -226,7 +229,7 @@ impl Agent {
             reconciler(agent.clone(), executor, rx).instrument(tracing::info_span!("reconcile")),
         );
         tokio::spawn(
-            lease_task(agent.clone(), lease_netlink).instrument(tracing::info_span!("lease")),
+            lease_task(agent.clone(), lease_netlink, rst).instrument(tracing::info_span!("lease")),
         );
         Ok((agent, listener))
     }
@@ -755,7 +758,7 @@ async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Co
 
 /// The lease's own task: at the deadline it removes the writer VIPs through netlink, before
 /// any SQL, and then hands read_only and the session kill to the reconciler.
-async fn lease_task(agent: Arc<Agent>, netlink: Netlink) {
+async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::rst::Rst>>) {
     let lease = agent.lease.clone();
     if !lease.enforced() {
         return;
@@ -791,6 +794,11 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink) {
             if let Some(reason) = reason {
                 tracing::warn!(%reason, ?held, "lease expired: fencing myself");
                 agent.status.send_modify(|s| s.fenced_reason = reason);
+                for ip in &held {
+                    if let Some(rst) = &rst {
+                        rst.release(*ip);
+                    }
+                }
                 remove_vips(&netlink, &interface, &held).await;
                 drop(gate);
                 if agent.commands.send(Command::Fenced).await.is_err() {

@@ -1,0 +1,150 @@
+//! The RST answer for a released VIP: a tc ingress program (agent-ebpf/src/rst.bpf.c) on
+//! the cluster interface, and the map of VIPs this host gave up.
+//!
+//! Between this host removing a VIP and the new owner's gratuitous ARP, clients still send
+//! to our MAC; the kernel drops those packets silently and a client's SYN waits for its
+//! 1 s retransmission. With the VIP in the map the program answers a SYN with RST+ACK and
+//! a segment of an old session with RST, until the new owner's ARP for the VIP is seen (the
+//! program deletes the entry) or `BOUND` passes.
+//!
+//! Loaded and attached once at start, while the agent still holds CAP_BPF and
+//! CAP_NET_ADMIN; afterwards only map updates through the descriptor it keeps, which need
+//! no capability.
+
+use aya::maps::{HashMap, MapData};
+use aya::programs::{tc, SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rst.bpf.o"));
+
+/// How long a released VIP is answered with RST at most: long enough for the new owner's
+/// takeover and ARP burst (a failover needs well under a second), short enough that a VIP
+/// nobody took over is soon silent again.
+pub const BOUND: Duration = Duration::from_secs(3);
+
+/// Mirror of `struct rst_key` in agent-ebpf/include/rst.h.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RstKey {
+    /// Network byte order.
+    pub addr: u32,
+}
+
+/// Mirror of `struct rst_value`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RstValue {
+    /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
+    pub until_ns: u64,
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<RstKey>() == 4);
+    assert!(std::mem::offset_of!(RstKey, addr) == 0);
+    assert!(std::mem::size_of::<RstValue>() == 8);
+    assert!(std::mem::offset_of!(RstValue, until_ns) == 0);
+};
+
+// SAFETY: both are #[repr(C)] plain integers without padding (checked above): any bit
+// pattern is a valid value, as aya's Pod requires.
+unsafe impl aya::Pod for RstKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RstValue {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RstError {
+    #[error("loading the RST program (needs CAP_BPF)")]
+    Load(#[source] aya::EbpfError),
+    #[error("the RST object lacks {0}")]
+    Missing(&'static str),
+    #[error("attaching the RST program to {interface} ingress (needs CAP_NET_ADMIN and CAP_BPF)")]
+    Attach {
+        interface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("using the released-VIP map")]
+    Map(#[source] aya::maps::MapError),
+}
+
+pub struct Rst {
+    _ebpf: Ebpf,
+    released: Mutex<HashMap<MapData, RstKey, RstValue>>,
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    debug_assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn key(vip: Ipv4Addr) -> RstKey {
+    RstKey {
+        addr: u32::from_ne_bytes(vip.octets()),
+    }
+}
+
+impl Rst {
+    /// Loads the program and attaches it to `interface`'s ingress; TCP to `mysql_port` only.
+    pub fn load(interface: &str, mysql_port: u16) -> Result<Rst, RstError> {
+        let port = u32::from(mysql_port);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("mysql_port", &port, true)
+            .load(PROGRAM)
+            .map_err(RstError::Load)?;
+        let attach = |source| RstError::Attach {
+            interface: interface.to_string(),
+            source,
+        };
+        // Already there (another program, or a previous agent): fine, we add a filter.
+        let _ = tc::qdisc_add_clsact(interface);
+        let program: &mut SchedClassifier = ebpf
+            .program_mut("rst_released")
+            .ok_or(RstError::Missing("rst_released"))?
+            .try_into()
+            .map_err(attach)?;
+        program.load().map_err(attach)?;
+        program
+            .attach(interface, TcAttachType::Ingress)
+            .map_err(attach)?;
+        let map = ebpf
+            .take_map("released")
+            .ok_or(RstError::Missing("released"))?;
+        let released = HashMap::try_from(map).map_err(RstError::Map)?;
+        Ok(Rst {
+            _ebpf: ebpf,
+            released: Mutex::new(released),
+        })
+    }
+
+    /// `vip` is about to be removed: answer TCP to it with RST for at most BOUND. Call
+    /// before the removal, so no packet falls between the two.
+    pub fn release(&self, vip: Ipv4Addr) {
+        let until = RstValue {
+            until_ns: monotonic_ns() + BOUND.as_nanos() as u64,
+        };
+        let mut map = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = map.insert(key(vip), until, 0) {
+            tracing::warn!(%vip, error = %e, "clients of the released VIP will wait for their retransmission: not in the RST map");
+        }
+    }
+
+    /// `vip` is ours again: nothing may answer for it but the kernel. Call before adding it.
+    pub fn reclaim(&self, vip: Ipv4Addr) {
+        let mut map = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        match map.remove(&key(vip)) {
+            Ok(()) => {}
+            // Not there: the usual case.
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => tracing::warn!(%vip, error = %e, "removing a reclaimed VIP from the RST map"),
+        }
+    }
+}
