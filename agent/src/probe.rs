@@ -298,6 +298,11 @@ impl Probe {
                     }
                 };
                 agent.set_probe_state(state);
+                match event.kind {
+                    ProbeEventKind::ProcessExit => agent.set_mysqld_exited(true),
+                    ProbeEventKind::ListenOpen => agent.set_mysqld_exited(false),
+                    ProbeEventKind::ListenClose => {}
+                }
                 tracing::warn!(kind = ?event.kind, tgid = event.tgid, port = event.port, "probe event");
             }
             guard.clear_ready();

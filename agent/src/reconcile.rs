@@ -170,6 +170,10 @@ pub struct Executor {
     pub writer_vips: BTreeSet<Ipv4Addr>,
     /// Answers clients of a VIP this host releases (None: the program could not load).
     pub rst: Option<Arc<crate::rst::Rst>>,
+    /// Set while the probe has seen mysqld's process exit and no new one listening: no SQL
+    /// can reach it, the VIP removal alone fences (a restarted mysqld comes up read_only
+    /// from its my.cnf).
+    pub mysqld_exited: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Executor {
@@ -200,14 +204,20 @@ impl Executor {
                 BTreeSet::new()
             }
         };
-        let read_only = match self.mysql.read_only().await {
-            Ok(ro) => Some(ro),
-            Err(e) => {
-                errors.push(error_chain(&e));
-                None
-            }
+        let read_only = match self.mysqld_exited() {
+            true => None,
+            false => self.read_only().await.map_err(|e| errors.push(e)).ok(),
         };
         (Observed { vips, read_only }, errors)
+    }
+
+    pub fn mysqld_exited(&self) -> bool {
+        self.mysqld_exited
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn read_only(&self) -> Result<bool, String> {
+        self.mysql.read_only().await.map_err(|e| error_chain(&e))
     }
 
     /// Runs the steps in order; returns one line per failed step. A failed step does not
@@ -225,6 +235,14 @@ impl Executor {
             }
         };
         for step in steps {
+            if self.mysqld_exited() && matches!(step, Step::SetReadOnly(true) | Step::KillSessions)
+            {
+                tracing::info!(
+                    ?step,
+                    "skipped: the probe saw mysqld exit, the VIP removal is the fence"
+                );
+                continue;
+            }
             let result = match (step, link) {
                 (Step::RemoveVip(ip), Some(l)) => {
                     if let Some(rst) = &self.rst {

@@ -143,6 +143,8 @@ pub struct Agent {
     scope: Scope,
     status: watch::Sender<Status>,
     lease: Arc<Lease>,
+    /// The probe saw mysqld exit and no new one listening yet (see Executor).
+    mysqld_exited: Arc<std::sync::atomic::AtomicBool>,
     commands: mpsc::Sender<Command>,
     actions_mysql: Mysql,
     /// For status queries: promotion decisions need the server's state now, not the
@@ -198,10 +200,12 @@ impl Agent {
         ));
         let lease_netlink = resources.netlink.clone();
         let rst = resources.rst.map(Arc::new);
+        let mysqld_exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let executor = Executor {
             lease: lease.clone(),
             writer_vips: scope.writer_vips(),
             rst: rst.clone(),
+            mysqld_exited: mysqld_exited.clone(),
             netlink: resources.netlink,
             interface: host.cluster_interface.clone(),
             garp: resources.garp.map(Arc::new),
@@ -221,6 +225,7 @@ impl Agent {
             scope,
             status: watch::Sender::new(Status::default()),
             lease,
+            mysqld_exited,
             commands,
             probe_events: broadcast::channel(64).0,
             semi_sync,
@@ -276,6 +281,12 @@ impl Agent {
     /// Records the probe's state for heartbeats and status reports.
     pub fn set_probe_state(&self, state: ProbeState) {
         self.status.send_modify(|s| s.probe = Some(state));
+    }
+
+    /// The probe saw mysqld's process exit (true) or a new mysqld listening (false).
+    pub fn set_mysqld_exited(&self, exited: bool) {
+        self.mysqld_exited
+            .store(exited, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn status(&self) -> Status {
@@ -926,9 +937,16 @@ async fn publish(
     observed: &Observed,
     kind: ServerKind,
 ) {
-    let replication = exec.mysql.replication().await;
-    let gtid = exec.mysql.gtid_executed(kind).await.unwrap_or_default();
-    let binlog = exec.mysql.binlog_position().await.unwrap_or(None);
+    // A dead mysqld (the probe saw it exit) answers nothing: do not spend time asking.
+    let (replication, gtid, binlog) = if exec.mysqld_exited() {
+        (Ok(None), String::new(), None)
+    } else {
+        (
+            exec.mysql.replication().await,
+            exec.mysql.gtid_executed(kind).await.unwrap_or_default(),
+            exec.mysql.binlog_position().await.unwrap_or(None),
+        )
+    };
     let matches = desired.is_some_and(|d| plan(d, observed, &agent.scope).is_empty());
     agent.status.send_modify(|s| {
         s.server = Some(kind);

@@ -139,3 +139,43 @@ fn another_local_process_on_the_mysql_port_moves_nothing() {
     lab.net.signal(db1.pid, "KILL");
     assert_eq!(next(&rx, T), Some((ProbeEventKind::ProcessExit, db1.pid)));
 }
+
+/// When the probe has seen mysqld exit, the demotion runs no SQL against the dead server:
+/// the VIP removal is the fence, and the desired state applies without failures.
+#[test]
+fn a_demotion_after_mysqld_exited_needs_no_sql() {
+    if !require_root("a_demotion_after_mysqld_exited_needs_no_sql") {
+        return;
+    }
+    let lab = lab_with_pid_file("probe3");
+    let text = std::fs::read_to_string(&lab.config).unwrap().replacen(
+        "fencing = \"lease\"",
+        "fencing = \"none\"",
+        1,
+    );
+    std::fs::write(&lab.config, text).unwrap();
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    let apply = |d: mmm_common::proto::DesiredState| {
+        lab.with_link(
+            "db1",
+            move |mut l| async move { l.apply(d, T).await.unwrap() },
+        )
+    };
+    let applied = apply(mmm_tests::lab::desired(1, true, &[("writer", 100)]));
+    assert!(applied.failures.is_empty(), "{:?}", applied.failures);
+    let rx = probe_events(&lab, "db1");
+    lab.net.signal(db1.pid, "KILL");
+    assert_eq!(next(&rx, T), Some((ProbeEventKind::ProcessExit, db1.pid)));
+    let applied = apply(mmm_tests::lab::desired(2, false, &[]));
+    let log = lab.log("agent-db1.log");
+    assert!(applied.failures.is_empty(), "{:?}\n{log}", applied.failures);
+    assert!(
+        !lab.net
+            .addresses("db1")
+            .iter()
+            .any(|a| a.starts_with("192.0.2.100")),
+        "writer VIP still held"
+    );
+    assert!(log.contains("skipped: the probe saw mysqld exit"), "{log}");
+}
