@@ -222,14 +222,21 @@ impl Mysql {
         sql: String,
         bound: Duration,
     ) -> Result<Option<T>, MysqlError> {
-        self.with(op, bound, |mut c| async move {
-            let r = c
-                .query_first::<Option<T>, _>(sql)
-                .await
-                .map(Option::flatten);
-            (c, r)
-        })
-        .await
+        let run = |sql: String| {
+            self.with(op, bound, |mut c| async move {
+                let r = c
+                    .query_first::<Option<T>, _>(sql)
+                    .await
+                    .map(Option::flatten);
+                (c, r)
+            })
+        };
+        // A connection left from before a restart of mysqld fails once: that is no reason
+        // to judge the server unknown (and force read_only and a session kill).
+        match run(sql.clone()).await {
+            Err(e) if Self::stale(&e) => run(sql).await,
+            other => other,
+        }
     }
 
     pub async fn ping(&self) -> Result<(), MysqlError> {

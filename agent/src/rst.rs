@@ -140,11 +140,12 @@ impl Rst {
     /// `vip` is ours again: nothing may answer for it but the kernel. Call before adding it.
     pub fn reclaim(&self, vip: Ipv4Addr) {
         let mut map = self.released.lock().unwrap_or_else(|p| p.into_inner());
-        match map.remove(&key(vip)) {
-            Ok(()) => {}
-            // Not there: the usual case.
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => tracing::warn!(%vip, error = %e, "removing a reclaimed VIP from the RST map"),
+        // Not there is the usual case (and an error from the kernel, ENOENT).
+        if map.get(&key(vip), 0).is_err() {
+            return;
+        }
+        if let Err(e) = map.remove(&key(vip)) {
+            tracing::warn!(%vip, error = %e, "removing a reclaimed VIP from the RST map");
         }
     }
 }

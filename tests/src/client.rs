@@ -73,13 +73,43 @@ pub fn app_opts(vip: &str) -> mysql_async::OptsBuilder {
 /// `sid` records which server took the write.
 pub const TABLE: &str = "CREATE TABLE IF NOT EXISTS app.w (id BIGINT PRIMARY KEY, sid INT, at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))";
 
+/// How a client writes and retries.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Ids start here: two clients writing at once must not collide.
+    pub first_id: u64,
+    /// Bound on one attempt (connect if needed, then the INSERT).
+    pub attempt: Duration,
+    /// After a failed attempt: try again at once (a connection pool) or after `interval`.
+    pub retry_at_once: bool,
+}
+
+impl Policy {
+    /// The lab's client: 500 ms per attempt, the write interval between attempts.
+    pub const LAB: Policy = Policy {
+        first_id: 1,
+        attempt: Duration::from_millis(500),
+        retry_at_once: false,
+    };
+    /// A connection pool's view: 1 s connect timeout, retries at once.
+    pub const RETRYING: Policy = Policy {
+        first_id: 1_000_000_000,
+        attempt: Duration::from_secs(1),
+        retry_at_once: true,
+    };
+}
+
 impl Writer {
     pub fn start(client_ns: &str, vip: &str, interval: Duration) -> Writer {
+        Writer::with_policy(client_ns, vip, interval, Policy::LAB)
+    }
+
+    pub fn with_policy(client_ns: &str, vip: &str, interval: Duration, policy: Policy) -> Writer {
         let log = Arc::new(Mutex::new(WriteLog::default()));
         let (l, opts) = (log.clone(), app_opts(vip));
         let task = Background::start(client_ns, move |s| async move {
             let mut conn: Option<mysql_async::Conn> = None;
-            let mut id: u64 = 0;
+            let mut id: u64 = policy.first_id - 1;
             while !s.load(Ordering::Relaxed) {
                 id += 1;
                 let attempt = async {
@@ -95,19 +125,27 @@ impl Writer {
                         .map_err(|e| e.to_string())?;
                     Ok::<_, String>(c)
                 };
-                match tokio::time::timeout(Duration::from_millis(500), attempt).await {
+                let ok = match tokio::time::timeout(policy.attempt, attempt).await {
                     Ok(Ok(c)) => {
                         conn = Some(c);
                         l.lock().unwrap().acked.push((id, Instant::now()));
+                        true
                     }
-                    Ok(Err(e)) => l.lock().unwrap().failed.push((Instant::now(), e)),
-                    Err(_) => l
-                        .lock()
-                        .unwrap()
-                        .failed
-                        .push((Instant::now(), "no answer within 500ms".into())),
+                    Ok(Err(e)) => {
+                        l.lock().unwrap().failed.push((Instant::now(), e));
+                        false
+                    }
+                    Err(_) => {
+                        l.lock().unwrap().failed.push((
+                            Instant::now(),
+                            format!("no answer within {:?}", policy.attempt),
+                        ));
+                        false
+                    }
+                };
+                if ok || !policy.retry_at_once {
+                    tokio::time::sleep(interval).await;
                 }
-                tokio::time::sleep(interval).await;
             }
         });
         Writer { task, log }

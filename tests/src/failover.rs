@@ -6,7 +6,7 @@
 //! acknowledged writes), how many hosts hold the writer VIP at the end, and what the
 //! daemons cost. Used by `mmm-lab` and by `cargo xtask bench failover`.
 
-use crate::client::{app_opts, verify, Background, Writer, TABLE};
+use crate::client::{app_opts, verify, Background, Policy, Writer, TABLE};
 use crate::costs::{Costs, Snapshot};
 use crate::lab::{ip, Cluster};
 use crate::netns::wait_for;
@@ -121,14 +121,18 @@ pub const FENCED: &str = "monitor: every possible writer is fenced";
 pub const WRITABLE: &str = "monitor: db2 writable, holds the writer VIP, GARP sent";
 pub const ARP: &str = "client's ARP entry for the writer VIP -> db2's MAC";
 pub const NEW_CONNECTION: &str = "a new connection through the VIP reaches writable db2";
+/// The headline: a client as a connection pool behaves (connect timeout 1 s, immediate
+/// retries), writing through the VIP all along.
+pub const RETRYING: &str = "the retrying client's first write accepted on db2";
 pub const RESUMED: &str = "the running client's first write accepted on db2";
 pub const REPOINTED: &str = "db3 replicating from db2";
-pub const MILESTONES: [&str; 7] = [
+pub const MILESTONES: [&str; 8] = [
     DETECTED,
     FENCED,
     WRITABLE,
     ARP,
     NEW_CONNECTION,
+    RETRYING,
     RESUMED,
     REPOINTED,
 ];
@@ -144,6 +148,8 @@ pub struct Failover {
     pub replication_errors: Vec<String>,
     /// Client writes that failed or got no answer (their outcome is unknown to it).
     pub failed_attempts: usize,
+    /// The same for the retrying client (it retries at once, so more attempts fail).
+    pub retrying_failed_attempts: usize,
     /// The longest time between two acknowledged writes of the running client, ms.
     pub write_gap_ms: Option<i64>,
     /// Hosts holding the writer VIP at the end (for a lost host: once it runs again).
@@ -256,6 +262,12 @@ pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &
     std::thread::sleep(Duration::from_millis(300));
     let client_ns = net.node("client").ns.clone();
     let writer = Writer::start(&client_ns, "192.0.2.100", Duration::from_millis(5));
+    let pool = Writer::with_policy(
+        &client_ns,
+        "192.0.2.100",
+        Duration::from_millis(5),
+        Policy::RETRYING,
+    );
     let warm = wait_for(Duration::from_secs(10), || {
         (writer.log().acked.len() > 20).then_some(())
     });
@@ -294,19 +306,27 @@ pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &
             (net.neigh_mac("client", ip(100)).as_deref() == Some(db2_mac.as_str()))
                 .then(|| event.elapsed())
         });
-        let resumed = wait_for(t, || {
+        let first_on_db2 = |w: &Writer, range: (u64, u64)| {
             let first = c
                 .db("db2")
-                .try_sql("SELECT MIN(id) FROM app.w WHERE sid = 2")
+                .try_sql(&format!(
+                    "SELECT MIN(id) FROM app.w WHERE sid = 2 AND id BETWEEN {} AND {}",
+                    range.0, range.1
+                ))
                 .ok()?
                 .parse::<u64>()
                 .ok()?;
-            writer
-                .log()
+            w.log()
                 .acked
                 .iter()
                 .find(|(id, _)| *id == first)
                 .map(|(_, at)| *at - event)
+        };
+        let resumed = wait_for(t, || {
+            first_on_db2(&writer, (1, Policy::RETRYING.first_id - 1))
+        });
+        let retried = wait_for(t, || {
+            first_on_db2(&pool, (Policy::RETRYING.first_id, u64::MAX))
         });
         let repointed = wait_for(t, || {
             (c.db("db3").slave_status("Master_Host") == "192.0.2.12"
@@ -317,14 +337,16 @@ pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &
         let after = Snapshot::take(net, monitor, &c.agents);
         (
             arp,
-            resumed,
+            (resumed, retried),
             repointed,
             Costs::between(&steady, &after, monitor, &c.agents),
         )
     });
+    let (resumed, retried) = resumed;
     let vip_usable = prober.stop().map(|at| at - event);
     std::thread::sleep(Duration::from_millis(500));
     let log = writer.stop();
+    let pool_log = pool.stop();
 
     // A lost host comes back (its link stays down): does it still hold the writer VIP?
     if scenario == Scenario::HostLost {
@@ -394,6 +416,7 @@ pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &
         ),
         (ARP.to_string(), ms(arp)),
         (NEW_CONNECTION.to_string(), ms(vip_usable)),
+        (RETRYING.to_string(), ms(retried)),
         (RESUMED.to_string(), ms(resumed)),
         (REPOINTED.to_string(), ms(repointed)),
     ];
@@ -405,10 +428,17 @@ pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &
         .windows(2)
         .map(|w| (w[1] - w[0]).as_millis() as i64)
         .max();
+    let all_acked: Vec<(u64, Instant)> = log
+        .acked
+        .iter()
+        .chain(pool_log.acked.iter())
+        .copied()
+        .collect();
     let mut f = Failover {
         steps,
-        acked: log.acked.len(),
+        acked: all_acked.len(),
         failed_attempts: log.failed.len(),
+        retrying_failed_attempts: pool_log.failed.len(),
         write_gap_ms: write_gap_ms.filter(|_| resumed.is_some()),
         vip_holders,
         idle,
@@ -417,9 +447,9 @@ pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &
     };
     for h in ["db2", "db3"] {
         let _ = wait_for(Duration::from_secs(10), || {
-            verify(c.db(h), &log.acked).0.is_empty().then_some(())
+            verify(c.db(h), &all_acked).0.is_empty().then_some(())
         });
-        let (missing, dup) = verify(c.db(h), &log.acked);
+        let (missing, dup) = verify(c.db(h), &all_acked);
         f.missing += missing.len();
         f.duplicated += dup.len();
         for field in ["Last_IO_Errno", "Last_SQL_Errno"] {

@@ -162,6 +162,15 @@ pub enum Action {
     Disconnect {
         host: String,
     },
+    /// As Disconnect, and stay disconnected until Release: the writer's lease runs out
+    /// while trap_period is still being counted (its agent and ping are both silent).
+    Isolate {
+        host: String,
+    },
+    /// End an Isolate: the host answers again before anything was decided.
+    Release {
+        host: String,
+    },
     KillHost {
         host: String,
         ping_ok: bool,
@@ -211,6 +220,8 @@ pub struct HostRec {
     /// When its full status (GTID set) was last asked for, and last received.
     pub status_asked: Option<Millis>,
     pub gtid_at: Option<Millis>,
+    /// Since when its link is held down (Isolate): a promotion counts its lease from here.
+    pub isolated_since: Option<Millis>,
 }
 
 impl HostRec {
@@ -282,6 +293,7 @@ impl Cluster {
                 repointed: None,
                 status_asked: None,
                 gtid_at: None,
+                isolated_since: None,
             })
             .collect();
         Cluster {
@@ -533,6 +545,7 @@ impl Cluster {
                 }
             }
         }
+        self.isolate_silent_writer(now, &mut out);
         if let Some(host) = evaluate_host {
             self.evaluate_host(now, &host, &mut out);
             self.after_changes(now, &mut out);
@@ -722,6 +735,44 @@ impl Cluster {
                 ),
             });
             self.writer_lost(now, name, out);
+        }
+    }
+
+    /// The writer's agent and its ping both silent: its lease starts now, in parallel with
+    /// trap_period, by holding its link down (nothing can renew the lease until Release).
+    /// If trap_period then fails the host, the promotion counts the lease from here instead
+    /// of waiting it out afterwards. If ping answers again first, the link is released: a
+    /// blip costs the writer at most a self-fence and its undoing, never a failover.
+    fn isolate_silent_writer(&mut self, now: Millis, out: &mut Vec<Action>) {
+        if self.config.agent.fencing != Fencing::Lease || self.promotion.is_some() {
+            return;
+        }
+        let Some(w) = self.roles.writer_holder().map(str::to_string) else {
+            return;
+        };
+        let network_ok = self.network_ok;
+        let Some(h) = self.host_mut(&w) else {
+            return;
+        };
+        let ping_failing = h.checks[check_index(CheckKind::Ping)].failing.is_some();
+        match h.isolated_since {
+            None if network_ok && !h.agent_up && h.agent_seen.is_some() && ping_failing => {
+                h.isolated_since = Some(now);
+                out.push(Action::Isolate { host: w.clone() });
+                out.push(Action::Notify {
+                    host: Some(w.clone()),
+                    message: format!("Agent and ping of writer '{w}' are silent: its link is held down, so its lease runs out while trap_period is counted"),
+                });
+            }
+            Some(_) if !ping_failing => {
+                h.isolated_since = None;
+                out.push(Action::Release { host: w.clone() });
+                out.push(Action::Notify {
+                    host: Some(w.clone()),
+                    message: format!("Writer '{w}' answers ping again: its link is released"),
+                });
+            }
+            _ => {}
         }
     }
 

@@ -322,6 +322,8 @@ impl Cluster {
 
     fn fence_by_lease(&mut self, now: Millis, target: &str, out: &mut Vec<Action>) {
         let lease = ms(self.config.agent.lease) + ms(self.config.monitor.heartbeat_interval);
+        // The Disconnect below turns the hold into the link's usual lease-long stay-away.
+        let isolated = self.host_mut(target).and_then(|h| h.isolated_since.take());
         let fencing = self.config.agent.fencing;
         let ping_ok = self
             .host(target)
@@ -339,11 +341,13 @@ impl Cluster {
         if f.lease_until.is_some() || f.confirmed {
             return;
         }
+        // Held down since its agent and ping fell silent: nothing renewed its lease since.
+        let since = isolated.unwrap_or(now);
         out.push(Action::Disconnect {
             host: target.to_string(),
         });
         f.lease_until = Some(if fencing == Fencing::Lease {
-            now + lease
+            since + lease
         } else {
             Millis::MAX
         });

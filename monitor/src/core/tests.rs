@@ -31,6 +31,8 @@ struct SimHost {
     vips: BTreeSet<Ipv4Addr>,
     /// Monitor dropped the connection (Disconnect): no heartbeats until it reconnects.
     disconnected: bool,
+    /// Held down (Isolate): nothing reaches the agent until Release.
+    isolated: bool,
     last_heartbeat: Millis,
     reported_unreachable: bool,
     self_fenced: bool,
@@ -73,6 +75,7 @@ impl Sim {
                         writable: false,
                         vips: BTreeSet::new(),
                         disconnected: false,
+                        isolated: false,
                         last_heartbeat: 1_000_000,
                         reported_unreachable: false,
                         self_fenced: false,
@@ -153,7 +156,7 @@ impl Sim {
         match a {
             Action::SendDesired { host, desired } => {
                 let h = self.hosts.get_mut(&host).unwrap();
-                if !h.reachable {
+                if !h.reachable || h.isolated {
                     return;
                 }
                 h.disconnected = false;
@@ -231,6 +234,17 @@ impl Sim {
             Action::Disconnect { host } => {
                 let h = self.hosts.get_mut(&host).unwrap();
                 h.disconnected = true;
+                h.isolated = false;
+            }
+            Action::Isolate { host } => {
+                let h = self.hosts.get_mut(&host).unwrap();
+                h.disconnected = true;
+                h.isolated = true;
+            }
+            Action::Release { host } => {
+                let h = self.hosts.get_mut(&host).unwrap();
+                h.disconnected = false;
+                h.isolated = false;
             }
             Action::KillHost { host, .. } => {
                 let h = self.hosts.get_mut(&host).unwrap();
@@ -597,10 +611,13 @@ fn lost_master_is_replaced_only_after_its_lease() {
     }
     let promoted_at = promoted_at.expect("db2 promoted");
     let lease = s.c.config.agent.lease.as_millis() as u64;
+    // From the first moment the link stopped renewing db1's lease.
     let disconnect = s
         .log
         .iter()
-        .find(|(_, a)| matches!(a, Action::Disconnect { host } if host == "db1"))
+        .find(|(_, a)| {
+            matches!(a, Action::Disconnect { host } | Action::Isolate { host } if host == "db1")
+        })
         .map(|(t, _)| *t)
         .expect("db1 disconnected");
     let writable_at = s.writable_since["db2"];
@@ -616,6 +633,66 @@ fn lost_master_is_replaced_only_after_its_lease() {
     assert!(!s.hosts["db1"].writable && !s.hosts["db1"].vips.contains(&s.writer_vip));
     assert_eq!(s.c.active_master(), Some("db2"));
     assert_eq!(s.state("db1"), HostState::AwaitingRecovery);
+}
+
+#[test]
+fn a_silent_writers_lease_runs_during_trap_period() {
+    let mut s = Sim::online(config(&[]));
+    let (lease, trap) = (
+        s.c.config.agent.lease.as_millis() as u64,
+        s.c.config.checks.ping.trap_period.as_millis() as u64,
+    );
+    s.hosts.get_mut("db1").unwrap().reachable = false;
+    let t0 = s.now;
+    s.run_for(4000);
+    assert_eq!(s.c.active_master(), Some("db2"));
+    let isolated = s
+        .log
+        .iter()
+        .find(|(_, a)| matches!(a, Action::Isolate { host } if host == "db1"))
+        .map(|(t, _)| *t)
+        .expect("db1's link held down once its agent and ping were silent");
+    let writable_at = s.writable_since["db2"];
+    assert!(
+        writable_at >= isolated + lease,
+        "db2 writable before db1's lease ran out"
+    );
+    // Overlapped: not trap_period and then a whole lease on top of it.
+    assert!(
+        writable_at < t0 + trap + lease,
+        "db2 writable at +{} ms: the lease did not overlap trap_period ({trap} ms) at all",
+        writable_at - t0
+    );
+}
+
+#[test]
+fn a_writer_blip_shorter_than_trap_period_moves_nothing() {
+    let mut s = Sim::online(config(&[]));
+    let trap = s.c.config.checks.ping.trap_period.as_millis() as u64;
+    s.hosts.get_mut("db1").unwrap().reachable = false;
+    s.run_for(trap - 300);
+    assert!(
+        s.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Isolate { host } if host == "db1")),
+        "the silent writer's link is held down"
+    );
+    s.hosts.get_mut("db1").unwrap().reachable = true;
+    s.run_for(3000);
+    assert!(
+        s.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Release { host } if host == "db1")),
+        "released once it answers again"
+    );
+    assert_eq!(s.c.active_master(), Some("db1"), "no failover for a blip");
+    assert_eq!(s.state("db1"), HostState::Online);
+    assert!(
+        !s.writable_since.contains_key("db2"),
+        "db2 never told to write"
+    );
+    // What the blip cost: at most a self-fence that the next desired state undid.
+    assert!(s.hosts["db1"].vips.contains(&s.writer_vip) && s.hosts["db1"].writable);
 }
 
 #[test]

@@ -28,6 +28,19 @@ pub enum LinkCmd {
     },
     Query,
     Disconnect,
+    /// Disconnect and stay away until Release (the core counts the lease meanwhile).
+    Isolate,
+    Release,
+}
+
+/// Why the link stays away from its agent.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    No,
+    /// After a Disconnect: until the lease has surely run out.
+    Until(Instant),
+    /// After an Isolate: until Release (or a Disconnect turns it into Until).
+    Isolated,
 }
 
 pub struct LinkParams {
@@ -49,21 +62,34 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
         let mut desired: Option<DesiredState> = None;
         let mut backoff = Duration::from_millis(50);
         let mut reported_down = false;
-        let mut hold_off_until: Option<Instant> = None;
+        let mut hold = Hold::No;
         loop {
-            while let Some(t) = hold_off_until.take() {
+            loop {
                 // Fenced by lease: stay away until it has surely run out (a Disconnect
-                // meanwhile starts the wait again).
-                match drain_until(t, &mut cmds, &mut desired, &events, &p.host).await {
+                // meanwhile starts the wait again), or until released.
+                let until = match hold {
+                    Hold::No => break,
+                    Hold::Until(t) => t,
+                    Hold::Isolated => Instant::now() + Duration::from_secs(86_400),
+                };
+                match drain_until(until, &mut cmds, &mut desired, &events, &p.host).await {
                     Drained::Shutdown => return,
-                    Drained::Disconnect => hold_off_until = Some(Instant::now() + p.lease),
-                    Drained::Elapsed => {}
+                    Drained::Disconnect => hold = Hold::Until(Instant::now() + p.lease),
+                    Drained::Isolate => hold = Hold::Isolated,
+                    Drained::Release if matches!(hold, Hold::Isolated) => hold = Hold::No,
+                    Drained::Release => {}
+                    Drained::Elapsed if matches!(hold, Hold::Isolated) => {}
+                    Drained::Elapsed => hold = Hold::No,
                 }
             }
             match session(&p, &mut cmds, &mut desired, &events, &mut reported_down).await {
                 Ended::Shutdown => return,
                 Ended::Disconnected => {
-                    hold_off_until = Some(Instant::now() + p.lease);
+                    hold = Hold::Until(Instant::now() + p.lease);
+                    backoff = Duration::from_millis(50);
+                }
+                Ended::Isolated => {
+                    hold = Hold::Isolated;
                     backoff = Duration::from_millis(50);
                 }
                 Ended::Failed(e) => {
@@ -89,8 +115,9 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
                         Drained::Shutdown => return,
                         // The core relies on this agent's lease from now on: no session
                         // may renew it before it has run out.
-                        Drained::Disconnect => hold_off_until = Some(Instant::now() + p.lease),
-                        Drained::Elapsed => {}
+                        Drained::Disconnect => hold = Hold::Until(Instant::now() + p.lease),
+                        Drained::Isolate => hold = Hold::Isolated,
+                        Drained::Elapsed | Drained::Release => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -116,6 +143,7 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
 enum Ended {
     Shutdown,
     Disconnected,
+    Isolated,
     /// Could not connect or authenticate.
     Failed(String),
     /// Was connected, then lost it.
@@ -127,6 +155,8 @@ enum Drained {
     Shutdown,
     /// The core asked for a Disconnect while the link was down: the lease wait starts now.
     Disconnect,
+    Isolate,
+    Release,
 }
 
 /// While not connected: keep the newest desired state, fail actions at once, and never
@@ -144,6 +174,8 @@ async fn drain_until(
             cmd = cmds.recv() => match cmd {
                 None => return Drained::Shutdown,
                 Some(LinkCmd::Disconnect) => return Drained::Disconnect,
+                Some(LinkCmd::Isolate) => return Drained::Isolate,
+                Some(LinkCmd::Release) => return Drained::Release,
                 Some(cmd) => absorb(cmd, desired, events, host).await,
             }
         }
@@ -161,7 +193,7 @@ async fn absorb(
     match cmd {
         LinkCmd::Desired(d) => *desired = Some(d),
         LinkCmd::Action { id, .. } => fail_action(events, host, id, "agent unreachable").await,
-        LinkCmd::Query | LinkCmd::Disconnect => {}
+        LinkCmd::Query | LinkCmd::Disconnect | LinkCmd::Isolate | LinkCmd::Release => {}
     }
 }
 
@@ -255,6 +287,13 @@ async fn session(
                 tracing::warn!("dropping the new connection: this agent's lease must run out");
                 return Ended::Disconnected;
             }
+            Ok(LinkCmd::Isolate) => {
+                tracing::warn!(
+                    "dropping the new connection: held down while this agent's lease runs out"
+                );
+                return Ended::Isolated;
+            }
+            Ok(LinkCmd::Release) => {}
             Ok(LinkCmd::Desired(d)) => *desired = Some(d),
             Ok(cmd) => absorb(cmd, desired, events, &p.host).await,
             Err(mpsc::error::TryRecvError::Empty) => break,
@@ -407,6 +446,11 @@ async fn connected(
                     tracing::warn!("dropping the connection: this agent's lease must run out");
                     return Ended::Disconnected;
                 }
+                Some(LinkCmd::Isolate) => {
+                    tracing::warn!("dropping the connection and holding it down: the agent and ping are silent, its lease runs out meanwhile");
+                    return Ended::Isolated;
+                }
+                Some(LinkCmd::Release) => {}
             }
         }
     }

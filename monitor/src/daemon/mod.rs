@@ -101,6 +101,8 @@ impl Shell {
                 }
                 Action::QueryStatus { host } => self.link(&host, LinkCmd::Query).await,
                 Action::Disconnect { host } => self.link(&host, LinkCmd::Disconnect).await,
+                Action::Isolate { host } => self.link(&host, LinkCmd::Isolate).await,
+                Action::Release { host } => self.link(&host, LinkCmd::Release).await,
                 Action::KillHost { host, ping_ok } => self.kill_host(host, ping_ok),
                 Action::Persist(record) => {
                     if let Err(e) = persist::write_atomic(&self.status_path, &record) {
