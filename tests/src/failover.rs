@@ -69,15 +69,21 @@ pub enum Profile {
     /// no probe, no lease. MMM moved the roles of a host whose agent it could not reach
     /// without fencing it; kill_host_bin = /bin/true gives our binaries that behaviour.
     Mmm,
+    /// mmm's own product defaults (conf/mmm.toml): checks every 1 s, trap 3 s, timeout
+    /// 1 s, heartbeat 100 ms, agent timeout 500 ms, lease 1 s, 5 GARPs 50 ms apart.
+    Defaults,
 }
 
 impl Profile {
+    /// The profiles a bench runs unless told otherwise (Defaults on request).
     pub const ALL: [Profile; 2] = [Profile::Ours, Profile::Mmm];
+    pub const KNOWN: [Profile; 3] = [Profile::Ours, Profile::Mmm, Profile::Defaults];
 
     pub fn key(self) -> &'static str {
         match self {
             Profile::Ours => "ours",
             Profile::Mmm => "mmm",
+            Profile::Defaults => "defaults",
         }
     }
 
@@ -85,6 +91,7 @@ impl Profile {
         match self {
             Profile::Ours => "ours (conf/lab.toml: checks 250 ms, trap 1 s, heartbeat 50 ms, lease 600 ms, eBPF probe)",
             Profile::Mmm => "MMM defaults (checks 5 s, trap 10 s, timeout 2 s, no probe, fencing none, roles moved off an unreachable host unfenced)",
+            Profile::Defaults => "mmm's product defaults (checks 1 s, trap 3 s, timeout 1 s, heartbeat 100 ms, agent timeout 500 ms, lease 1 s, eBPF probe)",
         }
     }
 
@@ -92,6 +99,19 @@ impl Profile {
     pub fn config(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Profile::Ours => &[],
+            Profile::Defaults => &[
+                ("check_period = \"250ms\"", "check_period = \"1s\""),
+                ("trap_period = \"1s\"", "trap_period = \"3s\""),
+                ("timeout = \"500ms\"", "timeout = \"1s\""),
+                (
+                    "heartbeat_interval = \"50ms\"",
+                    "heartbeat_interval = \"100ms\"",
+                ),
+                ("agent_timeout = \"300ms\"", "agent_timeout = \"500ms\""),
+                ("lease = \"600ms\"", "lease = \"1s\""),
+                ("garp_count = 3", "garp_count = 5"),
+                ("garp_interval = \"20ms\"", "garp_interval = \"50ms\""),
+            ],
             Profile::Mmm => &[
                 ("check_period = \"250ms\"", "check_period = \"5s\""),
                 ("trap_period = \"1s\"", "trap_period = \"10s\""),
@@ -111,6 +131,7 @@ impl Profile {
         match self {
             Profile::Ours => Duration::from_secs(15),
             Profile::Mmm => Duration::from_secs(45),
+            Profile::Defaults => Duration::from_secs(20),
         }
     }
 }

@@ -257,6 +257,9 @@ pub struct Cluster {
     /// A writer that lost its role while no host could take over: fenced first when a
     /// promotion starts.
     pub pending_fence: Option<String>,
+    /// Replicas of an isolated writer whose IO threads were stopped early (their
+    /// semi-sync STOP waits for the vanished master): restarted if the writer comes back.
+    pub early_stopped: std::collections::BTreeSet<String>,
     /// Host name -> index into `hosts`: events name hosts, and clusters have hundreds.
     index: std::collections::HashMap<String, usize>,
 }
@@ -309,6 +312,7 @@ impl Cluster {
             last_persisted: None,
             wait_since: now,
             pending_fence: None,
+            early_stopped: Default::default(),
             index: config
                 .hosts
                 .iter()
@@ -763,6 +767,10 @@ impl Cluster {
                     host: Some(w.clone()),
                     message: format!("Agent and ping of writer '{w}' are silent: its link is held down, so its lease runs out while trap_period is counted"),
                 });
+                // Their STOP SLAVE would wait for the vanished master (semi-sync's
+                // kill-connection): start it now too, in parallel with trap_period.
+                let stopped = self.stop_io_threads_of(&w, out);
+                self.early_stopped.extend(stopped);
             }
             Some(_) if !ping_failing => {
                 h.isolated_since = None;
@@ -771,6 +779,16 @@ impl Cluster {
                     host: Some(w.clone()),
                     message: format!("Writer '{w}' answers ping again: its link is released"),
                 });
+                let deadline = Duration::from_millis(ms(self.config.monitor.promotion_timeout));
+                for s in std::mem::take(&mut self.early_stopped) {
+                    let id = self.next_id();
+                    out.push(Action::AgentAction {
+                        host: s,
+                        id,
+                        action: proto::Action::StartReplication,
+                        deadline,
+                    });
+                }
             }
             _ => {}
         }

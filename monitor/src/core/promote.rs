@@ -297,6 +297,20 @@ impl Cluster {
         if self.alive(&old, now) {
             return;
         }
+        // Stopped early already (the writer was isolated): the promotion re-points them.
+        self.early_stopped.clear();
+        self.stop_io_threads_of(&old.name, out);
+    }
+
+    /// STOP SLAVE IO_THREAD on every reachable replica of `master`; returns their names.
+    pub(crate) fn stop_io_threads_of(
+        &mut self,
+        master: &str,
+        out: &mut Vec<Action>,
+    ) -> Vec<String> {
+        let Some(old) = self.host(master).cloned() else {
+            return Vec::new();
+        };
         let deadline = Duration::from_millis(self.promotion_timeout());
         let slaves: Vec<String> = self
             .hosts
@@ -309,15 +323,16 @@ impl Cluster {
             })
             .map(|h| h.name.clone())
             .collect();
-        for s in slaves {
+        for s in &slaves {
             let id = self.next_id();
             out.push(Action::AgentAction {
-                host: s,
+                host: s.clone(),
                 id,
                 action: proto::Action::StopIoThread,
                 deadline,
             });
         }
+        slaves
     }
 
     fn fence_by_lease(&mut self, now: Millis, target: &str, out: &mut Vec<Action>) {

@@ -685,6 +685,22 @@ fn a_writer_blip_shorter_than_trap_period_moves_nothing() {
             .any(|(_, a)| matches!(a, Action::Release { host } if host == "db1")),
         "released once it answers again"
     );
+    // Its replicas' IO threads were stopped early (in parallel with trap_period): they
+    // replicate again.
+    for r in ["db2", "db3"] {
+        assert!(
+            s.log
+                .iter()
+                .any(|(_, a)| is_agent_action(a, r, |x| *x == proto::Action::StopIoThread)),
+            "{r}'s IO thread stopped early"
+        );
+        assert!(
+            s.log
+                .iter()
+                .any(|(_, a)| is_agent_action(a, r, |x| *x == proto::Action::StartReplication)),
+            "{r} replicates again after the blip"
+        );
+    }
     assert_eq!(s.c.active_master(), Some("db1"), "no failover for a blip");
     assert_eq!(s.state("db1"), HostState::Online);
     assert!(
