@@ -3,7 +3,7 @@
 //! We send the *request* form with the target MAC equal to the sender MAC. Linux always
 //! accepts it and updates an existing neighbour entry at once; the reply form with a
 //! broadcast target MAC (what MMM sent) is ignored within the 1 s neighbour locktime, so
-//! clients kept the old MAC for ~40 s (shared/FINDINGS.md).
+//! clients kept the old MAC for ~40 s (measured in the namespace lab).
 //!
 //! The sender is an AF_PACKET socket opened with protocol 0: it can send but is bound to
 //! no protocol, so it never receives (pnet's layer-2 channel binds ETH_P_ALL and would be

@@ -2,7 +2,7 @@
 //!
 //! [`plan`] is pure: desired state + what the host holds -> steps, in the order that
 //! keeps the cluster safe: first VIPs are removed (the writer's first), then the server
-//! becomes read-only and client sessions are killed (DESIGN §6.2); then, when this host
+//! becomes read-only and client sessions are killed (docs/fencing.md); then, when this host
 //! is to write, it becomes writable before it takes VIPs and announces them. A host that
 //! already matches gets no steps, so re-applying the same state (after an agent restart,
 //! or the monitor's periodic re-assertion) touches nothing.

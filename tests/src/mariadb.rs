@@ -1,7 +1,7 @@
 //! Real MariaDB servers for tests, one per node namespace: a template datadir made once
 //! with mariadb-install-db and cached under target/, copied per server (~0.2 s), small
 //! settings, GTID with gtid_strict_mode, log_slave_updates, and read_only=1 in every
-//! server's options (the agent lifts it), as shared/FINDINGS.md recommends.
+//! server's options (the agent lifts it), as a restarted old master must come up read-only.
 
 use crate::netns::{sh, wait_for, Net};
 use std::path::{Path, PathBuf};

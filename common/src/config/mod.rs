@@ -1,4 +1,5 @@
-//! The one TOML configuration shared by monitor, agents and mmm-control (DESIGN §3).
+//! The one TOML configuration shared by monitor, agents and mmm-control (conf/mmm.toml
+//! documents every key).
 //!
 //! Loading is two steps: [`Config::parse`] turns text into a validated [`Config`] without
 //! touching the file system, reporting every problem at once, each naming its key;

@@ -278,7 +278,7 @@ pub enum Action {
         port: u16,
         position: Position,
     },
-    /// Remove the writer VIP, then read_only, then kill sessions (DESIGN §6.2).
+    /// Remove the writer VIP, then read_only, then kill sessions (docs/fencing.md).
     Demote,
     /// Stop only the IO thread: the SQL thread goes on applying what was received. Sent
     /// to slaves of a dead master at once, so that re-pointing them later is quick (a

@@ -1,4 +1,4 @@
-//! The monitor <-> agent wire protocol (DESIGN §7), sans-IO: frames are built into and
+//! The monitor <-> agent wire protocol (docs/design.md), sans-IO: frames are built into and
 //! parsed from byte buffers; sockets belong to the daemons.
 
 pub mod frame;

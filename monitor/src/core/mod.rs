@@ -1,6 +1,6 @@
 //! The monitor's decision logic: a pure state machine. `Cluster::handle(now, Event)`
 //! returns the actions to take; it reads no clock, opens no socket and spawns nothing,
-//! so every behaviour (MMM's and the fixes of DESIGN §6) is a test of this module.
+//! so every behaviour (MMM's, and the fixes docs/failure-detection.md lists) is a test of this module.
 //!
 //! Detection is separate from the decision to act: checks and agent reports update
 //! per-host evidence ([`health`]); [`Cluster::evaluate`] turns evidence into MMM's host
@@ -978,7 +978,7 @@ impl Cluster {
     }
 
     /// A host's GTID set compared with the writer's: one holding transactions the writer
-    /// lacks must not rejoin (DESIGN §6.5).
+    /// lacks must not rejoin (an errant transaction).
     fn check_errant(&mut self, _now: Millis, name: &str, out: &mut Vec<Action>) {
         let Some(writer) = self.active_master().map(str::to_string) else {
             return;

@@ -1,5 +1,5 @@
 //! Moving the writer role: fence the old writer, bring the candidate up to date, make it
-//! the writer, then re-point every slave at one position of it (DESIGN §6.2, §6.3).
+//! the writer, then re-point every slave at one position of it (docs/fencing.md, docs/design.md).
 //!
 //! ```text
 //! Fencing ──> CatchUp ──> Survey ──> [Fetch from the most advanced slave] ──> StopReplication
