@@ -616,3 +616,43 @@ fn s14_wrong_key_and_garbage_at_an_agent() {
     let log = c.lab.log("agent-db1.log");
     assert!(log.contains("different cluster key"), "{log}");
 }
+
+/// 15: the writer's link blips for less than trap_period under writes: its link may be
+/// held down meanwhile (its lease then runs out and it fences itself), but nothing fails
+/// over: db1 stays the writer, its replicas replicate again, no acknowledged write is lost
+/// or duplicated. What the blip cost the client is printed, not asserted.
+#[test]
+fn s15_writer_link_blip_shorter_than_trap_period() {
+    if !require_root("s15") {
+        return;
+    }
+    let c = up("s15", &[]);
+    let w = writer(&c);
+    c.lab
+        .net
+        .exec("db1", &["ip", "link", "set", "eth0", "down"]);
+    std::thread::sleep(Duration::from_millis(650));
+    c.lab.net.exec("db1", &["ip", "link", "set", "eth0", "up"]);
+    // Long enough for a failover had one been decided, and for the writer to come back.
+    std::thread::sleep(Duration::from_secs(4));
+    let log = w.stop();
+    let mlog = c.monitor_log("monitor.log");
+    assert!(
+        !mlog.contains("Moving the writer role to 'db2'"),
+        "a blip shorter than trap_period caused a failover:\n{mlog}"
+    );
+    assert_writer(&c, "db1", &["db2", "db3"]);
+    assert_data(&c, &log, &["db1", "db2", "db3"]);
+    let mut acked: Vec<_> = log.acked.iter().map(|(_, at)| *at).collect();
+    acked.sort();
+    let gap = acked
+        .windows(2)
+        .map(|p| p[1] - p[0])
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "s15: link held down: {}; failed writes: {}; longest gap between acknowledged writes: {gap:?}",
+        mlog.contains("its link is held down"),
+        log.failed.len()
+    );
+}
