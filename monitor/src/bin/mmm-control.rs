@@ -35,7 +35,14 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let argv = match cluster_config(std::env::args().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("ERROR: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args = Args::parse_from(argv);
     match run(&args) {
         Ok(code) => code,
         Err(e) => {
@@ -138,4 +145,79 @@ fn import(files: &[String]) -> anyhow::Result<ExitCode> {
     }
     print!("{}", imported.toml);
     Ok(ExitCode::SUCCESS)
+}
+
+/// MMM's `mmm_control @CLUSTER COMMAND`: `@NAME` before the command stands for
+/// `--config /etc/mmm/NAME.toml`, so one host can drive several clusters.
+fn cluster_config(mut argv: Vec<String>) -> Result<Vec<String>, String> {
+    let mut i = 1;
+    let mut explicit_config = false;
+    while i < argv.len() {
+        let arg = argv[i].as_str();
+        match arg {
+            "--config" | "-c" => {
+                explicit_config = true;
+                i += 2;
+            }
+            "--monitor" | "--timeout" => i += 2,
+            a if a.starts_with("--config=") => {
+                explicit_config = true;
+                i += 1;
+            }
+            a if a.starts_with('@') => {
+                let name = &a[1..];
+                let valid = !name.is_empty()
+                    && !name.starts_with(['.', '-'])
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !valid {
+                    return Err(format!(
+                        "{a:?}: a cluster name uses letters, digits, '-', '_' and '.' only"
+                    ));
+                }
+                if explicit_config {
+                    return Err(format!("{a} and --config both name the config: give one"));
+                }
+                let path = format!("/etc/mmm/{name}.toml");
+                argv.splice(i..=i, ["--config".to_string(), path]);
+                return Ok(argv);
+            }
+            a if a.starts_with('-') => i += 1,
+            // The command: no @NAME before it.
+            _ => return Ok(argv),
+        }
+    }
+    Ok(argv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_config;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn at_name_stands_for_its_config_file() {
+        assert_eq!(
+            cluster_config(args("mmm-control @main show")).unwrap(),
+            args("mmm-control --config /etc/mmm/main.toml show")
+        );
+        assert_eq!(
+            cluster_config(args("mmm-control --timeout 5 @c2 move_role writer db2")).unwrap(),
+            args("mmm-control --timeout 5 --config /etc/mmm/c2.toml move_role writer db2")
+        );
+        // After the command, an @ word is the command's business.
+        assert_eq!(
+            cluster_config(args("mmm-control show @x")).unwrap(),
+            args("mmm-control show @x")
+        );
+        assert!(cluster_config(args("mmm-control -c /x.toml @main show"))
+            .unwrap_err()
+            .contains("both name the config"));
+        assert!(cluster_config(args("mmm-control @../etc show")).is_err());
+        assert!(cluster_config(args("mmm-control @ show")).is_err());
+    }
 }
