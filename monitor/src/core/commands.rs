@@ -274,6 +274,25 @@ impl Cluster {
                 "ERROR: Can't reach agent daemon on '{host}'! Can't move roles there!"
             ));
         }
+        // With failback the role would go straight back to its preferred host: MMM refused
+        // the move instead of letting it be undone a moment later.
+        let preferred = self
+            .roles
+            .ips
+            .iter()
+            .find(|r| r.role == role)
+            .and_then(|r| r.prefer.clone());
+        if !force
+            && self.mode == MonitorMode::Active
+            && self.config.monitor.failback
+            && owner.is_some()
+            && preferred == owner
+        {
+            return Some(format!(
+                "ERROR: Role '{role}' is assigned to preferred host '{}'. Can't move it!",
+                owner.unwrap_or_default()
+            ));
+        }
         if role != writer {
             if let Some(r) = self.roles.ips.iter_mut().find(|r| r.role == role) {
                 r.holder = Some(host.into());

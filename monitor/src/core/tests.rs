@@ -904,6 +904,34 @@ fn failback_to_prefer_only_when_enabled() {
 }
 
 #[test]
+fn with_failback_the_writer_is_not_moved_away_from_its_preferred_host() {
+    let mut s = Sim::online(config(&[(
+        "promotion_timeout = \"5s\"",
+        "promotion_timeout = \"5s\"\nfailback = true",
+    )]));
+    assert_eq!(s.c.active_master(), Some("db1"));
+    let reply = s.command(Command::MoveRole {
+        force: false,
+        role: "writer".into(),
+        host: "db2".into(),
+    });
+    assert_eq!(
+        reply,
+        "ERROR: Role 'writer' is assigned to preferred host 'db1'. Can't move it!"
+    );
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db1"), "nothing moved");
+    // Without failback the same move is a switchover.
+    let mut s = Sim::online(config(&[]));
+    let reply = s.command(Command::MoveRole {
+        force: false,
+        role: "writer".into(),
+        host: "db2".into(),
+    });
+    assert!(!reply.starts_with("ERROR"), "{reply}");
+}
+
+#[test]
 fn replication_failure_on_the_passive_master_and_its_recovery() {
     let mut s = Sim::online(config(&[]));
     // Replication failures are ignored for SOURCE_SETTLE after the source came online.
