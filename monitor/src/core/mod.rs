@@ -246,6 +246,9 @@ pub struct Cluster {
     pub hosts: Vec<HostRec>,
     pub roles: RoleTable,
     pub network_ok: bool,
+    /// The monitor host's offset from UTC, seconds: `checks` prints local time as MMM
+    /// did. Told by the shell (the core reads no clock and no timezone).
+    pub utc_offset_s: i64,
     pub epoch: u32,
     pub promotion: Option<Promotion>,
     /// A promotion was refused; retried after this time. The reason is shown.
@@ -305,6 +308,7 @@ impl Cluster {
             passive_cause: String::new(),
             hosts,
             network_ok: true,
+            utc_offset_s: 0,
             epoch: 0,
             promotion: None,
             blocked: None,

@@ -3,7 +3,7 @@
 use super::{Cluster, Millis};
 use mmm_common::types::{CheckKind, MonitorMode};
 
-/// MMM's `yyyy/MM/dd HH:mm:ss`, in UTC.
+/// MMM's `yyyy/MM/dd HH:mm:ss` of `t` (ms since the epoch, already shifted to local time).
 pub fn format_time(t: Millis) -> String {
     let secs = (t / 1000) as i64;
     let days = secs.div_euclid(86_400);
@@ -144,7 +144,10 @@ impl Cluster {
                 };
                 out.push_str(&format!(
                     "{hostname}  {name}  [last change: {}]  {}\n",
-                    format_time(t.last_change),
+                    format_time(
+                        t.last_change
+                            .saturating_add_signed(self.utc_offset_s * 1000)
+                    ),
                     t.message
                 ));
             }

@@ -1176,6 +1176,29 @@ fn control_commands_answer_with_mmm_texts() {
 }
 
 #[test]
+fn checks_print_the_monitor_hosts_local_time() {
+    let mut s = Sim::online(config(&[]));
+    let line = |s: &mut Sim| {
+        s.command(Command::Checks {
+            host: Some("db1".into()),
+            check: CheckSelector::All,
+        })
+        .lines()
+        .next()
+        .unwrap()
+        .to_string()
+    };
+    let utc = line(&mut s);
+    s.c.utc_offset_s = 2 * 3600;
+    let local = line(&mut s);
+    let hour = |l: &str| -> u32 {
+        let at = l.find("[last change: ").unwrap() + "[last change: yyyy/mm/dd ".len();
+        l[at..at + 2].parse().unwrap()
+    };
+    assert_eq!((hour(&utc) + 2) % 24, hour(&local), "{utc}\n{local}");
+}
+
+#[test]
 fn switchover_with_move_role_replies_when_done() {
     let mut s = Sim::online(config(&[]));
     let id = s.next_reply;
