@@ -193,6 +193,15 @@ impl Cluster {
             r.reason = "set offline by admin".into();
         }
         self.clear_roles(now, host, out);
+        // MMM's turn_off_slave: an offline host stops replicating (maintenance, backups);
+        // set_online re-points it at the active master and starts it again.
+        let id = self.next_id();
+        out.push(Action::AgentAction {
+            host: host.into(),
+            id,
+            action: proto::Action::StopReplication,
+            deadline: Duration::from_millis(super::ms(self.config.monitor.promotion_timeout)),
+        });
         self.after_changes(now, out);
         format!("OK: State of '{host}' changed to ADMIN_OFFLINE. Now you can wait some time and check all roles!")
     }

@@ -1199,6 +1199,31 @@ fn checks_print_the_monitor_hosts_local_time() {
 }
 
 #[test]
+fn set_offline_stops_replication_and_set_online_starts_it() {
+    let mut s = Sim::online(config(&[]));
+    let mark = s.log.len();
+    assert!(s
+        .command(Command::SetOffline { host: "db3".into() })
+        .starts_with("OK: State of 'db3' changed to ADMIN_OFFLINE"));
+    assert!(
+        s.find(mark, |a| is_agent_action(a, "db3", |x| *x
+            == proto::Action::StopReplication))
+            .is_some(),
+        "set_offline stops db3's replication"
+    );
+    s.run_for(1000);
+    let mark = s.log.len();
+    assert!(s
+        .command(Command::SetOnline { host: "db3".into() })
+        .starts_with("OK: State of 'db3' changed to ONLINE"));
+    assert!(
+        s.find(mark, |a| is_agent_action(a, "db3", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 11))))
+            .is_some(),
+        "set_online makes db3 replicate from the active master again"
+    );
+}
+
+#[test]
 fn switchover_with_move_role_replies_when_done() {
     let mut s = Sim::online(config(&[]));
     let id = s.next_reply;
