@@ -874,18 +874,46 @@ impl Cluster {
                     self.set_state(now, name, HostState::HardOffline, why_dead(), out);
                     return;
                 }
-                if !(rep_backlog && rep_threads) || h.errant.is_some() {
+                if h.errant.is_some() {
                     return;
                 }
                 // Never online by itself before its GTID set was compared with the
                 // writer's since it came back, nor (a master) before it replicates from
-                // the active master again: set_online rejoins it.
+                // the active master again.
                 let checked = h.gtid_at.is_some_and(|t| t >= h.since);
-                let active_rec = active.as_deref().and_then(|a| self.host(a));
+                let active_rec = active.as_deref().and_then(|a| self.host(a)).cloned();
                 let follows = h.view.as_ref().is_some_and(|v| {
                     v.replicating
-                        && active_rec.is_some_and(|a| v.source == Some((a.ip, a.mysql_port)))
+                        && active_rec
+                            .as_ref()
+                            .is_some_and(|a| v.source == Some((a.ip, a.mysql_port)))
                 });
+                // A returning master with nothing errant is rejoined to the writer (GTID),
+                // as MMM brought masters back by itself; it then follows auto_set_online
+                // like a slave.
+                if let Some(a) = active_rec
+                    .as_ref()
+                    .filter(|_| h.mode == HostMode::Master && checked && !follows && h.agent_up)
+                {
+                    let retry = ms(self.config.monitor.promotion_timeout);
+                    let due = h
+                        .repointed
+                        .is_none_or(|(ip, t)| ip != a.ip || now.saturating_sub(t) >= retry);
+                    if due {
+                        out.push(Action::Notify {
+                            host: Some(name.into()),
+                            message: format!("Rejoining '{name}' to the active master '{}': its GTID set holds nothing the writer lacks", a.name),
+                        });
+                        self.rejoin_replication(name, out);
+                        if let Some(r) = self.host_mut(name) {
+                            r.repointed = Some((a.ip, now));
+                        }
+                    }
+                    return;
+                }
+                if !(rep_backlog && rep_threads) {
+                    return;
+                }
                 if active.is_some() && (!checked || (h.mode == HostMode::Master && !follows)) {
                     return;
                 }

@@ -855,24 +855,26 @@ fn an_unparseable_gtid_set_of_a_slave_refuses_the_promotion() {
 }
 
 #[test]
-fn old_master_back_without_errant_transactions_rejoins_replication_on_set_online() {
+fn old_master_back_without_errant_transactions_is_rejoined_by_itself() {
     let mut s = Sim::online(config(&[]));
     s.hosts.get_mut("db1").unwrap().mysql_alive = false;
     s.hosts.get_mut("db1").unwrap().writable = false;
     s.settle();
     s.hosts.get_mut("db2").unwrap().gtid = "0-1-100,0-2-110".into();
+    let mark = s.log.len();
     s.hosts.get_mut("db1").unwrap().mysql_alive = true;
     s.hosts.get_mut("db1").unwrap().uptime_s = 5;
     s.run_for(2000);
+    // Rejoined both ways by the monitor (MMM brought masters back by itself), and
+    // AWAITING_RECOVERY until set_online (auto_set_online is off).
+    assert!(s.find(mark, |a| is_agent_action(a, "db1", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 12)))).is_some(), "{:#?}", &s.log[mark..]);
+    assert!(s.find(mark, |a| is_agent_action(a, "db2", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 11)))).is_some());
     assert_eq!(s.state("db1"), HostState::AwaitingRecovery);
-    let mark = s.log.len();
     let reply = s.command(Command::SetOnline { host: "db1".into() });
     assert_eq!(
         reply,
         "OK: State of 'db1' changed to ONLINE. Now you can wait some time and check its new roles!"
     );
-    assert!(s.find(mark, |a| is_agent_action(a, "db1", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 12)))).is_some(), "{:#?}", &s.log[mark..]);
-    assert!(s.find(mark, |a| is_agent_action(a, "db2", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 11)))).is_some());
     s.run_for(500);
     assert_eq!(s.c.active_master(), Some("db2"), "no failback by default");
     assert!(
@@ -1221,6 +1223,29 @@ fn set_offline_stops_replication_and_set_online_starts_it() {
             .is_some(),
         "set_online makes db3 replicate from the active master again"
     );
+}
+
+#[test]
+fn a_rejoined_old_master_follows_auto_set_online() {
+    let mut s = Sim::online(config(&[(
+        "promotion_timeout = \"5s\"",
+        "promotion_timeout = \"5s\"\nauto_set_online = \"3s\"",
+    )]));
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db2"));
+    s.hosts.get_mut("db2").unwrap().gtid = "0-1-100,0-2-110".into();
+    s.hosts.get_mut("db1").unwrap().mysql_alive = true;
+    // A reboot-length outage: not the "down for only a few seconds" shortcut.
+    s.hosts.get_mut("db1").unwrap().uptime_s = 900;
+    s.run_for(6000);
+    assert_eq!(
+        s.state("db1"),
+        HostState::Online,
+        "auto_set_online after the rejoin"
+    );
+    assert_eq!(s.c.active_master(), Some("db2"), "no failback by default");
 }
 
 #[test]
