@@ -135,6 +135,19 @@ impl Mysql {
         }
     }
 
+    /// Through a unix socket (`[agent] mysql_socket`).
+    pub fn socket(path: &str, user: &str, password: &str, timeout: Duration) -> Mysql {
+        let opts = OptsBuilder::default()
+            .socket(Some(path))
+            .user(Some(user))
+            .pass(Some(password));
+        Mysql {
+            opts,
+            conn: Mutex::new(None),
+            timeout,
+        }
+    }
+
     /// Runs `f` on the connection (connecting first if needed), bounded by `bound`.
     async fn with<T, F, Fut>(&self, op: &str, bound: Duration, f: F) -> Result<T, MysqlError>
     where

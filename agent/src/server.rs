@@ -177,14 +177,18 @@ impl Agent {
         let scope = Scope::new(&config, &host);
         let agent_password = host.agent_password.reveal()?;
         let timeout = config.checks.mysql.timeout.max(Duration::from_millis(500));
-        let mysql = |t| {
-            Mysql::new(
-                "127.0.0.1",
+        // Its own server at the host's ip (or socket), as MMM's agent reached it: grants
+        // like 'mmm_agent'@'10.0.0.%' and a bind-address of the host's ip keep working.
+        let server_ip = host.ip.to_string();
+        let mysql = |t| match config.agent.mysql_socket.as_deref().and_then(|p| p.to_str()) {
+            Some(socket) => Mysql::socket(socket, &host.agent_user, &agent_password, t),
+            None => Mysql::new(
+                &server_ip,
                 host.mysql_port,
                 &host.agent_user,
                 &agent_password,
                 t,
-            )
+            ),
         };
         let (commands, rx) = mpsc::channel(16);
         let addr = SocketAddr::from((host.ip, host.agent_port));

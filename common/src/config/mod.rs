@@ -151,6 +151,9 @@ pub struct AgentConfig {
     /// The addresses monitors connect from; any other peer is closed before the handshake.
     /// Empty: any address (the handshake still authenticates).
     pub monitor_ips: Vec<IpAddr>,
+    /// The agent reaches its own mysqld through this unix socket; None: at the host's
+    /// `ip`:mysql_port, as MMM did (grants like 'mmm_agent'@'10.0.0.%' keep working).
+    pub mysql_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -145,6 +145,7 @@ pub struct RawAgent {
     pub garp_refresh: Option<String>,
     pub state_dir: Option<String>,
     pub monitor_ips: Option<Vec<String>>,
+    pub mysql_socket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -673,6 +673,14 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
     if !state_dir.is_absolute() {
         c.problem("agent.state_dir", "must be an absolute path");
     }
+    let mysql_socket = a
+        .mysql_socket
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    if mysql_socket.as_ref().is_some_and(|p| !p.is_absolute()) {
+        c.problem("agent.mysql_socket", "must be an absolute path (or empty: the host's ip)");
+    }
     let mut monitor_ips = Vec::new();
     for (i, text) in a.monitor_ips.iter().flatten().enumerate() {
         match text.parse::<IpAddr>() {
@@ -693,5 +701,6 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
         garp_refresh: c.optional_duration("agent.garp_refresh", &a.garp_refresh),
         state_dir,
         monitor_ips,
+        mysql_socket,
     }
 }

@@ -366,9 +366,15 @@ impl Cluster {
     }
 
     /// Eligible for roles: ONLINE and its agent reachable (MMM's agent_down check).
+    /// May take a role: ONLINE, its agent heard, and that agent able to reach its mysqld
+    /// (else every action of a promotion would fail).
     pub(crate) fn eligible(&self, name: &str) -> bool {
-        self.host(name)
-            .is_some_and(|h| h.state == HostState::Online && h.agent_up && h.errant.is_none())
+        self.host(name).is_some_and(|h| {
+            h.state == HostState::Online
+                && h.agent_up
+                && h.errant.is_none()
+                && h.view.as_ref().is_some_and(|v| v.mysql_up)
+        })
     }
 
     /// The single entry point: one event in, the actions it calls for out.

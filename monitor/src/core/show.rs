@@ -27,6 +27,15 @@ pub fn format_time(t: Millis) -> String {
     )
 }
 
+/// The agent answers but cannot reach the mysqld the monitor reaches: wrong grants (MMM's
+/// were network-scoped), or a bind-address that excludes the agent's address.
+fn agent_cut_off(h: &super::HostRec) -> bool {
+    h.agent_up
+        && h.view.as_ref().is_some_and(|v| !v.mysql_up)
+        && h.check(CheckKind::Mysql).failing.is_none()
+        && !h.probe_dead
+}
+
 /// The probe's line in `checks` and its field in `show --json`.
 fn probe_text(h: &super::HostRec) -> String {
     use mmm_common::proto::ProbeState;
@@ -54,6 +63,11 @@ impl Cluster {
             if h.agent_seen.is_some() && !h.agent_up {
                 out.push_str(&format!(
                     "# Warning: agent on host {} is not reachable\n",
+                    h.name
+                ));
+            } else if agent_cut_off(h) {
+                out.push_str(&format!(
+                    "# Warning: agent on host {} cannot reach its own mysqld (its grants must allow it from the host's ip or socket): the host cannot be promoted\n",
                     h.name
                 ));
             }
@@ -158,6 +172,12 @@ impl Cluster {
                     format!("{:<width$}", h.name)
                 };
                 out.push_str(&format!("{hostname}  {:<11}  {}\n", "probe", probe_text(h)));
+                let agent = match (&h.view, agent_cut_off(h)) {
+                    (None, _) => "unknown (agent not heard)",
+                    (Some(_), true) => "ERROR: the agent cannot reach its own mysqld",
+                    (Some(_), false) => "OK",
+                };
+                out.push_str(&format!("{hostname}  {:<11}  {agent}\n", "agent"));
             }
         }
         Ok(out)

@@ -1165,7 +1165,7 @@ fn control_commands_answer_with_mmm_texts() {
     );
     assert!(
         checks.contains("db1  mysql        [last change: ")
-            && checks.ends_with("db1  probe        off\n"),
+            && checks.ends_with("db1  probe        off\ndb1  agent        OK\n"),
         "{checks}"
     );
     assert_eq!(
@@ -1246,6 +1246,32 @@ fn a_rejoined_old_master_follows_auto_set_online() {
         "auto_set_online after the rejoin"
     );
     assert_eq!(s.c.active_master(), Some("db2"), "no failback by default");
+}
+
+#[test]
+fn an_agent_that_cannot_reach_its_mysqld_is_a_failed_check_and_no_candidate() {
+    let mut s = Sim::online(config(&[]));
+    // db2's mysqld answers the monitor, but not its agent (MMM's network-scoped grants).
+    let mut view = s.view("db2");
+    view.mysql_up = false;
+    s.event(Event::AgentHeartbeat {
+        host: "db2".into(),
+        view,
+    });
+    let checks = s.command(Command::Checks {
+        host: Some("db2".into()),
+        check: CheckSelector::All,
+    });
+    assert!(
+        checks.ends_with("db2  agent        ERROR: the agent cannot reach its own mysqld\n"),
+        "{checks}"
+    );
+    let show = s.c.show(s.now);
+    assert!(
+        show.contains("# Warning: agent on host db2 cannot reach its own mysqld"),
+        "{show}"
+    );
+    assert!(!s.c.eligible("db2"), "a promotion to db2 would fail at every step");
 }
 
 #[test]
