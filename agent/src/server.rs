@@ -180,7 +180,12 @@ impl Agent {
         // Its own server at the host's ip (or socket), as MMM's agent reached it: grants
         // like 'mmm_agent'@'10.0.0.%' and a bind-address of the host's ip keep working.
         let server_ip = host.ip.to_string();
-        let mysql = |t| match config.agent.mysql_socket.as_deref().and_then(|p| p.to_str()) {
+        let mysql = |t| match config
+            .agent
+            .mysql_socket
+            .as_deref()
+            .and_then(|p| p.to_str())
+        {
             Some(socket) => Mysql::socket(socket, &host.agent_user, &agent_password, t),
             None => Mysql::new(
                 &server_ip,

@@ -252,3 +252,19 @@ fn loopback_tcp_control_needs_the_key_and_the_key_covers_the_command() {
     assert!(text.starts_with("MMM-MAC "), "{text}");
     assert!(text.ends_with("\nACTIVE\n"), "{text}");
 }
+
+#[test]
+fn an_mmm_status_file_is_taken_over() {
+    let m = start(
+        "mmm-status",
+        &format!("127.0.0.1:{}", free_port()),
+        free_port(),
+        Some("db1|ONLINE|writer(127.0.0.100),reader(127.0.0.101)\ndb2|ONLINE|\n"),
+    );
+    let (code, show) = control_cmd(&m, &["show"]);
+    assert_eq!(code, 0);
+    assert!(!show.contains("PASSIVE"), "{show}");
+    assert_eq!(control_cmd(&m, &["mode"]).1, "ACTIVE\n");
+    let log = std::fs::read_to_string(m.dir.path().join("monitor.log")).unwrap();
+    assert!(log.contains("resuming from the status file"), "{log}");
+}

@@ -679,7 +679,10 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
     if mysql_socket.as_ref().is_some_and(|p| !p.is_absolute()) {
-        c.problem("agent.mysql_socket", "must be an absolute path (or empty: the host's ip)");
+        c.problem(
+            "agent.mysql_socket",
+            "must be an absolute path (or empty: the host's ip)",
+        );
     }
     let mut monitor_ips = Vec::new();
     for (i, text) in a.monitor_ips.iter().flatten().enumerate() {

@@ -1271,7 +1271,10 @@ fn an_agent_that_cannot_reach_its_mysqld_is_a_failed_check_and_no_candidate() {
         show.contains("# Warning: agent on host db2 cannot reach its own mysqld"),
         "{show}"
     );
-    assert!(!s.c.eligible("db2"), "a promotion to db2 would fail at every step");
+    assert!(
+        !s.c.eligible("db2"),
+        "a promotion to db2 would fail at every step"
+    );
 }
 
 #[test]

@@ -216,7 +216,7 @@ pub async fn run(
 
     // The status record, or passive mode when it cannot be trusted.
     let mut cluster = Cluster::new(config.clone(), clock.now());
-    match persist::read(&config.monitor.status_path) {
+    match persist::read(&config.monitor.status_path, clock.now()) {
         Ok(Some(record)) => match cluster.restore(&record) {
             Ok(()) => {
                 tracing::info!(path = %config.monitor.status_path.display(), "resuming from the status file")

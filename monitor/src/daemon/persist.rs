@@ -19,6 +19,12 @@ pub enum PersistError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the MMM status file {path} cannot be taken over")]
+    Mmm {
+        path: PathBuf,
+        #[source]
+        source: mmm_common::legacy::status::StatusError,
+    },
     #[error("the status file {path} is corrupt or truncated")]
     Corrupt {
         path: PathBuf,
@@ -55,9 +61,19 @@ pub fn write_atomic(path: &Path, record: &StatusRecord) -> Result<(), PersistErr
     Ok(())
 }
 
-/// `Ok(None)` when there is no status file yet (a first start).
-pub fn read(path: &Path) -> Result<Option<StatusRecord>, PersistError> {
+/// `Ok(None)` when there is no status file yet (a first start). An MMM 2.2.1 status file
+/// (`host|STATE|role(ip),...` lines) at the same place is taken over: states and roles as
+/// MMM left them, each since `now`.
+pub fn read(path: &Path, now: crate::core::Millis) -> Result<Option<StatusRecord>, PersistError> {
     match std::fs::read_to_string(path) {
+        Ok(text) if mmm_common::legacy::status::looks_like_mmm_status(&text) => {
+            from_mmm(&text, now)
+                .map(Some)
+                .map_err(|source| PersistError::Mmm {
+                    path: path.into(),
+                    source,
+                })
+        }
         Ok(text) => {
             StatusRecord::from_json(&text)
                 .map(Some)
@@ -128,5 +144,73 @@ impl StatusLock {
         let _ = file.set_len(0);
         let _ = writeln!(file, "{}", std::process::id());
         Ok(StatusLock { _file: file })
+    }
+}
+
+/// MMM's status lines as our record: hosts in MMM's UNKNOWN state are left out (the
+/// monitor decides for them as for a first start), roles keep their holders.
+fn from_mmm(
+    text: &str,
+    now: crate::core::Millis,
+) -> Result<StatusRecord, mmm_common::legacy::status::StatusError> {
+    use crate::core::status::HostRecord;
+    let hosts = mmm_common::legacy::status::parse(text)?;
+    let mut record = StatusRecord {
+        version: 1,
+        written_at: now,
+        mode: String::new(),
+        hosts: Default::default(),
+        roles: Default::default(),
+    };
+    for h in hosts {
+        let Some(state) = h.state else { continue };
+        record.hosts.insert(
+            h.host.clone(),
+            HostRecord {
+                state: state.to_string(),
+                since: now,
+                reason: "taken over from MMM's status file".into(),
+                flap_departures: Vec::new(),
+                flapping: false,
+                errant: None,
+                gtid: None,
+            },
+        );
+        for (role, ip) in h.roles {
+            record
+                .roles
+                .entry(role)
+                .or_default()
+                .push((ip.to_string(), Some(h.host.clone())));
+        }
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_mmm_status_file_is_taken_over_not_treated_as_corrupt() {
+        let dir = std::env::temp_dir().join(format!("mmm-persist-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mmm_mond.status");
+        std::fs::write(
+            &path,
+            "db1|ONLINE|reader(10.0.0.101),writer(10.0.0.100)\ndb2|ONLINE|reader(10.0.0.102)\ndb3|HARD_OFFLINE|\n",
+        )
+        .unwrap();
+        let record = read(&path, 42).unwrap().expect("a record");
+        assert_eq!(record.hosts["db1"].state, "ONLINE");
+        assert_eq!(record.hosts["db3"].state, "HARD_OFFLINE");
+        assert_eq!(
+            record.roles["writer"],
+            vec![("10.0.0.100".to_string(), Some("db1".to_string()))]
+        );
+        std::fs::write(&path, "db1|NONSENSE|\n").unwrap();
+        let err = read(&path, 42).unwrap_err();
+        assert!(matches!(err, PersistError::Mmm { .. }), "{err:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
