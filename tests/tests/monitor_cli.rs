@@ -30,6 +30,17 @@ fn free_port() -> u16 {
 }
 
 fn start(tag: &str, control: &str, metrics: u16, status: Option<&str>) -> Monitor {
+    start_with(tag, control, metrics, status, "")
+}
+
+/// `monitor_extra`: more `[monitor]` lines.
+fn start_with(
+    tag: &str,
+    control: &str,
+    metrics: u16,
+    status: Option<&str>,
+    monitor_extra: &str,
+) -> Monitor {
     let dir = TempDir::new(tag);
     let key = dir.write(
         "cluster.key",
@@ -70,6 +81,7 @@ control = "{control}"
 status_path = "{status}"
 ping_ips = ["127.0.0.1"]
 metrics = "127.0.0.1:{metrics}"
+{monitor_extra}
 [security]
 key_file = "{key}"
 "#,
@@ -267,4 +279,42 @@ fn an_mmm_status_file_is_taken_over() {
     assert_eq!(control_cmd(&m, &["mode"]).1, "ACTIVE\n");
     let log = std::fs::read_to_string(m.dir.path().join("monitor.log")).unwrap();
     assert!(log.contains("resuming from the status file"), "{log}");
+}
+
+#[test]
+fn notify_command_gets_every_notice_as_json_in_order() {
+    let out_dir = TempDir::new("notify-out");
+    let out = out_dir.path().join("events.jsonl");
+    let script = out_dir.write(
+        "notify.sh",
+        &format!("#!/bin/sh\ncat >> {}\n", out.display()),
+        0o755,
+    );
+    let m = start_with(
+        "notify",
+        &format!("127.0.0.1:{}", free_port()),
+        free_port(),
+        None,
+        &format!("notify_command = \"{}\"", script.display()),
+    );
+    // No agent answers on these hosts: set_online is refused, set_passive is a notice-free
+    // mode change; the agents' silence itself is noticed.
+    let got = wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&out).ok()?;
+        text.contains("Can't reach agent on host").then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no notice reached notify_command:\n{}",
+            std::fs::read_to_string(m.dir.path().join("monitor.log")).unwrap_or_default()
+        )
+    });
+    for line in got.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(
+            v["at_ms"].as_u64().is_some() && v["message"].is_string(),
+            "{line}"
+        );
+    }
 }

@@ -95,6 +95,9 @@ pub struct MonitorConfig {
     pub auto_set_online: Option<Duration>,
     pub failback: bool,
     pub kill_host_bin: Option<PathBuf>,
+    /// Run for every state change, role move, promotion step and refusal, with one JSON
+    /// event on stdin (in order, bounded in time, never blocking the monitor).
+    pub notify_command: Option<PathBuf>,
     pub careful_startup: bool,
     pub mode: MonitorMode,
     pub wait_for_other_master: Duration,

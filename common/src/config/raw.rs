@@ -118,6 +118,7 @@ pub struct RawMonitor {
     pub auto_set_online: Option<String>,
     pub failback: Option<bool>,
     pub kill_host_bin: Option<String>,
+    pub notify_command: Option<String>,
     pub careful_startup: Option<bool>,
     pub mode: Option<String>,
     pub wait_for_other_master: Option<String>,

@@ -106,6 +106,15 @@ fn every_file_in_conf_parses() {
                 legacy += 1;
             }
             "service" | "target" | "timer" => {}
+            // Example hooks (notify_command, kill_host_bin): shell, checked by sh -n below.
+            "sh" => {
+                let ok = std::process::Command::new("sh")
+                    .arg("-n")
+                    .arg(&path)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "{} is not valid sh", path.display());
+            }
             _ => panic!("{}: unexpected file kind in conf/", path.display()),
         }
     }

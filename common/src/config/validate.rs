@@ -571,6 +571,20 @@ fn monitor(c: &mut Collector, raw: &RawConfig) -> MonitorConfig {
             .clone()
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
+        notify_command: {
+            let cmd = m
+                .notify_command
+                .clone()
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from);
+            if cmd.as_ref().is_some_and(|p| !p.is_absolute()) {
+                c.problem(
+                    "monitor.notify_command",
+                    "must be an absolute path to an executable (or empty: off)",
+                );
+            }
+            cmd
+        },
         careful_startup: m.careful_startup.unwrap_or(true),
         mode: c.named("monitor.mode", &m.mode, MonitorMode::Active),
         wait_for_other_master: c.duration(

@@ -6,6 +6,7 @@ pub mod checks;
 pub mod control;
 pub mod links;
 pub mod metrics;
+pub mod notify;
 pub mod persist;
 pub mod ping;
 
@@ -69,6 +70,7 @@ struct Shell {
     status_path: std::path::PathBuf,
     kill_host_bin: Option<std::path::PathBuf>,
     kill_timeout: Duration,
+    notifier: Option<notify::Notifier>,
     metrics: metrics::Shared,
     writer: Option<String>,
     promotion_started: Option<Millis>,
@@ -109,10 +111,19 @@ impl Shell {
                         tracing::error!(error = %crate::error_chain(&e), "status not saved");
                     }
                 }
-                Action::Notify { host, message } => match host {
-                    Some(h) => tracing::warn!(host = %h, "{message}"),
-                    None => tracing::warn!("{message}"),
-                },
+                Action::Notify { host, message } => {
+                    match &host {
+                        Some(h) => tracing::warn!(host = %h, "{message}"),
+                        None => tracing::warn!("{message}"),
+                    }
+                    if let Some(n) = &self.notifier {
+                        n.send(notify::Notice {
+                            at_ms: self.clock.now(),
+                            host,
+                            message,
+                        });
+                    }
+                }
                 Action::Reply { id, text } => {
                     if let Some(tx) = self.replies.remove(&id) {
                         let _ = tx.send(text);
@@ -287,6 +298,11 @@ pub async fn run(
         status_path: config.monitor.status_path.clone(),
         kill_host_bin: config.monitor.kill_host_bin.clone(),
         kill_timeout: config.monitor.promotion_timeout,
+        notifier: config
+            .monitor
+            .notify_command
+            .clone()
+            .map(notify::Notifier::start),
         metrics: metrics.clone(),
         writer: None,
         promotion_started: None,
