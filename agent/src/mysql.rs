@@ -305,6 +305,65 @@ impl Mysql {
         }
     }
 
+    /// Locks (or unlocks) the accounts matching `patterns` (SQL LIKE), except `spare`,
+    /// without binary logging: the lock is this server's own affair, and logged it would
+    /// replicate to the new master (or be an errant transaction). Returns how many.
+    pub async fn lock_accounts(
+        &self,
+        patterns: &[String],
+        spare: &[String],
+        lock: bool,
+    ) -> Result<usize, MysqlError> {
+        if patterns.is_empty() {
+            return Ok(0);
+        }
+        let matching = patterns
+            .iter()
+            .map(|p| format!("User LIKE {}", quote(p)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let rows = self
+            .rows(
+                "listing the accounts of block_users",
+                format!("SELECT User, Host FROM mysql.user WHERE {matching}"),
+            )
+            .await?;
+        let statements: Vec<String> = rows
+            .into_iter()
+            .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<String, _>(1)?)))
+            .filter(|(u, _)| !spare.contains(u))
+            .map(|(u, h)| {
+                format!(
+                    "ALTER USER {}@{} ACCOUNT {}",
+                    quote(&u),
+                    quote(&h),
+                    if lock { "LOCK" } else { "UNLOCK" }
+                )
+            })
+            .collect();
+        let n = statements.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let op = if lock {
+            "locking the accounts of block_users"
+        } else {
+            "unlocking the accounts of block_users"
+        };
+        self.with(op, self.timeout, |mut c| async move {
+            let mut r = c.query_drop("SET SESSION sql_log_bin = 0").await;
+            for s in statements {
+                if r.is_ok() {
+                    r = c.query_drop(s).await;
+                }
+            }
+            let reset = c.query_drop("SET SESSION sql_log_bin = 1").await;
+            (c, r.and(reset))
+        })
+        .await?;
+        Ok(n)
+    }
+
     /// Kills client sessions (not system or replication threads, nor sessions of `spare`
     /// users: the agent's own other connections and the monitor's checks), repeating up
     /// to `max_retries` times while new ones appear. Returns how many were killed.

@@ -163,6 +163,10 @@ pub struct Executor {
     pub max_kill_retries: u32,
     /// Users whose sessions demotion leaves alone (the agent's, the monitor's).
     pub spare_users: Vec<String>,
+    /// `[agent] block_users`, and the users it must never match (agent, monitor,
+    /// replication).
+    pub block_users: Vec<String>,
+    pub never_blocked: Vec<String>,
     /// Restored before the server goes writable.
     pub semi_sync: crate::mysql::SemiSyncHold,
     /// Asked before a writer VIP is added or the server goes writable.
@@ -284,6 +288,14 @@ impl Executor {
                     Err(format!("read_only not lifted: {}", self.no_lease()))
                 }
                 (Step::SetReadOnly(false), _) => {
+                    // The application's accounts may log in here again.
+                    if let Err(e) = self
+                        .mysql
+                        .lock_accounts(&self.block_users, &self.never_blocked, false)
+                        .await
+                    {
+                        failures.push(error_chain(&e));
+                    }
                     // Acknowledged writes need the semi-sync wait again first.
                     match self.semi_sync.release(&self.mysql).await {
                         Err(e) => Err(error_chain(&e)),
@@ -299,12 +311,22 @@ impl Executor {
                     .set_read_only(kind, *on)
                     .await
                     .map_err(|e| error_chain(&e)),
-                (Step::KillSessions, _) => self
-                    .mysql
-                    .kill_sessions(self.max_kill_retries, &self.spare_users)
-                    .await
-                    .map(drop)
-                    .map_err(|e| error_chain(&e)),
+                (Step::KillSessions, _) => {
+                    // Application users locked first, so a killed session cannot log in
+                    // again on the demoted master.
+                    if let Err(e) = self
+                        .mysql
+                        .lock_accounts(&self.block_users, &self.never_blocked, true)
+                        .await
+                    {
+                        failures.push(error_chain(&e));
+                    }
+                    self.mysql
+                        .kill_sessions(self.max_kill_retries, &self.spare_users)
+                        .await
+                        .map(drop)
+                        .map_err(|e| error_chain(&e))
+                }
             };
             match result {
                 Ok(()) => tracing::info!(?step, "applied"),

@@ -223,6 +223,12 @@ impl Agent {
             mysql: Arc::new(mysql(timeout)),
             max_kill_retries: config.agent.max_kill_retries,
             spare_users: vec![host.agent_user.clone(), host.monitor_user.clone()],
+            block_users: config.agent.block_users.clone(),
+            never_blocked: vec![
+                host.agent_user.clone(),
+                host.monitor_user.clone(),
+                host.replication_user.clone(),
+            ],
             semi_sync: semi_sync.clone(),
         };
         let agent = Arc::new(Agent {

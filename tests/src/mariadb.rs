@@ -121,15 +121,16 @@ impl Mariadb {
             )
         };
         db.sql(&format!(
-            "SET sql_log_bin = 0; {} {} {} {} CREATE DATABASE app; GRANT ALL ON app.* TO '{}'@'%';",
+            "SET sql_log_bin = 0; {} {} {} {} CREATE DATABASE app; GRANT ALL ON app.* TO '{}'@'%'; GRANT SELECT ON mysql.user TO '{}'@'%';",
             user(
                 AGENT,
-                "SUPER, PROCESS, RELOAD, REPLICATION CLIENT, REPLICATION SLAVE ADMIN, READ_ONLY ADMIN, CONNECTION ADMIN, BINLOG MONITOR, SLAVE MONITOR"
+                "SUPER, PROCESS, RELOAD, REPLICATION CLIENT, REPLICATION SLAVE ADMIN, READ_ONLY ADMIN, CONNECTION ADMIN, BINLOG MONITOR, SLAVE MONITOR, CREATE USER"
             ),
             user(MONITOR, "REPLICATION CLIENT, SLAVE MONITOR"),
             user(REPL, "REPLICATION SLAVE"),
             user(APP, "USAGE"),
             APP.0,
+            AGENT.0,
         ));
         db
     }

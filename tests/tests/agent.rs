@@ -605,3 +605,72 @@ fn a_connection_flood_from_elsewhere_does_not_keep_the_monitor_out() {
     let log = lab.log("agent-db1.log");
     assert!(log.contains("not one of agent.monitor_ips"), "{log}");
 }
+
+#[test]
+fn block_users_are_locked_on_demotion_and_unlocked_on_promotion() {
+    if !require_root("block_users_are_locked_on_demotion_and_unlocked_on_promotion") {
+        return;
+    }
+    let lab = Lab::new("block", "");
+    let text = std::fs::read_to_string(&lab.config)
+        .unwrap()
+        .replacen("fencing = \"lease\"", "fencing = \"none\"", 1)
+        .replacen("state_dir = ", "block_users = [\"app%\"]\nstate_dir = ", 1);
+    std::fs::write(&lab.config, text).unwrap();
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    let (user, password) = mmm_tests::mariadb::APP;
+    let app_login = || {
+        let out = lab.net.try_exec(
+            "client",
+            &[
+                "mariadb",
+                "-h",
+                "192.0.2.11",
+                "-u",
+                user,
+                &format!("-p{password}"),
+                "-e",
+                "SELECT 1",
+            ],
+        );
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    apply_ok(&lab, "db1", desired(1, true, &[("writer", 100)]));
+    assert!(
+        app_login().0,
+        "the application logs in on the writer: {}",
+        app_login().1
+    );
+    let gtid_before = db1.sql("SELECT @@gtid_binlog_pos");
+    // Demoted: the application's account is locked (the agent's, monitor's and
+    // replication users are not), and nothing of it reaches the binary log.
+    apply_ok(&lab, "db1", desired(2, false, &[]));
+    let (ok, err) = app_login();
+    assert!(!ok, "the application logged in on a demoted master");
+    assert!(err.to_lowercase().contains("locked"), "{err}");
+    assert_eq!(
+        db1.sql("SELECT @@gtid_binlog_pos"),
+        gtid_before,
+        "the lock was binlogged"
+    );
+    let hb = lab.with_link(
+        "db1",
+        |mut l| async move { l.heartbeat(0, T).await.unwrap() },
+    );
+    assert_ne!(
+        hb.flags & hb_flags::MYSQL_UP,
+        0,
+        "the agent still reaches its server"
+    );
+    // Promoted again: unlocked.
+    apply_ok(&lab, "db1", desired(3, true, &[("writer", 100)]));
+    assert!(
+        app_login().0,
+        "still locked after the promotion: {}",
+        app_login().1
+    );
+}

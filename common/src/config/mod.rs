@@ -157,6 +157,9 @@ pub struct AgentConfig {
     /// The agent reaches its own mysqld through this unix socket; None: at the host's
     /// `ip`:mysql_port, as MMM did (grants like 'mmm_agent'@'10.0.0.%' keep working).
     pub mysql_socket: Option<PathBuf>,
+    /// SQL LIKE patterns of accounts locked on a demoted master (sessions killed) and
+    /// unlocked on promotion; the agent, monitor and replication users never match.
+    pub block_users: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

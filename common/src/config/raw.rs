@@ -147,6 +147,7 @@ pub struct RawAgent {
     pub state_dir: Option<String>,
     pub monitor_ips: Option<Vec<String>>,
     pub mysql_socket: Option<String>,
+    pub block_users: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

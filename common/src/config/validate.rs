@@ -719,5 +719,17 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
         state_dir,
         monitor_ips,
         mysql_socket,
+        block_users: {
+            let list = a.block_users.clone().unwrap_or_default();
+            for (i, p) in list.iter().enumerate() {
+                if p.trim().is_empty() || p.chars().all(|c| c == '%') {
+                    c.problem(
+                        format!("agent.block_users[{i}]"),
+                        format!("{p:?} would lock every account: name the application users"),
+                    );
+                }
+            }
+            list
+        },
     }
 }
