@@ -5,5 +5,6 @@ pub mod agents;
 pub mod control;
 pub mod core;
 pub mod daemon;
+pub mod preflight;
 
 pub use mmm_common::error_chain;

@@ -86,6 +86,9 @@ impl Mariadb {
             "--bind-address=0.0.0.0".into(),
             "--user=root".into(),
             format!("--server-id={server_id}"),
+            // Masters must not generate the same AUTO_INCREMENT values.
+            "--auto-increment-increment=2".into(),
+            format!("--auto-increment-offset={server_id}"),
             format!("--gtid-domain-id=0"),
             "--log-bin=mysql-bin".into(),
             "--log-slave-updates=1".into(),

@@ -28,8 +28,9 @@ struct Args {
     /// Seconds to wait for the monitor's answer.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
-    /// The command and its arguments; `help` lists them. Offline commands:
-    /// `import-mmm COMMON.conf MON.conf [AGENT.conf]` and `gen-key`.
+    /// The command and its arguments; `help` lists them. Without the monitor:
+    /// `import-mmm COMMON.conf MON.conf [AGENT.conf]`, `gen-key`, and `check-cluster` (a
+    /// live pre-flight of every configured server).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
@@ -62,6 +63,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some("import-mmm") => return import(&args.command[1..]),
+        Some("check-cluster") => return check_cluster(args),
         _ => {}
     }
     let command = match Command::parse(&args.command) {
@@ -129,6 +131,30 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The live pre-flight of every configured server: one line per finding, exit 1 on errors.
+fn check_cluster(args: &Args) -> anyhow::Result<ExitCode> {
+    let config =
+        Config::load(&args.config).map_err(|e| anyhow::anyhow!("{}", e.lines().join("\n")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let per_host = Duration::from_secs(args.timeout.clamp(1, 30));
+    let facts = runtime.block_on(mmm_monitor::preflight::gather(&config, per_host));
+    let findings = mmm_monitor::preflight::judge(&config, &facts);
+    for f in &findings {
+        println!("{f}");
+    }
+    let failed = findings
+        .iter()
+        .any(|f| f.level == mmm_monitor::preflight::Level::Error);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn import(files: &[String]) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,385 @@
+//! `mmm-control check-cluster`: the live pre-flight an operator ran by hand before trusting
+//! MMM. [`gather`] reads each configured server (bounded per host); [`judge`] is a pure
+//! function from what was read to findings, one line each; any ERROR means exit 1.
+
+use mmm_common::config::{Config, Host};
+use mmm_common::types::HostMode;
+use mysql_async::prelude::Queryable;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// What one server told us. `None` where the variable does not exist on that server.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    pub host: String,
+    /// Why the agent user could not connect, if it could not.
+    pub unreachable: Option<String>,
+    pub server_id: u64,
+    pub log_bin: bool,
+    pub log_slave_updates: bool,
+    pub read_only: bool,
+    pub auto_increment_increment: u64,
+    pub auto_increment_offset: u64,
+    pub gtid_strict_mode: Option<bool>,
+    pub semi_sync_master: Option<bool>,
+    pub kill_conn_timeout: Option<u64>,
+    pub relay_log_recovery: Option<bool>,
+    /// The replication source (host, port) and whether both threads run.
+    pub source: Option<(String, u16, bool)>,
+    /// For the agent, monitor and replication users: the grants each holds, or why it
+    /// could not log in.
+    pub grants: BTreeMap<&'static str, Result<String, String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub host: Option<String>,
+    pub text: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.level {
+            Level::Ok => "OK",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+        };
+        match &self.host {
+            Some(h) => write!(f, "{level}: {h}: {}", self.text),
+            None => write!(f, "{level}: {}", self.text),
+        }
+    }
+}
+
+/// The privileges each user needs: every group must be satisfied by one of its words
+/// (ALL PRIVILEGES satisfies everything).
+const NEEDS: &[(&str, &[&[&str]])] = &[
+    (
+        "agent",
+        &[
+            &["SUPER", "READ_ONLY ADMIN"],
+            &["SUPER", "CONNECTION ADMIN"],
+            &["REPLICATION CLIENT", "BINLOG MONITOR", "SLAVE MONITOR"],
+            &["SUPER", "REPLICATION SLAVE ADMIN"],
+        ],
+    ),
+    (
+        "monitor",
+        &[&["REPLICATION CLIENT", "SLAVE MONITOR", "BINLOG MONITOR"]],
+    ),
+    ("replication", &[&["REPLICATION SLAVE"]]),
+];
+
+/// Judges what `gather` read; one finding per problem, and OK lines for what passed.
+pub fn judge(config: &Config, facts: &[Facts]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let err = |h: &str, t: String| Finding {
+        level: Level::Error,
+        host: Some(h.into()),
+        text: t,
+    };
+    let warn = |h: &str, t: String| Finding {
+        level: Level::Warning,
+        host: Some(h.into()),
+        text: t,
+    };
+    let up: Vec<&Facts> = facts.iter().filter(|f| f.unreachable.is_none()).collect();
+    for f in facts {
+        if let Some(why) = &f.unreachable {
+            out.push(err(
+                &f.host,
+                format!("cannot connect as the agent user: {why}"),
+            ));
+        }
+    }
+    // server_id unique.
+    let mut ids: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+    for f in &up {
+        ids.entry(f.server_id).or_default().push(&f.host);
+    }
+    for (id, hosts) in &ids {
+        if hosts.len() > 1 {
+            out.push(Finding {
+                level: Level::Error,
+                host: None,
+                text: format!("server_id {id} is used by {}", hosts.join(", ")),
+            });
+        }
+    }
+    let host_cfg = |name: &str| config.hosts.iter().find(|h| h.name == name);
+    let masters: Vec<&Facts> = up
+        .iter()
+        .copied()
+        .filter(|f| host_cfg(&f.host).is_some_and(|h| h.mode == HostMode::Master))
+        .collect();
+    // auto_increment: masters must not hand out the same ids.
+    for (i, a) in masters.iter().enumerate() {
+        for b in &masters[i + 1..] {
+            if a.auto_increment_offset == b.auto_increment_offset
+                || a.auto_increment_increment < 2
+                || b.auto_increment_increment < 2
+            {
+                out.push(Finding {
+                    level: Level::Error,
+                    host: None,
+                    text: format!(
+                        "masters {} and {} can generate the same AUTO_INCREMENT values (increment {} / {}, offset {} / {}): set auto_increment_increment = 2 and distinct offsets",
+                        a.host, b.host, a.auto_increment_increment, b.auto_increment_increment,
+                        a.auto_increment_offset, b.auto_increment_offset
+                    ),
+                });
+            }
+        }
+    }
+    // At most one writable server, never a slave.
+    let writable: Vec<&str> = up
+        .iter()
+        .filter(|f| !f.read_only)
+        .map(|f| f.host.as_str())
+        .collect();
+    if writable.len() > 1 {
+        out.push(Finding {
+            level: Level::Error,
+            host: None,
+            text: format!(
+                "more than one server is writable: {} (read_only = 1 everywhere but the writer)",
+                writable.join(", ")
+            ),
+        });
+    }
+    for f in &up {
+        let Some(h) = host_cfg(&f.host) else { continue };
+        if h.mode == HostMode::Slave && !f.read_only {
+            out.push(err(&f.host, "a slave is writable (read_only = 0)".into()));
+        }
+        if !f.log_bin {
+            out.push(err(
+                &f.host,
+                "log_bin is off: no server can replicate from it after a failover".into(),
+            ));
+        }
+        if !f.log_slave_updates {
+            out.push(err(
+                &f.host,
+                "log_slave_updates is off: slaves cannot follow it after a failover".into(),
+            ));
+        }
+        if f.gtid_strict_mode == Some(false) {
+            out.push(warn(
+                &f.host,
+                "gtid_strict_mode is off: diverged servers are not refused".into(),
+            ));
+        }
+        if h.mode == HostMode::Master && f.semi_sync_master == Some(false) {
+            out.push(warn(
+                &f.host,
+                "semi-sync is off: an acknowledged write may exist on this master alone".into(),
+            ));
+        }
+        if f.kill_conn_timeout.is_some_and(|t| t > 1) {
+            out.push(warn(&f.host, format!("rpl_semi_sync_slave_kill_conn_timeout = {}: a failover over a lost host waits that long (set 1)", f.kill_conn_timeout.unwrap_or(0))));
+        }
+        if f.relay_log_recovery == Some(false) {
+            out.push(warn(
+                &f.host,
+                "relay_log_recovery is off: a replica that crashed may not resume cleanly".into(),
+            ));
+        }
+        topology(config, h, f, &mut out);
+        for (user, needs) in NEEDS {
+            match f.grants.get(user) {
+                None => {}
+                Some(Err(why)) => out.push(err(
+                    &f.host,
+                    format!("the {user} user cannot log in: {why}"),
+                )),
+                Some(Ok(grants)) => {
+                    let g = grants.to_uppercase();
+                    for group in needs.iter() {
+                        if !g.contains("ALL PRIVILEGES") && !group.iter().any(|w| g.contains(w)) {
+                            out.push(err(
+                                &f.host,
+                                format!("the {user} user lacks {}", group.join(" or ")),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !out.iter().any(|f| f.level == Level::Error) {
+        out.push(Finding {
+            level: Level::Ok,
+            host: None,
+            text: format!("{} servers checked, no errors", facts.len()),
+        });
+    }
+    out
+}
+
+/// Masters replicate from their peer, slaves from a master, each with both threads.
+fn topology(config: &Config, h: &Host, f: &Facts, out: &mut Vec<Finding>) {
+    let expected: Vec<&Host> = match (&h.mode, &h.peer) {
+        (HostMode::Master, Some(p)) => config.hosts.iter().filter(|x| &x.name == p).collect(),
+        _ => config
+            .hosts
+            .iter()
+            .filter(|x| x.mode == HostMode::Master)
+            .collect(),
+    };
+    match &f.source {
+        None => out.push(Finding {
+            level: Level::Error,
+            host: Some(f.host.clone()),
+            text: "does not replicate from anything".into(),
+        }),
+        Some((src, port, running)) => {
+            let known = expected
+                .iter()
+                .find(|x| x.ip.to_string() == *src && x.mysql_port == *port);
+            match known {
+                None => out.push(Finding {
+                    level: Level::Error,
+                    host: Some(f.host.clone()),
+                    text: format!(
+                        "replicates from {src}:{port}, not from {}",
+                        expected
+                            .iter()
+                            .map(|x| x.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                }),
+                // The writer's link back to its peer matters only after a failover (the
+                // monitor restarts it then): a warning; anywhere else an error.
+                Some(_) if !running => out.push(Finding {
+                    level: if f.read_only {
+                        Level::Error
+                    } else {
+                        Level::Warning
+                    },
+                    host: Some(f.host.clone()),
+                    text: format!("replication from {src}:{port} is not running"),
+                }),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Reads every configured server, each bounded by `timeout`.
+pub async fn gather(config: &Config, timeout: Duration) -> Vec<Facts> {
+    let mut out = Vec::new();
+    for h in &config.hosts {
+        let f = match tokio::time::timeout(timeout, read_host(h)).await {
+            Ok(f) => f,
+            Err(_elapsed) => Facts {
+                host: h.name.clone(),
+                unreachable: Some(format!("no answer within {timeout:?}")),
+                ..Default::default()
+            },
+        };
+        out.push(f);
+    }
+    out
+}
+
+fn opts(h: &Host, user: &str, password: &str) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(h.ip.to_string())
+        .tcp_port(h.mysql_port)
+        .user(Some(user))
+        .pass(Some(password))
+        .prefer_socket(false)
+}
+
+async fn read_host(h: &Host) -> Facts {
+    let mut f = Facts {
+        host: h.name.clone(),
+        ..Default::default()
+    };
+    let users = [
+        ("agent", &h.agent_user, &h.agent_password),
+        ("monitor", &h.monitor_user, &h.monitor_password),
+        ("replication", &h.replication_user, &h.replication_password),
+    ];
+    for (role, user, secret) in users {
+        let grants = async {
+            let password = secret.reveal().map_err(|e| e.to_string())?;
+            let mut c = mysql_async::Conn::new(opts(h, user, &password))
+                .await
+                .map_err(|e| e.to_string())?;
+            let rows: Vec<String> = c
+                .query("SHOW GRANTS FOR CURRENT_USER()")
+                .await
+                .map_err(|e| e.to_string())?;
+            if role == "agent" {
+                read_vars(&mut c, &mut f).await.map_err(|e| e.to_string())?;
+            }
+            let _ = c.disconnect().await;
+            Ok::<_, String>(rows.join("\n"))
+        }
+        .await;
+        if role == "agent" {
+            if let Err(e) = &grants {
+                f.unreachable = Some(e.clone());
+                return f;
+            }
+        }
+        f.grants.insert(role, grants);
+    }
+    f
+}
+
+async fn read_vars(c: &mut mysql_async::Conn, f: &mut Facts) -> Result<(), mysql_async::Error> {
+    let vars: Vec<(String, String)> = c
+        .query(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('server_id', 'log_bin', \
+             'log_slave_updates', 'log_replica_updates', 'read_only', \
+             'auto_increment_increment', 'auto_increment_offset', 'gtid_strict_mode', \
+             'rpl_semi_sync_master_enabled', 'rpl_semi_sync_slave_kill_conn_timeout', \
+             'relay_log_recovery')",
+        )
+        .await?;
+    let on = |v: &str| v.eq_ignore_ascii_case("ON") || v == "1";
+    for (name, value) in vars {
+        match name.as_str() {
+            "server_id" => f.server_id = value.parse().unwrap_or(0),
+            "log_bin" => f.log_bin = on(&value),
+            "log_slave_updates" | "log_replica_updates" => f.log_slave_updates = on(&value),
+            "read_only" => f.read_only = on(&value),
+            "auto_increment_increment" => f.auto_increment_increment = value.parse().unwrap_or(1),
+            "auto_increment_offset" => f.auto_increment_offset = value.parse().unwrap_or(1),
+            "gtid_strict_mode" => f.gtid_strict_mode = Some(on(&value)),
+            "rpl_semi_sync_master_enabled" => f.semi_sync_master = Some(on(&value)),
+            "rpl_semi_sync_slave_kill_conn_timeout" => f.kill_conn_timeout = value.parse().ok(),
+            "relay_log_recovery" => f.relay_log_recovery = Some(on(&value)),
+            _ => {}
+        }
+    }
+    let status: Option<mysql_async::Row> = c.query_first("SHOW SLAVE STATUS").await?;
+    if let Some(row) = status {
+        let get = |name: &str| -> Option<String> {
+            let i = row
+                .columns_ref()
+                .iter()
+                .position(|c| c.name_str() == name)?;
+            row.get::<Option<String>, _>(i).flatten()
+        };
+        if let (Some(host), Some(port)) = (get("Master_Host"), get("Master_Port")) {
+            let running = get("Slave_IO_Running").as_deref() == Some("Yes")
+                && get("Slave_SQL_Running").as_deref() == Some("Yes");
+            f.source = Some((host, port.parse().unwrap_or(0), running));
+        }
+    }
+    Ok(())
+}
