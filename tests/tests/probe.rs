@@ -137,7 +137,12 @@ fn another_local_process_on_the_mysql_port_moves_nothing() {
     assert_eq!(status.probe, ProbeState::Watching);
     // mysqld itself is still watched: its death is reported with its pid.
     lab.net.signal(db1.pid, "KILL");
-    assert_eq!(next(&rx, T), Some((ProbeEventKind::ProcessExit, db1.pid)));
+    assert_eq!(
+        next(&rx, T),
+        Some((ProbeEventKind::ProcessExit, db1.pid)),
+        "{}",
+        lab.log("agent-db1.log")
+    );
 }
 
 /// When the probe has seen mysqld exit, the demotion runs no SQL against the dead server:
