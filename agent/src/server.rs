@@ -805,7 +805,8 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
         }
         if lease.fenced().is_none() {
             let gate = lease.gate().await;
-            let held = held_writer_vips(&netlink, &interface, &writer).await;
+            let last_seen = agent.status.borrow().held_vips.clone();
+            let held = held_writer_vips(&netlink, &interface, &writer, &last_seen).await;
             let writable = agent.status.borrow().read_only == Some(false);
             let reason = (!held.is_empty() || writable)
                 .then(|| {
@@ -844,11 +845,22 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
 /// Bound on one netlink request of the fence.
 const FENCE_STEP: Duration = Duration::from_millis(500);
 
+/// The writer VIPs on the interface now; if the kernel cannot be asked, the ones the last
+/// refresh saw (removing one not held is harmless, fencing a host that held none is not:
+/// it would close every monitor session for nothing).
 async fn held_writer_vips(
     netlink: &Netlink,
     interface: &str,
     writer: &std::collections::BTreeSet<Ipv4Addr>,
+    last_seen: &[Ipv4Addr],
 ) -> Vec<Ipv4Addr> {
+    let fallback = || -> Vec<Ipv4Addr> {
+        last_seen
+            .iter()
+            .copied()
+            .filter(|ip| writer.contains(ip))
+            .collect()
+    };
     let read = async {
         let link = netlink.link(interface).await?;
         netlink.addresses(link.index, interface).await
@@ -859,14 +871,13 @@ async fn held_writer_vips(
             .map(|(ip, _)| ip)
             .filter(|ip| writer.contains(ip))
             .collect(),
-        // Unknown: assume every writer VIP is held, removing one not held is harmless.
         Ok(Err(e)) => {
-            tracing::warn!(error = %error_chain(&e), "reading addresses for the fence");
-            writer.iter().copied().collect()
+            tracing::warn!(error = %error_chain(&e), "reading addresses for the fence: using the last refresh's");
+            fallback()
         }
         Err(_elapsed) => {
-            tracing::warn!("reading addresses for the fence timed out");
-            writer.iter().copied().collect()
+            tracing::warn!("reading addresses for the fence timed out: using the last refresh's");
+            fallback()
         }
     }
 }
