@@ -152,6 +152,9 @@ pub fn plan(desired: &Desired, observed: &Observed, scope: &Scope) -> Vec<Step> 
     steps
 }
 
+/// Bound on one netlink request of a step.
+const VIP_STEP: Duration = Duration::from_millis(500);
+
 /// Executes steps against the kernel and the server.
 pub struct Executor {
     pub netlink: Netlink,
@@ -263,22 +266,10 @@ impl Executor {
                     // fence decided meanwhile removes it again.
                     match self.lease.permit_writer().await {
                         None => Err(format!("writer VIP {ip} not taken: {}", self.no_lease())),
-                        Some(_permit) => self
-                            .reclaim(*ip)
-                            .netlink
-                            .add(l.index, &self.interface, *ip)
-                            .await
-                            .map(drop)
-                            .map_err(|e| error_chain(&e)),
+                        Some(_permit) => self.add_vip(l, *ip).await,
                     }
                 }
-                (Step::AddVip(ip), Some(l)) => self
-                    .reclaim(*ip)
-                    .netlink
-                    .add(l.index, &self.interface, *ip)
-                    .await
-                    .map(drop)
-                    .map_err(|e| error_chain(&e)),
+                (Step::AddVip(ip), Some(l)) => self.add_vip(l, *ip).await,
                 (Step::RemoveVip(_) | Step::AddVip(_), None) => continue,
                 (Step::Announce(ip), Some(l)) => self.announce(l, *ip),
                 (Step::Announce(_), None) => continue,
@@ -289,13 +280,7 @@ impl Executor {
                 }
                 (Step::SetReadOnly(false), _) => {
                     // The application's accounts may log in here again.
-                    if let Err(e) = self
-                        .mysql
-                        .lock_accounts(&self.block_users, &self.never_blocked, false)
-                        .await
-                    {
-                        failures.push(error_chain(&e));
-                    }
+                    self.block_users(false, &mut failures).await;
                     // Acknowledged writes need the semi-sync wait again first.
                     match self.semi_sync.release(&self.mysql).await {
                         Err(e) => Err(error_chain(&e)),
@@ -314,13 +299,7 @@ impl Executor {
                 (Step::KillSessions, _) => {
                     // Application users locked first, so a killed session cannot log in
                     // again on the demoted master.
-                    if let Err(e) = self
-                        .mysql
-                        .lock_accounts(&self.block_users, &self.never_blocked, true)
-                        .await
-                    {
-                        failures.push(error_chain(&e));
-                    }
+                    self.block_users(true, &mut failures).await;
                     self.mysql
                         .kill_sessions(self.max_kill_retries, &self.spare_users)
                         .await
@@ -339,12 +318,36 @@ impl Executor {
         failures
     }
 
+    /// Adds a VIP, bounded: the lease's fence waits for a writer VIP's addition (the
+    /// permit), so a hung netlink request must not hold it off.
+    async fn add_vip(&self, link: Link, ip: Ipv4Addr) -> Result<(), String> {
+        self.reclaim(ip);
+        match tokio::time::timeout(VIP_STEP, self.netlink.add(link.index, &self.interface, ip))
+            .await
+        {
+            Ok(r) => r.map(drop).map_err(|e| error_chain(&e)),
+            Err(_elapsed) => Err(format!(
+                "adding {ip}: no answer from the kernel within {VIP_STEP:?}"
+            )),
+        }
+    }
+
+    /// Locks (`true`) or unlocks `block_users`; a failure is recorded, the step goes on.
+    async fn block_users(&self, lock: bool, failures: &mut Vec<String>) {
+        if let Err(e) = self
+            .mysql
+            .lock_accounts(&self.block_users, &self.never_blocked, lock)
+            .await
+        {
+            failures.push(error_chain(&e));
+        }
+    }
+
     /// The VIP is about to be ours again: the RST program must let its packets through.
-    fn reclaim(&self, ip: Ipv4Addr) -> &Self {
+    fn reclaim(&self, ip: Ipv4Addr) {
         if let Some(rst) = &self.rst {
             rst.reclaim(ip);
         }
-        self
     }
 
     fn no_lease(&self) -> String {
