@@ -158,6 +158,7 @@ fn main() {
             .unwrap_or(10),
     );
     println!("monitor cost at default intervals (heartbeat 100 ms, checks 1 s), simulated agents on loopback, mysql checks refused:");
+    let log = std::env::var("MMM_BENCH_LOG").ok();
     for (run, n) in sizes.into_iter().enumerate() {
         let dir = TempDir::new("bench-mon");
         let hex = ClusterKey::generate_hex().expect("key");
@@ -171,9 +172,13 @@ fn main() {
         let cfg = dir.write("mmm.toml", &config(run, n, &hex, &dir, control), 0o600);
         let mut child = Command::new(bin("mmm-monitor"))
             .args(["--config", cfg.to_str().expect("UTF-8")])
-            .env("RUST_LOG", "error")
+            // MMM_BENCH_LOG=<file>: the monitor's log at debug level, to see what it does.
+            .env("RUST_LOG", if log.is_some() { "debug" } else { "error" })
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match &log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log")),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("start mmm-monitor");
         let pid = child.id();

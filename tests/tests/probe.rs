@@ -65,7 +65,14 @@ fn probe_reports_mysqld_death_with_its_pid_and_ignores_other_namespaces() {
     // SIGTERM: the listening socket closes (then the process exits).
     lab.net.signal(db1.pid, "TERM");
     assert_eq!(next(&rx, T), Some((ProbeEventKind::ListenClose, db1.pid)));
-    assert_eq!(next(&rx, T), Some((ProbeEventKind::ProcessExit, db1.pid)));
+    // A clean shutdown flushes InnoDB first: on a loaded 2-core machine that alone can
+    // take several seconds, so the exit gets a wider bound than the close.
+    assert_eq!(
+        next(&rx, Duration::from_secs(30)),
+        Some((ProbeEventKind::ProcessExit, db1.pid)),
+        "{}",
+        lab.log("agent-db1.log")
+    );
 
     // Restarted: the probe follows the new process from its LISTEN.
     db1.restart(&lab.net);

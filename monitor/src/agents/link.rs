@@ -8,6 +8,7 @@ use mmm_common::proto::*;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -39,11 +40,19 @@ pub enum LinkError {
     Nonce { agent: String, reason: String },
 }
 
+/// The monitor's one client of the agent protocol: the daemon's links run their heartbeat
+/// loop on it ([`AgentLink::queue`], [`AgentLink::flush`], [`AgentLink::recv`]), tests
+/// and benches use its request/response calls. Both go through the same handshake and
+/// framing.
 pub struct AgentLink {
     agent: String,
+    agent_version: String,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     buf: FrameBuffer,
+    /// Read buffer on the heap: a read future holding 4 KiB inline is copied whenever
+    /// the future moves, hundreds of times a second per link.
+    chunk: Vec<u8>,
     sealer: Sealer,
     opener: Opener,
     next_id: u32,
@@ -51,8 +60,18 @@ pub struct AgentLink {
     out: Vec<u8>,
 }
 
+/// One message from the agent, with the request it answers (0: unsolicited).
+#[derive(Debug)]
+pub struct Received {
+    pub request_id: u32,
+    pub response: bool,
+    pub message: Message,
+}
+
 impl AgentLink {
-    /// Connects and authenticates; every step bounded by `timeout`.
+    /// Connects and authenticates; every step bounded by `timeout`. The connection closes
+    /// abortively when dropped (SO_LINGER 0): a dropped link must not deliver queued
+    /// heartbeats later, which could renew a lease the monitor counts as running out.
     pub async fn connect(
         addr: SocketAddr,
         key: &ClusterKey,
@@ -66,6 +85,9 @@ impl AgentLink {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
+        // (The deprecation is about a non-zero linger blocking on drop; zero never blocks.)
+        #[allow(deprecated)]
+        let _ = stream.set_linger(Some(Duration::ZERO));
         let (mut reader, mut writer) = stream.into_split();
         let conn = |source: ConnError| LinkError::Conn {
             agent: agent.into(),
@@ -94,8 +116,8 @@ impl AgentLink {
         let welcome = read_frame(&mut reader, &mut buf, timeout)
             .await
             .map_err(conn)?;
-        match opener.open(&welcome).map_err(|e| conn(e.into()))? {
-            Message::Welcome(_) => {}
+        let agent_version = match opener.open(&welcome).map_err(|e| conn(e.into()))? {
+            Message::Welcome(w) => w.agent_version,
             Message::Error(e) => {
                 return Err(LinkError::Remote {
                     agent: agent.into(),
@@ -109,18 +131,108 @@ impl AgentLink {
                     got: other.msg_type(),
                 })
             }
-        }
+        };
         Ok(AgentLink {
             agent: agent.into(),
+            agent_version,
             reader,
             writer,
             buf,
+            chunk: vec![0; 4096],
             sealer,
             opener,
             next_id: 1,
             events: VecDeque::new(),
             out: Vec::with_capacity(256),
         })
+    }
+
+    /// The version the agent announced in its Welcome.
+    pub fn agent_version(&self) -> &str {
+        &self.agent_version
+    }
+
+    /// A fresh request id (never 0, which marks unsolicited frames).
+    pub fn next_request_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Seals `msg` into the outgoing buffer; [`AgentLink::flush`] sends it.
+    pub fn queue(&mut self, msg: &Message, request_id: u32) -> Result<(), LinkError> {
+        self.sealer
+            .seal_into(msg, request_id, 0, &mut self.out)
+            .map_err(|e| LinkError::Conn {
+                agent: self.agent.clone(),
+                source: e.into(),
+            })
+    }
+
+    /// Whether queued frames wait for [`AgentLink::flush`].
+    pub fn has_queued(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Sends what is queued. A few hundred bytes nearly always fit the socket buffer at
+    /// once; only when they do not is the write bounded by `timeout` (a timer per write
+    /// would cost more than the write itself at a heartbeat every 100 ms).
+    pub async fn flush(&mut self, timeout: Duration) -> Result<(), LinkError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let sent = match self.writer.try_write(&self.out) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(source) => {
+                return Err(self.conn(ConnError::Io {
+                    op: "writing to the peer",
+                    source,
+                }))
+            }
+        };
+        if sent < self.out.len() {
+            let rest = &self.out[sent..];
+            if let Err(e) = write_frames(&mut self.writer, rest, timeout).await {
+                return Err(self.conn(e));
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// The next message from the agent, waiting as long as it takes: the caller bounds
+    /// the wait (the daemon counts silence from its heartbeats). Cancel-safe: dropping the
+    /// future loses nothing, so it can sit in a `select!` with timers and commands.
+    pub async fn recv(&mut self) -> Result<Received, LinkError> {
+        loop {
+            let frame = self.buf.next_frame().map_err(|e| LinkError::Conn {
+                agent: self.agent.clone(),
+                source: e.into(),
+            })?;
+            if let Some(frame) = frame {
+                let message = self.opener.open(&frame).map_err(|e| self.conn(e.into()))?;
+                return Ok(Received {
+                    request_id: frame.header.request_id,
+                    response: frame.header.flags & FLAG_RESPONSE != 0,
+                    message,
+                });
+            }
+            let n = match self.reader.read(&mut self.chunk).await {
+                Ok(n) => n,
+                Err(source) => {
+                    return Err(self.conn(ConnError::Io {
+                        op: "reading from the peer",
+                        source,
+                    }))
+                }
+            };
+            if n == 0 {
+                let cut = self.buf.finish().map_err(ConnError::from).err();
+                return Err(self.conn(cut.unwrap_or(ConnError::Closed)));
+            }
+            self.buf.push(&self.chunk[..n]);
+        }
     }
 
     fn conn(&self, source: ConnError) -> LinkError {
@@ -130,41 +242,32 @@ impl AgentLink {
         }
     }
 
-    /// Sends `msg` and waits at most `timeout` for the response to it.
+    /// Sends `msg` and waits at most `timeout` for the response to it; unsolicited
+    /// messages meanwhile are kept for [`AgentLink::take_events`].
     pub async fn request(
         &mut self,
         msg: &Message,
         timeout: Duration,
     ) -> Result<Message, LinkError> {
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        self.out.clear();
-        self.sealer
-            .seal_into(msg, id, 0, &mut self.out)
-            .map_err(|e| LinkError::Conn {
-                agent: self.agent.clone(),
-                source: e.into(),
-            })?;
-        write_frames(&mut self.writer, &self.out, timeout)
-            .await
-            .map_err(|e| self.conn(e))?;
+        let id = self.next_request_id();
+        self.queue(msg, id)?;
+        self.flush(timeout).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let frame = read_frame(&mut self.reader, &mut self.buf, left)
-                .await
-                .map_err(|e| self.conn(e))?;
-            let reply = self.opener.open(&frame).map_err(|e| self.conn(e.into()))?;
-            if let Message::Error(e) = &reply {
+            let got = match tokio::time::timeout_at(deadline, self.recv()).await {
+                Ok(r) => r?,
+                Err(_elapsed) => return Err(self.conn(ConnError::Timeout(timeout))),
+            };
+            if let Message::Error(e) = &got.message {
                 return Err(LinkError::Remote {
                     agent: self.agent.clone(),
                     message: e.message.clone(),
                 });
             }
-            if frame.header.flags & FLAG_RESPONSE != 0 && frame.header.request_id == id {
-                return Ok(reply);
+            if got.response && got.request_id == id {
+                return Ok(got.message);
             }
-            self.events.push_back(reply);
+            self.events.push_back(got.message);
         }
     }
 

@@ -37,6 +37,9 @@ pub type Millis = u64;
 /// re-points with MASTER_CONNECT_RETRY = 1, so 10 s leaves a wide margin.
 pub const SOURCE_SETTLE: Millis = 10_000;
 
+/// How often the GTID sets of hosts waiting in AWAITING_RECOVERY are asked for again.
+const RECOVERING_REFRESH: Millis = 2000;
+
 fn ms(d: Duration) -> Millis {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
@@ -72,6 +75,29 @@ pub struct AgentView {
 }
 
 impl AgentView {
+    /// Equal in everything a decision reads (the uptime is read only at transitions).
+    fn same_but_uptime(&self, other: &AgentView) -> bool {
+        let AgentView {
+            applied_epoch,
+            uptime_s: _,
+            mysql_up,
+            read_only,
+            self_fenced,
+            held_vips,
+            source,
+            replicating,
+            probe,
+        } = self;
+        *applied_epoch == other.applied_epoch
+            && *mysql_up == other.mysql_up
+            && *read_only == other.read_only
+            && *self_fenced == other.self_fenced
+            && *held_vips == other.held_vips
+            && *source == other.source
+            && *replicating == other.replicating
+            && *probe == other.probe
+    }
+
     pub fn from_heartbeat(hb: &proto::AgentHeartbeat) -> AgentView {
         use proto::hb_flags as f;
         AgentView {
@@ -263,6 +289,13 @@ pub struct Cluster {
     /// Replicas of an isolated writer whose IO threads were stopped early (their
     /// semi-sync STOP waits for the vanished master): restarted if the writer comes back.
     pub early_stopped: std::collections::BTreeSet<String>,
+    /// State transitions so far: a handler that made one judges every host again.
+    transitions: u64,
+    /// The status record is written at the end of the event.
+    persist_due: bool,
+    /// When the last Tick was handled, and the next deadline after it.
+    last_tick: Millis,
+    timer: Option<Millis>,
     /// Host name -> index into `hosts`: events name hosts, and clusters have hundreds.
     index: std::collections::HashMap<String, usize>,
 }
@@ -317,6 +350,10 @@ impl Cluster {
             wait_since: now,
             pending_fence: None,
             early_stopped: Default::default(),
+            transitions: 0,
+            persist_due: false,
+            last_tick: 0,
+            timer: None,
             index: config
                 .hosts
                 .iter()
@@ -383,7 +420,11 @@ impl Cluster {
         // Cheap to keep: promotions are rare and small.
         let promotion_before = self.promotion.clone();
         let writer_before = self.roles.writer_holder().map(str::to_string);
-        let mut evaluate_host: Option<String> = None;
+        let transitions_before = self.transitions;
+        // Hosts whose evidence changed: evaluated now, never left for a later Tick.
+        let mut evaluate: Vec<String> = Vec::new();
+        let tick = event == Event::Tick;
+        let quiet_kind = matches!(event, Event::AgentHeartbeat { .. } | Event::Check { .. });
         match event {
             Event::Tick => {
                 self.evaluate_all(now, &mut out);
@@ -416,7 +457,7 @@ impl Cluster {
                     }
                 }
                 if track.verdict(now, trap) != before {
-                    evaluate_host = Some(host);
+                    evaluate.push(host);
                 }
             }
             Event::Probe { host, kind } => {
@@ -437,7 +478,7 @@ impl Cluster {
                                 format!("{what} (probe)"),
                                 true,
                             );
-                            evaluate_host = Some(host);
+                            evaluate.push(host);
                         }
                     }
                     ProbeEventKind::ListenOpen => h.probe_dead = false,
@@ -450,7 +491,13 @@ impl Cluster {
                 let was_up = h.agent_up;
                 h.agent_up = true;
                 h.agent_seen = Some(now);
+                // What it reports changed (it replicates again, mysqld came up...): judged
+                // now. Its uptime alone changes every second and decides nothing by itself.
+                let changed = h.view.as_ref().is_none_or(|v| !v.same_but_uptime(&view));
                 h.view = Some(view);
+                if changed && was_up {
+                    evaluate.push(host.clone());
+                }
                 if !was_up {
                     out.push(Action::Notify {
                         host: Some(host.clone()),
@@ -458,7 +505,7 @@ impl Cluster {
                     });
                     // It needs to hear its desired state again on the new connection.
                     h.last_sent = None;
-                    evaluate_host = Some(host.clone());
+                    evaluate.push(host.clone());
                 }
                 self.promotion_on_heartbeat(now, &host, &mut out);
             }
@@ -472,7 +519,7 @@ impl Cluster {
                         host: Some(host.clone()),
                         message: format!("Can't reach agent on host '{host}': {reason}"),
                     });
-                    evaluate_host = Some(host);
+                    evaluate.push(host);
                 }
             }
             Event::AgentStatus { host, report } => {
@@ -492,6 +539,17 @@ impl Cluster {
                 }
                 self.check_errant(now, &host, &mut out);
                 self.promotion_on_status(now, &host, &report, &mut out);
+                // A fresh GTID set may let a waiting host rejoin or come online: the
+                // host's own, or the writer's for every host waiting.
+                if self.active_master() == Some(host.as_str()) {
+                    evaluate.extend(
+                        self.hosts
+                            .iter()
+                            .filter(|h| h.state == HostState::AwaitingRecovery)
+                            .map(|h| h.name.clone()),
+                    );
+                }
+                evaluate.push(host);
             }
             Event::Applied {
                 host,
@@ -560,8 +618,10 @@ impl Cluster {
             }
         }
         self.isolate_silent_writer(now, &mut out);
-        if let Some(host) = evaluate_host {
-            self.evaluate_host(now, &host, &mut out);
+        if !evaluate.is_empty() {
+            for host in &evaluate {
+                self.evaluate_host(now, host, &mut out);
+            }
             self.after_changes(now, &mut out);
         } else if promotion_before != self.promotion
             || self.roles.writer_holder() != writer_before.as_deref()
@@ -569,7 +629,44 @@ impl Cluster {
             // A promotion moved on (or ended): send what it decided, persist it.
             self.after_changes(now, &mut out);
         }
+        self.settle(now, transitions_before, writer_before, &mut out);
+        if std::mem::take(&mut self.persist_due) {
+            self.persist(now, &mut out);
+        }
+        if tick {
+            self.last_tick = now;
+        }
+        // A heartbeat or check result that changed nothing (nearly all of them: hundreds
+        // a second) moves no deadline: the timer is not recomputed, which costs O(hosts).
+        let quiet = quiet_kind
+            && out.is_empty()
+            && evaluate.is_empty()
+            && promotion_before == self.promotion;
+        if !quiet {
+            self.timer = self.compute_next_deadline(self.last_tick);
+        }
         out
+    }
+
+    /// A host's state depends on others' (a replica's source went down, the writer moved):
+    /// after any transition every host is judged again until nothing changes, so nothing
+    /// waits for a later Tick. Bounded: each pass needs a new transition to continue.
+    fn settle(
+        &mut self,
+        now: Millis,
+        mut transitions: u64,
+        mut writer: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
+        for _ in 0..8 {
+            let moved = self.roles.writer_holder() != writer.as_deref();
+            if self.transitions == transitions && !moved {
+                return;
+            }
+            transitions = self.transitions;
+            writer = self.roles.writer_holder().map(str::to_string);
+            self.evaluate_all(now, out);
+        }
     }
 
     /// Re-evaluates every host, then distributes roles and advances the promotion.
@@ -589,14 +686,16 @@ impl Cluster {
         self.send_desired(out);
         self.fix_slave_sources(now, out);
         self.refresh_recovering(now, out);
-        self.persist(now, out);
+        // Written once, when the event is done: one record per event, however many
+        // passes it took.
+        self.persist_due = true;
     }
 
     /// Hosts waiting in AWAITING_RECOVERY may gain errant transactions while they wait
     /// (a SUPER user writing): their GTID sets and the writer's are asked for again
     /// every few seconds, so `show` and set_online judge a recent picture.
     fn refresh_recovering(&mut self, now: Millis, out: &mut Vec<Action>) {
-        const EVERY: Millis = 2000;
+        const EVERY: Millis = RECOVERING_REFRESH;
         let due: Vec<String> = self
             .hosts
             .iter()
@@ -693,11 +792,13 @@ impl Cluster {
     ) {
         let flap_window = ms(self.config.monitor.flap_duration);
         let flap_count = self.config.monitor.flap_count;
-        let Some(h) = self.host_mut(name) else { return };
-        let from = h.state;
-        if from == to {
+        let Some(h) = self.host(name) else { return };
+        if h.state == to {
             return;
         }
+        self.transitions += 1;
+        let Some(h) = self.host_mut(name) else { return };
+        let from = h.state;
         if from == HostState::Online {
             h.uptime_at_failure = h.view.as_ref().map(|v| v.uptime_s);
             if h.flaps.depart(now, flap_window, flap_count) && !h.flapping {
@@ -1240,21 +1341,67 @@ impl Cluster {
         out.push(Action::Persist(record));
     }
 
-    /// When the next timed decision is due, so the shell can tick then (it ticks
-    /// periodically anyway).
+    /// The earliest time after the last Tick at which a Tick could decide something: the
+    /// daemon's timer. Every decision the core takes on a Tick without a new event is
+    /// listed here (the simulator in the tests fails when a Tick acts unannounced), so
+    /// the daemon sleeps until then instead of ticking every host ten times a second.
     pub fn next_deadline(&self) -> Option<Millis> {
-        let mut d: Vec<Millis> = Vec::new();
+        self.timer
+    }
+
+    /// The earliest deadline later than `after` (the last Tick), over every host.
+    fn compute_next_deadline(&self, after: Millis) -> Option<Millis> {
+        let mut next: Option<Millis> = None;
+        let mut at = |t: Millis| {
+            if t > after && next.is_none_or(|n| t < n) {
+                next = Some(t);
+            }
+        };
+        let auto = self.config.monitor.auto_set_online.map(ms);
+        let flap = ms(self.config.monitor.flap_duration);
+        let retry = ms(self.config.monitor.promotion_timeout);
         for h in &self.hosts {
             for c in CheckKind::ALL {
                 if let Some(t) = h.check(*c).trap_expires(self.trap(*c)) {
-                    d.push(t);
+                    at(t);
                 }
+            }
+            // Replication failures count again once a source has settled.
+            if h.state == HostState::Online {
+                at(h.online_since + SOURCE_SETTLE);
+            }
+            if h.state == HostState::AwaitingRecovery {
+                if let Some(a) = auto {
+                    at(h.since + a);
+                }
+                if h.flapping {
+                    at(h.flaps.departures.last().copied().unwrap_or(0) + flap);
+                }
+                if let Some(t) = h.status_asked {
+                    at(t + RECOVERING_REFRESH);
+                }
+            }
+            if let Some((_, t)) = h.repointed {
+                at(t + retry);
             }
         }
         if let Some(p) = &self.promotion {
-            d.extend(p.deadline());
+            for t in p.deadlines() {
+                at(t);
+            }
         }
-        d.into_iter().min()
+        if let Some((until, _)) = &self.blocked {
+            at(*until);
+        }
+        if self.mode == MonitorMode::Wait {
+            let wait = ms(self.config.monitor.wait_for_other_master);
+            for h in &self.hosts {
+                if h.state == HostState::Online {
+                    at(h.online_since.max(self.wait_since) + wait);
+                }
+            }
+        }
+        next
     }
 
     pub fn fencing(&self) -> Fencing {
@@ -1352,6 +1499,10 @@ impl Cluster {
             }
         }
         self.after_changes(now, &mut out);
+        if std::mem::take(&mut self.persist_due) {
+            self.persist(now, &mut out);
+        }
+        self.timer = self.compute_next_deadline(self.last_tick);
         out
     }
 }

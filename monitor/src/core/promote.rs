@@ -102,7 +102,9 @@ pub struct Promotion {
 }
 
 impl Promotion {
-    pub fn deadline(&self) -> Option<Millis> {
+    /// Every time at which the phase decides something by itself: fencing has one per
+    /// target's lease besides its own deadline, and a passed one must not hide the rest.
+    pub fn deadlines(&self) -> Vec<Millis> {
         match &self.phase {
             Phase::Fencing {
                 agent_deadline,
@@ -111,14 +113,14 @@ impl Promotion {
                 .values()
                 .filter_map(|f| f.lease_until)
                 .chain(std::iter::once(*agent_deadline))
-                .min(),
+                .collect(),
             Phase::CatchUp { deadline, .. }
             | Phase::Survey { deadline, .. }
             | Phase::FetchRepoint { deadline, .. }
             | Phase::FetchWait { deadline, .. }
             | Phase::StopReplication { deadline, .. }
             | Phase::Promote { deadline, .. }
-            | Phase::Position { deadline } => Some(*deadline),
+            | Phase::Position { deadline } => vec![*deadline],
         }
     }
 

@@ -58,6 +58,8 @@ struct Sim {
     next_reply: u64,
     /// Hosts whose desired states were sent while writable, for the fencing invariant.
     writable_since: BTreeMap<String, Millis>,
+    /// When the last Tick was handled: next_deadline is asked what comes after it.
+    last_tick: Millis,
 }
 
 impl Sim {
@@ -102,6 +104,7 @@ impl Sim {
             writer_vip,
             next_reply: 1,
             writable_since: BTreeMap::new(),
+            last_tick: 0,
         }
     }
 
@@ -142,7 +145,20 @@ impl Sim {
 
     fn drain(&mut self) {
         while let Some(e) = self.queue.pop_front() {
+            let tick = e == Event::Tick;
+            let announced = self.c.next_deadline();
             let actions = self.c.handle(self.now, e);
+            // The daemon ticks only at next_deadline: a Tick that acts must have been
+            // announced, or the daemon would act late.
+            if tick {
+                assert!(
+                    actions.is_empty() || announced.is_some_and(|d| d <= self.now),
+                    "a Tick at {} acted, but next_deadline({}) said {announced:?}: {actions:#?}",
+                    self.now,
+                    self.last_tick
+                );
+                self.last_tick = self.now;
+            }
             for a in actions {
                 self.apply(a);
             }

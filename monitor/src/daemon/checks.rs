@@ -2,7 +2,7 @@
 //! its own reused connection and every attempt bounded by the check's timeout: a hung
 //! server times out its own check and stalls nothing else.
 
-use super::ping::Pinger;
+use super::ping::{PingError, Pinger};
 use crate::core::{CheckResult, Event};
 use mmm_common::config::{CheckConfig, Host};
 use mmm_common::types::CheckKind;
@@ -80,11 +80,11 @@ pub async fn run(
     monitor_password: String,
     kind: CheckKind,
     cfg: CheckConfig,
+    pinger: Pinger,
     events: mpsc::Sender<Sample>,
 ) {
     let span = tracing::info_span!("check", host = %host.name, check = %kind);
     async move {
-        let mut pinger = None;
         let mut mysql = Mysql {
             opts: OptsBuilder::default()
                 .ip_or_hostname(host.ip.to_string())
@@ -101,7 +101,7 @@ pub async fn run(
             let start = tokio::time::Instant::now();
             let result = match tokio::time::timeout(
                 cfg.timeout,
-                once(kind, &host, &cfg, &mut pinger, &mut mysql),
+                once(kind, &host, &cfg, &pinger, &mut mysql),
             )
             .await
             {
@@ -109,7 +109,6 @@ pub async fn run(
                 Err(_elapsed) => {
                     // Whatever it waited on may be stuck: start afresh next time.
                     mysql.conn = None;
-                    pinger = None;
                     CheckResult::Failed {
                         message: format!("no answer within {:?}", cfg.timeout),
                         refused: false,
@@ -137,24 +136,17 @@ async fn once(
     kind: CheckKind,
     host: &Host,
     cfg: &CheckConfig,
-    pinger: &mut Option<Pinger>,
+    pinger: &Pinger,
     mysql: &mut Mysql,
 ) -> CheckResult {
     match kind {
         CheckKind::Ping => {
-            if pinger.is_none() {
-                match Pinger::new() {
-                    Ok(p) => *pinger = Some(p),
-                    Err(e) => {
-                        return CheckResult::Unknown {
-                            message: e.to_string(),
-                        }
-                    }
-                }
-            }
-            let p = pinger.as_mut().expect("just set");
-            match p.ping(host.ip, cfg.timeout).await {
+            match pinger.ping(host.ip, cfg.timeout).await {
                 Ok(_) => CheckResult::Ok,
+                // Not being allowed to ping says nothing about the host.
+                Err(e @ PingError::Open { .. }) => CheckResult::Unknown {
+                    message: e.to_string(),
+                },
                 Err(e) => CheckResult::Failed {
                     message: e.to_string(),
                     refused: false,
@@ -233,9 +225,9 @@ pub async fn network_guard(
     ips: Vec<Ipv4Addr>,
     interval: Duration,
     timeout: Duration,
+    pinger: Pinger,
     events: mpsc::Sender<Sample>,
 ) {
-    let mut pingers: Vec<Option<Pinger>> = ips.iter().map(|_| None).collect();
     let mut tick = tokio::time::interval(interval);
     let mut blind_logged = false;
     loop {
@@ -244,19 +236,15 @@ pub async fn network_guard(
         let mut ok = false;
         let mut opened = 0;
         let mut open_error = None;
-        for (ip, p) in ips.iter().zip(pingers.iter_mut()) {
-            if p.is_none() {
-                match Pinger::new() {
-                    Ok(pinger) => *p = Some(pinger),
-                    Err(e) => open_error = Some(e),
-                }
-            }
-            if let Some(pinger) = p.as_mut() {
-                opened += 1;
-                if pinger.ping(*ip, timeout).await.is_ok() {
+        for ip in &ips {
+            match pinger.ping(*ip, timeout).await {
+                Ok(_) => {
+                    opened += 1;
                     ok = true;
                     break;
                 }
+                Err(e @ PingError::Open { .. }) => open_error = Some(e),
+                Err(_) => opened += 1,
             }
         }
         // A guard that cannot ping at all (no IPv4 target, no ICMP socket) knows nothing
@@ -298,6 +286,7 @@ mod tests {
             vec![],
             Duration::from_millis(10),
             Duration::from_millis(10),
+            Pinger::new(),
             tx,
         ));
         let sample = tokio::time::timeout(Duration::from_secs(5), rx.recv())

@@ -6,14 +6,14 @@
 //! `Disconnect` (lease fencing) closes abortively (SO_LINGER 0: queued heartbeats are
 //! discarded, none can renew the lease later) and reconnects no sooner than the lease.
 
+use crate::agents::link::{AgentLink, LinkError};
 use crate::core::{AgentView, Event};
 use mmm_common::config::ClusterKey;
-use mmm_common::proto::io::{read_frame, write_frames, ConnError};
+use mmm_common::proto::io::ConnError;
 use mmm_common::proto::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -217,68 +217,11 @@ async fn session(
     reported_down: &mut bool,
 ) -> Ended {
     let t = p.agent_timeout.max(Duration::from_millis(200));
-    let stream = match tokio::time::timeout(t, TcpStream::connect(p.addr)).await {
-        Err(_) => {
-            return Ended::Failed(format!("connecting to {}: no answer within {t:?}", p.addr))
-        }
-        Ok(Err(e)) => return Ended::Failed(format!("connecting to {}: {e}", p.addr)),
-        Ok(Ok(s)) => s,
+    let link = match AgentLink::connect(p.addr, &p.key, &p.monitor_name, &p.host, t).await {
+        Ok(l) => l,
+        Err(e) => return Ended::Failed(crate::error_chain(&e)),
     };
-    let _ = stream.set_nodelay(true);
-    // Abortive close: a dropped connection must not deliver queued heartbeats later.
-    // (The deprecation is about a non-zero linger blocking on drop; zero never blocks.)
-    #[allow(deprecated)]
-    let _ = stream.set_linger(Some(Duration::ZERO));
-    let (mut reader, mut writer) = stream.into_split();
-    let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
-    let nonce = match fresh_nonce() {
-        Ok(n) => n,
-        Err(e) => return Ended::Failed(format!("reading random bytes: {e}")),
-    };
-    let (session, sealer, opener) = {
-        let hs = MonitorHandshake::start(&p.key, &p.monitor_name, &p.host, nonce);
-        let (hs, hello) = match hs {
-            Ok(x) => x,
-            Err(e) => return Ended::Failed(e.to_string()),
-        };
-        if let Err(e) = write_frames(&mut writer, &hello, t).await {
-            return Ended::Failed(e.to_string());
-        }
-        let challenge = match read_frame(&mut reader, &mut buf, t).await {
-            Ok(f) => f,
-            Err(e) => return Ended::Failed(format!("handshake: {e}")),
-        };
-        let (session, auth) = match hs.on_challenge(&challenge) {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!(error = %e, "agent handshake refused");
-                return Ended::Failed(format!("handshake: {e}"));
-            }
-        };
-        if let Err(e) = write_frames(&mut writer, &auth, t).await {
-            return Ended::Failed(e.to_string());
-        }
-        let Session {
-            sealer,
-            mut opener,
-            peer,
-        } = session;
-        match read_frame(&mut reader, &mut buf, t)
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|f| opener.open(&f).map_err(|e| e.to_string()))
-        {
-            Ok(Message::Welcome(w)) => {
-                tracing::info!(agent_version = %w.agent_version, "agent authenticated")
-            }
-            Ok(other) => {
-                return Ended::Failed(format!("expected Welcome, got {:?}", other.msg_type()))
-            }
-            Err(e) => return Ended::Failed(format!("handshake: {e}")),
-        }
-        (peer, sealer, opener)
-    };
-    let _ = session;
+    tracing::info!(agent_version = %link.agent_version(), "agent authenticated");
     // Commands queued while connecting come first: the desired state sent below must be
     // the newest one, and a Disconnect queued meanwhile still holds.
     loop {
@@ -301,22 +244,9 @@ async fn session(
         }
     }
     *reported_down = false;
-    // request id -> (core action id, deadline) / status queries
+    // request id -> (core action id, deadline)
     let mut pending: HashMap<u32, (u64, Instant)> = HashMap::new();
-    let ended = connected(
-        p,
-        cmds,
-        desired,
-        events,
-        &mut pending,
-        reader,
-        writer,
-        buf,
-        sealer,
-        opener,
-        t,
-    )
-    .await;
+    let ended = connected(p, cmds, desired, events, &mut pending, link, t).await;
     // Actions in flight on a dropped link get an outcome: the core must not wait forever.
     for (_, (id, _)) in pending.drain() {
         fail_action(
@@ -330,27 +260,23 @@ async fn session(
     ended
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn connected(
     p: &LinkParams,
     cmds: &mut mpsc::Receiver<LinkCmd>,
     desired: &mut Option<DesiredState>,
     events: &mpsc::Sender<Event>,
     pending: &mut HashMap<u32, (u64, Instant)>,
-    mut reader: tokio::net::tcp::OwnedReadHalf,
-    mut writer: tokio::net::tcp::OwnedWriteHalf,
-    mut buf: FrameBuffer,
-    mut sealer: Sealer,
-    mut opener: Opener,
+    mut link: AgentLink,
     t: Duration,
 ) -> Ended {
-    let mut out = Vec::with_capacity(256);
-    let mut next_req: u32 = 1;
-    let mut seal = |msg: &Message, id: u32, out: &mut Vec<u8>| sealer.seal_into(msg, id, 0, out);
+    let lost = |e: LinkError| Ended::Lost(crate::error_chain(&e));
     // The desired state goes first, before any heartbeat renews a lease.
     if let Some(d) = desired.as_ref() {
-        if seal(&Message::DesiredState(d.clone()), 0, &mut out).is_err() {
-            return Ended::Failed("encoding the desired state".into());
+        if let Err(e) = link.queue(&Message::DesiredState(d.clone()), 0) {
+            return Ended::Failed(format!(
+                "encoding the desired state: {}",
+                crate::error_chain(&e)
+            ));
         }
     }
     let mut last_reply = Instant::now();
@@ -359,11 +285,10 @@ async fn connected(
     let mut reassert = tokio::time::interval(REASSERT);
     reassert.tick().await;
     loop {
-        if !out.is_empty() {
-            if let Err(e) = write_frames(&mut writer, &out, t).await {
-                return Ended::Lost(e.to_string());
+        if link.has_queued() {
+            if let Err(e) = link.flush(t).await {
+                return lost(e);
             }
-            out.clear();
         }
         tokio::select! {
             _ = hb.tick() => {
@@ -371,7 +296,7 @@ async fn connected(
                     return Ended::Lost(format!("no heartbeat answer for {:?}", last_reply.elapsed()));
                 }
                 let epoch = desired.as_ref().map(|d| d.epoch).unwrap_or(0);
-                let _ = seal(&Message::Heartbeat(Heartbeat { epoch }), 0, &mut out);
+                let _ = link.queue(&Message::Heartbeat(Heartbeat { epoch }), 0);
                 // Actions past their deadline are reported timed out, once.
                 let now = Instant::now();
                 let expired: Vec<u32> = pending.iter().filter(|(_, (_, d))| now > *d).map(|(r, _)| *r).collect();
@@ -386,20 +311,17 @@ async fn connected(
             }
             _ = reassert.tick() => {
                 if let Some(d) = desired.as_ref() {
-                    let _ = seal(&Message::DesiredState(d.clone()), 0, &mut out);
+                    let _ = link.queue(&Message::DesiredState(d.clone()), 0);
                 }
             }
-            frame = read_frame(&mut reader, &mut buf, p.agent_timeout * 4) => {
-                let frame = match frame {
-                    Ok(f) => f,
-                    Err(ConnError::Timeout(_)) => continue,
-                    Err(e) => return Ended::Lost(e.to_string()),
-                };
-                let msg = match opener.open(&frame) {
-                    Ok(m) => m,
+            got = link.recv() => {
+                let (request_id, msg) = match got {
+                    Ok(r) => (r.request_id, r.message),
                     Err(e) => {
-                        tracing::error!(error = %e, "bad frame from the agent: dropping the connection");
-                        return Ended::Lost(e.to_string());
+                        if matches!(e, LinkError::Conn { source: ConnError::Frame(_), .. }) {
+                            tracing::error!(error = %crate::error_chain(&e), "bad frame from the agent: dropping the connection");
+                        }
+                        return lost(e);
                     }
                 };
                 last_reply = Instant::now();
@@ -408,7 +330,7 @@ async fn connected(
                     Message::Applied(a) => Some(Event::Applied { host: p.host.clone(), epoch: a.epoch, failures: a.failures }),
                     Message::StatusReport(r) => Some(Event::AgentStatus { host: p.host.clone(), report: r }),
                     Message::ProbeEvent(e) => Some(Event::Probe { host: p.host.clone(), kind: e.kind }),
-                    Message::ActionResult(r) => pending.remove(&frame.header.request_id).map(|(id, _)| Event::ActionDone {
+                    Message::ActionResult(r) => pending.remove(&request_id).map(|(id, _)| Event::ActionDone {
                         host: p.host.clone(), id, outcome: r.outcome, detail: r.detail, position: r.position,
                     }),
                     Message::Error(e) => {
@@ -429,18 +351,17 @@ async fn connected(
             cmd = cmds.recv() => match cmd {
                 None => return Ended::Shutdown,
                 Some(LinkCmd::Desired(d)) => {
-                    let _ = seal(&Message::DesiredState(d.clone()), 0, &mut out);
+                    let _ = link.queue(&Message::DesiredState(d.clone()), 0);
                     *desired = Some(d);
                 }
                 Some(LinkCmd::Action { id, action, deadline }) => {
-                    let req = next_req;
-                    next_req = next_req.wrapping_add(1).max(1);
+                    let req = link.next_request_id();
                     let ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
-                    let _ = seal(&Message::Action(ActionRequest { action, deadline_ms: ms }), req, &mut out);
+                    let _ = link.queue(&Message::Action(ActionRequest { action, deadline_ms: ms }), req);
                     pending.insert(req, (id, Instant::now() + deadline + Duration::from_secs(2)));
                 }
                 Some(LinkCmd::Query) => {
-                    let _ = seal(&Message::StatusQuery, 0, &mut out);
+                    let _ = link.queue(&Message::StatusQuery, 0);
                 }
                 Some(LinkCmd::Disconnect) => {
                     tracing::warn!("dropping the connection: this agent's lease must run out");

@@ -60,7 +60,20 @@ impl Clock {
     fn now(&self) -> Millis {
         self.wall_ms + self.start.elapsed().as_millis() as u64
     }
+
+    /// When the core's `deadline` falls on the runtime's clock, and no later than `idle`
+    /// from now.
+    fn instant(&self, deadline: Option<Millis>, idle: Duration) -> tokio::time::Instant {
+        let latest = tokio::time::Instant::now() + idle;
+        deadline
+            .map(|d| self.start + Duration::from_millis(d.saturating_sub(self.wall_ms)))
+            .map_or(latest, |t| t.min(latest))
+    }
 }
+
+/// The longest the core goes without a Tick. Not needed for any decision (every timed
+/// one is in `Cluster::next_deadline`); a bound should one ever be missed.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 struct Shell {
     clock: Clock,
@@ -316,6 +329,8 @@ pub async fn run(
     }
 
     // Checks and the network guard.
+    // One ICMP socket for every ping check and the network guard (see ping.rs).
+    let pinger = ping::Pinger::new();
     for h in &config.hosts {
         let password = h
             .monitor_password
@@ -330,6 +345,7 @@ pub async fn run(
                 password.clone(),
                 *kind,
                 *config.checks.get(*kind),
+                pinger.clone(),
                 check_tx.clone(),
             ));
         }
@@ -347,6 +363,7 @@ pub async fn run(
         ping_ips,
         config.monitor.ping_interval,
         config.checks.ping.timeout,
+        pinger,
         check_tx.clone(),
     ));
 
@@ -364,13 +381,8 @@ pub async fn run(
         tokio::spawn(metrics::serve(addr, metrics.clone()));
     }
 
-    let mut tick = tokio::time::interval(
-        config
-            .monitor
-            .heartbeat_interval
-            .min(Duration::from_millis(100)),
-    );
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The core says when it next needs a Tick; IDLE_TICK only bounds the sleep.
+    let mut wake = clock.instant(cluster.next_deadline(), IDLE_TICK);
     let mut next_reply: u64 = 1;
     tokio::pin!(shutdown);
     shell.observe(&cluster, clock.now());
@@ -399,7 +411,7 @@ pub async fn run(
                 shell.replies.insert(id, reply);
                 Event::Command { reply: id, command }
             }
-            _ = tick.tick() => Event::Tick,
+            _ = tokio::time::sleep_until(wake) => Event::Tick,
         };
         let now = shell.clock.now();
         let actions = cluster.handle(now, event);
@@ -407,6 +419,7 @@ pub async fn run(
             shell.dispatch(actions).await;
             shell.observe(&cluster, now);
         }
+        wake = clock.instant(cluster.next_deadline(), IDLE_TICK);
     }
     // Clean shutdown: the status is written, no role is touched.
     let record = cluster.status_record(shell.clock.now());

@@ -1,11 +1,21 @@
 //! ICMP echo, as the ping check and the network guard need it: an unprivileged ICMP
 //! datagram socket where net.ipv4.ping_group_range allows it, a raw socket (CAP_NET_RAW)
 //! otherwise. Every wait is bounded by the caller's timeout.
+//!
+//! One socket serves every check of the monitor. The kernel hands a copy of every ICMP
+//! packet to every raw socket, so a socket per host made each reply cost work in all of
+//! them: with 500 hosts that fan-out alone took more than a core. Here one receiver task
+//! reads the replies and wakes the ping waiting for that (address, sequence).
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PingError {
@@ -22,21 +32,44 @@ pub enum PingError {
     },
     #[error("no echo reply from {ip} within {timeout:?}")]
     Timeout { ip: Ipv4Addr, timeout: Duration },
-    #[error("receiving from {ip}")]
-    Recv {
-        ip: Ipv4Addr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("receiving from {ip}: the ICMP socket failed and is reopened for the next ping")]
+    Recv { ip: Ipv4Addr },
 }
 
-/// One ICMP socket, reused for every echo to one address.
-pub struct Pinger {
+/// Who waits for which reply: (sender, sequence) -> the ping's waker.
+type Waiting = Mutex<HashMap<(Ipv4Addr, u16), oneshot::Sender<Instant>>>;
+
+/// The open socket and its receiver.
+struct Socket {
     fd: AsyncFd<OwnedFd>,
     raw: bool,
     ident: u16,
-    seq: u16,
+    seq: AtomicU16,
+    waiting: Waiting,
 }
+
+struct Open {
+    socket: Arc<Socket>,
+    receiver: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Shared {
+    open: Mutex<Option<Open>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(o) = self.open.get_mut().ok().and_then(Option::take) {
+            o.receiver.abort();
+        }
+    }
+}
+
+/// A handle on the monitor's one ICMP socket, cheap to clone; the socket is opened on the
+/// first ping (inside the runtime) and reopened after a receive failure.
+#[derive(Clone, Default)]
+pub struct Pinger(Arc<Shared>);
 
 fn open(kind: libc::c_int) -> std::io::Result<OwnedFd> {
     // SAFETY: socket() takes no pointers; the result is checked and owned below.
@@ -65,8 +98,40 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-impl Pinger {
-    pub fn new() -> Result<Pinger, PingError> {
+/// An echo request: type 8, our identifier and sequence, a fixed payload.
+fn echo_request(ident: u16, seq: u16) -> [u8; 16] {
+    let mut pkt = [0u8; 16];
+    pkt[0] = 8;
+    pkt[4..6].copy_from_slice(&ident.to_be_bytes());
+    pkt[6..8].copy_from_slice(&seq.to_be_bytes());
+    pkt[8..16].copy_from_slice(b"mmmping!");
+    let sum = checksum(&pkt);
+    pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+    pkt
+}
+
+/// The sequence of an echo reply meant for us, or None for anything else. A raw socket
+/// hands us the IP header too and every host's ICMP; a datagram socket rewrites the
+/// identifier (the kernel demultiplexes on it), so only a raw one checks it.
+fn echo_reply_seq(datagram: &[u8], raw: bool, ident: u16) -> Option<u16> {
+    let icmp = if raw {
+        let ihl = usize::from(*datagram.first()? & 0x0f) * 4;
+        datagram.get(ihl..)?
+    } else {
+        datagram
+    };
+    // A short or foreign datagram is not our echo reply; never index past it.
+    if icmp.len() < 8 || icmp[0] != 0 {
+        return None;
+    }
+    if raw && u16::from_be_bytes([icmp[4], icmp[5]]) != ident {
+        return None;
+    }
+    Some(u16::from_be_bytes([icmp[6], icmp[7]]))
+}
+
+impl Socket {
+    fn new() -> Result<Socket, PingError> {
         let (fd, raw) = match open(libc::SOCK_DGRAM) {
             Ok(fd) => (fd, false),
             Err(_) => (
@@ -78,56 +143,27 @@ impl Pinger {
         // long as the AsyncFd owns it.
         let fd =
             unsafe { AsyncFd::register(fd) }.map_err(|e| PingError::Open { source: e.into() })?;
-        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
-        let ident =
-            (std::process::id() as u16) ^ NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Pinger {
+        Ok(Socket {
             fd,
             raw,
-            ident,
-            seq: 0,
+            ident: std::process::id() as u16,
+            seq: AtomicU16::new(0),
+            waiting: Mutex::default(),
         })
     }
 
-    /// Sends one echo request and waits for its reply; returns the round-trip time.
-    pub async fn ping(&mut self, ip: Ipv4Addr, timeout: Duration) -> Result<Duration, PingError> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut pkt = [0u8; 16];
-        pkt[0] = 8; // echo request
-        pkt[4..6].copy_from_slice(&self.ident.to_be_bytes());
-        pkt[6..8].copy_from_slice(&self.seq.to_be_bytes());
-        pkt[8..16].copy_from_slice(b"mmmping!");
-        let sum = checksum(&pkt);
-        pkt[2..4].copy_from_slice(&sum.to_be_bytes());
-        // SAFETY: sockaddr_in is plain old data; all-zero is valid.
-        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        addr.sin_family = libc::AF_INET as u16;
-        addr.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
-        let start = tokio::time::Instant::now();
-        // SAFETY: pkt and addr outlive the call; lengths are theirs.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.get_ref().as_raw_fd(),
-                pkt.as_ptr().cast(),
-                pkt.len(),
-                0,
-                (&addr as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(PingError::Send {
-                ip,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let deadline = start + timeout;
+    /// Reads replies until the socket fails; each wakes the ping it answers.
+    async fn receive(self: Arc<Socket>) {
+        let mut buf = [0u8; 256];
         loop {
-            let guard = tokio::time::timeout_at(deadline, self.fd.readable())
-                .await
-                .map_err(|_elapsed| PingError::Timeout { ip, timeout })?
-                .map_err(|source| PingError::Recv { ip, source })?;
-            let mut buf = [0u8; 256];
+            let mut guard = match self.fd.readable().await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the ICMP socket failed: it is reopened by the next ping");
+                    break;
+                }
+            };
+            // SAFETY: sockaddr_in is plain old data; all-zero is valid.
             let mut from: libc::sockaddr_in = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_in>() as u32;
             // SAFETY: buf and from are valid for writes of the lengths passed.
@@ -144,34 +180,96 @@ impl Pinger {
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::WouldBlock {
-                    let mut guard = guard;
                     guard.clear_ready();
                     continue;
                 }
-                return Err(PingError::Recv { ip, source: e });
+                tracing::warn!(error = %e, "receiving on the ICMP socket failed: it is reopened by the next ping");
+                break;
             }
-            drop(guard);
-            let n = n as usize;
-            // Raw sockets hand us the IP header too.
-            let icmp = if self.raw {
-                let ihl = usize::from(buf[0] & 0x0f) * 4;
-                if n < ihl + 8 {
-                    continue;
-                }
-                &buf[ihl..n]
-            } else {
-                &buf[..n]
-            };
-            // A short or foreign datagram is not our echo reply; never index past it.
-            if icmp.len() < 8 {
+            let at = Instant::now();
+            let Some(seq) = echo_reply_seq(&buf[..n as usize], self.raw, self.ident) else {
                 continue;
+            };
+            let ip = Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr));
+            let waiter = self.lock().remove(&(ip, seq));
+            if let Some(w) = waiter {
+                // The ping may have timed out in between: nobody to tell then.
+                let _ = w.send(at);
             }
-            let from_ip = Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr));
-            let seq = u16::from_be_bytes([icmp[6], icmp[7]]);
-            // Datagram sockets rewrite the identifier; match on sequence and sender.
-            let ident_ok = !self.raw || u16::from_be_bytes([icmp[4], icmp[5]]) == self.ident;
-            if icmp[0] == 0 && from_ip == ip && seq == self.seq && ident_ok {
-                return Ok(start.elapsed());
+        }
+        // Dropping the waiters tells every pending ping that no answer will come.
+        self.lock().clear();
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(Ipv4Addr, u16), oneshot::Sender<Instant>>> {
+        // A panic while holding this lock leaves a map that is still consistent.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Pinger {
+    pub fn new() -> Pinger {
+        Pinger::default()
+    }
+
+    /// The open socket, opening it (and starting its receiver) when there is none or the
+    /// last one failed.
+    fn socket(&self) -> Result<Arc<Socket>, PingError> {
+        let mut open = self
+            .0
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(o) = open.as_ref().filter(|o| !o.receiver.is_finished()) {
+            return Ok(o.socket.clone());
+        }
+        let socket = Arc::new(Socket::new()?);
+        let receiver = tokio::spawn(socket.clone().receive());
+        *open = Some(Open {
+            socket: socket.clone(),
+            receiver,
+        });
+        Ok(socket)
+    }
+
+    /// Sends one echo request and waits for its reply; returns the round-trip time.
+    pub async fn ping(&self, ip: Ipv4Addr, timeout: Duration) -> Result<Duration, PingError> {
+        let socket = self.socket()?;
+        let seq = socket.seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        socket.lock().insert((ip, seq), tx);
+        let pkt = echo_request(socket.ident, seq);
+        // SAFETY: sockaddr_in is plain old data; all-zero is valid.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        addr.sin_family = libc::AF_INET as u16;
+        addr.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+        let start = Instant::now();
+        // SAFETY: pkt and addr outlive the call; lengths are theirs.
+        let n = unsafe {
+            libc::sendto(
+                socket.fd.get_ref().as_raw_fd(),
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if n < 0 {
+            let source = std::io::Error::last_os_error();
+            socket.lock().remove(&(ip, seq));
+            return Err(PingError::Send { ip, source });
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(at)) => Ok(at.saturating_duration_since(start)),
+            Ok(Err(_closed)) => Err(PingError::Recv { ip }),
+            Err(_elapsed) => {
+                socket.lock().remove(&(ip, seq));
+                Err(PingError::Timeout { ip, timeout })
             }
         }
     }
@@ -188,16 +286,52 @@ mod tests {
         assert_eq!(checksum(&pkt), 0xf7fd);
     }
 
+    #[test]
+    fn echo_request_bytes() {
+        let pkt = echo_request(0x1234, 7);
+        assert_eq!(&pkt[..8], &[8, 0, 0x3a, 0x57, 0x12, 0x34, 0, 7]);
+        assert_eq!(checksum(&pkt), 0, "a packet with its checksum sums to zero");
+    }
+
+    #[test]
+    fn replies_are_told_apart_from_everything_else() {
+        let mut reply = echo_request(0x1234, 9);
+        reply[0] = 0;
+        assert_eq!(echo_reply_seq(&reply, false, 0), Some(9));
+        // Raw: behind a 20-byte IP header, and only with our identifier.
+        let mut raw = vec![0x45u8; 1];
+        raw.extend_from_slice(&[0; 19]);
+        raw.extend_from_slice(&reply);
+        assert_eq!(echo_reply_seq(&raw, true, 0x1234), Some(9));
+        assert_eq!(echo_reply_seq(&raw, true, 0x4321), None);
+        // Requests, short and empty datagrams, headers claiming more than there is.
+        assert_eq!(echo_reply_seq(&echo_request(1, 1), false, 1), None);
+        assert_eq!(echo_reply_seq(&reply[..7], false, 0), None);
+        assert_eq!(echo_reply_seq(&[], true, 0), None);
+        assert_eq!(echo_reply_seq(&[0x4f, 0, 0], true, 0), None);
+    }
+
     #[tokio::test]
-    async fn pings_loopback() {
-        let Ok(mut p) = Pinger::new() else {
-            eprintln!("SKIPPED pings_loopback: no ICMP socket allowed here (ping_group_range and no CAP_NET_RAW)");
-            return;
-        };
-        let rtt = p
-            .ping(Ipv4Addr::LOCALHOST, Duration::from_secs(2))
-            .await
-            .unwrap();
-        assert!(rtt < Duration::from_secs(2));
+    async fn pings_loopback_many_at_once_on_one_socket() {
+        let p = Pinger::new();
+        if let Err(e) = p.ping(Ipv4Addr::LOCALHOST, Duration::from_secs(2)).await {
+            if matches!(e, PingError::Open { .. }) {
+                eprintln!("SKIPPED pings_loopback: no ICMP socket allowed here (ping_group_range and no CAP_NET_RAW)");
+                return;
+            }
+            panic!("ping 127.0.0.1: {e}");
+        }
+        let mut all = tokio::task::JoinSet::new();
+        for i in 0..50u8 {
+            let p = p.clone();
+            all.spawn(async move {
+                p.ping(Ipv4Addr::new(127, 0, 0, 1 + i % 3), Duration::from_secs(5))
+                    .await
+            });
+        }
+        while let Some(r) = all.join_next().await {
+            r.expect("ping task")
+                .expect("every concurrent ping is answered");
+        }
     }
 }
