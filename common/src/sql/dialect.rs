@@ -108,6 +108,10 @@ const SOURCE_OPTIONS: Version = Version::new(8, 0, 23);
 const SOURCE_POS_WAIT: Version = Version::new(8, 0, 26);
 /// SHOW BINARY LOG STATUS exists from 8.2.0 (SHOW MASTER STATUS is gone in 8.4).
 const BINARY_LOG_STATUS: Version = Version::new(8, 2, 0);
+/// The rpl_semi_sync_source plugin (SOURCE-named variables) exists from 8.0.26, beside
+/// the old one, and alone from 8.4.
+const SEMI_SYNC_SOURCE: Version = Version::new(8, 0, 26);
+const SEMI_SYNC_SOURCE_ONLY: Version = Version::new(8, 4, 0);
 /// super_read_only exists from 5.7 (5.7.8, before the first GA release 5.7.9).
 const SUPER_READ_ONLY: Version = Version::new(5, 7, 0);
 
@@ -202,6 +206,21 @@ impl Dialect {
                 "SET GLOBAL read_only = 0".into(),
             ],
             (false, on) => vec![format!("SET GLOBAL read_only = {}", on as u8)],
+        }
+    }
+
+    /// The variable that turns the semi-sync source wait on and off, as candidates in the
+    /// order to try: between 8.0.26 and 8.4 either plugin may be installed, never both,
+    /// so the first one the server knows is the one.
+    pub fn semi_sync_source_enabled(self) -> &'static [&'static str] {
+        const OLD: &str = "rpl_semi_sync_master_enabled";
+        const NEW: &str = "rpl_semi_sync_source_enabled";
+        if self.mysql_from(SEMI_SYNC_SOURCE_ONLY) {
+            &[NEW]
+        } else if self.mysql_from(SEMI_SYNC_SOURCE) {
+            &[NEW, OLD]
+        } else {
+            &[OLD]
         }
     }
 

@@ -213,6 +213,7 @@ fn every_statement(d: Dialect) -> Vec<String> {
         d.executed_gtid_set().into(),
     ];
     all.extend(d.gtid_positions().into_iter().flatten().map(String::from));
+    all.extend(d.semi_sync_source_enabled().iter().map(|v| v.to_string()));
     all.extend(d.set_read_only(true));
     all.extend(d.set_read_only(false));
     for start in [
@@ -244,6 +245,17 @@ fn mysql_8_4_and_later_never_get_slave_or_master() {
             );
         }
     }
+}
+
+#[test]
+fn semi_sync_variables_follow_the_installed_plugin() {
+    let old = "rpl_semi_sync_master_enabled";
+    let new = "rpl_semi_sync_source_enabled";
+    assert_eq!(Dialect::MariaDb.semi_sync_source_enabled(), [old]);
+    assert_eq!(mysql(5, 7, 44).semi_sync_source_enabled(), [old]);
+    assert_eq!(mysql(8, 0, 25).semi_sync_source_enabled(), [old]);
+    assert_eq!(mysql(8, 0, 26).semi_sync_source_enabled(), [new, old]);
+    assert_eq!(mysql(8, 4, 0).semi_sync_source_enabled(), [new]);
 }
 
 #[test]
