@@ -2,7 +2,9 @@
 //! MMM. [`gather`] reads each configured server (bounded per host); [`judge`] is a pure
 //! function from what was read to findings, one line each; any ERROR means exit 1.
 
+use crate::replica::{self, ReadError};
 use mmm_common::config::{Config, Host};
+use mmm_common::error_chain;
 use mmm_common::types::HostMode;
 use mysql_async::prelude::Queryable;
 use std::collections::BTreeMap;
@@ -323,7 +325,9 @@ async fn read_host(h: &Host) -> Facts {
                 .await
                 .map_err(|e| e.to_string())?;
             if role == "agent" {
-                read_vars(&mut c, &mut f).await.map_err(|e| e.to_string())?;
+                read_vars(&mut c, &mut f)
+                    .await
+                    .map_err(|e| error_chain(&e))?;
             }
             let _ = c.disconnect().await;
             Ok::<_, String>(rows.join("\n"))
@@ -340,7 +344,7 @@ async fn read_host(h: &Host) -> Facts {
     f
 }
 
-async fn read_vars(c: &mut mysql_async::Conn, f: &mut Facts) -> Result<(), mysql_async::Error> {
+async fn read_vars(c: &mut mysql_async::Conn, f: &mut Facts) -> Result<(), ReadError> {
     let vars: Vec<(String, String)> = c
         .query(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('server_id', 'log_bin', \
@@ -349,7 +353,11 @@ async fn read_vars(c: &mut mysql_async::Conn, f: &mut Facts) -> Result<(), mysql
              'rpl_semi_sync_master_enabled', 'rpl_semi_sync_slave_kill_conn_timeout', \
              'relay_log_recovery')",
         )
-        .await?;
+        .await
+        .map_err(|source| ReadError::Query {
+            op: "reading the server's variables",
+            source,
+        })?;
     let on = |v: &str| v.eq_ignore_ascii_case("ON") || v == "1";
     for (name, value) in vars {
         match name.as_str() {
@@ -366,19 +374,9 @@ async fn read_vars(c: &mut mysql_async::Conn, f: &mut Facts) -> Result<(), mysql
             _ => {}
         }
     }
-    let status: Option<mysql_async::Row> = c.query_first("SHOW SLAVE STATUS").await?;
-    if let Some(row) = status {
-        let get = |name: &str| -> Option<String> {
-            let i = row
-                .columns_ref()
-                .iter()
-                .position(|c| c.name_str() == name)?;
-            row.get::<Option<String>, _>(i).flatten()
-        };
-        if let (Some(host), Some(port)) = (get("Master_Host"), get("Master_Port")) {
-            let running = get("Slave_IO_Running").as_deref() == Some("Yes")
-                && get("Slave_SQL_Running").as_deref() == Some("Yes");
-            f.source = Some((host, port.parse().unwrap_or(0), running));
+    if let (_, Some(status)) = replica::read(c).await? {
+        if let (Some(host), Some(port)) = (status.source_host.clone(), status.source_port) {
+            f.source = Some((host, port, status.threads_running()));
         }
     }
     Ok(())
