@@ -623,7 +623,7 @@ impl Mysql {
         deadline: Duration,
     ) -> Result<(), MysqlError> {
         self.stop_replication(deadline).await?;
-        let op = "re-pointing replication (CHANGE MASTER)";
+        let op = "re-pointing replication";
         let dialect = self.dialect(op).await?;
         let start = match position {
             Position::Gtid(_) => SourceStart::Gtid(self.gtid_start(dialect).await?),
