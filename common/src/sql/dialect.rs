@@ -109,7 +109,7 @@ const SOURCE_POS_WAIT: Version = Version::new(8, 0, 26);
 /// SHOW BINARY LOG STATUS exists from 8.2.0 (SHOW MASTER STATUS is gone in 8.4).
 const BINARY_LOG_STATUS: Version = Version::new(8, 2, 0);
 /// The rpl_semi_sync_source plugin (SOURCE-named variables) exists from 8.0.26, beside
-/// the old one, and alone from 8.4.
+/// the old one, and alone from 8.4; the same release renamed log_slave_updates.
 const SEMI_SYNC_SOURCE: Version = Version::new(8, 0, 26);
 const SEMI_SYNC_SOURCE_ONLY: Version = Version::new(8, 4, 0);
 /// super_read_only exists from 5.7 (5.7.8, before the first GA release 5.7.9).
@@ -221,6 +221,16 @@ impl Dialect {
             &[NEW, OLD]
         } else {
             &[OLD]
+        }
+    }
+
+    /// The variable saying whether replicated transactions are written to this server's
+    /// binary log (renamed in 8.0.26).
+    pub fn log_replica_updates(self) -> &'static str {
+        if self.mysql_from(SEMI_SYNC_SOURCE) {
+            "log_replica_updates"
+        } else {
+            "log_slave_updates"
         }
     }
 

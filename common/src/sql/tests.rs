@@ -214,6 +214,7 @@ fn every_statement(d: Dialect) -> Vec<String> {
     ];
     all.extend(d.gtid_positions().into_iter().flatten().map(String::from));
     all.extend(d.semi_sync_source_enabled().iter().map(|v| v.to_string()));
+    all.push(d.log_replica_updates().into());
     all.extend(d.set_read_only(true));
     all.extend(d.set_read_only(false));
     for start in [
@@ -256,6 +257,13 @@ fn semi_sync_variables_follow_the_installed_plugin() {
     assert_eq!(mysql(8, 0, 25).semi_sync_source_enabled(), [old]);
     assert_eq!(mysql(8, 0, 26).semi_sync_source_enabled(), [new, old]);
     assert_eq!(mysql(8, 4, 0).semi_sync_source_enabled(), [new]);
+}
+
+#[test]
+fn log_replica_updates_is_named_per_release() {
+    assert_eq!(Dialect::MariaDb.log_replica_updates(), "log_slave_updates");
+    assert_eq!(mysql(8, 0, 25).log_replica_updates(), "log_slave_updates");
+    assert_eq!(mysql(8, 0, 26).log_replica_updates(), "log_replica_updates");
 }
 
 #[test]
