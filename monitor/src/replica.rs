@@ -3,6 +3,7 @@
 //! for check-cluster alike.
 
 use mmm_common::sql::{self, Dialect, DialectError, ReplicaStatus};
+use mysql_async::prelude::Queryable;
 use mysql_async::Row;
 
 /// What reading a server's replication state can fail on.
@@ -46,11 +47,8 @@ fn text(row: &Row, i: usize) -> Option<String> {
         .flatten()
 }
 
-/// Detects the dialect on `conn`, then reads its replica status (`None`: no replica).
-pub async fn read(
-    conn: &mut mysql_async::Conn,
-) -> Result<(Dialect, Option<ReplicaStatus>), ReadError> {
-    use mysql_async::prelude::Queryable;
+/// Detects the dialect of `conn`'s server.
+pub async fn detect(conn: &mut mysql_async::Conn) -> Result<Dialect, ReadError> {
     let detected: Option<Row> =
         conn.query_first(sql::DETECT)
             .await
@@ -58,7 +56,14 @@ pub async fn read(
                 op: DETECTING,
                 source,
             })?;
-    let dialect = dialect_of(detected.as_ref())?;
+    Ok(dialect_of(detected.as_ref())?)
+}
+
+/// Reads the replica status in `dialect` (`None`: no replica).
+pub async fn status(
+    conn: &mut mysql_async::Conn,
+    dialect: Dialect,
+) -> Result<Option<ReplicaStatus>, ReadError> {
     let status: Option<Row> = conn
         .query_first(dialect.show_replica_status())
         .await
@@ -66,5 +71,5 @@ pub async fn read(
             op: READING_STATUS,
             source,
         })?;
-    Ok((dialect, status.as_ref().map(status_of)))
+    Ok(status.as_ref().map(status_of))
 }
