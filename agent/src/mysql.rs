@@ -279,18 +279,13 @@ impl Mysql {
         self.exec("pinging mysqld", "DO 1".into()).await
     }
 
+    /// The server family, as the connection's dialect has it. Asks mysqld first: callers
+    /// also learn from this whether it answers.
     pub async fn server_kind(&self) -> Result<ServerKind, MysqlError> {
-        let v: Option<String> = self
-            .value(
-                "reading the server version",
-                "SELECT VERSION()".into(),
-                self.timeout,
-            )
-            .await?;
-        Ok(match v {
-            Some(v) if v.contains("MariaDB") => ServerKind::MariaDb,
-            Some(_) => ServerKind::MySql,
-            None => ServerKind::Unknown,
+        self.ping().await?;
+        Ok(match self.dialect("reading the server version").await? {
+            Dialect::MariaDb => ServerKind::MariaDb,
+            Dialect::MySql(_) => ServerKind::MySql,
         })
     }
 
