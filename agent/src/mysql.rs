@@ -3,11 +3,17 @@
 //! server, e.g. STOP SLAVE while the IO thread connects to a vanished master) and reports
 //! a timeout; the next call reconnects.
 //!
+//! Every statement comes from the [`Dialect`] detected when the connection opened, so the
+//! same code drives MariaDB and MySQL 5.7 to 8.4.
+//!
 //! Read-only: on MySQL `super_read_only` also stops SUPER users. MariaDB has only
 //! `read_only`, which users with SUPER or READ_ONLY ADMIN bypass; so demotion kills every
 //! client session after setting read_only, and application users must not hold SUPER.
 
 use mmm_common::proto::{Position, Replication, ServerKind};
+use mmm_common::sql::{
+    self, quote, ChangeSource, Dialect, DialectError, GtidStart, ReplicaStatus, SourceStart,
+};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 use std::future::Future;
@@ -32,6 +38,12 @@ pub enum MysqlError {
     Timeout { op: String, timeout: Duration },
     #[error("{op}: {reason}")]
     Unexpected { op: String, reason: String },
+    #[error("{op}")]
+    Dialect {
+        op: String,
+        #[source]
+        source: DialectError,
+    },
 }
 
 impl MysqlError {
@@ -99,25 +111,10 @@ impl SemiSyncHold {
 
 pub struct Mysql {
     opts: OptsBuilder,
-    conn: Mutex<Option<Conn>>,
+    /// The connection and the dialect its server speaks, detected when it opened.
+    conn: Mutex<Option<(Conn, Dialect)>>,
     /// Bound on ordinary statements.
     pub timeout: Duration,
-}
-
-/// Quotes a string literal for SQL (MySQL and MariaDB, default sql_mode).
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            '\0' => out.push_str("\\0"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
 }
 
 impl Mysql {
@@ -148,22 +145,41 @@ impl Mysql {
         }
     }
 
+    /// Opens a connection and learns its server's dialect.
+    async fn connect(&self, op: &str) -> Result<(Conn, Dialect), MysqlError> {
+        let mut conn = Conn::new(self.opts.clone())
+            .await
+            .map_err(|e| MysqlError::from_driver(op, e))?;
+        let (version, comment) = conn
+            .query_first::<(Option<String>, Option<String>), _>(sql::DETECT)
+            .await
+            .map_err(|e| MysqlError::from_driver(op, e))?
+            .unwrap_or_default();
+        let dialect = Dialect::detect(
+            version.as_deref().unwrap_or_default(),
+            comment.as_deref().unwrap_or_default(),
+        )
+        .map_err(|source| MysqlError::Dialect {
+            op: op.into(),
+            source,
+        })?;
+        Ok((conn, dialect))
+    }
+
     /// Runs `f` on the connection (connecting first if needed), bounded by `bound`.
     async fn with<T, F, Fut>(&self, op: &str, bound: Duration, f: F) -> Result<T, MysqlError>
     where
-        F: FnOnce(Conn) -> Fut,
+        F: FnOnce(Conn, Dialect) -> Fut,
         Fut: Future<Output = (Conn, Result<T, mysql_async::Error>)>,
     {
         let mut slot = self.conn.lock().await;
         let work = async {
-            let conn = match slot.take() {
-                Some(c) => c,
-                None => Conn::new(self.opts.clone())
-                    .await
-                    .map_err(|e| MysqlError::from_driver(op, e))?,
+            let (conn, dialect) = match slot.take() {
+                Some(session) => session,
+                None => self.connect(op).await?,
             };
-            let (conn, result) = f(conn).await;
-            Ok::<_, MysqlError>((conn, result))
+            let (conn, result) = f(conn, dialect).await;
+            Ok::<_, MysqlError>((conn, dialect, result))
         };
         match tokio::time::timeout(bound, work).await {
             Err(_elapsed) => Err(MysqlError::Timeout {
@@ -171,20 +187,27 @@ impl Mysql {
                 timeout: bound,
             }),
             Ok(Err(e)) => Err(e),
-            Ok(Ok((conn, result))) => match result {
+            Ok(Ok((conn, dialect, result))) => match result {
                 Ok(v) => {
-                    *slot = Some(conn);
+                    *slot = Some((conn, dialect));
                     Ok(v)
                 }
                 Err(e) => {
                     // A server error leaves the connection usable; anything else does not.
                     if matches!(e, mysql_async::Error::Server(_)) {
-                        *slot = Some(conn);
+                        *slot = Some((conn, dialect));
                     }
                     Err(MysqlError::from_driver(op, e))
                 }
             },
         }
+    }
+
+    /// The dialect of the server, connecting first if needed. A connection that turns out
+    /// stale is replaced by the statement that finds out, and the dialect detected again.
+    async fn dialect(&self, op: &str) -> Result<Dialect, MysqlError> {
+        self.with(op, self.timeout, |c, d| async move { (c, Ok(d)) })
+            .await
     }
 
     async fn exec(&self, op: &str, sql: String) -> Result<(), MysqlError> {
@@ -205,7 +228,7 @@ impl Mysql {
 
     async fn exec_bounded(&self, op: &str, sql: String, bound: Duration) -> Result<(), MysqlError> {
         let run = |sql: String| {
-            self.with(op, bound, |mut c| async move {
+            self.with(op, bound, |mut c, _| async move {
                 let r = c.query_drop(sql).await;
                 (c, r)
             })
@@ -218,7 +241,7 @@ impl Mysql {
 
     async fn rows(&self, op: &str, sql: String) -> Result<Vec<Row>, MysqlError> {
         let run = |sql: String| {
-            self.with(op, self.timeout, |mut c| async move {
+            self.with(op, self.timeout, |mut c, _| async move {
                 let r = c.query::<Row, _>(sql).await;
                 (c, r)
             })
@@ -236,7 +259,7 @@ impl Mysql {
         bound: Duration,
     ) -> Result<Option<T>, MysqlError> {
         let run = |sql: String| {
-            self.with(op, bound, |mut c| async move {
+            self.with(op, bound, |mut c, _| async move {
                 let r = c
                     .query_first::<Option<T>, _>(sql)
                     .await
@@ -256,18 +279,13 @@ impl Mysql {
         self.exec("pinging mysqld", "DO 1".into()).await
     }
 
+    /// The server family, as the connection's dialect has it. Asks mysqld first: callers
+    /// also learn from this whether it answers.
     pub async fn server_kind(&self) -> Result<ServerKind, MysqlError> {
-        let v: Option<String> = self
-            .value(
-                "reading the server version",
-                "SELECT VERSION()".into(),
-                self.timeout,
-            )
-            .await?;
-        Ok(match v {
-            Some(v) if v.contains("MariaDB") => ServerKind::MariaDb,
-            Some(_) => ServerKind::MySql,
-            None => ServerKind::Unknown,
+        self.ping().await?;
+        Ok(match self.dialect("reading the server version").await? {
+            Dialect::MariaDb => ServerKind::MariaDb,
+            Dialect::MySql(_) => ServerKind::MySql,
         })
     }
 
@@ -283,26 +301,16 @@ impl Mysql {
     }
 
     /// Sets read_only (and super_read_only on MySQL, where it exists).
-    pub async fn set_read_only(&self, kind: ServerKind, on: bool) -> Result<(), MysqlError> {
+    pub async fn set_read_only(&self, on: bool) -> Result<(), MysqlError> {
         let op = if on {
             "setting read_only = 1"
         } else {
             "setting read_only = 0"
         };
-        match (kind, on) {
-            (ServerKind::MySql, true) => {
-                self.exec(op, "SET GLOBAL super_read_only = 1".into()).await
-            }
-            (ServerKind::MySql, false) => {
-                self.exec(op, "SET GLOBAL super_read_only = 0".into())
-                    .await?;
-                self.exec(op, "SET GLOBAL read_only = 0".into()).await
-            }
-            (_, on) => {
-                self.exec(op, format!("SET GLOBAL read_only = {}", on as u8))
-                    .await
-            }
+        for statement in self.dialect(op).await?.set_read_only(on) {
+            self.exec(op, statement).await?;
         }
+        Ok(())
     }
 
     /// Locks (or unlocks) the accounts matching `patterns` (SQL LIKE), except `spare`,
@@ -350,7 +358,7 @@ impl Mysql {
         } else {
             "unlocking the accounts of block_users"
         };
-        self.with(op, self.timeout, |mut c| async move {
+        self.with(op, self.timeout, |mut c, _| async move {
             let mut r = c.query_drop("SET SESSION sql_log_bin = 0").await;
             for s in statements {
                 if r.is_ok() {
@@ -413,66 +421,49 @@ impl Mysql {
         Ok(killed)
     }
 
-    /// Replication state from SHOW SLAVE STATUS; `None` when the server is no replica.
+    /// The replica status row, under whichever column names the server uses; `None` when
+    /// the server is no replica.
+    async fn replica_status(&self, op: &str) -> Result<Option<ReplicaStatus>, MysqlError> {
+        let statement = self.dialect(op).await?.show_replica_status();
+        let rows = self.rows(op, statement).await?;
+        Ok(rows.into_iter().next().map(|row| status_of(&row)))
+    }
+
+    /// Replication state from the replica status; `None` when the server is no replica.
     pub async fn replication(&self) -> Result<Option<Replication>, MysqlError> {
-        let rows = self
-            .rows("reading replication status", "SHOW SLAVE STATUS".into())
-            .await?;
-        let Some(row) = rows.into_iter().next() else {
+        let Some(status) = self.replica_status("reading replication status").await? else {
             return Ok(None);
         };
-        let text = |names: &[&str]| -> String {
-            names
-                .iter()
-                .find_map(|n| {
-                    row.get_opt::<Option<String>, _>(*n)
-                        .and_then(Result::ok)
-                        .flatten()
-                })
-                .unwrap_or_default()
-        };
-        let host = text(&["Master_Host", "Source_Host"]);
-        let port = text(&["Master_Port", "Source_Port"]).parse().unwrap_or(0);
-        let behind = text(&["Seconds_Behind_Master", "Seconds_Behind_Source"]);
-        let io = text(&["Slave_IO_Running", "Replica_IO_Running"]);
-        let sql = text(&["Slave_SQL_Running", "Replica_SQL_Running"]);
-        let last_error = [text(&["Last_IO_Error"]), text(&["Last_SQL_Error"])]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let host = status.source_host.clone().unwrap_or_default();
         if host.is_empty() {
             return Ok(None);
         }
         Ok(Some(Replication {
             source_host: host,
-            source_port: port,
-            io_running: io == "Yes",
-            sql_running: sql == "Yes",
-            seconds_behind: behind.parse().ok(),
-            last_error,
+            source_port: status.source_port.unwrap_or(0),
+            io_running: status.io_running.as_deref() == Some("Yes"),
+            sql_running: status.sql_running.as_deref() == Some("Yes"),
+            seconds_behind: status.seconds_behind.and_then(|s| u32::try_from(s).ok()),
+            last_error: status.last_error(),
         }))
     }
 
-    /// The executed GTID set, empty when the server has none. MariaDB: gtid_binlog_state,
-    /// one entry per domain *and server*, which tells errant transactions apart exactly
-    /// (needs log_slave_updates, as every mmm topology has); MySQL: gtid_executed.
-    pub async fn gtid_executed(&self, kind: ServerKind) -> Result<String, MysqlError> {
-        let sql = match kind {
-            ServerKind::MariaDb => "SELECT @@GLOBAL.gtid_binlog_state",
-            _ => "SELECT @@GLOBAL.gtid_executed",
-        };
+    /// The executed GTID set, empty when the server has none (see
+    /// [`Dialect::executed_gtid_set`] for which variable).
+    pub async fn gtid_executed(&self) -> Result<String, MysqlError> {
+        let op = "reading the executed GTID set";
+        let statement = self.dialect(op).await?.executed_gtid_set();
         Ok(self
-            .value::<String>("reading the executed GTID set", sql.into(), self.timeout)
+            .value::<String>(op, statement.into(), self.timeout)
             .await?
             .unwrap_or_default())
     }
 
     /// This server's own binary log position.
     pub async fn binlog_position(&self) -> Result<Option<(String, u64)>, MysqlError> {
-        let rows = self
-            .rows("reading the binlog position", "SHOW MASTER STATUS".into())
-            .await?;
+        let op = "reading the binlog position";
+        let statement = self.dialect(op).await?.show_binlog_status();
+        let rows = self.rows(op, statement.into()).await?;
         Ok(rows.into_iter().next().and_then(|r| {
             let file: String = r.get_opt(0)?.ok()?;
             let pos: u64 = r.get_opt(1)?.ok()?;
@@ -484,46 +475,35 @@ impl Mysql {
     /// received when `None`, for at most `deadline`.
     pub async fn catch_up(
         &self,
-        kind: ServerKind,
         target: Option<Position>,
         deadline: Duration,
     ) -> Result<CatchUp, MysqlError> {
-        let secs = deadline.as_secs_f64();
+        let op = "waiting for relay-log catch-up";
         // "Applied what it received" is the target without one, and for slave_pos.
         let target = match target {
-            Some(Position::GtidSlavePos) | None => self.received_position(kind).await?,
+            Some(Position::GtidSlavePos) | None => self.received_position().await?,
             Some(t) => t,
         };
-        let sql = match (&target, kind) {
-            (Position::Gtid(set), ServerKind::MariaDb) => {
-                format!("SELECT MASTER_GTID_WAIT({}, {secs})", quote(set))
-            }
-            (Position::Gtid(set), _) => {
-                format!("SELECT WAIT_FOR_EXECUTED_GTID_SET({}, {secs})", quote(set))
-            }
-            (Position::FilePos { file, pos }, _) => {
-                format!("SELECT MASTER_POS_WAIT({}, {pos}, {secs})", quote(file))
-            }
-            (Position::GtidSlavePos, _) => {
-                return Err(MysqlError::Unexpected {
-                    op: "waiting for relay-log catch-up".into(),
-                    reason: "the received position is never slave_pos".into(),
-                })
-            }
-        };
+        let sql = self
+            .dialect(op)
+            .await?
+            .wait_for(&target, deadline.as_secs_f64())
+            .ok_or_else(|| MysqlError::Unexpected {
+                op: op.into(),
+                reason: "the received position is never slave_pos".into(),
+            })?;
         // The server enforces the deadline; ours is a backstop a little later.
         let bound = deadline + self.timeout;
-        let r: Option<i64> = self
-            .value("waiting for relay-log catch-up", sql, bound)
-            .await?;
-        Ok(match (&target, kind, r) {
+        let r: Option<i64> = self.value(op, sql, bound).await?;
+        Ok(match (&target, r) {
             // MASTER_GTID_WAIT: 0 reached, -1 timeout. WAIT_FOR_EXECUTED_GTID_SET: 0 / 1.
-            (Position::Gtid(_), _, Some(0)) => CatchUp::Reached,
-            // MASTER_POS_WAIT: events waited for (>= 0), -1 timeout, NULL not a replica.
-            (Position::FilePos { .. }, _, Some(n)) if n >= 0 => CatchUp::Reached,
-            (_, _, None) => {
+            (Position::Gtid(_), Some(0)) => CatchUp::Reached,
+            // MASTER_POS_WAIT / SOURCE_POS_WAIT: events waited for (>= 0), -1 timeout,
+            // NULL not a replica.
+            (Position::FilePos { .. }, Some(n)) if n >= 0 => CatchUp::Reached,
+            (_, None) => {
                 return Err(MysqlError::Unexpected {
-                    op: "waiting for relay-log catch-up".into(),
+                    op: op.into(),
                     reason: "the server is not replicating (the wait returned NULL)".into(),
                 })
             }
@@ -532,46 +512,34 @@ impl Mysql {
     }
 
     /// What the IO thread has received: the point "fully caught up" refers to.
-    async fn received_position(&self, kind: ServerKind) -> Result<Position, MysqlError> {
+    async fn received_position(&self) -> Result<Position, MysqlError> {
         let op = "reading the received replication position";
-        let rows = self.rows(op, "SHOW SLAVE STATUS".into()).await?;
-        let row = rows
-            .into_iter()
-            .next()
+        let status = self
+            .replica_status(op)
+            .await?
             .ok_or_else(|| MysqlError::Unexpected {
                 op: op.into(),
                 reason: "the server is not a replica".into(),
             })?;
-        let get = |n: &str| {
-            row.get_opt::<Option<String>, _>(n)
-                .and_then(Result::ok)
-                .flatten()
-                .unwrap_or_default()
-        };
-        let gtid = match kind {
-            ServerKind::MariaDb => get("Gtid_IO_Pos"),
-            _ => get("Retrieved_Gtid_Set"),
-        };
-        if !gtid.is_empty() {
-            return Ok(Position::Gtid(gtid));
+        match status.received_gtids {
+            Some(gtid) if !gtid.is_empty() => Ok(Position::Gtid(gtid)),
+            _ => Ok(Position::FilePos {
+                file: status.source_log_file.unwrap_or_default(),
+                pos: status.read_source_log_pos.unwrap_or(0),
+            }),
         }
-        let file = get("Master_Log_File");
-        let pos = get("Read_Master_Log_Pos").parse().unwrap_or(0);
-        Ok(Position::FilePos { file, pos })
     }
 
     pub async fn stop_replication(&self, deadline: Duration) -> Result<(), MysqlError> {
-        self.exec_bounded("stopping replication", "STOP SLAVE".into(), deadline)
-            .await
+        let op = "stopping replication";
+        let statement = self.dialect(op).await?.stop_replication();
+        self.exec_bounded(op, statement, deadline).await
     }
 
     pub async fn stop_io_thread(&self, deadline: Duration) -> Result<(), MysqlError> {
-        self.exec_bounded(
-            "stopping the replication IO thread",
-            "STOP SLAVE IO_THREAD".into(),
-            deadline,
-        )
-        .await
+        let op = "stopping the replication IO thread";
+        let statement = self.dialect(op).await?.stop_io_thread();
+        self.exec_bounded(op, statement, deadline).await
     }
 
     /// Turns the semi-sync master wait off when it is on; returns whether it was. For a
@@ -584,46 +552,64 @@ impl Mysql {
     /// on servers without the variable.
     pub async fn suspend_semi_sync_master(&self) -> Result<bool, MysqlError> {
         let op = "suspending the semi-sync master wait";
-        let on: Option<i64> = match self
-            .value(
-                op,
-                "SELECT @@GLOBAL.rpl_semi_sync_master_enabled".into(),
-                self.timeout,
-            )
-            .await
-        {
-            Ok(v) => v,
-            // ER_UNKNOWN_SYSTEM_VARIABLE: no semi-sync on this server.
-            Err(MysqlError::Server { code: 1193, .. }) => return Ok(false),
-            Err(e) => return Err(e),
+        let Some((variable, on)) = self.semi_sync_variable(op).await? else {
+            return Ok(false);
         };
         if on != Some(1) {
             return Ok(false);
         }
-        self.exec(op, "SET GLOBAL rpl_semi_sync_master_enabled = 0".into())
-            .await?;
+        self.exec(op, format!("SET GLOBAL {variable} = 0")).await?;
         Ok(true)
     }
 
-    /// Undoes [`suspend_semi_sync_master`].
+    /// Undoes [`suspend_semi_sync_master`], on the first candidate variable the server
+    /// knows (the plugin [`suspend_semi_sync_master`] found).
     pub async fn restore_semi_sync_master(&self) -> Result<(), MysqlError> {
-        self.exec(
-            "restoring the semi-sync master wait",
-            "SET GLOBAL rpl_semi_sync_master_enabled = 1".into(),
-        )
-        .await
+        let op = "restoring the semi-sync master wait";
+        let candidates = self.dialect(op).await?.semi_sync_source_enabled();
+        let mut last = None;
+        for variable in candidates {
+            match self.exec(op, format!("SET GLOBAL {variable} = 1")).await {
+                // ER_UNKNOWN_SYSTEM_VARIABLE: the other plugin's name.
+                Err(e @ MysqlError::Server { code: 1193, .. }) => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| MysqlError::Unexpected {
+            op: op.into(),
+            reason: "no semi-sync source variable is known for this server".into(),
+        }))
+    }
+
+    /// The semi-sync source switch this server has, with its value; `None` without the
+    /// plugin (no candidate variable exists).
+    async fn semi_sync_variable(
+        &self,
+        op: &str,
+    ) -> Result<Option<(&'static str, Option<i64>)>, MysqlError> {
+        for variable in self.dialect(op).await?.semi_sync_source_enabled() {
+            match self
+                .value(op, format!("SELECT @@GLOBAL.{variable}"), self.timeout)
+                .await
+            {
+                Ok(v) => return Ok(Some((variable, v))),
+                // ER_UNKNOWN_SYSTEM_VARIABLE: not this plugin, or none.
+                Err(MysqlError::Server { code: 1193, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     pub async fn start_replication(&self, deadline: Duration) -> Result<(), MysqlError> {
-        self.exec_bounded("starting replication", "START SLAVE".into(), deadline)
-            .await
+        let op = "starting replication";
+        let statement = self.dialect(op).await?.start_replication();
+        self.exec_bounded(op, statement, deadline).await
     }
 
     /// Re-points replication at `host:port` from `position`, then starts it.
-    #[allow(clippy::too_many_arguments)]
     pub async fn change_master(
         &self,
-        kind: ServerKind,
         host: &str,
         port: u16,
         user: &str,
@@ -632,59 +618,53 @@ impl Mysql {
         deadline: Duration,
     ) -> Result<(), MysqlError> {
         self.stop_replication(deadline).await?;
-        let mut sql = format!(
-            "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {port}, MASTER_USER = {}, MASTER_PASSWORD = {}, MASTER_CONNECT_RETRY = 1",
-            quote(host),
-            quote(user),
-            quote(password)
-        );
-        match (position, kind) {
-            (Position::Gtid(_), ServerKind::MariaDb) => {
-                // A server with transactions of its own (a former master) must offer its
-                // whole history; under gtid_strict_mode an errant one then fails with
-                // error 1950 instead of diverging silently.
-                let slave_pos: Option<String> = self
-                    .value(
-                        "reading gtid_slave_pos",
-                        "SELECT @@GLOBAL.gtid_slave_pos".into(),
-                        self.timeout,
-                    )
-                    .await?;
-                let current: Option<String> = self
-                    .value(
-                        "reading gtid_current_pos",
-                        "SELECT @@GLOBAL.gtid_current_pos".into(),
-                        self.timeout,
-                    )
-                    .await?;
-                let current = current.unwrap_or_default();
-                let mode = if slave_pos.unwrap_or_default() == current {
-                    "slave_pos"
-                } else {
-                    "current_pos"
-                };
-                sql.push_str(&format!(", MASTER_USE_GTID = {mode}"));
-            }
-            (
-                Position::Gtid(_) | Position::GtidSlavePos,
-                ServerKind::MySql | ServerKind::Unknown,
-            ) => sql.push_str(", MASTER_AUTO_POSITION = 1"),
-            (Position::GtidSlavePos, ServerKind::MariaDb) => {
-                sql.push_str(", MASTER_USE_GTID = slave_pos")
-            }
-            (Position::FilePos { file, pos }, ServerKind::MariaDb) => sql.push_str(&format!(
-                ", MASTER_LOG_FILE = {}, MASTER_LOG_POS = {pos}, MASTER_USE_GTID = no",
-                quote(file)
-            )),
-            (Position::FilePos { file, pos }, _) => sql.push_str(&format!(
-                ", MASTER_LOG_FILE = {}, MASTER_LOG_POS = {pos}, MASTER_AUTO_POSITION = 0",
-                quote(file)
-            )),
-        }
-        self.exec_bounded("re-pointing replication (CHANGE MASTER)", sql, deadline)
-            .await?;
+        let op = "re-pointing replication";
+        let dialect = self.dialect(op).await?;
+        let start = match position {
+            Position::Gtid(_) => SourceStart::Gtid(self.gtid_start(dialect).await?),
+            Position::GtidSlavePos => SourceStart::Gtid(GtidStart::SlavePos),
+            Position::FilePos { file, pos } => SourceStart::FilePos { file, pos: *pos },
+        };
+        let statement = dialect.change_source(&ChangeSource {
+            host,
+            port,
+            user,
+            password,
+            connect_retry: 1,
+            start,
+        });
+        self.exec_bounded(op, statement, deadline).await?;
         self.start_replication(deadline).await
     }
+
+    /// Which of its GTID positions a MariaDB replica offers ([`GtidStart::choose`]);
+    /// MySQL auto-positions and is not asked.
+    async fn gtid_start(&self, dialect: Dialect) -> Result<GtidStart, MysqlError> {
+        let Some([slave_pos, current_pos]) = dialect.gtid_positions() else {
+            return Ok(GtidStart::SlavePos);
+        };
+        let slave_pos: Option<String> = self
+            .value("reading gtid_slave_pos", slave_pos.into(), self.timeout)
+            .await?;
+        let current_pos: Option<String> = self
+            .value("reading gtid_current_pos", current_pos.into(), self.timeout)
+            .await?;
+        Ok(GtidStart::choose(
+            &slave_pos.unwrap_or_default(),
+            &current_pos.unwrap_or_default(),
+        ))
+    }
+}
+
+/// A replica status row as (column name, text) pairs for [`ReplicaStatus`].
+fn status_of(row: &Row) -> ReplicaStatus {
+    ReplicaStatus::from_columns(row.columns_ref().iter().enumerate().map(|(i, c)| {
+        let value = row
+            .get_opt::<Option<String>, _>(i)
+            .and_then(Result::ok)
+            .flatten();
+        (c.name_str(), value)
+    }))
 }
 
 /// Sessions that demotion kills: everything but server threads, replication threads
@@ -705,14 +685,6 @@ fn is_client_session(user: &str, command: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting_escapes_quotes_and_backslashes() {
-        assert_eq!(quote("plain"), "'plain'");
-        assert_eq!(quote("it's"), "'it''s'");
-        assert_eq!(quote("a\\b"), "'a\\\\b'");
-        assert_eq!(quote("nul\0"), "'nul\\0'");
-    }
 
     #[test]
     fn only_client_sessions_are_killed() {

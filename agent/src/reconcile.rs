@@ -11,7 +11,7 @@ use crate::garp::GarpSender;
 use crate::mysql::Mysql;
 use crate::vip::{Link, Netlink};
 use mmm_common::config::{Config, Host};
-use mmm_common::proto::{DesiredState, ServerKind};
+use mmm_common::proto::DesiredState;
 use mmm_common::types::HostState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -229,7 +229,7 @@ impl Executor {
 
     /// Runs the steps in order; returns one line per failed step. A failed step does not
     /// stop the later ones: fencing steps are each worth doing on their own.
-    pub async fn run(&self, steps: &[Step], kind: ServerKind) -> Vec<String> {
+    pub async fn run(&self, steps: &[Step]) -> Vec<String> {
         let mut failures = Vec::new();
         if steps.is_empty() {
             return failures;
@@ -286,14 +286,14 @@ impl Executor {
                         Err(e) => Err(error_chain(&e)),
                         Ok(()) => self
                             .mysql
-                            .set_read_only(kind, false)
+                            .set_read_only(false)
                             .await
                             .map_err(|e| error_chain(&e)),
                     }
                 }
                 (Step::SetReadOnly(on), _) => self
                     .mysql
-                    .set_read_only(kind, *on)
+                    .set_read_only(*on)
                     .await
                     .map_err(|e| error_chain(&e)),
                 (Step::KillSessions, _) => {

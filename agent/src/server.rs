@@ -274,7 +274,7 @@ impl Agent {
         }
         // A set that cannot be read is reported as unknown, never as the cached or an
         // empty one: the monitor's errant-transaction checks must fail closed.
-        match db.gtid_executed(kind).await {
+        match db.gtid_executed().await {
             Ok(g) => report.gtid_executed = g,
             Err(e) => report.gtid_unreadable = error_chain(&e),
         }
@@ -541,7 +541,6 @@ impl Agent {
     async fn action(&self, req: ActionRequest) -> ActionResult {
         let deadline = Duration::from_millis(req.deadline_ms.into());
         tracing::info!(action = ?req.action, ?deadline, "action requested");
-        let kind = self.status.borrow().server.unwrap_or(ServerKind::Unknown);
         let failures_to_result = |failures: Vec<String>| ActionResult {
             outcome: if failures.is_empty() {
                 ActionOutcome::Ok
@@ -583,13 +582,13 @@ impl Agent {
                     position: None,
                 }),
             Action::CatchUp { target } => {
-                match self.actions_mysql.catch_up(kind, target, deadline).await {
+                match self.actions_mysql.catch_up(target, deadline).await {
                     Ok(CatchUp::Reached) => Ok(ActionResult {
                         outcome: ActionOutcome::Ok,
                         detail: "caught up".into(),
                         position: self
                             .actions_mysql
-                            .gtid_executed(kind)
+                            .gtid_executed()
                             .await
                             .ok()
                             .filter(|g| !g.is_empty())
@@ -658,7 +657,6 @@ impl Agent {
                 }
                 self.actions_mysql
                     .change_master(
-                        kind,
                         &host.to_string(),
                         port,
                         &self.host.replication_user,
@@ -942,7 +940,7 @@ async fn converge(
         let steps = plan(d, &observed, &agent.scope);
         if !steps.is_empty() {
             tracing::info!(epoch = d.epoch, ?steps, "converging");
-            failures = exec.run(&steps, *kind).await;
+            failures = exec.run(&steps).await;
         } else {
             failures.clear();
         }
@@ -969,7 +967,7 @@ async fn publish(
     } else {
         (
             exec.mysql.replication().await,
-            exec.mysql.gtid_executed(kind).await.unwrap_or_default(),
+            exec.mysql.gtid_executed().await.unwrap_or_default(),
             exec.mysql.binlog_position().await.unwrap_or(None),
         )
     };

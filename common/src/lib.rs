@@ -7,6 +7,7 @@ pub mod duration;
 pub mod gtid;
 pub mod legacy;
 pub mod proto;
+pub mod sql;
 pub mod types;
 
 /// An error and its causes on one line, for the one place an error is logged or shown.

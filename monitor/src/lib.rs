@@ -6,5 +6,6 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod preflight;
+pub mod replica;
 
 pub use mmm_common::error_chain;

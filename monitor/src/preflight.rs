@@ -2,7 +2,10 @@
 //! MMM. [`gather`] reads each configured server (bounded per host); [`judge`] is a pure
 //! function from what was read to findings, one line each; any ERROR means exit 1.
 
+use crate::replica::{self, ReadError};
 use mmm_common::config::{Config, Host};
+use mmm_common::error_chain;
+use mmm_common::sql::{quote, Dialect};
 use mmm_common::types::HostMode;
 use mysql_async::prelude::Queryable;
 use std::collections::BTreeMap;
@@ -22,6 +25,8 @@ pub struct Facts {
     pub auto_increment_increment: u64,
     pub auto_increment_offset: u64,
     pub gtid_strict_mode: Option<bool>,
+    /// MySQL only: `ON` is what auto-position needs.
+    pub gtid_mode: Option<String>,
     pub semi_sync_master: Option<bool>,
     pub kill_conn_timeout: Option<u64>,
     pub relay_log_recovery: Option<bool>,
@@ -61,15 +66,20 @@ impl fmt::Display for Finding {
 }
 
 /// The privileges each user needs: every group must be satisfied by one of its words
-/// (ALL PRIVILEGES satisfies everything).
+/// (ALL PRIVILEGES satisfies everything). MariaDB spells its fine-grained privileges
+/// with spaces, MySQL 8 its dynamic ones with underscores.
 const NEEDS: &[(&str, &[&[&str]])] = &[
     (
         "agent",
         &[
-            &["SUPER", "READ_ONLY ADMIN"],
-            &["SUPER", "CONNECTION ADMIN"],
+            &["SUPER", "READ_ONLY ADMIN", "SYSTEM_VARIABLES_ADMIN"],
+            &["SUPER", "CONNECTION ADMIN", "CONNECTION_ADMIN"],
             &["REPLICATION CLIENT", "BINLOG MONITOR", "SLAVE MONITOR"],
-            &["SUPER", "REPLICATION SLAVE ADMIN"],
+            &[
+                "SUPER",
+                "REPLICATION SLAVE ADMIN",
+                "REPLICATION_SLAVE_ADMIN",
+            ],
         ],
     ),
     (
@@ -177,6 +187,16 @@ pub fn judge(config: &Config, facts: &[Facts]) -> Vec<Finding> {
             out.push(warn(
                 &f.host,
                 "gtid_strict_mode is off: diverged servers are not refused".into(),
+            ));
+        }
+        if let Some(mode) = f
+            .gtid_mode
+            .as_deref()
+            .filter(|m| !m.eq_ignore_ascii_case("ON"))
+        {
+            out.push(err(
+                &f.host,
+                format!("gtid_mode is {mode}: replicas are re-pointed by GTID auto-position, which needs gtid_mode = ON"),
             ));
         }
         if h.mode == HostMode::Master && f.semi_sync_master == Some(false) {
@@ -323,7 +343,9 @@ async fn read_host(h: &Host) -> Facts {
                 .await
                 .map_err(|e| e.to_string())?;
             if role == "agent" {
-                read_vars(&mut c, &mut f).await.map_err(|e| e.to_string())?;
+                read_vars(&mut c, &mut f)
+                    .await
+                    .map_err(|e| error_chain(&e))?;
             }
             let _ = c.disconnect().await;
             Ok::<_, String>(rows.join("\n"))
@@ -340,16 +362,45 @@ async fn read_host(h: &Host) -> Facts {
     f
 }
 
-async fn read_vars(c: &mut mysql_async::Conn, f: &mut Facts) -> Result<(), mysql_async::Error> {
-    let vars: Vec<(String, String)> = c
-        .query(
-            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('server_id', 'log_bin', \
+/// The variables check-cluster reads, under the names the server's release uses:
+/// MariaDB's list is its own (gtid_strict_mode, the semi-sync kill_conn_timeout), MySQL's
+/// has gtid_mode instead.
+fn variables_query(dialect: Dialect) -> String {
+    if dialect.is_mariadb() {
+        return "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('server_id', 'log_bin', \
              'log_slave_updates', 'log_replica_updates', 'read_only', \
              'auto_increment_increment', 'auto_increment_offset', 'gtid_strict_mode', \
              'rpl_semi_sync_master_enabled', 'rpl_semi_sync_slave_kill_conn_timeout', \
-             'relay_log_recovery')",
-        )
-        .await?;
+             'relay_log_recovery')"
+            .into();
+    }
+    let mut names = vec![
+        "server_id",
+        "log_bin",
+        dialect.log_replica_updates(),
+        "read_only",
+        "auto_increment_increment",
+        "auto_increment_offset",
+        "gtid_mode",
+    ];
+    names.extend(dialect.semi_sync_source_enabled());
+    names.push("relay_log_recovery");
+    let names: Vec<String> = names.into_iter().map(quote).collect();
+    format!(
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ({})",
+        names.join(", ")
+    )
+}
+
+async fn read_vars(c: &mut mysql_async::Conn, f: &mut Facts) -> Result<(), ReadError> {
+    let dialect = replica::detect(c).await?;
+    let vars: Vec<(String, String)> =
+        c.query(variables_query(dialect))
+            .await
+            .map_err(|source| ReadError::Query {
+                op: "reading the server's variables",
+                source,
+            })?;
     let on = |v: &str| v.eq_ignore_ascii_case("ON") || v == "1";
     for (name, value) in vars {
         match name.as_str() {
@@ -360,26 +411,112 @@ async fn read_vars(c: &mut mysql_async::Conn, f: &mut Facts) -> Result<(), mysql
             "auto_increment_increment" => f.auto_increment_increment = value.parse().unwrap_or(1),
             "auto_increment_offset" => f.auto_increment_offset = value.parse().unwrap_or(1),
             "gtid_strict_mode" => f.gtid_strict_mode = Some(on(&value)),
-            "rpl_semi_sync_master_enabled" => f.semi_sync_master = Some(on(&value)),
+            "rpl_semi_sync_master_enabled" | "rpl_semi_sync_source_enabled" => {
+                f.semi_sync_master = Some(on(&value))
+            }
+            "gtid_mode" => f.gtid_mode = Some(value),
             "rpl_semi_sync_slave_kill_conn_timeout" => f.kill_conn_timeout = value.parse().ok(),
             "relay_log_recovery" => f.relay_log_recovery = Some(on(&value)),
             _ => {}
         }
     }
-    let status: Option<mysql_async::Row> = c.query_first("SHOW SLAVE STATUS").await?;
-    if let Some(row) = status {
-        let get = |name: &str| -> Option<String> {
-            let i = row
-                .columns_ref()
-                .iter()
-                .position(|c| c.name_str() == name)?;
-            row.get::<Option<String>, _>(i).flatten()
-        };
-        if let (Some(host), Some(port)) = (get("Master_Host"), get("Master_Port")) {
-            let running = get("Slave_IO_Running").as_deref() == Some("Yes")
-                && get("Slave_SQL_Running").as_deref() == Some("Yes");
-            f.source = Some((host, port.parse().unwrap_or(0), running));
+    if let Some(status) = replica::status(c, dialect).await? {
+        if let (Some(host), Some(port)) = (status.source_host.clone(), status.source_port) {
+            f.source = Some((host, port, status.threads_running()));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mmm_common::sql::Version;
+    use std::path::Path;
+
+    #[test]
+    fn mariadb_variables_are_read_as_before() {
+        assert_eq!(
+            variables_query(Dialect::MariaDb),
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('server_id', 'log_bin', 'log_slave_updates', 'log_replica_updates', 'read_only', 'auto_increment_increment', 'auto_increment_offset', 'gtid_strict_mode', 'rpl_semi_sync_master_enabled', 'rpl_semi_sync_slave_kill_conn_timeout', 'relay_log_recovery')"
+        );
+    }
+
+    #[test]
+    fn mysql_variables_are_read_under_their_release_names() {
+        let q = variables_query(Dialect::MySql(Version::new(5, 7, 44)));
+        assert!(
+            q.contains("'log_slave_updates'") && q.contains("'gtid_mode'"),
+            "{q}"
+        );
+        assert!(q.contains("'rpl_semi_sync_master_enabled'"), "{q}");
+        let q = variables_query(Dialect::MySql(Version::new(8, 4, 0)));
+        assert!(q.contains("'log_replica_updates'"), "{q}");
+        assert!(q.contains("'rpl_semi_sync_source_enabled'"), "{q}");
+        let lower = q.to_lowercase();
+        assert!(!lower.contains("slave") && !lower.contains("master"), "{q}");
+    }
+
+    fn lab() -> Config {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab.toml");
+        let text = std::fs::read_to_string(&path).expect("conf/lab.toml");
+        Config::parse(&text, &path).expect("the lab config")
+    }
+
+    /// db1 and db2 replicate from each other, db3 from db1; db1 is the writer.
+    fn healthy() -> Vec<Facts> {
+        let host = |name: &str, id: u64, source: &str, offset: u64| Facts {
+            host: name.into(),
+            server_id: id,
+            log_bin: true,
+            log_slave_updates: true,
+            read_only: name != "db1",
+            auto_increment_increment: 2,
+            auto_increment_offset: offset,
+            source: Some((source.into(), 3306, true)),
+            ..Default::default()
+        };
+        vec![
+            host("db1", 1, "192.0.2.12", 1),
+            host("db2", 2, "192.0.2.11", 2),
+            host("db3", 3, "192.0.2.11", 1),
+        ]
+    }
+
+    #[test]
+    fn mysql_without_gtid_mode_on_is_an_error() {
+        let config = lab();
+        let mut facts = healthy();
+        for f in &mut facts {
+            f.gtid_mode = Some("ON".into());
+        }
+        let errors = |facts: &[Facts]| -> Vec<String> {
+            judge(&config, facts)
+                .into_iter()
+                .filter(|f| f.level == Level::Error)
+                .map(|f| f.to_string())
+                .collect()
+        };
+        assert_eq!(errors(&facts), Vec::<String>::new());
+        facts[2].gtid_mode = Some("OFF_PERMISSIVE".into());
+        assert_eq!(
+            errors(&facts),
+            ["ERROR: db3: gtid_mode is OFF_PERMISSIVE: replicas are re-pointed by GTID auto-position, which needs gtid_mode = ON"]
+        );
+    }
+
+    #[test]
+    fn mysql_dynamic_privileges_satisfy_the_agent() {
+        let config = lab();
+        let mut facts = healthy();
+        facts[0].grants.insert(
+            "agent",
+            Ok("GRANT RELOAD, PROCESS, REPLICATION CLIENT ON *.* TO `mmm_agent`@`%`\nGRANT CONNECTION_ADMIN,REPLICATION_SLAVE_ADMIN,SYSTEM_VARIABLES_ADMIN ON *.* TO `mmm_agent`@`%`".into()),
+        );
+        let lacking: Vec<Finding> = judge(&config, &facts)
+            .into_iter()
+            .filter(|f| f.text.contains("lacks"))
+            .collect();
+        assert_eq!(lacking, []);
+    }
 }

@@ -4,7 +4,10 @@
 
 use super::ping::{PingError, Pinger};
 use crate::core::{CheckResult, Event};
+use crate::replica::{self, ReadError};
 use mmm_common::config::{CheckConfig, Host};
+use mmm_common::error_chain;
+use mmm_common::sql::{self, Dialect, ReplicaStatus};
 use mmm_common::types::CheckKind;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
@@ -49,13 +52,19 @@ fn classify(e: &mysql_async::Error) -> CheckResult {
 struct Mysql {
     opts: OptsBuilder,
     conn: Option<Conn>,
+    /// The dialect of `conn`'s server, detected once per connection.
+    dialect: Option<Dialect>,
 }
 
 impl Mysql {
     async fn rows(&mut self, sql: &str) -> Result<Vec<Row>, mysql_async::Error> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => Conn::new(self.opts.clone()).await?,
+            None => {
+                // A new connection may reach a restarted, even upgraded, server.
+                self.dialect = None;
+                Conn::new(self.opts.clone()).await?
+            }
         };
         let r = conn.query::<Row, _>(sql).await;
         // A server error leaves the connection usable; anything else does not.
@@ -64,14 +73,33 @@ impl Mysql {
         }
         r
     }
-}
 
-fn field(row: &Row, names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| {
-        row.get_opt::<Option<String>, _>(*n)
-            .and_then(Result::ok)
-            .flatten()
-    })
+    /// The replica status row (`None`: no replica), in the server's dialect.
+    async fn replica_status(&mut self) -> Result<Option<ReplicaStatus>, ReadError> {
+        let dialect = match (&self.conn, self.dialect) {
+            (Some(_), Some(d)) => d,
+            _ => {
+                let rows = self
+                    .rows(sql::DETECT)
+                    .await
+                    .map_err(|source| ReadError::Query {
+                        op: replica::DETECTING,
+                        source,
+                    })?;
+                let d = replica::dialect_of(rows.first())?;
+                self.dialect = Some(d);
+                d
+            }
+        };
+        let rows = self
+            .rows(&dialect.show_replica_status())
+            .await
+            .map_err(|source| ReadError::Query {
+                op: replica::READING_STATUS,
+                source,
+            })?;
+        Ok(rows.first().map(replica::status_of))
+    }
 }
 
 /// Runs one check forever, sending each result to the core.
@@ -93,6 +121,7 @@ pub async fn run(
                 .pass(Some(monitor_password))
                 .prefer_socket(false),
             conn: None,
+            dialect: None,
         };
         let mut interval = tokio::time::interval(cfg.check_period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -158,65 +187,58 @@ async fn once(
             Err(e) => classify(&e),
         },
         CheckKind::RepThreads | CheckKind::RepBacklog => {
-            let rows = match mysql.rows("SHOW SLAVE STATUS").await {
-                Ok(r) => r,
+            let status = match mysql.replica_status().await {
+                Ok(s) => s,
                 // The mysql check reports an unreachable server; don't double-count it.
                 Err(e) => {
                     return CheckResult::Unknown {
-                        message: format!("can't read replication status: {e}"),
+                        message: error_chain(&e),
                     }
                 }
             };
-            let Some(row) = rows.first() else {
+            let Some(status) = status else {
                 return CheckResult::Failed {
                     message: "Replication is not set up".into(),
                     refused: false,
                 };
             };
             if kind == CheckKind::RepThreads {
-                let io =
-                    field(row, &["Slave_IO_Running", "Replica_IO_Running"]).unwrap_or_default();
-                let sql =
-                    field(row, &["Slave_SQL_Running", "Replica_SQL_Running"]).unwrap_or_default();
-                if io == "Yes" && sql == "Yes" {
-                    CheckResult::Ok
-                } else {
-                    let err = [
-                        field(row, &["Last_IO_Error"]),
-                        field(row, &["Last_SQL_Error"]),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                    CheckResult::Failed {
-                        message: format!(
-                            "Replication thread(s) not running: IO {io}, SQL {sql}{}",
-                            if err.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" ({err})")
-                            }
-                        ),
-                        refused: false,
-                    }
-                }
+                rep_threads(&status)
             } else {
-                // NULL (threads stopped) counts as OK here, as in MMM: rep_threads reports it.
-                match field(row, &["Seconds_Behind_Master", "Seconds_Behind_Source"])
-                    .and_then(|s| s.parse::<u64>().ok())
-                {
-                    Some(behind) if Duration::from_secs(behind) > cfg.max_backlog => {
-                        CheckResult::Failed {
-                            message: format!("Replication backlog is too big ({behind})"),
-                            refused: false,
-                        }
-                    }
-                    _ => CheckResult::Ok,
-                }
+                rep_backlog(&status, cfg.max_backlog)
             }
         }
+    }
+}
+
+fn rep_threads(status: &ReplicaStatus) -> CheckResult {
+    if status.threads_running() {
+        return CheckResult::Ok;
+    }
+    let err = status.last_error();
+    CheckResult::Failed {
+        message: format!(
+            "Replication thread(s) not running: IO {}, SQL {}{}",
+            status.io_running.as_deref().unwrap_or_default(),
+            status.sql_running.as_deref().unwrap_or_default(),
+            if err.is_empty() {
+                String::new()
+            } else {
+                format!(" ({err})")
+            }
+        ),
+        refused: false,
+    }
+}
+
+/// NULL (threads stopped) counts as OK here, as in MMM: rep_threads reports it.
+fn rep_backlog(status: &ReplicaStatus, max_backlog: Duration) -> CheckResult {
+    match status.seconds_behind {
+        Some(behind) if Duration::from_secs(behind) > max_backlog => CheckResult::Failed {
+            message: format!("Replication backlog is too big ({behind})"),
+            refused: false,
+        },
+        _ => CheckResult::Ok,
     }
 }
 
@@ -276,6 +298,56 @@ pub async fn network_guard(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A MySQL 8.4 replica names its columns Replica_*/Source_*; the checks read them.
+    fn mysql_8_4(io: &str, sql: &str, behind: Option<&str>, sql_error: &str) -> ReplicaStatus {
+        ReplicaStatus::from_columns([
+            ("Source_Host", Some("10.0.0.1".to_string())),
+            ("Replica_IO_Running", Some(io.to_string())),
+            ("Replica_SQL_Running", Some(sql.to_string())),
+            ("Seconds_Behind_Source", behind.map(str::to_string)),
+            ("Last_IO_Error", Some(String::new())),
+            ("Last_SQL_Error", Some(sql_error.to_string())),
+        ])
+    }
+
+    #[test]
+    fn rep_threads_reads_the_renamed_columns() {
+        assert_eq!(
+            rep_threads(&mysql_8_4("Yes", "Yes", Some("0"), "")),
+            CheckResult::Ok
+        );
+        assert_eq!(
+            rep_threads(&mysql_8_4("Yes", "No", None, "Error 'Duplicate entry'")),
+            CheckResult::Failed {
+                message:
+                    "Replication thread(s) not running: IO Yes, SQL No (Error 'Duplicate entry')"
+                        .into(),
+                refused: false,
+            }
+        );
+    }
+
+    #[test]
+    fn rep_backlog_reads_seconds_behind_source() {
+        let max = Duration::from_secs(60);
+        assert_eq!(
+            rep_backlog(&mysql_8_4("Yes", "Yes", Some("61"), ""), max),
+            CheckResult::Failed {
+                message: "Replication backlog is too big (61)".into(),
+                refused: false,
+            }
+        );
+        assert_eq!(
+            rep_backlog(&mysql_8_4("Yes", "Yes", Some("60"), ""), max),
+            CheckResult::Ok
+        );
+        // NULL: the threads are stopped, which rep_threads reports.
+        assert_eq!(
+            rep_backlog(&mysql_8_4("No", "Yes", None, ""), max),
+            CheckResult::Ok
+        );
+    }
 
     /// A guard with nothing it can ping knows nothing about the network: it must not report
     /// "down" forever (that would freeze every state change), it steps aside.
