@@ -75,6 +75,9 @@ impl MysqlError {
 pub enum CatchUp {
     Reached,
     TimedOut,
+    /// Nothing to catch up on: the server replicates from nobody (or its SQL thread is
+    /// stopped, so nothing it received will be applied).
+    NotReplica,
 }
 
 /// One reused connection to the local server.
@@ -481,7 +484,10 @@ impl Mysql {
         let op = "waiting for relay-log catch-up";
         // "Applied what it received" is the target without one, and for slave_pos.
         let target = match target {
-            Some(Position::GtidSlavePos) | None => self.received_position().await?,
+            Some(Position::GtidSlavePos) | None => match self.received_position().await? {
+                Some(p) => p,
+                None => return Ok(CatchUp::NotReplica),
+            },
             Some(t) => t,
         };
         let sql = self
@@ -501,33 +507,26 @@ impl Mysql {
             // MASTER_POS_WAIT / SOURCE_POS_WAIT: events waited for (>= 0), -1 timeout,
             // NULL not a replica.
             (Position::FilePos { .. }, Some(n)) if n >= 0 => CatchUp::Reached,
-            (_, None) => {
-                return Err(MysqlError::Unexpected {
-                    op: op.into(),
-                    reason: "the server is not replicating (the wait returned NULL)".into(),
-                })
-            }
+            // NULL: replication is not configured or its SQL thread does not run.
+            (_, None) => CatchUp::NotReplica,
             _ => CatchUp::TimedOut,
         })
     }
 
     /// What the IO thread has received: the point "fully caught up" refers to.
-    async fn received_position(&self) -> Result<Position, MysqlError> {
+    /// `None`: the server is no replica.
+    async fn received_position(&self) -> Result<Option<Position>, MysqlError> {
         let op = "reading the received replication position";
-        let status = self
-            .replica_status(op)
-            .await?
-            .ok_or_else(|| MysqlError::Unexpected {
-                op: op.into(),
-                reason: "the server is not a replica".into(),
-            })?;
-        match status.received_gtids {
-            Some(gtid) if !gtid.is_empty() => Ok(Position::Gtid(gtid)),
-            _ => Ok(Position::FilePos {
+        let Some(status) = self.replica_status(op).await? else {
+            return Ok(None);
+        };
+        Ok(Some(match status.received_gtids {
+            Some(gtid) if !gtid.is_empty() => Position::Gtid(gtid),
+            _ => Position::FilePos {
                 file: status.source_log_file.unwrap_or_default(),
                 pos: status.read_source_log_pos.unwrap_or(0),
-            }),
-        }
+            },
+        }))
     }
 
     pub async fn stop_replication(&self, deadline: Duration) -> Result<(), MysqlError> {

@@ -594,6 +594,11 @@ impl Agent {
                             .filter(|g| !g.is_empty())
                             .map(Position::Gtid),
                     }),
+                    Ok(CatchUp::NotReplica) => Ok(ActionResult {
+                        outcome: ActionOutcome::NotReplica,
+                        detail: "the server is not a replica: nothing to catch up on".into(),
+                        position: None,
+                    }),
                     Ok(CatchUp::TimedOut) => Ok(ActionResult {
                         outcome: ActionOutcome::TimedOut,
                         detail: format!("relay log not applied within {deadline:?}"),

@@ -80,6 +80,9 @@ wire_enum!(
         Ok = 0,
         Failed = 1,
         TimedOut = 2,
+        /// The action needs a replica and the server is none (a catch-up on a server
+        /// that replicates from nobody has nothing to wait for).
+        NotReplica = 3,
     }
 );
 

@@ -704,7 +704,7 @@ impl Cluster {
         match p.phase.clone() {
             Phase::CatchUp { id: want, .. } if want == id => {
                 // A candidate that replicates from nobody has nothing to catch up on.
-                if ok || detail.contains("not a replica") || detail.contains("not replicating") {
+                if ok || outcome == ActionOutcome::NotReplica {
                     self.begin_survey(now, out);
                 } else {
                     self.refuse(now, format!("'{to}' did not catch up on its relay log within promotion_timeout: {detail}"), out);

@@ -779,6 +779,24 @@ fn lagging_candidate_is_refused_with_a_reason_and_retried() {
     assert_eq!(s.c.active_master(), Some("db2"));
 }
 
+/// The agent says, as a typed outcome, that the candidate replicates from nobody: nothing
+/// to catch up on, the promotion goes on. Any other failure text refuses it.
+#[test]
+fn a_candidate_that_is_no_replica_has_nothing_to_catch_up_on() {
+    let mut s = Sim::online(config(&[]));
+    s.hosts.get_mut("db2").unwrap().catch_up = ActionOutcome::NotReplica;
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db2"));
+    let mut s = Sim::online(config(&[]));
+    s.hosts.get_mut("db2").unwrap().catch_up = ActionOutcome::Failed;
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.run_for(500);
+    assert_eq!(s.c.active_master(), None);
+}
+
 #[test]
 fn a_slave_ahead_of_the_candidate_is_fetched_from_first() {
     let mut s = Sim::online(config(&[]));
