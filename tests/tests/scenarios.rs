@@ -865,6 +865,31 @@ fn s19_network_scoped_accounts_and_bind_address() {
         .collect();
     assert_eq!(locals, ["192.0.2.13:3306"], "db3 listens on:\n{listening}");
 
+    // The pre-flight reads grants as the accounts themselves: network-scoped ones pass.
+    let check = || {
+        let out = c.lab.net.try_exec(
+            "mon",
+            &[
+                mmm_tests::bin("mmm-control").to_str().expect("UTF-8 path"),
+                "--config",
+                c.lab.config.to_str().expect("UTF-8 path"),
+                "--timeout",
+                "10",
+                "check-cluster",
+            ],
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let passed = wait_for(T, || (check().0 == Some(0)).then_some(()));
+    assert!(
+        passed.is_some(),
+        "check-cluster fails on guide-style accounts:\n{}",
+        check().1
+    );
+
     let w = writer(&c);
     let (code, out) = c.control(&["move_role", "writer", "db2"]);
     assert_eq!(code, 0, "{out}");
