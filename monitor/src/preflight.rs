@@ -178,10 +178,21 @@ pub fn judge(config: &Config, facts: &[Facts]) -> Vec<Finding> {
             ));
         }
         if !f.log_slave_updates {
-            out.push(err(
-                &f.host,
-                "log_slave_updates is off: slaves cannot follow it after a failover".into(),
-            ));
+            // A promoted master's binlog must hold what it applied from the old writer,
+            // or the slaves re-pointed at it by GTID cannot find their position (1236).
+            // A slave is never promoted: only what chains from it or restores its binlog
+            // suffers.
+            if h.mode == HostMode::Master {
+                out.push(err(
+                    &f.host,
+                    "log_slave_updates is off: slaves cannot follow it after a failover".into(),
+                ));
+            } else {
+                out.push(warn(
+                    &f.host,
+                    "log_slave_updates is off: its binlog lacks what it replicates (no replica or binlog restore can rely on it)".into(),
+                ));
+            }
         }
         if f.gtid_strict_mode == Some(false) {
             out.push(warn(
@@ -518,5 +529,77 @@ mod tests {
             .filter(|f| f.text.contains("lacks"))
             .collect();
         assert_eq!(lacking, []);
+    }
+
+    /// The lab as check-cluster reads it when healthy: db1 the writer, db2 its peer,
+    /// db3 a slave of db1.
+    fn healthy_lab(config: &Config) -> Vec<Facts> {
+        let ip = |n: &str| config.host(n).map(|h| h.ip.to_string()).unwrap_or_default();
+        let ok: Result<String, String> = Ok("GRANT ALL PRIVILEGES ON *.* TO `x`@`%`".into());
+        [("db1", 1, "db2"), ("db2", 2, "db1"), ("db3", 3, "db1")]
+            .into_iter()
+            .map(|(host, id, source)| Facts {
+                host: host.into(),
+                unreachable: None,
+                server_id: id,
+                log_bin: true,
+                log_slave_updates: true,
+                read_only: host != "db1",
+                auto_increment_increment: 2,
+                auto_increment_offset: id,
+                gtid_strict_mode: Some(true),
+                semi_sync_master: Some(true),
+                kill_conn_timeout: Some(1),
+                relay_log_recovery: Some(true),
+                gtid_mode: None,
+                source: Some((ip(source), 3306, true)),
+                grants: ["agent", "monitor", "replication"]
+                    .into_iter()
+                    .map(|u| (u, ok.clone()))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn lines(findings: &[Finding]) -> Vec<String> {
+        findings.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_healthy_lab_has_no_findings_but_ok() {
+        let config = lab();
+        let found = judge(&config, &healthy_lab(&config));
+        assert_eq!(
+            lines(&found),
+            ["OK: 3 servers checked, no errors"],
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn log_slave_updates_off_is_an_error_on_a_master_and_a_warning_on_a_slave() {
+        let config = lab();
+        let mut facts = healthy_lab(&config);
+        facts[1].log_slave_updates = false;
+        let found = lines(&judge(&config, &facts));
+        assert!(
+            found.contains(
+                &"ERROR: db2: log_slave_updates is off: slaves cannot follow it after a failover"
+                    .to_string()
+            ),
+            "{found:?}"
+        );
+
+        let mut facts = healthy_lab(&config);
+        facts[2].log_slave_updates = false;
+        let found = judge(&config, &facts);
+        assert!(
+            found.iter().any(|f| f.level == Level::Warning
+                && f.host.as_deref() == Some("db3")
+                && f.text.starts_with("log_slave_updates is off")),
+            "{found:?}"
+        );
+        // A slave without it still passes: it is never promoted.
+        assert!(!found.iter().any(|f| f.level == Level::Error), "{found:?}");
     }
 }

@@ -32,14 +32,20 @@ impl Lab {
     /// Bridge, db1, db2, a client and the monitor's namespace; `extra` is appended to
     /// conf/lab.toml.
     pub fn new(tag: &str, extra: &str) -> Lab {
+        Lab::with_nodes(tag, extra, &[])
+    }
+
+    /// As [`Lab::new`], with more nodes (name, last octet of 192.0.2.x) on the bridge.
+    pub fn with_nodes(tag: &str, extra: &str, more: &[(&str, u8)]) -> Lab {
         let mut net = Net::new(tag);
-        for (name, last) in [
+        let base = [
             ("db1", 11),
             ("db2", 12),
             ("db3", 13),
             ("client", 50),
             ("mon", 2),
-        ] {
+        ];
+        for &(name, last) in base.iter().chain(more) {
             net.add_node(name, ip(last), &format!("02:00:00:00:00:{last:02x}"));
         }
         let dir = TempDir::new(tag);
@@ -157,15 +163,73 @@ pub struct Cluster {
     pub monitor: Option<u32>,
 }
 
+/// One database server of a [`Spec`].
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub host: &'static str,
+    /// Last octet of its 192.0.2.x address.
+    pub last: u8,
+    /// Last octet of the server it replicates from at start.
+    pub source: u8,
+    pub setup: crate::mariadb::Setup,
+}
+
+/// A lab other than the usual three servers: more servers, other accounts or options.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Servers in order (server_id = position + 1); db1, db2, db3 must be among them, as
+    /// conf/lab.toml names them.
+    pub servers: Vec<Server>,
+    /// Appended to conf/lab.toml (after `replace`): hosts beyond db3, say.
+    pub append: String,
+}
+
+impl Spec {
+    /// The usual lab: db1 <-> db2, db3 a slave of db1, every server set up alike.
+    pub fn three(setup: crate::mariadb::Setup) -> Spec {
+        let server = |host, last, source| Server {
+            host,
+            last,
+            source,
+            setup: setup.clone(),
+        };
+        Spec {
+            servers: vec![
+                server("db1", 11, 12),
+                server("db2", 12, 11),
+                server("db3", 13, 11),
+            ],
+            append: String::new(),
+        }
+    }
+}
+
 impl Cluster {
     /// `replace` edits conf/lab.toml (pairs of from, to) before it is written.
     pub fn start(tag: &str, replace: &[(&str, &str)]) -> Cluster {
-        let lab = Lab::new(tag, "");
+        Cluster::start_spec(tag, replace, &Spec::three(crate::mariadb::Setup::default()))
+    }
+
+    /// As [`Cluster::start`], with the servers and config additions of `spec`.
+    pub fn start_spec(tag: &str, replace: &[(&str, &str)], spec: &Spec) -> Cluster {
+        let more: Vec<(&str, u8)> = spec
+            .servers
+            .iter()
+            .filter(|s| !["db1", "db2", "db3"].contains(&s.host))
+            .map(|s| (s.host, s.last))
+            .collect();
+        let lab = Lab::with_nodes(tag, "", &more);
         let mut text = std::fs::read_to_string(&lab.config).expect("lab config");
         let status = lab.dir.path().join("status.json");
         text = text.replace("/tmp/mmm-lab/status", status.to_str().expect("UTF-8 path"));
+        for (from, to) in replace {
+            assert!(text.contains(from), "lab.toml lacks {from:?}");
+            text = text.replacen(from, to, 1);
+        }
+        text.push('\n');
+        text.push_str(&spec.append);
         // The probe finds an already running mysqld through its pid file.
-        for (host, last) in [("db1", 11), ("db2", 12), ("db3", 13)] {
+        for (host, last) in spec.servers.iter().map(|s| (s.host, s.last)) {
             let ip_line = format!("ip = \"192.0.2.{last}\"\n");
             let pid = lab.dir.path().join(format!("{host}.pid"));
             text = text.replacen(
@@ -174,29 +238,42 @@ impl Cluster {
                 1,
             );
         }
-        for (from, to) in replace {
-            assert!(text.contains(from), "lab.toml lacks {from:?}");
-            text = text.replacen(from, to, 1);
-        }
         std::fs::write(&lab.config, text).expect("writing the lab config");
-        let dbs: Vec<_> = ["db1", "db2", "db3"]
+        let dbs: Vec<_> = spec
+            .servers
             .iter()
             .enumerate()
-            .map(|(i, n)| crate::mariadb::Mariadb::start(&lab.net, n, i as u32 + 1, lab.dir.path()))
+            .map(|(i, s)| {
+                crate::mariadb::Mariadb::start_with(
+                    &lab.net,
+                    s.host,
+                    i as u32 + 1,
+                    lab.dir.path(),
+                    &s.setup,
+                )
+            })
             .collect();
-        let repoint = |db: &crate::mariadb::Mariadb, from: u8| {
+        let repoint = |db: &crate::mariadb::Mariadb, s: &Server| {
             db.sql(&format!(
-                "CHANGE MASTER TO MASTER_HOST='192.0.2.{from}', MASTER_USER='{}', MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE",
-                crate::mariadb::REPL.0,
-                crate::mariadb::REPL.1
+                "CHANGE MASTER TO MASTER_HOST='192.0.2.{}', MASTER_USER='{}', MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE",
+                s.source, s.setup.repl.0, s.setup.repl.1
             ))
         };
-        repoint(&dbs[1], 11);
-        repoint(&dbs[0], 12);
-        repoint(&dbs[2], 11);
-        let agents = ["db1", "db2", "db3"]
+        // db2 first: the usual lab's order (db1's link back to its peer comes after).
+        let order = |s: &&Server| (s.host != "db2", s.host != "db1");
+        let mut servers: Vec<&Server> = spec.servers.iter().collect();
+        servers.sort_by_key(order);
+        for s in servers {
+            let db = dbs
+                .iter()
+                .find(|d| d.node == s.host)
+                .expect("started above");
+            repoint(db, s);
+        }
+        let agents = spec
+            .servers
             .iter()
-            .map(|h| lab.agent(h, &format!("agent-{h}.log")))
+            .map(|s| lab.agent(s.host, &format!("agent-{}.log", s.host)))
             .collect();
         Cluster {
             lab,
@@ -307,7 +384,8 @@ impl Cluster {
     /// the writer and the readers to be placed.
     pub fn bring_online(&self) {
         let t = Duration::from_secs(20);
-        for h in ["db1", "db2", "db3"] {
+        let hosts: Vec<&str> = self.dbs.iter().map(|d| d.node.as_str()).collect();
+        for &h in &hosts {
             let reply = wait_for(t, || {
                 let (code, out) = self.control(&["set_online", h]);
                 (code == 0).then_some(out)
@@ -321,7 +399,7 @@ impl Cluster {
             );
         }
         self.wait_show("db1", "writer(192.0.2.100)", t);
-        for h in ["db2", "db3"] {
+        for h in hosts.iter().filter(|h| **h != "db1") {
             self.wait_show(h, "reader(", t);
         }
     }

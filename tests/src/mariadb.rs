@@ -50,6 +50,30 @@ fn make_template() -> PathBuf {
     dir
 }
 
+/// How one server is set up; [`Setup::default`] is the lab's usual server.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The host part of the agent's, monitor's and replication user's accounts: "%" in
+    /// the lab; MMM's guide scoped them to the cluster's network ("192.0.2.%").
+    pub account_host: String,
+    /// The replication user and password (the config's replication_user).
+    pub repl: (String, String),
+    /// mysqld's bind-address ("0.0.0.0": answers on VIPs too).
+    pub bind: String,
+    pub log_slave_updates: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            account_host: "%".into(),
+            repl: (REPL.0.into(), REPL.1.into()),
+            bind: "0.0.0.0".into(),
+            log_slave_updates: true,
+        }
+    }
+}
+
 pub struct Mariadb {
     pub node: String,
     pub dir: PathBuf,
@@ -62,8 +86,13 @@ pub struct Mariadb {
 
 impl Mariadb {
     /// Starts mariadbd in `node`'s namespace, listening on 0.0.0.0:3306 (a server bound
-    /// to the host IP would not answer on VIPs), and creates the lab's users.
+    /// to the host IP would not answer on VIPs), and creates the lab's users at '%'.
     pub fn start(net: &Net, node: &str, server_id: u32, dir: &Path) -> Mariadb {
+        Mariadb::start_with(net, node, server_id, dir, &Setup::default())
+    }
+
+    /// As [`Mariadb::start`], set up as `setup` says.
+    pub fn start_with(net: &Net, node: &str, server_id: u32, dir: &Path, setup: &Setup) -> Mariadb {
         let data = dir.join(format!("{node}-data"));
         sh(&[
             "cp",
@@ -83,7 +112,7 @@ impl Mariadb {
                 dir.join(format!("{node}-mysqld.err")).display()
             ),
             "--port=3306".into(),
-            "--bind-address=0.0.0.0".into(),
+            format!("--bind-address={}", setup.bind),
             "--user=root".into(),
             format!("--server-id={server_id}"),
             // Masters must not generate the same AUTO_INCREMENT values.
@@ -91,7 +120,7 @@ impl Mariadb {
             format!("--auto-increment-offset={server_id}"),
             format!("--gtid-domain-id=0"),
             "--log-bin=mysql-bin".into(),
-            "--log-slave-updates=1".into(),
+            format!("--log-slave-updates={}", u8::from(setup.log_slave_updates)),
             "--gtid-strict-mode=1".into(),
             "--read-only=1".into(),
             "--skip-name-resolve".into(),
@@ -118,22 +147,26 @@ impl Mariadb {
             log_dir: dir.to_path_buf(),
         };
         db.launch(net);
+        let h = &setup.account_host;
         let user = |(u, p): (&str, &str), grants: &str| {
             format!(
-                "CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; GRANT {grants} ON *.* TO '{u}'@'%';"
+                "CREATE USER '{u}'@'{h}' IDENTIFIED BY '{p}'; GRANT {grants} ON *.* TO '{u}'@'{h}';"
             )
         };
         db.sql(&format!(
-            "SET sql_log_bin = 0; {} {} {} {} CREATE DATABASE app; GRANT ALL ON app.* TO '{}'@'%'; GRANT SELECT ON mysql.user TO '{}'@'%';",
+            "SET sql_log_bin = 0; {} {} {} CREATE USER '{}'@'%' IDENTIFIED BY '{}'; CREATE DATABASE app; GRANT ALL ON app.* TO '{}'@'%'; GRANT SELECT ON mysql.user TO '{}'@'{}';",
             user(
                 AGENT,
                 "SUPER, PROCESS, RELOAD, REPLICATION CLIENT, REPLICATION SLAVE ADMIN, READ_ONLY ADMIN, CONNECTION ADMIN, BINLOG MONITOR, SLAVE MONITOR, CREATE USER"
             ),
             user(MONITOR, "REPLICATION CLIENT, SLAVE MONITOR"),
-            user(REPL, "REPLICATION SLAVE"),
-            user(APP, "USAGE"),
+            user((&setup.repl.0, &setup.repl.1), "REPLICATION SLAVE"),
+            // The application's account is no MMM account: the same in every lab.
+            APP.0,
+            APP.1,
             APP.0,
             AGENT.0,
+            h,
         ));
         db
     }
@@ -170,6 +203,19 @@ impl Mariadb {
         // as SupplementaryGroups=mysql does in conf/systemd/mmm-agent.service.
         let pid_file = self.log_dir.join(format!("{}.pid", self.node));
         let _ = std::os::unix::fs::chown(&pid_file, None, Some(65534));
+    }
+
+    /// Stops mariadbd (SIGTERM, waited for) and starts it again with `edit` applied to
+    /// its arguments: for settings MariaDB cannot change at run time.
+    pub fn restart_with(&mut self, net: &Net, edit: impl FnOnce(&mut Vec<String>)) {
+        net.signal(self.pid, "TERM");
+        assert!(
+            net.wait_exit(self.pid, Duration::from_secs(30)),
+            "mariadbd on {} ignored SIGTERM",
+            self.node
+        );
+        edit(&mut self.args);
+        self.launch(net);
     }
 
     /// Starts mariadbd again on its datadir (after it was stopped or killed), as an

@@ -110,6 +110,70 @@ fn import_mmm_prints_a_config_that_checks_ok() {
     assert!(stdout(&out).starts_with("ERROR: usage: mmm-control import-mmm"));
 }
 
+/// Every MMM installation in conf/legacy (a directory with an mmm_common.conf: the
+/// documented one, four hosts, per-check sections) goes through the binaries an operator
+/// runs: import-mmm, then --check-config on what it printed.
+#[test]
+fn every_mmm_config_in_conf_legacy_imports_and_passes_check_config() {
+    let root = workspace_root().join("conf/legacy");
+    let mut dirs = vec![root.clone()];
+    for entry in std::fs::read_dir(&root).expect("conf/legacy") {
+        let path = entry.expect("readable entry").path();
+        if path.join("mmm_common.conf").is_file() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    let names: Vec<String> = dirs
+        .iter()
+        .map(|d| d.strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    for expected in ["", "four-hosts", "per-check"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "conf/legacy/{expected} is gone: {names:?}"
+        );
+    }
+    let dir = TempDir::new("import-all");
+    let key = dir.write(
+        "cluster.key",
+        &stdout(&run("mmm-control", &["gen-key"])),
+        0o600,
+    );
+    for (d, name) in dirs.iter().zip(&names) {
+        let files: Vec<String> = ["mmm_common.conf", "mmm_mon.conf", "mmm_agent.conf"]
+            .iter()
+            .map(|f| d.join(f))
+            .filter(|f| f.is_file())
+            .map(|f| f.to_str().unwrap().to_string())
+            .collect();
+        let mut args = vec!["import-mmm"];
+        args.extend(files.iter().map(String::as_str));
+        let out = run("mmm-control", &args);
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "conf/legacy/{name}: {warnings}");
+        assert!(
+            warnings.lines().all(|l| l.starts_with("warning: ")),
+            "conf/legacy/{name}: {warnings}"
+        );
+        let toml = stdout(&out).replace("/etc/mmm/cluster.key", key.to_str().unwrap());
+        let imported = dir.write(
+            &format!("imported-{}.toml", name.replace('/', "-")),
+            &toml,
+            0o600,
+        );
+        let check = run(
+            "mmm-monitor",
+            &["--check-config", imported.to_str().unwrap()],
+        );
+        assert_eq!(
+            stdout(&check),
+            "OK\n",
+            "conf/legacy/{name} imported:\n{toml}"
+        );
+    }
+}
+
 #[test]
 fn gen_key_prints_64_hex_digits_and_differs_each_time() {
     let a = stdout(&run("mmm-control", &["gen-key"]));

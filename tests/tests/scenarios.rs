@@ -4,7 +4,8 @@
 //! replication on the slaves, and that every acknowledged write is present exactly once.
 
 use mmm_tests::client::{verify, WriteLog, Writer, TABLE};
-use mmm_tests::lab::{ip, Cluster};
+use mmm_tests::lab::{ip, Cluster, Server, Spec};
+use mmm_tests::mariadb::Setup;
 use mmm_tests::netns::{require_root, wait_for};
 use std::time::Duration;
 
@@ -655,4 +656,248 @@ fn s15_writer_link_blip_shorter_than_trap_period() {
         mlog.contains("its link is held down"),
         log.failed.len()
     );
+}
+
+/// The four hosts of MMM's usual layout (conf/legacy/four-hosts): db1 <-> db2, db3 set up
+/// as a slave of db1 and db4 of db2.
+fn four_hosts() -> (Vec<(&'static str, &'static str)>, Spec) {
+    let mut spec = Spec::three(Setup::default());
+    spec.servers.push(Server {
+        host: "db4",
+        last: 14,
+        source: 12,
+        setup: Setup::default(),
+    });
+    spec.append = "[hosts.db4]\nip = \"192.0.2.14\"\nmode = \"slave\"\n".into();
+    let replace = vec![(
+        "hosts = [\"db1\", \"db2\", \"db3\"]\nips = [\"192.0.2.101\", \"192.0.2.102\", \"192.0.2.103\"]",
+        "hosts = [\"db1\", \"db2\", \"db3\", \"db4\"]\nips = [\"192.0.2.101\", \"192.0.2.102\", \"192.0.2.103\", \"192.0.2.104\"]",
+    )];
+    (replace, spec)
+}
+
+fn up_spec(tag: &str, replace: &[(&str, &str)], spec: &Spec) -> Cluster {
+    let mut c = Cluster::start_spec(tag, replace, spec);
+    c.start_monitor("monitor.log");
+    c.bring_online();
+    c.db("db1").sql(TABLE);
+    c
+}
+
+/// db4, set up on db2 (the passive master), is re-pointed at the active master once the
+/// monitor sees it: MMM knew no per-slave source, and neither does mmm (every slave
+/// follows the writer, so a failover re-points them all the same way).
+fn assert_slaves_follow_db1(c: &Cluster) {
+    assert_writer(c, "db1", &["db2", "db3", "db4"]);
+}
+
+/// 16 (MMM's four hosts): the active master's mysqld is killed under writes: the writer
+/// moves to db2, both slaves follow db2, every acknowledged write is on all three.
+#[test]
+fn s16_four_hosts_active_master_killed() {
+    if !require_root("s16") {
+        return;
+    }
+    let (replace, spec) = four_hosts();
+    let c = up_spec("s16", &replace, &spec);
+    assert_slaves_follow_db1(&c);
+    let w = writer(&c);
+    c.lab.net.signal(c.db("db1").pid, "KILL");
+    c.wait_show("db1", "master/HARD_OFFLINE", T);
+    assert_writer(&c, "db2", &["db3", "db4"]);
+    for h in ["db3", "db4"] {
+        c.wait_show(h, "slave/ONLINE. Roles: reader(", T);
+    }
+    // Writes go on through the VIP after the move.
+    let before = w.log().acked.len();
+    let more = wait_for(T, || (w.log().acked.len() > before + 10).then_some(()));
+    assert!(
+        more.is_some(),
+        "no write through the VIP after the failover: {:?}",
+        w.log().failed.last()
+    );
+    let log = w.stop();
+    assert_data(&c, &log, &["db2", "db3", "db4"]);
+}
+
+/// 17 (MMM's four hosts): the passive master's mysqld is killed under writes: the writer
+/// stays on db1, its reader role moves away, both slaves go on replicating from db1.
+#[test]
+fn s17_four_hosts_passive_master_killed() {
+    if !require_root("s17") {
+        return;
+    }
+    let (replace, spec) = four_hosts();
+    let c = up_spec("s17", &replace, &spec);
+    assert_slaves_follow_db1(&c);
+    let w = writer(&c);
+    // Bringing the lab online moved the writer role once already.
+    let mark = c.monitor_log("monitor.log").len();
+    c.lab.net.signal(c.db("db2").pid, "KILL");
+    c.wait_line("db2", "db2(192.0.2.12) master/HARD_OFFLINE. Roles:", T);
+    // Long enough for a wrong failover to have been decided.
+    std::thread::sleep(Duration::from_secs(3));
+    let mlog = c.monitor_log("monitor.log");
+    let since = mlog.get(mark..).unwrap_or_default();
+    assert!(
+        !since.contains("Moving the writer role"),
+        "the passive master's death moved the writer:\n{since}"
+    );
+    assert_writer(&c, "db1", &["db3", "db4"]);
+    for h in ["db3", "db4"] {
+        c.wait_show(h, "slave/ONLINE. Roles: reader(", T);
+    }
+    let log = w.stop();
+    eprintln!(
+        "s17: failed writes while the passive master died: {}",
+        log.failed.len()
+    );
+    assert_data(&c, &log, &["db1", "db3", "db4"]);
+}
+
+/// 18: notify_command during a failover (mysqld SIGKILL on the writer): every notice is
+/// one JSON line, and the writer's state change, the role move and the promotion's
+/// result reach the operator's program in that order.
+#[test]
+fn s18_notify_command_during_a_failover() {
+    if !require_root("s18") {
+        return;
+    }
+    // Outside the lab's dir: the config naming it is written before that dir exists.
+    let hook = mmm_tests::TempDir::new("s18-hook");
+    let events = hook.path().join("events.jsonl");
+    let script = hook.write(
+        "notify.sh",
+        &format!("#!/bin/sh\ncat >> {}\n", events.display()),
+        0o700,
+    );
+    let setting = format!(
+        "promotion_timeout = \"5s\"\nnotify_command = \"{}\"",
+        script.display()
+    );
+    let c = up("s18", &[("promotion_timeout = \"5s\"", &setting)]);
+    c.lab.net.signal(c.db("db1").pid, "KILL");
+    assert_writer(&c, "db2", &["db3"]);
+    let wanted = [
+        (
+            "db1",
+            "State of host 'db1' changed from ONLINE to HARD_OFFLINE",
+        ),
+        ("db2", "Moving the writer role to 'db2' from 'db1'"),
+        ("db2", "'db2' is the new writer after "),
+    ];
+    // The program runs after the fact, one notice at a time.
+    let text = wait_for(T, || {
+        let text = std::fs::read_to_string(&events).ok()?;
+        text.contains(wanted[2].1).then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the promotion's result never reached notify_command; got:\n{}\nmonitor log:\n{}",
+            std::fs::read_to_string(&events).unwrap_or_default(),
+            c.monitor_log("monitor.log")
+        )
+    });
+    let notices: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("notify_command got no JSON: {l:?}: {e}"));
+            assert!(
+                v["at_ms"].as_u64().is_some() && v["message"].is_string(),
+                "{l}"
+            );
+            v
+        })
+        .collect();
+    let mut from = 0;
+    for (host, needle) in wanted {
+        let at = notices[from..]
+            .iter()
+            .position(|v| v["message"].as_str().is_some_and(|m| m.starts_with(needle)))
+            .unwrap_or_else(|| panic!("{needle:?} missing, or out of order, in:\n{text}"));
+        let n = &notices[from + at];
+        assert_eq!(n["host"].as_str(), Some(host), "{n}");
+        eprintln!("s18: {n}");
+        from += at + 1;
+    }
+}
+
+/// 19: MMM's guide-style accounts only ('mmm_agent', 'mmm_monitor' and 'replication' at
+/// '192.0.2.%', none at localhost) and db3 bound to its own ip: a switchover and then a
+/// failover (mysqld SIGKILL) still work, the slave re-pointed each time.
+#[test]
+fn s19_network_scoped_accounts_and_bind_address() {
+    if !require_root("s19") {
+        return;
+    }
+    let guide = Setup {
+        account_host: "192.0.2.%".into(),
+        repl: ("replication".into(), "lab-repl".into()),
+        ..Setup::default()
+    };
+    let mut spec = Spec::three(guide);
+    // A slave: it never holds the writer VIP, on which a bound server would not answer.
+    spec.servers[2].setup.bind = "192.0.2.13".into();
+    let c = up_spec(
+        "s19",
+        &[(
+            "replication_user = \"repl\"",
+            "replication_user = \"replication\"",
+        )],
+        &spec,
+    );
+    for h in ["db1", "db2", "db3"] {
+        let accounts = c.db(h).sql(
+            "SELECT CONCAT(User, '@', Host) FROM mysql.user \
+             WHERE User IN ('mmm_agent', 'mmm_monitor', 'replication', 'repl') ORDER BY User",
+        );
+        assert_eq!(
+            accounts, "mmm_agent@192.0.2.%\nmmm_monitor@192.0.2.%\nreplication@192.0.2.%",
+            "{h}'s MMM accounts"
+        );
+    }
+    let listening = c.lab.net.exec("db3", &["ss", "-Htln", "sport = :3306"]);
+    let listening = String::from_utf8_lossy(&listening.stdout).into_owned();
+    let locals: Vec<&str> = listening
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(locals, ["192.0.2.13:3306"], "db3 listens on:\n{listening}");
+
+    // The pre-flight reads grants as the accounts themselves: network-scoped ones pass.
+    let check = || {
+        let out = c.lab.net.try_exec(
+            "mon",
+            &[
+                mmm_tests::bin("mmm-control").to_str().expect("UTF-8 path"),
+                "--config",
+                c.lab.config.to_str().expect("UTF-8 path"),
+                "--timeout",
+                "10",
+                "check-cluster",
+            ],
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let passed = wait_for(T, || (check().0 == Some(0)).then_some(()));
+    assert!(
+        passed.is_some(),
+        "check-cluster fails on guide-style accounts:\n{}",
+        check().1
+    );
+
+    let w = writer(&c);
+    let (code, out) = c.control(&["move_role", "writer", "db2"]);
+    assert_eq!(code, 0, "{out}");
+    assert_writer(&c, "db2", &["db1", "db3"]);
+    c.lab.net.signal(c.db("db2").pid, "KILL");
+    c.wait_show("db2", "master/HARD_OFFLINE", T);
+    assert_writer(&c, "db1", &["db3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.stop();
+    assert_data(&c, &log, &["db1", "db3"]);
 }
