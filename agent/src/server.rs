@@ -153,6 +153,10 @@ pub struct Agent {
     /// The probe's seam: events sent here reach every connected monitor at once.
     probe_events: broadcast::Sender<ProbeEvent>,
     semi_sync: SemiSyncHold,
+    /// Held for the whole of an action that changes replication: a re-point is several
+    /// statements (STOP, CHANGE, START), and two of them interleaved fail with "you have
+    /// a running slave" or leave the server following the wrong source.
+    replication_changes: tokio::sync::Mutex<()>,
 }
 
 /// The kernel resources opened at start (the last two while capabilities allowed it).
@@ -244,6 +248,7 @@ impl Agent {
             commands,
             probe_events: broadcast::channel(64).0,
             semi_sync,
+            replication_changes: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(
             reconciler(agent.clone(), executor, rx).instrument(tracing::info_span!("reconcile")),
@@ -561,6 +566,26 @@ impl Agent {
                 Err(_elapsed) => vec![format!("not done within {deadline:?}")],
             }
         };
+        // STOP SLAVE IO_THREAD is not queued: it is sent when the source died, to be done
+        // at once, and a re-point it interleaves with is simply retried by the monitor.
+        let _serialized =
+            match req.action {
+                Action::ChangeMaster { .. }
+                | Action::StopReplication
+                | Action::StartReplication => {
+                    match tokio::time::timeout(deadline, self.replication_changes.lock()).await {
+                    Ok(guard) => Some(guard),
+                    Err(_elapsed) => {
+                        return ActionResult {
+                            outcome: ActionOutcome::TimedOut,
+                            detail: format!("another replication change on this server did not end within {deadline:?}"),
+                            position: None,
+                        }
+                    }
+                }
+                }
+                _ => None,
+            };
         let result = match req.action {
             Action::SetReadOnly { on: true } => Ok(failures_to_result(
                 via_reconciler(|tx| Command::ReadOnly(true, tx)).await,

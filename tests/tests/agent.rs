@@ -679,14 +679,11 @@ fn block_users_are_locked_on_demotion_and_unlocked_on_promotion() {
 /// and set_online's, seen in scenario s16) must both succeed, as if run one after the
 /// other.
 ///
-/// PRODUCT BUG, so ignored until fixed: the agent spawns every Action on its own task
-/// (agent/src/server.rs, `Message::Action`) and `Mysql::change_master`
-/// (agent/src/mysql.rs) is STOP SLAVE, reads, CHANGE MASTER, START SLAVE under a
-/// per-statement lock only: one action's START SLAVE lands between the other's STOP SLAVE
-/// and CHANGE MASTER, which then fails with MySQL error 1198 ("you have a running slave").
-/// Run with `--ignored` to see it.
+/// Two re-points of one server at once (the promotion's and set_online's, a few ms apart)
+/// both succeed: each is STOP SLAVE, reads, CHANGE MASTER, START SLAVE, and the agent
+/// runs them one after the other; interleaved, one failed with MySQL error 1198 ("you
+/// have a running slave").
 #[test]
-#[ignore = "product bug: concurrent agent actions interleave (agent/src/server.rs Message::Action, agent/src/mysql.rs change_master)"]
 fn concurrent_change_master_actions_on_one_server_both_succeed() {
     if !require_root("concurrent_change_master_actions_on_one_server_both_succeed") {
         return;

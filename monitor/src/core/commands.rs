@@ -101,14 +101,22 @@ impl Cluster {
             r.flapping = false;
             r.flaps.clear();
         }
-        self.rejoin_replication(host, out);
+        self.transitions += 1;
+        self.rejoin_replication(now, host, out);
         self.after_changes(now, out);
         format!("OK: State of '{host}' changed to ONLINE. Now you can wait some time and check its new roles!")
     }
 
     /// A master coming back next to the active master replicates from it again, and the
     /// active master from it (master-master restored); MMM left that to the operator.
-    pub(crate) fn rejoin_replication(&mut self, host: &str, out: &mut Vec<Action>) {
+    pub(crate) fn rejoin_replication(&mut self, now: Millis, host: &str, out: &mut Vec<Action>) {
+        // A promotion re-points and stops replication itself: a rejoin now would race it
+        // (two re-points of one slave, or a back link the promotion then stops). It is
+        // done when the promotion ends.
+        if self.promotion.is_some() {
+            self.rejoin_after_promotion.insert(host.to_string());
+            return;
+        }
         let Some(active) = self.active_master().map(str::to_string) else {
             return;
         };
@@ -131,6 +139,9 @@ impl Cluster {
                 .is_some_and(|v| v.replicating && v.source == Some((to.ip, to.mysql_port)))
         };
         if !replicates_from(&h.view, &a) {
+            if let Some(r) = self.host_mut(host) {
+                r.repointed = Some((a.ip, now));
+            }
             let id = self.next_id();
             out.push(Action::AgentAction {
                 host: host.into(),
@@ -192,6 +203,7 @@ impl Cluster {
             r.since = now;
             r.reason = "set offline by admin".into();
         }
+        self.transitions += 1;
         self.clear_roles(now, host, out);
         // MMM's turn_off_slave: an offline host stops replicating (maintenance, backups);
         // set_online re-points it at the active master and starts it again.
@@ -330,6 +342,7 @@ impl Cluster {
                 r.since = now;
                 r.reason = "move_role --force".into();
             }
+            self.transitions += 1;
         } else {
             out.push(Action::Notify {
                 host: Some(host.into()),

@@ -290,7 +290,9 @@ pub struct Cluster {
     /// semi-sync STOP waits for the vanished master): restarted if the writer comes back.
     pub early_stopped: std::collections::BTreeSet<String>,
     /// State transitions so far: a handler that made one judges every host again.
-    transitions: u64,
+    pub(crate) transitions: u64,
+    /// Hosts set online (or returning) while a promotion ran: rejoined when it ends.
+    pub(crate) rejoin_after_promotion: std::collections::BTreeSet<String>,
     /// The status record is written at the end of the event.
     persist_due: bool,
     /// When the last Tick was handled, and the next deadline after it.
@@ -351,6 +353,7 @@ impl Cluster {
             pending_fence: None,
             early_stopped: Default::default(),
             transitions: 0,
+            rejoin_after_promotion: Default::default(),
             persist_due: false,
             last_tick: 0,
             timer: None,
@@ -684,6 +687,16 @@ impl Cluster {
         self.distribute(now, out);
         self.promotion_tick(now, out);
         self.send_desired(out);
+        if self.promotion.is_none() && !self.rejoin_after_promotion.is_empty() {
+            for host in std::mem::take(&mut self.rejoin_after_promotion) {
+                let back = self.host(&host).is_some_and(|h| {
+                    h.agent_up && matches!(h.state, HostState::Online | HostState::AwaitingRecovery)
+                });
+                if back {
+                    self.rejoin_replication(now, &host, out);
+                }
+            }
+        }
         self.fix_slave_sources(now, out);
         self.refresh_recovering(now, out);
         // Written once, when the event is done: one record per event, however many
@@ -1011,7 +1024,7 @@ impl Cluster {
                             host: Some(name.into()),
                             message: format!("Rejoining '{name}' to the active master '{}': its GTID set holds nothing the writer lacks", a.name),
                         });
-                        self.rejoin_replication(name, out);
+                        self.rejoin_replication(now, name, out);
                         if let Some(r) = self.host_mut(name) {
                             r.repointed = Some((a.ip, now));
                         }

@@ -937,7 +937,7 @@ impl Cluster {
             self.host(x)
                 .is_some_and(|h| h.state == HostState::Online && h.agent_up)
         }) {
-            self.rejoin_replication(&peer, out);
+            self.rejoin_replication(now, &peer, out);
         }
         self.blocked = None;
         if let Some(id) = p.reply {

@@ -1621,3 +1621,21 @@ fn a_slave_down_during_the_failover_is_repointed_when_it_returns() {
         "db3 follows the new master"
     );
 }
+
+/// The lab's bring-up: db2 is set online while db1's start-up promotion runs. Its rejoin
+/// waits for the promotion to end (the promotion stops db1's replication); afterwards
+/// both masters replicate from each other, and no slave was re-pointed twice at once.
+#[test]
+fn a_peer_set_online_during_the_promotion_rejoins_both_ways_after_it() {
+    let s = Sim::online(config(&[]));
+    let ip = |n: &str| s.c.host(n).map(|h| (h.ip, h.mysql_port));
+    let db1 = &s.hosts["db1"];
+    assert!(
+        db1.replicating && db1.source == ip("db2"),
+        "the writer's back link to its peer runs: {:?} replicating={}",
+        db1.source,
+        db1.replicating
+    );
+    let db2 = &s.hosts["db2"];
+    assert!(db2.replicating && db2.source == ip("db1"));
+}
