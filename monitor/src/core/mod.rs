@@ -76,7 +76,7 @@ pub struct AgentView {
 
 impl AgentView {
     /// Equal in everything a decision reads (the uptime is read only at transitions).
-    fn same_but_uptime(&self, other: &AgentView) -> bool {
+    pub fn same_but_uptime(&self, other: &AgentView) -> bool {
         let AgentView {
             applied_epoch,
             uptime_s: _,
@@ -266,29 +266,29 @@ fn check_index(c: CheckKind) -> usize {
 }
 
 pub struct Cluster {
-    pub config: Arc<Config>,
-    pub mode: MonitorMode,
-    pub passive_cause: String,
-    pub hosts: Vec<HostRec>,
-    pub roles: RoleTable,
-    pub network_ok: bool,
+    config: Arc<Config>,
+    mode: MonitorMode,
+    passive_cause: String,
+    hosts: Vec<HostRec>,
+    roles: RoleTable,
+    network_ok: bool,
     /// The monitor host's offset from UTC, seconds: `checks` prints local time as MMM
     /// did. Told by the shell (the core reads no clock and no timezone).
-    pub utc_offset_s: i64,
-    pub epoch: u32,
-    pub promotion: Option<Promotion>,
+    utc_offset_s: i64,
+    epoch: u32,
+    promotion: Option<Promotion>,
     /// A promotion was refused; retried after this time. The reason is shown.
-    pub blocked: Option<(Millis, String)>,
+    blocked: Option<(Millis, String)>,
     next_id: u64,
     last_persisted: Option<status::StatusRecord>,
     /// When the monitor entered WAIT mode.
     wait_since: Millis,
     /// A writer that lost its role while no host could take over: fenced first when a
     /// promotion starts.
-    pub pending_fence: Option<String>,
+    pending_fence: Option<String>,
     /// Replicas of an isolated writer whose IO threads were stopped early (their
     /// semi-sync STOP waits for the vanished master): restarted if the writer comes back.
-    pub early_stopped: std::collections::BTreeSet<String>,
+    early_stopped: std::collections::BTreeSet<String>,
     /// State transitions so far: a handler that made one judges every host again.
     pub(crate) transitions: u64,
     /// Hosts set online (or returning) while a promotion ran: rejoined when it ends.
@@ -371,6 +371,31 @@ impl Cluster {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    /// Every host, in config order (a read-only view for the shell).
+    pub fn hosts(&self) -> &[HostRec] {
+        &self.hosts
+    }
+
+    pub fn roles(&self) -> &RoleTable {
+        &self.roles
+    }
+
+    /// When the promotion under way started, if one is.
+    pub fn promotion_started(&self) -> Option<Millis> {
+        self.promotion.as_ref().map(|p| p.started)
+    }
+
+    /// Passive from the start: the stored status cannot be trusted. The cause is shown.
+    pub fn go_passive(&mut self, cause: String) {
+        self.mode = MonitorMode::Passive;
+        self.passive_cause = cause;
+    }
+
+    /// The monitor host's offset from UTC now (it changes with daylight saving time).
+    pub fn set_utc_offset(&mut self, seconds: i64) {
+        self.utc_offset_s = seconds;
     }
 
     pub fn host(&self, name: &str) -> Option<&HostRec> {
@@ -1241,13 +1266,14 @@ impl Cluster {
         if self.mode == MonitorMode::Passive || !self.network_ok {
             return;
         }
-        let eligible: Vec<String> = self
+        // A set: balancing asks about every host of a role, and roles span hundreds.
+        let eligible: std::collections::HashSet<String> = self
             .hosts
             .iter()
             .filter(|h| self.eligible(&h.name))
             .map(|h| h.name.clone())
             .collect();
-        let is_eligible = |n: &str| eligible.iter().any(|e| e == n);
+        let is_eligible = |n: &str| eligible.contains(n);
         for (role, ip, host) in self.roles.assign_orphans(&is_eligible) {
             out.push(Action::Notify {
                 host: Some(host.clone()),

@@ -56,6 +56,12 @@ pub struct LinkParams {
 /// How often the desired state is sent again though unchanged.
 const REASSERT: Duration = Duration::from_secs(2);
 
+/// A heartbeat whose view did not change is told to the core at most this often: the
+/// core decides on changes (a VIP gone, read_only set, replication stopped), which are
+/// forwarded at once, and silence is detected here. Ten identical views a second per host
+/// were most of the core's work.
+const HEARTBEAT_REFRESH: Duration = Duration::from_secs(1);
+
 pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc::Sender<Event>) {
     let span = tracing::info_span!("agent", host = %p.host);
     async move {
@@ -280,6 +286,8 @@ async fn connected(
         }
     }
     let mut last_reply = Instant::now();
+    // The last view told to the core, and when.
+    let mut forwarded: Option<(AgentView, Instant)> = None;
     let mut hb = tokio::time::interval(p.heartbeat_interval);
     hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reassert = tokio::time::interval(REASSERT);
@@ -326,7 +334,18 @@ async fn connected(
                 };
                 last_reply = Instant::now();
                 let ev = match msg {
-                    Message::AgentHeartbeat(h) => Some(Event::AgentHeartbeat { host: p.host.clone(), view: AgentView::from_heartbeat(&h) }),
+                    Message::AgentHeartbeat(h) => {
+                        let view = AgentView::from_heartbeat(&h);
+                        let unchanged = forwarded.as_ref().is_some_and(|(v, at): &(AgentView, Instant)| {
+                            v.same_but_uptime(&view) && at.elapsed() < HEARTBEAT_REFRESH
+                        });
+                        if unchanged {
+                            None
+                        } else {
+                            forwarded = Some((view.clone(), Instant::now()));
+                            Some(Event::AgentHeartbeat { host: p.host.clone(), view })
+                        }
+                    }
                     Message::Applied(a) => Some(Event::Applied { host: p.host.clone(), epoch: a.epoch, failures: a.failures }),
                     Message::StatusReport(r) => Some(Event::AgentStatus { host: p.host.clone(), report: r }),
                     Message::ProbeEvent(e) => Some(Event::Probe { host: p.host.clone(), kind: e.kind }),

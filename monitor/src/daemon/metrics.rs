@@ -1,6 +1,7 @@
 //! The optional Prometheus text endpoint (`monitor.metrics`): host states, role holders,
 //! check latencies, failover counts and durations.
 
+use mmm_common::types::HostState;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -8,8 +9,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Rendered host/role gauges, refreshed by the core loop after changes.
-    pub cluster: String,
+    /// Each host's state, refreshed by the core loop after changes.
+    pub hosts: Vec<(String, HostState)>,
+    /// (role, ip, holder) of every held role IP.
+    pub roles: Vec<(String, String, String)>,
     /// (host, check) -> last latency in seconds.
     pub check_latency: BTreeMap<(String, String), f64>,
     pub failovers: u64,
@@ -19,8 +22,23 @@ pub struct Metrics {
 pub type Shared = Arc<Mutex<Metrics>>;
 
 pub fn render(m: &Metrics) -> String {
-    let mut out = String::new();
-    out.push_str(&m.cluster);
+    let mut out = String::from(
+        "# HELP mmm_host_state 1 for the state each host is in.\n# TYPE mmm_host_state gauge\n",
+    );
+    for (host, state) in &m.hosts {
+        for s in HostState::ALL {
+            out.push_str(&format!(
+                "mmm_host_state{{host=\"{host}\",state=\"{s}\"}} {}\n",
+                u8::from(state == s)
+            ));
+        }
+    }
+    out.push_str("# HELP mmm_role_holder 1 for the host holding each role IP.\n# TYPE mmm_role_holder gauge\n");
+    for (role, ip, host) in &m.roles {
+        out.push_str(&format!(
+            "mmm_role_holder{{role=\"{role}\",ip=\"{ip}\",host=\"{host}\"}} 1\n"
+        ));
+    }
     out.push_str("# HELP mmm_check_latency_seconds Duration of the last run of each check.\n# TYPE mmm_check_latency_seconds gauge\n");
     for ((h, c), v) in &m.check_latency {
         out.push_str(&format!(

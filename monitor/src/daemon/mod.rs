@@ -13,7 +13,7 @@ pub mod ping;
 use crate::core::{Action, AgentView, Cluster, Event, Millis};
 use links::{LinkCmd, LinkParams};
 use mmm_common::config::{ClusterKey, Config};
-use mmm_common::types::{CheckKind, HostState, MonitorMode};
+use mmm_common::types::CheckKind;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -80,7 +80,7 @@ struct Shell {
     links: HashMap<String, mpsc::Sender<LinkCmd>>,
     replies: HashMap<u64, oneshot::Sender<String>>,
     events: mpsc::Sender<Event>,
-    status_path: std::path::PathBuf,
+    status: persist::Writer,
     kill_host_bin: Option<std::path::PathBuf>,
     kill_timeout: Duration,
     notifier: Option<notify::Notifier>,
@@ -119,11 +119,7 @@ impl Shell {
                 Action::Isolate { host } => self.link(&host, LinkCmd::Isolate).await,
                 Action::Release { host } => self.link(&host, LinkCmd::Release).await,
                 Action::KillHost { host, ping_ok } => self.kill_host(host, ping_ok),
-                Action::Persist(record) => {
-                    if let Err(e) = persist::write_atomic(&self.status_path, &record) {
-                        tracing::error!(error = %crate::error_chain(&e), "status not saved");
-                    }
-                }
+                Action::Persist(record) => self.status.save(record),
                 Action::Notify { host, message } => {
                     match &host {
                         Some(h) => tracing::warn!(host = %h, "{message}"),
@@ -185,8 +181,8 @@ impl Shell {
     /// Refreshes the metrics after the core changed something.
     fn observe(&mut self, c: &Cluster, now: Millis) {
         let writer = c.active_master().map(str::to_string);
-        if let Some(p) = &c.promotion {
-            self.promotion_started.get_or_insert(p.started);
+        if let Some(started) = c.promotion_started() {
+            self.promotion_started.get_or_insert(started);
         } else if let Some(started) = self.promotion_started.take() {
             if writer.is_some() {
                 let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
@@ -195,31 +191,18 @@ impl Shell {
             }
         }
         self.writer = writer;
-        let mut text = String::from(
-            "# HELP mmm_host_state 1 for the state each host is in.\n# TYPE mmm_host_state gauge\n",
-        );
-        for h in &c.hosts {
-            for s in HostState::ALL {
-                text.push_str(&format!(
-                    "mmm_host_state{{host=\"{}\",state=\"{s}\"}} {}\n",
-                    h.name,
-                    u8::from(h.state == *s)
-                ));
-            }
-        }
-        text.push_str("# HELP mmm_role_holder 1 for the host holding each role IP.\n# TYPE mmm_role_holder gauge\n");
-        for r in &c.roles.ips {
-            if let Some(h) = &r.holder {
-                text.push_str(&format!(
-                    "mmm_role_holder{{role=\"{}\",ip=\"{}\",host=\"{h}\"}} 1\n",
-                    r.role, r.ip
-                ));
-            }
-        }
-        self.metrics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cluster = text;
+        let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        m.hosts = c
+            .hosts()
+            .iter()
+            .map(|h| (h.name.clone(), h.state))
+            .collect();
+        m.roles = c
+            .roles()
+            .ips
+            .iter()
+            .filter_map(|r| Some((r.role.clone(), r.ip.to_string(), r.holder.clone()?)))
+            .collect();
     }
 }
 
@@ -246,24 +229,24 @@ pub async fn run(
                 tracing::info!(path = %config.monitor.status_path.display(), "resuming from the status file")
             }
             Err(e) => {
-                cluster.mode = MonitorMode::Passive;
-                cluster.passive_cause = format!(
+                let cause = format!(
                     "status file {} unusable: {e}",
                     config.monitor.status_path.display()
                 );
-                tracing::error!("{}", cluster.passive_cause);
+                tracing::error!("{cause}");
+                cluster.go_passive(cause);
             }
         },
         Ok(None) => {
             tracing::info!(path = %config.monitor.status_path.display(), "no status file: first start, hosts AWAITING_RECOVERY")
         }
         Err(e) => {
-            cluster.mode = MonitorMode::Passive;
-            cluster.passive_cause = format!(
+            let cause = format!(
                 "{}: starting passive rather than guessing",
                 crate::error_chain(&e)
             );
-            tracing::error!("{}", cluster.passive_cause);
+            tracing::error!("{cause}");
+            cluster.go_passive(cause);
         }
     }
 
@@ -308,7 +291,7 @@ pub async fn run(
         links,
         replies: HashMap::new(),
         events: ev_tx.clone(),
-        status_path: config.monitor.status_path.clone(),
+        status: persist::Writer::start(config.monitor.status_path.clone()),
         kill_host_bin: config.monitor.kill_host_bin.clone(),
         kill_timeout: config.monitor.promotion_timeout,
         notifier: config
@@ -405,7 +388,7 @@ pub async fn run(
             }
             Some((command, reply)) = ctl_rx.recv() => {
                 // `checks` prints local time; the offset can change (DST) while we run.
-                cluster.utc_offset_s = local_utc_offset_s();
+                cluster.set_utc_offset(local_utc_offset_s());
                 let id = next_reply;
                 next_reply += 1;
                 shell.replies.insert(id, reply);
@@ -423,12 +406,8 @@ pub async fn run(
     }
     // Clean shutdown: the status is written, no role is touched.
     let record = cluster.status_record(shell.clock.now());
-    match persist::write_atomic(&config.monitor.status_path, &record) {
-        Ok(()) => tracing::info!("status written; monitor stopped (roles left as they are)"),
-        Err(e) => {
-            tracing::error!(error = %crate::error_chain(&e), "status not written at shutdown")
-        }
-    }
+    shell.status.finish(record).await;
+    tracing::info!("monitor stopped (roles left as they are)");
     Ok(())
 }
 

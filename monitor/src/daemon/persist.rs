@@ -61,6 +61,51 @@ pub fn write_atomic(path: &Path, record: &StatusRecord) -> Result<(), PersistErr
     Ok(())
 }
 
+/// The status file's writer, off the event loop: each write is two fsyncs, milliseconds
+/// on a busy disk, and the core must not wait for them. The newest record wins: records
+/// that arrive while one is written replace each other, and only the last is written.
+pub struct Writer {
+    latest: tokio::sync::watch::Sender<Option<StatusRecord>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    pub fn start(path: PathBuf) -> Writer {
+        let (latest, mut rx) = tokio::sync::watch::channel::<Option<StatusRecord>>(None);
+        let task = tokio::spawn(async move {
+            // Ends when the sender is dropped, after writing what it last sent.
+            while rx.changed().await.is_ok() {
+                let Some(record) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                let path = path.clone();
+                let written =
+                    tokio::task::spawn_blocking(move || write_atomic(&path, &record)).await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %crate::error_chain(&e), "status not saved")
+                    }
+                    Err(e) => tracing::error!(error = %e, "the status writer failed"),
+                }
+            }
+        });
+        Writer { latest, task }
+    }
+
+    /// Queues `record`; returns at once.
+    pub fn save(&self, record: StatusRecord) {
+        self.latest.send_replace(Some(record));
+    }
+
+    /// Writes `record` as the last one and waits until it is on disk.
+    pub async fn finish(self, record: StatusRecord) {
+        self.latest.send_replace(Some(record));
+        drop(self.latest);
+        let _ = self.task.await;
+    }
+}
+
 /// `Ok(None)` when there is no status file yet (a first start). An MMM 2.2.1 status file
 /// (`host|STATE|role(ip),...` lines) at the same place is taken over: states and roles as
 /// MMM left them, each since `now`.
