@@ -1,0 +1,105 @@
+//! The start-up vote (MMM's careful_startup, made explicit): who holds the writer role
+//! when the monitor starts, from the stored status and what the agents report.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl Cluster {
+    /// The start-up vote (MMM's careful_startup, made explicit): who is the writer, from
+    /// the stored status and what each reachable agent reports (writer VIP held, server
+    /// writable, slaves replicating from it). One clear answer is adopted; conflicting
+    /// answers put the monitor in passive mode with careful_startup (an operator decides
+    /// with set_ip / set_active), or keep the stored writer and demote the others without
+    /// it. Hosts holding VIPs they may hold keep them, so a monitor restart moves nothing.
+    pub fn startup(&mut self, now: Millis, reports: &[(String, AgentView)]) -> Vec<Action> {
+        let mut out = Vec::new();
+        let writer_ip = self.roles.writer().map(|r| r.ip);
+        let masters = self.roles.role_hosts(&self.roles.writer_role.clone());
+        let stored = self.active_master().map(str::to_string);
+        let mut claims: Vec<String> = Vec::new();
+        for (host, view) in reports {
+            if let Some(h) = self.host_mut(host) {
+                h.view = Some(view.clone());
+                h.agent_up = true;
+                h.agent_seen = Some(now);
+            }
+            let holds_vip = writer_ip.is_some_and(|ip| view.held_vips.contains(&ip));
+            let writable = view.mysql_up && !view.read_only;
+            if masters.contains(host) && (holds_vip || writable) {
+                claims.push(host.clone());
+            }
+        }
+        // Slaves replicating from a master are a vote for it.
+        let votes = |m: &str, c: &Cluster| {
+            let Some(mh) = c.host(m) else { return 0 };
+            reports
+                .iter()
+                .filter(|(_, v)| v.source.is_some_and(|(ip, _)| ip == mh.ip))
+                .count()
+        };
+        let decided: Option<String> = match claims.as_slice() {
+            [] => stored.clone(),
+            [one] => Some(one.clone()),
+            many => {
+                let names = many.join(" and ");
+                if self.config.monitor.careful_startup {
+                    self.mode = MonitorMode::Passive;
+                    self.passive_cause = format!("the {} role is claimed by {names} at startup (careful_startup): check them, then use set_ip and set_active", self.roles.writer_role);
+                    out.push(Action::Notify {
+                        host: None,
+                        message: format!("Switching to passive mode: {}", self.passive_cause),
+                    });
+                    None
+                } else {
+                    let best = stored
+                        .filter(|s| many.contains(s))
+                        .or_else(|| many.iter().max_by_key(|m| votes(m, self)).cloned());
+                    out.push(Action::Notify {
+                        host: None,
+                        message: format!(
+                            "The {} role is claimed by {names} at startup; keeping it on {}",
+                            self.roles.writer_role,
+                            best.clone().unwrap_or_default()
+                        ),
+                    });
+                    best
+                }
+            }
+        };
+        if self.mode != MonitorMode::Passive {
+            self.roles.set_writer_holder(decided.clone());
+            // Reader VIPs where they are, if the table has no holder for them.
+            for (host, view) in reports {
+                for ip in &view.held_vips {
+                    if let Some(i) = self.roles.find_ip(*ip) {
+                        let r = &mut self.roles.ips[i];
+                        if r.role != self.roles.writer_role
+                            && r.holder.is_none()
+                            && r.hosts.contains(host)
+                        {
+                            r.holder = Some(host.clone());
+                        }
+                    }
+                }
+            }
+            // A host that holds roles and reports in order is ONLINE, whatever the file said.
+            for (host, _) in reports {
+                let has_roles = !self.roles.host_roles(host).is_empty();
+                if let Some(h) = self.host_mut(host) {
+                    if has_roles && h.state == HostState::AwaitingRecovery {
+                        h.state = HostState::Online;
+                        h.reason = "holds roles at monitor start".into();
+                        h.since = now;
+                        h.online_since = now;
+                    }
+                }
+            }
+        }
+        self.after_changes(now, &mut out);
+        if std::mem::take(&mut self.persist_due) {
+            self.persist(now, &mut out);
+        }
+        self.timer = self.compute_next_deadline(self.last_tick);
+        out
+    }
+}
