@@ -1,5 +1,5 @@
 //! Monitor cost (measured, not asserted): CPU share and RSS of the release mmm-monitor
-//! watching 3, 100 and 500 hosts at the default intervals (heartbeat 100 ms, checks every
+//! watching 3, 100, 500 and 1000 hosts at the default intervals (heartbeat 100 ms, checks every
 //! 1 s). The agents are simulated on loopback (127.1.x.y): they speak the real protocol
 //! (handshake, heartbeat answers, applied states). No mysqld listens there, so the mysql
 //! checks are refused connections: cheaper than real queries, noted in the output.
@@ -150,7 +150,7 @@ fn main() {
     let sizes: Vec<usize> = std::env::var("MMM_BENCH_HOSTS")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
-        .unwrap_or(vec![3, 100, 500]);
+        .unwrap_or(vec![3, 100, 500, 1000]);
     let measure = Duration::from_secs(
         std::env::var("MMM_BENCH_SECONDS")
             .ok()
