@@ -102,16 +102,19 @@ impl Mysql {
     }
 }
 
-/// Runs one check forever, sending each result to the core.
+/// Runs one check forever, sending each result to the core. `kinds` is one check, or
+/// rep_threads and rep_backlog together when they share period and timeout: both read
+/// the same replica status, so one query answers both (MMM ran it twice).
 pub async fn run(
     host: Host,
     monitor_password: String,
-    kind: CheckKind,
+    kinds: Vec<CheckKind>,
     cfg: CheckConfig,
     pinger: Pinger,
     events: mpsc::Sender<Sample>,
 ) {
-    let span = tracing::info_span!("check", host = %host.name, check = %kind);
+    let names: Vec<String> = kinds.iter().map(ToString::to_string).collect();
+    let span = tracing::info_span!("check", host = %host.name, check = %names.join("+"));
     async move {
         let mut mysql = Mysql {
             opts: OptsBuilder::default()
@@ -128,9 +131,9 @@ pub async fn run(
         loop {
             interval.tick().await;
             let start = tokio::time::Instant::now();
-            let result = match tokio::time::timeout(
+            let results = match tokio::time::timeout(
                 cfg.timeout,
-                once(kind, &host, &cfg, &pinger, &mut mysql),
+                once(&kinds, &host, &cfg, &pinger, &mut mysql),
             )
             .await
             {
@@ -138,22 +141,26 @@ pub async fn run(
                 Err(_elapsed) => {
                     // Whatever it waited on may be stuck: start afresh next time.
                     mysql.conn = None;
-                    CheckResult::Failed {
+                    let failed = CheckResult::Failed {
                         message: format!("no answer within {:?}", cfg.timeout),
                         refused: false,
-                    }
+                    };
+                    kinds.iter().map(|k| (*k, failed.clone())).collect()
                 }
             };
-            let sample = Sample {
-                event: Event::Check {
-                    host: host.name.clone(),
-                    check: kind,
-                    result,
-                },
-                latency: start.elapsed(),
-            };
-            if events.send(sample).await.is_err() {
-                return;
+            let latency = start.elapsed();
+            for (check, result) in results {
+                let sample = Sample {
+                    event: Event::Check {
+                        host: host.name.clone(),
+                        check,
+                        result,
+                    },
+                    latency,
+                };
+                if events.send(sample).await.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -162,6 +169,58 @@ pub async fn run(
 }
 
 async fn once(
+    kinds: &[CheckKind],
+    host: &Host,
+    cfg: &CheckConfig,
+    pinger: &Pinger,
+    mysql: &mut Mysql,
+) -> Vec<(CheckKind, CheckResult)> {
+    let replication = kinds
+        .iter()
+        .all(|k| matches!(k, CheckKind::RepThreads | CheckKind::RepBacklog));
+    if replication {
+        let status = mysql.replica_status().await;
+        return kinds
+            .iter()
+            .map(|k| (*k, replication_result(*k, &status, cfg)))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        out.push((*kind, single(*kind, host, cfg, pinger, mysql).await));
+    }
+    out
+}
+
+/// rep_threads or rep_backlog from one reading of the replica status.
+fn replication_result(
+    kind: CheckKind,
+    status: &Result<Option<ReplicaStatus>, ReadError>,
+    cfg: &CheckConfig,
+) -> CheckResult {
+    let status = match status {
+        Ok(s) => s,
+        // The mysql check reports an unreachable server; don't double-count it.
+        Err(e) => {
+            return CheckResult::Unknown {
+                message: error_chain(e),
+            }
+        }
+    };
+    let Some(status) = status else {
+        return CheckResult::Failed {
+            message: "Replication is not set up".into(),
+            refused: false,
+        };
+    };
+    if kind == CheckKind::RepThreads {
+        rep_threads(status)
+    } else {
+        rep_backlog(status, cfg.max_backlog)
+    }
+}
+
+async fn single(
     kind: CheckKind,
     host: &Host,
     cfg: &CheckConfig,
@@ -187,26 +246,8 @@ async fn once(
             Err(e) => classify(&e),
         },
         CheckKind::RepThreads | CheckKind::RepBacklog => {
-            let status = match mysql.replica_status().await {
-                Ok(s) => s,
-                // The mysql check reports an unreachable server; don't double-count it.
-                Err(e) => {
-                    return CheckResult::Unknown {
-                        message: error_chain(&e),
-                    }
-                }
-            };
-            let Some(status) = status else {
-                return CheckResult::Failed {
-                    message: "Replication is not set up".into(),
-                    refused: false,
-                };
-            };
-            if kind == CheckKind::RepThreads {
-                rep_threads(&status)
-            } else {
-                rep_backlog(&status, cfg.max_backlog)
-            }
+            let status = mysql.replica_status().await;
+            replication_result(kind, &status, cfg)
         }
     }
 }

@@ -12,7 +12,7 @@ pub mod ping;
 
 use crate::core::{Action, AgentView, Cluster, Event, Millis};
 use links::{LinkCmd, LinkParams};
-use mmm_common::config::{ClusterKey, Config};
+use mmm_common::config::{CheckConfig, ClusterKey, Config};
 use mmm_common::types::CheckKind;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -322,12 +322,27 @@ pub async fn run(
                 host: h.name.clone(),
                 source,
             })?;
-        for kind in CheckKind::ALL {
+        let (threads, backlog) = (config.checks.rep_threads, config.checks.rep_backlog);
+        let shared =
+            threads.check_period == backlog.check_period && threads.timeout == backlog.timeout;
+        let tasks: Vec<(Vec<CheckKind>, CheckConfig)> = if shared {
+            vec![
+                (vec![CheckKind::Ping], config.checks.ping),
+                (vec![CheckKind::Mysql], config.checks.mysql),
+                (vec![CheckKind::RepThreads, CheckKind::RepBacklog], backlog),
+            ]
+        } else {
+            CheckKind::ALL
+                .iter()
+                .map(|k| (vec![*k], *config.checks.get(*k)))
+                .collect()
+        };
+        for (kinds, cfg) in tasks {
             tokio::spawn(checks::run(
                 h.clone(),
                 password.clone(),
-                *kind,
-                *config.checks.get(*kind),
+                kinds,
+                cfg,
                 pinger.clone(),
                 check_tx.clone(),
             ));
