@@ -1,5 +1,6 @@
 //! mmm-agent: the per-host agent (foreground, logs to stderr).
 
+use anyhow::Context;
 use clap::Parser;
 use mmm_agent::caps::{self, Capability};
 use mmm_agent::garp::GarpSender;
@@ -44,40 +45,40 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            // `{:#}`: the whole chain, "op: cause: cause".
+            tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(args: &Args) -> Result<(), String> {
-    let config = Config::load(&args.config).map_err(|e| e.lines().join("\n"))?;
+fn run(args: &Args) -> anyhow::Result<()> {
+    // Every problem of the file, one per line.
+    let config = Config::load(&args.config).map_err(|e| anyhow::anyhow!(e.lines().join("\n")))?;
     let Some(host) = config.host(&args.host) else {
         let known: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
-        return Err(format!(
+        anyhow::bail!(
             "--host {:?} is not in {} (hosts: {})",
             args.host,
             args.config.display(),
             known.join(", ")
-        ));
+        );
     };
-    let key = ClusterKey::load(&config.security.key).map_err(|e| error_chain(&e))?;
+    let key = ClusterKey::load(&config.security.key)?;
     let _span = tracing::info_span!("agent", host = %host.name).entered();
 
-    let held = caps::restrict().map_err(|e| error_chain(&e))?;
+    let held = caps::restrict()?;
     tracing::info!(capabilities = %held.names(), "capabilities held (every other one dropped)");
     for line in held.missing() {
         tracing::warn!("{line}");
     }
     if !held.has(Capability::CAP_NET_ADMIN) {
-        return Err(
-            "CAP_NET_ADMIN is required: without it the agent cannot add or remove VIPs".into(),
-        );
+        anyhow::bail!("CAP_NET_ADMIN is required: without it the agent cannot add or remove VIPs");
     }
     let probe_caps = held.has(Capability::CAP_BPF) && held.has(Capability::CAP_PERFMON);
     let probe_mode = config.agent.probe;
     if probe_mode == ProbeMode::Required && !probe_caps {
-        return Err("probe = \"required\" but CAP_BPF and CAP_PERFMON are not both held".into());
+        anyhow::bail!("probe = \"required\" but CAP_BPF and CAP_PERFMON are not both held");
     }
     let (mysql_port, pid_file) = (host.mysql_port, host.mysql_pid_file.clone());
 
@@ -102,7 +103,7 @@ fn run(args: &Args) -> Result<(), String> {
                 Some((probe, known))
             }
             Err(e) if probe_mode == ProbeMode::Required => {
-                return Err(format!("probe = \"required\": {}", error_chain(&e)))
+                return Err(anyhow::Error::new(e).context("probe = \"required\""))
             }
             Err(e) => {
                 tracing::warn!("probe = auto: {}: probe=off", error_chain(&e));
@@ -127,20 +128,20 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         None
     };
-    let kept = caps::drop_after_start(&held).map_err(|e| error_chain(&e))?;
+    let kept = caps::drop_after_start(&held)?;
     tracing::info!(capabilities = %kept.names(), "capabilities held from now on (probe loaded, ARP socket open)");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
+        .context("starting the async runtime")?;
     let host_name = host.name.clone();
     runtime.block_on(async move {
-        let netlink = Netlink::connect().map_err(|e| error_chain(&e))?;
+        let netlink = Netlink::connect()?;
         let (agent, listener) = Agent::start(config, &host_name, key, Resources { netlink, garp, rst })
             .await
-            .map_err(|e| error_chain(&e))?;
+            ?;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening for the monitor");
         match probe {
             None => agent.set_probe_state(ProbeState::Off),
@@ -156,7 +157,7 @@ fn run(args: &Args) -> Result<(), String> {
             }
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
+            .context("installing the SIGTERM handler")?;
         tokio::select! {
             _ = agent.clone().serve(listener) => Ok(()),
             _ = term.recv() => {

@@ -7,9 +7,9 @@
 //! already matches gets no steps, so re-applying the same state (after an agent restart,
 //! or the monitor's periodic re-assertion) touches nothing.
 
-use crate::garp::GarpSender;
-use crate::mysql::Mysql;
-use crate::vip::{Link, Netlink};
+use crate::garp::{GarpError, GarpSender};
+use crate::mysql::{Mysql, MysqlError};
+use crate::vip::{Link, Netlink, VipError};
 use mmm_common::config::{Config, Host};
 use mmm_common::proto::DesiredState;
 use mmm_common::types::HostState;
@@ -152,6 +152,26 @@ pub fn plan(desired: &Desired, observed: &Observed, scope: &Scope) -> Vec<Step> 
     steps
 }
 
+/// Why a step (or reading what the host holds) failed. The kernel's and the server's
+/// errors already name their operation; the rest say what was refused and why. They
+/// reach the monitor as text (`Applied::failures`), the whole chain in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Vip(#[from] VipError),
+    #[error(transparent)]
+    Mysql(#[from] MysqlError),
+    #[error(transparent)]
+    Garp(#[from] GarpError),
+    #[error("adding {ip}: no answer from the kernel within {bound:?}")]
+    AddTimeout { ip: Ipv4Addr, bound: Duration },
+    /// The lease forbids writing: self-fenced, or no monitor renews it.
+    #[error("{what} not done: {reason}")]
+    NoLease { what: String, reason: String },
+    #[error("no gratuitous ARP{}: CAP_NET_RAW missing, clients switch only when their ARP entry expires", .ip.map(|ip| format!(" for {ip}")).unwrap_or_default())]
+    NoArpSocket { ip: Option<Ipv4Addr> },
+}
+
 /// Bound on one netlink request of a step.
 const VIP_STEP: Duration = Duration::from_millis(500);
 
@@ -184,15 +204,12 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub async fn link(&self) -> Result<Link, String> {
-        self.netlink
-            .link(&self.interface)
-            .await
-            .map_err(|e| error_chain(&e))
+    pub async fn link(&self) -> Result<Link, StepError> {
+        Ok(self.netlink.link(&self.interface).await?)
     }
 
     /// Reads what the host holds now.
-    pub async fn observe(&self, scope: &Scope) -> (Observed, Vec<String>) {
+    pub async fn observe(&self, scope: &Scope) -> (Observed, Vec<StepError>) {
         let mut errors = Vec::new();
         let vips = match self.link().await {
             Ok(link) => match self.netlink.addresses(link.index, &self.interface).await {
@@ -202,7 +219,7 @@ impl Executor {
                     .filter(|ip| scope.managed.contains(ip))
                     .collect(),
                 Err(e) => {
-                    errors.push(error_chain(&e));
+                    errors.push(e.into());
                     BTreeSet::new()
                 }
             },
@@ -223,13 +240,13 @@ impl Executor {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn read_only(&self) -> Result<bool, String> {
-        self.mysql.read_only().await.map_err(|e| error_chain(&e))
+    async fn read_only(&self) -> Result<bool, StepError> {
+        Ok(self.mysql.read_only().await?)
     }
 
     /// Runs the steps in order; returns one line per failed step. A failed step does not
     /// stop the later ones: fencing steps are each worth doing on their own.
-    pub async fn run(&self, steps: &[Step]) -> Vec<String> {
+    pub async fn run(&self, steps: &[Step]) -> Vec<StepError> {
         let mut failures = Vec::new();
         if steps.is_empty() {
             return failures;
@@ -259,13 +276,13 @@ impl Executor {
                         .remove(l.index, &self.interface, *ip)
                         .await
                         .map(drop)
-                        .map_err(|e| error_chain(&e))
+                        .map_err(StepError::from)
                 }
                 (Step::AddVip(ip), Some(l)) if self.writer_vips.contains(ip) => {
                     // The permit holds the fence off until the address is in place, so a
                     // fence decided meanwhile removes it again.
                     match self.lease.permit_writer().await {
-                        None => Err(format!("writer VIP {ip} not taken: {}", self.no_lease())),
+                        None => Err(self.no_lease(format!("taking the writer VIP {ip}"))),
                         Some(_permit) => self.add_vip(l, *ip).await,
                     }
                 }
@@ -276,26 +293,24 @@ impl Executor {
                 (Step::SetReadOnly(false), _)
                     if self.lease.fenced().is_some() || self.lease.left().is_none() =>
                 {
-                    Err(format!("read_only not lifted: {}", self.no_lease()))
+                    Err(self.no_lease("lifting read_only".into()))
                 }
                 (Step::SetReadOnly(false), _) => {
                     // The application's accounts may log in here again.
                     self.block_users(false, &mut failures).await;
                     // Acknowledged writes need the semi-sync wait again first.
                     match self.semi_sync.release(&self.mysql).await {
-                        Err(e) => Err(error_chain(&e)),
+                        Err(e) => Err(e.into()),
                         Ok(()) => self
                             .mysql
                             .set_read_only(false)
                             .await
-                            .map_err(|e| error_chain(&e)),
+                            .map_err(StepError::from),
                     }
                 }
-                (Step::SetReadOnly(on), _) => self
-                    .mysql
-                    .set_read_only(*on)
-                    .await
-                    .map_err(|e| error_chain(&e)),
+                (Step::SetReadOnly(on), _) => {
+                    self.mysql.set_read_only(*on).await.map_err(StepError::from)
+                }
                 (Step::KillSessions, _) => {
                     // Application users locked first, so a killed session cannot log in
                     // again on the demoted master.
@@ -304,13 +319,13 @@ impl Executor {
                         .kill_sessions(self.max_kill_retries, &self.spare_users)
                         .await
                         .map(drop)
-                        .map_err(|e| error_chain(&e))
+                        .map_err(StepError::from)
                 }
             };
             match result {
                 Ok(()) => tracing::info!(?step, "applied"),
                 Err(e) => {
-                    tracing::warn!(?step, error = %e, "step failed");
+                    tracing::warn!(?step, error = %error_chain(&e), "step failed");
                     failures.push(e);
                 }
             }
@@ -320,26 +335,27 @@ impl Executor {
 
     /// Adds a VIP, bounded: the lease's fence waits for a writer VIP's addition (the
     /// permit), so a hung netlink request must not hold it off.
-    async fn add_vip(&self, link: Link, ip: Ipv4Addr) -> Result<(), String> {
+    async fn add_vip(&self, link: Link, ip: Ipv4Addr) -> Result<(), StepError> {
         self.reclaim(ip);
         match tokio::time::timeout(VIP_STEP, self.netlink.add(link.index, &self.interface, ip))
             .await
         {
-            Ok(r) => r.map(drop).map_err(|e| error_chain(&e)),
-            Err(_elapsed) => Err(format!(
-                "adding {ip}: no answer from the kernel within {VIP_STEP:?}"
-            )),
+            Ok(r) => r.map(drop).map_err(StepError::from),
+            Err(_elapsed) => Err(StepError::AddTimeout {
+                ip,
+                bound: VIP_STEP,
+            }),
         }
     }
 
     /// Locks (`true`) or unlocks `block_users`; a failure is recorded, the step goes on.
-    async fn block_users(&self, lock: bool, failures: &mut Vec<String>) {
+    async fn block_users(&self, lock: bool, failures: &mut Vec<StepError>) {
         if let Err(e) = self
             .mysql
             .lock_accounts(&self.block_users, &self.never_blocked, lock)
             .await
         {
-            failures.push(error_chain(&e));
+            failures.push(e.into());
         }
     }
 
@@ -350,35 +366,34 @@ impl Executor {
         }
     }
 
-    fn no_lease(&self) -> String {
-        match self.lease.fenced() {
+    fn no_lease(&self, what: String) -> StepError {
+        let reason = match self.lease.fenced() {
             Some(reason) => format!("self-fenced ({reason})"),
             None => "the lease has expired (no monitor renews it)".into(),
-        }
+        };
+        StepError::NoLease { what, reason }
     }
 
     /// One gratuitous ARP for each VIP held (garp_refresh).
-    pub async fn reannounce(&self, vips: &[Ipv4Addr]) -> Result<(), String> {
+    pub async fn reannounce(&self, vips: &[Ipv4Addr]) -> Result<(), StepError> {
         if vips.is_empty() {
             return Ok(());
         }
         let (Some(garp), link) = (&self.garp, self.link().await?) else {
-            return Err("no packet socket (CAP_NET_RAW missing)".into());
+            return Err(StepError::NoArpSocket { ip: None });
         };
         for ip in vips {
-            garp.send(link.index, link.mac, *ip)
-                .map_err(|e| error_chain(&e))?;
+            garp.send(link.index, link.mac, *ip)?;
         }
         Ok(())
     }
 
     /// Sends the first gratuitous ARP now and the rest of the burst in the background.
-    fn announce(&self, link: Link, ip: Ipv4Addr) -> Result<(), String> {
+    fn announce(&self, link: Link, ip: Ipv4Addr) -> Result<(), StepError> {
         let Some(garp) = self.garp.clone() else {
-            return Err(format!("no gratuitous ARP for {ip}: CAP_NET_RAW missing, clients switch only when their ARP entry expires"));
+            return Err(StepError::NoArpSocket { ip: Some(ip) });
         };
-        garp.send(link.index, link.mac, ip)
-            .map_err(|e| error_chain(&e))?;
+        garp.send(link.index, link.mac, ip)?;
         let (count, interval) = (self.garp_count, self.garp_interval);
         tokio::spawn(async move {
             for _ in 1..count {

@@ -756,7 +756,7 @@ async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Co
             _ = garp_tick.tick(), if refresh_every.is_some() => {
                 let held = agent.status.borrow().held_vips.clone();
                 if let Err(e) = exec.reannounce(&held).await {
-                    tracing::warn!(error = %e, "periodic gratuitous ARP failed");
+                    tracing::warn!(error = %error_chain(&e), "periodic gratuitous ARP failed");
                 }
             }
             cmd = rx.recv() => {
@@ -981,7 +981,8 @@ async fn converge(
         (observed, vec![])
     };
     publish(agent, exec, desired, &after, *kind).await;
-    failures
+    // Text from here on: the monitor shows them (Applied::failures).
+    failures.iter().map(|e| error_chain(e)).collect()
 }
 
 async fn publish(
