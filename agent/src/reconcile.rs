@@ -55,6 +55,9 @@ pub struct Scope {
     /// role IP -> (role, hosts allowed to hold it).
     pub roles: BTreeMap<Ipv4Addr, (String, Vec<String>)>,
     pub writer_role: String,
+    /// Hosts of the writer role: the only ones ever made writable (the role may have no
+    /// VIP, so this is not in `roles`).
+    pub writer_hosts: Vec<String>,
 }
 
 impl Scope {
@@ -70,6 +73,10 @@ impl Scope {
             managed: roles.keys().copied().collect(),
             roles,
             writer_role: config.active_master_role.clone(),
+            writer_hosts: config
+                .role(&config.active_master_role)
+                .map(|r| r.hosts.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -106,6 +113,12 @@ impl Scope {
         let writes = d.roles.iter().any(|(r, _)| *r == self.writer_role);
         if writes && !d.writable {
             problems.push(format!("role {} without writable = true", self.writer_role));
+        }
+        if d.writable && !self.writer_hosts.contains(&self.host) {
+            problems.push(format!(
+                "writable = true, but {} is not a host of role {}",
+                self.host, self.writer_role
+            ));
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -440,6 +453,7 @@ mod tests {
             managed: roles.keys().copied().collect(),
             roles,
             writer_role: "writer".into(),
+            writer_hosts: vec!["db1".into(), "db2".into()],
         }
     }
 
@@ -551,7 +565,23 @@ mod tests {
         };
         assert_eq!(
             db3.check(&d).unwrap_err(),
-            vec!["role writer may not be held by db3"]
+            vec![
+                "role writer may not be held by db3",
+                "writable = true, but db3 is not a host of role writer"
+            ]
         );
+        // A writer role without a VIP: writable alone, still only on its hosts.
+        let d = DesiredState {
+            roles: vec![],
+            writable: true,
+            ..d
+        };
+        assert_eq!(
+            db3.check(&d).unwrap_err(),
+            vec!["writable = true, but db3 is not a host of role writer"]
+        );
+        assert!(scope()
+            .check(&d)
+            .is_ok_and(|ok| ok.writable && ok.vips.is_empty()));
     }
 }

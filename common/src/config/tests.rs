@@ -222,7 +222,7 @@ key = "abcd"
         "hosts.db3.ip: \"10.0.0.300\" is not an IPv4 address",
         "hosts.db4.mode: unknown host mode \"primary\"",
         "roles.writer.hosts: unknown host \"db9\"",
-        "roles.writer.ips: an exclusive role has exactly one IP, found 2",
+        "roles.writer.ips: an exclusive role has one IP or none, found 2",
         "roles.writer.hosts: at most two hosts",
         "roles.reader.ips: 10.0.0.100 is also in roles.writer.ips",
         "roles.reader.ips: 10.0.0.11 is a host's own address (hosts.db1.ip)",

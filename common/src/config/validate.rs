@@ -361,14 +361,16 @@ fn roles(c: &mut Collector, raw: &RawConfig, hosts: &[Host]) -> Vec<Role> {
             .iter()
             .filter_map(|ip| c.ipv4(&key("ips"), ip))
             .collect();
-        if r.ips.is_empty() {
-            c.problem(key("ips"), "a role needs at least one IP");
+        // An exclusive role may have no VIP (`ips = []`): its holder is published (show,
+        // show --json, metrics, notify_command) for proxies and clouds that route by it.
+        if r.ips.is_empty() && mode == RoleMode::Balanced {
+            c.problem(key("ips"), "a balanced role needs at least one IP");
         }
         if mode == RoleMode::Exclusive && r.ips.len() > 1 {
             c.problem(
                 key("ips"),
                 format!(
-                    "an exclusive role has exactly one IP, found {}",
+                    "an exclusive role has one IP or none, found {}",
                     r.ips.len()
                 ),
             );

@@ -110,16 +110,16 @@ impl Cluster {
             .map(|h| h.name.clone())
             .collect();
         let is_eligible = |n: &str| eligible.contains(n);
-        for (role, ip, host) in self.roles.assign_orphans(&is_eligible) {
+        for (role, host) in self.roles.assign_orphans(&is_eligible) {
             out.push(Action::Notify {
                 host: Some(host.clone()),
-                message: format!("Orphaned role '{role}({ip})' has been assigned to '{host}'"),
+                message: format!("Orphaned role '{role}' has been assigned to '{host}'"),
             });
         }
-        for (role, ip, from, to) in self.roles.balance(&is_eligible) {
+        for (role, from, to) in self.roles.balance(&is_eligible) {
             out.push(Action::Notify {
                 host: Some(to.clone()),
-                message: format!("Moving role '{role}({ip})' from host '{from}' to host '{to}'"),
+                message: format!("Moving role '{role}' from host '{from}' to host '{to}'"),
             });
         }
         // The writer: orphaned -> promote the eligible host; with failback, back to prefer.

@@ -181,7 +181,7 @@ impl Cluster {
     /// Hosts other than `to` that may hold the writer VIP or accept writes, as far as
     /// their last report tells: each must be fenced before `to` is promoted.
     fn writer_suspects(&self, to: &str) -> BTreeSet<String> {
-        let writer_ip = self.roles.writer().map(|r| r.ip);
+        let writer_ip = self.roles.writer_ip();
         self.hosts
             .iter()
             .filter(|h| h.name != to)
@@ -419,7 +419,7 @@ impl Cluster {
         host: &str,
         out: &mut Vec<Action>,
     ) {
-        let writer_ip = self.roles.writer().map(|r| r.ip);
+        let writer_ip = self.roles.writer_ip();
         let Some(view) = self.host(host).and_then(|h| h.view.clone()) else {
             return;
         };

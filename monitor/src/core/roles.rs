@@ -10,12 +10,24 @@ use std::net::Ipv4Addr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleIp {
     pub role: String,
-    pub ip: Ipv4Addr,
+    /// `None`: an exclusive role without a VIP (`ips = []`): the holder is published
+    /// (show, show --json, metrics, notify_command) for proxies that route by it.
+    pub ip: Option<Ipv4Addr>,
     pub mode: RoleMode,
     /// Hosts allowed to hold it, in config order.
     pub hosts: Vec<String>,
     pub prefer: Option<String>,
     pub holder: Option<String>,
+}
+
+impl RoleIp {
+    /// `reader(10.0.0.101)`, or `writer` for a role without a VIP.
+    pub fn label(&self) -> String {
+        match self.ip {
+            Some(ip) => format!("{}({ip})", self.role),
+            None => self.role.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,10 +40,16 @@ impl RoleTable {
     pub fn new(config: &Config) -> RoleTable {
         let mut ips = Vec::new();
         for r in &config.roles {
-            for ip in &r.ips {
+            // A role without IPs (exclusive only) is one entry without a VIP.
+            let role_ips: Vec<Option<Ipv4Addr>> = if r.ips.is_empty() {
+                vec![None]
+            } else {
+                r.ips.iter().copied().map(Some).collect()
+            };
+            for ip in role_ips {
                 ips.push(RoleIp {
                     role: r.name.clone(),
-                    ip: *ip,
+                    ip,
                     mode: r.mode,
                     hosts: r.hosts.clone(),
                     prefer: r.prefer.clone(),
@@ -54,20 +72,24 @@ impl RoleTable {
             .sum()
     }
 
+    /// The VIPs `host` holds, by role: what its agent is told (a role without a VIP
+    /// has nothing for the agent to add).
     pub fn host_roles(&self, host: &str) -> Vec<(String, Ipv4Addr)> {
         self.ips
             .iter()
             .filter(|r| r.holder.as_deref() == Some(host))
-            .map(|r| (r.role.clone(), r.ip))
+            .filter_map(|r| Some((r.role.clone(), r.ip?)))
             .collect()
     }
 
-    /// `reader(10.0.0.101)` strings, sorted, as `show` prints them.
+    /// `reader(10.0.0.101)` strings (`writer` for a role without a VIP), sorted, as
+    /// `show` prints them.
     pub fn host_role_labels(&self, host: &str) -> Vec<String> {
         let mut v: Vec<String> = self
-            .host_roles(host)
+            .ips
             .iter()
-            .map(|(r, ip)| format!("{r}({ip})"))
+            .filter(|r| r.holder.as_deref() == Some(host))
+            .map(RoleIp::label)
             .collect();
         v.sort();
         v
@@ -89,7 +111,12 @@ impl RoleTable {
     }
 
     pub fn find_ip(&self, ip: Ipv4Addr) -> Option<usize> {
-        self.ips.iter().position(|r| r.ip == ip)
+        self.ips.iter().position(|r| r.ip == Some(ip))
+    }
+
+    /// The writer role's VIP; `None` when it has none (`ips = []`).
+    pub fn writer_ip(&self) -> Option<Ipv4Addr> {
+        self.writer().and_then(|r| r.ip)
     }
 
     pub fn role_exists(&self, role: &str) -> bool {
@@ -144,10 +171,7 @@ impl RoleTable {
 
     /// Assigns orphaned IPs of non-writer roles (the writer is assigned only by a
     /// promotion). Returns the (role, ip, host) assignments made.
-    pub fn assign_orphans(
-        &mut self,
-        eligible: &dyn Fn(&str) -> bool,
-    ) -> Vec<(String, Ipv4Addr, String)> {
+    pub fn assign_orphans(&mut self, eligible: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
         let mut made = Vec::new();
         for mode in [RoleMode::Exclusive, RoleMode::Balanced] {
             for i in 0..self.ips.len() {
@@ -158,7 +182,7 @@ impl RoleTable {
                 let role = r.role.clone();
                 if let Some(h) = self.eligible_host(&role, eligible) {
                     self.ips[i].holder = Some(h.clone());
-                    made.push((role, self.ips[i].ip, h));
+                    made.push((self.ips[i].label(), h));
                 }
             }
         }
@@ -167,10 +191,7 @@ impl RoleTable {
 
     /// Evens out balanced roles among eligible hosts, one IP per step, until no host has
     /// two more than another. Returns the moves made as (role, ip, from, to).
-    pub fn balance(
-        &mut self,
-        eligible: &dyn Fn(&str) -> bool,
-    ) -> Vec<(String, Ipv4Addr, String, String)> {
+    pub fn balance(&mut self, eligible: &dyn Fn(&str) -> bool) -> Vec<(String, String, String)> {
         let mut moves = Vec::new();
         let roles: Vec<String> = {
             let mut v: Vec<String> = self
@@ -218,7 +239,7 @@ impl RoleTable {
                     break;
                 };
                 self.ips[i].holder = Some(min_h.clone());
-                moves.push((role.clone(), self.ips[i].ip, max_h.clone(), min_h.clone()));
+                moves.push((self.ips[i].label(), max_h.clone(), min_h.clone()));
             }
         }
         moves
@@ -245,7 +266,7 @@ mod tests {
         let made = t.assign_orphans(&all);
         // db1 has 0.5 (writer): the first reader goes to db2 (0), the next to db3 (0),
         // the third to db1 (0.5 < 1).
-        let hosts: Vec<&str> = made.iter().map(|(_, _, h)| h.as_str()).collect();
+        let hosts: Vec<&str> = made.iter().map(|(_, h)| h.as_str()).collect();
         assert_eq!(hosts, ["db2", "db3", "db1"]);
         assert_eq!(
             t.host_role_labels("db1"),

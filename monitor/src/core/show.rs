@@ -210,6 +210,13 @@ impl Cluster {
         serde_json::to_string_pretty(&serde_json::json!({
             "mode": self.mode.to_string().to_uppercase(),
             "active_master": self.active_master(),
+            // Where to write, for proxies and applications that do not use a VIP.
+            "writer": self.active_master().and_then(|w| self.host(w)).map(|h| serde_json::json!({
+                "host": h.name,
+                "ip": h.ip.to_string(),
+                "port": h.mysql_port,
+                "vip": self.roles.writer_ip().map(|ip| ip.to_string()),
+            })),
             "network_ok": self.network_ok,
             "promotion": self.promotion.as_ref().map(|p| serde_json::json!({"to": p.to, "from": p.from, "reason": p.reason})),
             "hosts": hosts,

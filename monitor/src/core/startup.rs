@@ -13,7 +13,7 @@ impl Cluster {
     /// it. Hosts holding VIPs they may hold keep them, so a monitor restart moves nothing.
     pub fn startup(&mut self, now: Millis, reports: &[(String, AgentView)]) -> Vec<Action> {
         let mut out = Vec::new();
-        let writer_ip = self.roles.writer().map(|r| r.ip);
+        let writer_ip = self.roles.writer_ip();
         let masters = self.roles.role_hosts(&self.roles.writer_role.clone());
         let stored = self.active_master().map(str::to_string);
         let mut claims: Vec<String> = Vec::new();

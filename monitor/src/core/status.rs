@@ -77,7 +77,11 @@ impl Cluster {
             roles
                 .entry(r.role.clone())
                 .or_default()
-                .push((r.ip.to_string(), r.holder.clone()));
+                // "" for a role without a VIP.
+                .push((
+                    r.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    r.holder.clone(),
+                ));
         }
         StatusRecord {
             version: 1,
@@ -129,12 +133,21 @@ impl Cluster {
         }
         for (role, ips) in &record.roles {
             for (ip, holder) in ips {
-                let Ok(ip) = ip.parse() else {
-                    return Err(RestoreError::Content(format!(
-                        "role {role}: {ip:?} is not an IP"
-                    )));
+                let found = if ip.is_empty() {
+                    // A role without a VIP.
+                    self.roles
+                        .ips
+                        .iter()
+                        .position(|r| r.role == *role && r.ip.is_none())
+                } else {
+                    let Ok(ip) = ip.parse() else {
+                        return Err(RestoreError::Content(format!(
+                            "role {role}: {ip:?} is not an IP"
+                        )));
+                    };
+                    self.roles.find_ip(ip)
                 };
-                if let Some(i) = self.roles.find_ip(ip) {
+                if let Some(i) = found {
                     let valid = holder
                         .as_ref()
                         .is_none_or(|h| self.roles.ips[i].hosts.contains(h));

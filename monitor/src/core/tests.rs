@@ -64,7 +64,14 @@ struct Sim {
 
 impl Sim {
     fn new(config: Arc<Config>) -> Sim {
-        let writer_vip = config.role("writer").unwrap().ips[0];
+        // A writer role without a VIP (ips = []) gets an address nobody holds.
+        let writer_vip = config
+            .role("writer")
+            .unwrap()
+            .ips
+            .first()
+            .copied()
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let hosts = config
             .hosts
             .iter()
@@ -460,9 +467,8 @@ impl Sim {
                     let state = self.state(h);
                     assert!(
                         state == HostState::Online,
-                        "role {}({}) on {h} which is {state}",
-                        r.role,
-                        r.ip
+                        "role {} on {h} which is {state}",
+                        r.label()
                     );
                 }
             }
@@ -1459,7 +1465,7 @@ proptest! {
         for r in &s.c.roles.ips {
             let eligible = r.hosts.iter().any(|h| s.c.eligible(h));
             if eligible && (r.role != "writer" || any_master_online) {
-                prop_assert!(r.holder.is_some(), "{}({}) unassigned though {:?} could hold it; show:\n{}", r.role, r.ip, r.hosts, s.c.show(s.now));
+                prop_assert!(r.holder.is_some(), "{} unassigned though {:?} could hold it; show:\n{}", r.label(), r.hosts, s.c.show(s.now));
             }
         }
     }
@@ -1638,4 +1644,42 @@ fn a_peer_set_online_during_the_promotion_rejoins_both_ways_after_it() {
     );
     let db2 = &s.hosts["db2"];
     assert!(db2.replicating && db2.source == ip("db1"));
+}
+
+/// mmm-manager's mode: the writer role has no VIP. The monitor still moves it (fenced
+/// promotion, one writable server), and publishes the holder in show, show --json and the
+/// status record; the agents are told `writable` and no writer VIP.
+#[test]
+fn a_writer_role_without_a_vip_fails_over_and_is_published() {
+    let mut s = Sim::online(config(&[("ips = [\"192.0.2.100\"]", "ips = []")]));
+    assert_eq!(s.c.roles.writer_ip(), None);
+    assert!(
+        s.c.show(s.now)
+            .contains("db1(192.0.2.11) master/ONLINE. Roles: reader(192.0.2.10"),
+        "{}",
+        s.c.show(s.now)
+    );
+    assert!(
+        s.c.show(s.now).contains(", writer") || s.c.show(s.now).contains("Roles: writer"),
+        "{}",
+        s.c.show(s.now)
+    );
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db2"));
+    assert_eq!(s.writable_hosts(), vec!["db2".to_string()]);
+    let json: serde_json::Value = serde_json::from_str(&s.c.show_json(s.now)).unwrap();
+    assert_eq!(json["writer"]["host"], "db2");
+    assert_eq!(json["writer"]["ip"], "192.0.2.12");
+    assert_eq!(json["writer"]["vip"], serde_json::Value::Null);
+    // The record keeps it ("" for no VIP) and a restart reads it back.
+    let record = s.c.status_record(s.now);
+    assert_eq!(
+        record.roles["writer"],
+        vec![(String::new(), Some("db2".to_string()))]
+    );
+    let mut again = Cluster::new(s.c.config.clone(), s.now);
+    again.restore(&record).unwrap();
+    assert_eq!(again.active_master(), Some("db2"));
 }

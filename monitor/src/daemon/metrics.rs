@@ -11,8 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct Metrics {
     /// Each host's state, refreshed by the core loop after changes.
     pub hosts: Vec<(String, HostState)>,
-    /// (role, ip, holder) of every held role IP.
+    /// (role, ip, holder) of every held role IP ("" for a role without a VIP).
     pub roles: Vec<(String, String, String)>,
+    /// The active master and its address, for proxies that route by it.
+    pub writer: Option<(String, String)>,
     /// (host, check) -> last latency in seconds.
     pub check_latency: BTreeMap<(String, String), f64>,
     pub failovers: u64,
@@ -32,6 +34,10 @@ pub fn render(m: &Metrics) -> String {
                 u8::from(state == s)
             ));
         }
+    }
+    out.push_str("# HELP mmm_writer 1 for the active master (the host to write to), with its address.\n# TYPE mmm_writer gauge\n");
+    if let Some((host, ip)) = &m.writer {
+        out.push_str(&format!("mmm_writer{{host=\"{host}\",ip=\"{ip}\"}} 1\n"));
     }
     out.push_str("# HELP mmm_role_holder 1 for the host holding each role IP.\n# TYPE mmm_role_holder gauge\n");
     for (role, ip, host) in &m.roles {

@@ -192,6 +192,11 @@ impl Shell {
         }
         self.writer = writer;
         let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        m.writer = self
+            .writer
+            .as_deref()
+            .and_then(|w| c.host(w))
+            .map(|h| (h.name.clone(), h.ip.to_string()));
         m.hosts = c
             .hosts()
             .iter()
@@ -201,7 +206,10 @@ impl Shell {
             .roles()
             .ips
             .iter()
-            .filter_map(|r| Some((r.role.clone(), r.ip.to_string(), r.holder.clone()?)))
+            .filter_map(|r| {
+                let ip = r.ip.map(|ip| ip.to_string()).unwrap_or_default();
+                Some((r.role.clone(), ip, r.holder.clone()?))
+            })
             .collect();
     }
 }
