@@ -901,3 +901,63 @@ fn s19_network_scoped_accounts_and_bind_address() {
     let log = w.stop();
     assert_data(&c, &log, &["db1", "db3"]);
 }
+
+/// 20: mmm-manager's mode: the writer role has no VIP (`ips = []`). The monitor moves it
+/// by the same fenced promotion; applications and proxies find the writer in
+/// `show --json` (and the metrics, notify_command). No address is added anywhere.
+#[test]
+fn s20_writer_role_without_a_vip() {
+    if !require_root("s20") {
+        return;
+    }
+    let c = Cluster::start("s20", &[("ips = [\"192.0.2.100\"]", "ips = []")]);
+    let mut c = c;
+    c.start_monitor("monitor.log");
+    for h in ["db1", "db2", "db3"] {
+        let reply = wait_for(T, || {
+            let (code, out) = c.control(&["set_online", h]);
+            (code == 0).then_some(out)
+        });
+        assert!(
+            reply.is_some(),
+            "set_online {h}: {}",
+            c.control(&["show"]).1
+        );
+    }
+    let writer_of = |c: &Cluster| -> Option<String> {
+        let (_, out) = c.control(&["show", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v["writer"]["host"].as_str().map(str::to_string)
+    };
+    let first = wait_for(T, || writer_of(&c).filter(|w| w == "db1"));
+    assert!(first.is_some(), "{}", c.control(&["show"]).1);
+    c.wait_show("db1", "writer", T);
+    assert_eq!(c.db("db1").sql("SELECT @@read_only").trim(), "0");
+    assert_eq!(c.db("db2").sql("SELECT @@read_only").trim(), "1");
+    c.db("db1").sql(TABLE);
+    for h in ["db1", "db2", "db3"] {
+        assert!(
+            !c.lab
+                .net
+                .addresses(h)
+                .iter()
+                .any(|a| a.starts_with("192.0.2.100")),
+            "no writer VIP anywhere: {h} holds {:?}",
+            c.lab.net.addresses(h)
+        );
+    }
+
+    c.lab.net.signal(c.db("db1").pid, "KILL");
+    let moved = wait_for(T, || writer_of(&c).filter(|w| w == "db2"));
+    assert!(moved.is_some(), "{}", c.control(&["show"]).1);
+    let writable = wait_for(T, || {
+        (c.db("db2").sql("SELECT @@read_only").trim() == "0").then_some(())
+    });
+    assert!(writable.is_some(), "db2 made writable");
+    let (_, json) = c.control(&["show", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["writer"]["ip"], "192.0.2.12", "{json}");
+    assert_eq!(v["writer"]["vip"], serde_json::Value::Null, "{json}");
+    c.db("db2")
+        .sql("INSERT INTO app.w (id, sid) VALUES (1000001, 0)");
+}

@@ -80,3 +80,32 @@ pub async fn serve(addr: SocketAddr, metrics: Shared) -> std::io::Result<()> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer is published even when its role has no VIP: proxies route by it.
+    #[test]
+    fn the_writer_and_role_holders_are_rendered() {
+        let m = Metrics {
+            hosts: vec![("db1".into(), HostState::Online)],
+            roles: vec![("writer".into(), String::new(), "db1".into())],
+            writer: Some(("db1".into(), "192.0.2.11".into())),
+            ..Default::default()
+        };
+        let text = render(&m);
+        assert!(
+            text.contains("mmm_writer{host=\"db1\",ip=\"192.0.2.11\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mmm_role_holder{role=\"writer\",ip=\"\",host=\"db1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mmm_host_state{host=\"db1\",state=\"ONLINE\"} 1\n"),
+            "{text}"
+        );
+    }
+}
