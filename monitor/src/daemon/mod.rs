@@ -215,85 +215,26 @@ impl Shell {
 }
 
 /// Runs the monitor until `shutdown` resolves; then writes the status and returns.
+///
+/// The order matters: the status file is claimed first (a second monitor stops before
+/// touching anything), the agents are heard before the start-up vote, and the checks start
+/// only once the core knows who the writer is.
 pub async fn run(
     config: Config,
     key: ClusterKey,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let config = Arc::new(config);
-    // First: a second monitor on the same status file stops here, before touching anything.
     let _lock = persist::StatusLock::acquire(&config.monitor.status_path)?;
     let clock = Clock::new();
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
-    let (check_tx, mut check_rx) = mpsc::channel::<checks::Sample>(4096);
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<control::Request>(64);
+    let (check_tx, check_rx) = mpsc::channel::<checks::Sample>(4096);
+    let (ctl_tx, ctl_rx) = mpsc::channel::<control::Request>(64);
     let metrics: metrics::Shared = Default::default();
 
-    // The status record, or passive mode when it cannot be trusted.
-    let mut cluster = Cluster::new(config.clone(), clock.now());
-    match persist::read(&config.monitor.status_path, clock.now()) {
-        Ok(Some(record)) => match cluster.restore(&record) {
-            Ok(()) => {
-                tracing::info!(path = %config.monitor.status_path.display(), "resuming from the status file")
-            }
-            Err(e) => {
-                let cause = format!(
-                    "status file {} unusable: {e}",
-                    config.monitor.status_path.display()
-                );
-                tracing::error!("{cause}");
-                cluster.go_passive(cause);
-            }
-        },
-        Ok(None) => {
-            tracing::info!(path = %config.monitor.status_path.display(), "no status file: first start, hosts AWAITING_RECOVERY")
-        }
-        Err(e) => {
-            let cause = format!(
-                "{}: starting passive rather than guessing",
-                crate::error_chain(&e)
-            );
-            tracing::error!("{cause}");
-            cluster.go_passive(cause);
-        }
-    }
-
-    // Agent links.
-    let mut links = HashMap::new();
-    for h in &config.hosts {
-        let (tx, rx) = mpsc::channel(64);
-        links.insert(h.name.clone(), tx);
-        let params = LinkParams {
-            host: h.name.clone(),
-            addr: SocketAddr::new(IpAddr::V4(h.ip), h.agent_port),
-            key: key.clone(),
-            monitor_name: hostname(),
-            heartbeat_interval: config.monitor.heartbeat_interval,
-            agent_timeout: config.monitor.agent_timeout,
-            lease: config.agent.lease + config.monitor.heartbeat_interval,
-        };
-        tokio::spawn(links::run(params, rx, ev_tx.clone()));
-    }
-
-    // Start-up vote: wait (bounded) for every agent's first heartbeat.
-    let startup_wait = (config.monitor.agent_timeout * 2).max(Duration::from_secs(1));
-    let deadline = tokio::time::Instant::now() + startup_wait;
-    let mut reports: BTreeMap<String, AgentView> = BTreeMap::new();
-    let mut early: Vec<Event> = Vec::new();
-    while reports.len() < config.hosts.len() {
-        match tokio::time::timeout_at(deadline, ev_rx.recv()).await {
-            Ok(Some(Event::AgentHeartbeat { host, view })) => {
-                reports.insert(host, view);
-            }
-            Ok(Some(other)) => early.push(other),
-            _ => break,
-        }
-    }
-    tracing::info!(
-        reporting = reports.len(),
-        of = config.hosts.len(),
-        "start-up vote"
-    );
+    let mut cluster = restore(&config, clock.now());
+    let links = start_links(&config, &key, &ev_tx);
+    let (reports, early) = hear_agents(&config, &mut ev_rx).await;
     let mut shell = Shell {
         clock,
         links,
@@ -311,17 +252,140 @@ pub async fn run(
         writer: None,
         promotion_started: None,
     };
-    let reports: Vec<(String, AgentView)> = reports.into_iter().collect();
     let actions = cluster.startup(clock.now(), &reports);
     shell.dispatch(actions).await;
     for e in early {
         let actions = cluster.handle(clock.now(), e);
         shell.dispatch(actions).await;
     }
+    start_checks(&config, &check_tx)?;
+    let control_key = config.monitor.control.keyed().then(|| key.clone());
+    let reply_timeout = config.monitor.promotion_timeout * 3 + Duration::from_secs(10);
+    let ctl_addr = config.monitor.control.clone();
+    let listener = tokio::spawn(control::serve(
+        ctl_addr.clone(),
+        control_key,
+        reply_timeout,
+        ctl_tx,
+    ));
+    if let Some(addr) = config.monitor.metrics {
+        tokio::spawn(metrics::serve(addr, metrics.clone()));
+    }
+    let inputs = Inputs {
+        events: ev_rx,
+        checks: check_rx,
+        control: ctl_rx,
+        listener,
+        control_addr: ctl_addr.to_string(),
+    };
+    event_loop(&mut cluster, &mut shell, inputs, shutdown).await?;
+    // Clean shutdown: the status is written, no role is touched.
+    let record = cluster.status_record(shell.clock.now());
+    shell.status.finish(record).await;
+    tracing::info!("monitor stopped (roles left as they are)");
+    Ok(())
+}
 
-    // Checks and the network guard.
-    // One ICMP socket for every ping check and the network guard (see ping.rs).
+/// The cluster as the status file left it, or passive mode (with the cause shown) when
+/// the file cannot be trusted.
+fn restore(config: &Arc<Config>, now: Millis) -> Cluster {
+    let mut cluster = Cluster::new(config.clone(), now);
+    let path = &config.monitor.status_path;
+    match persist::read(path, now) {
+        Ok(Some(record)) => match cluster.restore(&record) {
+            Ok(()) => tracing::info!(path = %path.display(), "resuming from the status file"),
+            Err(e) => {
+                let cause = format!("status file {} unusable: {e}", path.display());
+                tracing::error!("{cause}");
+                cluster.go_passive(cause);
+            }
+        },
+        Ok(None) => {
+            tracing::info!(path = %path.display(), "no status file: first start, hosts AWAITING_RECOVERY")
+        }
+        Err(e) => {
+            let cause = format!(
+                "{}: starting passive rather than guessing",
+                crate::error_chain(&e)
+            );
+            tracing::error!("{cause}");
+            cluster.go_passive(cause);
+        }
+    }
+    cluster
+}
+
+/// One link task per agent; returns the command channel of each.
+fn start_links(
+    config: &Config,
+    key: &ClusterKey,
+    events: &mpsc::Sender<Event>,
+) -> HashMap<String, mpsc::Sender<LinkCmd>> {
+    let mut links = HashMap::new();
+    for h in &config.hosts {
+        let (tx, rx) = mpsc::channel(64);
+        links.insert(h.name.clone(), tx);
+        let params = LinkParams {
+            host: h.name.clone(),
+            addr: SocketAddr::new(IpAddr::V4(h.ip), h.agent_port),
+            key: key.clone(),
+            monitor_name: hostname(),
+            heartbeat_interval: config.monitor.heartbeat_interval,
+            agent_timeout: config.monitor.agent_timeout,
+            lease: config.agent.lease + config.monitor.heartbeat_interval,
+        };
+        tokio::spawn(links::run(params, rx, events.clone()));
+    }
+    links
+}
+
+/// The start-up vote's evidence: every agent's first heartbeat, waited for at most
+/// 2 x agent_timeout. Other events meanwhile are kept, in order, for after the vote.
+async fn hear_agents(
+    config: &Config,
+    events: &mut mpsc::Receiver<Event>,
+) -> (Vec<(String, AgentView)>, Vec<Event>) {
+    let wait = (config.monitor.agent_timeout * 2).max(Duration::from_secs(1));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut reports: BTreeMap<String, AgentView> = BTreeMap::new();
+    let mut early: Vec<Event> = Vec::new();
+    while reports.len() < config.hosts.len() {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(Event::AgentHeartbeat { host, view })) => {
+                reports.insert(host, view);
+            }
+            Ok(Some(other)) => early.push(other),
+            _ => break,
+        }
+    }
+    tracing::info!(
+        reporting = reports.len(),
+        of = config.hosts.len(),
+        "start-up vote"
+    );
+    (reports.into_iter().collect(), early)
+}
+
+/// The check tasks of every host and the network guard, on one ICMP socket (ping.rs).
+fn start_checks(
+    config: &Config,
+    samples: &mpsc::Sender<checks::Sample>,
+) -> Result<(), DaemonError> {
     let pinger = ping::Pinger::new();
+    let (threads, backlog) = (config.checks.rep_threads, config.checks.rep_backlog);
+    let shared = threads.check_period == backlog.check_period && threads.timeout == backlog.timeout;
+    let tasks: Vec<(Vec<CheckKind>, CheckConfig)> = if shared {
+        vec![
+            (vec![CheckKind::Ping], config.checks.ping),
+            (vec![CheckKind::Mysql], config.checks.mysql),
+            (vec![CheckKind::RepThreads, CheckKind::RepBacklog], backlog),
+        ]
+    } else {
+        CheckKind::ALL
+            .iter()
+            .map(|k| (vec![*k], *config.checks.get(*k)))
+            .collect()
+    };
     for h in &config.hosts {
         let password = h
             .monitor_password
@@ -330,29 +394,14 @@ pub async fn run(
                 host: h.name.clone(),
                 source,
             })?;
-        let (threads, backlog) = (config.checks.rep_threads, config.checks.rep_backlog);
-        let shared =
-            threads.check_period == backlog.check_period && threads.timeout == backlog.timeout;
-        let tasks: Vec<(Vec<CheckKind>, CheckConfig)> = if shared {
-            vec![
-                (vec![CheckKind::Ping], config.checks.ping),
-                (vec![CheckKind::Mysql], config.checks.mysql),
-                (vec![CheckKind::RepThreads, CheckKind::RepBacklog], backlog),
-            ]
-        } else {
-            CheckKind::ALL
-                .iter()
-                .map(|k| (vec![*k], *config.checks.get(*k)))
-                .collect()
-        };
-        for (kinds, cfg) in tasks {
+        for (kinds, cfg) in &tasks {
             tokio::spawn(checks::run(
                 h.clone(),
                 password.clone(),
-                kinds,
-                cfg,
+                kinds.clone(),
+                *cfg,
                 pinger.clone(),
-                check_tx.clone(),
+                samples.clone(),
             ));
         }
     }
@@ -370,46 +419,53 @@ pub async fn run(
         config.monitor.ping_interval,
         config.checks.ping.timeout,
         pinger,
-        check_tx.clone(),
+        samples.clone(),
     ));
+    Ok(())
+}
 
-    // Control socket and metrics.
-    let control_key = config.monitor.control.keyed().then(|| key.clone());
-    let reply_timeout = config.monitor.promotion_timeout * 3 + Duration::from_secs(10);
-    let ctl_addr = config.monitor.control.clone();
-    let mut listener = tokio::spawn(control::serve(
-        ctl_addr.clone(),
-        control_key,
-        reply_timeout,
-        ctl_tx,
-    ));
-    if let Some(addr) = config.monitor.metrics {
-        tokio::spawn(metrics::serve(addr, metrics.clone()));
-    }
+/// What the event loop listens to.
+struct Inputs {
+    events: mpsc::Receiver<Event>,
+    checks: mpsc::Receiver<checks::Sample>,
+    control: mpsc::Receiver<control::Request>,
+    /// The control socket's task: it ends only when the socket could not be bound.
+    listener: tokio::task::JoinHandle<std::io::Result<()>>,
+    control_addr: String,
+}
 
+/// The one owner of the `Cluster`: each event in, its actions out, then sleep until the
+/// next event or the core's next deadline.
+async fn event_loop(
+    cluster: &mut Cluster,
+    shell: &mut Shell,
+    mut inputs: Inputs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let clock = shell.clock;
     // The core says when it next needs a Tick; IDLE_TICK only bounds the sleep.
     let mut wake = clock.instant(cluster.next_deadline(), IDLE_TICK);
     let mut next_reply: u64 = 1;
     tokio::pin!(shutdown);
-    shell.observe(&cluster, clock.now());
+    shell.observe(cluster, clock.now());
     loop {
         let event = tokio::select! {
-            _ = &mut shutdown => break,
-            ended = &mut listener => {
+            _ = &mut shutdown => return Ok(()),
+            ended = &mut inputs.listener => {
                 // The control socket is gone (could not bind): an operator could not reach us.
                 if let Ok(Err(source)) = ended {
-                    return Err(DaemonError::Control { addr: ctl_addr.to_string(), source });
+                    return Err(DaemonError::Control { addr: inputs.control_addr.clone(), source });
                 }
-                break;
+                return Ok(());
             }
-            Some(e) = ev_rx.recv() => e,
-            Some(s) = check_rx.recv() => {
+            Some(e) = inputs.events.recv() => e,
+            Some(s) = inputs.checks.recv() => {
                 if let Event::Check { host, check, .. } = &s.event {
-                    metrics.lock().unwrap_or_else(|p| p.into_inner()).check_latency.insert((host.clone(), check.to_string()), s.latency.as_secs_f64());
+                    shell.metrics.lock().unwrap_or_else(|p| p.into_inner()).check_latency.insert((host.clone(), check.to_string()), s.latency.as_secs_f64());
                 }
                 s.event
             }
-            Some((command, reply)) = ctl_rx.recv() => {
+            Some((command, reply)) = inputs.control.recv() => {
                 // `checks` prints local time; the offset can change (DST) while we run.
                 cluster.set_utc_offset(local_utc_offset_s());
                 let id = next_reply;
@@ -419,19 +475,14 @@ pub async fn run(
             }
             _ = tokio::time::sleep_until(wake) => Event::Tick,
         };
-        let now = shell.clock.now();
+        let now = clock.now();
         let actions = cluster.handle(now, event);
         if !actions.is_empty() {
             shell.dispatch(actions).await;
-            shell.observe(&cluster, now);
+            shell.observe(cluster, now);
         }
         wake = clock.instant(cluster.next_deadline(), IDLE_TICK);
     }
-    // Clean shutdown: the status is written, no role is touched.
-    let record = cluster.status_record(shell.clock.now());
-    shell.status.finish(record).await;
-    tracing::info!("monitor stopped (roles left as they are)");
-    Ok(())
 }
 
 fn hostname() -> String {
