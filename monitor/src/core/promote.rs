@@ -99,6 +99,10 @@ pub struct Promotion {
     pub phase: Phase,
     /// (ms since start, step) for the failover timeline.
     pub timeline: Vec<(Millis, String)>,
+    /// The slaves were re-pointed at the candidate before it became writable (GTID: each
+    /// resumes from what it applied), so the first semi-sync commit finds a replica
+    /// already connected instead of waiting for one to be re-pointed.
+    pub slaves_repointed: bool,
 }
 
 impl Promotion {
@@ -243,6 +247,7 @@ impl Cluster {
                 agent_deadline: now + self.fence_wait(),
             },
             timeline: Vec::new(),
+            slaves_repointed: false,
         };
         p.step(now, format!("promotion of '{to}' started: {reason}"));
         if !targets.is_empty() {
@@ -801,6 +806,30 @@ impl Cluster {
             );
             return;
         }
+        // With GTIDs the slaves can follow the candidate now: it holds everything they
+        // may lack (survey) and writes nothing until it is writable. The first commit
+        // after that then finds a semi-sync replica connected.
+        let gtid = self
+            .host(&to)
+            .and_then(|h| h.gtid.as_ref())
+            .is_some_and(|g| !g.is_empty());
+        if gtid {
+            let slaves = self.send_repoints(now, &to, Position::Gtid(String::new()), out);
+            if let Some(p) = self.promotion.as_mut() {
+                p.slaves_repointed = true;
+                p.step(
+                    now,
+                    format!(
+                        "slaves {} re-pointed at '{to}' (GTID, each from what it applied)",
+                        if slaves.is_empty() {
+                            "(none)".into()
+                        } else {
+                            slaves.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
         let Some(p) = self.promotion.as_mut() else {
             return;
         };
@@ -866,19 +895,48 @@ impl Cluster {
                 p.to
             ),
         );
+        if p.slaves_repointed {
+            self.finish_promotion(now, out);
+            return;
+        }
         p.phase = Phase::Position { deadline };
         out.push(Action::QueryStatus { host: p.to.clone() });
     }
 
     /// Sends every slave the one position of the new master, then ends the promotion.
     fn repoint_slaves(&mut self, now: Millis, position: Position, out: &mut Vec<Action>) {
-        let Some(mut p) = self.promotion.take() else {
+        let Some(to) = self.promotion.as_ref().map(|p| p.to.clone()) else {
             return;
         };
-        let (ip, port) = self
-            .host(&p.to)
-            .map(|h| (h.ip, h.mysql_port))
-            .expect("candidate exists");
+        let slaves = self.send_repoints(now, &to, position, out);
+        if let Some(p) = self.promotion.as_mut() {
+            p.step(
+                now,
+                format!(
+                    "slaves {} re-pointed at '{}' from one position",
+                    if slaves.is_empty() {
+                        "(none)".into()
+                    } else {
+                        slaves.join(", ")
+                    },
+                    p.to
+                ),
+            );
+        }
+        self.finish_promotion(now, out);
+    }
+
+    /// A ChangeMaster to `to` for every live slave; returns their names.
+    fn send_repoints(
+        &mut self,
+        now: Millis,
+        to: &str,
+        position: Position,
+        out: &mut Vec<Action>,
+    ) -> Vec<String> {
+        let Some((ip, port)) = self.host(to).map(|h| (h.ip, h.mysql_port)) else {
+            return Vec::new();
+        };
         let slaves: Vec<String> = self
             .hosts
             .iter()
@@ -904,18 +962,15 @@ impl Cluster {
                 deadline: Duration::from_millis(self.promotion_timeout()),
             });
         }
-        p.step(
-            now,
-            format!(
-                "slaves {} re-pointed at '{}' from one position",
-                if slaves.is_empty() {
-                    "(none)".into()
-                } else {
-                    slaves.join(", ")
-                },
-                p.to
-            ),
-        );
+        slaves
+    }
+
+    /// The candidate is the writer: the timeline is told, the peer rejoins, the operator's
+    /// command (move_role) is answered.
+    fn finish_promotion(&mut self, now: Millis, out: &mut Vec<Action>) {
+        let Some(p) = self.promotion.take() else {
+            return;
+        };
         let total = now.saturating_sub(p.started);
         let timeline: Vec<String> = p
             .timeline
