@@ -5,6 +5,7 @@ pub mod agents;
 pub mod control;
 pub mod core;
 pub mod daemon;
+pub mod fleet;
 pub mod preflight;
 pub mod replica;
 

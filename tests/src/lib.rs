@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod client;
 pub mod costs;
+pub mod etcd;
 pub mod failover;
 pub mod lab;
 pub mod mariadb;

@@ -47,6 +47,24 @@ const TEST_NEEDS: &[Need] = &[
         command: "/usr/include/bpf/bpf_helpers.h",
         package: "libbpf-dev",
     },
+    // The monitor fleet: etcd-client compiles etcd's protos at build time (protoc and
+    // the well-known types), and the fleet tests start a real etcd cluster.
+    Need {
+        command: "protoc",
+        package: "protobuf-compiler",
+    },
+    Need {
+        command: "/usr/include/google/protobuf/descriptor.proto",
+        package: "libprotobuf-dev",
+    },
+    Need {
+        command: "etcd",
+        package: "etcd-server",
+    },
+    Need {
+        command: "etcdctl",
+        package: "etcd-client",
+    },
 ];
 
 /// The failover bench's plot: Debian's matplotlib for Debian's python3 (a python3 earlier

@@ -28,6 +28,19 @@ pub struct Config {
     pub checks: Checks,
     pub agent: AgentConfig,
     pub security: SecurityConfig,
+    /// A monitor fleet on etcd (`[coordination]`); `None`: one monitor, a status file.
+    pub coordination: Option<Coordination>,
+}
+
+/// `[coordination]`: the etcd cluster a monitor fleet coordinates through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordination {
+    /// Client URLs of the etcd members (`http://10.0.0.5:2379`).
+    pub etcd: Vec<String>,
+    /// One per cluster: the election, the status and the published writer live under it.
+    pub prefix: String,
+    /// TTL of the leader's etcd session, whole seconds (etcd grants no less than 1 s).
+    pub session_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -246,7 +259,8 @@ impl Config {
             source: Box::new(e),
         })?;
         let raw: raw::RawConfig = serde_ignored::deserialize(de, |path| {
-            unknown.push(path.to_string());
+            // serde_ignored writes an optional table as "?": the key is what operators see.
+            unknown.push(path.to_string().replace(".?.", "."));
         })
         .map_err(|e| ConfigError::Syntax {
             path: origin.into(),

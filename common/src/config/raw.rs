@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub agent: RawAgent,
     #[serde(default)]
     pub security: RawSecurity,
+    /// `[coordination]`: a monitor fleet on etcd; absent: one monitor, a status file.
+    pub coordination: Option<RawCoordination>,
 }
 
 /// Declares the keys a host may set itself or inherit from `[defaults]` (MMM's
@@ -148,6 +150,13 @@ pub struct RawAgent {
     pub monitor_ips: Option<Vec<String>>,
     pub mysql_socket: Option<String>,
     pub block_users: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCoordination {
+    pub etcd: Option<Vec<String>>,
+    pub prefix: Option<String>,
+    pub session_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

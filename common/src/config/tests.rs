@@ -370,3 +370,32 @@ fn ipv6_ping_targets_are_refused_by_name() {
         "monitor.ping_ips: \"::1\" is IPv6: the network guard pings IPv4 addresses only",
     );
 }
+
+#[test]
+fn coordination_is_optional_and_checked_whole() {
+    assert_eq!(parse(MINIMAL).unwrap().coordination, None);
+    let good = format!(
+        "{MINIMAL}\n[coordination]\netcd = [\"http://10.0.0.5:2379\", \"http://etcd2:2379\"]\nprefix = \"/mmm/main\"\nsession_ttl = \"2s\"\n"
+    );
+    let c = parse(&good).unwrap().coordination.expect("coordination");
+    assert_eq!(c.etcd.len(), 2);
+    assert_eq!(c.prefix, "/mmm/main");
+    assert_eq!(c.session_ttl, Duration::from_secs(2));
+    let bad = format!(
+        "{MINIMAL}\n[coordination]\netcd = [\"https://10.0.0.5:2379\", \"http://:2379\"]\nprefix = \"mmm/main/\"\nsession_ttl = \"500ms\"\nttl = 3\n"
+    );
+    let found = problems(&bad);
+    for needle in [
+        "coordination.etcd: \"https://10.0.0.5:2379\" is not an etcd client URL",
+        "coordination.etcd: \"http://:2379\" is not an etcd client URL",
+        "coordination.prefix: \"mmm/main/\": one absolute key path per cluster",
+        "coordination.session_ttl: 500ms: whole seconds from 1s to 60s",
+        "coordination.ttl: unknown key",
+    ] {
+        assert_has(&found, needle);
+    }
+    assert_has(
+        &problems(&format!("{MINIMAL}\n[coordination]\nprefix = \"/x\"\n")),
+        "coordination.etcd: missing",
+    );
+}

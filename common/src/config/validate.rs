@@ -1,6 +1,6 @@
 //! Raw config -> [`Config`], collecting every problem instead of stopping at the first.
 
-use super::raw::{RawCheck, RawConfig, RawHostFields};
+use super::raw::{RawCheck, RawConfig, RawCoordination, RawHostFields};
 use super::*;
 use crate::duration::parse_duration;
 use std::collections::{BTreeMap, BTreeSet};
@@ -172,6 +172,7 @@ pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, P
             }
         },
     };
+    let coordination = raw.coordination.as_ref().map(|r| coordination(&mut c, r));
     if agent.fencing == Fencing::Lease && agent.lease <= monitor.heartbeat_interval {
         c.problem(
             "agent.lease",
@@ -184,6 +185,7 @@ pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, P
 
     if c.problems.is_empty() {
         Ok(Config {
+            coordination,
             active_master_role,
             hosts,
             roles,
@@ -733,5 +735,64 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
             }
             list
         },
+    }
+}
+
+/// `[coordination]`: etcd client URLs (http only: no TLS stack is built in), a prefix
+/// that is one absolute etcd key path, and a session TTL of whole seconds.
+fn coordination(c: &mut Collector, r: &RawCoordination) -> Coordination {
+    let etcd = r.etcd.clone().unwrap_or_default();
+    if etcd.is_empty() {
+        c.problem(
+            "coordination.etcd",
+            "missing: the client URLs of the etcd members (http://HOST:2379)",
+        );
+    }
+    for url in &etcd {
+        let host_port = url.strip_prefix("http://").unwrap_or("");
+        let valid = !host_port.is_empty()
+            && !host_port.contains('/')
+            && host_port
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !valid {
+            c.problem(
+                "coordination.etcd",
+                format!("{url:?} is not an etcd client URL (http://HOST:PORT)"),
+            );
+        }
+    }
+    let prefix = r.prefix.clone().unwrap_or_default();
+    let prefix_ok = prefix.len() > 1
+        && prefix.starts_with('/')
+        && !prefix.ends_with('/')
+        && !prefix.contains("//")
+        && prefix.chars().all(|ch| ch.is_ascii_graphic());
+    if !prefix_ok {
+        c.problem(
+            "coordination.prefix",
+            format!("{prefix:?}: one absolute key path per cluster, like \"/mmm/main\" (no trailing '/', no spaces)"),
+        );
+    }
+    let session_ttl = c.duration(
+        "coordination.session_ttl",
+        &r.session_ttl,
+        Duration::from_secs(1),
+    );
+    if session_ttl.subsec_nanos() != 0
+        || session_ttl < Duration::from_secs(1)
+        || session_ttl > Duration::from_secs(60)
+    {
+        c.problem(
+            "coordination.session_ttl",
+            format!(
+                "{session_ttl:?}: whole seconds from 1s to 60s (etcd grants leases in seconds)"
+            ),
+        );
+    }
+    Coordination {
+        etcd,
+        prefix,
+        session_ttl,
     }
 }
