@@ -5,6 +5,7 @@
 //! - [`garp`]: gratuitous ARP, built purely and sent from a send-only packet socket
 //! - [`caps`]: the four capabilities the agent keeps, and what each one enables
 //! - [`rst`]: a tc program that answers TCP to a just-released VIP with RST
+//! - [`sockdiag`]: resets the connections a dead mysqld leaves behind (SOCK_DESTROY)
 //! - [`reconcile`]: desired state -> ordered steps, and their execution
 //! - [`lease`]: lease fencing: who renews, the deadline kept across restarts
 //! - [`server`]: the authenticated protocol towards the monitor, the lease's task
@@ -17,4 +18,5 @@ pub mod probe;
 pub mod reconcile;
 pub mod rst;
 pub mod server;
+pub mod sockdiag;
 pub mod vip;

@@ -289,7 +289,20 @@ impl Probe {
                     tracing::warn!(kind = ?event.kind, tgid = event.tgid, "probe event ignored: {why}");
                     continue;
                 }
-                // Sent first: the monitor hears it before anything is logged.
+                // A dead mysqld's sockets outlive it by up to ~200 ms: they are reset
+                // before the monitor hears of it, while the VIP is still here to send the
+                // RSTs from (once it is removed, they could not leave). Well under 1 ms.
+                if event.kind == ProbeEventKind::ProcessExit {
+                    match crate::sockdiag::reset_port(agent.host.mysql_port) {
+                        Ok(n) => {
+                            tracing::info!(sockets = n, "connections of the dead mysqld reset")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %mmm_common::error_chain(&e), "the dead mysqld's connections were not reset")
+                        }
+                    }
+                }
+                // Then at once to the monitor, before anything is logged.
                 let _ = events.send(event);
                 let state = match event.kind {
                     ProbeEventKind::ListenOpen => ProbeState::Watching,

@@ -368,6 +368,31 @@ pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &
     std::thread::sleep(Duration::from_millis(500));
     let log = writer.stop();
     let pool_log = pool.stop();
+    // MMM_BENCH_TRACE=1: the retrying client's attempts around the event, to explain a
+    // slow first write (which attempt failed how, and when the first one succeeded).
+    if std::env::var_os("MMM_BENCH_TRACE").is_some() {
+        let rel = |at: Instant| at.saturating_duration_since(event).as_millis();
+        let failed: Vec<String> = pool_log
+            .failed
+            .iter()
+            .filter(|(at, _)| *at >= event)
+            .take(4)
+            .map(|(at, e)| format!("+{}ms {e}", rel(*at)))
+            .collect();
+        let last_failed = pool_log
+            .failed
+            .last()
+            .map(|(at, e)| format!("+{}ms {e}", rel(*at)));
+        let first_ok = pool_log
+            .acked
+            .iter()
+            .find(|(_, at)| *at >= event && pool_log.failed.last().is_none_or(|(f, _)| at > f))
+            .map(|(_, at)| rel(*at));
+        eprintln!(
+            "trace {scenario:?}: retrying client failures {} (first: {failed:?}; last: {last_failed:?}); first ack after them +{first_ok:?}ms",
+            pool_log.failed.len()
+        );
+    }
 
     // A lost host comes back (its link stays down): does it still hold the writer VIP?
     if scenario == Scenario::HostLost {

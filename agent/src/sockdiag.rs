@@ -1,0 +1,346 @@
+//! Resets the TCP connections a dead mysqld leaves behind (NETLINK_SOCK_DIAG,
+//! SOCK_DESTROY; CAP_NET_ADMIN, kernel CONFIG_INET_DIAG_DESTROY).
+//!
+//! Why: a SIGKILLed mysqld's sockets outlive its process by up to ~200 ms (the kernel
+//! closes a process's files only after tearing down its threads and memory). Meanwhile its
+//! listener still completes handshakes nobody will answer, and its clients' requests are
+//! acknowledged and never answered: a client in the middle of a COMMIT waits for the
+//! close, then for TCP's retransmission. Destroying the sockets the moment the probe saw
+//! the process exit sends every client an RST at once: it reconnects while the writer
+//! VIP moves.
+//!
+//! The requests and the parsing are pure and tested byte for byte; [`reset_port`] is the
+//! only function that talks to the kernel.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const NETLINK_SOCK_DIAG: libc::c_int = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const SOCK_DESTROY: u16 = 21;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+/// nlmsghdr (16) + inet_diag_req_v2 (56).
+const REQ_LEN: usize = 72;
+/// Every TCP state.
+const ALL_STATES: u32 = 0xffff_ffff;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SockDiagError {
+    #[error("opening a NETLINK_SOCK_DIAG socket")]
+    Open {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op} on the sock_diag socket")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the kernel refused to list TCP sockets (errno {errno})")]
+    Dump { errno: i32 },
+}
+
+/// One socket as inet_diag names it: enough to name it again in SOCK_DESTROY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockId {
+    pub family: u8,
+    pub state: u8,
+    /// inet_diag_sockid, as the kernel sent it (ports big-endian, addresses, interface,
+    /// cookie).
+    pub id: [u8; 48],
+}
+
+impl SockId {
+    pub fn local_port(&self) -> u16 {
+        u16::from_be_bytes([self.id[0], self.id[1]])
+    }
+}
+
+fn header(buf: &mut [u8; REQ_LEN], kind: u16, flags: u16, seq: u32) {
+    buf[0..4].copy_from_slice(&(REQ_LEN as u32).to_ne_bytes());
+    buf[4..6].copy_from_slice(&kind.to_ne_bytes());
+    buf[6..8].copy_from_slice(&flags.to_ne_bytes());
+    buf[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // nlmsg_pid 0: the kernel.
+}
+
+/// A dump of every TCP socket of `family` (AF_INET or AF_INET6).
+pub fn dump_request(family: u8, seq: u32) -> [u8; REQ_LEN] {
+    let mut b = [0u8; REQ_LEN];
+    header(&mut b, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq);
+    b[16] = family;
+    b[17] = libc::IPPROTO_TCP as u8;
+    b[20..24].copy_from_slice(&ALL_STATES.to_ne_bytes());
+    b
+}
+
+/// SOCK_DESTROY of one socket, named as the dump named it.
+pub fn destroy_request(sock: &SockId, seq: u32) -> [u8; REQ_LEN] {
+    let mut b = [0u8; REQ_LEN];
+    header(&mut b, SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, seq);
+    b[16] = sock.family;
+    b[17] = libc::IPPROTO_TCP as u8;
+    b[20..24].copy_from_slice(&(1u32 << sock.state).to_ne_bytes());
+    b[24..72].copy_from_slice(&sock.id);
+    b
+}
+
+/// What one datagram of a dump said.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DumpPart {
+    Sockets(Vec<SockId>),
+    Done,
+    Error(i32),
+}
+
+/// Parses one datagram of a dump: inet_diag_msg records, then NLMSG_DONE. Truncated or
+/// foreign messages are skipped, never read past.
+pub fn parse_dump(datagram: &[u8]) -> DumpPart {
+    let mut socks = Vec::new();
+    let mut at = 0;
+    while datagram.len() >= at + 16 {
+        let h = &datagram[at..];
+        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let kind = u16::from_ne_bytes([h[4], h[5]]);
+        if len < 16 || at + len > datagram.len() {
+            break;
+        }
+        match kind {
+            NLMSG_DONE => return DumpPart::Done,
+            NLMSG_ERROR => {
+                let errno = h
+                    .get(16..20)
+                    .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
+                    .unwrap_or(0);
+                return DumpPart::Error(-errno);
+            }
+            SOCK_DIAG_BY_FAMILY if len >= 16 + 52 => {
+                let m = &h[16..];
+                let mut id = [0u8; 48];
+                id.copy_from_slice(&m[4..52]);
+                socks.push(SockId {
+                    family: m[0],
+                    state: m[1],
+                    id,
+                });
+            }
+            _ => {}
+        }
+        // Messages are 4-byte aligned.
+        at += (len + 3) & !3;
+    }
+    DumpPart::Sockets(socks)
+}
+
+fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> SockDiagError {
+    move |source| SockDiagError::Io { op, source }
+}
+
+fn send(fd: &OwnedFd, buf: &[u8]) -> std::io::Result<()> {
+    // SAFETY: buf is valid for reads of its length for the call.
+    let n = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn recv(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: buf is valid for writes of its length for the call.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Resets every TCP socket whose local port is `port` (the listener and every client
+/// connection of the dead mysqld, IPv4 and IPv6); returns how many. Blocking, and quick:
+/// call it from a blocking thread.
+pub fn reset_port(port: u16) -> Result<usize, SockDiagError> {
+    // SAFETY: socket() takes no pointers; the result is checked and owned below.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
+    };
+    if raw < 0 {
+        return Err(SockDiagError::Open {
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: raw is a fresh descriptor owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // A kernel that does not answer must not hang the agent's thread.
+    let timeout = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: timeout is a valid timeval for the call; the length is its size.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut targets = Vec::new();
+    for (seq, family) in [(1, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
+        send(&fd, &dump_request(family, seq)).map_err(io("asking for TCP sockets"))?;
+        loop {
+            let n = recv(&fd, &mut buf).map_err(io("reading TCP sockets"))?;
+            match parse_dump(&buf[..n]) {
+                DumpPart::Sockets(s) => {
+                    targets.extend(s.into_iter().filter(|s| s.local_port() == port))
+                }
+                DumpPart::Done => break,
+                DumpPart::Error(errno) => return Err(SockDiagError::Dump { errno }),
+            }
+        }
+    }
+    let mut reset = 0;
+    for (i, sock) in targets.iter().enumerate() {
+        send(&fd, &destroy_request(sock, 100 + i as u32)).map_err(io("destroying a socket"))?;
+        let n = recv(&fd, &mut buf).map_err(io("reading the kernel's answer"))?;
+        // An ack is an NLMSG_ERROR with errno 0; a socket that went away meanwhile
+        // (ENOENT) is what we wanted anyway.
+        if matches!(parse_dump(&buf[..n]), DumpPart::Error(0)) {
+            reset += 1;
+        }
+    }
+    Ok(reset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_request_asks_for_every_tcp_socket_of_a_family() {
+        let b = dump_request(libc::AF_INET as u8, 7);
+        assert_eq!(&b[0..4], &72u32.to_ne_bytes());
+        assert_eq!(&b[4..6], &20u16.to_ne_bytes());
+        assert_eq!(&b[6..8], &0x301u16.to_ne_bytes());
+        assert_eq!(&b[8..12], &7u32.to_ne_bytes());
+        assert_eq!(&b[12..16], &[0; 4]);
+        assert_eq!(&b[16..20], &[2, 6, 0, 0]);
+        assert_eq!(&b[20..24], &[0xff; 4]);
+        assert!(b[24..].iter().all(|x| *x == 0));
+    }
+
+    #[test]
+    fn a_destroy_request_names_the_socket_as_the_dump_did() {
+        let mut id = [0u8; 48];
+        id[0..2].copy_from_slice(&3306u16.to_be_bytes());
+        id[47] = 9;
+        let sock = SockId {
+            family: libc::AF_INET6 as u8,
+            state: 10, // LISTEN
+            id,
+        };
+        let b = destroy_request(&sock, 3);
+        assert_eq!(&b[4..6], &21u16.to_ne_bytes());
+        assert_eq!(&b[6..8], &5u16.to_ne_bytes());
+        assert_eq!(&b[16..18], &[10, 6]);
+        assert_eq!(&b[20..24], &(1u32 << 10).to_ne_bytes());
+        assert_eq!(&b[24..72], &id);
+    }
+
+    /// Against the kernel: a listener and an established connection on one port are
+    /// reset; a connection on another port is left alone.
+    #[test]
+    fn reset_port_resets_the_listener_and_its_connections_only() {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED reset_port test: SOCK_DESTROY needs CAP_NET_ADMIN (run as root)");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_server_side, _) = listener.accept().unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut bystander = TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        let (_b, _) = other.accept().unwrap();
+
+        let n = reset_port(port).expect("reset_port");
+        assert!(
+            n >= 2,
+            "the listener and the server side of the connection: {n}"
+        );
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let read = client.read(&mut byte);
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+                || matches!(read, Ok(0)),
+            "the client learns at once: {read:?}"
+        );
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "nobody listens on the port any more"
+        );
+        bystander
+            .write_all(b"x")
+            .expect("another port's connection is untouched");
+    }
+
+    fn message(kind: u16, body: &[u8]) -> Vec<u8> {
+        let len = 16 + body.len();
+        let mut m = Vec::new();
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(body);
+        while m.len() % 4 != 0 {
+            m.push(0);
+        }
+        m
+    }
+
+    #[test]
+    fn a_dump_is_parsed_and_nothing_is_read_past_its_end() {
+        let mut msg = vec![2u8, 1, 0, 0];
+        let mut id = [0u8; 48];
+        id[0..2].copy_from_slice(&3306u16.to_be_bytes());
+        msg.extend_from_slice(&id);
+        msg.extend_from_slice(&[0; 20]);
+        let mut d = message(20, &msg);
+        d.extend(message(20, &msg));
+        assert_eq!(
+            parse_dump(&d),
+            DumpPart::Sockets(vec![
+                SockId {
+                    family: 2,
+                    state: 1,
+                    id
+                };
+                2
+            ])
+        );
+        assert_eq!(parse_dump(&message(3, &[0; 4])), DumpPart::Done);
+        assert_eq!(
+            parse_dump(&message(2, &(-1i32).to_ne_bytes())),
+            DumpPart::Error(1)
+        );
+        // A length claiming more than the datagram, a short record, nothing at all.
+        let mut cut = message(20, &msg);
+        cut.truncate(40);
+        assert_eq!(parse_dump(&cut), DumpPart::Sockets(vec![]));
+        assert_eq!(parse_dump(&message(20, &[1, 2])), DumpPart::Sockets(vec![]));
+        assert_eq!(parse_dump(&[]), DumpPart::Sockets(vec![]));
+    }
+}
