@@ -148,6 +148,15 @@ fn s02_active_master_mysqld_killed() {
     assert!(line.contains("mysqld process exited (probe)"), "{line}");
     assert_writer(&c, "db2", &["db3"]);
     std::thread::sleep(Duration::from_millis(500));
+    // Acknowledged writes on the new master are on a replica too: semi-sync is back on
+    // with db3 as its client (the agent suspends it while db2 relays, restores it when
+    // db2 goes writable).
+    let semi = c.db("db2").sql("SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_clients')");
+    assert!(
+        semi.contains("Rpl_semi_sync_master_status\tON")
+            && semi.contains("Rpl_semi_sync_master_clients\t1"),
+        "semi-sync on the new master: {semi}"
+    );
     let log = w.stop();
     assert_data(&c, &log, &["db2", "db3"]);
 }
