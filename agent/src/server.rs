@@ -682,9 +682,11 @@ impl Agent {
                     Ok(p) => p,
                     Err(e) => return failed(error_chain(&e)),
                 };
-                if let Err(e) = self.semi_sync.release(&self.actions_mysql).await {
-                    return failed(error_chain(&e));
-                }
+                // A suspended semi-sync master wait stays suspended: a re-point is a slave
+                // following the new writer, or the candidate fetching from a slave that is
+                // ahead; neither has a semi-sync replica of its own, and each relayed
+                // commit would wait rpl_semi_sync_master_timeout (a whole second of the
+                // failover, measured). Going writable restores it.
                 self.actions_mysql
                     .change_master(
                         &host.to_string(),

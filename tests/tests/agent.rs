@@ -282,6 +282,23 @@ fn agent_toggles_read_only_kills_sessions_and_repoints_a_slave() {
     );
     assert_eq!(db2.slave_status("Slave_IO_Running"), "No");
     assert_eq!(semi(&db2), "0");
+    // The promotion fetches from a slave that is ahead: re-pointed, db2 stays suspended
+    // (its only semi-sync replica is gone; each fetched commit would otherwise wait
+    // rpl_semi_sync_master_timeout).
+    let pos = db1.sql("SELECT @@GLOBAL.gtid_current_pos");
+    let fetch = lab.with_link("db2", move |mut l| async move {
+        l.action(
+            Action::ChangeMaster {
+                host: ip(11),
+                port: 3306,
+                position: Position::Gtid(pos),
+            },
+            T,
+        )
+        .await
+    });
+    assert_eq!(fetch.unwrap().outcome, ActionOutcome::Ok);
+    assert_eq!(semi(&db2), "0", "re-pointed, still suspended");
     apply_ok(&lab, "db2", desired(4, true, &[]));
     assert_eq!(semi(&db2), "1", "writable without the semi-sync wait");
     assert!(!db2.read_only());
