@@ -196,6 +196,8 @@ pub struct Executor {
     pub garp_count: u32,
     pub garp_interval: Duration,
     pub mysql: Arc<Mysql>,
+    /// mysqld's port: the connections to a VIP about to go are reset on it.
+    pub mysql_port: u16,
     pub max_kill_retries: u32,
     /// Users whose sessions demotion leaves alone (the agent's, the monitor's).
     pub spare_users: Vec<String>,
@@ -284,6 +286,22 @@ impl Executor {
                 (Step::RemoveVip(ip), Some(l)) => {
                     if let Some(rst) = &self.rst {
                         rst.release(*ip);
+                    }
+                    // Its clients' sessions get an RST now, while the address can still
+                    // carry one: once it is gone, mysqld's close (the killed session) could
+                    // not reach them, and a client mid-request would wait for TCP's
+                    // retransmission (~200 ms) to learn. A reconnect lands on the RST
+                    // program. A dead mysqld's were reset when it exited.
+                    if !self.mysqld_exited() {
+                        match crate::sockdiag::reset_connections_to(*ip, self.mysql_port) {
+                            Ok(n) if n > 0 => {
+                                tracing::info!(%ip, sessions = n, "client connections to the VIP reset")
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(%ip, error = %error_chain(&e), "client connections to the VIP not reset")
+                            }
+                        }
                     }
                     self.netlink
                         .remove(l.index, &self.interface, *ip)

@@ -225,6 +225,7 @@ impl Agent {
             garp_count: config.agent.garp_count,
             garp_interval: config.agent.garp_interval,
             mysql: Arc::new(mysql(timeout)),
+            mysql_port: host.mysql_port,
             max_kill_retries: config.agent.max_kill_retries,
             spare_users: vec![host.agent_user.clone(), host.monitor_user.clone()],
             block_users: config.agent.block_users.clone(),

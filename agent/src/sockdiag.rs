@@ -158,10 +158,37 @@ fn recv(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n as usize)
 }
 
+impl SockId {
+    /// The local IPv4 address: an AF_INET socket's, or an AF_INET6 socket's v4-mapped
+    /// one (mysqld listening on [::] accepts IPv4 clients as ::ffff:a.b.c.d).
+    pub fn local_v4(&self) -> Option<std::net::Ipv4Addr> {
+        let src = &self.id[4..20];
+        let v4 = |b: &[u8]| std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+        match self.family as i32 {
+            libc::AF_INET => Some(v4(&src[0..4])),
+            libc::AF_INET6 if src[..10].iter().all(|b| *b == 0) && src[10..12] == [0xff, 0xff] => {
+                Some(v4(&src[12..16]))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Resets every TCP socket whose local port is `port` (the listener and every client
 /// connection of the dead mysqld, IPv4 and IPv6); returns how many. Blocking, and quick:
 /// call it from a blocking thread.
 pub fn reset_port(port: u16) -> Result<usize, SockDiagError> {
+    reset(|s| s.local_port() == port)
+}
+
+/// Resets the connections clients made to `ip:port` (a VIP about to be released): their
+/// RSTs can leave only while the address is still ours, so this runs just before its
+/// removal. The listener (bound to any address) is left alone.
+pub fn reset_connections_to(ip: std::net::Ipv4Addr, port: u16) -> Result<usize, SockDiagError> {
+    reset(|s| s.local_port() == port && s.local_v4() == Some(ip))
+}
+
+fn reset(wanted: impl Fn(&SockId) -> bool) -> Result<usize, SockDiagError> {
     // SAFETY: socket() takes no pointers; the result is checked and owned below.
     let raw = unsafe {
         libc::socket(
@@ -199,9 +226,7 @@ pub fn reset_port(port: u16) -> Result<usize, SockDiagError> {
         loop {
             let n = recv(&fd, &mut buf).map_err(io("reading TCP sockets"))?;
             match parse_dump(&buf[..n]) {
-                DumpPart::Sockets(s) => {
-                    targets.extend(s.into_iter().filter(|s| s.local_port() == port))
-                }
+                DumpPart::Sockets(s) => targets.extend(s.into_iter().filter(|s| wanted(s))),
                 DumpPart::Done => break,
                 DumpPart::Error(errno) => return Err(SockDiagError::Dump { errno }),
             }
@@ -296,6 +321,33 @@ mod tests {
         bystander
             .write_all(b"x")
             .expect("another port's connection is untouched");
+    }
+
+    #[test]
+    fn the_local_address_is_read_for_ipv4_and_v4_mapped_ipv6() {
+        let mut id = [0u8; 48];
+        id[4..8].copy_from_slice(&[192, 0, 2, 100]);
+        let v4 = SockId {
+            family: libc::AF_INET as u8,
+            state: 1,
+            id,
+        };
+        assert_eq!(v4.local_v4(), Some(std::net::Ipv4Addr::new(192, 0, 2, 100)));
+        let mut id6 = [0u8; 48];
+        id6[14..16].copy_from_slice(&[0xff, 0xff]);
+        id6[16..20].copy_from_slice(&[192, 0, 2, 100]);
+        let mapped = SockId {
+            family: libc::AF_INET6 as u8,
+            state: 1,
+            id: id6,
+        };
+        assert_eq!(
+            mapped.local_v4(),
+            Some(std::net::Ipv4Addr::new(192, 0, 2, 100))
+        );
+        id6[4] = 0x20; // a real IPv6 address
+        let native = SockId { id: id6, ..mapped };
+        assert_eq!(native.local_v4(), None);
     }
 
     fn message(kind: u16, body: &[u8]) -> Vec<u8> {
