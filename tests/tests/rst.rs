@@ -60,15 +60,55 @@ fn a_released_vip_is_answered_with_rst_until_the_new_owner_announces_it() {
     assert!(log.contains("RST program attached"), "{log}");
 
     apply_ok(&lab, "db1", desired(1, true, &[("writer", 100)]));
-    let mut session = connect(&lab, &format!("{VIP}:3306"), T).expect("a session through the VIP");
-
-    // MariaDB greets first: read that now, so the next read is about the reset.
-    session.set_read_timeout(Some(T)).unwrap();
-    let mut greeting = [0u8; 512];
-    assert!(session.read(&mut greeting).unwrap() > 0, "no greeting");
-
-    // db1 gives the VIP up; nobody has announced it yet.
+    let session = |what: &str| {
+        let mut s = connect(&lab, &format!("{VIP}:3306"), T)
+            .unwrap_or_else(|e| panic!("{what}: a session through the VIP: {e}"));
+        // MariaDB greets first: read that now, so the next read is about the reset.
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut greeting = [0u8; 512];
+        assert!(s.read(&mut greeting).unwrap() > 0, "{what}: no greeting");
+        s
+    };
+    // db1 gives the VIP up. The agent resets the VIP's sessions just before, while the
+    // address can carry the RSTs: an open session learns at once.
+    let mut first = session("reset at the release");
     apply_ok(&lab, "db1", desired(2, false, &[]));
+    let mut buf = [0u8; 16];
+    let read = first.read(&mut buf);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "the session was not reset at the release: {read:?}"
+    );
+
+    // Again, but this session's RST is lost on the way (the client's link is down
+    // meanwhile), as when a reset cannot leave: the RST program answers its next segment.
+    apply_ok(&lab, "db1", desired(3, true, &[("writer", 100)]));
+    let mut session = session("reset by the RST program");
+    let client_link = |state: &str| {
+        lab.net
+            .exec("client", &["ip", "link", "set", "eth0", state])
+    };
+    client_link("down");
+    apply_ok(&lab, "db1", desired(4, false, &[]));
+    client_link("up");
+    // The link's neighbour entries went with it: the client still believes db1 has the
+    // VIP (nobody has announced it elsewhere yet).
+    let db1_mac_pin = lab.net.node("db1").mac.clone();
+    lab.net.exec(
+        "client",
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            VIP,
+            "lladdr",
+            &db1_mac_pin,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    );
     let refused = connect(&lab, &format!("{VIP}:3306"), T);
     assert_eq!(
         refused.as_ref().err().map(|e| e.kind()),
@@ -77,7 +117,6 @@ fn a_released_vip_is_answered_with_rst_until_the_new_owner_announces_it() {
     );
     // The open session learns on its next segment that it is gone.
     let _ = session.write_all(b"select 1");
-    let mut buf = [0u8; 16];
     let read = session.read(&mut buf);
     assert_eq!(
         read.as_ref().err().map(|e| e.kind()),
@@ -99,7 +138,9 @@ fn a_released_vip_is_answered_with_rst_until_the_new_owner_announces_it() {
     // The new owner takes the VIP and announces it: db1 stops answering for it. The client
     // is pinned to db1's MAC to see what db1 alone does now.
     // (db2 runs no MariaDB here: only its VIP and its gratuitous ARP matter.)
-    let d = desired(3, true, &[("writer", 100)]);
+    lab.net
+        .exec("client", &["ip", "neigh", "del", VIP, "dev", "eth0"]);
+    let d = desired(5, true, &[("writer", 100)]);
     let _ = lab.with_link("db2", move |mut l| async move { l.apply(d, T).await });
     assert!(
         lab.net.addresses("db2").iter().any(|a| a.starts_with(VIP)),
