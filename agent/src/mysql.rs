@@ -80,38 +80,88 @@ pub enum CatchUp {
     NotReplica,
 }
 
-/// One reused connection to the local server.
 /// Set while the agent holds this server's semi-sync master wait off
 /// ([`Mysql::suspend_semi_sync_master`]); shared by the action handler that suspends it and
-/// the steps that must restore it (going writable, replicating again).
+/// the step that must restore it (going writable; replicating again after an isolation).
+///
+/// Kept on disk too (`<state_dir>/<host>.semisync-held`), written before the wait is
+/// suspended and removed after it is restored: an agent restarted in between still
+/// restores it when the server goes writable, instead of leaving a new writer whose
+/// acknowledged commits no replica has confirmed.
 #[derive(Debug, Clone, Default)]
-pub struct SemiSyncHold(std::sync::Arc<std::sync::atomic::AtomicBool>);
+pub struct SemiSyncHold {
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    marker: Option<std::sync::Arc<std::path::PathBuf>>,
+}
 
 impl SemiSyncHold {
-    pub fn held(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Suspends the wait and remembers to restore it; returns whether it was on.
-    pub async fn suspend(&self, mysql: &Mysql) -> Result<bool, MysqlError> {
-        let was_on = mysql.suspend_semi_sync_master().await?;
-        if was_on {
-            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    /// The hold of `host`, resumed from its marker in `state_dir` if a previous agent
+    /// left one.
+    pub fn persisted(state_dir: &std::path::Path, host: &str) -> SemiSyncHold {
+        let marker = state_dir.join(format!("{host}.semisync-held"));
+        let held = marker.exists();
+        if held {
+            tracing::warn!(marker = %marker.display(), "resuming a semi-sync master wait a previous agent suspended: it is restored when this server goes writable");
         }
-        Ok(was_on)
+        SemiSyncHold {
+            held: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(held)),
+            marker: Some(std::sync::Arc::new(marker)),
+        }
     }
 
-    /// Restores the wait if this agent suspended it.
+    pub fn held(&self) -> bool {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Suspends the wait and remembers to restore it; returns whether it was on. Without
+    /// a marker on disk it is not suspended at all: saving a second is not worth a writer
+    /// left without semi-sync.
+    pub async fn suspend(&self, mysql: &Mysql) -> Result<bool, MysqlError> {
+        if let Some(marker) = &self.marker {
+            if let Err(e) = std::fs::write(marker.as_path(), b"held\n") {
+                tracing::warn!(marker = %marker.display(), error = %e, "semi-sync master wait left on: its hold cannot be recorded");
+                return Ok(false);
+            }
+        }
+        let was_on = mysql.suspend_semi_sync_master().await;
+        match was_on {
+            Ok(true) => {
+                self.held.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(true)
+            }
+            other => {
+                // Nothing suspended (it was off, or the statement failed): no hold.
+                if !self.held() {
+                    self.remove_marker();
+                }
+                other
+            }
+        }
+    }
+
+    /// Restores the wait if this agent (or the one before it) suspended it.
     pub async fn release(&self, mysql: &Mysql) -> Result<(), MysqlError> {
         if self.held() {
             mysql.restore_semi_sync_master().await?;
-            self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+            self.held.store(false, std::sync::atomic::Ordering::SeqCst);
+            self.remove_marker();
             tracing::info!("semi-sync master wait restored");
         }
         Ok(())
     }
+
+    fn remove_marker(&self) {
+        if let Some(marker) = &self.marker {
+            if let Err(e) = std::fs::remove_file(marker.as_path()) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(marker = %marker.display(), error = %e, "semi-sync hold marker not removed");
+                }
+            }
+        }
+    }
 }
 
+/// One reused connection to the local server.
 pub struct Mysql {
     opts: OptsBuilder,
     /// The connection and the dialect its server speaks, detected when it opened.

@@ -204,7 +204,7 @@ impl Agent {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Listen { addr, source })?;
-        let semi_sync = SemiSyncHold::default();
+        let semi_sync = SemiSyncHold::persisted(&config.agent.state_dir, &host.name);
         let lease = Arc::new(Lease::new(
             config.agent.lease,
             config.agent.fencing == Fencing::Lease,

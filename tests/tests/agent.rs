@@ -153,7 +153,7 @@ fn agent_toggles_read_only_kills_sessions_and_repoints_a_slave() {
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     let db2 = Mariadb::start(&lab.net, "db2", 2, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
-    lab.agent("db2", "agent-db2.log");
+    let agent2 = lab.agent("db2", "agent-db2.log");
 
     // Writer: read_only lifted, then the VIP.
     apply_ok(&lab, "db1", desired(1, true, &[("writer", 100)]));
@@ -299,6 +299,10 @@ fn agent_toggles_read_only_kills_sessions_and_repoints_a_slave() {
     });
     assert_eq!(fetch.unwrap().outcome, ActionOutcome::Ok);
     assert_eq!(semi(&db2), "0", "re-pointed, still suspended");
+    // The agent restarts meanwhile: the hold is on disk, the new agent restores it.
+    lab.net.signal(agent2, "TERM");
+    assert!(lab.net.wait_exit(agent2, T), "db2's agent did not stop");
+    lab.agent("db2", "agent-db2-2.log");
     apply_ok(&lab, "db2", desired(4, true, &[]));
     assert_eq!(semi(&db2), "1", "writable without the semi-sync wait");
     assert!(!db2.read_only());
