@@ -78,6 +78,25 @@ pub fn dump_request(family: u8, seq: u32) -> [u8; REQ_LEN] {
     b
 }
 
+/// The dump of `family`'s TCP sockets whose local port is `port`, filtered by the kernel
+/// (an INET_DIAG_REQ_BYTECODE program: "sport == port"), so a host with thousands of
+/// connections answers with only mysqld's.
+pub fn dump_request_for_port(family: u8, seq: u32, port: u16) -> [u8; REQ_LEN + 12] {
+    let mut b = [0u8; REQ_LEN + 12];
+    b[..REQ_LEN].copy_from_slice(&dump_request(family, seq));
+    b[0..4].copy_from_slice(&((REQ_LEN + 12) as u32).to_ne_bytes());
+    // nlattr: length 12, type INET_DIAG_REQ_BYTECODE (1).
+    b[72..74].copy_from_slice(&12u16.to_ne_bytes());
+    b[74..76].copy_from_slice(&1u16.to_ne_bytes());
+    // op 0: INET_DIAG_BC_S_EQ (11); yes: jump 8 (past the end: accept); no: jump 12
+    // (beyond it: reject). op 1 carries the port, in host order, in its `no` field.
+    b[76] = 11;
+    b[77] = 8;
+    b[78..80].copy_from_slice(&12u16.to_ne_bytes());
+    b[82..84].copy_from_slice(&port.to_ne_bytes());
+    b
+}
+
 /// SOCK_DESTROY of one socket, named as the dump named it.
 pub fn destroy_request(sock: &SockId, seq: u32) -> [u8; REQ_LEN] {
     let mut b = [0u8; REQ_LEN];
@@ -178,17 +197,18 @@ impl SockId {
 /// connection of the dead mysqld, IPv4 and IPv6); returns how many. Blocking, and quick:
 /// call it from a blocking thread.
 pub fn reset_port(port: u16) -> Result<usize, SockDiagError> {
-    reset(|s| s.local_port() == port)
+    reset(port, |_| true)
 }
 
 /// Resets the connections clients made to `ip:port` (a VIP about to be released): their
 /// RSTs can leave only while the address is still ours, so this runs just before its
 /// removal. The listener (bound to any address) is left alone.
 pub fn reset_connections_to(ip: std::net::Ipv4Addr, port: u16) -> Result<usize, SockDiagError> {
-    reset(|s| s.local_port() == port && s.local_v4() == Some(ip))
+    reset(port, |s| s.local_v4() == Some(ip))
 }
 
-fn reset(wanted: impl Fn(&SockId) -> bool) -> Result<usize, SockDiagError> {
+/// Resets the sockets on local `port` that `wanted` picks.
+fn reset(port: u16, wanted: impl Fn(&SockId) -> bool) -> Result<usize, SockDiagError> {
     // SAFETY: socket() takes no pointers; the result is checked and owned below.
     let raw = unsafe {
         libc::socket(
@@ -222,11 +242,17 @@ fn reset(wanted: impl Fn(&SockId) -> bool) -> Result<usize, SockDiagError> {
     let mut buf = vec![0u8; 32 * 1024];
     let mut targets = Vec::new();
     for (seq, family) in [(1, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
-        send(&fd, &dump_request(family, seq)).map_err(io("asking for TCP sockets"))?;
+        send(&fd, &dump_request_for_port(family, seq, port))
+            .map_err(io("asking for TCP sockets"))?;
         loop {
             let n = recv(&fd, &mut buf).map_err(io("reading TCP sockets"))?;
             match parse_dump(&buf[..n]) {
-                DumpPart::Sockets(s) => targets.extend(s.into_iter().filter(|s| wanted(s))),
+                // The kernel filtered by port; checked again, cheaply, in case a kernel
+                // ignored the program.
+                DumpPart::Sockets(s) => targets.extend(
+                    s.into_iter()
+                        .filter(|s| s.local_port() == port && wanted(s)),
+                ),
                 DumpPart::Done => break,
                 DumpPart::Error(errno) => return Err(SockDiagError::Dump { errno }),
             }
@@ -260,6 +286,25 @@ mod tests {
         assert_eq!(&b[16..20], &[2, 6, 0, 0]);
         assert_eq!(&b[20..24], &[0xff; 4]);
         assert!(b[24..].iter().all(|x| *x == 0));
+    }
+
+    #[test]
+    fn a_port_filtered_dump_carries_the_bytecode_program() {
+        let b = dump_request_for_port(libc::AF_INET as u8, 7, 3306);
+        assert_eq!(&b[0..4], &84u32.to_ne_bytes());
+        assert_eq!(&b[4..72], &dump_request(libc::AF_INET as u8, 7)[4..]);
+        assert_eq!(
+            &b[72..76],
+            &[12u16.to_ne_bytes(), 1u16.to_ne_bytes()].concat()[..]
+        );
+        assert_eq!(
+            &b[76..80],
+            &[&[11u8, 8][..], &12u16.to_ne_bytes()[..]].concat()[..]
+        );
+        assert_eq!(
+            &b[80..84],
+            &[&[0u8, 0][..], &3306u16.to_ne_bytes()[..]].concat()[..]
+        );
     }
 
     #[test]
@@ -394,5 +439,44 @@ mod tests {
         assert_eq!(parse_dump(&cut), DumpPart::Sockets(vec![]));
         assert_eq!(parse_dump(&message(20, &[1, 2])), DumpPart::Sockets(vec![]));
         assert_eq!(parse_dump(&[]), DumpPart::Sockets(vec![]));
+    }
+}
+#[cfg(test)]
+mod kernel_filter {
+    use super::*;
+
+    /// The kernel runs the port program: a dump for a port nobody uses returns nothing,
+    /// while an unfiltered one lists the sockets that exist (dumping needs no privilege).
+    #[test]
+    fn the_kernel_filters_the_dump_by_port() {
+        let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // SAFETY: socket() takes no pointers; the result is checked and owned below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                NETLINK_SOCK_DIAG,
+            )
+        };
+        assert!(raw >= 0, "NETLINK_SOCK_DIAG socket");
+        // SAFETY: raw is a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut buf = vec![0u8; 65536];
+        let mut count = |req: &[u8]| {
+            send(&fd, req).unwrap();
+            let mut found = 0;
+            loop {
+                let n = recv(&fd, &mut buf).unwrap();
+                match parse_dump(&buf[..n]) {
+                    DumpPart::Sockets(s) => found += s.len(),
+                    DumpPart::Done => return found,
+                    DumpPart::Error(e) => panic!("the kernel refused the dump: errno {e}"),
+                }
+            }
+        };
+        let all = count(&dump_request(libc::AF_INET as u8, 1));
+        let port_1 = count(&dump_request_for_port(libc::AF_INET as u8, 2, 1));
+        assert!(all > 0, "no TCP socket listed, though one listens");
+        assert_eq!(port_1, 0, "the port program was not applied");
     }
 }
