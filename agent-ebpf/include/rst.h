@@ -14,6 +14,10 @@ struct rst_value {
 	__u64 until_ns;
 };
 
+/* How long the old owner still answers after the new owner's ARP: clients that process
+ * the same broadcast a moment later are covered. */
+#define RST_ARP_GRACE_NS (100ULL * 1000 * 1000)
+
 /* Released VIPs tracked at once (a host holds a handful of VIPs). */
 #define RST_MAX_VIPS 64
 

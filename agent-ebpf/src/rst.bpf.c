@@ -10,8 +10,12 @@
  * session gets RST (the client learns at once that its session is gone).
  *
  * Only VIPs in `released`, only TCP to mysql_port, only until the entry's deadline, and
- * only until an ARP from the new owner (sender address = the VIP) is seen: then the entry
- * is deleted and nothing of ours answers for the VIP any more. Everything else passes. */
+ * only until shortly after an ARP from the new owner (sender address = the VIP) is seen:
+ * RST_ARP_GRACE later nothing of ours answers for the VIP any more. The grace covers a SYN
+ * a client sent in the instant before it processed the same broadcast: answered, it
+ * reconnects at once to the new owner; dropped, it waited a whole connect timeout (1 in 6
+ * SIGKILL runs did). Only clients whose ARP entry still names us reach us meanwhile.
+ * Everything else passes. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -58,18 +62,26 @@ static __always_inline __u16 fold(__u64 sum)
 	return ~sum & 0xffff;
 }
 
-/* A new owner announced the VIP: stop answering for it. */
+/* A new owner announced the VIP: stop answering for it RST_ARP_GRACE from now (the
+ * first of its ARPs counts; later ones never extend it). */
 static __always_inline int on_arp(void *data, void *data_end)
 {
 	struct arp_eth *arp = data + ETH_HLEN;
 	struct rst_key key = {};
+	struct rst_value *until;
+	__u64 end;
 
 	if ((void *)(arp + 1) > data_end)
 		return TC_ACT_OK;
 	if (arp->ptype != bpf_htons(ETH_P_IP) || arp->plen != 4)
 		return TC_ACT_OK;
 	__builtin_memcpy(&key.addr, arp->spa, 4);
-	bpf_map_delete_elem(&released, &key);
+	until = bpf_map_lookup_elem(&released, &key);
+	if (!until)
+		return TC_ACT_OK;
+	end = bpf_ktime_get_ns() + RST_ARP_GRACE_NS;
+	if (until->until_ns > end)
+		until->until_ns = end;
 	return TC_ACT_OK;
 }
 
