@@ -307,6 +307,17 @@ fn s09_admin_commands() {
     );
     assert_eq!(c.control(&["set_online", "db3"]).0, 0);
     c.wait_show("db3", "slave/ONLINE. Roles: reader(", T);
+    // `show` tells the monitor's table at once; the agent applies it a moment later: what
+    // passive mode must leave alone is what db3 holds, so wait for it to hold it.
+    let held = wait_for(T, || {
+        c.lab
+            .net
+            .addresses("db3")
+            .iter()
+            .any(|a| a.starts_with("192.0.2.10"))
+            .then_some(())
+    });
+    assert!(held.is_some(), "db3 never took its reader VIP");
     assert_eq!(c.control(&["mode"]), (0, "ACTIVE\n".into()));
     assert_eq!(
         c.control(&["set_passive"]),
@@ -336,7 +347,9 @@ fn s09_admin_commands() {
             .addresses("db3")
             .iter()
             .any(|a| a.starts_with(&ip3)),
-        "passive mode must not touch agents"
+        "passive mode must not touch agents: db3 holds {:?}, show line {reader:?}\n{}",
+        c.lab.net.addresses("db3"),
+        c.lab.log("agent-db3.log")
     );
     assert_eq!(
         c.control(&["set_active"]),
