@@ -4,8 +4,9 @@
 //! Between this host removing a VIP and the new owner's gratuitous ARP, clients still send
 //! to our MAC; the kernel drops those packets silently and a client's SYN waits for its
 //! 1 s retransmission. With the VIP in the map the program answers a SYN with RST+ACK and
-//! a segment of an old session with RST, until the new owner's ARP for the VIP is seen (the
-//! program deletes the entry) or `BOUND` passes.
+//! a segment of an old session with RST, until 100 ms after the new owner's ARP for the VIP
+//! is seen (the program shortens the entry's deadline: clients processing the same
+//! broadcast a moment later are still answered) or `BOUND` passes.
 //!
 //! Loaded and attached once at start, while the agent still holds CAP_BPF and
 //! CAP_NET_ADMIN; afterwards only map updates through the descriptor it keeps, which need
