@@ -688,7 +688,12 @@ impl Cluster {
         self.distribute(now, out);
         self.promotion_tick(now, out);
         self.send_desired(out);
-        if self.promotion.is_none() && !self.rejoin_after_promotion.is_empty() {
+        // Only once there is a writer to rejoin to (a refused promotion leaves none: the
+        // hosts wait for the next one).
+        if self.promotion.is_none()
+            && self.active_master().is_some()
+            && !self.rejoin_after_promotion.is_empty()
+        {
             for host in std::mem::take(&mut self.rejoin_after_promotion) {
                 let back = self.host(&host).is_some_and(|h| {
                     h.agent_up && matches!(h.state, HostState::Online | HostState::AwaitingRecovery)

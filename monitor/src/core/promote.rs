@@ -275,9 +275,14 @@ impl Cluster {
         });
         self.promotion = Some(p);
         self.stop_slaves_of_dead_master(from.as_deref(), now, out);
-        // An unreachable agent cannot confirm: go for its lease at once.
+        // An unreachable agent cannot confirm: go for its lease at once. A reachable one
+        // whose last view already shows it demoted (no writer VIP; read-only or mysqld
+        // down) is confirmed now, not at its next heartbeat: an unchanged view reaches
+        // the core only once a second.
         for t in &targets {
-            if !self.host(t).is_some_and(|h| h.agent_up) {
+            if self.host(t).is_some_and(|h| h.agent_up) {
+                self.promotion_on_heartbeat(now, t, out);
+            } else {
                 self.fence_by_lease(now, t, out);
             }
         }
@@ -971,6 +976,10 @@ impl Cluster {
         let Some(p) = self.promotion.take() else {
             return;
         };
+        // The peer is rejoined just below: a rejoin it asked for meanwhile is this one.
+        if let Some(peer) = self.host(&p.to).and_then(|h| h.peer.clone()) {
+            self.rejoin_after_promotion.remove(&peer);
+        }
         let total = now.saturating_sub(p.started);
         let timeline: Vec<String> = p
             .timeline

@@ -61,10 +61,12 @@ impl Clock {
         self.wall_ms + self.start.elapsed().as_millis() as u64
     }
 
-    /// When the core's `deadline` falls on the runtime's clock, and no later than `idle`
-    /// from now.
-    fn instant(&self, deadline: Option<Millis>, idle: Duration) -> tokio::time::Instant {
-        let latest = tokio::time::Instant::now() + idle;
+    /// When the core's `deadline` falls on the runtime's clock, and no later than `latest`.
+    fn instant(
+        &self,
+        deadline: Option<Millis>,
+        latest: tokio::time::Instant,
+    ) -> tokio::time::Instant {
         deadline
             .map(|d| self.start + Duration::from_millis(d.saturating_sub(self.wall_ms)))
             .map_or(latest, |t| t.min(latest))
@@ -443,8 +445,11 @@ async fn event_loop(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let clock = shell.clock;
-    // The core says when it next needs a Tick; IDLE_TICK only bounds the sleep.
-    let mut wake = clock.instant(cluster.next_deadline(), IDLE_TICK);
+    // The core says when it next needs a Tick; IDLE_TICK bounds the time since the last
+    // one (from the last Tick, not from the last event: events come every second or
+    // faster, and a bound restarted by each would never fire).
+    let mut last_tick = tokio::time::Instant::now();
+    let mut wake = clock.instant(cluster.next_deadline(), last_tick + IDLE_TICK);
     let mut next_reply: u64 = 1;
     tokio::pin!(shutdown);
     shell.observe(cluster, clock.now());
@@ -473,7 +478,10 @@ async fn event_loop(
                 shell.replies.insert(id, reply);
                 Event::Command { reply: id, command }
             }
-            _ = tokio::time::sleep_until(wake) => Event::Tick,
+            _ = tokio::time::sleep_until(wake) => {
+                last_tick = tokio::time::Instant::now();
+                Event::Tick
+            }
         };
         let now = clock.now();
         let actions = cluster.handle(now, event);
@@ -481,7 +489,7 @@ async fn event_loop(
             shell.dispatch(actions).await;
             shell.observe(cluster, now);
         }
-        wake = clock.instant(cluster.next_deadline(), IDLE_TICK);
+        wake = clock.instant(cluster.next_deadline(), last_tick + IDLE_TICK);
     }
 }
 
