@@ -40,6 +40,24 @@ fn connect(lab: &Lab, addr: &str, timeout: Duration) -> std::io::Result<TcpStrea
     Ok(stream)
 }
 
+/// Makes the client send to db1's MAC for the VIP, whatever ARP said: what db1 alone does.
+fn pin_vip_to_db1(lab: &Lab) {
+    let mac = lab.net.node("db1").mac.clone();
+    let args = [
+        "ip",
+        "neigh",
+        "replace",
+        VIP,
+        "lladdr",
+        &mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ];
+    lab.net.exec("client", &args);
+}
+
 #[test]
 fn a_released_vip_is_answered_with_rst_until_the_new_owner_announces_it() {
     if !require_root("a_released_vip_is_answered_with_rst_until_the_new_owner_announces_it") {
@@ -93,22 +111,7 @@ fn a_released_vip_is_answered_with_rst_until_the_new_owner_announces_it() {
     client_link("up");
     // The link's neighbour entries went with it: the client still believes db1 has the
     // VIP (nobody has announced it elsewhere yet).
-    let db1_mac_pin = lab.net.node("db1").mac.clone();
-    lab.net.exec(
-        "client",
-        &[
-            "ip",
-            "neigh",
-            "replace",
-            VIP,
-            "lladdr",
-            &db1_mac_pin,
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ],
-    );
+    pin_vip_to_db1(&lab);
     let refused = connect(&lab, &format!("{VIP}:3306"), T);
     assert_eq!(
         refused.as_ref().err().map(|e| e.kind()),
@@ -150,22 +153,7 @@ fn a_released_vip_is_answered_with_rst_until_the_new_owner_announces_it() {
     // The old owner answers a little longer (clients processing the same broadcast a
     // moment later are covered), then nothing of ours answers for the VIP.
     std::thread::sleep(Duration::from_millis(300));
-    let db1_mac = lab.net.node("db1").mac.clone();
-    lab.net.exec(
-        "client",
-        &[
-            "ip",
-            "neigh",
-            "replace",
-            VIP,
-            "lladdr",
-            &db1_mac,
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ],
-    );
+    pin_vip_to_db1(&lab);
     let after = connect(&lab, &format!("{VIP}:3306"), Duration::from_secs(1));
     lab.net
         .exec("client", &["ip", "neigh", "del", VIP, "dev", "eth0"]);

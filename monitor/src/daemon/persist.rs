@@ -99,10 +99,16 @@ impl Writer {
     }
 
     /// Writes `record` as the last one and waits until it is on disk.
+    /// Bounded: a disk that no longer answers must not keep the monitor from stopping.
     pub async fn finish(self, record: StatusRecord) {
+        const BOUND: std::time::Duration = std::time::Duration::from_secs(10);
         self.latest.send_replace(Some(record));
         drop(self.latest);
-        let _ = self.task.await;
+        if tokio::time::timeout(BOUND, self.task).await.is_err() {
+            tracing::error!(
+                "the status file was not written within {BOUND:?}: stopping without it"
+            );
+        }
     }
 }
 
