@@ -102,6 +102,8 @@ pub struct Hello {
     pub monitor: String,
     /// The host name the monitor expects this agent to serve.
     pub agent: String,
+    /// The monitor fleet's leadership term (0: a monitor without a fleet).
+    pub term: u64,
 }
 
 /// agent -> monitor: proves knowledge of the key over the monitor's fresh nonce.
@@ -369,6 +371,7 @@ impl Message {
                 w.bytes(&m.nonce);
                 w.str8("monitor", &m.monitor)?;
                 w.str8("agent", &m.agent)?;
+                w.u64(m.term);
             }
             Message::Challenge(m) => {
                 w.bytes(&m.echo);
@@ -509,6 +512,7 @@ impl Message {
                 nonce: r.array("nonce")?,
                 monitor: r.str8("monitor")?,
                 agent: r.str8("agent")?,
+                term: r.u64("term")?,
             }),
             MessageType::Challenge => Message::Challenge(Challenge {
                 echo: r.array("echo")?,

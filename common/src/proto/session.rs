@@ -5,14 +5,19 @@
 //!
 //! ```text
 //! monitor                                         agent
-//!   Hello{nonce_m, names}        seq 0, K_hs(m->a) ──>   MAC fails: WrongKey
+//!   Hello{nonce_m, names, term}  seq 0, K_hs(m->a) ──>   MAC fails: WrongKey
 //!   <── Challenge{echo nonce_m, nonce_a}  seq 0, K_hs(a->m)
 //!   Auth{echo nonce_a}           seq 1, K_hs(m->a) ──>
-//!   <── Welcome                  seq 1, K_s(a->m) = KDF(key, nonce_m, nonce_a)
+//!   <── Welcome                  seq 1, K_s(a->m) = KDF(key, nonce_m, nonce_a, term)
 //!   Heartbeat ...                seq 2, K_s(m->a)
 //! ```
 //! Each side proves it holds the key by MACing the other's fresh nonce; the session keys
 //! depend on both nonces, so frames of an earlier connection do not verify in a new one.
+//!
+//! The term (a monitor fleet's leadership term, 0 without a fleet) is part of the session
+//! keys: every frame of the session is authenticated under it, so no frame can be moved
+//! into a session of another term, and an agent that refuses a term refuses every frame
+//! sent under it.
 
 use super::frame::{FrameError, Header, RawFrame, HEADER_LEN, MAC_LEN, MAX_PAYLOAD};
 use super::message::{Auth, Challenge, Hello, Message, MessageType, Nonce, Welcome, NONCE_LEN};
@@ -25,11 +30,12 @@ const S_A2M: &str = "mmm v1 2026-11 session agent->monitor";
 
 type Key = [u8; 32];
 
-fn derive(context: &str, cluster: &ClusterKey, nonces: Option<(&Nonce, &Nonce)>) -> Key {
+fn derive(context: &str, cluster: &ClusterKey, nonces: Option<(&Nonce, &Nonce, u64)>) -> Key {
     let mut material = cluster.as_bytes().to_vec();
-    if let Some((m, a)) = nonces {
+    if let Some((m, a, term)) = nonces {
         material.extend_from_slice(m);
         material.extend_from_slice(a);
+        material.extend_from_slice(&term.to_be_bytes());
     }
     blake3::derive_key(context, &material)
 }
@@ -180,6 +186,8 @@ pub struct Session {
     pub opener: Opener,
     /// The peer's name as it announced itself.
     pub peer: String,
+    /// The monitor's leadership term (0: no fleet); bound into the session keys.
+    pub term: u64,
 }
 
 fn unexpected(msg: &Message, state: &'static str) -> FrameError {
@@ -194,17 +202,20 @@ fn unexpected(msg: &Message, state: &'static str) -> FrameError {
 pub struct MonitorHandshake {
     cluster: ClusterKey,
     nonce: Nonce,
+    term: u64,
     agent: String,
     sealer: Sealer,
     opener: Opener,
 }
 
 impl MonitorHandshake {
-    /// Starts a handshake with the agent of host `agent`; returns the Hello frame to send.
+    /// Starts a handshake with the agent of host `agent` under `term` (0: no fleet);
+    /// returns the Hello frame to send.
     pub fn start(
         cluster: &ClusterKey,
         monitor: &str,
         agent: &str,
+        term: u64,
         nonce: Nonce,
     ) -> Result<(Self, Vec<u8>), FrameError> {
         let mut sealer = Sealer::new(derive(HS_M2A, cluster, None));
@@ -213,6 +224,7 @@ impl MonitorHandshake {
                 nonce,
                 monitor: monitor.into(),
                 agent: agent.into(),
+                term,
             }),
             0,
             0,
@@ -220,6 +232,7 @@ impl MonitorHandshake {
         let hs = MonitorHandshake {
             cluster: cluster.clone(),
             nonce,
+            term,
             agent: agent.into(),
             sealer,
             opener: Opener::new(derive(HS_A2M, cluster, None), true),
@@ -249,14 +262,15 @@ impl MonitorHandshake {
         let auth = self
             .sealer
             .seal(&Message::Auth(Auth { echo: ch.nonce }), 0, 0)?;
-        self.sealer.key = derive(S_M2A, &self.cluster, Some((&self.nonce, &ch.nonce)));
-        self.opener
-            .rekey(derive(S_A2M, &self.cluster, Some((&self.nonce, &ch.nonce))));
+        let nonces = Some((&self.nonce, &ch.nonce, self.term));
+        self.sealer.key = derive(S_M2A, &self.cluster, nonces);
+        self.opener.rekey(derive(S_A2M, &self.cluster, nonces));
         Ok((
             Session {
                 sealer: self.sealer,
                 opener: self.opener,
                 peer: ch.agent,
+                term: self.term,
             },
             auth,
         ))
@@ -269,7 +283,8 @@ pub struct AgentHandshake {
     cluster: ClusterKey,
     agent: String,
     nonce: Nonce,
-    peer_nonce: Option<(Nonce, String)>,
+    /// The monitor's nonce, name and term, from its Hello.
+    peer_nonce: Option<(Nonce, String, u64)>,
     sealer: Sealer,
     opener: Opener,
 }
@@ -307,8 +322,14 @@ impl AgentHandshake {
             0,
             0,
         )?;
-        self.peer_nonce = Some((hello.nonce, hello.monitor));
+        self.peer_nonce = Some((hello.nonce, hello.monitor, hello.term));
         Ok(challenge)
+    }
+
+    /// The monitor's name and term from its Hello (after [`AgentHandshake::on_hello`]):
+    /// the agent decides from the term whether to go on.
+    pub fn peer(&self) -> Option<(&str, u64)> {
+        self.peer_nonce.as_ref().map(|(_, m, t)| (m.as_str(), *t))
     }
 
     /// An Error frame under this side's handshake key, telling the monitor why the
@@ -330,7 +351,7 @@ impl AgentHandshake {
         let Message::Auth(auth) = msg else {
             return Err(unexpected(&msg, "from a monitor before its Auth"));
         };
-        let Some((monitor_nonce, monitor)) = self.peer_nonce.take() else {
+        let Some((monitor_nonce, monitor, term)) = self.peer_nonce.take() else {
             return Err(FrameError::Unexpected {
                 msg_type: MessageType::Auth,
                 state: "before a Hello",
@@ -339,12 +360,9 @@ impl AgentHandshake {
         if !ct_eq(&auth.echo, &self.nonce) {
             return Err(FrameError::StaleNonce);
         }
-        self.sealer.key = derive(S_A2M, &self.cluster, Some((&monitor_nonce, &self.nonce)));
-        self.opener.rekey(derive(
-            S_M2A,
-            &self.cluster,
-            Some((&monitor_nonce, &self.nonce)),
-        ));
+        let nonces = Some((&monitor_nonce, &self.nonce, term));
+        self.sealer.key = derive(S_A2M, &self.cluster, nonces);
+        self.opener.rekey(derive(S_M2A, &self.cluster, nonces));
         let welcome = self.sealer.seal(
             &Message::Welcome(Welcome {
                 agent_version: agent_version.into(),
@@ -357,6 +375,7 @@ impl AgentHandshake {
                 sealer: self.sealer,
                 opener: self.opener,
                 peer: monitor,
+                term,
             },
             welcome,
         ))

@@ -30,7 +30,7 @@ fn connect(
     monitor_key: &ClusterKey,
     agent_key: &ClusterKey,
 ) -> Result<(Session, Session), FrameError> {
-    let (mh, hello) = MonitorHandshake::start(monitor_key, "mon", "db1", [1; 16])?;
+    let (mh, hello) = MonitorHandshake::start(monitor_key, "mon", "db1", 0, [1; 16])?;
     let mut ah = AgentHandshake::new(agent_key, "db1", [2; 16]);
     let challenge = ah.on_hello(&one(&hello))?;
     let (mut monitor, auth) = mh.on_challenge(&one(&challenge))?;
@@ -217,19 +217,19 @@ fn heartbeats_fit_in_64_bytes_on_the_wire() {
 
 #[test]
 fn a_wrong_key_is_detected_at_the_first_frame_by_each_side() {
-    let (_, hello) = MonitorHandshake::start(&key(1), "mon", "db1", [1; 16]).unwrap();
+    let (_, hello) = MonitorHandshake::start(&key(1), "mon", "db1", 0, [1; 16]).unwrap();
     let mut agent = AgentHandshake::new(&key(2), "db1", [2; 16]);
     assert_eq!(agent.on_hello(&one(&hello)), Err(FrameError::WrongKey));
 
     // An impostor agent (wrong key) answering a real monitor.
-    let (mh, hello) = MonitorHandshake::start(&key(1), "mon", "db1", [1; 16]).unwrap();
+    let (mh, hello) = MonitorHandshake::start(&key(1), "mon", "db1", 0, [1; 16]).unwrap();
     let hello = one(&hello);
     let mut impostor = AgentHandshake::new(&key(2), "db1", [2; 16]);
     // It cannot verify the Hello; even answering blindly it fails at the monitor.
     let _ = impostor.on_hello(&hello);
     let forged_challenge = {
         let mut fake = AgentHandshake::new(&key(2), "db1", [2; 16]);
-        let (_, fake_hello) = MonitorHandshake::start(&key(2), "mon", "db1", [1; 16]).unwrap();
+        let (_, fake_hello) = MonitorHandshake::start(&key(2), "mon", "db1", 0, [1; 16]).unwrap();
         fake.on_hello(&one(&fake_hello)).unwrap()
     };
     assert_eq!(
@@ -241,7 +241,7 @@ fn a_wrong_key_is_detected_at_the_first_frame_by_each_side() {
 #[test]
 fn wrong_peer_and_stale_nonce_are_refused() {
     let k = key(3);
-    let (_, hello) = MonitorHandshake::start(&k, "mon", "db2", [1; 16]).unwrap();
+    let (_, hello) = MonitorHandshake::start(&k, "mon", "db2", 0, [1; 16]).unwrap();
     let mut agent = AgentHandshake::new(&k, "db1", [2; 16]);
     assert_eq!(
         agent.on_hello(&one(&hello)),
@@ -252,10 +252,10 @@ fn wrong_peer_and_stale_nonce_are_refused() {
     );
 
     // A Challenge recorded from an earlier handshake echoes an old nonce.
-    let (_, old_hello) = MonitorHandshake::start(&k, "mon", "db1", [9; 16]).unwrap();
+    let (_, old_hello) = MonitorHandshake::start(&k, "mon", "db1", 0, [9; 16]).unwrap();
     let mut agent = AgentHandshake::new(&k, "db1", [2; 16]);
     let old_challenge = agent.on_hello(&one(&old_hello)).unwrap();
-    let (mh, _) = MonitorHandshake::start(&k, "mon", "db1", [1; 16]).unwrap();
+    let (mh, _) = MonitorHandshake::start(&k, "mon", "db1", 0, [1; 16]).unwrap();
     assert_eq!(
         mh.on_challenge(&one(&old_challenge)).unwrap_err(),
         FrameError::StaleNonce
@@ -306,7 +306,7 @@ fn frames_of_an_earlier_connection_do_not_verify_in_a_new_one() {
         .seal(&Message::Heartbeat(Heartbeat { epoch: 1 }), 0, 0)
         .unwrap());
     // A new connection with fresh nonces on both sides.
-    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", [7; 16]).unwrap();
+    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", 0, [7; 16]).unwrap();
     let mut ah = AgentHandshake::new(&k, "db1", [8; 16]);
     let challenge = ah.on_hello(&one(&hello)).unwrap();
     let (_, auth) = mh.on_challenge(&one(&challenge)).unwrap();
@@ -599,7 +599,7 @@ struct HandshakeFrames {
 }
 
 fn handshake_frames(k: &ClusterKey) -> HandshakeFrames {
-    let (mh, hello) = MonitorHandshake::start(k, "mon", "db1", [1; 16]).unwrap();
+    let (mh, hello) = MonitorHandshake::start(k, "mon", "db1", 0, [1; 16]).unwrap();
     let mut ah = AgentHandshake::new(k, "db1", [2; 16]);
     let challenge = ah.on_hello(&one(&hello)).unwrap();
     let (_, auth) = mh.on_challenge(&one(&challenge)).unwrap();
@@ -647,7 +647,7 @@ fn step() -> impl Strategy<Value = Step> {
 /// Never panics on any input: that is the property.
 fn handshake_with(step: Step, replace: impl FnOnce(Vec<u8>) -> Vec<u8>) -> bool {
     let k = key(14);
-    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", [1; 16]).unwrap();
+    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", 0, [1; 16]).unwrap();
     let mut ah = AgentHandshake::new(&k, "db1", [2; 16]);
     let mut replace = Some(replace);
     let mut at = |s: Step, bytes: Vec<u8>| -> Vec<RawFrame> {
@@ -765,7 +765,7 @@ proptest! {
     ) {
         let k = key(15);
         let mut ah = AgentHandshake::new(&k, "db1", [2; 16]);
-        match MonitorHandshake::start(&k, &monitor, &agent, nonce) {
+        match MonitorHandshake::start(&k, &monitor, &agent, 0, nonce) {
             // Names that do not fit are refused by the sender.
             Err(e) => prop_assert!(matches!(e, FrameError::Encode { .. }), "{e}"),
             Ok((_, hello)) => {
@@ -778,4 +778,31 @@ proptest! {
             }
         }
     }
+}
+
+/// The term travels in the Hello and is part of the session keys: the agent learns it
+/// before answering, and a frame sealed in one term's session does not open in another's.
+#[test]
+fn the_term_reaches_the_agent_and_binds_every_frame() {
+    let k = key(1);
+    let run = |term: u64| {
+        let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", term, [1; 16]).unwrap();
+        let mut ah = AgentHandshake::new(&k, "db1", [2; 16]);
+        let challenge = ah.on_hello(&one(&hello)).unwrap();
+        assert_eq!(ah.peer(), Some(("mon", term)));
+        let (monitor, auth) = mh.on_challenge(&one(&challenge)).unwrap();
+        let (agent, _) = ah.on_auth(&one(&auth), "0.1.0").unwrap();
+        assert_eq!((monitor.term, agent.term), (term, term));
+        (monitor, agent)
+    };
+    let (mut m7, _) = run(7);
+    let (_, mut a8) = run(8);
+    let frame = m7
+        .sealer
+        .seal(&Message::Heartbeat(Heartbeat { epoch: 1 }), 0, 0)
+        .unwrap();
+    assert!(
+        a8.opener.open(&one(&frame)).is_err(),
+        "a frame of term 7 must not verify in a session of term 8 (same nonces)"
+    );
 }

@@ -79,6 +79,19 @@ impl AgentLink {
         agent: &str,
         timeout: Duration,
     ) -> Result<AgentLink, LinkError> {
+        AgentLink::connect_in_term(addr, key, monitor, agent, 0, timeout).await
+    }
+
+    /// As [`AgentLink::connect`], for a fleet's leader: every frame of the session is
+    /// authenticated under `term`, and an agent that has seen a later term refuses it.
+    pub async fn connect_in_term(
+        addr: SocketAddr,
+        key: &ClusterKey,
+        monitor: &str,
+        agent: &str,
+        term: u64,
+        timeout: Duration,
+    ) -> Result<AgentLink, LinkError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Err(_elapsed) => return Err(LinkError::ConnectTimeout { addr, timeout }),
             Ok(Err(source)) => return Err(LinkError::Connect { addr, source }),
@@ -97,8 +110,8 @@ impl AgentLink {
             agent: agent.into(),
             reason: e.to_string(),
         })?;
-        let (hs, hello) =
-            MonitorHandshake::start(key, monitor, agent, nonce).map_err(|e| conn(e.into()))?;
+        let (hs, hello) = MonitorHandshake::start(key, monitor, agent, term, nonce)
+            .map_err(|e| conn(e.into()))?;
         write_frames(&mut writer, &hello, timeout)
             .await
             .map_err(conn)?;
