@@ -11,7 +11,8 @@
 //! This module is the etcd side only; it knows nothing of the cluster it coordinates.
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, LeaderKey, ResignOptions, Txn, TxnOp,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaderKey, PutOptions,
+    ResignOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
 };
 use mmm_common::config::Coordination;
 use std::time::Duration;
@@ -35,6 +36,12 @@ pub enum FleetError {
     NoLeaderKey { op: &'static str },
     #[error("term {term} is over: another monitor leads, or etcd expired this monitor's session")]
     Deposed { term: u64 },
+    #[error("a monitor named '{name}' is already in this fleet (key {key}): give each monitor its own --name")]
+    NameTaken { name: String, key: String },
+    #[error("the session was lost while campaigning")]
+    SessionLost,
+    #[error("no answer from the leading monitor within {timeout:?}")]
+    NoReply { timeout: std::time::Duration },
 }
 
 fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> FleetError {
@@ -44,9 +51,34 @@ fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> FleetError {
 /// A connection to the etcd cluster under one prefix.
 #[derive(Clone)]
 pub struct Fleet {
+    /// Every request bounded by the connect timeout.
     client: Client,
+    /// For requests that wait by design (a campaign, a watch): no request timeout.
+    waiting: Client,
     prefix: String,
     ttl: Duration,
+}
+
+/// What `show` says of the fleet: who leads in which term, and every monitor present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetView {
+    pub leader: Option<(String, u64)>,
+    pub members: Vec<String>,
+}
+
+/// A key under a directory of the prefix, with the lease it is bound to (0: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub value: Vec<u8>,
+    pub lease: i64,
+}
+
+/// A change seen by [`Fleet::watch_dir`]; a deletion says which lease the key had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirChange {
+    Put(DirEntry),
+    Deleted { name: String, lease: i64 },
 }
 
 /// This monitor's etcd session: a lease kept alive in the background. When it cannot be
@@ -67,6 +99,11 @@ impl Session {
     /// Resolves once the session is lost.
     pub async fn lost(&mut self) {
         let _ = self.alive.wait_for(|alive| !alive).await;
+    }
+
+    /// Another view of `alive`, for a task that must stop when the session is lost.
+    pub fn alive_watch(&self) -> watch::Receiver<bool> {
+        self.alive.clone()
     }
 }
 
@@ -89,14 +126,19 @@ impl Fleet {
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout);
-        let client = Client::connect(&c.etcd, Some(options))
-            .await
-            .map_err(|source| FleetError::Connect {
-                endpoints: c.etcd.join(", "),
-                source,
-            })?;
+        let connect = |options| async move {
+            Client::connect(&c.etcd, Some(options))
+                .await
+                .map_err(|source| FleetError::Connect {
+                    endpoints: c.etcd.join(", "),
+                    source,
+                })
+        };
+        let client = connect(options).await?;
+        let waiting = connect(ConnectOptions::new().with_connect_timeout(timeout)).await?;
         Ok(Fleet {
             client,
+            waiting,
             prefix: c.prefix.clone(),
             ttl: c.session_ttl,
         })
@@ -156,17 +198,19 @@ impl Fleet {
 
     /// Waits until this monitor leads (etcd's election under the prefix); `name` is
     /// what other monitors see as the leader.
+    /// The wait is not bounded by the request timeout (a standby waits as long as another
+    /// leads); it ends with [`FleetError::SessionLost`] if this monitor's session is lost.
     pub async fn campaign(
         &mut self,
-        session: &Session,
+        session: &mut Session,
         name: &str,
     ) -> Result<Leadership, FleetError> {
         let election = self.election();
-        let won = self
-            .client
-            .campaign(election, name, session.lease)
-            .await
-            .map_err(etcd("campaigning for leadership"))?;
+        let lease = session.lease;
+        let won = tokio::select! {
+            won = self.waiting.campaign(election, name, lease) => won.map_err(etcd("campaigning for leadership"))?,
+            _ = session.lost() => return Err(FleetError::SessionLost),
+        };
         let key = won.leader().cloned().ok_or(FleetError::NoLeaderKey {
             op: "campaigning for leadership",
         })?;
@@ -174,22 +218,237 @@ impl Fleet {
         Ok(Leadership { key, term })
     }
 
-    /// The current leader's name and term, if any monitor leads.
+    /// The current leader's name and term, if any monitor leads: as etcd's election
+    /// defines it, the campaign key under the election with the lowest create revision.
+    /// (Read as a range rather than through etcd's Leader call, which answers "no leader"
+    /// only as an error message.)
     pub async fn leader(&mut self) -> Result<Option<(String, u64)>, FleetError> {
-        match self.client.leader(self.election()).await {
-            Ok(r) => Ok(r.kv().map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.value()).into_owned(),
-                    u64::try_from(kv.create_revision()).unwrap_or(0),
-                )
-            })),
-            // etcd answers "no leader" as an error.
-            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("no leader") => Ok(None),
-            Err(source) => Err(FleetError::Etcd {
-                op: "asking for the leader",
-                source,
-            }),
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1);
+        let r = self
+            .client
+            .get(format!("{}/", self.election()), Some(options))
+            .await
+            .map_err(etcd("asking for the leader"))?;
+        Ok(r.kvs().first().map(|kv| {
+            (
+                String::from_utf8_lossy(kv.value()).into_owned(),
+                u64::try_from(kv.create_revision()).unwrap_or(0),
+            )
+        }))
+    }
+
+    /// Registers this monitor as `name` under `<prefix>/monitors/`, bound to its session,
+    /// unless another live monitor has that name.
+    pub async fn join(&mut self, session: &Session, name: &str) -> Result<(), FleetError> {
+        let key = self.key(&format!("monitors/{name}"));
+        let absent = Compare::create_revision(key.clone(), CompareOp::Equal, 0);
+        let ours = Compare::lease(key.clone(), CompareOp::Equal, session.lease);
+        let put = TxnOp::put(
+            key.clone(),
+            name,
+            Some(PutOptions::new().with_lease(session.lease)),
+        );
+        let first = self
+            .client
+            .txn(Txn::new().when([absent]).and_then([put.clone()]))
+            .await
+            .map_err(etcd("registering this monitor"))?;
+        if first.succeeded() {
+            return Ok(());
         }
+        let again = self
+            .client
+            .txn(Txn::new().when([ours]).and_then([put]))
+            .await
+            .map_err(etcd("registering this monitor"))?;
+        if again.succeeded() {
+            Ok(())
+        } else {
+            Err(FleetError::NameTaken {
+                name: name.into(),
+                key,
+            })
+        }
+    }
+
+    /// The leader and every registered monitor.
+    pub async fn view(&mut self) -> Result<FleetView, FleetError> {
+        let leader = self.leader().await?;
+        let r = self
+            .client
+            .get(self.key("monitors/"), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(etcd("listing the monitors"))?;
+        let mut members: Vec<String> = r
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .collect();
+        members.sort();
+        Ok(FleetView { leader, members })
+    }
+
+    /// The etcd lease an agent holds as its writer permit (`<prefix>/agents/<host>`), if
+    /// its key exists.
+    pub async fn agent_lease(&mut self, host: &str) -> Result<Option<i64>, FleetError> {
+        let r = self
+            .client
+            .get(self.key(&format!("agents/{host}")), None)
+            .await
+            .map_err(etcd("reading an agent's lease"))?;
+        Ok(r.kvs().first().map(|kv| kv.lease()).filter(|l| *l != 0))
+    }
+
+    /// Whether etcd still keeps `lease` alive.
+    pub async fn lease_alive(&mut self, lease: i64) -> Result<bool, FleetError> {
+        let r = self
+            .client
+            .lease_time_to_live(lease, None)
+            .await
+            .map_err(etcd("asking for a lease's time to live"))?;
+        Ok(r.ttl() > 0)
+    }
+
+    /// Ends `lease` now: its keys go, and its holder learns it at its next renewal.
+    pub async fn revoke(&mut self, lease: i64) -> Result<(), FleetError> {
+        match self.client.lease_revoke(lease).await {
+            Ok(_) => Ok(()),
+            // A lease already gone is refused; gone is what the revoke was for.
+            Err(source) => match self.lease_alive(lease).await {
+                Ok(false) => Ok(()),
+                _ => Err(FleetError::Etcd {
+                    op: "revoking an agent's lease",
+                    source,
+                }),
+            },
+        }
+    }
+
+    /// Puts `value` at `name` under the prefix, bound to `session` (it goes with it).
+    pub async fn put_in_session(
+        &mut self,
+        session_lease: i64,
+        name: &str,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<(), FleetError> {
+        self.client
+            .put(
+                self.key(name),
+                value,
+                Some(PutOptions::new().with_lease(session_lease)),
+            )
+            .await
+            .map_err(etcd("writing to etcd"))?;
+        Ok(())
+    }
+
+    /// Deletes `name` under the prefix.
+    pub async fn delete(&mut self, name: &str) -> Result<(), FleetError> {
+        self.client
+            .delete(self.key(name), None)
+            .await
+            .map_err(etcd("deleting from etcd"))?;
+        Ok(())
+    }
+
+    /// A standby hands an operator's command line to the leader and waits (at most
+    /// `timeout`) for its answer. The command key lives in this monitor's session: a
+    /// standby that dies leaves nothing for a later leader to run.
+    pub async fn forward(
+        &mut self,
+        session_lease: i64,
+        id: &str,
+        line: &str,
+        timeout: Duration,
+    ) -> Result<String, FleetError> {
+        let reply_key = format!("replies/{id}");
+        self.put_in_session(session_lease, &format!("commands/{id}"), line)
+            .await?;
+        let start = tokio::time::Instant::now();
+        let answer = loop {
+            if let Some(text) = self.get(&reply_key).await? {
+                break Ok(String::from_utf8_lossy(&text).into_owned());
+            }
+            if start.elapsed() >= timeout {
+                break Err(FleetError::NoReply { timeout });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let _ = self.delete(&format!("commands/{id}")).await;
+        let _ = self.delete(&reply_key).await;
+        answer
+    }
+
+    /// Every key under `<prefix>/<dir>/` now, then each change as it happens (the watch
+    /// starts right after the read, so nothing falls in between). The feed ends when the
+    /// watch does (etcd unreachable): the receiver then sees the channel closed.
+    pub async fn watch_dir(
+        &mut self,
+        dir: &str,
+    ) -> Result<(Vec<DirEntry>, tokio::sync::mpsc::Receiver<DirChange>), FleetError> {
+        let prefix = self.key(&format!("{dir}/"));
+        let now = self
+            .client
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(etcd("reading a directory"))?;
+        let from = now.header().map_or(0, |h| h.revision()) + 1;
+        let mut stream = self
+            .waiting
+            .watch(
+                prefix.clone(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_prev_key()
+                        .with_start_revision(from),
+                ),
+            )
+            .await
+            .map_err(etcd("watching a directory"))?;
+        let name = {
+            let prefix = prefix.clone();
+            move |kv: &etcd_client::KeyValue| {
+                String::from_utf8_lossy(kv.key())
+                    .trim_start_matches(prefix.as_str())
+                    .to_string()
+            }
+        };
+        let entries = now
+            .kvs()
+            .iter()
+            .map(|kv| DirEntry {
+                name: name(kv),
+                value: kv.value().to_vec(),
+                lease: kv.lease(),
+            })
+            .collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Ok(Some(r)) = stream.message().await {
+                for e in r.events() {
+                    let Some(kv) = e.kv() else { continue };
+                    let change = match e.event_type() {
+                        EventType::Put => DirChange::Put(DirEntry {
+                            name: name(kv),
+                            value: kv.value().to_vec(),
+                            lease: kv.lease(),
+                        }),
+                        EventType::Delete => DirChange::Deleted {
+                            name: name(kv),
+                            lease: e.prev_kv().map_or(0, |p| p.lease()),
+                        },
+                    };
+                    if tx.send(change).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok((entries, rx))
     }
 
     /// Puts `value` at `name` under the prefix only while `lead` still leads.
@@ -199,15 +458,27 @@ impl Fleet {
         name: &str,
         value: impl Into<Vec<u8>>,
     ) -> Result<(), FleetError> {
+        self.put_as_leader_in(lead, name, value, None).await
+    }
+
+    /// As [`Fleet::put_as_leader`], the key bound to `lease` when given.
+    pub async fn put_as_leader_in(
+        &mut self,
+        lead: &Leadership,
+        name: &str,
+        value: impl Into<Vec<u8>>,
+        lease: Option<i64>,
+    ) -> Result<(), FleetError> {
         let still_leading = Compare::create_revision(
             lead.key.key(),
             CompareOp::Equal,
             i64::try_from(lead.term).unwrap_or(i64::MAX),
         );
-        let txn =
-            Txn::new()
-                .when([still_leading])
-                .and_then([TxnOp::put(self.key(name), value, None)]);
+        let txn = Txn::new().when([still_leading]).and_then([TxnOp::put(
+            self.key(name),
+            value,
+            lease.map(|l| PutOptions::new().with_lease(l)),
+        )]);
         let done = self
             .client
             .txn(txn)

@@ -33,8 +33,8 @@ fn one_leader_terms_grow_and_a_deposed_leader_cannot_write() {
     runtime().block_on(async {
         let mut a = Fleet::connect(&c, T).await.expect("monitor a connects");
         let mut b = Fleet::connect(&c, T).await.expect("monitor b connects");
-        let sa = a.session().await.expect("a's session");
-        let lead_a = a.campaign(&sa, "mon-a").await.expect("a leads");
+        let mut sa = a.session().await.expect("a's session");
+        let lead_a = a.campaign(&mut sa, "mon-a").await.expect("a leads");
         assert_eq!(
             b.leader().await.unwrap(),
             Some(("mon-a".into(), lead_a.term))
@@ -44,10 +44,10 @@ fn one_leader_terms_grow_and_a_deposed_leader_cannot_write() {
             .expect("the leader writes");
 
         // b campaigns: it waits while a leads.
-        let sb = b.session().await.expect("b's session");
+        let mut sb = b.session().await.expect("b's session");
         let mut b2 = b.clone();
         let contender =
-            tokio::spawn(async move { b2.campaign(&sb, "mon-b").await.map(|l| (l, sb)) });
+            tokio::spawn(async move { b2.campaign(&mut sb, "mon-b").await.map(|l| (l, sb)) });
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(!contender.is_finished(), "b was elected while a leads");
 
@@ -91,12 +91,12 @@ fn a_resigning_leader_hands_over_at_once() {
     runtime().block_on(async {
         let mut a = Fleet::connect(&c, T).await.unwrap();
         let mut b = Fleet::connect(&c, T).await.unwrap();
-        let sa = a.session().await.unwrap();
-        let lead_a = a.campaign(&sa, "mon-a").await.unwrap();
-        let sb = b.session().await.unwrap();
+        let mut sa = a.session().await.unwrap();
+        let lead_a = a.campaign(&mut sa, "mon-a").await.unwrap();
+        let mut sb = b.session().await.unwrap();
         let mut b2 = b.clone();
         let contender =
-            tokio::spawn(async move { b2.campaign(&sb, "mon-b").await.map(|l| (l, sb)) });
+            tokio::spawn(async move { b2.campaign(&mut sb, "mon-b").await.map(|l| (l, sb)) });
         tokio::time::sleep(Duration::from_millis(300)).await;
         let resigned = std::time::Instant::now();
         a.resign(lead_a.clone()).await.expect("a resigns");
@@ -128,7 +128,7 @@ fn without_a_majority_nobody_is_elected_and_sessions_are_lost() {
     runtime().block_on(async {
         let mut a = Fleet::connect(&c, T).await.unwrap();
         let mut sa = a.session().await.unwrap();
-        let _lead = a.campaign(&sa, "mon-a").await.unwrap();
+        let _lead = a.campaign(&mut sa, "mon-a").await.unwrap();
         etcd.kill("m1");
         etcd.kill("m2");
         // The session cannot be renewed: a leader must stop acting, which it learns here.
@@ -137,8 +137,8 @@ fn without_a_majority_nobody_is_elected_and_sessions_are_lost() {
             .expect("the session is reported lost without etcd's majority");
         let mut b = Fleet::connect(&c, T).await.unwrap();
         let campaign = async {
-            let sb = b.session().await?;
-            b.campaign(&sb, "mon-b").await
+            let mut sb = b.session().await?;
+            b.campaign(&mut sb, "mon-b").await
         };
         let elected = tokio::time::timeout(Duration::from_secs(3), campaign).await;
         assert!(

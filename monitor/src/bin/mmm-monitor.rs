@@ -19,6 +19,9 @@ struct Args {
     /// problem found, one per line, and exits 1 on problems.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     check_config: Option<PathBuf>,
+    /// This monitor's name in a fleet (`[coordination]`); default: the hostname.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -84,7 +87,8 @@ fn main() -> ExitCode {
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
             }
         };
-        mmm_monitor::daemon::run(config, key, shutdown).await
+        let name = args.name.unwrap_or_else(mmm_monitor::daemon::hostname);
+        mmm_monitor::daemon::run(config, key, name, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -118,6 +118,14 @@ impl AgentView {
     }
 }
 
+/// The monitor fleet in `show`: `# monitor fleet: leader NAME (term N), standby NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetShow {
+    pub leader: String,
+    pub term: u64,
+    pub standbys: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Time passed: traps, leases, deadlines and auto_set_online are looked at.
@@ -162,6 +170,11 @@ pub enum Event {
         ok: bool,
         output: String,
     },
+    /// In a fleet: the host's agent holds no writer permit any more (its etcd lease
+    /// expired, or was revoked and a whole TTL has passed since), after an `EndLease`.
+    LeaseEnded {
+        host: String,
+    },
     /// Whether any of ping_ips answers (MMM's network guard).
     Network {
         ok: bool,
@@ -204,6 +217,11 @@ pub enum Action {
     KillHost {
         host: String,
         ping_ok: bool,
+    },
+    /// In a fleet the agent renews its own writer permit (an etcd lease): end it (wait
+    /// for etcd to expire it, revoke it if it is still renewed) and report `LeaseEnded`.
+    EndLease {
+        host: String,
     },
     Persist(status::StatusRecord),
     /// A state transition or a failover step, logged once.
@@ -279,6 +297,9 @@ pub struct Cluster {
     /// The monitor host's offset from UTC, seconds: `checks` prints local time as MMM
     /// did. Told by the shell (the core reads no clock and no timezone).
     utc_offset_s: i64,
+    /// The monitor fleet as `show` prints it (none without `[coordination]`). Told by
+    /// the shell, like the UTC offset: nothing is decided on it.
+    fleet: Option<FleetShow>,
     epoch: u32,
     promotion: Option<Promotion>,
     /// A promotion was refused; retried after this time. The reason is shown.
@@ -348,6 +369,7 @@ impl Cluster {
             hosts,
             network_ok: true,
             utc_offset_s: 0,
+            fleet: None,
             epoch: 0,
             promotion: None,
             blocked: None,
@@ -395,6 +417,11 @@ impl Cluster {
     pub fn go_passive(&mut self, cause: String) {
         self.mode = MonitorMode::Passive;
         self.passive_cause = cause;
+    }
+
+    /// Who leads the monitor fleet and who stands by, for `show`.
+    pub fn set_fleet(&mut self, fleet: Option<FleetShow>) {
+        self.fleet = fleet;
     }
 
     /// The monitor host's offset from UTC now (it changes with daylight saving time).
@@ -609,6 +636,9 @@ impl Cluster {
                 position,
             } => {
                 self.promotion_on_action(now, &host, id, outcome, &detail, position, &mut out);
+            }
+            Event::LeaseEnded { host } => {
+                self.promotion_on_lease_ended(now, &host, &mut out);
             }
             Event::KillHostDone { host, ok, output } => {
                 out.push(Action::Notify {

@@ -183,17 +183,22 @@ impl Cluster {
     }
 
     /// Hosts other than `to` that may hold the writer VIP or accept writes, as far as
-    /// their last report tells: each must be fenced before `to` is promoted.
+    /// their last report tells: each must be fenced before `to` is promoted. A master
+    /// this monitor has not heard from since it started is one (a monitor taking over
+    /// from another cannot know what its agent was told; in a fleet its own etcd lease
+    /// may keep it writing).
     fn writer_suspects(&self, to: &str) -> BTreeSet<String> {
         let writer_ip = self.roles.writer_ip();
+        let masters = self.roles.role_hosts(&self.roles.writer_role);
         self.hosts
             .iter()
             .filter(|h| h.name != to)
-            .filter(|h| {
-                h.view.as_ref().is_some_and(|v| {
+            .filter(|h| match h.view.as_ref() {
+                Some(v) => {
                     let vip = writer_ip.is_some_and(|ip| v.held_vips.contains(&ip));
                     vip || (v.mysql_up && !v.read_only)
-                })
+                }
+                None => masters.contains(&h.name),
             })
             .map(|h| h.name.clone())
             .collect()
@@ -373,11 +378,19 @@ impl Cluster {
         out.push(Action::Disconnect {
             host: target.to_string(),
         });
-        f.lease_until = Some(if fencing == Fencing::Lease {
+        // In a fleet the agent's permit is its own etcd lease, which no monitor renews:
+        // counting from here proves nothing. The daemon ends it and reports LeaseEnded.
+        let fleet = fencing == Fencing::Lease && self.config.coordination.is_some();
+        f.lease_until = Some(if fencing == Fencing::Lease && !fleet {
             since + lease
         } else {
             Millis::MAX
         });
+        if fleet {
+            out.push(Action::EndLease {
+                host: target.to_string(),
+            });
+        }
         if f.kill == KillState::NotNeeded {
             f.kill = KillState::Running;
             out.push(Action::KillHost {
@@ -391,6 +404,33 @@ impl Cluster {
                 "'{target}' cannot confirm its demotion: connection dropped, waiting for its lease"
             ),
         ));
+    }
+
+    /// In a fleet: the target's etcd lease is over (the agent gave the writer up before).
+    pub(crate) fn promotion_on_lease_ended(
+        &mut self,
+        now: Millis,
+        host: &str,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(p) = self.promotion.as_mut() else {
+            return;
+        };
+        let started = p.started;
+        let Phase::Fencing { targets, .. } = &mut p.phase else {
+            return;
+        };
+        let Some(f) = targets.get_mut(host) else {
+            return;
+        };
+        if f.lease_until == Some(Millis::MAX) {
+            f.lease_until = Some(now);
+            p.timeline.push((
+                now.saturating_sub(started),
+                format!("'{host}' holds no writer permit: its etcd lease ended"),
+            ));
+        }
+        self.fencing_progress(now, out);
     }
 
     /// Moves on to catch-up once every target is fenced; reports targets that cannot be.

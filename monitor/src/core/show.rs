@@ -123,6 +123,17 @@ impl Cluster {
                 "# Network is down (no ping_ips answer): no state changes until it returns\n",
             );
         }
+        if let Some(f) = &self.fleet {
+            let standby = if f.standbys.is_empty() {
+                "no standby".to_string()
+            } else {
+                format!("standby {}", f.standbys.join(", "))
+            };
+            out.push_str(&format!(
+                "# monitor fleet: leader {} (term {}), {standby}\n",
+                f.leader, f.term
+            ));
+        }
         out
     }
 
@@ -218,6 +229,7 @@ impl Cluster {
                 "vip": self.roles.writer_ip().map(|ip| ip.to_string()),
             })),
             "network_ok": self.network_ok,
+            "fleet": self.fleet.as_ref().map(|f| serde_json::json!({"leader": f.leader, "term": f.term, "standby": f.standbys})),
             "promotion": self.promotion.as_ref().map(|p| serde_json::json!({"to": p.to, "from": p.from, "reason": p.reason})),
             "hosts": hosts,
         }))

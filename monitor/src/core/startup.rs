@@ -25,7 +25,12 @@ impl Cluster {
             }
             let holds_vip = writer_ip.is_some_and(|ip| view.held_vips.contains(&ip));
             let writable = view.mysql_up && !view.read_only;
-            if masters.contains(host) && (holds_vip || writable) {
+            // An operator took it offline: it is not adopted as the writer (a promotion
+            // elsewhere fences it first, as its report shows it may still write).
+            let admin_offline = self
+                .host(host)
+                .is_some_and(|h| h.state == HostState::AdminOffline);
+            if masters.contains(host) && (holds_vip || writable) && !admin_offline {
                 claims.push(host.clone());
             }
         }
@@ -66,10 +71,46 @@ impl Cluster {
                 }
             }
         };
+        // The writer chosen is not writing yet while a master has not reported: that one
+        // may still write (a monitor that took over cannot know what it was told), so the
+        // role moves through a promotion, which fences it first.
+        let unheard: Vec<&String> = masters
+            .iter()
+            .filter(|m| Some(*m) != decided.as_ref() && !reports.iter().any(|(h, _)| h == *m))
+            .collect();
+        let resume = decided
+            .clone()
+            .filter(|d| !claims.contains(d) && !unheard.is_empty());
+        if self.mode != MonitorMode::Passive && resume.is_some() {
+            out.push(Action::Notify {
+                host: None,
+                message: format!(
+                    "The {} role goes to {} through a promotion: {} not heard from at startup",
+                    self.roles.writer_role,
+                    resume.clone().unwrap_or_default(),
+                    unheard
+                        .iter()
+                        .map(|m| format!("'{m}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
         if self.mode != MonitorMode::Passive {
-            self.roles.set_writer_holder(decided.clone());
+            self.roles
+                .set_writer_holder(decided.clone().filter(|_| resume.is_none()));
             // Reader VIPs where they are, if the table has no holder for them.
             for (host, view) in reports {
+                // Only hosts that may hold roles after this vote (ONLINE, or made so below).
+                let adoptable = self.host(host).is_some_and(|h| {
+                    matches!(
+                        h.state,
+                        HostState::Online | HostState::AwaitingRecovery | HostState::HardOffline
+                    )
+                });
+                if !adoptable {
+                    continue;
+                }
                 for ip in &view.held_vips {
                     if let Some(i) = self.roles.find_ip(*ip) {
                         let r = &mut self.roles.ips[i];
@@ -86,7 +127,14 @@ impl Cluster {
             for (host, _) in reports {
                 let has_roles = !self.roles.host_roles(host).is_empty();
                 if let Some(h) = self.host_mut(host) {
-                    if has_roles && h.state == HostState::AwaitingRecovery {
+                    // HARD_OFFLINE too: the record can predate what happened since (a
+                    // promotion that a monitor now gone finished while the host was cut off).
+                    if has_roles
+                        && matches!(
+                            h.state,
+                            HostState::AwaitingRecovery | HostState::HardOffline
+                        )
+                    {
                         h.state = HostState::Online;
                         h.reason = "holds roles at monitor start".into();
                         h.since = now;
@@ -94,6 +142,10 @@ impl Cluster {
                     }
                 }
             }
+        }
+        if let Some(to) = resume.filter(|_| self.mode != MonitorMode::Passive) {
+            let reason = "resuming the writer role at monitor start".to_string();
+            self.start_promotion(now, None, to, reason, None, &mut out);
         }
         self.after_changes(now, &mut out);
         if std::mem::take(&mut self.persist_due) {

@@ -44,6 +44,9 @@ struct SimHost {
     rep_backlog: bool,
     catch_up: ActionOutcome,
     uptime_s: u32,
+    /// In a fleet: the agent reaches etcd (renews its own lease), and since when not.
+    etcd_ok: bool,
+    etcd_cut_at: Millis,
 }
 
 struct Sim {
@@ -60,6 +63,10 @@ struct Sim {
     writable_since: BTreeMap<String, Millis>,
     /// When the last Tick was handled: next_deadline is asked what comes after it.
     last_tick: Millis,
+    /// In a fleet (`[coordination]`): agents hold their own etcd leases.
+    fleet: bool,
+    /// EndLease in progress: (when the lease is over, host, report it to the core).
+    lease_ends: Vec<(Millis, String, bool)>,
 }
 
 impl Sim {
@@ -96,12 +103,13 @@ impl Sim {
                         rep_backlog: true,
                         catch_up: ActionOutcome::Ok,
                         uptime_s: 10_000,
+                        etcd_ok: true,
+                        etcd_cut_at: 0,
                     },
                 )
             })
             .collect();
         Sim {
-            c: Cluster::new(config, 1_000_000),
             now: 1_000_000,
             hosts,
             queue: VecDeque::new(),
@@ -112,7 +120,70 @@ impl Sim {
             next_reply: 1,
             writable_since: BTreeMap::new(),
             last_tick: 0,
+            fleet: config.coordination.is_some(),
+            lease_ends: Vec::new(),
+            c: Cluster::new(config, 1_000_000),
         }
+    }
+
+    /// The session TTL: an agent's etcd lease.
+    fn ttl(&self) -> Millis {
+        self.c
+            .config
+            .coordination
+            .as_ref()
+            .map_or(0, |c| c.session_ttl.as_millis() as u64)
+    }
+
+    /// An agent cut from etcd has no writer permit once its lease could have expired.
+    fn etcd_permit(&self, name: &str) -> bool {
+        let h = &self.hosts[name];
+        !self.fleet || h.etcd_ok || self.now.saturating_sub(h.etcd_cut_at) < self.ttl()
+    }
+
+    /// The agent gives the writer up (VIP first, then read_only), as its lease task does.
+    fn self_fence(&mut self, name: &str) {
+        let writer_vip = self.writer_vip;
+        let h = self.hosts.get_mut(name).unwrap();
+        if h.writable || h.vips.contains(&writer_vip) {
+            h.writable = false;
+            h.vips.remove(&writer_vip);
+            h.self_fenced = true;
+            h.applied = 0;
+        }
+    }
+
+    /// Another monitor of the fleet is elected: it resumes from the stored status and
+    /// the agents' reports. The old leader's pending work dies with it (agents refuse
+    /// its term); a revoke it already made still ends that agent's permit.
+    fn new_leader(&mut self) {
+        let config = self.c.config.clone();
+        let mut c = Cluster::new(config, self.now);
+        if let Some(r) = &self.persisted {
+            c.restore(r)
+                .expect("the record the last leader wrote restores");
+        }
+        self.c = c;
+        self.queue.clear();
+        for e in &mut self.lease_ends {
+            e.2 = false;
+        }
+        for h in self.hosts.values_mut() {
+            h.disconnected = false;
+            h.isolated = false;
+            h.reported_unreachable = false;
+        }
+        let reports: Vec<(String, AgentView)> = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.reachable)
+            .map(|(n, _)| (n.clone(), self.view(n)))
+            .collect();
+        let actions = self.c.startup(self.now, &reports);
+        for a in actions {
+            self.apply(a);
+        }
+        self.drain();
     }
 
     /// A cluster of db1 (writer), db2, db3 all ONLINE with roles distributed.
@@ -178,6 +249,8 @@ impl Sim {
         let lease = self.c.config.agent.lease.as_millis() as u64;
         match a {
             Action::SendDesired { host, desired } => {
+                let permit = self.etcd_permit(&host);
+                let writer_vip = self.writer_vip;
                 let h = self.hosts.get_mut(&host).unwrap();
                 if !h.reachable || h.isolated {
                     return;
@@ -187,6 +260,11 @@ impl Sim {
                 // Demotion order: VIPs first, then read_only; promotion: writable first.
                 h.vips = desired.roles.iter().map(|(_, ip)| *ip).collect();
                 h.writable = desired.writable && h.mysql_alive;
+                if !permit {
+                    // No writer permit (the agent's etcd lease is gone): no writer bits.
+                    h.writable = false;
+                    h.vips.remove(&writer_vip);
+                }
                 h.applied = desired.epoch;
                 h.last_heartbeat = self.now;
                 if desired.writable {
@@ -280,6 +358,12 @@ impl Sim {
                     output: String::new(),
                 });
             }
+            Action::EndLease { host } => {
+                assert!(self.fleet, "EndLease without a fleet");
+                // Waited out or revoked: either way the permit is over a TTL from now.
+                let at = self.now + self.ttl();
+                self.lease_ends.push((at, host, true));
+            }
             Action::Persist(r) => self.persisted = Some(r),
             Action::Reply { id, text } => {
                 self.replies.insert(id, text);
@@ -312,7 +396,9 @@ impl Sim {
                     view,
                 });
             } else {
-                if self.now - h.last_heartbeat > lease
+                // Without a fleet the monitor's heartbeats are the lease.
+                if !self.fleet
+                    && self.now - h.last_heartbeat > lease
                     && (h.writable || h.vips.contains(&writer_vip))
                 {
                     h.writable = false;
@@ -378,6 +464,23 @@ impl Sim {
                     check,
                     result,
                 });
+            }
+        }
+        if self.fleet {
+            for name in &names {
+                if !self.etcd_permit(name) {
+                    self.self_fence(name);
+                }
+            }
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.lease_ends.drain(..).partition(|(at, _, _)| *at <= now);
+            self.lease_ends = later;
+            for (_, host, report) in due {
+                self.self_fence(&host);
+                if report {
+                    self.queue.push_back(Event::LeaseEnded { host });
+                }
             }
         }
         self.queue.push_back(Event::Tick);
@@ -1411,6 +1514,11 @@ enum Chaos {
     MoveWriter(u8),
     SetOnline(u8),
     SetOffline(u8),
+    /// Fleet only: an agent cut from etcd, or back.
+    EtcdCut(u8),
+    EtcdHeal(u8),
+    /// Fleet only: the leading monitor is replaced by another.
+    NewLeader,
 }
 
 fn chaos() -> impl Strategy<Value = Chaos> {
@@ -1428,8 +1536,101 @@ fn chaos() -> impl Strategy<Value = Chaos> {
     ]
 }
 
+fn fleet_chaos() -> impl Strategy<Value = Chaos> {
+    prop_oneof![
+        8 => chaos(),
+        1 => (0u8..3).prop_map(Chaos::EtcdCut),
+        1 => (0u8..3).prop_map(Chaos::EtcdHeal),
+        2 => Just(Chaos::NewLeader),
+    ]
+}
+
+impl Sim {
+    fn chaos(&mut self, step: Chaos) {
+        let name = |i: u8| format!("db{}", i + 1);
+        match step {
+            Chaos::Time(ms) => self.run_for(u64::from(ms)),
+            Chaos::KillMysql(h) => {
+                let x = self.hosts.get_mut(&name(h)).unwrap();
+                x.mysql_alive = false;
+                x.writable = false;
+            }
+            Chaos::StartMysql(h) => {
+                let x = self.hosts.get_mut(&name(h)).unwrap();
+                x.mysql_alive = true;
+                x.uptime_s += 1000;
+            }
+            Chaos::Partition(h) => self.hosts.get_mut(&name(h)).unwrap().reachable = false,
+            Chaos::Heal(h) => self.hosts.get_mut(&name(h)).unwrap().reachable = true,
+            Chaos::RepThreads(h, ok) => self.hosts.get_mut(&name(h)).unwrap().rep_threads = ok,
+            Chaos::RepBacklog(h, ok) => self.hosts.get_mut(&name(h)).unwrap().rep_backlog = ok,
+            Chaos::MoveWriter(h) => {
+                self.command(Command::MoveRole {
+                    force: false,
+                    role: "writer".into(),
+                    host: name(h),
+                });
+            }
+            Chaos::SetOnline(h) => {
+                self.command(Command::SetOnline { host: name(h) });
+            }
+            Chaos::SetOffline(h) => {
+                self.command(Command::SetOffline { host: name(h) });
+            }
+            Chaos::EtcdCut(h) => {
+                let now = self.now;
+                let x = self.hosts.get_mut(&name(h)).unwrap();
+                if x.etcd_ok {
+                    x.etcd_ok = false;
+                    x.etcd_cut_at = now;
+                }
+            }
+            Chaos::EtcdHeal(h) => self.hosts.get_mut(&name(h)).unwrap().etcd_ok = true,
+            Chaos::NewLeader => self.new_leader(),
+        }
+    }
+}
+
+fn fleet_config() -> Arc<Config> {
+    let mut text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab.toml"))
+            .unwrap();
+    text.push_str("\n[coordination]\netcd = [\"http://127.0.0.1:2379\"]\nprefix = \"/mmm/sim\"\nsession_ttl = \"1s\"\n");
+    Arc::new(Config::parse(&text, Path::new("lab.toml")).unwrap())
+}
+
+/// A fleet's writer keeps its own etcd lease: a monitor cut off from it must wait for
+/// that lease to end (EndLease -> LeaseEnded) before promoting, and never counts it out
+/// by itself.
+#[test]
+fn a_fleet_waits_for_the_writers_etcd_lease_before_promoting() {
+    let mut s = Sim::online(fleet_config());
+    s.hosts.get_mut("db1").unwrap().reachable = false;
+    s.run_for(3000);
+    assert!(
+        s.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::EndLease { host } if host == "db1")),
+        "the writer's lease must be ended through etcd"
+    );
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db2"));
+    assert_eq!(s.writable_hosts(), vec!["db2".to_string()]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// In a fleet, leaders replaced at random moments (mid-promotion included), agents
+    /// cut from the monitor or from etcd, servers failing: never two writable masters and
+    /// never the writer VIP twice, checked after every event.
+    #[test]
+    fn fleet_invariants_hold_under_leader_changes(steps in proptest::collection::vec(fleet_chaos(), 1..60)) {
+        let mut s = Sim::online(fleet_config());
+        for step in steps {
+            s.chaos(step);
+        }
+    }
 
     /// Whatever happens: never two writable masters, never the writer VIP twice, roles
     /// only on ONLINE hosts (checked after every event by `check_invariants`); and once
@@ -1437,20 +1638,8 @@ proptest! {
     #[test]
     fn invariants_hold_under_random_failures(steps in proptest::collection::vec(chaos(), 1..60)) {
         let mut s = Sim::online(config(&[]));
-        let name = |i: u8| format!("db{}", i + 1);
         for step in steps {
-            match step {
-                Chaos::Time(ms) => s.run_for(u64::from(ms)),
-                Chaos::KillMysql(h) => { let x = s.hosts.get_mut(&name(h)).unwrap(); x.mysql_alive = false; x.writable = false; }
-                Chaos::StartMysql(h) => { let x = s.hosts.get_mut(&name(h)).unwrap(); x.mysql_alive = true; x.uptime_s += 1000; }
-                Chaos::Partition(h) => s.hosts.get_mut(&name(h)).unwrap().reachable = false,
-                Chaos::Heal(h) => s.hosts.get_mut(&name(h)).unwrap().reachable = true,
-                Chaos::RepThreads(h, ok) => s.hosts.get_mut(&name(h)).unwrap().rep_threads = ok,
-                Chaos::RepBacklog(h, ok) => s.hosts.get_mut(&name(h)).unwrap().rep_backlog = ok,
-                Chaos::MoveWriter(h) => { s.command(Command::MoveRole { force: false, role: "writer".into(), host: name(h) }); }
-                Chaos::SetOnline(h) => { s.command(Command::SetOnline { host: name(h) }); }
-                Chaos::SetOffline(h) => { s.command(Command::SetOffline { host: name(h) }); }
-            }
+            s.chaos(step);
         }
         // Calm: everything healthy and reachable, then every role IP must be held.
         for h in s.hosts.values_mut() {

@@ -30,6 +30,15 @@ pub async fn accepted<T>(result: std::io::Result<T>, what: &str) -> Option<T> {
     }
 }
 
+/// A command line, or the `ERROR: ` line that refuses it.
+pub fn parse_line(line: &str) -> Result<Command, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    Command::parse(&words).map_err(|e| match e {
+        CommandError::Empty => "ERROR: No command given. Use 'help' for the list.".to_string(),
+        e => format!("ERROR: {e}"),
+    })
+}
+
 /// Longest command line accepted.
 const MAX_LINE: u64 = 4096;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -140,10 +149,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(());
         }
     }
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let text = match Command::parse(&words) {
-        Err(CommandError::Empty) => "ERROR: No command given. Use 'help' for the list.".to_string(),
-        Err(e) => format!("ERROR: {e}"),
+    let text = match parse_line(&line) {
+        Err(refusal) => refusal,
         Ok(cmd) => {
             let (tx, rx) = oneshot::channel();
             if requests.send((cmd, tx)).await.is_err() {

@@ -48,6 +48,9 @@ pub struct LinkParams {
     pub addr: SocketAddr,
     pub key: ClusterKey,
     pub monitor_name: String,
+    /// The fleet leader's term (0 without a fleet): agents refuse a term older than one
+    /// they have seen.
+    pub term: u64,
     pub heartbeat_interval: Duration,
     pub agent_timeout: Duration,
     pub lease: Duration,
@@ -223,7 +226,9 @@ async fn session(
     reported_down: &mut bool,
 ) -> Ended {
     let t = p.agent_timeout.max(Duration::from_millis(200));
-    let link = match AgentLink::connect(p.addr, &p.key, &p.monitor_name, &p.host, t).await {
+    let link = match AgentLink::connect_in_term(p.addr, &p.key, &p.monitor_name, &p.host, p.term, t)
+        .await
+    {
         Ok(l) => l,
         Err(e) => return Ended::Failed(crate::error_chain(&e)),
     };

@@ -4,6 +4,7 @@
 
 pub mod checks;
 pub mod control;
+pub mod fleet;
 pub mod links;
 pub mod metrics;
 pub mod notify;
@@ -30,6 +31,10 @@ pub enum DaemonError {
     },
     #[error("claiming the status file")]
     Lock(#[from] persist::LockError),
+    #[error("the monitor fleet on etcd")]
+    Fleet(#[source] crate::fleet::FleetError),
+    #[error("etcd key {key} belongs to another cluster (another cluster key or other hosts under the same prefix): give each cluster its own [coordination] prefix")]
+    ForeignPrefix { key: String },
     #[error("starting the control socket on {addr}")]
     Control {
         addr: String,
@@ -41,13 +46,19 @@ pub enum DaemonError {
 /// The monitor's clock: wall time at start plus monotonic time since, so durations never
 /// jump and stored flap times stay meaningful across restarts.
 #[derive(Clone, Copy)]
-struct Clock {
+pub struct Clock {
     wall_ms: Millis,
     start: tokio::time::Instant,
 }
 
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::new()
+    }
+}
+
 impl Clock {
-    fn new() -> Clock {
+    pub fn new() -> Clock {
         let wall_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -57,7 +68,7 @@ impl Clock {
             start: tokio::time::Instant::now(),
         }
     }
-    fn now(&self) -> Millis {
+    pub fn now(&self) -> Millis {
         self.wall_ms + self.start.elapsed().as_millis() as u64
     }
 
@@ -82,13 +93,15 @@ struct Shell {
     links: HashMap<String, mpsc::Sender<LinkCmd>>,
     replies: HashMap<u64, oneshot::Sender<String>>,
     events: mpsc::Sender<Event>,
-    status: persist::Writer,
+    status: StatusOut,
     kill_host_bin: Option<std::path::PathBuf>,
     kill_timeout: Duration,
     notifier: Option<notify::Notifier>,
     metrics: metrics::Shared,
     writer: Option<String>,
     promotion_started: Option<Millis>,
+    /// In a fleet: this term's leadership (etcd side).
+    leader: Option<fleet::Leader>,
 }
 
 impl Shell {
@@ -121,6 +134,10 @@ impl Shell {
                 Action::Isolate { host } => self.link(&host, LinkCmd::Isolate).await,
                 Action::Release { host } => self.link(&host, LinkCmd::Release).await,
                 Action::KillHost { host, ping_ok } => self.kill_host(host, ping_ok),
+                Action::EndLease { host } => match &self.leader {
+                    Some(l) => l.end_lease(host, self.events.clone()),
+                    None => tracing::error!(%host, "EndLease without a fleet: ignored"),
+                },
                 Action::Persist(record) => self.status.save(record),
                 Action::Notify { host, message } => {
                     match &host {
@@ -193,6 +210,14 @@ impl Shell {
             }
         }
         self.writer = writer;
+        if let Some(l) = &self.leader {
+            let published = self
+                .writer
+                .as_deref()
+                .and_then(|w| c.host(w))
+                .map(|h| (h.name.clone(), h.ip, h.mysql_port));
+            l.publish_writer(published);
+        }
         let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         m.writer = self
             .writer
@@ -216,51 +241,76 @@ impl Shell {
     }
 }
 
-/// Runs the monitor until `shutdown` resolves; then writes the status and returns.
-///
-/// The order matters: the status file is claimed first (a second monitor stops before
-/// touching anything), the agents are heard before the start-up vote, and the checks start
-/// only once the core knows who the writer is.
+/// Who this monitor is and what it acts as: the monitor alone (no `[coordination]`), or
+/// the fleet's leader in one term.
+pub struct Seat {
+    pub name: String,
+    /// 0 without a fleet.
+    pub term: u64,
+    pub leader: Option<fleet::Leader>,
+}
+
+/// Why [`lead`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// SIGTERM (or the control socket is gone).
+    Shutdown,
+    /// The fleet's leadership was lost: nothing may be decided any more.
+    Deposed,
+}
+
+/// What stays for the life of the process, whatever the monitor acts as.
+pub struct Process {
+    pub config: Arc<Config>,
+    pub key: ClusterKey,
+    pub metrics: metrics::Shared,
+    pub control: mpsc::Receiver<control::Request>,
+    pub life: Life,
+}
+
+/// What ends the process.
+pub struct Life {
+    /// The control socket's task: it ends only when the socket could not be bound.
+    listener: tokio::task::JoinHandle<std::io::Result<()>>,
+    control_addr: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Life {
+    /// Resolves when the monitor must stop: SIGTERM, or the control socket could not be
+    /// bound (an operator could not reach us).
+    async fn stopped(&mut self) -> Result<(), DaemonError> {
+        tokio::select! {
+            _ = self.stop.wait_for(|s| *s) => Ok(()),
+            ended = &mut self.listener => match ended {
+                Ok(Err(source)) => Err(DaemonError::Control { addr: self.control_addr.clone(), source }),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+/// Runs the monitor until `shutdown` resolves. Alone, it claims the status file and
+/// drives the agents; in a fleet (`[coordination]`) it stands by until etcd elects it.
 pub async fn run(
     config: Config,
     key: ClusterKey,
-    shutdown: impl std::future::Future<Output = ()>,
+    name: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let config = Arc::new(config);
-    let _lock = persist::StatusLock::acquire(&config.monitor.status_path)?;
-    let clock = Clock::new();
-    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
-    let (check_tx, check_rx) = mpsc::channel::<checks::Sample>(4096);
-    let (ctl_tx, ctl_rx) = mpsc::channel::<control::Request>(64);
-    let metrics: metrics::Shared = Default::default();
-
-    let mut cluster = restore(&config, clock.now());
-    let links = start_links(&config, &key, &ev_tx);
-    let (reports, early) = hear_agents(&config, &mut ev_rx).await;
-    let mut shell = Shell {
-        clock,
-        links,
-        replies: HashMap::new(),
-        events: ev_tx.clone(),
-        status: persist::Writer::start(config.monitor.status_path.clone()),
-        kill_host_bin: config.monitor.kill_host_bin.clone(),
-        kill_timeout: config.monitor.promotion_timeout,
-        notifier: config
-            .monitor
-            .notify_command
-            .clone()
-            .map(notify::Notifier::start),
-        metrics: metrics.clone(),
-        writer: None,
-        promotion_started: None,
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    // A second monitor on the same status file refuses before touching anything (in a
+    // fleet, etcd decides who acts; the status lives there).
+    let _lock = match config.coordination {
+        None => Some(persist::StatusLock::acquire(&config.monitor.status_path)?),
+        Some(_) => None,
     };
-    let actions = cluster.startup(clock.now(), &reports);
-    shell.dispatch(actions).await;
-    for e in early {
-        let actions = cluster.handle(clock.now(), e);
-        shell.dispatch(actions).await;
-    }
-    start_checks(&config, &check_tx)?;
+    let (ctl_tx, control) = mpsc::channel::<control::Request>(64);
     let control_key = config.monitor.control.keyed().then(|| key.clone());
     let reply_timeout = config.monitor.promotion_timeout * 3 + Duration::from_secs(10);
     let ctl_addr = config.monitor.control.clone();
@@ -270,22 +320,121 @@ pub async fn run(
         reply_timeout,
         ctl_tx,
     ));
+    let metrics: metrics::Shared = Default::default();
     if let Some(addr) = config.monitor.metrics {
         tokio::spawn(metrics::serve(addr, metrics.clone()));
     }
+    let mut process = Process {
+        config: config.clone(),
+        key,
+        metrics,
+        control,
+        life: Life {
+            listener,
+            control_addr: ctl_addr.to_string(),
+            stop,
+        },
+    };
+    if config.coordination.is_some() {
+        return fleet::run(&mut process, name).await;
+    }
+    let clock = Clock::new();
+    let cluster = restore(&config, clock.now());
+    let seat = Seat {
+        name,
+        term: 0,
+        leader: None,
+    };
+    lead(&mut process, seat, cluster, clock).await?;
+    Ok(())
+}
+
+/// Drives the agents until the monitor stops or (in a fleet) loses its leadership; then
+/// writes the status and returns. Every task it started ends with it.
+///
+/// The order matters: the agents are heard before the start-up vote, and the checks
+/// start only once the core knows who the writer is.
+pub async fn lead(
+    process: &mut Process,
+    seat: Seat,
+    mut cluster: Cluster,
+    clock: Clock,
+) -> Result<Ended, DaemonError> {
+    let config = process.config.clone();
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
+    let (check_tx, check_rx) = mpsc::channel::<checks::Sample>(4096);
+    // Dropped on return: every link and check of this term ends with it.
+    let mut tasks = tokio::task::JoinSet::new();
+    let links = start_links(&config, &process.key, &seat, &ev_tx, &mut tasks);
+    let (reports, early) = hear_agents(&config, &mut ev_rx).await;
+    let status = match &seat.leader {
+        None => StatusOut::File(persist::Writer::start(config.monitor.status_path.clone())),
+        Some(l) => StatusOut::Etcd(l.status_writer()),
+    };
+    let mut shell = Shell {
+        clock,
+        links,
+        replies: HashMap::new(),
+        events: ev_tx.clone(),
+        status,
+        kill_host_bin: config.monitor.kill_host_bin.clone(),
+        kill_timeout: config.monitor.promotion_timeout,
+        notifier: config
+            .monitor
+            .notify_command
+            .clone()
+            .map(notify::Notifier::start),
+        metrics: process.metrics.clone(),
+        writer: None,
+        promotion_started: None,
+        leader: seat.leader,
+    };
+    let actions = cluster.startup(clock.now(), &reports);
+    shell.dispatch(actions).await;
+    for e in early {
+        let actions = cluster.handle(clock.now(), e);
+        shell.dispatch(actions).await;
+    }
+    start_checks(&config, &check_tx, &mut tasks)?;
+    let forwarded = match &shell.leader {
+        Some(l) => Some(l.forwarded_commands().await),
+        None => None,
+    };
     let inputs = Inputs {
         events: ev_rx,
         checks: check_rx,
-        control: ctl_rx,
-        listener,
-        control_addr: ctl_addr.to_string(),
+        forwarded,
     };
-    event_loop(&mut cluster, &mut shell, inputs, shutdown).await?;
-    // Clean shutdown: the status is written, no role is touched.
-    let record = cluster.status_record(shell.clock.now());
-    shell.status.finish(record).await;
-    tracing::info!("monitor stopped (roles left as they are)");
-    Ok(())
+    let ended = event_loop(&mut cluster, &mut shell, inputs, process).await?;
+    if ended == Ended::Shutdown {
+        // Clean shutdown: the status is written, no role is touched.
+        let record = cluster.status_record(shell.clock.now());
+        shell.status.finish(record).await;
+        tracing::info!("monitor stopped (roles left as they are)");
+    }
+    Ok(ended)
+}
+
+/// Where the status record goes: the status file, or (in a fleet) etcd.
+enum StatusOut {
+    File(persist::Writer),
+    Etcd(fleet::StatusWriter),
+}
+
+impl StatusOut {
+    fn save(&self, record: crate::core::status::StatusRecord) {
+        match self {
+            StatusOut::File(w) => w.save(record),
+            StatusOut::Etcd(w) => w.save(record),
+        }
+    }
+
+    async fn finish(self, record: crate::core::status::StatusRecord) {
+        match self {
+            StatusOut::File(w) => w.finish(record).await,
+            StatusOut::Etcd(w) => w.finish(record).await,
+        }
+    }
 }
 
 /// The cluster as the status file left it, or passive mode (with the cause shown) when
@@ -321,7 +470,9 @@ fn restore(config: &Arc<Config>, now: Millis) -> Cluster {
 fn start_links(
     config: &Config,
     key: &ClusterKey,
+    seat: &Seat,
     events: &mpsc::Sender<Event>,
+    tasks: &mut tokio::task::JoinSet<()>,
 ) -> HashMap<String, mpsc::Sender<LinkCmd>> {
     let mut links = HashMap::new();
     for h in &config.hosts {
@@ -331,12 +482,13 @@ fn start_links(
             host: h.name.clone(),
             addr: SocketAddr::new(IpAddr::V4(h.ip), h.agent_port),
             key: key.clone(),
-            monitor_name: hostname(),
+            monitor_name: seat.name.clone(),
+            term: seat.term,
             heartbeat_interval: config.monitor.heartbeat_interval,
             agent_timeout: config.monitor.agent_timeout,
             lease: config.agent.lease + config.monitor.heartbeat_interval,
         };
-        tokio::spawn(links::run(params, rx, events.clone()));
+        tasks.spawn(links::run(params, rx, events.clone()));
     }
     links
 }
@@ -372,6 +524,7 @@ async fn hear_agents(
 fn start_checks(
     config: &Config,
     samples: &mpsc::Sender<checks::Sample>,
+    spawned: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), DaemonError> {
     let pinger = ping::Pinger::new();
     let (threads, backlog) = (config.checks.rep_threads, config.checks.rep_backlog);
@@ -397,7 +550,7 @@ fn start_checks(
                 source,
             })?;
         for (kinds, cfg) in &tasks {
-            tokio::spawn(checks::run(
+            spawned.spawn(checks::run(
                 h.clone(),
                 password.clone(),
                 kinds.clone(),
@@ -416,7 +569,7 @@ fn start_checks(
             IpAddr::V6(_) => None,
         })
         .collect();
-    tokio::spawn(checks::network_guard(
+    spawned.spawn(checks::network_guard(
         ping_ips,
         config.monitor.ping_interval,
         config.checks.ping.timeout,
@@ -426,14 +579,18 @@ fn start_checks(
     Ok(())
 }
 
-/// What the event loop listens to.
+/// What the event loop listens to besides the process's control socket.
 struct Inputs {
     events: mpsc::Receiver<Event>,
     checks: mpsc::Receiver<checks::Sample>,
-    control: mpsc::Receiver<control::Request>,
-    /// The control socket's task: it ends only when the socket could not be bound.
-    listener: tokio::task::JoinHandle<std::io::Result<()>>,
-    control_addr: String,
+    /// In a fleet: commands given to a standby, for the leader to run.
+    forwarded: Option<mpsc::Receiver<fleet::Forwarded>>,
+}
+
+/// A command's source: this monitor's control socket, or a standby's (through etcd).
+enum Asker {
+    Local(oneshot::Sender<String>),
+    Forwarded(String),
 }
 
 /// The one owner of the `Cluster`: each event in, its actions out, then sleep until the
@@ -442,8 +599,8 @@ async fn event_loop(
     cluster: &mut Cluster,
     shell: &mut Shell,
     mut inputs: Inputs,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), DaemonError> {
+    process: &mut Process,
+) -> Result<Ended, DaemonError> {
     let clock = shell.clock;
     // The core says when it next needs a Tick; IDLE_TICK bounds the time since the last
     // one (from the last Tick, not from the last event: events come every second or
@@ -451,36 +608,62 @@ async fn event_loop(
     let mut last_tick = tokio::time::Instant::now();
     let mut wake = clock.instant(cluster.next_deadline(), last_tick + IDLE_TICK);
     let mut next_reply: u64 = 1;
-    tokio::pin!(shutdown);
+    let mut deposed = shell.leader.as_ref().map(|l| l.deposed());
     shell.observe(cluster, clock.now());
     loop {
-        let event = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            ended = &mut inputs.listener => {
-                // The control socket is gone (could not bind): an operator could not reach us.
-                if let Ok(Err(source)) = ended {
-                    return Err(DaemonError::Control { addr: inputs.control_addr.clone(), source });
-                }
-                return Ok(());
+        let asked = tokio::select! {
+            stopped = process.life.stopped() => return stopped.map(|()| Ended::Shutdown),
+            _ = async { match deposed.as_mut() { Some(d) => d.lost().await, None => std::future::pending().await } } => {
+                tracing::error!("leadership lost: stopping at once (another monitor may be elected)");
+                return Ok(Ended::Deposed);
             }
-            Some(e) = inputs.events.recv() => e,
+            Some(e) = inputs.events.recv() => Ok(e),
             Some(s) = inputs.checks.recv() => {
                 if let Event::Check { host, check, .. } = &s.event {
                     shell.metrics.lock().unwrap_or_else(|p| p.into_inner()).check_latency.insert((host.clone(), check.to_string()), s.latency.as_secs_f64());
                 }
-                s.event
+                Ok(s.event)
             }
-            Some((command, reply)) = inputs.control.recv() => {
-                // `checks` prints local time; the offset can change (DST) while we run.
-                cluster.set_utc_offset(local_utc_offset_s());
-                let id = next_reply;
-                next_reply += 1;
-                shell.replies.insert(id, reply);
-                Event::Command { reply: id, command }
+            Some((command, reply)) = process.control.recv() => Err((command, Asker::Local(reply))),
+            Some(f) = async { match inputs.forwarded.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                match shell.leader.as_ref().map(|l| l.parse_forwarded(&f)) {
+                    Some(Ok(command)) => Err((command, Asker::Forwarded(f.id))),
+                    Some(Err(text)) => {
+                        if let Some(l) = &shell.leader {
+                            l.reply(f.id, text);
+                        }
+                        continue;
+                    }
+                    None => continue,
+                }
             }
             _ = tokio::time::sleep_until(wake) => {
                 last_tick = tokio::time::Instant::now();
-                Event::Tick
+                Ok(Event::Tick)
+            }
+        };
+        let event = match asked {
+            Ok(e) => e,
+            Err((command, asker)) => {
+                // `checks` prints local time; the offset can change (DST) while we run.
+                cluster.set_utc_offset(local_utc_offset_s());
+                if let Some(l) = &shell.leader {
+                    cluster.set_fleet(Some(l.show()));
+                }
+                let id = next_reply;
+                next_reply += 1;
+                let reply = match asker {
+                    Asker::Local(reply) => reply,
+                    Asker::Forwarded(fid) => {
+                        let (tx, rx) = oneshot::channel();
+                        if let Some(l) = &shell.leader {
+                            l.reply_when(fid, rx);
+                        }
+                        tx
+                    }
+                };
+                shell.replies.insert(id, reply);
+                Event::Command { reply: id, command }
             }
         };
         let now = clock.now();
@@ -493,7 +676,8 @@ async fn event_loop(
     }
 }
 
-fn hostname() -> String {
+/// This host's name: a monitor's default `--name`.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_unreadable| "mmm-monitor".into())

@@ -1,0 +1,682 @@
+//! The daemon in a monitor fleet (`[coordination]`): stand by until etcd elects this
+//! monitor, lead for one term, stand by again.
+//!
+//! Standing by, a monitor drives nothing: it keeps its etcd session, registers its name,
+//! campaigns, and hands every control command to the leader through etcd
+//! (`<prefix>/commands/<id>`, answered at `<prefix>/replies/<id>`), so `mmm-control`
+//! works from any monitor host. Elected, it checks that the prefix holds this cluster,
+//! resumes from the status in etcd, and runs the same daemon as a monitor alone, with
+//! three differences: its links carry the term (agents refuse older terms), the status
+//! and the writer (`<prefix>/writer`) are written in transactions that fail once it no
+//! longer leads, and a writer is fenced by ending its agent's own etcd lease
+//! ([`Leader::end_lease`]), since no monitor renews it.
+//!
+//! Leadership ends at once, with every task of the term, when the session cannot be
+//! renewed (before etcd expires it, so before another monitor can be elected) or a
+//! guarded write fails; SIGTERM resigns so a standby takes over without waiting.
+
+use super::{DaemonError, Ended, Process, Seat};
+use crate::core::status::StatusRecord;
+use crate::core::{Cluster, Event, FleetShow};
+use crate::fleet::{DirChange, Fleet, FleetError, FleetView, Leadership, Session};
+use mmm_common::config::{ClusterKey, Config};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+const STATUS: &str = "status";
+const WRITER: &str = "writer";
+const IDENTITY: &str = "cluster";
+
+/// Slack added to a lease's TTL before counting it over (scheduling, request latency).
+const LEASE_SLACK: Duration = Duration::from_millis(50);
+
+/// A command a standby forwarded, for the leader to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    pub id: String,
+    pub line: String,
+}
+
+/// What the leader knows of one agent's etcd lease (`<prefix>/agents/<host>`).
+#[derive(Debug, Clone, Default)]
+struct AgentLease {
+    lease: Option<i64>,
+    /// When this term saw the key deleted, and the lease it had.
+    gone: Option<(Instant, i64)>,
+}
+
+/// Resolves once this term's leadership is over.
+pub struct Deposition(watch::Receiver<bool>);
+
+impl Deposition {
+    pub async fn lost(&mut self) {
+        let _ = self.0.wait_for(|d| *d).await;
+    }
+}
+
+/// One term's leadership, as the daemon uses it.
+pub struct Leader {
+    fleet: Fleet,
+    lead: Leadership,
+    name: String,
+    session_lease: i64,
+    ttl: Duration,
+    deposed: Arc<watch::Sender<bool>>,
+    writer: watch::Sender<Option<(String, Ipv4Addr, u16)>>,
+    view: Arc<Mutex<FleetView>>,
+    agents: Arc<Mutex<HashMap<String, AgentLease>>>,
+    background: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        for t in &self.background {
+            t.abort();
+        }
+    }
+}
+
+impl Leader {
+    async fn start(
+        mut fleet: Fleet,
+        lead: Leadership,
+        name: String,
+        session: &Session,
+        ttl: Duration,
+    ) -> Result<Leader, FleetError> {
+        let (deposed, _) = watch::channel(false);
+        let deposed = Arc::new(deposed);
+        let mut background = Vec::new();
+        // The session's loss ends the term: etcd expires it a while later, and only then
+        // can another monitor be elected.
+        let mut alive = session.alive_watch();
+        let d = deposed.clone();
+        background.push(
+            tokio::spawn(async move {
+                let _ = alive.wait_for(|a| !a).await;
+                d.send_replace(true);
+            })
+            .abort_handle(),
+        );
+        let (entries, mut changes) = fleet.watch_dir("agents").await?;
+        let agents: Arc<Mutex<HashMap<String, AgentLease>>> = Arc::new(Mutex::new(
+            entries
+                .into_iter()
+                .map(|e| {
+                    let lease = (e.lease != 0).then_some(e.lease);
+                    (e.name, AgentLease { lease, gone: None })
+                })
+                .collect(),
+        ));
+        let a = agents.clone();
+        background.push(
+            tokio::spawn(async move {
+                while let Some(change) = changes.recv().await {
+                    let mut map = a.lock().unwrap_or_else(|p| p.into_inner());
+                    match change {
+                        DirChange::Put(e) => {
+                            let rec = map.entry(e.name).or_default();
+                            rec.lease = (e.lease != 0).then_some(e.lease);
+                        }
+                        DirChange::Deleted { name, lease } => {
+                            let rec = map.entry(name).or_default();
+                            rec.lease = None;
+                            rec.gone = Some((Instant::now(), lease));
+                        }
+                    }
+                }
+            })
+            .abort_handle(),
+        );
+        let view = Arc::new(Mutex::new(FleetView::default()));
+        let (v, mut f) = (view.clone(), fleet.clone());
+        background.push(
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(now) = f.view().await {
+                        *v.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+            .abort_handle(),
+        );
+        let (writer, rx) = watch::channel(None);
+        background.push(
+            tokio::spawn(publish_writer(
+                fleet.clone(),
+                lead.clone(),
+                rx,
+                deposed.clone(),
+            ))
+            .abort_handle(),
+        );
+        Ok(Leader {
+            fleet,
+            lead,
+            name,
+            session_lease: session.lease,
+            ttl,
+            deposed,
+            writer,
+            view,
+            agents,
+            background,
+        })
+    }
+
+    pub fn deposed(&self) -> Deposition {
+        Deposition(self.deposed.subscribe())
+    }
+
+    /// The fleet line of `show`.
+    pub fn show(&self) -> FleetShow {
+        let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        FleetShow {
+            leader: self.name.clone(),
+            term: self.lead.term,
+            standbys: view
+                .members
+                .into_iter()
+                .filter(|m| *m != self.name)
+                .collect(),
+        }
+    }
+
+    /// The writer as it should be published at `<prefix>/writer` (newest wins).
+    pub fn publish_writer(&self, writer: Option<(String, Ipv4Addr, u16)>) {
+        self.writer.send_if_modified(|w| {
+            let changed = *w != writer;
+            *w = writer;
+            changed
+        });
+    }
+
+    pub fn status_writer(&self) -> StatusWriter {
+        StatusWriter::start(self.fleet.clone(), self.lead.clone(), self.deposed.clone())
+    }
+
+    /// Commands given to standbys: those waiting now, then each new one.
+    pub async fn forwarded_commands(&self) -> mpsc::Receiver<Forwarded> {
+        let (tx, rx) = mpsc::channel(16);
+        let mut fleet = self.fleet.clone();
+        tokio::spawn(async move {
+            let (pending, mut changes) = match fleet.watch_dir("commands").await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %crate::error_chain(&e), "forwarded commands cannot be read: standbys' commands go unanswered");
+                    return;
+                }
+            };
+            let as_forwarded = |e: crate::fleet::DirEntry| Forwarded {
+                id: e.name,
+                line: String::from_utf8_lossy(&e.value).into_owned(),
+            };
+            for e in pending {
+                if tx.send(as_forwarded(e)).await.is_err() {
+                    return;
+                }
+            }
+            while let Some(change) = changes.recv().await {
+                if let DirChange::Put(e) = change {
+                    if tx.send(as_forwarded(e)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    /// A forwarded line as a command, or the refusal to send back.
+    pub fn parse_forwarded(&self, f: &Forwarded) -> Result<crate::control::Command, String> {
+        super::control::parse_line(&f.line)
+    }
+
+    /// Answers a forwarded command (the reply lives in this leader's session).
+    pub fn reply(&self, id: String, text: String) {
+        let (mut fleet, lease) = (self.fleet.clone(), self.session_lease);
+        tokio::spawn(async move {
+            if let Err(e) = fleet
+                .put_in_session(lease, &format!("replies/{id}"), text)
+                .await
+            {
+                tracing::warn!(%id, error = %crate::error_chain(&e), "a forwarded command's answer was not written");
+            }
+            let _ = fleet.delete(&format!("commands/{id}")).await;
+        });
+    }
+
+    /// Answers a forwarded command once the core has.
+    pub fn reply_when(&self, id: String, answer: oneshot::Receiver<String>) {
+        let (mut fleet, lease) = (self.fleet.clone(), self.session_lease);
+        tokio::spawn(async move {
+            let text = answer
+                .await
+                .unwrap_or_else(|_dropped| "ERROR: The monitor is shutting down.".to_string());
+            if let Err(e) = fleet
+                .put_in_session(lease, &format!("replies/{id}"), text)
+                .await
+            {
+                tracing::warn!(%id, error = %crate::error_chain(&e), "a forwarded command's answer was not written");
+            }
+            let _ = fleet.delete(&format!("commands/{id}")).await;
+        });
+    }
+
+    /// Ends `host`'s writer permit, its agent's own etcd lease, and reports `LeaseEnded`.
+    ///
+    /// The agent gives the writer up before etcd could expire its lease (it counts from
+    /// before each renewal it sent). So a lease that etcd expired is over for the agent
+    /// too; a dead host's lease expires within a TTL of its last renewal, mostly while
+    /// trap_period was being counted. A lease still renewed after a whole TTL belongs to
+    /// a live agent that this monitor cannot reach: it is revoked (recorded first at
+    /// `<prefix>/revoked/<host>` in a guarded write, so a deposed leader cannot), and the
+    /// agent, whose last renewal was sent before the revoke, is done a TTL later.
+    pub fn end_lease(&self, host: String, events: mpsc::Sender<Event>) {
+        let mut fleet = self.fleet.clone();
+        let lead = self.lead.clone();
+        let (ttl, agents, deposed) = (self.ttl, self.agents.clone(), self.deposed.clone());
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let revoked_key = format!("revoked/{host}");
+            let over_at = loop {
+                if *deposed.borrow() {
+                    return;
+                }
+                let known = agents
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&host)
+                    .cloned()
+                    .unwrap_or_default();
+                match known.lease {
+                    Some(_) if start.elapsed() < ttl + LEASE_SLACK => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Some(lease) => {
+                        tracing::warn!(%host, lease, "its etcd lease is still renewed: revoking it");
+                        match fleet
+                            .put_as_leader(&lead, &revoked_key, lease.to_string())
+                            .await
+                        {
+                            Err(FleetError::Deposed { .. }) => {
+                                deposed.send_replace(true);
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(%host, error = %crate::error_chain(&e), "recording the revoke failed; retrying");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                continue;
+                            }
+                            Ok(()) => {}
+                        }
+                        let sent = Instant::now();
+                        if let Err(e) = fleet.revoke(lease).await {
+                            tracing::warn!(%host, error = %crate::error_chain(&e), "revoking failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                        break sent + ttl + LEASE_SLACK;
+                    }
+                    None => {
+                        let revoked = match fleet.get(&revoked_key).await {
+                            Ok(v) => {
+                                v.and_then(|v| String::from_utf8_lossy(&v).parse::<i64>().ok())
+                            }
+                            Err(e) => {
+                                tracing::warn!(%host, error = %crate::error_chain(&e), "reading the revoke record failed; retrying");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                continue;
+                            }
+                        };
+                        break match known.gone {
+                            // Expired: the agent had given the writer up already.
+                            Some((at, lease)) if revoked != Some(lease) => at,
+                            Some((at, _)) => at + ttl + LEASE_SLACK,
+                            // Gone before this term began: how is unknown, so a TTL.
+                            None => Instant::now() + ttl + LEASE_SLACK,
+                        };
+                    }
+                }
+            };
+            tokio::time::sleep_until(over_at).await;
+            if !*deposed.borrow() {
+                let _ = events.send(Event::LeaseEnded { host }).await;
+            }
+        });
+    }
+}
+
+/// Publishes the writer at `<prefix>/writer` as `{"host","ip","port","term"}` (host null
+/// when there is none), newest first, while the term lasts.
+async fn publish_writer(
+    mut fleet: Fleet,
+    lead: Leadership,
+    mut rx: watch::Receiver<Option<(String, Ipv4Addr, u16)>>,
+    deposed: Arc<watch::Sender<bool>>,
+) {
+    loop {
+        let value = rx.borrow_and_update().clone();
+        let json = match &value {
+            Some((host, ip, port)) => {
+                serde_json::json!({"host": host, "ip": ip.to_string(), "port": port, "term": lead.term})
+            }
+            None => serde_json::json!({"host": null, "ip": null, "port": null, "term": lead.term}),
+        };
+        loop {
+            match fleet.put_as_leader(&lead, WRITER, json.to_string()).await {
+                Ok(()) => break,
+                Err(FleetError::Deposed { .. }) => {
+                    deposed.send_replace(true);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "publishing the writer failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The status record's writer in a fleet: `<prefix>/status`, newest wins, each write
+/// guarded by the leadership (a failed guard ends the term).
+pub struct StatusWriter {
+    latest: watch::Sender<Option<StatusRecord>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusWriter {
+    fn start(
+        mut fleet: Fleet,
+        lead: Leadership,
+        deposed: Arc<watch::Sender<bool>>,
+    ) -> StatusWriter {
+        let (latest, mut rx) = watch::channel::<Option<StatusRecord>>(None);
+        let task = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                loop {
+                    let Some(record) = rx.borrow_and_update().clone() else {
+                        break;
+                    };
+                    match fleet.put_as_leader(&lead, STATUS, record.to_json()).await {
+                        Ok(()) => break,
+                        Err(FleetError::Deposed { .. }) => {
+                            deposed.send_replace(true);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %crate::error_chain(&e), "status not saved to etcd; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+            }
+        });
+        StatusWriter { latest, task }
+    }
+
+    pub fn save(&self, record: StatusRecord) {
+        self.latest.send_replace(Some(record));
+    }
+
+    /// Writes `record` last; bounded, as etcd may be what stops us.
+    pub async fn finish(self, record: StatusRecord) {
+        const BOUND: Duration = Duration::from_secs(5);
+        self.latest.send_replace(Some(record));
+        drop(self.latest);
+        if tokio::time::timeout(BOUND, self.task).await.is_err() {
+            tracing::error!(
+                "the status was not written to etcd within {BOUND:?}: stopping without it"
+            );
+        }
+    }
+}
+
+/// This cluster's identity under the prefix: a digest of the cluster key and the hosts,
+/// so two clusters configured with the same prefix by mistake are told apart.
+fn identity(config: &Config, key: &ClusterKey) -> String {
+    let mut material = key.as_bytes().to_vec();
+    for h in &config.hosts {
+        material.extend_from_slice(format!("\n{} {}", h.name, h.ip).as_bytes());
+    }
+    blake3::derive_key(
+        "mmm 2026-11 cluster identity under an etcd prefix",
+        &material,
+    )
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect()
+}
+
+/// The status record in etcd as a cluster, or passive mode naming the key when it cannot
+/// be trusted (corrupt, another version); a first start has none.
+async fn restore(
+    fleet: &mut Fleet,
+    config: &Arc<Config>,
+    now: crate::core::Millis,
+) -> Result<Cluster, FleetError> {
+    let mut cluster = Cluster::new(config.clone(), now);
+    let key = fleet.key(STATUS);
+    match fleet.get(STATUS).await? {
+        None => tracing::info!(%key, "no status in etcd: first start, hosts AWAITING_RECOVERY"),
+        Some(bytes) => {
+            let parsed = std::str::from_utf8(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|text| StatusRecord::from_json(text).map_err(|e| e.to_string()));
+            match parsed.and_then(|r| cluster.restore(&r).map_err(|e| e.to_string())) {
+                Ok(()) => tracing::info!(%key, "resuming from the status in etcd"),
+                Err(e) => {
+                    let cause = format!("status key {key} unusable: {e}: not acting until an operator checks it (set_active after fixing or deleting the key)");
+                    tracing::error!("{cause}");
+                    cluster.go_passive(cause);
+                }
+            }
+        }
+    }
+    Ok(cluster)
+}
+
+/// Stands by and leads in turn until the monitor stops.
+pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError> {
+    let config = process.config.clone();
+    let c = config
+        .coordination
+        .clone()
+        .expect("fleet::run is only called with [coordination]");
+    let timeout = c
+        .session_ttl
+        .clamp(Duration::from_millis(500), Duration::from_secs(2));
+    let mut unreachable_said = false;
+    loop {
+        let connected = tokio::select! {
+            stopped = process.life.stopped() => return stopped,
+            c = connect(&c, timeout) => c,
+        };
+        let (mut fleet, mut session) = match connected {
+            Ok(x) => x,
+            Err(e) => {
+                if !unreachable_said {
+                    tracing::error!(error = %crate::error_chain(&e), "etcd unreachable: standing by, retrying every second (nothing is driven until etcd answers)");
+                    unreachable_said = true;
+                }
+                tokio::select! {
+                    stopped = process.life.stopped() => return stopped,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        match fleet.join(&session, &name).await {
+            Ok(()) => {}
+            Err(e @ FleetError::NameTaken { .. }) => {
+                let _ = fleet.end(session).await;
+                return Err(DaemonError::Fleet(e));
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "registering in the fleet failed; retrying");
+                continue;
+            }
+        }
+        unreachable_said = false;
+        tracing::info!(%name, prefix = %c.prefix, "standing by in the monitor fleet");
+        let standby = Standby {
+            fleet: fleet.clone(),
+            session_lease: session.lease,
+            name: name.clone(),
+            timeout: config.monitor.promotion_timeout * 3 + Duration::from_secs(10),
+        };
+        let won = tokio::select! {
+            won = fleet.campaign(&mut session, &name) => won,
+            stopped = serve_standby(process, &standby) => {
+                let _ = fleet.end(session).await;
+                return stopped;
+            }
+        };
+        let leadership = match won {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "campaign ended without leadership; standing by again");
+                continue;
+            }
+        };
+        tracing::info!(
+            term = leadership.term,
+            "elected leader of the monitor fleet"
+        );
+        match check_identity(&mut fleet, &leadership, &config, &process.key).await {
+            Ok(()) => {}
+            Err(e @ DaemonError::ForeignPrefix { .. }) => {
+                let _ = fleet.resign(leadership).await;
+                let _ = fleet.end(session).await;
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "checking the prefix failed; standing by again");
+                let _ = fleet.resign(leadership).await;
+                continue;
+            }
+        }
+        let clock = super::Clock::new();
+        let cluster = match restore(&mut fleet, &config, clock.now()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "reading the status from etcd failed; standing by again");
+                let _ = fleet.resign(leadership).await;
+                continue;
+            }
+        };
+        let leader = match Leader::start(
+            fleet.clone(),
+            leadership.clone(),
+            name.clone(),
+            &session,
+            c.session_ttl,
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "starting the term failed; standing by again");
+                let _ = fleet.resign(leadership).await;
+                continue;
+            }
+        };
+        let seat = Seat {
+            name: name.clone(),
+            term: leadership.term,
+            leader: Some(leader),
+        };
+        match super::lead(process, seat, cluster, clock).await? {
+            Ended::Shutdown => {
+                // A planned stop hands over at once instead of after the session's TTL.
+                if let Err(e) = fleet.resign(leadership).await {
+                    tracing::warn!(error = %crate::error_chain(&e), "resigning failed: a standby takes over when the session expires");
+                }
+                let _ = fleet.end(session).await;
+                tracing::info!("resigned the fleet's leadership");
+                return Ok(());
+            }
+            Ended::Deposed => {
+                tracing::warn!(term = leadership.term, "no longer the leader: standing by");
+                drop(session);
+            }
+        }
+    }
+}
+
+async fn connect(
+    c: &mmm_common::config::Coordination,
+    timeout: Duration,
+) -> Result<(Fleet, Session), FleetError> {
+    let mut fleet = Fleet::connect(c, timeout).await?;
+    let session = fleet.session().await?;
+    Ok((fleet, session))
+}
+
+/// Claims the prefix for this cluster on first use; refuses one that holds another's.
+async fn check_identity(
+    fleet: &mut Fleet,
+    lead: &Leadership,
+    config: &Config,
+    key: &ClusterKey,
+) -> Result<(), DaemonError> {
+    let ours = identity(config, key);
+    match fleet.get(IDENTITY).await.map_err(DaemonError::Fleet)? {
+        Some(found) if found == ours.as_bytes() => Ok(()),
+        Some(_) => Err(DaemonError::ForeignPrefix {
+            key: fleet.key(IDENTITY),
+        }),
+        None => fleet
+            .put_as_leader(lead, IDENTITY, ours)
+            .await
+            .map_err(DaemonError::Fleet),
+    }
+}
+
+/// A standby's side of the control socket.
+struct Standby {
+    fleet: Fleet,
+    session_lease: i64,
+    name: String,
+    timeout: Duration,
+}
+
+/// Answers control commands while standing by: `ping` here, everything else by the
+/// leader. Returns when the monitor must stop.
+async fn serve_standby(process: &mut Process, s: &Standby) -> Result<(), DaemonError> {
+    let mut n: u64 = 0;
+    loop {
+        let (command, reply) = tokio::select! {
+            stopped = process.life.stopped() => return stopped,
+            Some(r) = process.control.recv() => r,
+        };
+        if command == crate::control::Command::Ping {
+            let _ = reply.send("OK: Pinged successfully!".to_string());
+            continue;
+        }
+        n += 1;
+        let id = format!("{}-{}-{n}", s.name, std::process::id());
+        let (mut fleet, lease, timeout) = (s.fleet.clone(), s.session_lease, s.timeout);
+        tokio::spawn(async move {
+            let text = match fleet
+                .forward(lease, &id, &command.to_string(), timeout)
+                .await
+            {
+                Ok(text) => text,
+                Err(e) => format!(
+                    "ERROR: This monitor stands by and the fleet's leader did not answer: {}",
+                    crate::error_chain(&e)
+                ),
+            };
+            let _ = reply.send(text);
+        });
+    }
+}
