@@ -182,6 +182,8 @@ pub struct Spec {
     pub servers: Vec<Server>,
     /// Appended to conf/lab.toml (after `replace`): hosts beyond db3, say.
     pub append: String,
+    /// Nodes on the bridge that run no server (etcd members, more monitors).
+    pub nodes: Vec<(&'static str, u8)>,
 }
 
 impl Spec {
@@ -200,6 +202,7 @@ impl Spec {
                 server("db3", 13, 11),
             ],
             append: String::new(),
+            nodes: Vec::new(),
         }
     }
 }
@@ -217,6 +220,7 @@ impl Cluster {
             .iter()
             .filter(|s| !["db1", "db2", "db3"].contains(&s.host))
             .map(|s| (s.host, s.last))
+            .chain(spec.nodes.iter().copied())
             .collect();
         let lab = Lab::with_nodes(tag, "", &more);
         let mut text = std::fs::read_to_string(&lab.config).expect("lab config");

@@ -1,10 +1,12 @@
 //! Helpers shared by the integration tests: the built binaries, private temp dirs,
 //! network namespaces and real MariaDB servers.
 
+pub mod assert;
 pub mod bench;
 pub mod client;
 pub mod costs;
 pub mod etcd;
+pub mod fleet;
 pub mod failover;
 pub mod lab;
 pub mod mariadb;

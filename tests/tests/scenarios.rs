@@ -3,7 +3,8 @@
 //! states, roles, where the client's ARP entry points, read_only on every server,
 //! replication on the slaves, and that every acknowledged write is present exactly once.
 
-use mmm_tests::client::{verify, WriteLog, Writer, TABLE};
+use mmm_tests::assert::{assert_data, assert_writer, writer};
+use mmm_tests::client::TABLE;
 use mmm_tests::lab::{ip, Cluster, Server, Spec};
 use mmm_tests::mariadb::Setup;
 use mmm_tests::netns::{require_root, wait_for};
@@ -17,84 +18,6 @@ fn up(tag: &str, replace: &[(&str, &str)]) -> Cluster {
     c.bring_online();
     c.db("db1").sql(TABLE);
     c
-}
-
-fn writer(c: &Cluster) -> Writer {
-    let w = Writer::start(
-        &c.lab.net.node("client").ns,
-        "192.0.2.100",
-        Duration::from_millis(5),
-    );
-    let ok = wait_for(T, || (w.log().acked.len() > 10).then_some(()));
-    assert!(
-        ok.is_some(),
-        "client cannot write through the VIP: {:?}",
-        w.log().failed.last()
-    );
-    w
-}
-
-/// The writer is `host`: the client's ARP entry for the VIP has its MAC, it alone is
-/// writable, and every other live server replicates from it with both threads running.
-fn assert_writer(c: &Cluster, host: &str, slaves: &[&str]) {
-    c.wait_show(host, "writer(192.0.2.100)", T);
-    let mac = c.lab.net.node(host).mac.clone();
-    let switched = wait_for(T, || {
-        // Only to make the client resolve the VIP: an unanswered ping during the move is
-        // no failure (exec would panic on it).
-        c.lab
-            .net
-            .try_exec("client", &["ping", "-c1", "-W1", "192.0.2.100"]);
-        (c.lab.net.neigh_mac("client", ip(100)).as_deref() == Some(mac.as_str())).then_some(())
-    });
-    assert!(
-        switched.is_some(),
-        "client's ARP entry for the VIP is {:?}, not {host}'s {mac}",
-        c.lab.net.neigh_mac("client", ip(100))
-    );
-    assert!(!c.db(host).read_only(), "{host} must be writable");
-    let host_ip = c.lab.net.node(host).ip.to_string();
-    for s in slaves {
-        assert!(c.db(s).read_only(), "{s} must be read-only");
-        let ok = wait_for(T, || {
-            let db = c.db(s);
-            (db.slave_status("Master_Host") == host_ip
-                && db.slave_status("Slave_IO_Running") == "Yes"
-                && db.slave_status("Slave_SQL_Running") == "Yes")
-                .then_some(())
-        });
-        assert!(
-            ok.is_some(),
-            "{s} does not replicate from {host}: source {}, IO {} ({}), SQL {} ({})",
-            c.db(s).slave_status("Master_Host"),
-            c.db(s).slave_status("Slave_IO_Running"),
-            c.db(s).slave_status("Last_IO_Error"),
-            c.db(s).slave_status("Slave_SQL_Running"),
-            c.db(s).slave_status("Last_SQL_Error")
-        );
-    }
-}
-
-/// Every acknowledged write is on each of `hosts` exactly once, and no server shows a
-/// replication error that means lost or duplicated data.
-fn assert_data(c: &Cluster, log: &WriteLog, hosts: &[&str]) {
-    assert!(!log.acked.is_empty());
-    for h in hosts {
-        let ok = wait_for(T, || verify(c.db(h), &log.acked).0.is_empty().then_some(()));
-        let (missing, dup) = verify(c.db(h), &log.acked);
-        assert!(
-            ok.is_some() && missing.is_empty(),
-            "{h} lacks acknowledged rows {missing:?}"
-        );
-        assert!(dup.is_empty(), "{h} has duplicated rows {dup:?}");
-        for field in ["Last_IO_Errno", "Last_SQL_Errno"] {
-            let e = c.db(h).slave_status(field);
-            assert!(
-                !["1062", "1236", "1950"].contains(&e.as_str()),
-                "{h} {field} = {e}"
-            );
-        }
-    }
 }
 
 /// 1 and 15: the active master's mysqld is stopped (SIGTERM) under writes; it comes back

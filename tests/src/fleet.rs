@@ -1,0 +1,275 @@
+//! The fleet lab: the usual cluster (db1 <-> db2, db3, agents) plus three etcd members
+//! (etcd1..etcd3, 192.0.2.31-33) and monitors in their own namespaces (mon1 at .2, mon2
+//! at .3, mon3 at .4), each with its own config copy (its own control socket) and
+//! `--name`. Shared by the fleet scenarios, `cargo xtask lab --fleet` and the fleet bench.
+
+use crate::etcd::EtcdCluster;
+use crate::lab::{Cluster, Spec};
+use crate::netns::wait_for;
+use crate::{bin, mariadb::Setup};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const PREFIX: &str = "/mmm/lab";
+const ETCD: [(&str, u8); 3] = [("etcd1", 31), ("etcd2", 32), ("etcd3", 33)];
+/// Monitor namespaces: "mon" is the lab's own (192.0.2.2).
+const MONITORS: [(&str, &str); 3] = [("mon1", "mon"), ("mon2", "mon2"), ("mon3", "mon3")];
+
+pub struct Monitor {
+    pub node: String,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub log: String,
+    pub pid: Option<u32>,
+}
+
+pub struct Fleet {
+    pub c: Cluster,
+    pub etcd: EtcdCluster,
+    pub monitors: BTreeMap<String, Monitor>,
+}
+
+impl Fleet {
+    /// The cluster with `[coordination]` (session_ttl 1 s) and etcd running; no monitor.
+    pub fn start(tag: &str) -> Fleet {
+        let mut spec = Spec::three(Setup::default());
+        let endpoints: Vec<String> = ETCD
+            .iter()
+            .map(|(_, last)| format!("\"http://192.0.2.{last}:2379\""))
+            .collect();
+        spec.append = format!(
+            "[coordination]\netcd = [{}]\nprefix = \"{PREFIX}\"\nsession_ttl = \"1s\"\n",
+            endpoints.join(", ")
+        );
+        spec.nodes = ETCD.to_vec();
+        spec.nodes.extend([("mon2", 3), ("mon3", 4)]);
+        let c = Cluster::start_spec(tag, &[], &spec);
+        let names: Vec<&str> = ETCD.iter().map(|(n, _)| *n).collect();
+        let etcd = EtcdCluster::start_in(&c.lab.net, &format!("{tag}-etcd"), &names);
+        let text = std::fs::read_to_string(&c.lab.config).expect("lab config");
+        let mut monitors = BTreeMap::new();
+        for (name, node) in MONITORS {
+            let socket = c.lab.dir.path().join(format!("control-{name}.sock"));
+            let path = c.lab.dir.path().join(format!("{name}.toml"));
+            let own = text.replace(
+                c.lab.dir.path().join("control.sock").to_str().expect("UTF-8"),
+                socket.to_str().expect("UTF-8"),
+            );
+            std::fs::write(&path, own).expect("writing a monitor's config");
+            monitors.insert(
+                name.to_string(),
+                Monitor {
+                    node: node.to_string(),
+                    config: path,
+                    socket,
+                    log: format!("monitor-{name}.log"),
+                    pid: None,
+                },
+            );
+        }
+        Fleet { c, etcd, monitors }
+    }
+
+    /// Starts monitor `name` (mon1..mon3) and waits until it answers `ping`.
+    pub fn start_monitor(&mut self, name: &str) -> u32 {
+        self.start_monitor_as(name, name)
+    }
+
+    /// Starts the process of monitor slot `slot` with `--name name`; waits for `ping`.
+    pub fn start_monitor_as(&mut self, slot: &str, name: &str) -> u32 {
+        let m = &self.monitors[slot];
+        let monitor = bin("mmm-monitor");
+        let pid = self.c.lab.net.spawn(
+            &m.node,
+            &[
+                monitor.to_str().expect("UTF-8"),
+                "--config",
+                m.config.to_str().expect("UTF-8"),
+                "--name",
+                name,
+            ],
+            &self.c.lab.dir.path().join(&m.log),
+        );
+        self.monitors.get_mut(slot).expect("known slot").pid = Some(pid);
+        let up = wait_for(Duration::from_secs(10), || {
+            (self.control(slot, &["ping"]).1 == "OK: Pinged successfully!\n").then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "monitor {slot} did not answer:\n{}",
+            self.log(slot)
+        );
+        pid
+    }
+
+    pub fn log(&self, slot: &str) -> String {
+        self.c.lab.log(&self.monitors[slot].log)
+    }
+
+    /// mmm-control against monitor `slot`'s own socket, from its namespace.
+    pub fn control(&self, slot: &str, args: &[&str]) -> (i32, String) {
+        let m = &self.monitors[slot];
+        let control = bin("mmm-control");
+        let mut full = vec![
+            control.to_str().expect("UTF-8"),
+            "--monitor",
+            m.socket.to_str().expect("UTF-8"),
+            "--timeout",
+            "30",
+        ];
+        full.extend_from_slice(args);
+        let out = self.c.lab.net.try_exec(&m.node, &full);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// The fleet line of `show` asked through `slot`: (leader, term, standbys).
+    pub fn fleet_line(&self, slot: &str) -> Option<(String, u64, Vec<String>)> {
+        let (_, out) = self.control(slot, &["show"]);
+        parse_fleet_line(&out)
+    }
+
+    /// Waits until `show` through `slot` names a leader other than `not`; returns it.
+    pub fn wait_leader(&self, slot: &str, not: Option<&str>, within: Duration) -> (String, u64) {
+        let found = wait_for(within, || {
+            self.fleet_line(slot)
+                .filter(|(l, _, _)| Some(l.as_str()) != not)
+                .map(|(l, t, _)| (l, t))
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "no leader other than {not:?} within {within:?}; show through {slot}:\n{}\nlogs:\n{}",
+                self.control(slot, &["show"]).1,
+                self.monitors
+                    .keys()
+                    .map(|k| format!("--- {k}:\n{}", tail(&self.log(k), 30)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+    }
+
+    /// Sends `signal` (KILL, TERM, STOP, CONT) to monitor `slot`'s process.
+    pub fn signal(&mut self, slot: &str, signal: &str) {
+        let pid = self.monitors[slot].pid.expect("monitor running");
+        self.c.lab.net.signal(pid, signal);
+        if signal == "KILL" || signal == "TERM" {
+            assert!(
+                self.c.lab.net.wait_exit(pid, Duration::from_secs(15)),
+                "monitor {slot} did not exit after SIG{signal}"
+            );
+            self.monitors.get_mut(slot).expect("known slot").pid = None;
+        }
+    }
+
+    /// Blocks (or, with `cut = false`, restores) traffic between monitor `slot`'s
+    /// namespace and the given addresses: blackhole routes, both directions in effect.
+    pub fn cut(&self, slot: &str, lasts: &[u8], cut: bool) {
+        let node = &self.monitors[slot].node;
+        for last in lasts {
+            let ip = format!("192.0.2.{last}/32");
+            let op = if cut { "add" } else { "del" };
+            self.c
+                .lab
+                .net
+                .exec(node, &["ip", "route", op, "blackhole", &ip]);
+        }
+    }
+
+    /// Brings db1..db3 online through monitor `slot` (db1 becomes the writer).
+    pub fn bring_online(&self, slot: &str) {
+        let t = Duration::from_secs(30);
+        for h in ["db1", "db2", "db3"] {
+            let reply = wait_for(t, || {
+                let (code, out) = self.control(slot, &["set_online", h]);
+                (code == 0).then_some(out)
+            });
+            assert!(
+                reply.is_some_and(|r| r.starts_with("OK: State of")),
+                "set_online {h}; show:\n{}",
+                self.control(slot, &["show"]).1
+            );
+        }
+        self.wait_show(slot, "db1", "writer(192.0.2.100)", t);
+    }
+
+    /// Waits until `host`'s show line (through `slot`) contains `needle`.
+    pub fn wait_show(&self, slot: &str, host: &str, needle: &str, within: Duration) {
+        let ok = wait_for(within, || {
+            let (_, out) = self.control(slot, &["show"]);
+            out.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{host}(")) && l.contains(needle))
+                .then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "{host} never showed {needle:?}; show through {slot}:\n{}",
+            self.control(slot, &["show"]).1
+        );
+    }
+
+    /// The value of `<prefix>/<key>` read with etcdctl from an etcd member's namespace.
+    pub fn etcd_get(&self, key: &str) -> String {
+        let out = self.c.lab.net.try_exec(
+            "etcd1",
+            &[
+                "etcdctl",
+                "--endpoints",
+                "http://192.0.2.31:2379",
+                "get",
+                "--print-value-only",
+                &format!("{PREFIX}/{key}"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for m in self.monitors.values_mut() {
+            if let Some(pid) = m.pid.take() {
+                let _ = crate::netns::send_signal(pid, "CONT");
+                let _ = crate::netns::send_signal(pid, "KILL");
+            }
+        }
+    }
+}
+
+/// `# monitor fleet: leader NAME (term N), standby A, B` -> (NAME, N, [A, B]).
+pub fn parse_fleet_line(show: &str) -> Option<(String, u64, Vec<String>)> {
+    let line = show
+        .lines()
+        .find_map(|l| l.strip_prefix("# monitor fleet: leader "))?;
+    let (leader, rest) = line.split_once(" (term ")?;
+    let (term, rest) = rest.split_once(')')?;
+    let standbys = rest
+        .trim_start_matches(", ")
+        .strip_prefix("standby ")
+        .map(|s| s.split(", ").map(str::to_string).collect())
+        .unwrap_or_default();
+    Some((leader.to_string(), term.parse().ok()?, standbys))
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_the_fleet_line() {
+        assert_eq!(
+            super::parse_fleet_line("x\n# monitor fleet: leader mon1 (term 42), standby mon2, mon3\n"),
+            Some(("mon1".into(), 42, vec!["mon2".into(), "mon3".into()]))
+        );
+        assert_eq!(
+            super::parse_fleet_line("# monitor fleet: leader mon1 (term 7), no standby\n"),
+            Some(("mon1".into(), 7, vec![]))
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! The monitor fleet end to end: a real 3-member etcd, real MariaDB servers and agents in
+//! namespaces, two or three monitors. A client writes through the writer VIP throughout:
+//! losing the leading monitor must not fail one of its writes, and there are never two
+//! writers.
+
+use mmm_tests::assert::{assert_data, assert_writer, writer};
+use mmm_tests::client::TABLE;
+use mmm_tests::fleet::Fleet;
+use mmm_tests::netns::{require_root, wait_for};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Two monitors (mon1 leads, mon2 stands by), the cluster online, the table created.
+fn up(tag: &str) -> Fleet {
+    let mut f = Fleet::start(tag);
+    f.start_monitor("mon1");
+    let (leader, _) = f.wait_leader("mon1", None, T);
+    assert_eq!(leader, "mon1", "the first monitor started leads");
+    f.start_monitor("mon2");
+    f.bring_online("mon1");
+    f.c.db("db1").sql(TABLE);
+    let standby = wait_for(T, || {
+        f.fleet_line("mon1")
+            .filter(|(_, _, s)| s == &["mon2".to_string()])
+    });
+    assert!(
+        standby.is_some(),
+        "mon2 is not listed as standby: {:?}",
+        f.fleet_line("mon1")
+    );
+    f
+}
+
+/// Leader SIGKILL under writes: mon2 takes over in a later term, no client write fails
+/// meanwhile, `show` works through either monitor; then the new leader handles a writer
+/// failure (db1's mysqld SIGKILL) with every acknowledged write kept.
+#[test]
+fn f01_leader_killed_under_writes_then_writer_failure() {
+    if !require_root("f01") {
+        return;
+    }
+    let mut f = up("f01");
+    let (_, term1) = f.wait_leader("mon2", None, T);
+    let w = writer(&f.c);
+    f.signal("mon1", "KILL");
+    let (leader, term2) = f.wait_leader("mon2", Some("mon1"), T);
+    assert_eq!(leader, "mon2");
+    assert!(term2 > term1, "terms only grow: {term1} then {term2}");
+    // The writer kept writing through the handover: its lease is its own.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = w.log();
+    assert!(
+        log.failed.is_empty(),
+        "client writes failed while the leading monitor was replaced: {:?}",
+        log.failed
+    );
+    let published = f.etcd_get("writer");
+    assert!(
+        published.contains("\"host\":\"db1\"") && published.contains(&format!("\"term\":{term2}")),
+        "<prefix>/writer: {published}"
+    );
+    // The new leader fails the writer over.
+    f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
+    f.wait_show("mon2", "db2", "writer(192.0.2.100)", T);
+    assert_writer(&f.c, "db2", &["db3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.stop();
+    assert_data(&f.c, &log, &["db2", "db3"]);
+}
+
+/// SIGTERM resigns at once: the standby leads without waiting for the session's TTL, and
+/// no client write fails.
+#[test]
+fn f02_leader_sigterm_hands_over() {
+    if !require_root("f02") {
+        return;
+    }
+    let mut f = up("f02");
+    let w = writer(&f.c);
+    f.signal("mon1", "TERM");
+    assert!(f.log("mon1").contains("resigned the fleet's leadership"));
+    let (leader, _) = f.wait_leader("mon2", Some("mon1"), T);
+    assert_eq!(leader, "mon2");
+    std::thread::sleep(Duration::from_secs(1));
+    let log = w.stop();
+    assert!(log.failed.is_empty(), "writes failed: {:?}", log.failed);
+    // The restarted monitor stands by and answers through the leader.
+    f.start_monitor("mon1");
+    let line = wait_for(T, || {
+        f.fleet_line("mon1")
+            .filter(|(l, _, s)| l == "mon2" && s.contains(&"mon1".to_string()))
+    });
+    assert!(
+        line.is_some(),
+        "mon1 back as standby: {:?}",
+        f.fleet_line("mon1")
+    );
+}
+
+/// A leader frozen (SIGSTOP) is replaced; woken up (SIGCONT) it acts on nothing: its
+/// session is gone, its term is older than the agents have seen, and it stands by.
+#[test]
+fn f03_frozen_leader_wakes_up_deposed() {
+    if !require_root("f03") {
+        return;
+    }
+    let mut f = up("f03");
+    let w = writer(&f.c);
+    f.signal("mon1", "STOP");
+    let (leader, _) = f.wait_leader("mon2", Some("mon1"), T);
+    assert_eq!(leader, "mon2");
+    f.signal("mon1", "CONT");
+    let back = wait_for(T, || {
+        f.log("mon1")
+            .contains("no longer the leader: standing by")
+            .then_some(())
+    });
+    assert!(back.is_some(), "mon1 log:\n{}", f.log("mon1"));
+    std::thread::sleep(Duration::from_secs(2));
+    let (leader, _) = f.wait_leader("mon1", None, T);
+    assert_eq!(leader, "mon2", "the woken monitor must not lead again by itself");
+    let log = w.stop();
+    assert!(log.failed.is_empty(), "writes failed: {:?}", log.failed);
+    assert_writer(&f.c, "db1", &["db2", "db3"]);
+}
+
+/// Two monitors with the same name: the second refuses to start, naming the problem.
+#[test]
+fn f04_same_name_twice_is_refused() {
+    if !require_root("f04") {
+        return;
+    }
+    let mut f = Fleet::start("f04");
+    f.start_monitor("mon1");
+    f.wait_leader("mon1", None, T);
+    let m = &f.monitors["mon2"];
+    let monitor = mmm_tests::bin("mmm-monitor");
+    let out = f.c.lab.net.try_exec(
+        &m.node,
+        &[
+            "timeout",
+            "20",
+            monitor.to_str().unwrap(),
+            "--config",
+            m.config.to_str().unwrap(),
+            "--name",
+            "mon1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second mon1 must not run: {err}");
+    assert!(
+        err.contains("a monitor named 'mon1' is already in this fleet"),
+        "{err}"
+    );
+}
+
+/// The leader cut from etcd stops acting (before another can be elected), mon2 takes
+/// over, no write fails; with the link back, the old leader stands by.
+#[test]
+fn f05_leader_cut_from_etcd() {
+    if !require_root("f05") {
+        return;
+    }
+    let mut f = up("f05");
+    let w = writer(&f.c);
+    f.cut("mon1", &[31, 32, 33], true);
+    let (leader, _) = f.wait_leader("mon2", Some("mon1"), T);
+    assert_eq!(leader, "mon2");
+    let stopped = wait_for(T, || {
+        f.log("mon1")
+            .contains("leadership lost: stopping at once")
+            .then_some(())
+    });
+    assert!(stopped.is_some(), "mon1 log:\n{}", f.log("mon1"));
+    f.cut("mon1", &[31, 32, 33], false);
+    std::thread::sleep(Duration::from_secs(2));
+    let log = w.stop();
+    assert!(log.failed.is_empty(), "writes failed: {:?}", log.failed);
+    assert_writer(&f.c, "db1", &["db2", "db3"]);
+}
+
+/// The leader cut from every agent (etcd still sees it): the writer goes on writing on
+/// its own etcd lease, and nothing is failed over (the leader's network guard sees no
+/// host at all).
+#[test]
+fn f06_leader_cut_from_the_agents() {
+    if !require_root("f06") {
+        return;
+    }
+    let mut f = up("f06");
+    let w = writer(&f.c);
+    f.cut("mon1", &[11, 12, 13], true);
+    std::thread::sleep(Duration::from_secs(4));
+    let log = w.log();
+    assert!(
+        log.failed.is_empty(),
+        "writes failed while the leader could not reach the agents: {:?}",
+        log.failed
+    );
+    f.cut("mon1", &[11, 12, 13], false);
+    std::thread::sleep(Duration::from_secs(2));
+    let log = w.stop();
+    assert!(log.failed.is_empty(), "writes failed: {:?}", log.failed);
+    assert_writer(&f.c, "db1", &["db2", "db3"]);
+}
+
+/// Without etcd's majority no monitor promotes: db1's mysqld killed, db2 stays read-only.
+#[test]
+fn f07_etcd_majority_lost_no_promotion() {
+    if !require_root("f07") {
+        return;
+    }
+    let mut f = up("f07");
+    f.etcd.kill("etcd2");
+    f.etcd.kill("etcd3");
+    f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(f.c.db("db2").read_only(), "db2 was promoted without etcd");
+    let (_, show) = f.control("mon2", &["show"]);
+    assert!(!show.contains("db2(192.0.2.12) master/ONLINE. Roles: reader(192.0.2.101), writer"), "{show}");
+}
+
+/// A writer failure during the handover: the leading monitor and db1's mysqld die at
+/// once; the new leader promotes db2 with every acknowledged write kept.
+#[test]
+fn f08_writer_failure_during_handover() {
+    if !require_root("f08") {
+        return;
+    }
+    let mut f = up("f08");
+    let w = writer(&f.c);
+    f.signal("mon1", "KILL");
+    f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
+    f.wait_leader("mon2", Some("mon1"), T);
+    f.wait_show("mon2", "db2", "writer(192.0.2.100)", T);
+    assert_writer(&f.c, "db2", &["db3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.stop();
+    assert_data(&f.c, &log, &["db2", "db3"]);
+}
