@@ -6,9 +6,10 @@
 //! snapshot at once, never waiting on SQL or netlink.
 
 use crate::garp::GarpSender;
-use crate::lease::Lease;
+use crate::lease::{Lease, Renewal};
 use crate::mysql::{CatchUp, Mysql, SemiSyncHold};
 use crate::reconcile::{error_chain, plan, Desired, Executor, Observed, Scope};
+use crate::term::{Accepted, Terms};
 use crate::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config, Host};
 use mmm_common::proto::io::{read_frame, write_frames, ConnError};
@@ -124,6 +125,13 @@ fn host_uptime_s() -> u32 {
         .unwrap_or(0)
 }
 
+/// How a monitor connection ended without an error.
+enum Ended {
+    Disconnected,
+    /// Its term was refused (already logged, once per term).
+    Refused,
+}
+
 enum Command {
     Apply(DesiredState, oneshot::Sender<Applied>),
     /// Force read_only (true) or lift it (false) until the next desired state.
@@ -143,6 +151,8 @@ pub struct Agent {
     scope: Scope,
     status: watch::Sender<Status>,
     lease: Arc<Lease>,
+    /// The highest monitor term seen (a fleet's leadership term; 0 without a fleet).
+    terms: Terms,
     /// The probe saw mysqld exit and no new one listening yet (see Executor).
     mysqld_exited: Arc<std::sync::atomic::AtomicBool>,
     commands: mpsc::Sender<Command>,
@@ -205,12 +215,29 @@ impl Agent {
             .await
             .map_err(|source| StartError::Listen { addr, source })?;
         let semi_sync = SemiSyncHold::persisted(&config.agent.state_dir, &host.name);
+        // In a fleet the permit is the agent's own etcd lease of session_ttl, renewed by
+        // the agent itself (crate::etcd); without one, the monitor renews `agent.lease`.
+        let (length, renewal) = match &config.coordination {
+            Some(c) => (c.session_ttl, Renewal::Etcd),
+            None => (config.agent.lease, Renewal::Monitor),
+        };
         let lease = Arc::new(Lease::new(
-            config.agent.lease,
+            length,
             config.agent.fencing == Fencing::Lease,
+            renewal,
             &config.agent.state_dir,
             &host.name,
         ));
+        let terms = Terms::load(
+            config.coordination.is_some(),
+            &config.agent.state_dir,
+            &host.name,
+        );
+        if let Some(c) = &config.coordination {
+            let keeper =
+                crate::etcd::Keeper::new(c, &config.agent.state_dir, &host.name, lease.clone());
+            tokio::spawn(keeper.run().instrument(tracing::info_span!("etcd")));
+        }
         let lease_netlink = resources.netlink.clone();
         let rst = resources.rst.map(Arc::new);
         let mysqld_exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -245,6 +272,7 @@ impl Agent {
             scope,
             status: watch::Sender::new(Status::default()),
             lease,
+            terms,
             mysqld_exited,
             commands,
             probe_events: broadcast::channel(64).0,
@@ -336,7 +364,8 @@ impl Agent {
                     tokio::spawn(
                         async move {
                             match agent.connection(stream, permit).await {
-                                Ok(()) => tracing::info!("monitor disconnected"),
+                                Ok(Ended::Disconnected) => tracing::info!("monitor disconnected"),
+                                Ok(Ended::Refused) => {}
                                 Err(e) => tracing::warn!(error = %error_chain(&e), "monitor connection dropped"),
                             }
                         }
@@ -355,7 +384,7 @@ impl Agent {
         self: Arc<Self>,
         stream: TcpStream,
         handshake: OwnedSemaphorePermit,
-    ) -> Result<(), ConnError> {
+    ) -> Result<Ended, ConnError> {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
         let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
@@ -377,13 +406,36 @@ impl Agent {
                 return Err(e.into());
             }
         };
+        // The term decides before anything else is answered: a refused monitor learns why.
+        let (monitor, term) = hs
+            .peer()
+            .map(|(m, t)| (m.to_string(), t))
+            .unwrap_or_default();
+        match self.terms.admit(&monitor, term) {
+            Ok(Accepted::Higher { .. }) => self.lease.enter_term(term),
+            Ok(Accepted::Same) => {}
+            Err(refused) => {
+                if let Some(bytes) = hs.reject(&refused.to_string()) {
+                    let _ = write_frames(&mut writer, &bytes, HANDSHAKE_TIMEOUT).await;
+                }
+                // Logged by `admit`, once per refused term.
+                return Ok(Ended::Refused);
+            }
+        }
         write_frames(&mut writer, &challenge, HANDSHAKE_TIMEOUT).await?;
         let auth = read_frame(&mut reader, &mut buf, HANDSHAKE_TIMEOUT).await?;
         let (session, welcome) = hs.on_auth(&auth, VERSION)?;
         write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
         drop(handshake);
         tracing::info!(monitor = %session.peer, "monitor authenticated");
-        let (session_id, mut fenced) = self.lease.new_session();
+        let Some((session_id, mut fenced)) = self.lease.new_session(term) else {
+            // A later term was entered during this handshake: the session is already over.
+            tracing::info!(
+                term,
+                "monitor refused: a later term began during its handshake"
+            );
+            return Ok(Ended::Refused);
+        };
         let Session {
             mut sealer,
             mut opener,
@@ -436,7 +488,10 @@ impl Agent {
                 // Nothing this session sent before the fence may undo it: the monitor
                 // must come back on a new connection.
                 _ = fenced.changed() => {
-                    tracing::warn!("closing the monitor connection: the lease fenced this host");
+                    match self.lease.fenced() {
+                        Some(_) => tracing::warn!("closing the monitor connection: the lease fenced this host"),
+                        None => tracing::info!(term, "closing the monitor connection: a monitor of a later term connected"),
+                    }
                     break Ok(());
                 }
             };
@@ -461,7 +516,7 @@ impl Agent {
         drop(out_tx);
         // Let queued replies (an Error explaining the drop) reach the monitor, bounded.
         let _ = tokio::time::timeout(Duration::from_millis(500), writer_task).await;
-        result
+        result.map(|()| Ended::Disconnected)
     }
 
     async fn dispatch(
@@ -823,6 +878,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
     let writer = agent.scope.writer_vips();
     let interface = agent.host.cluster_interface.clone();
     let configured = agent.config.agent.lease;
+    let fleet = agent.config.coordination.as_ref().map(|c| c.session_ttl);
     // Expired with nothing to fence: look again now and then. The executor adds no writer
     // VIP without the lease, so this only catches one added by hand or a writable server.
     let idle = lease.length().max(Duration::from_millis(100));
@@ -841,11 +897,15 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
             let writable = agent.status.borrow().read_only == Some(false);
             let reason = (!held.is_empty() || writable)
                 .then(|| {
-                    lease.try_fence(|| {
-                        format!(
+                    lease.try_fence(|| match fleet {
+                        Some(ttl) => format!(
+                            "the agent's etcd lease was not renewed in time, or is gone (session_ttl {ttl:?}, given up {:?} early): writer role given up",
+                            crate::lease::margin(ttl)
+                        ),
+                        None => format!(
                             "no renewal from the monitor within the lease ({configured:?}, given up {:?} early): writer role given up",
                             crate::lease::margin(configured)
-                        )
+                        ),
                     })
                 })
                 .flatten();
