@@ -259,7 +259,16 @@ impl Keeper {
                 return Err(EtcdError::StreamClosed);
             };
             if answer.ttl() <= 0 {
-                self.lease.expire_now();
+                // The writer goes first: the fence this causes must be decided before a
+                // new lease is granted, or it would void the new one (and a monitor that
+                // revoked this lease expects the writer gone, not renewed by another).
+                let expiry = self.lease.expire_now();
+                if !self.lease.judged(expiry, self.ttl).await {
+                    tracing::warn!(
+                        lease = h.id,
+                        "the lease task did not judge the lost lease in time"
+                    );
+                }
                 if h.confirmed {
                     tracing::warn!(lease = h.id, "etcd lease lost (revoked, or expired in etcd): writer permit ended now; granting a new lease");
                 } else {

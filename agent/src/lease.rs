@@ -111,6 +111,8 @@ struct State {
     fence: Option<(String, u64)>,
     /// Fences so far: a renewal granted before a fence must not count after it.
     fences: u64,
+    /// Forced expiries so far ([`Lease::expire_now`]).
+    expiries: u64,
     next_session: u64,
     /// The highest monitor term accepted, and the first session id opened in it: older
     /// sessions belong to lower terms and control nothing.
@@ -128,6 +130,8 @@ pub struct Lease {
     changed: Notify,
     /// Tells every monitor session to close (a fence happened): the generation only grows.
     kick: tokio::sync::watch::Sender<u64>,
+    /// The forced expiries the lease task has judged (fenced, or found nothing to fence).
+    judged: tokio::sync::watch::Sender<u64>,
     store: Option<Store>,
     /// Held while a writer VIP is added, and while the fence removes them: no addition can
     /// slip in between the fence's decision and its removal.
@@ -166,12 +170,14 @@ impl Lease {
                 controlling: None,
                 fence: None,
                 fences: 0,
+                expiries: 0,
                 next_session: 1,
                 term: 0,
                 term_from: 1,
             }),
             changed: Notify::new(),
             kick: tokio::sync::watch::Sender::new(0),
+            judged: tokio::sync::watch::Sender::new(0),
             store,
             gate: tokio::sync::Mutex::new(()),
         }
@@ -263,10 +269,40 @@ impl Lease {
     }
 
     /// The permit ends now (the etcd lease is gone): the lease task is woken and fences
-    /// a writer at once.
-    pub fn expire_now(&self) {
+    /// a writer at once. Returns the expiry to wait for with [`Lease::judged`].
+    pub fn expire_now(&self) -> u64 {
         let mut s = self.lock();
+        s.expiries += 1;
         self.set_deadline(&mut s, None);
+        s.expiries
+    }
+
+    /// Forced expiries so far; the lease task reads it before judging an expired lease.
+    pub fn expiries(&self) -> u64 {
+        self.lock().expiries
+    }
+
+    /// The lease task has judged every forced expiry up to `expiries`.
+    pub fn mark_judged(&self, expiries: u64) {
+        self.judged.send_if_modified(|j| {
+            let newer = expiries > *j;
+            *j = (*j).max(expiries);
+            newer
+        });
+    }
+
+    /// Waits (at most `within`) until the lease task has judged forced expiry `expiry`:
+    /// a fence it causes is then counted in [`Lease::fences`], so a lease granted after
+    /// this returns is never voided by the loss of the one before. Without enforcement
+    /// nothing judges, and nothing needs to.
+    pub async fn judged(&self, expiry: u64, within: Duration) -> bool {
+        if !self.enforced {
+            return true;
+        }
+        let mut rx = self.judged.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|j| *j >= expiry))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     fn set_deadline(&self, s: &mut State, deadline: Option<Boot>) {

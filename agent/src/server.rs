@@ -425,9 +425,6 @@ impl Agent {
         write_frames(&mut writer, &challenge, HANDSHAKE_TIMEOUT).await?;
         let auth = read_frame(&mut reader, &mut buf, HANDSHAKE_TIMEOUT).await?;
         let (session, welcome) = hs.on_auth(&auth, VERSION)?;
-        write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
-        drop(handshake);
-        tracing::info!(monitor = %session.peer, "monitor authenticated");
         let Some((session_id, mut fenced)) = self.lease.new_session(term) else {
             // A later term was entered during this handshake: the session is already over.
             tracing::info!(
@@ -436,6 +433,9 @@ impl Agent {
             );
             return Ok(Ended::Refused);
         };
+        write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
+        drop(handshake);
+        tracing::info!(monitor = %session.peer, term, "monitor authenticated");
         let Session {
             mut sealer,
             mut opener,
@@ -890,6 +890,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
             }
             continue;
         }
+        let expiries = lease.expiries();
         if lease.fenced().is_none() {
             let gate = lease.gate().await;
             let last_seen = agent.status.borrow().held_vips.clone();
@@ -919,6 +920,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
                 }
                 remove_vips(&netlink, &interface, &held).await;
                 drop(gate);
+                lease.mark_judged(expiries);
                 if agent.commands.send(Command::Fenced).await.is_err() {
                     tracing::error!("the reconciler stopped: read_only not set after the fence");
                 }
@@ -926,6 +928,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
             }
             drop(gate);
         }
+        lease.mark_judged(expiries);
         tokio::select! {
             _ = tokio::time::sleep(idle) => {}
             _ = lease.changed() => {}
