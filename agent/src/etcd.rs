@@ -211,6 +211,8 @@ impl Keeper {
                     }
                 }
             };
+            // The client sends a first keepalive here, and fails when etcd answers it
+            // with TTL 0: the lease is gone.
             let (keeper, stream) = match bounded(
                 "keeping the etcd lease alive",
                 self.request_timeout(),
@@ -219,6 +221,14 @@ impl Keeper {
             .await
             {
                 Ok(k) => k,
+                Err(EtcdError::Etcd {
+                    source: etcd_client::Error::LeaseKeepAliveError(m),
+                    ..
+                }) if m == "lease not found" => {
+                    self.lost(h).await;
+                    *held = None;
+                    continue;
+                }
                 Err(e) => return e,
             };
             match self.renew(keeper, stream, h, progressed).await {
@@ -259,21 +269,7 @@ impl Keeper {
                 return Err(EtcdError::StreamClosed);
             };
             if answer.ttl() <= 0 {
-                // The writer goes first: the fence this causes must be decided before a
-                // new lease is granted, or it would void the new one (and a monitor that
-                // revoked this lease expects the writer gone, not renewed by another).
-                let expiry = self.lease.expire_now();
-                if !self.lease.judged(expiry, self.ttl).await {
-                    tracing::warn!(
-                        lease = h.id,
-                        "the lease task did not judge the lost lease in time"
-                    );
-                }
-                if h.confirmed {
-                    tracing::warn!(lease = h.id, "etcd lease lost (revoked, or expired in etcd): writer permit ended now; granting a new lease");
-                } else {
-                    tracing::info!(lease = h.id, "the saved etcd lease is gone: the writer permit starts expired; granting a new lease");
-                }
+                self.lost(h).await;
                 return Ok(None);
             }
             let ttl = Duration::from_secs(answer.ttl().unsigned_abs());
@@ -291,6 +287,25 @@ impl Keeper {
                 );
                 h.confirmed = true;
             }
+        }
+    }
+
+    /// etcd no longer knows `h` (revoked by a monitor, or expired): the permit ends now.
+    /// The writer goes first: the fence this causes must be decided before a new lease
+    /// is granted, or it would void the new one, and a monitor that revoked this lease
+    /// expects the writer gone, not carried on under another lease.
+    async fn lost(&self, h: Held) {
+        let expiry = self.lease.expire_now();
+        if h.confirmed {
+            tracing::warn!(lease = h.id, "etcd lease lost (revoked, or expired in etcd): writer permit ended now; granting a new lease");
+        } else {
+            tracing::info!(lease = h.id, "the saved etcd lease is gone: the writer permit starts expired; granting a new lease");
+        }
+        if !self.lease.judged(expiry, self.ttl).await {
+            tracing::warn!(
+                lease = h.id,
+                "the lease task did not judge the lost lease in time"
+            );
         }
     }
 

@@ -159,7 +159,14 @@ impl Lease {
             Some(left) => {
                 tracing::info!(?left, "lease resumed from before the restart")
             }
-            None => tracing::info!("lease starts expired: a writer role needs the monitor first"),
+            None => match renewal {
+                Renewal::Monitor => {
+                    tracing::info!("lease starts expired: a writer role needs the monitor first")
+                }
+                Renewal::Etcd => tracing::info!(
+                    "lease starts expired: a writer role needs the agent's etcd lease first"
+                ),
+            },
         }
         Lease {
             length: lease.saturating_sub(margin(lease)),

@@ -19,9 +19,9 @@ const KEY: &str = "/mmm/test/agents/db1";
 
 /// A lab with one etcd member on node `etcd1` (192.0.2.31) and `[coordination]` in the
 /// config. The etcd cluster is declared last so it is ended before the lab's namespaces.
-fn fleet_lab(tag: &str) -> (Lab, EtcdCluster) {
-    let extra = "[coordination]\netcd = [\"http://192.0.2.31:2379\"]\nprefix = \"/mmm/test\"\nsession_ttl = \"1s\"\n";
-    let lab = Lab::with_nodes(tag, extra, &[("etcd1", 31)]);
+fn fleet_lab(tag: &str, session_ttl: &str) -> (Lab, EtcdCluster) {
+    let extra = format!("[coordination]\netcd = [\"http://192.0.2.31:2379\"]\nprefix = \"/mmm/test\"\nsession_ttl = \"{session_ttl}\"\n");
+    let lab = Lab::with_nodes(tag, &extra, &[("etcd1", 31)]);
     let etcd = EtcdCluster::start_in(&lab.net, tag, &["etcd1"]);
     (lab, etcd)
 }
@@ -88,7 +88,7 @@ fn the_agents_etcd_lease_keeps_the_writer_without_a_monitor_and_a_revoke_fences_
     ) {
         return;
     }
-    let (lab, etcd) = fleet_lab("fleetag1");
+    let (lab, etcd) = fleet_lab("fleetag1", "1s");
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
     let first = wait_published(&lab, &etcd, "agent-db1.log");
@@ -136,7 +136,7 @@ fn an_agent_that_loses_etcd_fences_itself() {
     if !require_root("an_agent_that_loses_etcd_fences_itself") {
         return;
     }
-    let (lab, mut etcd) = fleet_lab("fleetag2");
+    let (lab, mut etcd) = fleet_lab("fleetag2", "1s");
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
     wait_published(&lab, &etcd, "agent-db1.log");
@@ -177,7 +177,7 @@ fn monitor_terms_only_grow_term_0_is_refused_and_the_term_survives_a_restart() {
     if !require_root("monitor_terms_only_grow_term_0_is_refused_and_the_term_survives_a_restart") {
         return;
     }
-    let (lab, _etcd) = fleet_lab("fleetag3");
+    let (lab, _etcd) = fleet_lab("fleetag3", "1s");
     let agent = lab.agent("db1", "agent-db1.log");
     let no_term = refusal(&lab, "db1", 0).expect("term 0 refused in a fleet");
     assert!(no_term.contains("monitor fleet"), "{no_term}");
@@ -235,4 +235,57 @@ fn monitor_terms_only_grow_term_0_is_refused_and_the_term_survives_a_restart() {
         "{after}"
     );
     assert!(refusal(&lab, "db1", 7).is_none(), "term 7 still accepted");
+}
+
+#[test]
+fn a_restarted_agent_resumes_a_live_etcd_lease_and_not_a_dead_one() {
+    if !require_root("a_restarted_agent_resumes_a_live_etcd_lease_and_not_a_dead_one") {
+        return;
+    }
+    // A TTL well above an agent's restart time: the resumed deadline outlives the restart.
+    let (lab, etcd) = fleet_lab("fleetag4", "5s");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    let agent = lab.agent("db1", "agent-db1.log");
+    let first = wait_published(&lab, &etcd, "agent-db1.log");
+    make_writer(&lab, 2);
+    assert!(holds(&lab, "db1", "192.0.2.100"));
+
+    // Restarted at once: the lease still lives in etcd, the agent goes on with it.
+    lab.net.signal(agent, "KILL");
+    assert!(lab.net.wait_exit(agent, T));
+    let agent = lab.agent("db1", "agent-db1-2.log");
+    let resumed = wait_for(REACT, || {
+        lab.log("agent-db1-2.log")
+            .contains("etcd lease resumed")
+            .then_some(())
+    });
+    assert!(resumed.is_some(), "{}", lab.log("agent-db1-2.log"));
+    assert_eq!(published_lease(&etcd), Some(first));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        holds(&lab, "db1", "192.0.2.100") && !db1.read_only(),
+        "the writer was given up across a restart within its lease:\n{}",
+        lab.log("agent-db1-2.log")
+    );
+
+    // Down for longer than the TTL: etcd expired the lease; the successor fences first.
+    lab.net.signal(agent, "KILL");
+    assert!(lab.net.wait_exit(agent, T));
+    let gone = wait_for(Duration::from_secs(15), || {
+        published_lease(&etcd).is_none().then_some(())
+    });
+    assert!(gone.is_some(), "etcd never expired the dead agent's lease");
+    assert!(holds(&lab, "db1", "192.0.2.100"), "VIPs outlive the agent");
+    lab.agent("db1", "agent-db1-3.log");
+    let fenced = wait_for(REACT, || {
+        (!holds(&lab, "db1", "192.0.2.100") && db1.read_only()).then_some(())
+    });
+    let log = lab.log("agent-db1-3.log");
+    assert!(
+        fenced.is_some(),
+        "a restarted agent kept the writer on a dead lease:\n{log}"
+    );
+    assert!(log.contains("the saved etcd lease is gone"), "{log}");
+    let second = wait_for(REACT, || published_lease(&etcd)).expect("a new lease published");
+    assert_ne!(second, first);
 }
