@@ -590,4 +590,23 @@ mod tests {
         assert!(until < sent.after(ttl));
         assert_eq!(until, Boot(10_750_000_000));
     }
+
+    #[tokio::test]
+    async fn a_forced_expiry_is_waited_for_until_the_lease_task_judged_it() {
+        let d = dir("judged");
+        let lease = Lease::new(Duration::from_secs(1), true, Renewal::Etcd, &d, "db1");
+        let expiry = lease.expire_now();
+        assert!(
+            !lease.judged(expiry, Duration::from_millis(20)).await,
+            "nothing judged it yet"
+        );
+        lease.mark_judged(lease.expiries());
+        assert!(lease.judged(expiry, Duration::from_millis(20)).await);
+        let unenforced = Lease::new(Duration::from_secs(1), false, Renewal::Etcd, &d, "db2");
+        let e = unenforced.expire_now();
+        assert!(
+            unenforced.judged(e, Duration::ZERO).await,
+            "without fencing nothing waits"
+        );
+    }
 }

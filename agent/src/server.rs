@@ -1,5 +1,9 @@
 //! The agent's side of the protocol, the reconciler task and lease fencing.
 //!
+//! In a fleet (`[coordination]`) each handshake is judged by the monitor's term
+//! (`crate::term`) before the Challenge goes out, and the lease is renewed by the agent's
+//! own etcd lease (`crate::etcd`), not by the monitor.
+//!
 //! Tasks: one accept loop; per monitor connection a reader and a writer; one reconciler
 //! that alone changes VIPs and read_only (so two desired states never interleave); one
 //! status refresher. Heartbeats are answered by the connection's reader from the status
