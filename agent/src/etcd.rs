@@ -334,12 +334,13 @@ impl Keeper {
             ),
         )
         .await?;
+        let ttl = Duration::from_secs(granted.ttl().unsigned_abs());
+        self.lease.renew_until(etcd_permit_until(sent, ttl), fences);
+        // Not saved: a restarted agent does not know this lease and starts expired.
         save_id(&self.id_path, id).map_err(|source| EtcdError::Save {
             path: self.id_path.display().to_string(),
             source,
         })?;
-        let ttl = Duration::from_secs(granted.ttl().unsigned_abs());
-        self.lease.renew_until(etcd_permit_until(sent, ttl), fences);
         tracing::info!(lease = id, key = %self.key, ?ttl, "etcd lease granted: it renews the writer permit");
         Ok(Held {
             id,

@@ -70,15 +70,29 @@ fn holds(lab: &Lab, host: &str, vip: &str) -> bool {
     lab.net.addresses(host).iter().any(|a| a.starts_with(vip))
 }
 
-/// Makes db1 the writer through a link in `term`, then drops the link.
+/// Makes db1 the writer through a link in `term`, then drops the link. Asked again while
+/// the agent has no writer permit yet (its lease is being granted).
 fn make_writer(lab: &Lab, term: u64) {
-    let applied = with_term_link(lab, "db1", term, |link| async move {
-        let mut link = link.expect("link in the term");
-        link.apply(desired(1, true, &[("writer", 100), ("reader", 101)]), T)
-            .await
-    })
-    .expect("desired state applied");
-    assert!(applied.failures.is_empty(), "{:?}", applied.failures);
+    let mut last = Vec::new();
+    let done = wait_for(REACT, || {
+        let applied = with_term_link(lab, "db1", term, |link| async move {
+            let mut link = link.expect("link in the term");
+            link.apply(desired(1, true, &[("writer", 100), ("reader", 101)]), T)
+                .await
+        })
+        .expect("desired state answered");
+        last = applied.failures;
+        if last.is_empty() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        None
+    });
+    assert!(
+        done.is_some(),
+        "db1 did not become the writer: {last:?}\n{}",
+        lab.log("agent-db1.log")
+    );
 }
 
 #[test]
@@ -288,4 +302,38 @@ fn a_restarted_agent_resumes_a_live_etcd_lease_and_not_a_dead_one() {
     assert!(log.contains("the saved etcd lease is gone"), "{log}");
     let second = wait_for(REACT, || published_lease(&etcd)).expect("a new lease published");
     assert_ne!(second, first);
+}
+
+#[test]
+fn an_agent_cut_off_from_etcd_fences_and_comes_back_on_a_new_lease() {
+    if !require_root("an_agent_cut_off_from_etcd_fences_and_comes_back_on_a_new_lease") {
+        return;
+    }
+    let (lab, etcd) = fleet_lab("fleetag5", "1s");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    let first = wait_published(&lab, &etcd, "agent-db1.log");
+    make_writer(&lab, 4);
+    // Only db1's way to etcd is cut: etcd itself and the monitor's link stay.
+    let cut = ["ip", "route", "add", "blackhole", "192.0.2.31/32"];
+    lab.net.exec("db1", &cut);
+    let fenced = wait_for(REACT, || {
+        (!holds(&lab, "db1", "192.0.2.100") && db1.read_only()).then_some(())
+    });
+    assert!(
+        fenced.is_some(),
+        "the agent kept the writer cut off from etcd:\n{}",
+        lab.log("agent-db1.log")
+    );
+    lab.net
+        .exec("db1", &["ip", "route", "del", "blackhole", "192.0.2.31/32"]);
+    // Back in touch: the old lease is never renewed again, a new one is published.
+    let second = wait_for(REACT, || published_lease(&etcd).filter(|l| *l != first))
+        .unwrap_or_else(|| panic!("no new lease:\n{}", lab.log("agent-db1.log")));
+    assert_ne!(second, first);
+    make_writer(&lab, 4);
+    assert!(
+        holds(&lab, "db1", "192.0.2.100") && !db1.read_only(),
+        "a new session of the term gives the writer back under the new lease"
+    );
 }
