@@ -142,24 +142,24 @@ impl Keeper {
                 Ok(mut client) => self.keep(&mut client, &mut held, &mut progressed).await,
                 Err(e) => e,
             };
+            let error = crate::reconcile::error_chain(&err);
             if let Some(h) = held.as_mut().filter(|h| !h.confirmed) {
-                // The saved lease could not be confirmed: no permit from it.
+                // The saved lease could not be confirmed: no permit from it. One line says
+                // it all: etcd unreachable at start, no writer permit until it answers.
                 self.lease.expire_now();
-                tracing::warn!(
-                    lease = h.id,
-                    "the saved etcd lease cannot be confirmed: the writer permit starts expired"
-                );
+                tracing::warn!(lease = h.id, %error, "etcd cannot confirm the saved lease: the writer permit starts expired and stays so until etcd renews a lease; read-only roles and reports go on; retrying");
                 h.confirmed = true;
+                failing = true;
             }
             if progressed {
                 backoff = MIN_BACKOFF;
                 failing = false;
             }
             if !failing {
-                tracing::warn!(error = %crate::reconcile::error_chain(&err), "etcd does not renew this agent's lease: the writer permit ends with the deadline; retrying");
+                tracing::warn!(%error, "etcd does not renew this agent's lease: the writer permit ends with the deadline; read-only roles and reports go on; retrying");
                 failing = true;
             } else {
-                tracing::debug!(error = %crate::reconcile::error_chain(&err), "etcd retry failed");
+                tracing::debug!(%error, "etcd retry failed");
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.request_timeout());

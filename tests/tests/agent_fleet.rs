@@ -20,10 +20,15 @@ const KEY: &str = "/mmm/test/agents/db1";
 /// A lab with one etcd member on node `etcd1` (192.0.2.31) and `[coordination]` in the
 /// config. The etcd cluster is declared last so it is ended before the lab's namespaces.
 fn fleet_lab(tag: &str, session_ttl: &str) -> (Lab, EtcdCluster) {
-    let extra = format!("[coordination]\netcd = [\"http://192.0.2.31:2379\"]\nprefix = \"/mmm/test\"\nsession_ttl = \"{session_ttl}\"\n");
-    let lab = Lab::with_nodes(tag, &extra, &[("etcd1", 31)]);
+    let lab = fleet_lab_without_etcd(tag, session_ttl);
     let etcd = EtcdCluster::start_in(&lab.net, tag, &["etcd1"]);
     (lab, etcd)
+}
+
+/// The lab of [`fleet_lab`], etcd not started yet.
+fn fleet_lab_without_etcd(tag: &str, session_ttl: &str) -> Lab {
+    let extra = format!("[coordination]\netcd = [\"http://192.0.2.31:2379\"]\nprefix = \"/mmm/test\"\nsession_ttl = \"{session_ttl}\"\n");
+    Lab::with_nodes(tag, &extra, &[("etcd1", 31)])
 }
 
 /// Runs `f` with a link to `host`'s agent in `term`, from the monitor's namespace; the
@@ -336,4 +341,48 @@ fn an_agent_cut_off_from_etcd_fences_and_comes_back_on_a_new_lease() {
         holds(&lab, "db1", "192.0.2.100") && !db1.read_only(),
         "a new session of the term gives the writer back under the new lease"
     );
+}
+
+#[test]
+fn an_agent_starting_without_etcd_serves_read_only_and_writes_once_etcd_answers() {
+    if !require_root("an_agent_starting_without_etcd_serves_read_only_and_writes_once_etcd_answers")
+    {
+        return;
+    }
+    let lab = fleet_lab_without_etcd("fleetag6", "1s");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    // No etcd: the reader role is taken, the writer role refused, reports answered.
+    let (reader_only, writer) = with_term_link(&lab, "db1", 1, |l| async move {
+        let mut l = l.expect("link without etcd");
+        let reader = l.apply(desired(1, false, &[("reader", 101)]), T).await;
+        let writer = l
+            .apply(desired(2, true, &[("writer", 100), ("reader", 101)]), T)
+            .await;
+        (reader, writer)
+    });
+    assert!(reader_only.expect("answered").failures.is_empty());
+    let writer = writer.expect("answered");
+    assert!(!writer.failures.is_empty(), "writer taken without a lease");
+    assert!(holds(&lab, "db1", "192.0.2.101") && !holds(&lab, "db1", "192.0.2.100"));
+    assert!(db1.read_only());
+    let said = wait_for(REACT, || {
+        lab.log("agent-db1.log")
+            .contains("etcd does not renew")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", lab.log("agent-db1.log"));
+    // Several retries later, still the one line.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = lab.log("agent-db1.log");
+    assert_eq!(
+        log.matches("etcd does not renew").count(),
+        1,
+        "one line while etcd is unreachable:\n{log}"
+    );
+    // etcd comes up: the agent grants and publishes a lease, and the writer role follows.
+    let etcd = EtcdCluster::start_in(&lab.net, "fleetag6", &["etcd1"]);
+    wait_published(&lab, &etcd, "agent-db1.log");
+    make_writer(&lab, 1);
+    assert!(holds(&lab, "db1", "192.0.2.100") && !db1.read_only());
 }
