@@ -13,6 +13,11 @@
 //! lease. A fence closes every monitor session; only a desired state received on a session
 //! that began after the fence lifts it, so no frame queued before the fence can undo it.
 //!
+//! In a fleet (`[coordination]`, [`Renewal::Etcd`]) the monitor renews nothing: the
+//! agent's own etcd lease does (`crate::etcd`), so a dead leader stops no write. Monitor
+//! sessions still choose the controlling session and lift a fence; a session of a term
+//! lower than the highest seen controls nothing ([`Lease::enter_term`]).
+//!
 //! Restarts: the deadline is kept in `<state_dir>/<host>.lease` (with the boot id, since
 //! CLOCK_BOOTTIME restarts at boot). A restarted agent resumes the deadline it had instead
 //! of granting itself a fresh one; without a readable file it starts expired.
@@ -29,6 +34,15 @@ use tokio::sync::Notify;
 /// renewal's one-way delay and the netlink removal itself (docs/fencing.md).
 pub fn margin(lease: Duration) -> Duration {
     (lease / 4).max(Duration::from_millis(10))
+}
+
+/// Until when a renewal of the agent's etcd lease, sent at `sent` and answered with
+/// `ttl`, lets this host write. etcd counts the lease's new TTL from when it handles the
+/// renewal, which is after `sent`: its expiry is at least `sent + ttl`. The agent gives
+/// the writer up a margin earlier still (covering the fence's own netlink work and the
+/// clock rates of two machines), so it never holds it after etcd has let the lease go.
+pub fn etcd_permit_until(sent: Boot, ttl: Duration) -> Boot {
+    sent.after(ttl).before(margin(ttl))
 }
 
 /// Nanoseconds of CLOCK_BOOTTIME: monotonic, counts suspended time, shared by every
@@ -49,10 +63,17 @@ impl Boot {
         Boot(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
     }
 
-    fn after(self, d: Duration) -> Boot {
+    pub fn after(self, d: Duration) -> Boot {
         Boot(
             self.0
                 .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
+        )
+    }
+
+    pub fn before(self, d: Duration) -> Boot {
+        Boot(
+            self.0
+                .saturating_sub(d.as_nanos().min(u64::MAX as u128) as u64),
         )
     }
 
@@ -62,11 +83,22 @@ impl Boot {
     }
 }
 
-/// Why a desired state was not allowed to lift the fence.
+/// Why a desired state was not followed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("self-fenced ({reason}); only a desired state from a monitor connection made after the fence lifts it")]
-pub struct StillFenced {
-    pub reason: String,
+pub enum NotFollowed {
+    #[error("self-fenced ({reason}); only a desired state from a monitor connection made after the fence lifts it")]
+    StillFenced { reason: String },
+    #[error("this session's term is over: a monitor of a later term has connected")]
+    TermOver,
+}
+
+/// What renews the deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The controlling monitor session's heartbeats and desired states (no fleet).
+    Monitor,
+    /// The agent's own etcd lease, through [`Lease::renew_until`] (a fleet).
+    Etcd,
 }
 
 #[derive(Debug)]
@@ -77,18 +109,29 @@ struct State {
     controlling: Option<u64>,
     /// Set while self-fenced: the reason, and the newest session id at the fence.
     fence: Option<(String, u64)>,
+    /// Fences so far: a renewal granted before a fence must not count after it.
+    fences: u64,
+    /// Forced expiries so far ([`Lease::expire_now`]).
+    expiries: u64,
     next_session: u64,
+    /// The highest monitor term accepted, and the first session id opened in it: older
+    /// sessions belong to lower terms and control nothing.
+    term: u64,
+    term_from: u64,
 }
 
 pub struct Lease {
     /// The agent's own lease: the configured one less the margin.
     length: Duration,
     enforced: bool,
+    renewal: Renewal,
     state: Mutex<State>,
     /// Wakes the lease task when the deadline moved or the fence changed.
     changed: Notify,
     /// Tells every monitor session to close (a fence happened): the generation only grows.
     kick: tokio::sync::watch::Sender<u64>,
+    /// The forced expiries the lease task has judged (fenced, or found nothing to fence).
+    judged: tokio::sync::watch::Sender<u64>,
     store: Option<Store>,
     /// Held while a writer VIP is added, and while the fence removes them: no addition can
     /// slip in between the fence's decision and its removal.
@@ -97,7 +140,13 @@ pub struct Lease {
 
 impl Lease {
     /// `enforced` is false with `fencing = "none"`: the lease then never fences.
-    pub fn new(lease: Duration, enforced: bool, state_dir: &Path, host: &str) -> Lease {
+    pub fn new(
+        lease: Duration,
+        enforced: bool,
+        renewal: Renewal,
+        state_dir: &Path,
+        host: &str,
+    ) -> Lease {
         let path = state_dir.join(format!("{host}.lease"));
         let (store, deadline) = match Store::open(&path) {
             Ok((store, deadline)) => (Some(store), deadline),
@@ -110,19 +159,32 @@ impl Lease {
             Some(left) => {
                 tracing::info!(?left, "lease resumed from before the restart")
             }
-            None => tracing::info!("lease starts expired: a writer role needs the monitor first"),
+            None => match renewal {
+                Renewal::Monitor => {
+                    tracing::info!("lease starts expired: a writer role needs the monitor first")
+                }
+                Renewal::Etcd => tracing::info!(
+                    "lease starts expired: a writer role needs the agent's etcd lease first"
+                ),
+            },
         }
         Lease {
             length: lease.saturating_sub(margin(lease)),
             enforced,
+            renewal,
             state: Mutex::new(State {
                 deadline,
                 controlling: None,
                 fence: None,
+                fences: 0,
+                expiries: 0,
                 next_session: 1,
+                term: 0,
+                term_from: 1,
             }),
             changed: Notify::new(),
             kick: tokio::sync::watch::Sender::new(0),
+            judged: tokio::sync::watch::Sender::new(0),
             store,
             gate: tokio::sync::Mutex::new(()),
         }
@@ -132,22 +194,45 @@ impl Lease {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new authenticated monitor session: its id, and the receiver that tells it to close.
-    pub fn new_session(&self) -> (u64, tokio::sync::watch::Receiver<u64>) {
+    /// A new authenticated monitor session in `term`: its id, and the receiver that tells
+    /// it to close; None when a later term was entered meanwhile (the caller then
+    /// refuses the session). Subscribed after any kick already sent: a session is never
+    /// closed by the term change that admitted it.
+    pub fn new_session(&self, term: u64) -> Option<(u64, tokio::sync::watch::Receiver<u64>)> {
         let mut s = self.lock();
+        if term < s.term {
+            return None;
+        }
         let id = s.next_session;
         s.next_session += 1;
-        (id, self.kick.subscribe())
+        Some((id, self.kick.subscribe()))
+    }
+
+    /// A monitor of a higher term was accepted: every open session (all of lower terms)
+    /// is told to close and controls nothing from now on. A lower term changes nothing.
+    pub fn enter_term(&self, term: u64) {
+        let mut s = self.lock();
+        if term <= s.term {
+            return;
+        }
+        s.term = term;
+        s.term_from = s.next_session;
+        s.controlling = None;
+        drop(s);
+        self.kick.send_modify(|g| *g += 1);
     }
 
     /// A desired state arrived on `session`: it becomes the controlling session and the
     /// lease is renewed, unless a fence holds that this session cannot lift.
-    pub fn on_desired(&self, session: u64) -> Result<bool, StillFenced> {
+    pub fn on_desired(&self, session: u64) -> Result<bool, NotFollowed> {
         let mut s = self.lock();
+        if session < s.term_from {
+            return Err(NotFollowed::TermOver);
+        }
         let mut lifted = false;
         if let Some((reason, newest)) = &s.fence {
             if session <= *newest {
-                return Err(StillFenced {
+                return Err(NotFollowed::StillFenced {
                     reason: reason.clone(),
                 });
             }
@@ -155,25 +240,82 @@ impl Lease {
             lifted = true;
         }
         s.controlling = Some(session);
-        self.renew(&mut s);
+        if self.renewal == Renewal::Monitor {
+            self.set_deadline(&mut s, Some(Boot::now().after(self.length)));
+        }
         Ok(lifted)
     }
 
     /// A heartbeat arrived on `session`; true when it renewed the lease.
     pub fn on_heartbeat(&self, session: u64) -> bool {
         let mut s = self.lock();
-        if s.fence.is_some() || s.controlling != Some(session) {
+        if self.renewal != Renewal::Monitor || s.fence.is_some() || s.controlling != Some(session) {
             return false;
         }
-        self.renew(&mut s);
+        self.set_deadline(&mut s, Some(Boot::now().after(self.length)));
         true
     }
 
-    fn renew(&self, s: &mut State) {
-        let deadline = Boot::now().after(self.length);
-        s.deadline = Some(deadline);
+    /// Fences so far; give it back to [`Lease::renew_until`].
+    pub fn fences(&self) -> u64 {
+        self.lock().fences
+    }
+
+    /// The etcd lease was renewed: the permit holds until `until`, unless a fence
+    /// happened since `fences` was read (a lease from before a fence renews nothing).
+    /// Never moves the deadline back: the latest renewal wins.
+    pub fn renew_until(&self, until: Boot, fences: u64) -> bool {
+        let mut s = self.lock();
+        if s.fences != fences {
+            return false;
+        }
+        if s.deadline.is_none_or(|d| d < until) {
+            self.set_deadline(&mut s, Some(until));
+        }
+        true
+    }
+
+    /// The permit ends now (the etcd lease is gone): the lease task is woken and fences
+    /// a writer at once. Returns the expiry to wait for with [`Lease::judged`].
+    pub fn expire_now(&self) -> u64 {
+        let mut s = self.lock();
+        s.expiries += 1;
+        self.set_deadline(&mut s, None);
+        s.expiries
+    }
+
+    /// Forced expiries so far; the lease task reads it before judging an expired lease.
+    pub fn expiries(&self) -> u64 {
+        self.lock().expiries
+    }
+
+    /// The lease task has judged every forced expiry up to `expiries`.
+    pub fn mark_judged(&self, expiries: u64) {
+        self.judged.send_if_modified(|j| {
+            let newer = expiries > *j;
+            *j = (*j).max(expiries);
+            newer
+        });
+    }
+
+    /// Waits (at most `within`) until the lease task has judged forced expiry `expiry`:
+    /// a fence it causes is then counted in [`Lease::fences`], so a lease granted after
+    /// this returns is never voided by the loss of the one before. Without enforcement
+    /// nothing judges, and nothing needs to.
+    pub async fn judged(&self, expiry: u64, within: Duration) -> bool {
+        if !self.enforced {
+            return true;
+        }
+        let mut rx = self.judged.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|j| *j >= expiry))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn set_deadline(&self, s: &mut State, deadline: Option<Boot>) {
+        s.deadline = deadline;
         if let Some(store) = &self.store {
-            store.save(deadline);
+            store.save(deadline.unwrap_or(Boot(0)));
         }
         self.changed.notify_one();
     }
@@ -214,6 +356,7 @@ impl Lease {
         }
         let reason = reason();
         s.fence = Some((reason.clone(), s.next_session - 1));
+        s.fences += 1;
         s.controlling = None;
         drop(s);
         self.kick.send_modify(|g| *g += 1);
@@ -298,13 +441,13 @@ mod tests {
     #[test]
     fn a_fresh_agent_starts_expired_and_only_the_controlling_session_renews() {
         let d = dir("fresh");
-        let lease = Lease::new(Duration::from_secs(5), true, &d, "db1");
+        let lease = Lease::new(Duration::from_secs(5), true, Renewal::Monitor, &d, "db1");
         assert!(
             lease.left().is_none(),
             "a fresh agent must not grant itself a lease"
         );
-        let (a, _) = lease.new_session();
-        let (b, _) = lease.new_session();
+        let (a, _) = lease.new_session(0).unwrap();
+        let (b, _) = lease.new_session(0).unwrap();
         assert!(
             !lease.on_heartbeat(a),
             "a heartbeat before any desired state renews nothing"
@@ -321,12 +464,12 @@ mod tests {
     #[test]
     fn a_restarted_agent_resumes_its_deadline_instead_of_a_fresh_one() {
         let d = dir("restart");
-        let first = Lease::new(Duration::from_secs(5), true, &d, "db1");
-        let (s, _) = first.new_session();
+        let first = Lease::new(Duration::from_secs(5), true, Renewal::Monitor, &d, "db1");
+        let (s, _) = first.new_session(0).unwrap();
         first.on_desired(s).unwrap();
         let left_before = first.left().unwrap();
         drop(first);
-        let second = Lease::new(Duration::from_secs(5), true, &d, "db1");
+        let second = Lease::new(Duration::from_secs(5), true, Renewal::Monitor, &d, "db1");
         let left_after = second.left().expect("the saved deadline holds");
         assert!(
             left_after <= left_before,
@@ -334,15 +477,15 @@ mod tests {
         );
         // Another boot's deadline means nothing.
         std::fs::write(path(&d, "db1"), "another-boot 99999999999999999999\n").unwrap();
-        let third = Lease::new(Duration::from_secs(5), true, &d, "db1");
+        let third = Lease::new(Duration::from_secs(5), true, Renewal::Monitor, &d, "db1");
         assert!(third.left().is_none());
     }
 
     #[test]
     fn a_fence_is_lifted_only_by_a_session_made_after_it() {
         let d = dir("fence");
-        let lease = Lease::new(Duration::from_millis(40), true, &d, "db1");
-        let (old, kicked) = lease.new_session();
+        let lease = Lease::new(Duration::from_millis(40), true, Renewal::Monitor, &d, "db1");
+        let (old, kicked) = lease.new_session(0).unwrap();
         lease.on_desired(old).unwrap();
         assert!(
             lease.try_fence(|| "test".into()).is_none(),
@@ -369,15 +512,101 @@ mod tests {
             lease.on_desired(old).is_err(),
             "a frame from before the fence lifts nothing"
         );
-        let (new, _) = lease.new_session();
+        let (new, _) = lease.new_session(0).unwrap();
         assert_eq!(lease.on_desired(new), Ok(true));
         assert!(lease.fenced().is_none() && lease.left().is_some());
     }
 
     #[test]
     fn fencing_none_never_expires_or_fences() {
-        let lease = Lease::new(Duration::from_millis(1), false, &dir("none"), "db1");
+        let lease = Lease::new(
+            Duration::from_millis(1),
+            false,
+            Renewal::Monitor,
+            &dir("none"),
+            "db1",
+        );
         assert!(lease.left().is_some());
         assert!(lease.try_fence(|| "x".into()).is_none());
+    }
+
+    #[test]
+    fn in_a_fleet_only_the_etcd_lease_renews_and_a_fence_voids_its_renewals() {
+        let d = dir("etcd");
+        let lease = Lease::new(Duration::from_secs(1), true, Renewal::Etcd, &d, "db1");
+        let (a, _) = lease.new_session(7).unwrap();
+        assert_eq!(lease.on_desired(a), Ok(false), "it still controls");
+        assert!(lease.left().is_none(), "a desired state renews nothing");
+        assert!(!lease.on_heartbeat(a), "a heartbeat renews nothing");
+        let before = lease.fences();
+        assert!(lease.renew_until(Boot::now().after(Duration::from_millis(40)), before));
+        assert!(lease.left().is_some());
+        lease.expire_now();
+        assert!(
+            lease.left().is_none(),
+            "a lost etcd lease ends the permit at once"
+        );
+        assert!(lease.try_fence(|| "lost".into()).is_some());
+        assert!(
+            !lease.renew_until(Boot::now().after(Duration::from_secs(1)), before),
+            "the lease from before the fence renews nothing"
+        );
+        assert!(lease.left().is_none());
+        assert!(lease.renew_until(Boot::now().after(Duration::from_secs(1)), lease.fences()));
+    }
+
+    #[test]
+    fn a_higher_term_closes_the_sessions_of_lower_ones_and_not_its_own() {
+        let d = dir("term");
+        let lease = Lease::new(Duration::from_secs(5), true, Renewal::Monitor, &d, "db1");
+        let (old, old_kick) = lease.new_session(3).unwrap();
+        lease.on_desired(old).unwrap();
+        lease.enter_term(4);
+        let (new, new_kick) = lease.new_session(4).unwrap();
+        assert!(
+            old_kick.has_changed().unwrap(),
+            "the term-3 session is told to close"
+        );
+        assert!(!new_kick.has_changed().unwrap(), "the term-4 session stays");
+        assert!(!lease.on_heartbeat(old));
+        assert_eq!(lease.on_desired(old), Err(NotFollowed::TermOver));
+        assert!(
+            lease.new_session(3).is_none(),
+            "a late term-3 handshake is refused"
+        );
+        assert_eq!(lease.on_desired(new), Ok(false));
+        lease.enter_term(2);
+        assert!(
+            !new_kick.has_changed().unwrap(),
+            "a lower term changes nothing"
+        );
+    }
+
+    #[test]
+    fn the_etcd_permit_ends_before_etcd_expires_the_lease() {
+        let sent = Boot(10_000_000_000);
+        let ttl = Duration::from_secs(1);
+        let until = etcd_permit_until(sent, ttl);
+        assert!(until < sent.after(ttl));
+        assert_eq!(until, Boot(10_750_000_000));
+    }
+
+    #[tokio::test]
+    async fn a_forced_expiry_is_waited_for_until_the_lease_task_judged_it() {
+        let d = dir("judged");
+        let lease = Lease::new(Duration::from_secs(1), true, Renewal::Etcd, &d, "db1");
+        let expiry = lease.expire_now();
+        assert!(
+            !lease.judged(expiry, Duration::from_millis(20)).await,
+            "nothing judged it yet"
+        );
+        lease.mark_judged(lease.expiries());
+        assert!(lease.judged(expiry, Duration::from_millis(20)).await);
+        let unenforced = Lease::new(Duration::from_secs(1), false, Renewal::Etcd, &d, "db2");
+        let e = unenforced.expire_now();
+        assert!(
+            unenforced.judged(e, Duration::ZERO).await,
+            "without fencing nothing waits"
+        );
     }
 }

@@ -8,9 +8,12 @@
 //! - [`sockdiag`]: resets the connections a dead mysqld leaves behind (SOCK_DESTROY)
 //! - [`reconcile`]: desired state -> ordered steps, and their execution
 //! - [`lease`]: lease fencing: who renews, the deadline kept across restarts
+//! - [`term`]: a monitor fleet's leadership terms: the highest seen, kept across restarts
+//! - [`etcd`]: the agent's own etcd lease, its writer permit in a fleet
 //! - [`server`]: the authenticated protocol towards the monitor, the lease's task
 
 pub mod caps;
+pub mod etcd;
 pub mod garp;
 pub mod lease;
 pub mod mysql;
@@ -19,4 +22,5 @@ pub mod reconcile;
 pub mod rst;
 pub mod server;
 pub mod sockdiag;
+pub mod term;
 pub mod vip;

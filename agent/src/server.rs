@@ -1,14 +1,19 @@
 //! The agent's side of the protocol, the reconciler task and lease fencing.
 //!
+//! In a fleet (`[coordination]`) each handshake is judged by the monitor's term
+//! (`crate::term`) before the Challenge goes out, and the lease is renewed by the agent's
+//! own etcd lease (`crate::etcd`), not by the monitor.
+//!
 //! Tasks: one accept loop; per monitor connection a reader and a writer; one reconciler
 //! that alone changes VIPs and read_only (so two desired states never interleave); one
 //! status refresher. Heartbeats are answered by the connection's reader from the status
 //! snapshot at once, never waiting on SQL or netlink.
 
 use crate::garp::GarpSender;
-use crate::lease::Lease;
+use crate::lease::{Lease, Renewal};
 use crate::mysql::{CatchUp, Mysql, SemiSyncHold};
 use crate::reconcile::{error_chain, plan, Desired, Executor, Observed, Scope};
+use crate::term::{Accepted, Terms};
 use crate::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config, Host};
 use mmm_common::proto::io::{read_frame, write_frames, ConnError};
@@ -124,6 +129,13 @@ fn host_uptime_s() -> u32 {
         .unwrap_or(0)
 }
 
+/// How a monitor connection ended without an error.
+enum Ended {
+    Disconnected,
+    /// Its term was refused (already logged, once per term).
+    Refused,
+}
+
 enum Command {
     Apply(DesiredState, oneshot::Sender<Applied>),
     /// Force read_only (true) or lift it (false) until the next desired state.
@@ -143,6 +155,8 @@ pub struct Agent {
     scope: Scope,
     status: watch::Sender<Status>,
     lease: Arc<Lease>,
+    /// The highest monitor term seen (a fleet's leadership term; 0 without a fleet).
+    terms: Terms,
     /// The probe saw mysqld exit and no new one listening yet (see Executor).
     mysqld_exited: Arc<std::sync::atomic::AtomicBool>,
     commands: mpsc::Sender<Command>,
@@ -205,12 +219,29 @@ impl Agent {
             .await
             .map_err(|source| StartError::Listen { addr, source })?;
         let semi_sync = SemiSyncHold::persisted(&config.agent.state_dir, &host.name);
+        // In a fleet the permit is the agent's own etcd lease of session_ttl, renewed by
+        // the agent itself (crate::etcd); without one, the monitor renews `agent.lease`.
+        let (length, renewal) = match &config.coordination {
+            Some(c) => (c.session_ttl, Renewal::Etcd),
+            None => (config.agent.lease, Renewal::Monitor),
+        };
         let lease = Arc::new(Lease::new(
-            config.agent.lease,
+            length,
             config.agent.fencing == Fencing::Lease,
+            renewal,
             &config.agent.state_dir,
             &host.name,
         ));
+        let terms = Terms::load(
+            config.coordination.is_some(),
+            &config.agent.state_dir,
+            &host.name,
+        );
+        if let Some(c) = &config.coordination {
+            let keeper =
+                crate::etcd::Keeper::new(c, &config.agent.state_dir, &host.name, lease.clone());
+            tokio::spawn(keeper.run().instrument(tracing::info_span!("etcd")));
+        }
         let lease_netlink = resources.netlink.clone();
         let rst = resources.rst.map(Arc::new);
         let mysqld_exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -245,6 +276,7 @@ impl Agent {
             scope,
             status: watch::Sender::new(Status::default()),
             lease,
+            terms,
             mysqld_exited,
             commands,
             probe_events: broadcast::channel(64).0,
@@ -336,7 +368,8 @@ impl Agent {
                     tokio::spawn(
                         async move {
                             match agent.connection(stream, permit).await {
-                                Ok(()) => tracing::info!("monitor disconnected"),
+                                Ok(Ended::Disconnected) => tracing::info!("monitor disconnected"),
+                                Ok(Ended::Refused) => {}
                                 Err(e) => tracing::warn!(error = %error_chain(&e), "monitor connection dropped"),
                             }
                         }
@@ -355,7 +388,7 @@ impl Agent {
         self: Arc<Self>,
         stream: TcpStream,
         handshake: OwnedSemaphorePermit,
-    ) -> Result<(), ConnError> {
+    ) -> Result<Ended, ConnError> {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
         let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
@@ -377,13 +410,41 @@ impl Agent {
                 return Err(e.into());
             }
         };
+        // The term decides before anything else is answered: a refused monitor learns why.
+        let (monitor, term) = hs
+            .peer()
+            .map(|(m, t)| (m.to_string(), t))
+            .unwrap_or_default();
+        match self.terms.admit(&monitor, term) {
+            Ok(Accepted::Higher { .. }) => self.lease.enter_term(term),
+            Ok(Accepted::Same) => {}
+            Err(refused) => {
+                // `hs` has sealed the Challenge already (sequence 0), so its own reject
+                // would go out as sequence 1 and the monitor would read it as a reordered
+                // frame, not as the refusal. A fresh handshake's reject is the first frame
+                // under the same handshake key: the monitor opens it and shows the text.
+                let mut first = AgentHandshake::new(&self.key, &self.host.name, [0; NONCE_LEN]);
+                if let Some(bytes) = first.reject(&refused.to_string()) {
+                    let _ = write_frames(&mut writer, &bytes, HANDSHAKE_TIMEOUT).await;
+                }
+                // Logged by `admit`, once per refused term.
+                return Ok(Ended::Refused);
+            }
+        }
         write_frames(&mut writer, &challenge, HANDSHAKE_TIMEOUT).await?;
         let auth = read_frame(&mut reader, &mut buf, HANDSHAKE_TIMEOUT).await?;
         let (session, welcome) = hs.on_auth(&auth, VERSION)?;
+        let Some((session_id, mut fenced)) = self.lease.new_session(term) else {
+            // A later term was entered during this handshake: the session is already over.
+            tracing::info!(
+                term,
+                "monitor refused: a later term began during its handshake"
+            );
+            return Ok(Ended::Refused);
+        };
         write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
         drop(handshake);
-        tracing::info!(monitor = %session.peer, "monitor authenticated");
-        let (session_id, mut fenced) = self.lease.new_session();
+        tracing::info!(monitor = %session.peer, term, "monitor authenticated");
         let Session {
             mut sealer,
             mut opener,
@@ -436,7 +497,10 @@ impl Agent {
                 // Nothing this session sent before the fence may undo it: the monitor
                 // must come back on a new connection.
                 _ = fenced.changed() => {
-                    tracing::warn!("closing the monitor connection: the lease fenced this host");
+                    match self.lease.fenced() {
+                        Some(_) => tracing::warn!("closing the monitor connection: the lease fenced this host"),
+                        None => tracing::info!(term, "closing the monitor connection: a monitor of a later term connected"),
+                    }
                     break Ok(());
                 }
             };
@@ -461,7 +525,7 @@ impl Agent {
         drop(out_tx);
         // Let queued replies (an Error explaining the drop) reach the monitor, bounded.
         let _ = tokio::time::timeout(Duration::from_millis(500), writer_task).await;
-        result
+        result.map(|()| Ended::Disconnected)
     }
 
     async fn dispatch(
@@ -823,6 +887,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
     let writer = agent.scope.writer_vips();
     let interface = agent.host.cluster_interface.clone();
     let configured = agent.config.agent.lease;
+    let fleet = agent.config.coordination.as_ref().map(|c| c.session_ttl);
     // Expired with nothing to fence: look again now and then. The executor adds no writer
     // VIP without the lease, so this only catches one added by hand or a writable server.
     let idle = lease.length().max(Duration::from_millis(100));
@@ -834,6 +899,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
             }
             continue;
         }
+        let expiries = lease.expiries();
         if lease.fenced().is_none() {
             let gate = lease.gate().await;
             let last_seen = agent.status.borrow().held_vips.clone();
@@ -841,11 +907,15 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
             let writable = agent.status.borrow().read_only == Some(false);
             let reason = (!held.is_empty() || writable)
                 .then(|| {
-                    lease.try_fence(|| {
-                        format!(
+                    lease.try_fence(|| match fleet {
+                        Some(ttl) => format!(
+                            "the agent's etcd lease was not renewed in time, or is gone (session_ttl {ttl:?}, given up {:?} early): writer role given up",
+                            crate::lease::margin(ttl)
+                        ),
+                        None => format!(
                             "no renewal from the monitor within the lease ({configured:?}, given up {:?} early): writer role given up",
                             crate::lease::margin(configured)
-                        )
+                        ),
                     })
                 })
                 .flatten();
@@ -859,6 +929,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
                 }
                 remove_vips(&netlink, &interface, &held).await;
                 drop(gate);
+                lease.mark_judged(expiries);
                 if agent.commands.send(Command::Fenced).await.is_err() {
                     tracing::error!("the reconciler stopped: read_only not set after the fence");
                 }
@@ -866,6 +937,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
             }
             drop(gate);
         }
+        lease.mark_judged(expiries);
         tokio::select! {
             _ = tokio::time::sleep(idle) => {}
             _ = lease.changed() => {}

@@ -1,21 +1,54 @@
 //! A real etcd cluster for the fleet tests: Debian's etcd-server, members on loopback
 //! ports, data in a temp dir, every member ended (by PID) and its data removed on drop,
-//! even when the test panics. Timings as in production recommendations for a LAN: a 50 ms
+//! even when the test panics. [`EtcdCluster::start_in`] runs the members in lab
+//! namespaces instead, on their nodes' addresses, so agents in the lab reach them. Timings as in production recommendations for a LAN: a 50 ms
 //! heartbeat and a 500 ms election timeout, so a lost leader is replaced in about a second.
 
+use crate::netns::{send_signal, Net};
 use crate::TempDir;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Member {
     pub name: String,
     pub client_url: String,
     child: Option<Child>,
+    /// A member started in a lab namespace: the lab's `Net` owns (and reaps) its process.
+    pid: Option<u32>,
 }
 
 pub struct EtcdCluster {
     pub members: Vec<Member>,
     pub dir: TempDir,
+    /// The namespace etcdctl runs in (None: this one, for loopback members).
+    ctl_ns: Option<String>,
+}
+
+/// etcd's flags for one member of a new cluster.
+fn member_args(
+    name: &str,
+    data: &std::path::Path,
+    client_url: &str,
+    peer_url: &str,
+    initial: &[String],
+    token: &str,
+) -> Vec<String> {
+    [
+        ("--name", name.to_string()),
+        ("--data-dir", data.display().to_string()),
+        ("--listen-client-urls", client_url.into()),
+        ("--advertise-client-urls", client_url.into()),
+        ("--listen-peer-urls", peer_url.into()),
+        ("--initial-advertise-peer-urls", peer_url.into()),
+        ("--initial-cluster", initial.join(",")),
+        ("--initial-cluster-state", "new".into()),
+        ("--initial-cluster-token", token.into()),
+        ("--heartbeat-interval", "50".into()),
+        ("--election-timeout", "500".into()),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .collect()
 }
 
 /// A port nobody listens on now (the kernel picks it; the race with another taker is
@@ -46,17 +79,14 @@ impl EtcdCluster {
                 let log = std::fs::File::create(dir.path().join(format!("{name}.log")))
                     .expect("etcd log file");
                 let child = Command::new("etcd")
-                    .args(["--name", name])
-                    .args(["--data-dir", &dir.path().join(name).display().to_string()])
-                    .args(["--listen-client-urls", &client_url])
-                    .args(["--advertise-client-urls", &client_url])
-                    .args(["--listen-peer-urls", &peer_url])
-                    .args(["--initial-advertise-peer-urls", &peer_url])
-                    .args(["--initial-cluster", &initial.join(",")])
-                    .args(["--initial-cluster-state", "new"])
-                    .args(["--initial-cluster-token", tag])
-                    .args(["--heartbeat-interval", "50"])
-                    .args(["--election-timeout", "500"])
+                    .args(member_args(
+                        name,
+                        &dir.path().join(name),
+                        &client_url,
+                        &peer_url,
+                        &initial,
+                        tag,
+                    ))
                     .stdout(Stdio::null())
                     .stderr(Stdio::from(log))
                     .spawn()
@@ -67,12 +97,78 @@ impl EtcdCluster {
                     name: name.clone(),
                     client_url,
                     child: Some(child),
+                    pid: None,
                 }
             })
             .collect();
-        let cluster = EtcdCluster { members, dir };
+        let cluster = EtcdCluster {
+            members,
+            dir,
+            ctl_ns: None,
+        };
         cluster.wait_healthy(Duration::from_secs(20));
         cluster
+    }
+
+    /// Starts one member in each of the lab's `nodes` (already on its bridge), listening
+    /// on the node's address (client port 2379, peer port 2380), and waits until the
+    /// cluster answers. Member names are the node names. The lab's `Net` must outlive it.
+    pub fn start_in(net: &Net, tag: &str, nodes: &[&str]) -> EtcdCluster {
+        let dir = TempDir::new(tag);
+        let initial: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("{n}=http://{}:2380", net.node(n).ip))
+            .collect();
+        let members = nodes
+            .iter()
+            .map(|&name| {
+                let ip = net.node(name).ip;
+                let client_url = format!("http://{ip}:2379");
+                let peer_url = format!("http://{ip}:2380");
+                let mut args = vec!["etcd".to_string()];
+                args.extend(member_args(
+                    name,
+                    &dir.path().join(name),
+                    &client_url,
+                    &peer_url,
+                    &initial,
+                    tag,
+                ));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let pid = net.spawn(name, &args, &dir.path().join(format!("{name}.log")));
+                Member {
+                    name: name.to_string(),
+                    client_url,
+                    child: None,
+                    pid: Some(pid),
+                }
+            })
+            .collect();
+        let cluster = EtcdCluster {
+            members,
+            dir,
+            ctl_ns: Some(net.node(nodes[0]).ns.clone()),
+        };
+        cluster.wait_healthy(Duration::from_secs(20));
+        cluster
+    }
+
+    /// Runs `etcdctl` (API 3) against every member, from a namespace that reaches them.
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        let mut cmd = match &self.ctl_ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "etcdctl"]);
+                c
+            }
+            None => Command::new("etcdctl"),
+        };
+        cmd.env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoints().join(",")])
+            .args(["--dial-timeout", "1s", "--command-timeout", "2s"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running etcdctl {args:?}: {e}"))
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -83,14 +179,7 @@ impl EtcdCluster {
     fn wait_healthy(&self, within: Duration) {
         let start = Instant::now();
         while start.elapsed() < within {
-            let ok = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &self.endpoints().join(",")])
-                .args(["--dial-timeout", "1s", "endpoint", "health"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
+            let ok = self.etcdctl(&["endpoint", "health"]).status.success();
             if ok {
                 return;
             }
@@ -123,10 +212,20 @@ impl EtcdCluster {
     /// Stops a member with SIGKILL (a lost machine).
     pub fn kill(&mut self, name: &str) {
         if let Some(m) = self.members.iter_mut().find(|m| m.name == name) {
-            if let Some(mut c) = m.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            m.stop();
+        }
+    }
+}
+
+impl Member {
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(pid) = self.pid.take() {
+            // The lab's Net reaps it; it stops serving at once.
+            let _ = send_signal(pid, "KILL");
         }
     }
 }
@@ -134,10 +233,7 @@ impl EtcdCluster {
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
         for m in &mut self.members {
-            if let Some(mut c) = m.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            m.stop();
         }
         // The data dir goes with `dir` (TempDir), after the members are gone.
     }

@@ -1,0 +1,388 @@
+//! The agent in a monitor fleet (`[coordination]`), against a real etcd member running in
+//! the lab and the real agent binary: its own etcd lease is its writer permit (no monitor
+//! needed to keep it, a revoke or a lost etcd takes it away), and monitor terms only grow,
+//! even across an agent restart. Needs root; in CI it must run (see `require_root`).
+//! Timings are never asserted: only the order of outcomes, with generous waits.
+
+use mmm_common::proto::*;
+use mmm_monitor::agents::link::{AgentLink, LinkError};
+use mmm_tests::etcd::EtcdCluster;
+use mmm_tests::lab::{desired, Lab};
+use mmm_tests::mariadb::Mariadb;
+use mmm_tests::netns::{block_on_in, require_root, wait_for};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(5);
+/// Generous bound on the agent reacting to a lost lease (session_ttl is 1 s).
+const REACT: Duration = Duration::from_secs(10);
+const KEY: &str = "/mmm/test/agents/db1";
+
+/// A lab with one etcd member on node `etcd1` (192.0.2.31) and `[coordination]` in the
+/// config. The etcd cluster is declared last so it is ended before the lab's namespaces.
+fn fleet_lab(tag: &str, session_ttl: &str) -> (Lab, EtcdCluster) {
+    let lab = fleet_lab_without_etcd(tag, session_ttl);
+    let etcd = EtcdCluster::start_in(&lab.net, tag, &["etcd1"]);
+    (lab, etcd)
+}
+
+/// The lab of [`fleet_lab`], etcd not started yet.
+fn fleet_lab_without_etcd(tag: &str, session_ttl: &str) -> Lab {
+    let extra = format!("[coordination]\netcd = [\"http://192.0.2.31:2379\"]\nprefix = \"/mmm/test\"\nsession_ttl = \"{session_ttl}\"\n");
+    Lab::with_nodes(tag, &extra, &[("etcd1", 31)])
+}
+
+/// Runs `f` with a link to `host`'s agent in `term`, from the monitor's namespace; the
+/// connect's error is handed over, not unwrapped.
+fn with_term_link<R: Send + 'static, Fut: std::future::Future<Output = R>>(
+    lab: &Lab,
+    host: &str,
+    term: u64,
+    f: impl FnOnce(Result<AgentLink, LinkError>) -> Fut + Send + 'static,
+) -> R {
+    let (addr, key, host) = (lab.agent_addr(host), lab.key.clone(), host.to_string());
+    block_on_in(&lab.net.node("mon").ns.clone(), move || async move {
+        f(AgentLink::connect_in_term(addr, &key, "mon", &host, term, T).await).await
+    })
+}
+
+/// The connect error's text in `term`, or None when the agent accepted it.
+fn refusal(lab: &Lab, host: &str, term: u64) -> Option<String> {
+    with_term_link(lab, host, term, |r| async move {
+        r.err().map(|e| format!("{:#}", anyhow::Error::from(e)))
+    })
+}
+
+/// The lease id the agent published under its key, once it has.
+fn published_lease(etcd: &EtcdCluster) -> Option<i64> {
+    let out = etcd.etcdctl(&["get", KEY, "--print-value-only"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
+    assert_eq!(v["host"], "db1", "{text}");
+    v["lease"].as_i64()
+}
+
+fn wait_published(lab: &Lab, etcd: &EtcdCluster, log: &str) -> i64 {
+    wait_for(REACT, || published_lease(etcd)).unwrap_or_else(|| {
+        panic!(
+            "the agent published no etcd lease:\n{}\n{}",
+            lab.log(log),
+            etcd.logs()
+        )
+    })
+}
+
+fn holds(lab: &Lab, host: &str, vip: &str) -> bool {
+    lab.net.addresses(host).iter().any(|a| a.starts_with(vip))
+}
+
+/// Makes db1 the writer through a link in `term`, then drops the link. Asked again while
+/// the agent has no writer permit yet (its lease is being granted).
+fn make_writer(lab: &Lab, term: u64) {
+    let mut last = Vec::new();
+    let done = wait_for(REACT, || {
+        let applied = with_term_link(lab, "db1", term, |link| async move {
+            let mut link = link.expect("link in the term");
+            link.apply(desired(1, true, &[("writer", 100), ("reader", 101)]), T)
+                .await
+        })
+        .expect("desired state answered");
+        last = applied.failures;
+        if last.is_empty() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        None
+    });
+    assert!(
+        done.is_some(),
+        "db1 did not become the writer: {last:?}\n{}",
+        lab.log("agent-db1.log")
+    );
+}
+
+#[test]
+fn the_agents_etcd_lease_keeps_the_writer_without_a_monitor_and_a_revoke_fences_it() {
+    if !require_root(
+        "the_agents_etcd_lease_keeps_the_writer_without_a_monitor_and_a_revoke_fences_it",
+    ) {
+        return;
+    }
+    let (lab, etcd) = fleet_lab("fleetag1", "1s");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    let first = wait_published(&lab, &etcd, "agent-db1.log");
+    make_writer(&lab, 5);
+    assert!(holds(&lab, "db1", "192.0.2.100") && !db1.read_only());
+    // No monitor talks to the agent for several session_ttl: its own lease keeps it.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        holds(&lab, "db1", "192.0.2.100") && !db1.read_only(),
+        "the writer was given up while its etcd lease lives:\n{}",
+        lab.log("agent-db1.log")
+    );
+    assert_eq!(
+        published_lease(&etcd),
+        Some(first),
+        "the same lease all along"
+    );
+
+    // A monitor revokes the lease: the agent drops the writer VIP and goes read_only.
+    let revoked = etcd.etcdctl(&["lease", "revoke", &format!("{first:x}")]);
+    assert!(revoked.status.success(), "{revoked:?}");
+    let fenced = wait_for(REACT, || {
+        (!holds(&lab, "db1", "192.0.2.100") && db1.read_only()).then_some(())
+    });
+    let log = lab.log("agent-db1.log");
+    assert!(
+        fenced.is_some(),
+        "the agent kept the writer after its lease was revoked:\n{log}"
+    );
+    assert!(holds(&lab, "db1", "192.0.2.101"), "reader VIP stays");
+    assert!(log.contains("etcd lease lost"), "{log}");
+    // It grants and publishes a new lease, and a new session of the term lifts the fence.
+    let second = wait_for(REACT, || published_lease(&etcd).filter(|l| *l != first))
+        .unwrap_or_else(|| panic!("no new lease published:\n{}", lab.log("agent-db1.log")));
+    assert_ne!(second, first);
+    make_writer(&lab, 5);
+    assert!(
+        holds(&lab, "db1", "192.0.2.100"),
+        "writer back under the new lease"
+    );
+}
+
+#[test]
+fn an_agent_that_loses_etcd_fences_itself() {
+    if !require_root("an_agent_that_loses_etcd_fences_itself") {
+        return;
+    }
+    let (lab, mut etcd) = fleet_lab("fleetag2", "1s");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    wait_published(&lab, &etcd, "agent-db1.log");
+    make_writer(&lab, 3);
+    assert!(holds(&lab, "db1", "192.0.2.100"));
+    etcd.kill("etcd1");
+    let fenced = wait_for(REACT, || {
+        (!holds(&lab, "db1", "192.0.2.100") && db1.read_only()).then_some(())
+    });
+    let log = lab.log("agent-db1.log");
+    assert!(
+        fenced.is_some(),
+        "the agent kept the writer without etcd:\n{log}"
+    );
+    assert!(
+        log.contains("etcd does not renew") && log.contains("fence: writer VIP removed"),
+        "{log}"
+    );
+    // It keeps serving: a monitor still connects and reads its state.
+    let hb = with_term_link(&lab, "db1", 3, |l| async move {
+        l.expect("link without etcd").heartbeat(0, T).await
+    })
+    .expect("heartbeat without etcd");
+    assert_eq!(hb.flags & hb_flags::SELF_FENCED, hb_flags::SELF_FENCED);
+    // And no new session gets the writer back while etcd is gone.
+    let applied = with_term_link(&lab, "db1", 3, |l| async move {
+        l.unwrap()
+            .apply(desired(2, true, &[("writer", 100), ("reader", 101)]), T)
+            .await
+    })
+    .expect("answered");
+    assert!(!applied.failures.is_empty(), "writer taken without a lease");
+    assert!(!holds(&lab, "db1", "192.0.2.100"));
+}
+
+#[test]
+fn monitor_terms_only_grow_term_0_is_refused_and_the_term_survives_a_restart() {
+    if !require_root("monitor_terms_only_grow_term_0_is_refused_and_the_term_survives_a_restart") {
+        return;
+    }
+    let (lab, _etcd) = fleet_lab("fleetag3", "1s");
+    let agent = lab.agent("db1", "agent-db1.log");
+    let no_term = refusal(&lab, "db1", 0).expect("term 0 refused in a fleet");
+    assert!(no_term.contains("monitor fleet"), "{no_term}");
+
+    // A term-5 session is open while a term-3 monitor tries, twice, then term 7 comes.
+    let (addr, key) = (lab.agent_addr("db1"), lab.key.clone());
+    let (stale, stale_again, old_session) = with_term_link(&lab, "db1", 5, move |l| async move {
+        let mut five = l.expect("term 5 accepted");
+        five.heartbeat(0, T).await.expect("term 5 works");
+        let text = |r: Result<AgentLink, LinkError>| {
+            r.err().map(|e| format!("{:#}", anyhow::Error::from(e)))
+        };
+        let stale = text(AgentLink::connect_in_term(addr, &key, "old", "db1", 3, T).await);
+        let again = text(AgentLink::connect_in_term(addr, &key, "old", "db1", 3, T).await);
+        let mut seven = AgentLink::connect_in_term(addr, &key, "new", "db1", 7, T)
+            .await
+            .expect("term 7 accepted");
+        // The higher term closes the term-5 session, not its own.
+        let mut closed = false;
+        for _ in 0..50 {
+            if five.heartbeat(0, T).await.is_err() {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seven
+            .heartbeat(0, T)
+            .await
+            .expect("the term-7 session stays");
+        (stale, again, closed)
+    });
+    let stale = stale.expect("term 3 refused after term 5");
+    assert!(
+        stale.contains("term 3") && stale.contains("term 5"),
+        "{stale}"
+    );
+    assert!(stale_again.is_some(), "term 3 refused again");
+    assert!(old_session, "the term-5 session stayed open after term 7");
+    let log = lab.log("agent-db1.log");
+    assert_eq!(
+        log.matches("term 3 is over").count(),
+        1,
+        "one warning per refused term:\n{log}"
+    );
+    assert!(log.contains("monitor new leads in term 7 (was 5)"), "{log}");
+
+    // A restarted agent remembers term 7.
+    lab.net.signal(agent, "KILL");
+    assert!(lab.net.wait_exit(agent, T));
+    lab.agent("db1", "agent-db1-2.log");
+    let after = refusal(&lab, "db1", 6).expect("term 6 refused after a restart");
+    assert!(
+        after.contains("term 6") && after.contains("term 7"),
+        "{after}"
+    );
+    assert!(refusal(&lab, "db1", 7).is_none(), "term 7 still accepted");
+}
+
+#[test]
+fn a_restarted_agent_resumes_a_live_etcd_lease_and_not_a_dead_one() {
+    if !require_root("a_restarted_agent_resumes_a_live_etcd_lease_and_not_a_dead_one") {
+        return;
+    }
+    // A TTL well above an agent's restart time: the resumed deadline outlives the restart.
+    let (lab, etcd) = fleet_lab("fleetag4", "5s");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    let agent = lab.agent("db1", "agent-db1.log");
+    let first = wait_published(&lab, &etcd, "agent-db1.log");
+    make_writer(&lab, 2);
+    assert!(holds(&lab, "db1", "192.0.2.100"));
+
+    // Restarted at once: the lease still lives in etcd, the agent goes on with it.
+    lab.net.signal(agent, "KILL");
+    assert!(lab.net.wait_exit(agent, T));
+    let agent = lab.agent("db1", "agent-db1-2.log");
+    let resumed = wait_for(REACT, || {
+        lab.log("agent-db1-2.log")
+            .contains("etcd lease resumed")
+            .then_some(())
+    });
+    assert!(resumed.is_some(), "{}", lab.log("agent-db1-2.log"));
+    assert_eq!(published_lease(&etcd), Some(first));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        holds(&lab, "db1", "192.0.2.100") && !db1.read_only(),
+        "the writer was given up across a restart within its lease:\n{}",
+        lab.log("agent-db1-2.log")
+    );
+
+    // Down for longer than the TTL: etcd expired the lease; the successor fences first.
+    lab.net.signal(agent, "KILL");
+    assert!(lab.net.wait_exit(agent, T));
+    let gone = wait_for(Duration::from_secs(15), || {
+        published_lease(&etcd).is_none().then_some(())
+    });
+    assert!(gone.is_some(), "etcd never expired the dead agent's lease");
+    assert!(holds(&lab, "db1", "192.0.2.100"), "VIPs outlive the agent");
+    lab.agent("db1", "agent-db1-3.log");
+    let fenced = wait_for(REACT, || {
+        (!holds(&lab, "db1", "192.0.2.100") && db1.read_only()).then_some(())
+    });
+    let log = lab.log("agent-db1-3.log");
+    assert!(
+        fenced.is_some(),
+        "a restarted agent kept the writer on a dead lease:\n{log}"
+    );
+    assert!(log.contains("the saved etcd lease is gone"), "{log}");
+    let second = wait_for(REACT, || published_lease(&etcd)).expect("a new lease published");
+    assert_ne!(second, first);
+}
+
+#[test]
+fn an_agent_cut_off_from_etcd_fences_and_comes_back_on_a_new_lease() {
+    if !require_root("an_agent_cut_off_from_etcd_fences_and_comes_back_on_a_new_lease") {
+        return;
+    }
+    let (lab, etcd) = fleet_lab("fleetag5", "1s");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    let first = wait_published(&lab, &etcd, "agent-db1.log");
+    make_writer(&lab, 4);
+    // Only db1's way to etcd is cut: etcd itself and the monitor's link stay.
+    let cut = ["ip", "route", "add", "blackhole", "192.0.2.31/32"];
+    lab.net.exec("db1", &cut);
+    let fenced = wait_for(REACT, || {
+        (!holds(&lab, "db1", "192.0.2.100") && db1.read_only()).then_some(())
+    });
+    assert!(
+        fenced.is_some(),
+        "the agent kept the writer cut off from etcd:\n{}",
+        lab.log("agent-db1.log")
+    );
+    lab.net
+        .exec("db1", &["ip", "route", "del", "blackhole", "192.0.2.31/32"]);
+    // Back in touch: the old lease is never renewed again, a new one is published.
+    let second = wait_for(REACT, || published_lease(&etcd).filter(|l| *l != first))
+        .unwrap_or_else(|| panic!("no new lease:\n{}", lab.log("agent-db1.log")));
+    assert_ne!(second, first);
+    make_writer(&lab, 4);
+    assert!(
+        holds(&lab, "db1", "192.0.2.100") && !db1.read_only(),
+        "a new session of the term gives the writer back under the new lease"
+    );
+}
+
+#[test]
+fn an_agent_starting_without_etcd_serves_read_only_and_writes_once_etcd_answers() {
+    if !require_root("an_agent_starting_without_etcd_serves_read_only_and_writes_once_etcd_answers")
+    {
+        return;
+    }
+    let lab = fleet_lab_without_etcd("fleetag6", "1s");
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    // No etcd: the reader role is taken, the writer role refused, reports answered.
+    let (reader_only, writer) = with_term_link(&lab, "db1", 1, |l| async move {
+        let mut l = l.expect("link without etcd");
+        let reader = l.apply(desired(1, false, &[("reader", 101)]), T).await;
+        let writer = l
+            .apply(desired(2, true, &[("writer", 100), ("reader", 101)]), T)
+            .await;
+        (reader, writer)
+    });
+    assert!(reader_only.expect("answered").failures.is_empty());
+    let writer = writer.expect("answered");
+    assert!(!writer.failures.is_empty(), "writer taken without a lease");
+    assert!(holds(&lab, "db1", "192.0.2.101") && !holds(&lab, "db1", "192.0.2.100"));
+    assert!(db1.read_only());
+    let said = wait_for(REACT, || {
+        lab.log("agent-db1.log")
+            .contains("etcd does not renew")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", lab.log("agent-db1.log"));
+    // Several retries later, still the one line.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = lab.log("agent-db1.log");
+    assert_eq!(
+        log.matches("etcd does not renew").count(),
+        1,
+        "one line while etcd is unreachable:\n{log}"
+    );
+    // etcd comes up: the agent grants and publishes a lease, and the writer role follows.
+    let etcd = EtcdCluster::start_in(&lab.net, "fleetag6", &["etcd1"]);
+    wait_published(&lab, &etcd, "agent-db1.log");
+    make_writer(&lab, 1);
+    assert!(holds(&lab, "db1", "192.0.2.100") && !db1.read_only());
+}
