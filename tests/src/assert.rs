@@ -29,6 +29,11 @@ pub fn writer(c: &Cluster) -> Writer {
 /// writable, and every other live server replicates from it with both threads running.
 pub fn assert_writer(c: &Cluster, host: &str, slaves: &[&str]) {
     c.wait_show(host, "writer(192.0.2.100)", T);
+    assert_servers(c, host, slaves);
+}
+
+/// As [`assert_writer`], without asking the monitor (a fleet asks its own).
+pub fn assert_servers(c: &Cluster, host: &str, slaves: &[&str]) {
     let mac = c.lab.net.node(host).mac.clone();
     let switched = wait_for(T, || {
         // Only to make the client resolve the VIP: an unanswered ping during the move is
@@ -87,4 +92,3 @@ pub fn assert_data(c: &Cluster, log: &WriteLog, hosts: &[&str]) {
         }
     }
 }
-

@@ -8,6 +8,7 @@ use crate::lab::{Cluster, Spec};
 use crate::netns::wait_for;
 use crate::{bin, mariadb::Setup};
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,10 +54,17 @@ impl Fleet {
             let socket = c.lab.dir.path().join(format!("control-{name}.sock"));
             let path = c.lab.dir.path().join(format!("{name}.toml"));
             let own = text.replace(
-                c.lab.dir.path().join("control.sock").to_str().expect("UTF-8"),
+                c.lab
+                    .dir
+                    .path()
+                    .join("control.sock")
+                    .to_str()
+                    .expect("UTF-8"),
                 socket.to_str().expect("UTF-8"),
             );
             std::fs::write(&path, own).expect("writing a monitor's config");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 600 a monitor's config");
             monitors.insert(
                 name.to_string(),
                 Monitor {
@@ -264,7 +272,9 @@ mod tests {
     #[test]
     fn parses_the_fleet_line() {
         assert_eq!(
-            super::parse_fleet_line("x\n# monitor fleet: leader mon1 (term 42), standby mon2, mon3\n"),
+            super::parse_fleet_line(
+                "x\n# monitor fleet: leader mon1 (term 42), standby mon2, mon3\n"
+            ),
             Some(("mon1".into(), 42, vec!["mon2".into(), "mon3".into()]))
         );
         assert_eq!(

@@ -3,7 +3,7 @@
 //! losing the leading monitor must not fail one of its writes, and there are never two
 //! writers.
 
-use mmm_tests::assert::{assert_data, assert_writer, writer};
+use mmm_tests::assert::{assert_data, assert_servers, writer};
 use mmm_tests::client::TABLE;
 use mmm_tests::fleet::Fleet;
 use mmm_tests::netns::{require_root, wait_for};
@@ -63,7 +63,7 @@ fn f01_leader_killed_under_writes_then_writer_failure() {
     // The new leader fails the writer over.
     f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
     f.wait_show("mon2", "db2", "writer(192.0.2.100)", T);
-    assert_writer(&f.c, "db2", &["db3"]);
+    assert_servers(&f.c, "db2", &["db3"]);
     std::thread::sleep(Duration::from_millis(500));
     let log = w.stop();
     assert_data(&f.c, &log, &["db2", "db3"]);
@@ -119,10 +119,14 @@ fn f03_frozen_leader_wakes_up_deposed() {
     assert!(back.is_some(), "mon1 log:\n{}", f.log("mon1"));
     std::thread::sleep(Duration::from_secs(2));
     let (leader, _) = f.wait_leader("mon1", None, T);
-    assert_eq!(leader, "mon2", "the woken monitor must not lead again by itself");
+    assert_eq!(
+        leader, "mon2",
+        "the woken monitor must not lead again by itself"
+    );
     let log = w.stop();
     assert!(log.failed.is_empty(), "writes failed: {:?}", log.failed);
-    assert_writer(&f.c, "db1", &["db2", "db3"]);
+    f.wait_show("mon2", "db1", "writer(192.0.2.100)", T);
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
 }
 
 /// Two monitors with the same name: the second refuses to start, naming the problem.
@@ -163,7 +167,7 @@ fn f05_leader_cut_from_etcd() {
     if !require_root("f05") {
         return;
     }
-    let mut f = up("f05");
+    let f = up("f05");
     let w = writer(&f.c);
     f.cut("mon1", &[31, 32, 33], true);
     let (leader, _) = f.wait_leader("mon2", Some("mon1"), T);
@@ -178,7 +182,8 @@ fn f05_leader_cut_from_etcd() {
     std::thread::sleep(Duration::from_secs(2));
     let log = w.stop();
     assert!(log.failed.is_empty(), "writes failed: {:?}", log.failed);
-    assert_writer(&f.c, "db1", &["db2", "db3"]);
+    f.wait_show("mon2", "db1", "writer(192.0.2.100)", T);
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
 }
 
 /// The leader cut from every agent (etcd still sees it): the writer goes on writing on
@@ -189,7 +194,7 @@ fn f06_leader_cut_from_the_agents() {
     if !require_root("f06") {
         return;
     }
-    let mut f = up("f06");
+    let f = up("f06");
     let w = writer(&f.c);
     f.cut("mon1", &[11, 12, 13], true);
     std::thread::sleep(Duration::from_secs(4));
@@ -203,7 +208,8 @@ fn f06_leader_cut_from_the_agents() {
     std::thread::sleep(Duration::from_secs(2));
     let log = w.stop();
     assert!(log.failed.is_empty(), "writes failed: {:?}", log.failed);
-    assert_writer(&f.c, "db1", &["db2", "db3"]);
+    f.wait_show("mon2", "db1", "writer(192.0.2.100)", T);
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
 }
 
 /// Without etcd's majority no monitor promotes: db1's mysqld killed, db2 stays read-only.
@@ -219,7 +225,10 @@ fn f07_etcd_majority_lost_no_promotion() {
     std::thread::sleep(Duration::from_secs(6));
     assert!(f.c.db("db2").read_only(), "db2 was promoted without etcd");
     let (_, show) = f.control("mon2", &["show"]);
-    assert!(!show.contains("db2(192.0.2.12) master/ONLINE. Roles: reader(192.0.2.101), writer"), "{show}");
+    assert!(
+        !show.contains("db2(192.0.2.12) master/ONLINE. Roles: reader(192.0.2.101), writer"),
+        "{show}"
+    );
 }
 
 /// A writer failure during the handover: the leading monitor and db1's mysqld die at
@@ -235,7 +244,7 @@ fn f08_writer_failure_during_handover() {
     f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
     f.wait_leader("mon2", Some("mon1"), T);
     f.wait_show("mon2", "db2", "writer(192.0.2.100)", T);
-    assert_writer(&f.c, "db2", &["db3"]);
+    assert_servers(&f.c, "db2", &["db3"]);
     std::thread::sleep(Duration::from_millis(500));
     let log = w.stop();
     assert_data(&f.c, &log, &["db2", "db3"]);
