@@ -178,6 +178,23 @@ fn f05_leader_cut_from_etcd() {
             .then_some(())
     });
     assert!(stopped.is_some(), "mon1 log:\n{}", f.log("mon1"));
+    // Before another could act: mon1 stopped before mon2 was elected (both logs carry
+    // the same machine's clock).
+    let at = |slot: &str, needle: &str| {
+        f.log(slot)
+            .lines()
+            .filter(|l| l.contains(needle))
+            .last()
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{slot} never logged {needle:?}"))
+    };
+    let stop = at("mon1", "leadership lost: stopping at once");
+    let elected = at("mon2", "elected leader of the monitor fleet");
+    assert!(
+        stop < elected,
+        "mon1 stopped at {stop}, after mon2 was elected at {elected}"
+    );
     f.cut("mon1", &[31, 32, 33], false);
     std::thread::sleep(Duration::from_secs(2));
     let log = w.stop();
