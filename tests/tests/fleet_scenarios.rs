@@ -5,7 +5,7 @@
 
 use mmm_tests::assert::{assert_data, assert_servers, writer};
 use mmm_tests::client::TABLE;
-use mmm_tests::fleet::Fleet;
+use mmm_tests::fleet::{Fleet, PREFIX};
 use mmm_tests::netns::{require_root, wait_for};
 use std::time::Duration;
 
@@ -265,4 +265,93 @@ fn f08_writer_failure_during_handover() {
     std::thread::sleep(Duration::from_millis(500));
     let log = w.stop();
     assert_data(&f.c, &log, &["db2", "db3"]);
+}
+
+/// etcd unreachable at start: the monitor answers `ping`, refuses other commands with
+/// the cause, says it once in its log, and leads once etcd answers.
+#[test]
+fn f09_etcd_unreachable_at_start() {
+    if !require_root("f09") {
+        return;
+    }
+    let mut f = Fleet::start("f09");
+    f.cut("mon1", &[31, 32, 33], true);
+    f.start_monitor("mon1");
+    let (code, out) = f.control("mon1", &["show"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("ERROR: This monitor cannot reach etcd and stands by, retrying"),
+        "{out}"
+    );
+    let said = wait_for(T, || {
+        f.log("mon1")
+            .contains("etcd unreachable: standing by, retrying every second")
+            .then_some(())
+    });
+    assert!(said.is_some(), "mon1 log:\n{}", f.log("mon1"));
+    f.cut("mon1", &[31, 32, 33], false);
+    let (leader, _) = f.wait_leader("mon1", None, T);
+    assert_eq!(leader, "mon1");
+    assert_eq!(
+        f.log("mon1").matches("etcd unreachable").count(),
+        1,
+        "said once, not at every retry"
+    );
+}
+
+/// A corrupt status key: the elected monitor acts on nothing (passive), naming the key.
+#[test]
+fn f10_corrupt_status_key_means_passive() {
+    if !require_root("f10") {
+        return;
+    }
+    let mut f = Fleet::start("f10");
+    let put = f
+        .etcd
+        .etcdctl(&["put", &format!("{PREFIX}/status"), "{not json"]);
+    assert!(put.status.success(), "{put:?}");
+    f.start_monitor("mon1");
+    f.wait_leader("mon1", None, T);
+    let (_, show) = f.control("mon1", &["show"]);
+    assert!(
+        show.contains("# --- Monitor is in PASSIVE MODE ---")
+            && show.contains(&format!("status key {PREFIX}/status unusable")),
+        "{show}"
+    );
+}
+
+/// Two clusters sharing a prefix by mistake: a monitor finding another cluster's
+/// identity under its prefix refuses to act and stops, naming the key.
+#[test]
+fn f11_prefix_of_another_cluster_is_refused() {
+    if !require_root("f11") {
+        return;
+    }
+    let f = Fleet::start("f11");
+    let put = f
+        .etcd
+        .etcdctl(&["put", &format!("{PREFIX}/cluster"), "another cluster"]);
+    assert!(put.status.success(), "{put:?}");
+    let m = &f.monitors["mon1"];
+    let monitor = mmm_tests::bin("mmm-monitor");
+    let out = f.c.lab.net.try_exec(
+        &m.node,
+        &[
+            "timeout",
+            "20",
+            monitor.to_str().unwrap(),
+            "--config",
+            m.config.to_str().unwrap(),
+            "--name",
+            "mon1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "etcd key {PREFIX}/cluster belongs to another cluster"
+        )),
+        "{err}"
+    );
 }

@@ -498,18 +498,19 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
     let mut unreachable_said = false;
     loop {
         let connected = tokio::select! {
-            stopped = process.life.stopped() => return stopped,
+            stopped = serve_unconnected(process, "connecting to etcd") => return stopped,
             c = connect(&c, timeout) => c,
         };
         let (mut fleet, mut session) = match connected {
             Ok(x) => x,
             Err(e) => {
+                let why = crate::error_chain(&e);
                 if !unreachable_said {
-                    tracing::error!(error = %crate::error_chain(&e), "etcd unreachable: standing by, retrying every second (nothing is driven until etcd answers)");
+                    tracing::error!(error = %why, "etcd unreachable: standing by, retrying every second (nothing is driven until etcd answers)");
                     unreachable_said = true;
                 }
                 tokio::select! {
-                    stopped = process.life.stopped() => return stopped,
+                    stopped = serve_unconnected(process, &why) => return stopped,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
@@ -638,6 +639,23 @@ async fn check_identity(
             .put_as_leader(lead, IDENTITY, ours)
             .await
             .map_err(DaemonError::Fleet),
+    }
+}
+
+/// Answers control commands while etcd cannot be reached: `ping` here (the process is
+/// alive), everything else refused with the cause. Returns when the monitor must stop.
+async fn serve_unconnected(process: &mut Process, why: &str) -> Result<(), DaemonError> {
+    loop {
+        let (command, reply) = tokio::select! {
+            stopped = process.life.stopped() => return stopped,
+            Some(r) = process.control.recv() => r,
+        };
+        let text = if command == crate::control::Command::Ping {
+            "OK: Pinged successfully!".to_string()
+        } else {
+            format!("ERROR: This monitor cannot reach etcd and stands by, retrying: {why}")
+        };
+        let _ = reply.send(text);
     }
 }
 
