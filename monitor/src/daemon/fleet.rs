@@ -684,6 +684,21 @@ async fn serve_standby(process: &mut Process, s: &Standby) -> Result<(), DaemonE
         let id = format!("{}-{}-{n}", s.name, std::process::id());
         let (mut fleet, lease, timeout) = (s.fleet.clone(), s.session_lease, s.timeout);
         tokio::spawn(async move {
+            // Without a leader nobody would answer: say so now rather than after the wait.
+            match fleet.leader().await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let _ = reply.send("ERROR: No monitor leads the fleet at the moment (an election is under way, or etcd has lost its majority); this one stands by.".to_string());
+                    return;
+                }
+                Err(e) => {
+                    let _ = reply.send(format!(
+                        "ERROR: This monitor stands by and cannot ask etcd who leads: {}",
+                        crate::error_chain(&e)
+                    ));
+                    return;
+                }
+            }
             let text = match fleet
                 .forward(lease, &id, &command.to_string(), timeout)
                 .await
