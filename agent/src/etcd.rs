@@ -30,7 +30,7 @@
 //!   it ends before etcd could have expired the lease.)
 
 use crate::lease::{etcd_permit_until, Boot, Lease};
-use etcd_client::{Client, ConnectOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
+use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use mmm_common::config::Coordination;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +54,8 @@ pub enum EtcdError {
     Timeout { op: &'static str, after: Duration },
     #[error("keeping the etcd lease alive: etcd closed the stream")]
     StreamClosed,
+    #[error("setting up TLS to etcd")]
+    Tls(#[from] mmm_common::etcd::EtcdTlsError),
     #[error("saving the etcd lease id in {path}")]
     Save {
         path: String,
@@ -85,6 +87,7 @@ struct Held {
 
 /// Grants, publishes and keeps alive the agent's lease; renews [`Lease`] from it.
 pub struct Keeper {
+    coordination: Coordination,
     endpoints: Vec<String>,
     key: String,
     host: String,
@@ -99,6 +102,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 impl Keeper {
     pub fn new(c: &Coordination, state_dir: &Path, host: &str, lease: Arc<Lease>) -> Keeper {
         Keeper {
+            coordination: c.clone(),
             endpoints: c.etcd.clone(),
             key: format!("{}/agents/{host}", c.prefix),
             host: host.to_string(),
@@ -168,9 +172,7 @@ impl Keeper {
 
     async fn connect(&self) -> Result<Client, EtcdError> {
         let t = self.request_timeout();
-        let options = ConnectOptions::new()
-            .with_connect_timeout(t)
-            .with_timeout(t);
+        let options = mmm_common::etcd::connect_options(&self.coordination, Some(t), t)?;
         bounded(
             "connecting to etcd",
             t,

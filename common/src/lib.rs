@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod duration;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod gtid;
 pub mod legacy;
 pub mod proto;

@@ -11,8 +11,8 @@
 //! This module is the etcd side only; it knows nothing of the cluster it coordinates.
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaderKey, PutOptions,
-    ResignOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, LeaderKey, PutOptions, ResignOptions,
+    SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
 };
 use mmm_common::config::Coordination;
 use std::time::Duration;
@@ -38,6 +38,8 @@ pub enum FleetError {
     Deposed { term: u64 },
     #[error("a monitor named '{name}' is already in this fleet (key {key}): give each monitor its own --name")]
     NameTaken { name: String, key: String },
+    #[error("setting up TLS to etcd")]
+    Tls(#[source] mmm_common::etcd::EtcdTlsError),
     #[error("the session was lost while campaigning")]
     SessionLost,
     #[error("no answer from the leading monitor within {timeout:?}")]
@@ -123,10 +125,9 @@ pub struct Leadership {
 impl Fleet {
     /// Connects (bounded by `timeout`); every later request is bounded by it too.
     pub async fn connect(c: &Coordination, timeout: Duration) -> Result<Fleet, FleetError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_timeout(timeout);
-        let connect = |options| async move {
+        let connect = |bounded: Option<Duration>| async move {
+            let options =
+                mmm_common::etcd::connect_options(c, bounded, timeout).map_err(FleetError::Tls)?;
             Client::connect(&c.etcd, Some(options))
                 .await
                 .map_err(|source| FleetError::Connect {
@@ -134,8 +135,8 @@ impl Fleet {
                     source,
                 })
         };
-        let client = connect(options).await?;
-        let waiting = connect(ConnectOptions::new().with_connect_timeout(timeout)).await?;
+        let client = connect(Some(timeout)).await?;
+        let waiting = connect(None).await?;
         Ok(Fleet {
             client,
             waiting,

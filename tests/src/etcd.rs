@@ -22,6 +22,100 @@ pub struct EtcdCluster {
     pub dir: TempDir,
     /// The namespace etcdctl runs in (None: this one, for loopback members).
     ctl_ns: Option<String>,
+    /// etcdctl's TLS flags when the members speak https.
+    ctl_tls: Vec<String>,
+}
+
+/// Certificates for TLS to etcd, made with openssl: a CA, the member's certificate (for
+/// 127.0.0.1) and a client certificate, all signed by the CA; and a second CA that
+/// signed nothing, to show a wrong CA is refused.
+pub struct TlsFiles {
+    pub ca: std::path::PathBuf,
+    pub other_ca: std::path::PathBuf,
+    pub server_cert: std::path::PathBuf,
+    pub server_key: std::path::PathBuf,
+    pub client_cert: std::path::PathBuf,
+    pub client_key: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    pub fn generate(dir: &std::path::Path) -> TlsFiles {
+        let p = |name: &str| dir.join(name);
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("running openssl {args:?}: {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let s = |p: &std::path::Path| p.to_str().expect("UTF-8 path").to_string();
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                &format!("/CN=mmm test {ca}"),
+                "-keyout",
+                &s(&p(&format!("{ca}.key"))),
+                "-out",
+                &s(&p(&format!("{ca}.pem"))),
+            ]);
+        }
+        let ext = p("san.ext");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .expect("writing the certificate extensions");
+        for who in ["server", "client"] {
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN=mmm test {who}"),
+                "-keyout",
+                &s(&p(&format!("{who}.key"))),
+                "-out",
+                &s(&p(&format!("{who}.csr"))),
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &s(&p(&format!("{who}.csr"))),
+                "-CA",
+                &s(&p("ca.pem")),
+                "-CAkey",
+                &s(&p("ca.key")),
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &s(&ext),
+                "-out",
+                &s(&p(&format!("{who}.pem"))),
+            ]);
+        }
+        TlsFiles {
+            ca: p("ca.pem"),
+            other_ca: p("other-ca.pem"),
+            server_cert: p("server.pem"),
+            server_key: p("server.key"),
+            client_cert: p("client.pem"),
+            client_key: p("client.key"),
+        }
+    }
 }
 
 /// etcd's flags for one member of a new cluster.
@@ -63,7 +157,39 @@ fn free_port() -> u16 {
 impl EtcdCluster {
     /// Starts `n` members and waits until the cluster answers (bounded).
     pub fn start(tag: &str, n: usize) -> EtcdCluster {
+        EtcdCluster::start_with(tag, n, None)
+    }
+
+    /// As [`EtcdCluster::start`]; with `tls`, clients must speak https and present a
+    /// certificate signed by its CA (`--client-cert-auth`).
+    pub fn start_with(tag: &str, n: usize, tls: Option<&TlsFiles>) -> EtcdCluster {
         let dir = TempDir::new(tag);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let tls_args: Vec<String> = tls
+            .map(|t| {
+                [
+                    ("--cert-file", &t.server_cert),
+                    ("--key-file", &t.server_key),
+                    ("--trusted-ca-file", &t.ca),
+                ]
+                .iter()
+                .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
+                .chain(["--client-cert-auth".to_string()])
+                .collect()
+            })
+            .unwrap_or_default();
+        let ctl_tls: Vec<String> = tls
+            .map(|t| {
+                [
+                    ("--cacert", &t.ca),
+                    ("--cert", &t.client_cert),
+                    ("--key", &t.client_key),
+                ]
+                .iter()
+                .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
+                .collect()
+            })
+            .unwrap_or_default();
         let peers: Vec<(String, u16, u16)> = (1..=n)
             .map(|i| (format!("m{i}"), free_port(), free_port()))
             .collect();
@@ -74,7 +200,7 @@ impl EtcdCluster {
         let members = peers
             .iter()
             .map(|(name, peer, client)| {
-                let client_url = format!("http://127.0.0.1:{client}");
+                let client_url = format!("{scheme}://127.0.0.1:{client}");
                 let peer_url = format!("http://127.0.0.1:{peer}");
                 let log = std::fs::File::create(dir.path().join(format!("{name}.log")))
                     .expect("etcd log file");
@@ -87,6 +213,7 @@ impl EtcdCluster {
                         &initial,
                         tag,
                     ))
+                    .args(&tls_args)
                     .stdout(Stdio::null())
                     .stderr(Stdio::from(log))
                     .spawn()
@@ -105,6 +232,7 @@ impl EtcdCluster {
             members,
             dir,
             ctl_ns: None,
+            ctl_tls,
         };
         cluster.wait_healthy(Duration::from_secs(20));
         cluster
@@ -148,6 +276,7 @@ impl EtcdCluster {
             members,
             dir,
             ctl_ns: Some(net.node(nodes[0]).ns.clone()),
+            ctl_tls: Vec::new(),
         };
         cluster.wait_healthy(Duration::from_secs(20));
         cluster
@@ -166,6 +295,7 @@ impl EtcdCluster {
         cmd.env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoints().join(",")])
             .args(["--dial-timeout", "1s", "--command-timeout", "2s"])
+            .args(&self.ctl_tls)
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("running etcdctl {args:?}: {e}"))

@@ -4,8 +4,9 @@
 //! etcd has lost its majority.
 
 use mmm_common::config::Coordination;
+use mmm_common::config::EtcdTls;
 use mmm_monitor::fleet::{Fleet, FleetError};
-use mmm_tests::etcd::EtcdCluster;
+use mmm_tests::etcd::{EtcdCluster, TlsFiles};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(5);
@@ -15,6 +16,7 @@ fn coordination(etcd: &EtcdCluster, prefix: &str) -> Coordination {
         etcd: etcd.endpoints(),
         prefix: prefix.into(),
         session_ttl: Duration::from_secs(1),
+        tls: None,
     }
 }
 
@@ -145,5 +147,45 @@ fn without_a_majority_nobody_is_elected_and_sessions_are_lost() {
             !matches!(elected, Ok(Ok(_))),
             "a leader was elected without etcd's majority"
         );
+    });
+}
+
+/// TLS to etcd: with the CA and a client certificate a monitor leads and writes; with
+/// another CA, or without a client certificate where etcd requires one, it cannot even
+/// start a session.
+#[test]
+fn tls_to_etcd_with_a_client_certificate() {
+    let certs_dir = mmm_tests::TempDir::new("fleet-tls-certs");
+    let tls = TlsFiles::generate(certs_dir.path());
+    let etcd = EtcdCluster::start_with("fleet-tls", 1, Some(&tls));
+    let with = |ca: &std::path::Path, client: bool| Coordination {
+        tls: Some(EtcdTls {
+            ca_file: ca.to_path_buf(),
+            client: client.then(|| (tls.client_cert.clone(), tls.client_key.clone())),
+        }),
+        ..coordination(&etcd, "/mmm/tls")
+    };
+    runtime().block_on(async {
+        let good = with(&tls.ca, true);
+        let mut a = Fleet::connect(&good, T).await.expect("connects over TLS");
+        let mut sa = a.session().await.expect("a session over TLS");
+        let lead = a.campaign(&mut sa, "mon-a").await.expect("leads over TLS");
+        a.put_as_leader(&lead, "status", "{}")
+            .await
+            .expect("a guarded write over TLS");
+        for (what, c) in [
+            ("another CA", with(&tls.other_ca, true)),
+            ("no client certificate", with(&tls.ca, false)),
+        ] {
+            let attempt = async {
+                let mut f = Fleet::connect(&c, T).await?;
+                f.session().await
+            };
+            let refused = tokio::time::timeout(Duration::from_secs(10), attempt).await;
+            assert!(
+                !matches!(refused, Ok(Ok(_))),
+                "{what}: a session was granted"
+            );
+        }
     });
 }

@@ -65,6 +65,11 @@ const TEST_NEEDS: &[Need] = &[
         command: "etcdctl",
         package: "etcd-client",
     },
+    // Certificates for the TLS-to-etcd test.
+    Need {
+        command: "openssl",
+        package: "openssl",
+    },
 ];
 
 /// The failover bench's plot: Debian's matplotlib for Debian's python3 (a python3 earlier

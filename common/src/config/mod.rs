@@ -41,6 +41,16 @@ pub struct Coordination {
     pub prefix: String,
     /// TTL of the leader's etcd session, whole seconds (etcd grants no less than 1 s).
     pub session_ttl: Duration,
+    /// With `https://` endpoints: how etcd's certificate is checked, and ours if any.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: the CA that signed the members' certificates, and a client certificate
+/// with its key when etcd requires one (`--client-cert-auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca_file: PathBuf,
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -157,6 +157,9 @@ pub struct RawCoordination {
     pub etcd: Option<Vec<String>>,
     pub prefix: Option<String>,
     pub session_ttl: Option<String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -382,11 +382,11 @@ fn coordination_is_optional_and_checked_whole() {
     assert_eq!(c.prefix, "/mmm/main");
     assert_eq!(c.session_ttl, Duration::from_secs(2));
     let bad = format!(
-        "{MINIMAL}\n[coordination]\netcd = [\"https://10.0.0.5:2379\", \"http://:2379\"]\nprefix = \"mmm/main/\"\nsession_ttl = \"500ms\"\nttl = 3\n"
+        "{MINIMAL}\n[coordination]\netcd = [\"ftp://10.0.0.5:2379\", \"http://:2379\"]\nprefix = \"mmm/main/\"\nsession_ttl = \"500ms\"\nttl = 3\n"
     );
     let found = problems(&bad);
     for needle in [
-        "coordination.etcd: \"https://10.0.0.5:2379\" is not an etcd client URL",
+        "coordination.etcd: \"ftp://10.0.0.5:2379\" is not an etcd client URL",
         "coordination.etcd: \"http://:2379\" is not an etcd client URL",
         "coordination.prefix: \"mmm/main/\": one absolute key path per cluster",
         "coordination.session_ttl: 500ms: whole seconds from 1s to 60s",
@@ -397,5 +397,34 @@ fn coordination_is_optional_and_checked_whole() {
     assert_has(
         &problems(&format!("{MINIMAL}\n[coordination]\nprefix = \"/x\"\n")),
         "coordination.etcd: missing",
+    );
+    // TLS: https everywhere, the CA required, a client certificate whole or not at all.
+    let tls = format!(
+        "{MINIMAL}\n[coordination]\netcd = [\"https://10.0.0.5:2379\"]\nprefix = \"/mmm/main\"\nca_file = \"/etc/mmm/etcd-ca.pem\"\ncert_file = \"/etc/mmm/c.pem\"\nkey_file = \"/etc/mmm/c.key\"\n"
+    );
+    let t = parse(&tls).unwrap().coordination.unwrap().tls.expect("tls");
+    assert_eq!(t.ca_file, PathBuf::from("/etc/mmm/etcd-ca.pem"));
+    assert_eq!(
+        t.client,
+        Some((
+            PathBuf::from("/etc/mmm/c.pem"),
+            PathBuf::from("/etc/mmm/c.key")
+        ))
+    );
+    let found = problems(&format!(
+        "{MINIMAL}\n[coordination]\netcd = [\"https://10.0.0.5:2379\", \"http://10.0.0.6:2379\"]\nprefix = \"/x\"\ncert_file = \"c.pem\"\n"
+    ));
+    for needle in [
+        "coordination.etcd: mixes http:// and https:// endpoints",
+        "coordination.ca_file: missing: https:// endpoints need the CA",
+        "coordination.key_file: a client certificate needs both cert_file and key_file",
+    ] {
+        assert_has(&found, needle);
+    }
+    assert_has(
+        &problems(&format!(
+            "{MINIMAL}\n[coordination]\netcd = [\"http://10.0.0.5:2379\"]\nprefix = \"/x\"\nca_file = \"ca.pem\"\n"
+        )),
+        "coordination.ca_file: only with https:// etcd endpoints",
     );
 }

@@ -738,8 +738,9 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
     }
 }
 
-/// `[coordination]`: etcd client URLs (http only: no TLS stack is built in), a prefix
-/// that is one absolute etcd key path, and a session TTL of whole seconds.
+/// `[coordination]`: etcd client URLs (all http, or all https with the CA file and an
+/// optional client certificate), a prefix that is one absolute etcd key path, and a
+/// session TTL of whole seconds.
 fn coordination(c: &mut Collector, r: &RawCoordination) -> Coordination {
     let etcd = r.etcd.clone().unwrap_or_default();
     if etcd.is_empty() {
@@ -748,20 +749,69 @@ fn coordination(c: &mut Collector, r: &RawCoordination) -> Coordination {
             "missing: the client URLs of the etcd members (http://HOST:2379)",
         );
     }
+    let mut schemes = std::collections::BTreeSet::new();
     for url in &etcd {
-        let host_port = url.strip_prefix("http://").unwrap_or("");
+        let (scheme, host_port) = match url.split_once("://") {
+            Some((s @ ("http" | "https"), rest)) => (s, rest),
+            _ => ("", ""),
+        };
         let valid = !host_port.is_empty()
             && !host_port.contains('/')
             && host_port
                 .rsplit_once(':')
                 .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-        if !valid {
+        if valid {
+            schemes.insert(scheme);
+        } else {
             c.problem(
                 "coordination.etcd",
-                format!("{url:?} is not an etcd client URL (http://HOST:PORT)"),
+                format!(
+                    "{url:?} is not an etcd client URL (http://HOST:PORT or https://HOST:PORT)"
+                ),
             );
         }
     }
+    if schemes.len() > 1 {
+        c.problem(
+            "coordination.etcd",
+            "mixes http:// and https:// endpoints: one etcd cluster speaks one of them",
+        );
+    }
+    let https = schemes.contains("https");
+    let file = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(PathBuf::from);
+    let (ca, cert, key) = (file(&r.ca_file), file(&r.cert_file), file(&r.key_file));
+    if !https {
+        for (k, v) in [("ca_file", &ca), ("cert_file", &cert), ("key_file", &key)] {
+            if v.is_some() {
+                c.problem(
+                    format!("coordination.{k}"),
+                    "only with https:// etcd endpoints",
+                );
+            }
+        }
+    } else if ca.is_none() {
+        c.problem(
+            "coordination.ca_file",
+            "missing: https:// endpoints need the CA certificate that signed etcd's (PEM)",
+        );
+    }
+    if cert.is_some() != key.is_some() {
+        c.problem(
+            if cert.is_some() {
+                "coordination.key_file"
+            } else {
+                "coordination.cert_file"
+            },
+            "a client certificate needs both cert_file and key_file",
+        );
+    }
+    let tls = match (https, ca) {
+        (true, Some(ca_file)) => Some(EtcdTls {
+            ca_file,
+            client: cert.zip(key),
+        }),
+        _ => None,
+    };
     let prefix = r.prefix.clone().unwrap_or_default();
     let prefix_ok = prefix.len() > 1
         && prefix.starts_with('/')
@@ -794,5 +844,6 @@ fn coordination(c: &mut Collector, r: &RawCoordination) -> Coordination {
         etcd,
         prefix,
         session_ttl,
+        tls,
     }
 }

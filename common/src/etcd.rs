@@ -1,0 +1,52 @@
+//! How the monitor fleet and the agents connect to `[coordination]`'s etcd: plain http,
+//! or TLS with the configured CA and, when etcd requires one, a client certificate. One
+//! place, so a monitor and an agent never disagree on how etcd is reached.
+
+use crate::config::Coordination;
+use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdTlsError {
+    #[error("reading {what} {path} for TLS to etcd")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, EtcdTlsError> {
+    std::fs::read(path).map_err(|source| EtcdTlsError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Options for `etcd_client::Client::connect`: every request bounded by `timeout` when
+/// given (a campaign or a watch waits by design and passes None), TLS as configured.
+pub fn connect_options(
+    c: &Coordination,
+    timeout: Option<Duration>,
+    connect_timeout: Duration,
+) -> Result<ConnectOptions, EtcdTlsError> {
+    let mut options = ConnectOptions::new().with_connect_timeout(connect_timeout);
+    if let Some(t) = timeout {
+        options = options.with_timeout(t);
+    }
+    if let Some(tls) = &c.tls {
+        let mut config =
+            TlsOptions::new().ca_certificate(Certificate::from_pem(read("the CA", &tls.ca_file)?));
+        if let Some((cert, key)) = &tls.client {
+            config = config.identity(Identity::from_pem(
+                read("the client certificate", cert)?,
+                read("the client key", key)?,
+            ));
+        }
+        options = options.with_tls(config);
+    }
+    Ok(options)
+}
