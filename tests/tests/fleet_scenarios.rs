@@ -183,8 +183,8 @@ fn f05_leader_cut_from_etcd() {
     let at = |slot: &str, needle: &str| {
         f.log(slot)
             .lines()
-            .filter(|l| l.contains(needle))
-            .last()
+            .rev()
+            .find(|l| l.contains(needle))
             .and_then(|l| l.split_whitespace().next())
             .map(str::to_string)
             .unwrap_or_else(|| panic!("{slot} never logged {needle:?}"))
