@@ -29,11 +29,45 @@ pub struct Fleet {
     pub c: Cluster,
     pub etcd: EtcdCluster,
     pub monitors: BTreeMap<String, Monitor>,
+    /// Held for the lab's life (dropped last): see [`Slot`].
+    _slot: Slot,
+}
+
+/// At most this many fleet labs at once in one test process. Each runs three etcd
+/// members (each fsyncs every write), three MariaDB servers and up to three monitors; a
+/// dozen at once on two cores delayed etcd's answers beyond the writer's 1 s lease
+/// (the agent then fences itself, as it must), which is the machine, not the product.
+const MAX_LABS: usize = 2;
+
+static RUNNING: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+struct Slot;
+
+impl Slot {
+    fn take() -> Slot {
+        let (count, freed) = &RUNNING;
+        let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= MAX_LABS {
+            n = freed.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (count, freed) = &RUNNING;
+        *count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        freed.notify_one();
+    }
 }
 
 impl Fleet {
     /// The cluster with `[coordination]` (session_ttl 1 s) and etcd running; no monitor.
     pub fn start(tag: &str) -> Fleet {
+        let slot = Slot::take();
         let mut spec = Spec::three(Setup::default());
         let endpoints: Vec<String> = ETCD
             .iter()
@@ -76,7 +110,12 @@ impl Fleet {
                 },
             );
         }
-        Fleet { c, etcd, monitors }
+        Fleet {
+            c,
+            etcd,
+            monitors,
+            _slot: slot,
+        }
     }
 
     /// Starts monitor `name` (mon1..mon3) and waits until it answers `ping`.
@@ -216,6 +255,27 @@ impl Fleet {
             ok.is_some(),
             "{host} never showed {needle:?}; show through {slot}:\n{}",
             self.control(slot, &["show"]).1
+        );
+    }
+
+    /// Panics, with every log that could say why, if any client write failed.
+    pub fn assert_no_failed_writes(&self, log: &crate::client::WriteLog, during: &str) {
+        if log.failed.is_empty() {
+            return;
+        }
+        let mut logs: Vec<String> = self
+            .monitors
+            .keys()
+            .map(|k| format!("--- {k}:\n{}", tail(&self.log(k), 40)))
+            .collect();
+        for h in ["db1", "db2", "db3"] {
+            let name = format!("agent-{h}.log");
+            logs.push(format!("--- {name}:\n{}", tail(&self.c.lab.log(&name), 40)));
+        }
+        panic!(
+            "client writes failed {during}: {:?}\n{}",
+            log.failed,
+            logs.join("\n")
         );
     }
 

@@ -50,11 +50,7 @@ fn f01_leader_killed_under_writes_then_writer_failure() {
     // The writer kept writing through the handover: its lease is its own.
     std::thread::sleep(Duration::from_secs(2));
     let log = w.log();
-    assert!(
-        log.failed.is_empty(),
-        "client writes failed while the leading monitor was replaced: {:?}",
-        log.failed
-    );
+    f.assert_no_failed_writes(&log, "while the leading monitor was replaced");
     let published = f.etcd_get("writer");
     assert!(
         published.contains("\"host\":\"db1\"") && published.contains(&format!("\"term\":{term2}")),
@@ -84,7 +80,7 @@ fn f02_leader_sigterm_hands_over() {
     assert_eq!(leader, "mon2");
     std::thread::sleep(Duration::from_secs(1));
     let log = w.stop();
-    assert!(log.failed.is_empty(), "writes failed: {:?}", log.failed);
+    f.assert_no_failed_writes(&log, "while the leader resigned");
     // The restarted monitor stands by and answers through the leader.
     f.start_monitor("mon1");
     let line = wait_for(T, || {
@@ -124,7 +120,7 @@ fn f03_frozen_leader_wakes_up_deposed() {
         "the woken monitor must not lead again by itself"
     );
     let log = w.stop();
-    assert!(log.failed.is_empty(), "writes failed: {:?}", log.failed);
+    f.assert_no_failed_writes(&log, "around the frozen leader");
     f.wait_show("mon2", "db1", "writer(192.0.2.100)", T);
     assert_servers(&f.c, "db1", &["db2", "db3"]);
 }
@@ -198,7 +194,7 @@ fn f05_leader_cut_from_etcd() {
     f.cut("mon1", &[31, 32, 33], false);
     std::thread::sleep(Duration::from_secs(2));
     let log = w.stop();
-    assert!(log.failed.is_empty(), "writes failed: {:?}", log.failed);
+    f.assert_no_failed_writes(&log, "while the leader was cut from etcd");
     f.wait_show("mon2", "db1", "writer(192.0.2.100)", T);
     assert_servers(&f.c, "db1", &["db2", "db3"]);
 }
@@ -216,15 +212,11 @@ fn f06_leader_cut_from_the_agents() {
     f.cut("mon1", &[11, 12, 13], true);
     std::thread::sleep(Duration::from_secs(4));
     let log = w.log();
-    assert!(
-        log.failed.is_empty(),
-        "writes failed while the leader could not reach the agents: {:?}",
-        log.failed
-    );
+    f.assert_no_failed_writes(&log, "while the leader could not reach the agents");
     f.cut("mon1", &[11, 12, 13], false);
     std::thread::sleep(Duration::from_secs(2));
     let log = w.stop();
-    assert!(log.failed.is_empty(), "writes failed: {:?}", log.failed);
+    f.assert_no_failed_writes(&log, "after the cut healed");
     f.wait_show("mon2", "db1", "writer(192.0.2.100)", T);
     assert_servers(&f.c, "db1", &["db2", "db3"]);
 }
