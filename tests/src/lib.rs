@@ -8,6 +8,7 @@ pub mod costs;
 pub mod etcd;
 pub mod failover;
 pub mod fleet;
+pub mod handover;
 pub mod lab;
 pub mod mariadb;
 pub mod netns;
