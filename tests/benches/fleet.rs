@@ -70,9 +70,9 @@ fn main() {
     let mut fleet = Some(up("bfleet"));
     let steady = steady_costs(fleet.as_ref().expect("just started"));
     eprintln!(
-        "[{:>5.0} s] fleet lab up; steady state: {:.1} etcd requests/s, {:.0} etcd link bytes/s",
+        "[{:>5.0} s] fleet lab up; steady state: {:.1} etcd gRPC messages/s, {:.0} etcd link bytes/s",
         started.elapsed().as_secs_f64(),
-        steady.etcd_requests_per_s,
+        steady.etcd_messages_per_s,
         steady.etcd_link_bytes_per_s
     );
     let mut leader = "mon1".to_string();
@@ -283,7 +283,7 @@ fn write_report(
     let _ = writeln!(md, "\n## Costs\n");
     let _ = writeln!(
         md,
-        "Steady state, {:.1} s, two monitors, no client writing; etcd's own counters summed over the 3 members.\n\n| etcd gRPC requests/s | raft proposals committed/s | etcd client payload bytes/s | etcd members' link bytes/s (in + out, peers too) | leader CPU % | standby CPU % | leader RSS MiB | standby RSS MiB | agent CPU % (mean of 3) | largest agent RSS MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Steady state, {:.1} s, two monitors, no client writing; etcd's own counters summed over the 3 members. Messages received count every message of a stream (lease keep-alives, watches); calls finished count a stream once, when it ends. Raft proposals: etcd writes (keep-alives are none). The members' link bytes include raft's heartbeats between them (50 ms interval here), each counted at both ends.\n\n| etcd gRPC messages received/s | etcd gRPC calls finished/s | raft proposals committed/s | etcd client payload bytes/s | etcd members' link bytes/s (in + out, peers too) | leader CPU % | standby CPU % | leader RSS MiB | standby RSS MiB | agent CPU % (mean of 3) | largest agent RSS MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         steady.window_ms as f64 / 1000.0
     );
     let pct = |i: usize| steady.monitors_cpu_pct.get(i).copied().unwrap_or(f64::NAN);
@@ -296,7 +296,8 @@ fn write_report(
     };
     let _ = writeln!(
         md,
-        "| {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.1} |",
+        "| {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.1} |",
+        steady.etcd_messages_per_s,
         steady.etcd_requests_per_s,
         steady.etcd_proposals_per_s,
         steady.etcd_client_bytes_per_s,

@@ -166,8 +166,11 @@ pub fn eth0_bytes(net: &Net, node: &str) -> u64 {
 #[derive(Debug, Clone)]
 pub struct FleetSnapshot {
     at: Instant,
-    /// gRPC requests the members finished, summed over the members.
+    /// gRPC calls the members finished, summed over the members.
     grpc_requests: f64,
+    /// gRPC messages the members received (each message of a stream counts, such as a
+    /// lease keep-alive), summed.
+    grpc_messages: f64,
     /// gRPC payload bytes the members received and sent to clients, summed.
     grpc_bytes: f64,
     /// Raft proposals committed (the first member's count: every member commits each).
@@ -190,6 +193,7 @@ impl FleetSnapshot {
         let mut s = FleetSnapshot {
             at: Instant::now(),
             grpc_requests: 0.0,
+            grpc_messages: 0.0,
             grpc_bytes: 0.0,
             proposals: 0.0,
             eth_bytes: 0,
@@ -203,6 +207,7 @@ impl FleetSnapshot {
             );
             let text = String::from_utf8_lossy(&out.stdout);
             s.grpc_requests += metric_sum(&text, "grpc_server_handled_total");
+            s.grpc_messages += metric_sum(&text, "grpc_server_msg_received_total");
             s.grpc_bytes += metric_sum(&text, "etcd_network_client_grpc_received_bytes_total")
                 + metric_sum(&text, "etcd_network_client_grpc_sent_bytes_total");
             if i == 0 {
@@ -218,8 +223,12 @@ impl FleetSnapshot {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FleetCosts {
     pub window_ms: u64,
-    /// gRPC requests per second the etcd cluster finished (every member's sum).
+    /// gRPC calls per second the etcd cluster finished (every member's sum): unary
+    /// requests; a stream counts once, when it ends.
     pub etcd_requests_per_s: f64,
+    /// gRPC messages per second the etcd cluster received: requests and every message on
+    /// a stream (lease keep-alives, watches).
+    pub etcd_messages_per_s: f64,
     /// Raft proposals committed per second (writes: lease keep-alives are not proposals).
     pub etcd_proposals_per_s: f64,
     /// gRPC payload bytes per second between etcd and its clients, both directions.
@@ -249,6 +258,7 @@ impl FleetCosts {
         FleetCosts {
             window_ms,
             etcd_requests_per_s: per_s(b.grpc_requests - a.grpc_requests),
+            etcd_messages_per_s: per_s(b.grpc_messages - a.grpc_messages),
             etcd_proposals_per_s: per_s(b.proposals - a.proposals),
             etcd_client_bytes_per_s: per_s(b.grpc_bytes - a.grpc_bytes),
             etcd_link_bytes_per_s: per_s(b.eth_bytes.saturating_sub(a.eth_bytes) as f64),
