@@ -283,7 +283,7 @@ fn write_report(
     let _ = writeln!(md, "\n## Costs\n");
     let _ = writeln!(
         md,
-        "Steady state, {:.1} s, two monitors, no client writing; etcd's own counters summed over the 3 members. Messages received count every message of a stream (lease keep-alives, watches); calls finished count a stream once, when it ends. Raft proposals: etcd writes (keep-alives are none). The members' link bytes include raft's heartbeats between them (50 ms interval here), each counted at both ends.\n\n| etcd gRPC messages received/s | etcd gRPC calls finished/s | raft proposals committed/s | etcd client payload bytes/s | etcd members' link bytes/s (in + out, peers too) | leader CPU % | standby CPU % | leader RSS MiB | standby RSS MiB | agent CPU % (mean of 3) | largest agent RSS MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Steady state, {:.1} s, two monitors, no client writing; etcd's own counters summed over the 3 members. Messages received count every message of a stream (lease keep-alives, watches); calls finished count a stream once, when it ends. Raft proposals: etcd writes. The members' link bytes include raft's heartbeats between them (50 ms interval here), each counted at both ends.\n\n| etcd gRPC messages received/s | etcd gRPC calls finished/s | raft proposals committed/s | etcd client payload bytes/s | etcd members' link bytes/s (in + out, peers too) | leader CPU % | standby CPU % | leader RSS MiB | standby RSS MiB | agent CPU % (mean of 3) | largest agent RSS MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         steady.window_ms as f64 / 1000.0
     );
     let pct = |i: usize| steady.monitors_cpu_pct.get(i).copied().unwrap_or(f64::NAN);
