@@ -128,18 +128,7 @@ fn main() {
 
 /// Copies the run's logs (monitor, agents, MariaDB) to target/bench/logs/NAME/.
 fn keep_logs(c: &Cluster, name: &str) {
-    let to = mmm_tests::bench::dir().join("logs").join(name);
-    let _ = std::fs::remove_dir_all(&to);
-    std::fs::create_dir_all(&to).unwrap_or_else(|e| panic!("creating {}: {e}", to.display()));
-    let Ok(entries) = std::fs::read_dir(c.lab.dir.path()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if name.to_string_lossy().ends_with(".log") || name.to_string_lossy().ends_with(".err") {
-            let _ = std::fs::copy(e.path(), to.join(&name));
-        }
-    }
+    mmm_tests::bench::keep_logs(c.lab.dir.path(), name);
 }
 
 /// Summaries of every step of a series, in the order the runs logged them.

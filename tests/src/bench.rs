@@ -85,3 +85,19 @@ pub fn dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     dir
 }
+
+/// Copies the logs (`*.log`, `*.err`) of a lab directory to target/bench/logs/NAME/.
+pub fn keep_logs(from: &std::path::Path, name: &str) {
+    let to = dir().join("logs").join(name);
+    let _ = std::fs::remove_dir_all(&to);
+    std::fs::create_dir_all(&to).unwrap_or_else(|e| panic!("creating {}: {e}", to.display()));
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".log") || name.to_string_lossy().ends_with(".err") {
+            let _ = std::fs::copy(e.path(), to.join(&name));
+        }
+    }
+}

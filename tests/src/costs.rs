@@ -77,7 +77,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn take(net: &Net, monitor: u32, agents: &[u32]) -> Snapshot {
-        let (link_bytes, links) = link_bytes(net, "mon", 9989);
+        Snapshot::take_on(net, "mon", monitor, agents)
+    }
+
+    /// As [`take`](Self::take), for a monitor running in the lab node `node`.
+    pub fn take_on(net: &Net, node: &str, monitor: u32, agents: &[u32]) -> Snapshot {
+        let (link_bytes, links) = link_bytes(net, node, 9989);
         Snapshot {
             at: Instant::now(),
             monitor_cpu_ms: cpu_ms(monitor).unwrap_or(0),
@@ -124,5 +129,173 @@ impl Costs {
                 / window_ms as f64
                 / links,
         }
+    }
+}
+
+/// Sum of every sample of `metric` (any labels) in a Prometheus text exposition.
+pub fn metric_sum(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Bytes received plus sent on `eth0` of a node's namespace (/proc/net/dev is per
+/// namespace).
+pub fn eth0_bytes(net: &Net, node: &str) -> u64 {
+    let out = net.try_exec(node, &["cat", "/proc/net/dev"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix("eth0:"))
+        .map(|rest| {
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            // receive bytes is the first field, transmit bytes the ninth.
+            f.first().copied().unwrap_or(0) + f.get(8).copied().unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// A moment's readings of a monitor fleet: the etcd members' own counters (fetched from
+/// their /metrics), their network devices, and the monitors' and agents' CPU time.
+#[derive(Debug, Clone)]
+pub struct FleetSnapshot {
+    at: Instant,
+    /// gRPC calls the members finished, summed over the members.
+    grpc_requests: f64,
+    /// gRPC messages the members received (each message of a stream counts, such as a
+    /// lease keep-alive), summed.
+    grpc_messages: f64,
+    /// gRPC payload bytes the members received and sent to clients, summed.
+    grpc_bytes: f64,
+    /// Raft proposals committed (the first member's count: every member commits each).
+    proposals: f64,
+    /// Bytes in and out of the members' eth0 (client and peer traffic), summed.
+    eth_bytes: u64,
+    /// CPU ms of each monitor given, in order.
+    monitors_cpu_ms: Vec<u64>,
+    agents_cpu_ms: u64,
+}
+
+impl FleetSnapshot {
+    /// `members`: (node, client URL) of each etcd member.
+    pub fn take(
+        net: &Net,
+        members: &[(String, String)],
+        monitors: &[u32],
+        agents: &[u32],
+    ) -> FleetSnapshot {
+        let mut s = FleetSnapshot {
+            at: Instant::now(),
+            grpc_requests: 0.0,
+            grpc_messages: 0.0,
+            grpc_bytes: 0.0,
+            proposals: 0.0,
+            eth_bytes: 0,
+            monitors_cpu_ms: monitors.iter().map(|p| cpu_ms(*p).unwrap_or(0)).collect(),
+            agents_cpu_ms: agents.iter().filter_map(|p| cpu_ms(*p)).sum(),
+        };
+        for (i, (node, url)) in members.iter().enumerate() {
+            let out = net.try_exec(
+                node,
+                &["curl", "-s", "--max-time", "2", &format!("{url}/metrics")],
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            s.grpc_requests += metric_sum(&text, "grpc_server_handled_total");
+            s.grpc_messages += metric_sum(&text, "grpc_server_msg_received_total");
+            s.grpc_bytes += metric_sum(&text, "etcd_network_client_grpc_received_bytes_total")
+                + metric_sum(&text, "etcd_network_client_grpc_sent_bytes_total");
+            if i == 0 {
+                s.proposals = metric_sum(&text, "etcd_server_proposals_committed_total");
+            }
+            s.eth_bytes += eth0_bytes(net, node);
+        }
+        s
+    }
+}
+
+/// What a monitor fleet costs over a window between two [`FleetSnapshot`]s.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FleetCosts {
+    pub window_ms: u64,
+    /// gRPC calls per second the etcd cluster finished (every member's sum): unary
+    /// requests; a stream counts once, when it ends.
+    pub etcd_requests_per_s: f64,
+    /// gRPC messages per second the etcd cluster received: requests and every message on
+    /// a stream (lease keep-alives, watches).
+    pub etcd_messages_per_s: f64,
+    /// Raft proposals committed per second (writes: lease keep-alives are not proposals).
+    pub etcd_proposals_per_s: f64,
+    /// gRPC payload bytes per second between etcd and its clients, both directions.
+    pub etcd_client_bytes_per_s: f64,
+    /// Bytes per second on the members' links (clients and raft peers; each peer
+    /// message counted at both ends).
+    pub etcd_link_bytes_per_s: f64,
+    /// Percent of one core, per monitor given (leader first).
+    pub monitors_cpu_pct: Vec<f64>,
+    pub monitors_rss_kib: Vec<u64>,
+    /// Percent of one core, the mean of the agents.
+    pub agent_cpu_pct: f64,
+    /// The largest agent's resident set.
+    pub agent_rss_kib: u64,
+}
+
+impl FleetCosts {
+    pub fn between(
+        a: &FleetSnapshot,
+        b: &FleetSnapshot,
+        monitors: &[u32],
+        agents: &[u32],
+    ) -> FleetCosts {
+        let window_ms = (b.at - a.at).as_millis().max(1) as u64;
+        let per_s = |d: f64| d * 1000.0 / window_ms as f64;
+        let pct = |ms: u64| ms as f64 * 100.0 / window_ms as f64;
+        FleetCosts {
+            window_ms,
+            etcd_requests_per_s: per_s(b.grpc_requests - a.grpc_requests),
+            etcd_messages_per_s: per_s(b.grpc_messages - a.grpc_messages),
+            etcd_proposals_per_s: per_s(b.proposals - a.proposals),
+            etcd_client_bytes_per_s: per_s(b.grpc_bytes - a.grpc_bytes),
+            etcd_link_bytes_per_s: per_s(b.eth_bytes.saturating_sub(a.eth_bytes) as f64),
+            monitors_cpu_pct: a
+                .monitors_cpu_ms
+                .iter()
+                .zip(&b.monitors_cpu_ms)
+                .map(|(x, y)| pct(y.saturating_sub(*x)))
+                .collect(),
+            monitors_rss_kib: monitors
+                .iter()
+                .map(|p| status_kib(*p, "VmRSS").unwrap_or(0))
+                .collect(),
+            agent_cpu_pct: pct(b.agents_cpu_ms.saturating_sub(a.agents_cpu_ms))
+                / agents.len().max(1) as f64,
+            agent_rss_kib: agents
+                .iter()
+                .filter_map(|p| status_kib(*p, "VmRSS"))
+                .max()
+                .unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sums_a_metric_over_its_labels() {
+        let text = "# HELP grpc_server_handled_total x\n\
+                    grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\"} 12\n\
+                    grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"LeaseKeepAlive\"} 3\n\
+                    grpc_server_handled_total_other 99\n\
+                    etcd_server_proposals_committed_total 1.5e+03\n";
+        assert_eq!(super::metric_sum(text, "grpc_server_handled_total"), 15.0);
+        assert_eq!(
+            super::metric_sum(text, "etcd_server_proposals_committed_total"),
+            1500.0
+        );
     }
 }

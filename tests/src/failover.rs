@@ -189,7 +189,7 @@ impl Failover {
 }
 
 /// Wall-clock ms of a tracing line's timestamp (`2026-11-22T05:33:58.146913Z`).
-fn log_time_ms(line: &str) -> Option<u64> {
+pub fn log_time_ms(line: &str) -> Option<u64> {
     let t = line.find('T').map(|i| &line[i + 1..])?;
     let (h, m, s) = (
         t.get(0..2)?.parse::<u64>().ok()?,
@@ -201,7 +201,8 @@ fn log_time_ms(line: &str) -> Option<u64> {
     Some(now - now % 86_400_000 + day_ms)
 }
 
-fn wall_ms() -> i64 {
+/// Now, in wall-clock ms since the epoch (what [`log_time_ms`] is compared with).
+pub fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("clock after 1970")
@@ -274,10 +275,31 @@ pub fn kill_writer(c: &Cluster, monitor_log: &str) -> Failover {
     measure(c, Scenario::Kill9, Profile::Ours, monitor_log)
 }
 
+/// The monitor that drives a measured failover: its process, namespace and log.
+#[derive(Debug, Clone, Copy)]
+pub struct Watched<'a> {
+    pub pid: u32,
+    /// The lab node it runs in (its agent links are measured there).
+    pub node: &'a str,
+    /// Its log's file name in the lab's directory.
+    pub log: &'a str,
+}
+
 /// Runs `scenario` on a cluster started with `profile.config()` whose writer is db1, under
 /// a client writing through the VIP every 5 ms, and measures the failover to db2.
 pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &str) -> Failover {
-    let monitor = c.monitor.expect("the monitor runs");
+    let monitor = Watched {
+        pid: c.monitor.expect("the monitor runs"),
+        node: "mon",
+        log: monitor_log,
+    };
+    measure_on(c, scenario, profile, monitor)
+}
+
+/// As [`measure`], with the monitor named: a fleet's leader, whose namespace and log are
+/// its own. A switchover goes through the lab's own control socket (`Cluster::control`).
+pub fn measure_on(c: &Cluster, scenario: Scenario, profile: Profile, m: Watched) -> Failover {
+    let (monitor, monitor_log) = (m.pid, m.log);
     let net = &c.lab.net;
     c.db("db1").sql(TABLE);
     std::thread::sleep(Duration::from_millis(300));
@@ -297,9 +319,9 @@ pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &
         "the client cannot write through the writer VIP: {:?}",
         writer.log().failed.last()
     );
-    let before = Snapshot::take(net, monitor, &c.agents);
+    let before = Snapshot::take_on(net, m.node, monitor, &c.agents);
     std::thread::sleep(Duration::from_secs(2));
-    let steady = Snapshot::take(net, monitor, &c.agents);
+    let steady = Snapshot::take_on(net, m.node, monitor, &c.agents);
     let idle = Costs::between(&before, &steady, monitor, &c.agents);
 
     let event_wall = wall_ms();
@@ -355,7 +377,7 @@ pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &
                 .then(|| event.elapsed())
         });
         let _ = wait_for(t, || prober.first_ok());
-        let after = Snapshot::take(net, monitor, &c.agents);
+        let after = Snapshot::take_on(net, m.node, monitor, &c.agents);
         (
             arp,
             (resumed, retried),

@@ -8,6 +8,7 @@ pub mod costs;
 pub mod etcd;
 pub mod failover;
 pub mod fleet;
+pub mod handover;
 pub mod lab;
 pub mod mariadb;
 pub mod netns;
@@ -67,6 +68,8 @@ impl TempDir {
             .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
             .expect("chmod temp dir");
+        // Removed by its drop, or by netns::cleanup_everything on Ctrl-C (mmm-lab).
+        netns::register_dir(&path);
         TempDir(path)
     }
 

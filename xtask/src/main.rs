@@ -79,6 +79,12 @@ const PLOT_NEEDS: &[Need] = &[Need {
     package: "python3-matplotlib",
 }];
 
+/// The fleet bench reads etcd's /metrics with curl.
+const FLEET_BENCH_NEEDS: &[Need] = &[Need {
+    command: "curl",
+    package: "curl",
+}];
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
@@ -92,7 +98,8 @@ fn main() -> Result<()> {
             eprintln!(
                 "usage: cargo xtask <command>\n\n  test        fmt check, clippy -D warnings, every test (the README's test command)\n  \
                  ci          the same as test (what .ci/run calls)\n  lab         build and show the system (the README's first command)\n  \
-                 bench [protocol|core|monitor|probe|agent|chaos|failover]  measurements, written to target/bench/\n  build-ebpf  compile the BPF programs"
+                 lab --fleet the same with a monitor fleet: 3 etcd members, 2 monitors; the leading monitor is killed, then the writer\n  \
+                 bench [protocol|core|monitor|probe|agent|chaos|failover|fleet]  measurements, written to target/bench/\n  build-ebpf  compile the BPF programs"
             );
             bail!("no command given")
         }
@@ -208,7 +215,11 @@ fn lab(args: &[String]) -> Result<()> {
     }
     run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
     // The lab tears itself down on success, failure and Ctrl-C (--keep: on Ctrl-C).
-    run(Command::new("target/debug/mmm-lab").args(args))
+    // --fleet: the monitor fleet (etcd members and two monitors) instead of one monitor.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    run(Command::new(target.join("debug/mmm-lab")).args(args))
 }
 
 fn bench(args: &[String]) -> Result<()> {
@@ -265,6 +276,14 @@ fn bench(args: &[String]) -> Result<()> {
             .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "chaos"])
             .env("MMM_BIN_PROFILE", "release"))
     };
+    let fleet = || -> Result<()> {
+        ensure(TEST_NEEDS)?;
+        ensure(FLEET_BENCH_NEEDS)?;
+        run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
+        run(cargo()
+            .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "fleet"])
+            .env("MMM_BIN_PROFILE", "release"))
+    };
     let monitor = || -> Result<()> {
         run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
         run(cargo()
@@ -279,6 +298,7 @@ fn bench(args: &[String]) -> Result<()> {
         "failover" => failover(),
         "agent" => agent(),
         "chaos" => chaos(),
+        "fleet" => fleet(),
         "all" => {
             protocol()?;
             core()?;
@@ -286,10 +306,11 @@ fn bench(args: &[String]) -> Result<()> {
             probe()?;
             agent()?;
             chaos()?;
+            fleet()?;
             failover()
         }
         other => {
-            bail!("unknown benchmark {other:?} (known: protocol, core, monitor, probe, agent, chaos, failover)")
+            bail!("unknown benchmark {other:?} (known: protocol, core, monitor, probe, agent, chaos, failover, fleet)")
         }
     }
 }
