@@ -274,7 +274,7 @@ impl Keeper {
                 self.lost(h).await;
                 return Ok(None);
             }
-            let ttl = Duration::from_secs(answer.ttl().unsigned_abs());
+            let ttl = permit_ttl(answer.ttl(), self.ttl);
             if !self
                 .lease
                 .renew_until(etcd_permit_until(sent, ttl), h.fences)
@@ -336,7 +336,7 @@ impl Keeper {
             ),
         )
         .await?;
-        let ttl = Duration::from_secs(granted.ttl().unsigned_abs());
+        let ttl = permit_ttl(granted.ttl(), self.ttl);
         self.lease.renew_until(etcd_permit_until(sent, ttl), fences);
         // Not saved: a restarted agent does not know this lease and starts expired.
         save_id(&self.id_path, id).map_err(|source| EtcdError::Save {
@@ -366,6 +366,14 @@ impl Keeper {
             }
         }
     }
+}
+
+/// The TTL a renewal answered with `granted` seconds lets this host count on: never more
+/// than `session_ttl`. etcd raises a TTL below its minimum (1.5 election timeouts, 2 s with
+/// its defaults) and may answer with that, while a monitor that revoked this lease counts
+/// it over `session_ttl` after the revoke: a longer local permit would outlive its count.
+pub fn permit_ttl(granted: i64, session_ttl: Duration) -> Duration {
+    Duration::from_secs(granted.unsigned_abs()).min(session_ttl)
 }
 
 /// The published value: which host, and which lease a monitor must wait for.
@@ -411,6 +419,16 @@ mod tests {
             r#"{"host":"db1","lease":7587862137548951234}"#
         );
         assert_eq!(value("a\"b", 1), r#"{"host":"a\"b","lease":1}"#);
+    }
+
+    #[test]
+    fn a_ttl_raised_by_etcd_gives_no_longer_permit_than_session_ttl() {
+        let one = Duration::from_secs(1);
+        // etcd's minimum lease TTL with its default timing is 2 s: asked 1 s, it grants 2.
+        assert_eq!(permit_ttl(2, one), one);
+        assert_eq!(permit_ttl(1, one), one);
+        // session_ttl in whole seconds; a shorter answer is taken as it is.
+        assert_eq!(permit_ttl(2, Duration::from_secs(3)), Duration::from_secs(2));
     }
 
     #[test]

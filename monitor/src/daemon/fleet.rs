@@ -315,13 +315,16 @@ impl Leader {
                             }
                             Ok(()) => {}
                         }
-                        let sent = Instant::now();
                         if let Err(e) = fleet.revoke(lease).await {
                             tracing::warn!(%host, error = %crate::error_chain(&e), "revoking failed; retrying");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                             continue;
                         }
-                        break sent + ttl + LEASE_SLACK;
+                        // Counted from the answer, not from the request: a renewal etcd
+                        // handled before the revoke may have been sent after the request
+                        // left (the request can be delayed by an etcd election, a retry,
+                        // the network); every renewal was sent before the answer came.
+                        break Instant::now() + ttl + LEASE_SLACK;
                     }
                     None => {
                         let revoked = match fleet.get(&revoked_key).await {
