@@ -499,6 +499,8 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
         .session_ttl
         .clamp(Duration::from_millis(500), Duration::from_secs(2));
     let mut unreachable_said = false;
+    // This process's recent sessions: one counted lost may still hold our name in etcd.
+    let mut earlier: Vec<i64> = Vec::new();
     loop {
         let connected = tokio::select! {
             stopped = serve_unconnected(process, "connecting to etcd") => return stopped,
@@ -518,7 +520,12 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 }
             }
         };
-        match fleet.join(&session, &name).await {
+        let joined = fleet.join(&session, &name, &earlier).await;
+        // Kept whatever the outcome: a registration that failed on the way back may
+        // still have been written.
+        earlier.insert(0, session.lease);
+        earlier.truncate(4);
+        match joined {
             Ok(()) => {}
             Err(e @ FleetError::NameTaken { .. }) => {
                 let _ = fleet.end(session).await;
