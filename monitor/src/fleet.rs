@@ -307,14 +307,16 @@ impl Fleet {
         Ok(r.kvs().first().map(|kv| kv.lease()).filter(|l| *l != 0))
     }
 
-    /// Whether etcd still keeps `lease` alive.
+    /// Whether etcd still keeps `lease` alive. etcd answers TTL -1 for a lease it does not
+    /// know; a live one's remaining TTL is given in whole seconds, rounded down, so a
+    /// lease with less than a second left (most of the time with a 1 s TTL) reads 0.
     pub async fn lease_alive(&mut self, lease: i64) -> Result<bool, FleetError> {
         let r = self
             .client
             .lease_time_to_live(lease, None)
             .await
             .map_err(etcd("asking for a lease's time to live"))?;
-        Ok(r.ttl() > 0)
+        Ok(r.ttl() >= 0)
     }
 
     /// Ends `lease` now: its keys go, and its holder learns it at its next renewal.

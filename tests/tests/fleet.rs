@@ -225,3 +225,29 @@ fn a_monitor_whose_session_was_lost_rejoins_under_its_name() {
         ));
     });
 }
+
+/// `Fleet::lease_alive` backs `Fleet::revoke`'s "already gone" answer: a lease that etcd
+/// still keeps, renewed all along, must read as alive, whatever fraction of a second its
+/// TTL has left.
+#[test]
+fn a_renewed_lease_reads_as_alive() {
+    let etcd = EtcdCluster::start("fleetalive", 1);
+    let c = coordination(&etcd, "/mmm/alive");
+    runtime().block_on(async {
+        let mut fleet = Fleet::connect(&c, T).await.expect("connects");
+        let session = fleet.session().await.expect("a session, renewed in the background");
+        let mut dead = 0;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(70)).await;
+            assert!(session.alive(), "the session itself was lost");
+            if !fleet.lease_alive(session.lease).await.expect("asked") {
+                dead += 1;
+            }
+        }
+        assert_eq!(dead, 0, "a renewed lease read as gone {dead} times of 20");
+        let lease = session.lease;
+        fleet.end(session).await.expect("revoked");
+        assert!(!fleet.lease_alive(lease).await.expect("asked"), "a revoked lease");
+        fleet.revoke(lease).await.expect("revoking a gone lease is no error");
+    });
+}
