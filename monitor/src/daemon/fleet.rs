@@ -294,7 +294,22 @@ impl Leader {
                     .get(&host)
                     .cloned()
                     .unwrap_or_default();
-                match known.lease {
+                // A key deleted by hand (or by anything but its lease's end) leaves the
+                // lease, and the agent's permit, alive: the lease is what counts.
+                let current = match (known.lease, known.gone) {
+                    (Some(lease), _) => Some(lease),
+                    (None, Some((_, lease))) => match fleet.lease_alive(lease).await {
+                        Ok(true) => Some(lease),
+                        Ok(false) => None,
+                        Err(e) => {
+                            tracing::warn!(%host, error = %crate::error_chain(&e), "asking etcd about the lease failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    },
+                    (None, None) => None,
+                };
+                match current {
                     Some(_) if start.elapsed() < ttl + LEASE_SLACK => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
