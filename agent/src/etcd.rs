@@ -431,6 +431,42 @@ mod tests {
         assert_eq!(permit_ttl(2, Duration::from_secs(3)), Duration::from_secs(2));
     }
 
+    /// Finding (fleet review): after a renewal sent at 0 the permit lasts until
+    /// `ttl - margin` (3/4 TTL). The next renewal goes out a quarter TTL later; when it
+    /// hangs instead of failing (an etcd member that stops answering without a reset, a
+    /// network partition of that member, an etcd leader election, a stalled fsync), it is
+    /// given up only at its bound, half a TTL later: exactly when the permit ends. No
+    /// second attempt fits, so one hung request fences the writer, though etcd as a whole
+    /// (its majority) is fine.
+    #[test]
+    #[ignore = "finding: one hung keepalive ends the writer permit; no retry fits before the deadline"]
+    fn a_hung_renewal_leaves_time_for_another_before_the_permit_ends() {
+        let d = std::env::temp_dir().join(format!("mmm-etcd-hung-{}", std::process::id()));
+        for s in [1u64, 2, 5, 30] {
+            let c = Coordination {
+                etcd: vec!["http://127.0.0.1:9".into()],
+                prefix: "/mmm/test".into(),
+                session_ttl: Duration::from_secs(s),
+            };
+            let lease = Arc::new(Lease::new(
+                c.session_ttl,
+                true,
+                crate::lease::Renewal::Etcd,
+                &d,
+                "db1",
+            ));
+            let k = Keeper::new(&c, &d, "db1", lease);
+            let given_up = k.every() + k.request_timeout();
+            let permit = k.ttl - crate::lease::margin(k.ttl);
+            assert!(
+                given_up + MIN_BACKOFF + k.request_timeout() / 2 < permit,
+                "session_ttl {s}s: a renewal hung from {:?} is given up at {given_up:?}, the permit ends at {permit:?}",
+                k.every()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[test]
     fn the_lease_id_survives_a_restart() {
         let d = std::env::temp_dir().join(format!("mmm-etcd-id-{}", std::process::id()));
