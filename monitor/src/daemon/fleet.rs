@@ -112,7 +112,7 @@ impl Leader {
                 })
                 .collect(),
         ));
-        let a = agents.clone();
+        let (a, d) = (agents.clone(), deposed.clone());
         background.push(
             tokio::spawn(async move {
                 while let Some(change) = changes.recv().await {
@@ -129,6 +129,12 @@ impl Leader {
                         }
                     }
                 }
+                // The watch ended (its etcd member went away, or etcd cancelled it): from
+                // now on the map would miss a new lease or a lease's end, and `end_lease`
+                // would count a stale lease over. The term ends; the next one reads and
+                // watches afresh.
+                tracing::error!("the watch on the agents' etcd leases ended: ending this term");
+                d.send_replace(true);
             })
             .abort_handle(),
         );
