@@ -406,3 +406,33 @@ fn f12_deleted_agent_key_is_not_an_ended_lease() {
         f.c.lab.log("agent-db1.log")
     );
 }
+
+/// Finding (fleet review): the leader runs whatever appears under `<prefix>/commands/`.
+/// Anyone who can write to etcd (no etcd auth or TLS is supported) moves the writer
+/// without the cluster key, which the agents' protocol and a TCP control socket require.
+#[test]
+#[ignore = "finding: commands forwarded through etcd are not authenticated with the cluster key"]
+fn f10_a_command_put_in_etcd_without_the_key_is_not_run() {
+    if !require_root("f10") {
+        return;
+    }
+    let f = up("f10");
+    let out = f.c.lab.net.try_exec(
+        "etcd1",
+        &[
+            "etcdctl",
+            "--endpoints",
+            "http://192.0.2.31:2379",
+            "put",
+            "/mmm/lab/commands/not-a-monitor",
+            "move_role writer db2",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, show) = f.control("mon1", &["show"]);
+    assert!(
+        f.c.db("db2").read_only(),
+        "a command from outside the fleet moved the writer:\n{show}"
+    );
+}

@@ -744,3 +744,41 @@ async fn serve_standby(process: &mut Process, s: &Standby) -> Result<(), DaemonE
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn lab() -> Config {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab.toml"))
+                .expect("conf/lab.toml");
+        Config::parse(&text, Path::new("lab.toml")).expect("the lab config parses")
+    }
+
+    /// Finding (fleet review): the prefix's identity digests the host list, so the first
+    /// monitor elected after a host is added (or an address changes) calls the prefix
+    /// another cluster's, resigns and exits; in a rolling change every updated monitor
+    /// does, until nobody monitors the cluster. The message blames a shared prefix.
+    #[test]
+    #[ignore = "finding: adding a host makes the fleet's own prefix foreign; every updated monitor exits"]
+    fn adding_a_host_keeps_the_prefix_this_clusters() {
+        let key = ClusterKey::from_hex(&"ab".repeat(32)).expect("a key");
+        let before = lab();
+        let mut after = before.clone();
+        let mut added = after.hosts[0].clone();
+        added.name = "db9".into();
+        added.ip = Ipv4Addr::new(192, 0, 2, 19);
+        after.hosts.push(added);
+        assert_eq!(identity(&before, &key), identity(&after, &key));
+    }
+
+    #[test]
+    fn another_cluster_key_is_another_cluster() {
+        let config = lab();
+        let a = ClusterKey::from_hex(&"ab".repeat(32)).expect("a key");
+        let b = ClusterKey::from_hex(&"cd".repeat(32)).expect("a key");
+        assert_ne!(identity(&config, &a), identity(&config, &b));
+    }
+}
