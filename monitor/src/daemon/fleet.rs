@@ -321,6 +321,7 @@ impl Leader {
                     }
                     Some(lease) => {
                         tracing::warn!(%host, lease, "its etcd lease is still renewed: revoking it");
+                        let recorded = Instant::now();
                         match fleet
                             .put_as_leader(&lead, &revoked_key, lease.to_string())
                             .await
@@ -335,6 +336,12 @@ impl Leader {
                                 continue;
                             }
                             Ok(()) => {}
+                        }
+                        // The revoke itself cannot be guarded: it goes out only while the
+                        // guarded record is fresh, so a leader frozen in between (and
+                        // deposed meanwhile) does not fence a writer its successor keeps.
+                        if *deposed.borrow() || recorded.elapsed() > ttl / 3 {
+                            continue;
                         }
                         if let Err(e) = fleet.revoke(lease).await {
                             tracing::warn!(%host, error = %crate::error_chain(&e), "revoking failed; retrying");
