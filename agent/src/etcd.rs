@@ -428,7 +428,10 @@ mod tests {
         assert_eq!(permit_ttl(2, one), one);
         assert_eq!(permit_ttl(1, one), one);
         // session_ttl in whole seconds; a shorter answer is taken as it is.
-        assert_eq!(permit_ttl(2, Duration::from_secs(3)), Duration::from_secs(2));
+        assert_eq!(
+            permit_ttl(2, Duration::from_secs(3)),
+            Duration::from_secs(2)
+        );
     }
 
     /// Finding (fleet review): after a renewal sent at 0 the permit lasts until

@@ -235,7 +235,10 @@ fn a_renewed_lease_reads_as_alive() {
     let c = coordination(&etcd, "/mmm/alive");
     runtime().block_on(async {
         let mut fleet = Fleet::connect(&c, T).await.expect("connects");
-        let session = fleet.session().await.expect("a session, renewed in the background");
+        let session = fleet
+            .session()
+            .await
+            .expect("a session, renewed in the background");
         let mut dead = 0;
         for _ in 0..20 {
             tokio::time::sleep(Duration::from_millis(70)).await;
@@ -247,7 +250,13 @@ fn a_renewed_lease_reads_as_alive() {
         assert_eq!(dead, 0, "a renewed lease read as gone {dead} times of 20");
         let lease = session.lease;
         fleet.end(session).await.expect("revoked");
-        assert!(!fleet.lease_alive(lease).await.expect("asked"), "a revoked lease");
-        fleet.revoke(lease).await.expect("revoking a gone lease is no error");
+        assert!(
+            !fleet.lease_alive(lease).await.expect("asked"),
+            "a revoked lease"
+        );
+        fleet
+            .revoke(lease)
+            .await
+            .expect("revoking a gone lease is no error");
     });
 }

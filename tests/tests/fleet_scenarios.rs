@@ -386,16 +386,16 @@ fn f12_deleted_agent_key_is_not_an_ended_lease() {
     f.wait_show("mon1", "db2", "writer(192.0.2.100)", T);
     std::thread::sleep(Duration::from_secs(2));
     let db1_writes = !f.c.db("db1").read_only();
-    let db1_vip = f
-        .c
-        .lab
-        .net
-        .addresses("db1")
-        .iter()
-        .any(|a| a.starts_with("192.0.2.100"));
+    let db1_vip =
+        f.c.lab
+            .net
+            .addresses("db1")
+            .iter()
+            .any(|a| a.starts_with("192.0.2.100"));
     f.cut("mon1", &[11], false);
     assert!(
-        f.log("mon1").contains("its etcd lease is still renewed: revoking it"),
+        f.log("mon1")
+            .contains("its etcd lease is still renewed: revoking it"),
         "{}",
         f.log("mon1")
     );
