@@ -450,6 +450,7 @@ mod tests {
                 etcd: vec!["http://127.0.0.1:9".into()],
                 prefix: "/mmm/test".into(),
                 session_ttl: Duration::from_secs(s),
+                tls: None,
             };
             let lease = Arc::new(Lease::new(
                 c.session_ttl,
