@@ -242,37 +242,41 @@ impl Fleet {
     }
 
     /// Registers this monitor as `name` under `<prefix>/monitors/`, bound to its session,
-    /// unless another live monitor has that name.
-    pub async fn join(&mut self, session: &Session, name: &str) -> Result<(), FleetError> {
+    /// unless another live monitor has that name. `earlier` are this process's earlier
+    /// sessions: a session this monitor counted lost (a renewal late, an etcd election)
+    /// can still live in etcd for a TTL, and etcd extends every lease when its own leader
+    /// changes; the name it holds is this monitor's, not a duplicate's.
+    pub async fn join(
+        &mut self,
+        session: &Session,
+        name: &str,
+        earlier: &[i64],
+    ) -> Result<(), FleetError> {
         let key = self.key(&format!("monitors/{name}"));
-        let absent = Compare::create_revision(key.clone(), CompareOp::Equal, 0);
-        let ours = Compare::lease(key.clone(), CompareOp::Equal, session.lease);
         let put = TxnOp::put(
             key.clone(),
             name,
             Some(PutOptions::new().with_lease(session.lease)),
         );
-        let first = self
-            .client
-            .txn(Txn::new().when([absent]).and_then([put.clone()]))
-            .await
-            .map_err(etcd("registering this monitor"))?;
-        if first.succeeded() {
-            return Ok(());
+        let absent = Compare::create_revision(key.clone(), CompareOp::Equal, 0);
+        let mut guards = vec![absent];
+        for lease in std::iter::once(session.lease).chain(earlier.iter().copied()) {
+            guards.push(Compare::lease(key.clone(), CompareOp::Equal, lease));
         }
-        let again = self
-            .client
-            .txn(Txn::new().when([ours]).and_then([put]))
-            .await
-            .map_err(etcd("registering this monitor"))?;
-        if again.succeeded() {
-            Ok(())
-        } else {
-            Err(FleetError::NameTaken {
-                name: name.into(),
-                key,
-            })
+        for guard in guards {
+            let done = self
+                .client
+                .txn(Txn::new().when([guard]).and_then([put.clone()]))
+                .await
+                .map_err(etcd("registering this monitor"))?;
+            if done.succeeded() {
+                return Ok(());
+            }
         }
+        Err(FleetError::NameTaken {
+            name: name.into(),
+            key,
+        })
     }
 
     /// The leader and every registered monitor.
@@ -303,14 +307,16 @@ impl Fleet {
         Ok(r.kvs().first().map(|kv| kv.lease()).filter(|l| *l != 0))
     }
 
-    /// Whether etcd still keeps `lease` alive.
+    /// Whether etcd still keeps `lease` alive. etcd answers TTL -1 for a lease it does not
+    /// know; a live one's remaining TTL is given in whole seconds, rounded down, so a
+    /// lease with less than a second left (most of the time with a 1 s TTL) reads 0.
     pub async fn lease_alive(&mut self, lease: i64) -> Result<bool, FleetError> {
         let r = self
             .client
             .lease_time_to_live(lease, None)
             .await
             .map_err(etcd("asking for a lease's time to live"))?;
-        Ok(r.ttl() > 0)
+        Ok(r.ttl() >= 0)
     }
 
     /// Ends `lease` now: its keys go, and its holder learns it at its next renewal.

@@ -189,3 +189,74 @@ fn tls_to_etcd_with_a_client_certificate() {
         }
     });
 }
+
+/// A monitor counts its session lost when one renewal is late (an etcd leader election
+/// is enough), while etcd still keeps the lease a TTL longer (and extends it when its
+/// own leader changes). Rejoining at once under its name must not be refused as a
+/// duplicate (the daemon then exits: one etcd election could stop every monitor); a real
+/// duplicate still is.
+#[test]
+fn a_monitor_whose_session_was_lost_rejoins_under_its_name() {
+    let etcd = EtcdCluster::start("fleetrejoin", 1);
+    let c = coordination(&etcd, "/mmm/rejoin");
+    runtime().block_on(async {
+        let mut fleet = Fleet::connect(&c, T).await.expect("connects");
+        let first = fleet.session().await.expect("first session");
+        fleet.join(&first, "mon1", &[]).await.expect("joins");
+        let lost = first.lease;
+        // Counted lost: the keeper stops; etcd still holds the lease and the name.
+        drop(first);
+        let mut again = Fleet::connect(&c, T).await.expect("connects again");
+        let second = again.session().await.expect("second session");
+        let refused = again.join(&second, "mon1", &[]).await;
+        assert!(
+            matches!(refused, Err(FleetError::NameTaken { .. })),
+            "without its earlier session a live name is a duplicate: {refused:?}"
+        );
+        again
+            .join(&second, "mon1", &[lost])
+            .await
+            .expect("this monitor's own earlier session does not make it a duplicate");
+        let mut other = Fleet::connect(&c, T).await.expect("another monitor");
+        let third = other.session().await.expect("its session");
+        assert!(matches!(
+            other.join(&third, "mon1", &[]).await,
+            Err(FleetError::NameTaken { .. })
+        ));
+    });
+}
+
+/// `Fleet::lease_alive` backs `Fleet::revoke`'s "already gone" answer: a lease that etcd
+/// still keeps, renewed all along, must read as alive, whatever fraction of a second its
+/// TTL has left.
+#[test]
+fn a_renewed_lease_reads_as_alive() {
+    let etcd = EtcdCluster::start("fleetalive", 1);
+    let c = coordination(&etcd, "/mmm/alive");
+    runtime().block_on(async {
+        let mut fleet = Fleet::connect(&c, T).await.expect("connects");
+        let session = fleet
+            .session()
+            .await
+            .expect("a session, renewed in the background");
+        let mut dead = 0;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(70)).await;
+            assert!(session.alive(), "the session itself was lost");
+            if !fleet.lease_alive(session.lease).await.expect("asked") {
+                dead += 1;
+            }
+        }
+        assert_eq!(dead, 0, "a renewed lease read as gone {dead} times of 20");
+        let lease = session.lease;
+        fleet.end(session).await.expect("revoked");
+        assert!(
+            !fleet.lease_alive(lease).await.expect("asked"),
+            "a revoked lease"
+        );
+        fleet
+            .revoke(lease)
+            .await
+            .expect("revoking a gone lease is no error");
+    });
+}

@@ -112,7 +112,7 @@ impl Leader {
                 })
                 .collect(),
         ));
-        let a = agents.clone();
+        let (a, d) = (agents.clone(), deposed.clone());
         background.push(
             tokio::spawn(async move {
                 while let Some(change) = changes.recv().await {
@@ -129,6 +129,12 @@ impl Leader {
                         }
                     }
                 }
+                // The watch ended (its etcd member went away, or etcd cancelled it): from
+                // now on the map would miss a new lease or a lease's end, and `end_lease`
+                // would count a stale lease over. The term ends; the next one reads and
+                // watches afresh.
+                tracing::error!("the watch on the agents' etcd leases ended: ending this term");
+                d.send_replace(true);
             })
             .abort_handle(),
         );
@@ -294,12 +300,28 @@ impl Leader {
                     .get(&host)
                     .cloned()
                     .unwrap_or_default();
-                match known.lease {
+                // A key deleted by hand (or by anything but its lease's end) leaves the
+                // lease, and the agent's permit, alive: the lease is what counts.
+                let current = match (known.lease, known.gone) {
+                    (Some(lease), _) => Some(lease),
+                    (None, Some((_, lease))) => match fleet.lease_alive(lease).await {
+                        Ok(true) => Some(lease),
+                        Ok(false) => None,
+                        Err(e) => {
+                            tracing::warn!(%host, error = %crate::error_chain(&e), "asking etcd about the lease failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    },
+                    (None, None) => None,
+                };
+                match current {
                     Some(_) if start.elapsed() < ttl + LEASE_SLACK => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Some(lease) => {
                         tracing::warn!(%host, lease, "its etcd lease is still renewed: revoking it");
+                        let recorded = Instant::now();
                         match fleet
                             .put_as_leader(&lead, &revoked_key, lease.to_string())
                             .await
@@ -315,13 +337,22 @@ impl Leader {
                             }
                             Ok(()) => {}
                         }
-                        let sent = Instant::now();
+                        // The revoke itself cannot be guarded: it goes out only while the
+                        // guarded record is fresh, so a leader frozen in between (and
+                        // deposed meanwhile) does not fence a writer its successor keeps.
+                        if *deposed.borrow() || recorded.elapsed() > ttl / 3 {
+                            continue;
+                        }
                         if let Err(e) = fleet.revoke(lease).await {
                             tracing::warn!(%host, error = %crate::error_chain(&e), "revoking failed; retrying");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                             continue;
                         }
-                        break sent + ttl + LEASE_SLACK;
+                        // Counted from the answer, not from the request: a renewal etcd
+                        // handled before the revoke may have been sent after the request
+                        // left (the request can be delayed by an etcd election, a retry,
+                        // the network); every renewal was sent before the answer came.
+                        break Instant::now() + ttl + LEASE_SLACK;
                     }
                     None => {
                         let revoked = match fleet.get(&revoked_key).await {
@@ -496,6 +527,8 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
         .session_ttl
         .clamp(Duration::from_millis(500), Duration::from_secs(2));
     let mut unreachable_said = false;
+    // This process's recent sessions: one counted lost may still hold our name in etcd.
+    let mut earlier: Vec<i64> = Vec::new();
     loop {
         let connected = tokio::select! {
             stopped = serve_unconnected(process, "connecting to etcd") => return stopped,
@@ -515,7 +548,12 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 }
             }
         };
-        match fleet.join(&session, &name).await {
+        let joined = fleet.join(&session, &name, &earlier).await;
+        // Kept whatever the outcome: a registration that failed on the way back may
+        // still have been written.
+        earlier.insert(0, session.lease);
+        earlier.truncate(4);
+        match joined {
             Ok(()) => {}
             Err(e @ FleetError::NameTaken { .. }) => {
                 let _ = fleet.end(session).await;
@@ -711,5 +749,43 @@ async fn serve_standby(process: &mut Process, s: &Standby) -> Result<(), DaemonE
             };
             let _ = reply.send(text);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn lab() -> Config {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lab.toml"))
+                .expect("conf/lab.toml");
+        Config::parse(&text, Path::new("lab.toml")).expect("the lab config parses")
+    }
+
+    /// Finding (fleet review): the prefix's identity digests the host list, so the first
+    /// monitor elected after a host is added (or an address changes) calls the prefix
+    /// another cluster's, resigns and exits; in a rolling change every updated monitor
+    /// does, until nobody monitors the cluster. The message blames a shared prefix.
+    #[test]
+    #[ignore = "finding: adding a host makes the fleet's own prefix foreign; every updated monitor exits"]
+    fn adding_a_host_keeps_the_prefix_this_clusters() {
+        let key = ClusterKey::from_hex(&"ab".repeat(32)).expect("a key");
+        let before = lab();
+        let mut after = before.clone();
+        let mut added = after.hosts[0].clone();
+        added.name = "db9".into();
+        added.ip = Ipv4Addr::new(192, 0, 2, 19);
+        after.hosts.push(added);
+        assert_eq!(identity(&before, &key), identity(&after, &key));
+    }
+
+    #[test]
+    fn another_cluster_key_is_another_cluster() {
+        let config = lab();
+        let a = ClusterKey::from_hex(&"ab".repeat(32)).expect("a key");
+        let b = ClusterKey::from_hex(&"cd".repeat(32)).expect("a key");
+        assert_ne!(identity(&config, &a), identity(&config, &b));
     }
 }
