@@ -13,6 +13,7 @@
 //! - [`server`]: the authenticated protocol towards the monitor, the lease's task
 
 pub mod caps;
+pub mod election;
 pub mod etcd;
 pub mod garp;
 pub mod lease;

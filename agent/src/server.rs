@@ -157,6 +157,8 @@ pub struct Agent {
     lease: Arc<Lease>,
     /// The highest monitor term seen (a fleet's leadership term; 0 without a fleet).
     terms: Terms,
+    /// In a fleet: etcd's election, which a monitor's term must lead to be obeyed.
+    election: Option<Arc<crate::election::Election>>,
     /// The probe saw mysqld exit and no new one listening yet (see Executor).
     mysqld_exited: Arc<std::sync::atomic::AtomicBool>,
     commands: mpsc::Sender<Command>,
@@ -237,6 +239,11 @@ impl Agent {
             &config.agent.state_dir,
             &host.name,
         );
+        let election = config.coordination.as_ref().map(|c| {
+            let e = Arc::new(crate::election::Election::new(c));
+            tokio::spawn(e.clone().run().instrument(tracing::info_span!("election")));
+            e
+        });
         if let Some(c) = &config.coordination {
             let keeper =
                 crate::etcd::Keeper::new(c, &config.agent.state_dir, &host.name, lease.clone());
@@ -277,6 +284,7 @@ impl Agent {
             status: watch::Sender::new(Status::default()),
             lease,
             terms,
+            election,
             mysqld_exited,
             commands,
             probe_events: broadcast::channel(64).0,
@@ -517,7 +525,7 @@ impl Agent {
                 }
             };
             let id = frame.header.request_id;
-            if let Err(e) = self.dispatch(session_id, msg, id, &out_tx).await {
+            if let Err(e) = self.dispatch(session_id, term, msg, id, &out_tx).await {
                 tell_monitor(&out_tx, &e).await;
                 break Err(e.into());
             }
@@ -531,11 +539,59 @@ impl Agent {
     async fn dispatch(
         self: &Arc<Self>,
         session: u64,
+        term: u64,
         msg: Message,
         id: u32,
         out: &mpsc::Sender<(Message, u32, u8)>,
     ) -> Result<(), FrameError> {
         let reply = move |m: Message| (m, id, FLAG_RESPONSE);
+        // In a fleet an order is obeyed only from the term etcd's election says leads now
+        // (a deposed leader woken up may still hold a session here: crate::election).
+        if let (Some(election), Message::DesiredState(_) | Message::Action(_)) =
+            (&self.election, &msg)
+        {
+            // What could make this host a writer: writable, a writer VIP, or lifting a
+            // fence. Only that waits for etcd's word when etcd cannot be asked; a reader
+            // role or a demotion is taken while etcd is away.
+            let grants_writer = match &msg {
+                Message::DesiredState(d) => {
+                    let writer = self.scope.writer_vips();
+                    d.writable
+                        || d.roles.iter().any(|(_, ip)| writer.contains(ip))
+                        || self.lease.fenced().is_some()
+                }
+                _ => false,
+            };
+            let verdict = match election.confirms(term).await {
+                Err(crate::election::NotLeader::Unknown { .. }) if !grants_writer => Ok(()),
+                other => other,
+            };
+            if let Err(not) = verdict {
+                tracing::warn!(reason = %not, "monitor order refused");
+                // A later term leads: record it, so this session closes and the deposed
+                // monitor's reconnections are refused at the handshake from now on.
+                if let crate::election::NotLeader::Other { current, .. } = &not {
+                    if let Ok(Accepted::Higher { .. }) =
+                        self.terms.admit("(etcd's election)", *current)
+                    {
+                        self.lease.enter_term(*current);
+                    }
+                }
+                let refusal = match &msg {
+                    Message::DesiredState(d) => Message::Applied(Applied {
+                        epoch: d.epoch,
+                        failures: vec![not.to_string()],
+                    }),
+                    _ => Message::ActionResult(ActionResult {
+                        outcome: ActionOutcome::Failed,
+                        detail: not.to_string(),
+                        position: None,
+                    }),
+                };
+                let _ = out.send(reply(refusal)).await;
+                return Ok(());
+            }
+        }
         match msg {
             Message::Heartbeat(_) => {
                 self.lease.on_heartbeat(session);

@@ -20,6 +20,8 @@ use std::sync::Mutex;
 pub enum Refused {
     #[error("this agent belongs to a monitor fleet ([coordination]): a monitor without a term (term 0) is refused")]
     NoTerm,
+    #[error("term {term} refused: this agent has no [coordination] section (its config must name the fleet's etcd and prefix)")]
+    NotInFleet { term: u64 },
     #[error("term {term} is over: this agent has seen term {highest}")]
     Stale { term: u64, highest: u64 },
     #[error("term {term} not accepted: it cannot be recorded in {path}: {reason}")]
@@ -42,8 +44,15 @@ pub enum Accepted {
 /// The pure rule: `term` against the highest seen, in a fleet or not.
 pub fn judge(fleet: bool, highest: u64, term: u64) -> Result<Accepted, Refused> {
     if !fleet {
-        // Without a fleet the term plays no part: every monitor speaks in term 0.
-        return Ok(Accepted::Same);
+        // Without a fleet every monitor speaks in term 0. A fleet's leader reaching an
+        // agent configured without `[coordination]` is a config drift it must not paper
+        // over: it would fence this host by an etcd lease the agent does not hold, while
+        // the agent's permit runs on the monitor's heartbeats.
+        return if term == 0 {
+            Ok(Accepted::Same)
+        } else {
+            Err(Refused::NotInFleet { term })
+        };
     }
     if term == 0 {
         return Err(Refused::NoTerm);
@@ -188,8 +197,8 @@ mod tests {
         assert_eq!(judge(false, 0, 0), Ok(Accepted::Same));
         assert_eq!(
             judge(false, 9, 3),
-            Ok(Accepted::Same),
-            "no fleet: terms ignored"
+            Err(Refused::NotInFleet { term: 3 }),
+            "no fleet: a fleet leader is a config drift"
         );
         assert_eq!(judge(true, 5, 0), Err(Refused::NoTerm));
         assert_eq!(judge(true, 0, 0), Err(Refused::NoTerm));

@@ -33,7 +33,7 @@ pub enum DaemonError {
     Lock(#[from] persist::LockError),
     #[error("the monitor fleet on etcd")]
     Fleet(#[source] crate::fleet::FleetError),
-    #[error("etcd key {key} belongs to another cluster (another cluster key or other hosts under the same prefix): give each cluster its own [coordination] prefix")]
+    #[error("etcd key {key} belongs to another cluster (another cluster key under the same prefix): give each cluster its own [coordination] prefix")]
     ForeignPrefix { key: String },
     #[error("starting the control socket on {addr}")]
     Control {

@@ -1,0 +1,136 @@
+//! Who leads the monitor fleet now, as etcd's election says: the agent obeys a monitor
+//! only while its term is etcd's current leader term.
+//!
+//! Terms alone (`crate::term`) stop a deposed leader only once its successor has spoken to
+//! this agent. A leader frozen (SIGSTOP, a paused VM) and woken after a successor was
+//! elected could otherwise reach an agent the successor cannot reach, still in the highest
+//! term that agent has seen, and make it writable again after the successor fenced it
+//! (revoked its lease): two writers. So in a fleet every desired state and every action is
+//! checked against the election: the leader is the key under `<prefix>/leader/` with the
+//! lowest create revision, and that revision is the term. A watch keeps the answer current
+//! at no cost on the failover path; when the session's term is not the one last seen (the
+//! watch lags behind a new leader, or etcd is unreachable) the agent asks etcd at once
+//! (a linearizable read) and refuses if it cannot confirm.
+
+use etcd_client::{Client, GetOptions, SortOrder, SortTarget, WatchOptions};
+use mmm_common::config::Coordination;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What the agent knows of the fleet's leadership.
+pub struct Election {
+    coordination: Coordination,
+    /// The current leader's term; None while unknown (etcd unreachable) or none leads.
+    current: watch::Sender<Option<u64>>,
+    timeout: Duration,
+}
+
+/// Why a term is not obeyed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotLeader {
+    #[error("term {term} does not lead the fleet (etcd's election: term {current})")]
+    Other { term: u64, current: u64 },
+    #[error("term {term} does not lead the fleet (etcd's election has no leader)")]
+    Nobody { term: u64 },
+    #[error(
+        "term {term} cannot be confirmed as the fleet's leader: etcd does not answer ({reason})"
+    )]
+    Unknown { term: u64, reason: String },
+}
+
+impl Election {
+    pub fn new(c: &Coordination) -> Election {
+        Election {
+            coordination: c.clone(),
+            current: watch::Sender::new(None),
+            timeout: (c.session_ttl / 2).max(Duration::from_millis(200)),
+        }
+    }
+
+    fn election(&self) -> String {
+        format!("{}/leader/", self.coordination.prefix)
+    }
+
+    async fn connect(&self, bounded: bool) -> Result<Client, String> {
+        let options = mmm_common::etcd::connect_options(
+            &self.coordination,
+            bounded.then_some(self.timeout),
+            self.timeout,
+        )
+        .map_err(|e| mmm_common::error_chain(&e))?;
+        tokio::time::timeout(
+            self.timeout,
+            Client::connect(&self.coordination.etcd, Some(options)),
+        )
+        .await
+        .map_err(|_elapsed| format!("no connection within {:?}", self.timeout))?
+        .map_err(|e| mmm_common::error_chain(&e))
+    }
+
+    /// The current leader term, read from etcd now.
+    async fn read(&self, client: &mut Client) -> Result<Option<u64>, String> {
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1)
+            .with_keys_only();
+        let r = tokio::time::timeout(self.timeout, client.get(self.election(), Some(options)))
+            .await
+            .map_err(|_elapsed| format!("no answer within {:?}", self.timeout))?
+            .map_err(|e| mmm_common::error_chain(&e))?;
+        Ok(r.kvs()
+            .first()
+            .map(|kv| u64::try_from(kv.create_revision()).unwrap_or(0)))
+    }
+
+    /// Keeps `current` up to date from a watch on the election; runs for the agent's life.
+    pub async fn run(self: std::sync::Arc<Self>) {
+        let mut said = false;
+        loop {
+            let watched = async {
+                let mut client = self.connect(false).await?;
+                let now = self.read(&mut client).await?;
+                self.current.send_replace(now);
+                let mut stream = client
+                    .watch(self.election(), Some(WatchOptions::new().with_prefix()))
+                    .await
+                    .map_err(|e| mmm_common::error_chain(&e))?;
+                while let Ok(Some(_)) = stream.message().await {
+                    let now = self.read(&mut client).await?;
+                    self.current.send_replace(now);
+                }
+                Err::<(), String>("the watch on the election ended".into())
+            };
+            if let Err(reason) = watched.await {
+                self.current.send_replace(None);
+                if !said {
+                    tracing::warn!(%reason, "the fleet's election cannot be followed: each monitor order is confirmed with etcd first");
+                    said = true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Ok when `term` leads the fleet now.
+    pub async fn confirms(&self, term: u64) -> Result<(), NotLeader> {
+        if *self.current.borrow() == Some(term) {
+            return Ok(());
+        }
+        // The watch may lag behind a leader elected a moment ago: ask etcd itself.
+        let mut client = self
+            .connect(true)
+            .await
+            .map_err(|reason| NotLeader::Unknown { term, reason })?;
+        let now = self
+            .read(&mut client)
+            .await
+            .map_err(|reason| NotLeader::Unknown { term, reason })?;
+        self.current.send_replace(now);
+        match now {
+            Some(t) if t == term => Ok(()),
+            Some(current) => Err(NotLeader::Other { term, current }),
+            None => Err(NotLeader::Nobody { term }),
+        }
+    }
+}
