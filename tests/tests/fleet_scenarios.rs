@@ -405,7 +405,6 @@ fn f12_deleted_agent_key_is_not_an_ended_lease() {
 /// client authentication, and with client certificates still every holder of one that
 /// etcd's RBAC does not keep out of the prefix (each agent's host has one).
 #[test]
-#[ignore = "finding: commands forwarded through etcd are not authenticated with the cluster key"]
 fn f13_a_command_put_in_etcd_without_the_key_is_not_run() {
     if !require_root("f13") {
         return;

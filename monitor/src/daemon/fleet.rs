@@ -70,6 +70,49 @@ pub struct Leader {
     view: Arc<Mutex<FleetView>>,
     agents: Arc<Mutex<HashMap<String, AgentLease>>>,
     background: Vec<tokio::task::AbortHandle>,
+    /// Forwarded commands and answers are MACed with the cluster key: anyone who can
+    /// write to etcd is not thereby an operator.
+    key: ClusterKey,
+    /// Forwarded command ids already run (with their issue time), against replays.
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+/// How old a forwarded command may be (its id carries when it was issued, wall clock).
+const FORWARD_WINDOW_MS: u64 = 60_000;
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A forwarded command as stored in etcd: `MMM-AUTH <mac(id, command, line)>\n<line>`.
+fn sign_command(key: &ClusterKey, id: &str, line: &str) -> String {
+    let mac = crate::control::auth::mac(key, id, crate::control::auth::Part::Command, line);
+    format!("{}{mac}\n{line}", crate::control::auth::AUTH)
+}
+
+/// An answer as stored in etcd: `MMM-MAC <mac(id, answer, text)>\n<text>`.
+fn sign_answer(key: &ClusterKey, id: &str, text: &str) -> String {
+    let mac = crate::control::auth::mac(key, id, crate::control::auth::Part::Answer, text);
+    format!("{}{mac}\n{text}", crate::control::auth::ANSWER_MAC)
+}
+
+/// The text of a signed value, if its MAC verifies for `id` and `part`.
+fn verified(
+    key: &ClusterKey,
+    id: &str,
+    part: crate::control::auth::Part,
+    value: &str,
+) -> Option<String> {
+    let prefix = match part {
+        crate::control::auth::Part::Command => crate::control::auth::AUTH,
+        crate::control::auth::Part::Answer => crate::control::auth::ANSWER_MAC,
+    };
+    let (head, text) = value.split_once('\n')?;
+    let claimed = head.strip_prefix(prefix)?;
+    crate::control::auth::verify(key, id, part, text, claimed).then(|| text.to_string())
 }
 
 impl Drop for Leader {
@@ -87,6 +130,7 @@ impl Leader {
         name: String,
         session: &Session,
         ttl: Duration,
+        key: ClusterKey,
     ) -> Result<Leader, FleetError> {
         let (deposed, _) = watch::channel(false);
         let deposed = Arc::new(deposed);
@@ -172,6 +216,8 @@ impl Leader {
             view,
             agents,
             background,
+            key,
+            seen: Mutex::new(HashMap::new()),
         })
     }
 
@@ -239,13 +285,40 @@ impl Leader {
     }
 
     /// A forwarded line as a command, or the refusal to send back.
-    pub fn parse_forwarded(&self, f: &Forwarded) -> Result<crate::control::Command, String> {
-        super::control::parse_line(&f.line)
+    /// Refused (None, logged) unless its MAC verifies under the cluster key, it was
+    /// issued within the last minute and it was not run before.
+    pub fn parse_forwarded(
+        &self,
+        f: &Forwarded,
+    ) -> Option<Result<crate::control::Command, String>> {
+        let Some(line) = verified(
+            &self.key,
+            &f.id,
+            crate::control::auth::Part::Command,
+            &f.line,
+        ) else {
+            tracing::warn!(id = %f.id, "a command under the fleet's prefix without a valid MAC: not run (it was not put by a monitor holding the cluster key)");
+            return None;
+        };
+        let issued =
+            f.id.rsplit('-')
+                .next()
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+        let now = wall_ms();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, t| now.saturating_sub(*t) <= FORWARD_WINDOW_MS);
+        if now.abs_diff(issued) > FORWARD_WINDOW_MS || seen.insert(f.id.clone(), issued).is_some() {
+            tracing::warn!(id = %f.id, "a forwarded command replayed or too old: not run");
+            return None;
+        }
+        Some(super::control::parse_line(&line))
     }
 
     /// Answers a forwarded command (the reply lives in this leader's session).
     pub fn reply(&self, id: String, text: String) {
         let (mut fleet, lease) = (self.fleet.clone(), self.session_lease);
+        let text = sign_answer(&self.key, &id, &text);
         tokio::spawn(async move {
             if let Err(e) = fleet
                 .put_in_session(lease, &format!("replies/{id}"), text)
@@ -259,11 +332,12 @@ impl Leader {
 
     /// Answers a forwarded command once the core has.
     pub fn reply_when(&self, id: String, answer: oneshot::Receiver<String>) {
-        let (mut fleet, lease) = (self.fleet.clone(), self.session_lease);
+        let (mut fleet, lease, key) = (self.fleet.clone(), self.session_lease, self.key.clone());
         tokio::spawn(async move {
             let text = answer
                 .await
                 .unwrap_or_else(|_dropped| "ERROR: The monitor is shutting down.".to_string());
+            let text = sign_answer(&key, &id, &text);
             if let Err(e) = fleet
                 .put_in_session(lease, &format!("replies/{id}"), text)
                 .await
@@ -564,6 +638,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
         unreachable_said = false;
         tracing::info!(%name, prefix = %c.prefix, "standing by in the monitor fleet");
         let standby = Standby {
+            key: process.key.clone(),
             fleet: fleet.clone(),
             session_lease: session.lease,
             name: name.clone(),
@@ -615,6 +690,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             name.clone(),
             &session,
             c.session_ttl,
+            process.key.clone(),
         )
         .await
         {
@@ -696,6 +772,7 @@ async fn serve_unconnected(process: &mut Process, why: &str) -> Result<(), Daemo
 
 /// A standby's side of the control socket.
 struct Standby {
+    key: ClusterKey,
     fleet: Fleet,
     session_lease: i64,
     name: String,
@@ -716,8 +793,11 @@ async fn serve_standby(process: &mut Process, s: &Standby) -> Result<(), DaemonE
             continue;
         }
         n += 1;
-        let id = format!("{}-{}-{n}", s.name, std::process::id());
+        // The id ends with the issue time: the leader refuses an old or replayed one.
+        let id = format!("{}-{}-{n}-{}", s.name, std::process::id(), wall_ms());
         let (mut fleet, lease, timeout) = (s.fleet.clone(), s.session_lease, s.timeout);
+        let key = s.key.clone();
+        let signed = sign_command(&key, &id, &command.to_string());
         tokio::spawn(async move {
             // Without a leader nobody would answer: say so now rather than after the wait.
             match fleet.leader().await {
@@ -735,10 +815,14 @@ async fn serve_standby(process: &mut Process, s: &Standby) -> Result<(), DaemonE
                 }
             }
             let text = match fleet
-                .forward(lease, &id, &command.to_string(), timeout)
+                .forward(lease, &id, &signed, timeout)
                 .await
             {
-                Ok(text) => text,
+                Ok(answer) => verified(&key, &id, crate::control::auth::Part::Answer, &answer)
+                    .unwrap_or_else(|| {
+                        tracing::warn!(%id, "an answer under the fleet's prefix without a valid MAC: ignored");
+                        "ERROR: The answer from the fleet's leader could not be verified with the cluster key.".to_string()
+                    }),
                 Err(e) => format!(
                     "ERROR: This monitor stands by and the fleet's leader did not answer: {}",
                     crate::error_chain(&e)
@@ -773,6 +857,47 @@ mod tests {
         added.ip = Ipv4Addr::new(192, 0, 2, 19);
         after.hosts.push(added);
         assert_eq!(identity(&before, &key), identity(&after, &key));
+    }
+
+    #[test]
+    fn forwarded_commands_and_answers_verify_only_with_the_key_and_their_id() {
+        use crate::control::auth::Part;
+        let key = ClusterKey::from_hex(&"ab".repeat(32)).expect("a key");
+        let other = ClusterKey::from_hex(&"cd".repeat(32)).expect("a key");
+        let signed = sign_command(&key, "mon2-1-1-100", "move_role writer db2");
+        assert_eq!(
+            verified(&key, "mon2-1-1-100", Part::Command, &signed).as_deref(),
+            Some("move_role writer db2")
+        );
+        assert_eq!(
+            verified(&other, "mon2-1-1-100", Part::Command, &signed),
+            None
+        );
+        assert_eq!(
+            verified(&key, "mon2-1-2-100", Part::Command, &signed),
+            None,
+            "moved to another id"
+        );
+        assert_eq!(
+            verified(&key, "mon2-1-1-100", Part::Answer, &signed),
+            None,
+            "a command is no answer"
+        );
+        let changed = signed.replace("db2", "db3");
+        assert_eq!(
+            verified(&key, "mon2-1-1-100", Part::Command, &changed),
+            None
+        );
+        assert_eq!(
+            verified(&key, "x", Part::Command, "move_role writer db2"),
+            None,
+            "unsigned"
+        );
+        let answer = sign_answer(&key, "mon2-1-1-100", "OK: done\nsecond line");
+        assert_eq!(
+            verified(&key, "mon2-1-1-100", Part::Answer, &answer).as_deref(),
+            Some("OK: done\nsecond line")
+        );
     }
 
     #[test]

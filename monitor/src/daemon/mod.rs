@@ -626,7 +626,7 @@ async fn event_loop(
             }
             Some((command, reply)) = process.control.recv() => Err((command, Asker::Local(reply))),
             Some(f) = async { match inputs.forwarded.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
-                match shell.leader.as_ref().map(|l| l.parse_forwarded(&f)) {
+                match shell.leader.as_ref().and_then(|l| l.parse_forwarded(&f)) {
                     Some(Ok(command)) => Err((command, Asker::Forwarded(f.id))),
                     Some(Err(text)) => {
                         if let Some(l) = &shell.leader {
