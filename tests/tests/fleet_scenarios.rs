@@ -29,6 +29,13 @@ fn up(tag: &str) -> Fleet {
         "mon2 is not listed as standby: {:?}",
         f.fleet_line("mon1")
     );
+    // `show --json` through the standby (run by the leader) carries the fleet too.
+    let (code, json) = f.control("mon2", &["show", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json)
+        .unwrap_or_else(|e| panic!("show --json through mon2 ({code}): {e}: {json}"));
+    assert_eq!(v["fleet"]["leader"], "mon1", "{json}");
+    assert_eq!(v["fleet"]["standby"][0], "mon2", "{json}");
+    assert!(v["fleet"]["term"].as_u64().is_some_and(|t| t > 0), "{json}");
     f
 }
 
