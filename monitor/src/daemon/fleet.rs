@@ -221,6 +221,10 @@ impl Leader {
         })
     }
 
+    pub fn is_deposed(&self) -> bool {
+        *self.deposed.borrow()
+    }
+
     pub fn deposed(&self) -> Deposition {
         Deposition(self.deposed.subscribe())
     }

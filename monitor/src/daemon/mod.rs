@@ -367,6 +367,12 @@ pub async fn lead(
     let mut tasks = tokio::task::JoinSet::new();
     let links = start_links(&config, &process.key, &seat, &ev_tx, &mut tasks);
     let (reports, early) = hear_agents(&config, &mut ev_rx).await;
+    // The term may have ended while the agents were heard (up to 2 x agent_timeout):
+    // nothing of it may be decided then.
+    if seat.leader.as_ref().is_some_and(|l| l.is_deposed()) {
+        tracing::error!("leadership lost before the start-up vote: standing by");
+        return Ok(Ended::Deposed);
+    }
     let status = match &seat.leader {
         None => StatusOut::File(persist::Writer::start(config.monitor.status_path.clone())),
         Some(l) => StatusOut::Etcd(l.status_writer()),
@@ -642,6 +648,12 @@ async fn event_loop(
                 Ok(Event::Tick)
             }
         };
+        // The select picks among ready branches at random: a term known to be over
+        // decides nothing more, whatever was picked.
+        if shell.leader.as_ref().is_some_and(|l| l.is_deposed()) {
+            tracing::error!("leadership lost: stopping at once (another monitor may be elected)");
+            return Ok(Ended::Deposed);
+        }
         let event = match asked {
             Ok(e) => e,
             Err((command, asker)) => {
