@@ -26,8 +26,10 @@ pub struct Monitor {
 }
 
 pub struct Fleet {
-    pub c: Cluster,
+    /// Before `c`: fields drop in order, and etcd members are killed outright (their
+    /// data is a temp dir) rather than left to the lab's SIGTERM and its 5 s wait.
     pub etcd: EtcdCluster,
+    pub c: Cluster,
     pub monitors: BTreeMap<String, Monitor>,
     /// Held for the lab's life (dropped last): see [`Slot`].
     _slot: Slot,
