@@ -207,8 +207,8 @@ fn f05_leader_cut_from_etcd() {
 }
 
 /// The leader cut from every agent (etcd still sees it): the writer goes on writing on
-/// its own etcd lease, and nothing is failed over (the leader's network guard sees no
-/// host at all).
+/// its own etcd lease, nothing is failed over, and the leader steps down so that mon2,
+/// which reaches the agents, leads; healed, mon1 stands by.
 #[test]
 fn f06_leader_cut_from_the_agents() {
     if !require_root("f06") {
@@ -217,11 +217,27 @@ fn f06_leader_cut_from_the_agents() {
     let f = up("f06");
     let w = writer(&f.c);
     f.cut("mon1", &[11, 12, 13], true);
-    std::thread::sleep(Duration::from_secs(4));
+    let (leader, _) = f.wait_leader("mon2", Some("mon1"), T);
+    assert_eq!(leader, "mon2");
+    assert!(
+        f.log("mon1")
+            .contains("stepping down so that a monitor reaching them leads"),
+        "{}",
+        f.log("mon1")
+    );
+    std::thread::sleep(Duration::from_secs(2));
     let log = w.log();
     f.assert_no_failed_writes(&log, "while the leader could not reach the agents");
     f.cut("mon1", &[11, 12, 13], false);
-    std::thread::sleep(Duration::from_secs(2));
+    let back = wait_for(T, || {
+        f.fleet_line("mon2")
+            .filter(|(l, _, s)| l == "mon2" && s.contains(&"mon1".to_string()))
+    });
+    assert!(
+        back.is_some(),
+        "mon1 back as standby: {:?}",
+        f.fleet_line("mon2")
+    );
     let log = w.stop();
     f.assert_no_failed_writes(&log, "after the cut healed");
     f.wait_show("mon2", "db1", "writer(192.0.2.100)", T);

@@ -606,7 +606,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
     let mut earlier: Vec<i64> = Vec::new();
     loop {
         let connected = tokio::select! {
-            stopped = serve_unconnected(process, "connecting to etcd") => return stopped,
+            stopped = serve_unconnected(process, "ERROR: This monitor cannot reach etcd and stands by, retrying: connecting to etcd") => return stopped,
             c = connect(&c, timeout) => c,
         };
         let (mut fleet, mut session) = match connected {
@@ -617,8 +617,10 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                     tracing::error!(error = %why, "etcd unreachable: standing by, retrying every second (nothing is driven until etcd answers)");
                     unreachable_said = true;
                 }
+                let refusal =
+                    format!("ERROR: This monitor cannot reach etcd and stands by, retrying: {why}");
                 tokio::select! {
-                    stopped = serve_unconnected(process, &why) => return stopped,
+                    stopped = serve_unconnected(process, &refusal) => return stopped,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
@@ -724,6 +726,18 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 tracing::warn!(term = leadership.term, "no longer the leader: standing by");
                 drop(session);
             }
+            Ended::SteppedDown => {
+                if let Err(e) = fleet.resign(leadership).await {
+                    tracing::warn!(error = %crate::error_chain(&e), "resigning failed: a standby takes over when the session expires");
+                }
+                let _ = fleet.end(session).await;
+                // The others campaign first; this one joins the line again later, and
+                // leads again only if nobody else does.
+                tokio::select! {
+                    stopped = serve_unconnected(process, "ERROR: This monitor stepped down (it reached no agent) and stands by; ask another monitor of the fleet.") => return stopped,
+                    _ = tokio::time::sleep(c.session_ttl * 3) => {}
+                }
+            }
         }
     }
 }
@@ -759,7 +773,7 @@ async fn check_identity(
 
 /// Answers control commands while etcd cannot be reached: `ping` here (the process is
 /// alive), everything else refused with the cause. Returns when the monitor must stop.
-async fn serve_unconnected(process: &mut Process, why: &str) -> Result<(), DaemonError> {
+async fn serve_unconnected(process: &mut Process, refusal: &str) -> Result<(), DaemonError> {
     loop {
         let (command, reply) = tokio::select! {
             stopped = process.life.stopped() => return stopped,
@@ -768,7 +782,7 @@ async fn serve_unconnected(process: &mut Process, why: &str) -> Result<(), Daemo
         let text = if command == crate::control::Command::Ping {
             "OK: Pinged successfully!".to_string()
         } else {
-            format!("ERROR: This monitor cannot reach etcd and stands by, retrying: {why}")
+            refusal.to_string()
         };
         let _ = reply.send(text);
     }

@@ -257,6 +257,8 @@ pub enum Ended {
     Shutdown,
     /// The fleet's leadership was lost: nothing may be decided any more.
     Deposed,
+    /// A fleet's leader that reaches no agent gives way to a monitor that may.
+    SteppedDown,
 }
 
 /// What stays for the life of the process, whatever the monitor acts as.
@@ -372,6 +374,13 @@ pub async fn lead(
     if seat.leader.as_ref().is_some_and(|l| l.is_deposed()) {
         tracing::error!("leadership lost before the start-up vote: standing by");
         return Ok(Ended::Deposed);
+    }
+    // A leader that hears no agent at all is most likely the one cut off: acting on
+    // that view (hosts failing, a writer fenced through etcd) would stop writes for
+    // nothing. It gives way to a monitor that may reach them.
+    if seat.leader.is_some() && reports.is_empty() && !config.hosts.is_empty() {
+        tracing::warn!("no agent answered at the start of this term: stepping down so that a monitor reaching them leads");
+        return Ok(Ended::SteppedDown);
     }
     let status = match &seat.leader {
         None => StatusOut::File(persist::Writer::start(config.monitor.status_path.clone())),
@@ -615,6 +624,9 @@ async fn event_loop(
     let mut wake = clock.instant(cluster.next_deadline(), last_tick + IDLE_TICK);
     let mut next_reply: u64 = 1;
     let mut deposed = shell.leader.as_ref().map(|l| l.deposed());
+    // In a fleet: since when this leader reaches no agent at all (see `lead`).
+    let mut alone_since: Option<tokio::time::Instant> = None;
+    let alone_limit = (process.config.monitor.agent_timeout * 2).max(Duration::from_millis(500));
     shell.observe(cluster, clock.now());
     loop {
         let asked = tokio::select! {
@@ -683,6 +695,18 @@ async fn event_loop(
         if !actions.is_empty() {
             shell.dispatch(actions).await;
             shell.observe(cluster, now);
+        }
+        if shell.leader.is_some() && !cluster.hosts().is_empty() {
+            if cluster.hosts().iter().any(|h| h.agent_up) {
+                alone_since = None;
+            } else if alone_since
+                .get_or_insert_with(tokio::time::Instant::now)
+                .elapsed()
+                >= alone_limit
+            {
+                tracing::warn!(after = ?alone_limit, "no agent reachable: stepping down so that a monitor reaching them leads");
+                return Ok(Ended::SteppedDown);
+            }
         }
         wake = clock.instant(cluster.next_deadline(), last_tick + IDLE_TICK);
     }
