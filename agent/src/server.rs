@@ -427,12 +427,9 @@ impl Agent {
             Ok(Accepted::Higher { .. }) => self.lease.enter_term(term),
             Ok(Accepted::Same) => {}
             Err(refused) => {
-                // `hs` has sealed the Challenge already (sequence 0), so its own reject
-                // would go out as sequence 1 and the monitor would read it as a reordered
-                // frame, not as the refusal. A fresh handshake's reject is the first frame
-                // under the same handshake key: the monitor opens it and shows the text.
-                let mut first = AgentHandshake::new(&self.key, &self.host.name, [0; NONCE_LEN]);
-                if let Some(bytes) = first.reject(&refused.to_string()) {
+                // The Challenge sealed by `on_hello` is never sent: the reject goes out
+                // as the first frame, and the monitor shows its text.
+                if let Some(bytes) = hs.reject(&refused.to_string()) {
                     let _ = write_frames(&mut writer, &bytes, HANDSHAKE_TIMEOUT).await;
                 }
                 // Logged by `admit`, once per refused term.

@@ -333,12 +333,17 @@ impl AgentHandshake {
     }
 
     /// An Error frame under this side's handshake key, telling the monitor why the
-    /// handshake failed; a monitor with another key sees it fail as `WrongKey` too.
+    /// handshake failed; a monitor with another key sees it fail as `WrongKey` too. It is
+    /// always sealed as the first frame this side sends (sequence 0), also after
+    /// [`AgentHandshake::on_hello`] sealed a Challenge that is then never sent (a
+    /// refused term): the monitor reads the reason, not a reordered frame.
     pub fn reject(&mut self, reason: &str) -> Option<Vec<u8>> {
         let msg = Message::Error(super::message::ErrorMessage {
             message: reason.into(),
         });
-        self.sealer.seal(&msg, 0, 0).ok()
+        Sealer::new(derive(HS_A2M, &self.cluster, None))
+            .seal(&msg, 0, 0)
+            .ok()
     }
 
     /// Takes the monitor's Auth; returns the session and the Welcome frame to send.

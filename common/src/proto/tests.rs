@@ -806,3 +806,18 @@ fn the_term_reaches_the_agent_and_binds_every_frame() {
         "a frame of term 7 must not verify in a session of term 8 (same nonces)"
     );
 }
+
+/// A refusal decided after the Hello (the agent judged the term) still reaches the
+/// monitor as the reason, not as a reordered frame.
+#[test]
+fn a_reject_after_the_hello_is_read_as_the_reason() {
+    let k = key(1);
+    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", 3, [1; 16]).unwrap();
+    let mut ah = AgentHandshake::new(&k, "db1", [2; 16]);
+    let _challenge_never_sent = ah.on_hello(&one(&hello)).unwrap();
+    let refusal = ah.reject("term 3 is over").unwrap();
+    match mh.on_challenge(&one(&refusal)) {
+        Err(FrameError::PeerRejected { message }) => assert_eq!(message, "term 3 is over"),
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+}
