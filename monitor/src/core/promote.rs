@@ -77,6 +77,21 @@ pub struct Fence {
     pub kill: KillState,
     /// "cannot fence" was reported already.
     pub stuck_reported: bool,
+    /// In a fleet: waiting for the daemon's LeaseEnded (the agent's etcd lease).
+    pub awaiting_etcd: bool,
+}
+
+/// A fencing target of the promotion in progress, with what its timeline needs.
+struct Target<'a> {
+    fence: &'a mut Fence,
+    timeline: &'a mut Vec<(Millis, String)>,
+    started: Millis,
+}
+
+impl Target<'_> {
+    fn step(&mut self, now: Millis, what: String) {
+        self.timeline.push((now.saturating_sub(self.started), what));
+    }
 }
 
 impl Fence {
@@ -139,6 +154,24 @@ fn ms(d: Duration) -> Millis {
 }
 
 impl Cluster {
+    /// `host` as a target of the promotion's fencing phase, if it is one now.
+    fn fencing_target(&mut self, host: &str) -> Option<Target<'_>> {
+        let Some(Promotion {
+            started,
+            timeline,
+            phase: Phase::Fencing { targets, .. },
+            ..
+        }) = self.promotion.as_mut()
+        else {
+            return None;
+        };
+        Some(Target {
+            fence: targets.get_mut(host)?,
+            timeline,
+            started: *started,
+        })
+    }
+
     fn fence_wait(&self) -> Millis {
         (ms(self.config.monitor.agent_timeout) * 2).max(1000)
     }
@@ -237,6 +270,7 @@ impl Cluster {
                         lease_until: None,
                         kill: kill.clone(),
                         stuck_reported: false,
+                        awaiting_etcd: false,
                     },
                 )
             })
@@ -360,16 +394,11 @@ impl Cluster {
         let ping_ok = self
             .host(target)
             .is_some_and(|h| self.check_ok(h, mmm_common::types::CheckKind::Ping, now));
-        let Some(p) = self.promotion.as_mut() else {
+        let fleet = fencing == Fencing::Lease && self.config.coordination.is_some();
+        let Some(mut t) = self.fencing_target(target) else {
             return;
         };
-        let started = p.started;
-        let Phase::Fencing { targets, .. } = &mut p.phase else {
-            return;
-        };
-        let Some(f) = targets.get_mut(target) else {
-            return;
-        };
+        let f = &mut *t.fence;
         if f.lease_until.is_some() || f.confirmed {
             return;
         }
@@ -380,12 +409,12 @@ impl Cluster {
         });
         // In a fleet the agent's permit is its own etcd lease, which no monitor renews:
         // counting from here proves nothing. The daemon ends it and reports LeaseEnded.
-        let fleet = fencing == Fencing::Lease && self.config.coordination.is_some();
         f.lease_until = Some(if fencing == Fencing::Lease && !fleet {
             since + lease
         } else {
             Millis::MAX
         });
+        f.awaiting_etcd = fleet;
         if fleet {
             out.push(Action::EndLease {
                 host: target.to_string(),
@@ -398,12 +427,12 @@ impl Cluster {
                 ping_ok,
             });
         }
-        p.timeline.push((
-            now.saturating_sub(started),
+        t.step(
+            now,
             format!(
                 "'{target}' cannot confirm its demotion: connection dropped, waiting for its lease"
             ),
-        ));
+        );
     }
 
     /// In a fleet: the target's etcd lease is over (the agent gave the writer up before).
@@ -413,22 +442,15 @@ impl Cluster {
         host: &str,
         out: &mut Vec<Action>,
     ) {
-        let Some(p) = self.promotion.as_mut() else {
+        let Some(mut t) = self.fencing_target(host) else {
             return;
         };
-        let started = p.started;
-        let Phase::Fencing { targets, .. } = &mut p.phase else {
-            return;
-        };
-        let Some(f) = targets.get_mut(host) else {
-            return;
-        };
-        if f.lease_until == Some(Millis::MAX) {
-            f.lease_until = Some(now);
-            p.timeline.push((
-                now.saturating_sub(started),
+        if std::mem::take(&mut t.fence.awaiting_etcd) {
+            t.fence.lease_until = Some(now);
+            t.step(
+                now,
                 format!("'{host}' holds no writer permit: its etcd lease ended"),
-            ));
+            );
         }
         self.fencing_progress(now, out);
     }
@@ -473,23 +495,17 @@ impl Cluster {
         let Some(view) = self.host(host).and_then(|h| h.view.clone()) else {
             return;
         };
-        let Some(p) = self.promotion.as_mut() else {
-            return;
-        };
-        let started = p.started;
-        let Phase::Fencing { targets, .. } = &mut p.phase else {
-            return;
-        };
-        let Some(f) = targets.get_mut(host) else {
+        let Some(mut t) = self.fencing_target(host) else {
             return;
         };
         let vip_gone = !writer_ip.is_some_and(|ip| view.held_vips.contains(&ip));
-        if !f.confirmed && vip_gone && (view.read_only || !view.mysql_up || view.self_fenced) {
-            f.confirmed = true;
-            p.timeline.push((
-                now.saturating_sub(started),
+        if !t.fence.confirmed && vip_gone && (view.read_only || !view.mysql_up || view.self_fenced)
+        {
+            t.fence.confirmed = true;
+            t.step(
+                now,
                 format!("'{host}' confirmed demoted (writer VIP removed, read-only)"),
-            ));
+            );
             self.fencing_progress(now, out);
         }
     }
@@ -501,20 +517,15 @@ impl Cluster {
         ok: bool,
         out: &mut Vec<Action>,
     ) {
-        if let Some(p) = self.promotion.as_mut() {
-            let started = p.started;
-            if let Phase::Fencing { targets, .. } = &mut p.phase {
-                if let Some(f) = targets.get_mut(host) {
-                    f.kill = KillState::Done { ok };
-                    p.timeline.push((
-                        now.saturating_sub(started),
-                        format!(
-                            "kill_host_bin ran for '{host}' ({})",
-                            if ok { "ok" } else { "failed" }
-                        ),
-                    ));
-                }
-            }
+        if let Some(mut t) = self.fencing_target(host) {
+            t.fence.kill = KillState::Done { ok };
+            t.step(
+                now,
+                format!(
+                    "kill_host_bin ran for '{host}' ({})",
+                    if ok { "ok" } else { "failed" }
+                ),
+            );
         }
         self.fencing_progress(now, out);
     }
