@@ -165,29 +165,30 @@ impl EtcdCluster {
     pub fn start_with(tag: &str, n: usize, tls: Option<&TlsFiles>) -> EtcdCluster {
         let dir = TempDir::new(tag);
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let flags = |pairs: [(&str, &std::path::Path); 3]| -> Vec<String> {
+            pairs
+                .iter()
+                .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
+                .collect()
+        };
         let tls_args: Vec<String> = tls
             .map(|t| {
-                [
+                let mut f = flags([
                     ("--cert-file", &t.server_cert),
                     ("--key-file", &t.server_key),
                     ("--trusted-ca-file", &t.ca),
-                ]
-                .iter()
-                .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
-                .chain(["--client-cert-auth".to_string()])
-                .collect()
+                ]);
+                f.push("--client-cert-auth".into());
+                f
             })
             .unwrap_or_default();
         let ctl_tls: Vec<String> = tls
             .map(|t| {
-                [
+                flags([
                     ("--cacert", &t.ca),
                     ("--cert", &t.client_cert),
                     ("--key", &t.client_key),
-                ]
-                .iter()
-                .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
-                .collect()
+                ])
             })
             .unwrap_or_default();
         let peers: Vec<(String, u16, u16)> = (1..=n)

@@ -152,6 +152,25 @@ impl Fleet {
         pid
     }
 
+    /// Runs monitor slot `slot` as `--name name` in the foreground until it exits (at
+    /// most 20 s: `timeout` ends it otherwise), for a monitor that must refuse to run.
+    pub fn run_monitor_to_exit(&self, slot: &str, name: &str) -> std::process::Output {
+        let m = &self.monitors[slot];
+        let monitor = bin("mmm-monitor");
+        self.c.lab.net.try_exec(
+            &m.node,
+            &[
+                "timeout",
+                "20",
+                monitor.to_str().expect("UTF-8"),
+                "--config",
+                m.config.to_str().expect("UTF-8"),
+                "--name",
+                name,
+            ],
+        )
+    }
+
     pub fn log(&self, slot: &str) -> String {
         self.c.lab.log(&self.monitors[slot].log)
     }

@@ -141,20 +141,7 @@ fn f04_same_name_twice_is_refused() {
     let mut f = Fleet::start("f04");
     f.start_monitor("mon1");
     f.wait_leader("mon1", None, T);
-    let m = &f.monitors["mon2"];
-    let monitor = mmm_tests::bin("mmm-monitor");
-    let out = f.c.lab.net.try_exec(
-        &m.node,
-        &[
-            "timeout",
-            "20",
-            monitor.to_str().unwrap(),
-            "--config",
-            m.config.to_str().unwrap(),
-            "--name",
-            "mon1",
-        ],
-    );
+    let out = f.run_monitor_to_exit("mon2", "mon1");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a second mon1 must not run: {err}");
     assert!(
@@ -347,20 +334,7 @@ fn f11_prefix_of_another_cluster_is_refused() {
         .etcd
         .etcdctl(&["put", &format!("{PREFIX}/cluster"), "another cluster"]);
     assert!(put.status.success(), "{put:?}");
-    let m = &f.monitors["mon1"];
-    let monitor = mmm_tests::bin("mmm-monitor");
-    let out = f.c.lab.net.try_exec(
-        &m.node,
-        &[
-            "timeout",
-            "20",
-            monitor.to_str().unwrap(),
-            "--config",
-            m.config.to_str().unwrap(),
-            "--name",
-            "mon1",
-        ],
-    );
+    let out = f.run_monitor_to_exit("mon1", "mon1");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -386,16 +360,7 @@ fn f12_deleted_agent_key_is_not_an_ended_lease() {
     // The agent has published its lease (it may be granted after the cluster is online).
     let published = wait_for(T, || (!f.etcd_get("agents/db1").is_empty()).then_some(()));
     assert!(published.is_some(), "db1's agent never published its lease");
-    let out = f.c.lab.net.try_exec(
-        "etcd1",
-        &[
-            "etcdctl",
-            "--endpoints",
-            "http://192.0.2.31:2379",
-            "del",
-            "/mmm/lab/agents/db1",
-        ],
-    );
+    let out = f.etcd.etcdctl(&["del", &format!("{PREFIX}/agents/db1")]);
     assert!(out.status.success(), "{out:?}");
     f.cut("mon1", &[11], true);
     f.wait_show("mon1", "db2", "writer(192.0.2.100)", T);
@@ -422,30 +387,31 @@ fn f12_deleted_agent_key_is_not_an_ended_lease() {
     );
 }
 
-/// Finding (fleet review): the leader runs whatever appears under `<prefix>/commands/`.
-/// Anyone who can write there moves the writer without the cluster key, which the
-/// agents' protocol and a TCP control socket require: any etcd client when etcd has no
-/// client authentication, and with client certificates still every holder of one that
-/// etcd's RBAC does not keep out of the prefix (each agent's host has one).
+/// Found by review: the leader ran whatever appeared under `<prefix>/commands/`, so anyone
+/// able to write to etcd moved the writer without the cluster key. Forwarded commands
+/// are MACed with the key now: an unsigned one is seen, refused and logged.
 #[test]
 fn f13_a_command_put_in_etcd_without_the_key_is_not_run() {
     if !require_root("f13") {
         return;
     }
     let f = up("f13");
-    let out = f.c.lab.net.try_exec(
-        "etcd1",
-        &[
-            "etcdctl",
-            "--endpoints",
-            "http://192.0.2.31:2379",
-            "put",
-            "/mmm/lab/commands/not-a-monitor",
-            "move_role writer db2",
-        ],
-    );
+    let out = f.etcd.etcdctl(&[
+        "put",
+        &format!("{PREFIX}/commands/not-a-monitor"),
+        "move_role writer db2",
+    ]);
     assert!(out.status.success(), "{out:?}");
-    std::thread::sleep(Duration::from_secs(5));
+    let refused = wait_for(T, || {
+        f.log("mon1")
+            .contains("without a valid MAC: not run")
+            .then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "the command was not seen and refused:\n{}",
+        f.log("mon1")
+    );
     let (_, show) = f.control("mon1", &["show"]);
     assert!(
         f.c.db("db2").read_only(),
