@@ -187,8 +187,10 @@ impl Leader {
         background.push(
             tokio::spawn(async move {
                 loop {
-                    if let Ok(now) = f.view().await {
-                        *v.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                    match f.view().await {
+                        Ok(now) => *v.lock().unwrap_or_else(|p| p.into_inner()) = now,
+                        // `show` keeps the last list; the session's own loss ends the term.
+                        Err(e) => tracing::debug!(error = %crate::error_chain(&e), "listing the fleet's monitors failed"),
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
