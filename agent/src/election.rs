@@ -91,6 +91,9 @@ impl Election {
                 let mut client = self.connect(false).await?;
                 let now = self.read(&mut client).await?;
                 self.current.send_replace(now);
+                if std::mem::take(&mut said) {
+                    tracing::info!(term = ?now, "the fleet's election is followed again");
+                }
                 let mut stream = client
                     .watch(self.election(), Some(WatchOptions::new().with_prefix()))
                     .await
@@ -103,18 +106,20 @@ impl Election {
             };
             if let Err(reason) = watched.await {
                 self.current.send_replace(None);
-                if !said {
+                if !std::mem::replace(&mut said, true) {
                     tracing::warn!(%reason, "the fleet's election cannot be followed: each monitor order is confirmed with etcd first");
-                    said = true;
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
-    /// Ok when `term` leads the fleet now.
-    pub async fn confirms(&self, term: u64) -> Result<(), NotLeader> {
-        if *self.current.borrow() == Some(term) {
+    /// Ok when `term` leads the fleet now. With `fresh` (an order that could make a
+    /// writer) etcd is always asked: a watch can lag, and a stale "yes" there would let a
+    /// deposed leader re-arm a host its successor fenced. Other orders may use the
+    /// watch's answer.
+    pub async fn confirms(&self, term: u64, fresh: bool) -> Result<(), NotLeader> {
+        if !fresh && *self.current.borrow() == Some(term) {
             return Ok(());
         }
         // The watch may lag behind a leader elected a moment ago: ask etcd itself.
@@ -126,7 +131,8 @@ impl Election {
             .read(&mut client)
             .await
             .map_err(|reason| NotLeader::Unknown { term, reason })?;
-        self.current.send_replace(now);
+        // Not written to `current`: this read may finish after the watch stored a newer
+        // answer, and must not overwrite it.
         match now {
             Some(t) if t == term => Ok(()),
             Some(current) => Err(NotLeader::Other { term, current }),

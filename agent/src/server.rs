@@ -557,9 +557,10 @@ impl Agent {
                         || d.roles.iter().any(|(_, ip)| writer.contains(ip))
                         || self.lease.fenced().is_some()
                 }
+                Message::Action(a) => matches!(a.action, Action::SetReadOnly { on: false }),
                 _ => false,
             };
-            let verdict = match election.confirms(term).await {
+            let verdict = match election.confirms(term, grants_writer).await {
                 Err(crate::election::NotLeader::Unknown { .. }) if !grants_writer => Ok(()),
                 other => other,
             };

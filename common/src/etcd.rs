@@ -33,7 +33,17 @@ pub fn connect_options(
     timeout: Option<Duration>,
     connect_timeout: Duration,
 ) -> Result<ConnectOptions, EtcdTlsError> {
-    let mut options = ConnectOptions::new().with_connect_timeout(connect_timeout);
+    // A member cut off from etcd's quorum must not keep answering (a watch on it would
+    // go silent, a read would be stale): require a leader. A path that drops packets
+    // silently is noticed by HTTP/2 pings; no more often than every 5 s, etcd's default
+    // --grpc-keepalive-min-time, below which etcd closes the connection as abusive.
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(connect_timeout)
+        .with_require_leader(true)
+        .with_keep_alive(
+            Duration::from_secs(5),
+            (c.session_ttl / 2).max(Duration::from_millis(500)),
+        );
     if let Some(t) = timeout {
         options = options.with_timeout(t);
     }

@@ -514,7 +514,15 @@ async fn hear_agents(
     config: &Config,
     events: &mut mpsc::Receiver<Event>,
 ) -> (Vec<(String, AgentView)>, Vec<Event>) {
-    let wait = (config.monitor.agent_timeout * 2).max(Duration::from_secs(1));
+    // In a fleet a leader that hears nobody steps down (see `lead`): give the agents a
+    // whole session TTL (term file fsync, handshake, first heartbeat on a loaded host).
+    let fleet = config
+        .coordination
+        .as_ref()
+        .map_or(Duration::ZERO, |c| c.session_ttl);
+    let wait = (config.monitor.agent_timeout * 2)
+        .max(Duration::from_secs(1))
+        .max(fleet);
     let deadline = tokio::time::Instant::now() + wait;
     let mut reports: BTreeMap<String, AgentView> = BTreeMap::new();
     let mut early: Vec<Event> = Vec::new();
