@@ -8,9 +8,17 @@
 //! The sender is an AF_PACKET socket opened with protocol 0: it can send but is bound to
 //! no protocol, so it never receives (pnet's layer-2 channel binds ETH_P_ALL and would be
 //! handed a copy of every frame on a busy database interface) and is never promiscuous.
+//!
+//! An announcement must never outlive the address: a burst still running when the VIP is
+//! removed (a fast move, or a host frozen mid-burst and resumed after its lease fenced it)
+//! would point every client back at a host that no longer answers for the VIP, until the
+//! new owner's next announcement or the clients' ARP entries expire. [`Announcer`] counts
+//! each VIP's withdrawals; an announcement decided before one is never sent.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
 
 pub const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IP: u16 = 0x0800;
@@ -109,9 +117,105 @@ impl GarpSender {
     }
 }
 
+/// Per VIP, how many times it was withdrawn. Pure: the lock and the socket live in
+/// [`Announcer`].
+#[derive(Debug, Default)]
+pub struct Withdrawals(HashMap<Ipv4Addr, u64>);
+
+/// Leave to announce `ip`, valid until its next withdrawal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    pub ip: Ipv4Addr,
+    withdrawals: u64,
+}
+
+impl Withdrawals {
+    pub fn ticket(&self, ip: Ipv4Addr) -> Ticket {
+        Ticket {
+            ip,
+            withdrawals: self.0.get(&ip).copied().unwrap_or(0),
+        }
+    }
+
+    pub fn withdraw(&mut self, ip: Ipv4Addr) {
+        *self.0.entry(ip).or_insert(0) += 1;
+    }
+
+    pub fn valid(&self, ticket: Ticket) -> bool {
+        self.ticket(ticket.ip) == ticket
+    }
+}
+
+/// The gratuitous ARP sender with the rule that nothing is announced after its VIP was
+/// withdrawn. Take a [`Ticket`] *before* adding the address (or before reading that it is
+/// there), and call [`Announcer::withdraw`] *before* removing it: then a ticket that is
+/// still valid at the send means the address was ours when it was taken and has not been
+/// given up since.
+#[derive(Debug)]
+pub struct Announcer {
+    sender: GarpSender,
+    withdrawals: Mutex<Withdrawals>,
+}
+
+impl Announcer {
+    pub fn new(sender: GarpSender) -> Announcer {
+        Announcer {
+            sender,
+            withdrawals: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Withdrawals> {
+        // The counts stay consistent whatever panicked while holding the lock.
+        self.withdrawals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn ticket(&self, ip: Ipv4Addr) -> Ticket {
+        self.lock().ticket(ip)
+    }
+
+    /// No announcement of `ip` on an older ticket leaves after this returns.
+    pub fn withdraw(&self, ip: Ipv4Addr) {
+        self.lock().withdraw(ip);
+    }
+
+    /// Sends one announcement if `ticket` is still valid: `Ok(false)` when the VIP was
+    /// withdrawn since. The check and the send hold the lock together, so a withdrawal
+    /// cannot fall between them.
+    pub fn send(&self, ticket: Ticket, ifindex: u32, mac: Mac) -> Result<bool, GarpError> {
+        let withdrawals = self.lock();
+        if !withdrawals.valid(ticket) {
+            return Ok(false);
+        }
+        self.sender.send(ifindex, mac, ticket.ip)?;
+        drop(withdrawals);
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ticket_from_before_a_withdrawal_is_void_and_a_new_one_is_not() {
+        let (a, b) = (Ipv4Addr::new(192, 0, 2, 100), Ipv4Addr::new(192, 0, 2, 101));
+        let mut w = Withdrawals::default();
+        let (ta, tb) = (w.ticket(a), w.ticket(b));
+        assert!(w.valid(ta) && w.valid(tb));
+        w.withdraw(a);
+        assert!(!w.valid(ta), "announcing a withdrawn VIP");
+        assert!(
+            w.valid(tb),
+            "another VIP's withdrawal voids nothing of this one"
+        );
+        let again = w.ticket(a);
+        assert!(w.valid(again), "a VIP taken back is announced again");
+        w.withdraw(a);
+        assert!(!w.valid(again) && !w.valid(ta));
+    }
 
     #[test]
     fn garp_request_form_byte_for_byte() {

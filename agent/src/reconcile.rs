@@ -7,7 +7,7 @@
 //! already matches gets no steps, so re-applying the same state (after an agent restart,
 //! or the monitor's periodic re-assertion) touches nothing.
 
-use crate::garp::{GarpError, GarpSender};
+use crate::garp::{Announcer, GarpError, Ticket};
 use crate::mysql::{Mysql, MysqlError};
 use crate::vip::{Link, Netlink, VipError};
 use mmm_common::config::{Config, Host};
@@ -188,11 +188,44 @@ pub enum StepError {
 /// Bound on one netlink request of a step.
 const VIP_STEP: Duration = Duration::from_millis(500);
 
+/// What must happen around a VIP's address on this host, whoever adds or removes it (the
+/// reconciler, or the lease's own fence): the RST program and the gratuitous ARP sender
+/// must agree with the address at every moment.
+#[derive(Clone)]
+pub struct VipGuards {
+    /// Answers clients of a VIP this host releases (None: the program could not load).
+    pub rst: Option<Arc<crate::rst::Rst>>,
+    /// None: no CAP_NET_RAW.
+    pub garp: Option<Arc<Announcer>>,
+}
+
+impl VipGuards {
+    /// Before the address is added: its packets pass again, and the returned ticket
+    /// announces it unless it is released meanwhile.
+    pub fn before_add(&self, ip: Ipv4Addr) -> Option<Ticket> {
+        if let Some(rst) = &self.rst {
+            rst.reclaim(ip);
+        }
+        self.garp.as_ref().map(|g| g.ticket(ip))
+    }
+
+    /// Before the address is removed: no announcement of it leaves any more (a burst
+    /// still running stops), and its clients are answered with RST.
+    pub fn before_remove(&self, ip: Ipv4Addr) {
+        if let Some(garp) = &self.garp {
+            garp.withdraw(ip);
+        }
+        if let Some(rst) = &self.rst {
+            rst.release(ip);
+        }
+    }
+}
+
 /// Executes steps against the kernel and the server.
 pub struct Executor {
     pub netlink: Netlink,
     pub interface: String,
-    pub garp: Option<Arc<GarpSender>>,
+    pub guards: VipGuards,
     pub garp_count: u32,
     pub garp_interval: Duration,
     pub mysql: Arc<Mysql>,
@@ -210,8 +243,6 @@ pub struct Executor {
     /// Asked before a writer VIP is added or the server goes writable.
     pub lease: Arc<crate::lease::Lease>,
     pub writer_vips: BTreeSet<Ipv4Addr>,
-    /// Answers clients of a VIP this host releases (None: the program could not load).
-    pub rst: Option<Arc<crate::rst::Rst>>,
     /// Set while the probe has seen mysqld's process exit and no new one listening: no SQL
     /// can reach it, the VIP removal alone fences (a restarted mysqld comes up read_only
     /// from its my.cnf).
@@ -273,6 +304,8 @@ impl Executor {
                 None
             }
         };
+        // Taken before each address is added, spent by its Announce step.
+        let mut tickets: BTreeMap<Ipv4Addr, Ticket> = BTreeMap::new();
         for step in steps {
             if self.mysqld_exited() && matches!(step, Step::SetReadOnly(true) | Step::KillSessions)
             {
@@ -284,9 +317,7 @@ impl Executor {
             }
             let result = match (step, link) {
                 (Step::RemoveVip(ip), Some(l)) => {
-                    if let Some(rst) = &self.rst {
-                        rst.release(*ip);
-                    }
+                    self.guards.before_remove(*ip);
                     // Its clients' sessions get an RST now, while the address can still
                     // carry one: once it is gone, mysqld's close (the killed session) could
                     // not reach them, and a client mid-request would wait for TCP's
@@ -314,12 +345,16 @@ impl Executor {
                     // fence decided meanwhile removes it again.
                     match self.lease.permit_writer().await {
                         None => Err(self.no_lease(format!("taking the writer VIP {ip}"))),
-                        Some(_permit) => self.add_vip(l, *ip).await,
+                        Some(_permit) => self.add_vip(l, *ip, &mut tickets).await,
                     }
                 }
-                (Step::AddVip(ip), Some(l)) => self.add_vip(l, *ip).await,
+                (Step::AddVip(ip), Some(l)) => self.add_vip(l, *ip, &mut tickets).await,
                 (Step::RemoveVip(_) | Step::AddVip(_), None) => continue,
-                (Step::Announce(ip), Some(l)) => self.announce(l, *ip),
+                (Step::Announce(ip), Some(l)) => match tickets.remove(ip) {
+                    Some(ticket) => self.announce(l, ticket),
+                    // Only a plan that announces what it did not add gets here.
+                    None => self.reannounce(&[*ip]).await,
+                },
                 (Step::Announce(_), None) => continue,
                 (Step::SetReadOnly(false), _)
                     if self.lease.fenced().is_some() || self.lease.left().is_none() =>
@@ -366,8 +401,15 @@ impl Executor {
 
     /// Adds a VIP, bounded: the lease's fence waits for a writer VIP's addition (the
     /// permit), so a hung netlink request must not hold it off.
-    async fn add_vip(&self, link: Link, ip: Ipv4Addr) -> Result<(), StepError> {
-        self.reclaim(ip);
+    async fn add_vip(
+        &self,
+        link: Link,
+        ip: Ipv4Addr,
+        tickets: &mut BTreeMap<Ipv4Addr, Ticket>,
+    ) -> Result<(), StepError> {
+        if let Some(ticket) = self.guards.before_add(ip) {
+            tickets.insert(ip, ticket);
+        }
         match tokio::time::timeout(VIP_STEP, self.netlink.add(link.index, &self.interface, ip))
             .await
         {
@@ -390,13 +432,6 @@ impl Executor {
         }
     }
 
-    /// The VIP is about to be ours again: the RST program must let its packets through.
-    fn reclaim(&self, ip: Ipv4Addr) {
-        if let Some(rst) = &self.rst {
-            rst.reclaim(ip);
-        }
-    }
-
     fn no_lease(&self, what: String) -> StepError {
         let reason = match self.lease.fenced() {
             Some(reason) => format!("self-fenced ({reason})"),
@@ -405,32 +440,55 @@ impl Executor {
         StepError::NoLease { what, reason }
     }
 
-    /// One gratuitous ARP for each VIP held (garp_refresh).
+    /// One gratuitous ARP for each of `vips` this host holds now (garp_refresh). The
+    /// tickets are taken before the kernel is asked, so a VIP released after the question
+    /// is not announced either.
     pub async fn reannounce(&self, vips: &[Ipv4Addr]) -> Result<(), StepError> {
         if vips.is_empty() {
             return Ok(());
         }
-        let (Some(garp), link) = (&self.garp, self.link().await?) else {
+        let Some(garp) = &self.guards.garp else {
             return Err(StepError::NoArpSocket { ip: None });
         };
-        for ip in vips {
-            garp.send(link.index, link.mac, *ip)?;
+        let tickets: Vec<Ticket> = vips.iter().map(|ip| garp.ticket(*ip)).collect();
+        let link = self.link().await?;
+        let held: BTreeSet<Ipv4Addr> = self
+            .netlink
+            .addresses(link.index, &self.interface)
+            .await?
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
+        for ticket in tickets.into_iter().filter(|t| held.contains(&t.ip)) {
+            garp.send(ticket, link.index, link.mac)?;
         }
         Ok(())
     }
 
-    /// Sends the first gratuitous ARP now and the rest of the burst in the background.
-    fn announce(&self, link: Link, ip: Ipv4Addr) -> Result<(), StepError> {
-        let Some(garp) = self.garp.clone() else {
-            return Err(StepError::NoArpSocket { ip: Some(ip) });
+    /// Sends the first gratuitous ARP now and the rest of the burst in the background; the
+    /// burst ends early when the VIP is released.
+    fn announce(&self, link: Link, ticket: Ticket) -> Result<(), StepError> {
+        let Some(garp) = self.guards.garp.clone() else {
+            return Err(StepError::NoArpSocket {
+                ip: Some(ticket.ip),
+            });
         };
-        garp.send(link.index, link.mac, ip)?;
+        if !garp.send(ticket, link.index, link.mac)? {
+            return Ok(());
+        }
         let (count, interval) = (self.garp_count, self.garp_interval);
         tokio::spawn(async move {
             for _ in 1..count {
                 tokio::time::sleep(interval).await;
-                if let Err(e) = garp.send(link.index, link.mac, ip) {
-                    tracing::warn!(error = %error_chain(&e), "gratuitous ARP repeat failed");
+                match garp.send(ticket, link.index, link.mac) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(ip = %ticket.ip, "gratuitous ARP burst ended: the VIP was released");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %error_chain(&e), "gratuitous ARP repeat failed")
+                    }
                 }
             }
         });

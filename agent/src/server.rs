@@ -250,16 +250,20 @@ impl Agent {
             tokio::spawn(keeper.run().instrument(tracing::info_span!("etcd")));
         }
         let lease_netlink = resources.netlink.clone();
-        let rst = resources.rst.map(Arc::new);
+        let guards = crate::reconcile::VipGuards {
+            rst: resources.rst.map(Arc::new),
+            garp: resources
+                .garp
+                .map(|g| Arc::new(crate::garp::Announcer::new(g))),
+        };
         let mysqld_exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let executor = Executor {
             lease: lease.clone(),
             writer_vips: scope.writer_vips(),
-            rst: rst.clone(),
+            guards: guards.clone(),
             mysqld_exited: mysqld_exited.clone(),
             netlink: resources.netlink,
             interface: host.cluster_interface.clone(),
-            garp: resources.garp.map(Arc::new),
             garp_count: config.agent.garp_count,
             garp_interval: config.agent.garp_interval,
             mysql: Arc::new(mysql(timeout)),
@@ -295,7 +299,8 @@ impl Agent {
             reconciler(agent.clone(), executor, rx).instrument(tracing::info_span!("reconcile")),
         );
         tokio::spawn(
-            lease_task(agent.clone(), lease_netlink, rst).instrument(tracing::info_span!("lease")),
+            lease_task(agent.clone(), lease_netlink, guards)
+                .instrument(tracing::info_span!("lease")),
         );
         Ok((agent, listener))
     }
@@ -933,7 +938,7 @@ async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Co
 
 /// The lease's own task: at the deadline it removes the writer VIPs through netlink, before
 /// any SQL, and then hands read_only and the session kill to the reconciler.
-async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::rst::Rst>>) {
+async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcile::VipGuards) {
     let lease = agent.lease.clone();
     if !lease.enforced() {
         return;
@@ -977,9 +982,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, rst: Option<Arc<crate::
                 tracing::warn!(%reason, ?held, "lease expired: fencing myself");
                 agent.status.send_modify(|s| s.fenced_reason = reason);
                 for ip in &held {
-                    if let Some(rst) = &rst {
-                        rst.release(*ip);
-                    }
+                    guards.before_remove(*ip);
                 }
                 remove_vips(&netlink, &interface, &held).await;
                 drop(gate);

@@ -752,3 +752,68 @@ fn concurrent_change_master_actions_on_one_server_both_succeed() {
         lab.log("agent-db2.log")
     );
 }
+
+/// A VIP released while its gratuitous ARP burst still runs (a fast move, or an agent
+/// frozen mid-burst and fenced when it resumes) is never announced again: a late
+/// announcement would point clients back at a host that no longer answers for it.
+#[test]
+fn a_released_vip_is_not_announced_by_the_rest_of_its_burst() {
+    if !require_root("a_released_vip_is_not_announced_by_the_rest_of_its_burst") {
+        return;
+    }
+    let lab = Lab::new("garp", "");
+    // A burst that outlasts the whole test: 100 announcements 30 ms apart.
+    let text = std::fs::read_to_string(&lab.config).unwrap();
+    let long = text
+        .replace("garp_count = 3", "garp_count = 100")
+        .replace("garp_interval = \"20ms\"", "garp_interval = \"30ms\"");
+    assert_ne!(
+        text, long,
+        "conf/lab.toml no longer sets garp_count/garp_interval"
+    );
+    std::fs::write(&lab.config, long).unwrap();
+    let _db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+
+    apply_ok(&lab, "db1", desired(1, false, &[("reader", 101)]));
+    lab.net
+        .exec("client", &["ping", "-c1", "-W2", "192.0.2.101"]);
+    assert_eq!(
+        lab.net.neigh_mac("client", ip(101)).as_deref(),
+        Some("02:00:00:00:00:0b")
+    );
+    apply_ok(&lab, "db1", desired(2, false, &[]));
+    assert!(
+        !holds(&lab, "db1", "192.0.2.101"),
+        "the VIP was not released"
+    );
+    // The client's entry now names someone else; an announcement from db1 would override it.
+    let elsewhere = "02:00:00:00:00:99";
+    lab.net.exec(
+        "client",
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            "192.0.2.101",
+            "lladdr",
+            elsewhere,
+            "nud",
+            "stale",
+            "dev",
+            "eth0",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        lab.net.neigh_mac("client", ip(101)).as_deref(),
+        Some(elsewhere),
+        "db1 announced a VIP it had released:\n{}",
+        lab.log("agent-db1.log")
+    );
+    let log = lab.log("agent-db1.log");
+    assert!(
+        log.contains("gratuitous ARP burst ended: the VIP was released"),
+        "{log}"
+    );
+}

@@ -125,9 +125,14 @@ fn s03_active_master_host_lost() {
         c.lab.log("agent-db1.log")
     );
     std::thread::sleep(Duration::from_secs(2));
+    let seen = c.lab.net.neigh_mac("client", ip(100));
     assert_eq!(
-        c.lab.net.neigh_mac("client", ip(100)).as_deref(),
-        Some(c.lab.net.node("db2").mac.as_str())
+        seen.as_deref(),
+        Some(c.lab.net.node("db2").mac.as_str()),
+        "the client's ARP entry for the writer VIP does not name db2\n--- agent-db1.log\n{}\n--- agent-db2.log\n{}\n--- monitor.log\n{}",
+        c.lab.log("agent-db1.log"),
+        c.lab.log("agent-db2.log"),
+        c.monitor_log("monitor.log"),
     );
     assert!(!c
         .lab
