@@ -63,6 +63,7 @@ fn main() {
                     host: n.clone(),
                     check: *check,
                     result: CheckResult::Ok,
+                    started: 0,
                 },
             );
         }
@@ -85,6 +86,7 @@ fn main() {
                     host: n.clone(),
                     check: *k,
                     result: CheckResult::Ok,
+                    started: 0,
                 })
                 .chain(std::iter::once(Event::AgentHeartbeat {
                     host: n.clone(),

@@ -895,7 +895,11 @@ fn s20_writer_role_without_a_vip() {
     let first = wait_for(T, || writer_of(&c).filter(|w| w == "db1"));
     assert!(first.is_some(), "{}", c.control(&["show"]).1);
     c.wait_show("db1", "writer", T);
-    assert_eq!(c.db("db1").sql("SELECT @@read_only").trim(), "0");
+    // `show` names the writer once the role is assigned; the agent applies it just after.
+    let writable = wait_for(T, || {
+        (c.db("db1").sql("SELECT @@read_only").trim() == "0").then_some(())
+    });
+    assert!(writable.is_some(), "db1 made writable");
     assert_eq!(c.db("db2").sql("SELECT @@read_only").trim(), "1");
     c.db("db1").sql(TABLE);
     for h in ["db1", "db2", "db3"] {

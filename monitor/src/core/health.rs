@@ -13,6 +13,11 @@ pub struct CheckTrack {
     /// When the effective (trapped) result last changed: `checks` prints it.
     pub last_change: Millis,
     pub message: String,
+    /// When the newest result's attempt started: attempts may overlap (pings), and an
+    /// older attempt's result arriving late says nothing new.
+    pub latest: Millis,
+    /// When the newest passing attempt started: the host answered something sent then.
+    pub last_ok: Option<Millis>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,20 +46,37 @@ impl Default for CheckTrack {
             reported: false,
             last_change: 0,
             message: "OK".into(),
+            latest: 0,
+            last_ok: None,
         }
     }
 }
 
 impl CheckTrack {
     pub fn verdict(&self, now: Millis, trap: Millis) -> Verdict {
+        self.verdict_from(now, trap, None)
+    }
+
+    /// As [`CheckTrack::verdict`], with the trap counted from `silent_since` when that is
+    /// earlier than the first failed result: the host is known to have been silent on
+    /// every channel since then (see `Cluster::silent_since`).
+    pub fn verdict_from(&self, now: Millis, trap: Millis, silent_since: Option<Millis>) -> Verdict {
         match (self.reported, self.failing) {
             (false, _) => Verdict::Pending,
             (true, None) => Verdict::Ok,
-            (true, Some(f)) if f.definitive || now.saturating_sub(f.since) >= trap => {
+            (true, Some(f))
+                if f.definitive || now.saturating_sub(f.counted_from(silent_since)) >= trap =>
+            {
                 Verdict::Failed
             }
             (true, Some(_)) => Verdict::Trapped,
         }
+    }
+
+    /// Whether a result from an attempt started at `started` is older than one already
+    /// recorded (overlapping attempts can finish out of order): it is then ignored.
+    pub fn stale(&self, started: Millis) -> bool {
+        self.reported && started < self.latest
     }
 
     /// Whether the check counts as passing (MMM's `$checks->ping($host)`).
@@ -62,9 +84,11 @@ impl CheckTrack {
         !matches!(self.verdict(now, trap), Verdict::Failed)
     }
 
-    pub fn record_ok(&mut self, now: Millis, trap: Millis) {
+    pub fn record_ok(&mut self, now: Millis, started: Millis, trap: Millis) {
         let first = !self.reported;
         let was_failed = self.verdict(now, trap) == Verdict::Failed;
+        self.latest = self.latest.max(started);
+        self.last_ok = Some(self.last_ok.map_or(started, |t| t.max(started)));
         self.reported = true;
         self.failing = None;
         if first || was_failed || self.message != "OK" {
@@ -73,10 +97,17 @@ impl CheckTrack {
         self.message = "OK".into();
     }
 
-    pub fn record_failure(&mut self, now: Millis, message: String, definitive: bool) {
+    pub fn record_failure(
+        &mut self,
+        now: Millis,
+        started: Millis,
+        message: String,
+        definitive: bool,
+    ) {
         if !self.reported {
             self.last_change = now;
         }
+        self.latest = self.latest.max(started);
         self.reported = true;
         match &mut self.failing {
             Some(f) => f.definitive |= definitive,
@@ -92,10 +123,16 @@ impl CheckTrack {
     }
 
     /// When a trapped failure turns into a failed one (for the next tick).
-    pub fn trap_expires(&self, trap: Millis) -> Option<Millis> {
+    pub fn trap_expires(&self, trap: Millis, silent_since: Option<Millis>) -> Option<Millis> {
         self.failing
             .filter(|f| !f.definitive)
-            .map(|f| f.since + trap)
+            .map(|f| f.counted_from(silent_since) + trap)
+    }
+}
+
+impl Failing {
+    fn counted_from(&self, silent_since: Option<Millis>) -> Millis {
+        silent_since.map_or(self.since, |s| s.min(self.since))
     }
 }
 
@@ -126,22 +163,47 @@ mod tests {
     fn ambiguous_failures_wait_trap_period_definitive_ones_do_not() {
         let mut c = CheckTrack::default();
         assert_eq!(c.verdict(0, 3000), Verdict::Pending);
-        c.record_ok(0, 3000);
+        c.record_ok(0, 0, 3000);
         assert_eq!(c.verdict(0, 3000), Verdict::Ok);
-        c.record_failure(1000, "timeout".into(), false);
+        c.record_failure(1000, 500, "timeout".into(), false);
         assert_eq!(c.verdict(3999, 3000), Verdict::Trapped);
         assert!(c.ok(3999, 3000));
         assert_eq!(c.verdict(4000, 3000), Verdict::Failed);
-        assert_eq!(c.trap_expires(3000), Some(4000));
-        c.record_ok(4100, 3000);
+        assert_eq!(c.trap_expires(3000, None), Some(4000));
+        c.record_ok(4100, 4100, 3000);
         assert_eq!(c.last_change, 4100);
-        c.record_failure(5000, "Connection refused".into(), true);
+        c.record_failure(5000, 5000, "Connection refused".into(), true);
         assert_eq!(
             c.verdict(5000, 3000),
             Verdict::Failed,
             "definitive evidence skips the trap"
         );
         assert_eq!(c.message, "ERROR: Connection refused");
+    }
+
+    #[test]
+    fn a_host_silent_everywhere_counts_its_trap_from_when_it_was_last_heard() {
+        let mut c = CheckTrack::default();
+        c.record_ok(1000, 990, 1000);
+        assert_eq!(c.last_ok, Some(990));
+        // The first failed ping reports at 1600 (sent at 1100, 500 ms timeout).
+        c.record_failure(1600, 1100, "timeout".into(), false);
+        assert_eq!(c.verdict(2500, 1000), Verdict::Trapped);
+        assert_eq!(
+            c.verdict_from(2000, 1000, Some(1000)),
+            Verdict::Failed,
+            "silent since 1000 on every channel"
+        );
+        assert_eq!(c.verdict_from(1999, 1000, Some(1000)), Verdict::Trapped);
+        assert_eq!(c.trap_expires(1000, Some(1000)), Some(2000));
+        assert_eq!(
+            c.trap_expires(1000, Some(1700)),
+            Some(2600),
+            "a later silence never delays the trap"
+        );
+        // An older attempt's late answer changes nothing.
+        assert!(c.stale(1050));
+        assert!(!c.stale(1100));
     }
 
     #[test]

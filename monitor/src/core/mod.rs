@@ -134,6 +134,9 @@ pub enum Event {
         host: String,
         check: CheckKind,
         result: CheckResult,
+        /// When the attempt started (attempts may overlap; a late result of an older one
+        /// is ignored).
+        started: Millis,
     },
     /// The agent's eBPF probe saw mysqld's process exit or its listening socket change.
     Probe {
@@ -148,6 +151,9 @@ pub enum Event {
     AgentUnreachable {
         host: String,
         reason: String,
+        /// When the agent last answered, if this link ever heard it (heartbeats reach
+        /// the core only when they change something, so the core's own record is coarse).
+        last_heard: Option<Millis>,
     },
     AgentStatus {
         host: String,
@@ -443,11 +449,32 @@ impl Cluster {
 
     /// MMM's `$checks->X($host)`: the check counts as passing.
     pub fn check_ok(&self, h: &HostRec, c: CheckKind, now: Millis) -> bool {
-        h.check(c).ok(now, self.trap(c))
+        self.verdict(h, c, now) != Verdict::Failed
     }
 
     pub fn verdict(&self, h: &HostRec, c: CheckKind, now: Millis) -> Verdict {
-        h.check(c).verdict(now, self.trap(c))
+        h.check(c)
+            .verdict_from(now, self.trap(c), Self::trap_start(h, c))
+    }
+
+    /// Since when the host has answered nothing at all: neither its agent nor a ping.
+    /// `None` while its agent answers, or if it never did.
+    fn silent_since(h: &HostRec) -> Option<Millis> {
+        if h.agent_up {
+            return None;
+        }
+        let ping = h.check(CheckKind::Ping).last_ok.unwrap_or(0);
+        h.agent_seen.map(|a| a.max(ping))
+    }
+
+    /// A failing ping of a host whose agent is silent too counts its trap from the
+    /// silence: the host has been gone that long, not just since the first ping timed
+    /// out (up to a check period plus the check's timeout later). A link blip shorter
+    /// than trap_period still fails nothing: the first ping after it answers.
+    fn trap_start(h: &HostRec, c: CheckKind) -> Option<Millis> {
+        (c == CheckKind::Ping)
+            .then(|| Self::silent_since(h))
+            .flatten()
     }
 
     /// Whether the host is alive as far as the decision logic is concerned.
@@ -492,17 +519,27 @@ impl Cluster {
                 host,
                 check,
                 result,
+                started,
             } => {
                 let trap = self.trap(check);
-                let agent_up = self.host(&host).is_some_and(|h| h.agent_up);
                 let Some(h) = self.host_mut(&host) else {
                     return out;
                 };
+                let agent_up = h.agent_up;
+                let judged = |h: &HostRec| {
+                    let from = Self::trap_start(h, check);
+                    let track = h.check(check);
+                    (
+                        track.verdict_from(now, trap, from),
+                        track.trap_expires(trap, from),
+                    )
+                };
+                let before = judged(h);
                 let track = &mut h.checks[check_index(check)];
-                let before = (track.verdict(now, trap), track.trap_expires(trap));
                 match result {
+                    _ if track.stale(started) => {}
                     CheckResult::Ok => {
-                        track.record_ok(now, trap);
+                        track.record_ok(now, started, trap);
                         if check == CheckKind::Mysql {
                             h.probe_dead = false;
                         }
@@ -512,12 +549,12 @@ impl Cluster {
                     CheckResult::Failed { message, refused } => {
                         // Refused while the agent answers: mysqld is not there. Definitive.
                         let definitive = refused && check == CheckKind::Mysql && agent_up;
-                        track.record_failure(now, message, definitive);
+                        track.record_failure(now, started, message, definitive);
                     }
                 }
                 // A changed verdict, or a changed deadline: a failure that turned
                 // definitive just as its trap ran out has no Tick announced any more.
-                if (track.verdict(now, trap), track.trap_expires(trap)) != before {
+                if judged(h) != before {
                     evaluate.push(host);
                 }
             }
@@ -535,6 +572,7 @@ impl Cluster {
                                 "mysqld stopped listening"
                             };
                             h.checks[check_index(CheckKind::Mysql)].record_failure(
+                                now,
                                 now,
                                 format!("{what} (probe)"),
                                 true,
@@ -570,11 +608,19 @@ impl Cluster {
                 }
                 self.promotion_on_heartbeat(now, &host, &mut out);
             }
-            Event::AgentUnreachable { host, reason } => {
+            Event::AgentUnreachable {
+                host,
+                reason,
+                last_heard,
+            } => {
                 let Some(h) = self.host_mut(&host) else {
                     return out;
                 };
-                if h.agent_up || h.agent_seen.is_none() {
+                let news = h.agent_up || h.agent_seen.is_none();
+                if let Some(t) = last_heard {
+                    h.agent_seen = Some(h.agent_seen.map_or(t, |s| s.max(t)));
+                }
+                if news {
                     h.agent_up = false;
                     out.push(Action::Notify {
                         host: Some(host.clone()),

@@ -109,26 +109,46 @@ impl Cluster {
         }
     }
 
+    /// When the writer, silent on every channel, is to be held down (`None`: not the
+    /// writer, already held, or it answers). Silence counts from the later of its agent's
+    /// last answer and its last answered ping; agent_timeout of it is enough, since the
+    /// ping check keeps asking (every heartbeat_interval while held) and the first
+    /// answer releases it.
+    pub(super) fn isolation_due(&self, h: &HostRec) -> Option<Millis> {
+        let eligible = self.config.agent.fencing == Fencing::Lease
+            && self.promotion.is_none()
+            && self.network_ok
+            && h.isolated_since.is_none()
+            && self.roles.writer_holder() == Some(h.name.as_str());
+        if !eligible {
+            return None;
+        }
+        let agent_timeout = ms(self.config.monitor.agent_timeout);
+        Self::silent_since(h).map(|t| t + agent_timeout)
+    }
+
     /// The writer's agent and its ping both silent: its lease starts now, in parallel with
     /// trap_period, by holding its link down (nothing can renew the lease until Release).
     /// If trap_period then fails the host, the promotion counts the lease from here instead
-    /// of waiting it out afterwards. If ping answers again first, the link is released: a
-    /// blip costs the writer at most a self-fence and its undoing, never a failover.
+    /// of waiting it out afterwards. If a ping sent after the hold answers, the link is
+    /// released: a blip costs the writer at most a self-fence and its undoing, never a
+    /// failover.
     pub(super) fn isolate_silent_writer(&mut self, now: Millis, out: &mut Vec<Action>) {
-        if self.config.agent.fencing != Fencing::Lease || self.promotion.is_some() {
-            return;
-        }
         let Some(w) = self.roles.writer_holder().map(str::to_string) else {
             return;
         };
-        let network_ok = self.network_ok;
-        let Some(h) = self.host_mut(&w) else {
+        let Some(h) = self.host(&w) else {
             return;
         };
-        let ping_failing = h.checks[check_index(CheckKind::Ping)].failing.is_some();
+        let ping = h.check(CheckKind::Ping);
+        let silent = !h.agent_up
+            && (ping.failing.is_some() || self.isolation_due(h).is_some_and(|t| now >= t));
+        let answered_since = |t: Millis| ping.last_ok.is_some_and(|ok| ok >= t);
         match h.isolated_since {
-            None if network_ok && !h.agent_up && h.agent_seen.is_some() && ping_failing => {
-                h.isolated_since = Some(now);
+            None if silent && self.isolation_due(h).is_some() => {
+                if let Some(h) = self.host_mut(&w) {
+                    h.isolated_since = Some(now);
+                }
                 out.push(Action::Isolate { host: w.clone() });
                 out.push(Action::Notify {
                     host: Some(w.clone()),
@@ -139,8 +159,10 @@ impl Cluster {
                 let stopped = self.stop_io_threads_of(&w, out);
                 self.early_stopped.extend(stopped);
             }
-            Some(_) if !ping_failing => {
-                h.isolated_since = None;
+            Some(held) if self.promotion.is_none() && answered_since(held) => {
+                if let Some(h) = self.host_mut(&w) {
+                    h.isolated_since = None;
+                }
                 out.push(Action::Release { host: w.clone() });
                 out.push(Action::Notify {
                     host: Some(w.clone()),

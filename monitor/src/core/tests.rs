@@ -411,6 +411,7 @@ impl Sim {
                     self.queue.push_back(Event::AgentUnreachable {
                         host: name.clone(),
                         reason: "no heartbeat answer".into(),
+                        last_heard: Some(h.last_heartbeat),
                     });
                 }
             }
@@ -463,6 +464,7 @@ impl Sim {
                     host: name.clone(),
                     check,
                     result,
+                    started: self.now,
                 });
             }
         }
@@ -704,6 +706,7 @@ fn ambiguous_failures_wait_trap_period_and_overload_is_not_death() {
             result: CheckResult::Unknown {
                 message: "Too many connections (1040)".into(),
             },
+            started: s.now,
         });
     }
     assert_eq!(s.state("db3"), HostState::Online, "1040 is alive");
@@ -715,6 +718,7 @@ fn ambiguous_failures_wait_trap_period_and_overload_is_not_death() {
             message: "timeout".into(),
             refused: false,
         },
+        started: s.now,
     });
     s.now += 900;
     s.event(Event::Tick);
@@ -790,6 +794,100 @@ fn a_silent_writers_lease_runs_during_trap_period() {
         "db2 writable at +{} ms: the lease did not overlap trap_period ({trap} ms) at all",
         writable_at - t0
     );
+}
+
+/// The writer's agent falls silent at `heard`; its silence is noticed agent_timeout later,
+/// and its first failed ping (a timeout) is reported later still.
+fn writer_falls_silent(s: &mut Sim) -> (Millis, Millis) {
+    let trap = s.c.config.checks.ping.trap_period.as_millis() as u64;
+    let agent_timeout = s.c.config.monitor.agent_timeout.as_millis() as u64;
+    let heard = s.now;
+    s.hosts.get_mut("db1").unwrap().reachable = false;
+    s.now = heard + agent_timeout;
+    s.event(Event::AgentUnreachable {
+        host: "db1".into(),
+        reason: "no heartbeat answer".into(),
+        last_heard: Some(heard),
+    });
+    assert!(
+        s.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Isolate { host } if host == "db1")),
+        "db1 silent everywhere for agent_timeout: held down at once"
+    );
+    s.now = heard + agent_timeout + 200;
+    s.event(Event::Check {
+        host: "db1".into(),
+        check: CheckKind::Ping,
+        result: CheckResult::Failed {
+            message: "no echo reply within 500ms".into(),
+            refused: false,
+        },
+        started: heard + 1,
+    });
+    (heard, trap)
+}
+
+#[test]
+fn a_writer_silent_everywhere_fails_trap_period_after_it_was_last_heard() {
+    let mut s = Sim::online(config(&[]));
+    let (heard, trap) = writer_falls_silent(&mut s);
+    assert_eq!(
+        s.c.next_deadline(),
+        Some(heard + trap),
+        "the trap counts from when db1 was last heard, and a Tick is announced for it"
+    );
+    s.tick(heard + trap - 1 - s.now);
+    assert_eq!(s.state("db1"), HostState::Online, "not before trap_period");
+    s.tick(heard + trap - s.now);
+    assert_eq!(s.state("db1"), HostState::HardOffline);
+}
+
+#[test]
+fn a_late_answer_to_an_old_ping_neither_releases_nor_clears_a_silent_writer() {
+    let mut s = Sim::online(config(&[]));
+    let (heard, trap) = writer_falls_silent(&mut s);
+    // An attempt from before the silence, answered late (overlapping pings).
+    s.event(Event::Check {
+        host: "db1".into(),
+        check: CheckKind::Ping,
+        result: CheckResult::Ok,
+        started: heard - 10,
+    });
+    assert!(!s
+        .log
+        .iter()
+        .any(|(_, a)| matches!(a, Action::Release { .. })));
+    s.tick(heard + trap - s.now);
+    assert_eq!(s.state("db1"), HostState::HardOffline);
+}
+
+#[test]
+fn a_ping_sent_after_the_hold_releases_the_writer_before_its_trap() {
+    let mut s = Sim::online(config(&[]));
+    let (heard, trap) = writer_falls_silent(&mut s);
+    let isolated = s
+        .log
+        .iter()
+        .find(|(_, a)| matches!(a, Action::Isolate { .. }))
+        .map(|(t, _)| *t)
+        .unwrap();
+    s.now = heard + trap - 60;
+    s.hosts.get_mut("db1").unwrap().reachable = true;
+    s.event(Event::Check {
+        host: "db1".into(),
+        check: CheckKind::Ping,
+        result: CheckResult::Ok,
+        started: isolated + 1,
+    });
+    assert!(
+        s.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Release { host } if host == "db1")),
+        "db1 answered a ping sent after it was held down"
+    );
+    s.tick(heard + trap + 10 - s.now);
+    assert_eq!(s.state("db1"), HostState::Online, "a blip shorter than trap_period");
 }
 
 #[test]

@@ -26,9 +26,16 @@ impl Cluster {
         let retry = ms(self.config.monitor.promotion_timeout);
         for h in &self.hosts {
             for c in CheckKind::ALL {
-                if let Some(t) = h.check(*c).trap_expires(self.trap(*c)) {
+                if let Some(t) = h
+                    .check(*c)
+                    .trap_expires(self.trap(*c), Self::trap_start(h, *c))
+                {
                     at(t);
                 }
+            }
+            // A silent writer is held down once it has been silent for agent_timeout.
+            if let Some(t) = self.isolation_due(h) {
+                at(t);
             }
             // Replication failures count again once a source has settled.
             if h.state == HostState::Online {

@@ -1,6 +1,7 @@
 //! The checks MMM ran, one task per host and check, each on its own check_period with
 //! its own reused connection and every attempt bounded by the check's timeout: a hung
-//! server times out its own check and stalls nothing else.
+//! server times out its own check and stalls nothing else. Pings do not wait for each
+//! other ([`run_ping`]).
 
 use super::ping::{PingError, Pinger};
 use crate::core::{CheckResult, Event};
@@ -13,7 +14,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 use std::net::Ipv4Addr;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 /// What a check reports besides its result: how long it took (for metrics).
@@ -111,6 +112,7 @@ pub async fn run(
     kinds: Vec<CheckKind>,
     cfg: CheckConfig,
     pinger: Pinger,
+    clock: super::Clock,
     events: mpsc::Sender<Sample>,
 ) {
     let names: Vec<String> = kinds.iter().map(ToString::to_string).collect();
@@ -131,6 +133,7 @@ pub async fn run(
         loop {
             interval.tick().await;
             let start = tokio::time::Instant::now();
+            let started = clock.now();
             let results = match tokio::time::timeout(
                 cfg.timeout,
                 once(&kinds, &host, &cfg, &pinger, &mut mysql),
@@ -155,6 +158,7 @@ pub async fn run(
                         host: host.name.clone(),
                         check,
                         result,
+                        started,
                     },
                     latency,
                 };
@@ -166,6 +170,81 @@ pub async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// The ping check. An attempt starts every check_period, or every `held_pace` while the
+/// core holds the host's link down (`held`), and none waits for the one before: a host
+/// that answers again is seen by the next attempt, not after the previous one's
+/// timeout, so a link blip shorter than trap_period releases the host in time.
+pub async fn run_ping(
+    host: Host,
+    cfg: CheckConfig,
+    held_pace: Duration,
+    mut held: watch::Receiver<bool>,
+    pinger: Pinger,
+    clock: super::Clock,
+    events: mpsc::Sender<Sample>,
+) {
+    let span = tracing::info_span!("check", host = %host.name, check = "ping");
+    async move {
+        let mut attempts = tokio::task::JoinSet::new();
+        let mut next = tokio::time::Instant::now();
+        let mut told = true;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {
+                    let pace = match *held.borrow() {
+                        true => held_pace.min(cfg.check_period),
+                        false => cfg.check_period,
+                    };
+                    next += pace;
+                    let (pinger, ip, timeout, started) = (pinger.clone(), host.ip, cfg.timeout, clock.now());
+                    attempts.spawn(async move {
+                        let start = tokio::time::Instant::now();
+                        let result = ping_result(pinger.ping(ip, timeout).await);
+                        (result, started, start.elapsed())
+                    });
+                }
+                changed = held.changed(), if told => match changed {
+                    // Held down: ask now, and then at the quicker pace.
+                    Ok(()) if *held.borrow() => next = tokio::time::Instant::now(),
+                    Ok(()) => {}
+                    Err(_) => told = false,
+                },
+                Some(done) = attempts.join_next() => {
+                    let Ok((result, started, latency)) = done else { continue };
+                    let sample = Sample {
+                        event: Event::Check {
+                            host: host.name.clone(),
+                            check: CheckKind::Ping,
+                            result,
+                            started,
+                        },
+                        latency,
+                    };
+                    if events.send(sample).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn ping_result(r: Result<Duration, PingError>) -> CheckResult {
+    match r {
+        Ok(_) => CheckResult::Ok,
+        // Not being allowed to ping says nothing about the host.
+        Err(e @ PingError::Open { .. }) => CheckResult::Unknown {
+            message: e.to_string(),
+        },
+        Err(e) => CheckResult::Failed {
+            message: e.to_string(),
+            refused: false,
+        },
+    }
 }
 
 async fn once(
@@ -228,19 +307,7 @@ async fn single(
     mysql: &mut Mysql,
 ) -> CheckResult {
     match kind {
-        CheckKind::Ping => {
-            match pinger.ping(host.ip, cfg.timeout).await {
-                Ok(_) => CheckResult::Ok,
-                // Not being allowed to ping says nothing about the host.
-                Err(e @ PingError::Open { .. }) => CheckResult::Unknown {
-                    message: e.to_string(),
-                },
-                Err(e) => CheckResult::Failed {
-                    message: e.to_string(),
-                    refused: false,
-                },
-            }
-        }
+        CheckKind::Ping => ping_result(pinger.ping(host.ip, cfg.timeout).await),
         CheckKind::Mysql => match mysql.rows("SELECT 1").await {
             Ok(_) => CheckResult::Ok,
             Err(e) => classify(&e),

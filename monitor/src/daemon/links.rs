@@ -54,6 +54,8 @@ pub struct LinkParams {
     pub heartbeat_interval: Duration,
     pub agent_timeout: Duration,
     pub lease: Duration,
+    /// The core's clock: an unreachable agent is reported with when it last answered.
+    pub clock: super::Clock,
 }
 
 /// How often the desired state is sent again though unchanged.
@@ -108,6 +110,7 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
                             .send(Event::AgentUnreachable {
                                 host: p.host.clone(),
                                 reason: e.clone(),
+                                last_heard: None,
                             })
                             .await;
                     }
@@ -130,13 +133,17 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-                Ended::Lost(e) => {
+                Ended::Lost(e, last_reply) => {
                     if !reported_down {
                         reported_down = true;
+                        let last_heard = p.clock.now().saturating_sub(
+                            last_reply.elapsed().as_millis().min(u128::from(u64::MAX)) as u64,
+                        );
                         let _ = events
                             .send(Event::AgentUnreachable {
                                 host: p.host.clone(),
                                 reason: e,
+                                last_heard: Some(last_heard),
                             })
                             .await;
                     }
@@ -155,8 +162,8 @@ enum Ended {
     Isolated,
     /// Could not connect or authenticate.
     Failed(String),
-    /// Was connected, then lost it.
-    Lost(String),
+    /// Was connected, then lost it; the agent last answered then.
+    Lost(String, Instant),
 }
 
 enum Drained {
@@ -280,7 +287,7 @@ async fn connected(
     mut link: AgentLink,
     t: Duration,
 ) -> Ended {
-    let lost = |e: LinkError| Ended::Lost(crate::error_chain(&e));
+    let lost = |e: LinkError, last_reply: Instant| Ended::Lost(crate::error_chain(&e), last_reply);
     // The desired state goes first, before any heartbeat renews a lease.
     if let Some(d) = desired.as_ref() {
         if let Err(e) = link.queue(&Message::DesiredState(d.clone()), 0) {
@@ -300,13 +307,13 @@ async fn connected(
     loop {
         if link.has_queued() {
             if let Err(e) = link.flush(t).await {
-                return lost(e);
+                return lost(e, last_reply);
             }
         }
         tokio::select! {
             _ = hb.tick() => {
                 if last_reply.elapsed() > p.agent_timeout {
-                    return Ended::Lost(format!("no heartbeat answer for {:?}", last_reply.elapsed()));
+                    return Ended::Lost(format!("no heartbeat answer for {:?}", last_reply.elapsed()), last_reply);
                 }
                 let epoch = desired.as_ref().map(|d| d.epoch).unwrap_or(0);
                 let _ = link.queue(&Message::Heartbeat(Heartbeat { epoch }), 0);
@@ -334,7 +341,7 @@ async fn connected(
                         if matches!(e, LinkError::Conn { source: ConnError::Frame(_), .. }) {
                             tracing::error!(error = %crate::error_chain(&e), "bad frame from the agent: dropping the connection");
                         }
-                        return lost(e);
+                        return lost(e, last_reply);
                     }
                 };
                 last_reply = Instant::now();

@@ -102,9 +102,18 @@ struct Shell {
     promotion_started: Option<Millis>,
     /// In a fleet: this term's leadership (etcd side).
     leader: Option<fleet::Leader>,
+    /// Per host: whether the core holds its link down (Isolate), for its ping check's
+    /// pace.
+    held: HashMap<String, tokio::sync::watch::Sender<bool>>,
 }
 
 impl Shell {
+    fn hold(&self, host: &str, held: bool) {
+        if let Some(h) = self.held.get(host) {
+            h.send_replace(held);
+        }
+    }
+
     async fn dispatch(&mut self, actions: Vec<Action>) {
         for a in actions {
             match a {
@@ -130,9 +139,18 @@ impl Shell {
                     .await;
                 }
                 Action::QueryStatus { host } => self.link(&host, LinkCmd::Query).await,
-                Action::Disconnect { host } => self.link(&host, LinkCmd::Disconnect).await,
-                Action::Isolate { host } => self.link(&host, LinkCmd::Isolate).await,
-                Action::Release { host } => self.link(&host, LinkCmd::Release).await,
+                Action::Disconnect { host } => {
+                    self.hold(&host, false);
+                    self.link(&host, LinkCmd::Disconnect).await
+                }
+                Action::Isolate { host } => {
+                    self.hold(&host, true);
+                    self.link(&host, LinkCmd::Isolate).await
+                }
+                Action::Release { host } => {
+                    self.hold(&host, false);
+                    self.link(&host, LinkCmd::Release).await
+                }
                 Action::KillHost { host, ping_ok } => self.kill_host(host, ping_ok),
                 Action::EndLease { host } => match &self.leader {
                     Some(l) => l.end_lease(host, self.events.clone()),
@@ -367,7 +385,7 @@ pub async fn lead(
     let (check_tx, check_rx) = mpsc::channel::<checks::Sample>(4096);
     // Dropped on return: every link and check of this term ends with it.
     let mut tasks = tokio::task::JoinSet::new();
-    let links = start_links(&config, &process.key, &seat, &ev_tx, &mut tasks);
+    let links = start_links(&config, &process.key, &seat, clock, &ev_tx, &mut tasks);
     let (reports, early) = hear_agents(&config, &mut ev_rx).await;
     // The term may have ended while the agents were heard (up to 2 x agent_timeout):
     // nothing of it may be decided then.
@@ -403,6 +421,11 @@ pub async fn lead(
         writer: None,
         promotion_started: None,
         leader: seat.leader,
+        held: config
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), tokio::sync::watch::Sender::new(false)))
+            .collect(),
     };
     let actions = cluster.startup(clock.now(), &reports);
     shell.dispatch(actions).await;
@@ -410,7 +433,7 @@ pub async fn lead(
         let actions = cluster.handle(clock.now(), e);
         shell.dispatch(actions).await;
     }
-    start_checks(&config, &check_tx, &mut tasks)?;
+    start_checks(&config, &shell.held, clock, &check_tx, &mut tasks)?;
     let forwarded = match &shell.leader {
         Some(l) => Some(l.forwarded_commands().await),
         None => None,
@@ -486,6 +509,7 @@ fn start_links(
     config: &Config,
     key: &ClusterKey,
     seat: &Seat,
+    clock: Clock,
     events: &mpsc::Sender<Event>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> HashMap<String, mpsc::Sender<LinkCmd>> {
@@ -502,6 +526,7 @@ fn start_links(
             heartbeat_interval: config.monitor.heartbeat_interval,
             agent_timeout: config.monitor.agent_timeout,
             lease: config.agent.lease + config.monitor.heartbeat_interval,
+            clock,
         };
         tasks.spawn(links::run(params, rx, events.clone()));
     }
@@ -546,6 +571,8 @@ async fn hear_agents(
 /// The check tasks of every host and the network guard, on one ICMP socket (ping.rs).
 fn start_checks(
     config: &Config,
+    held: &HashMap<String, tokio::sync::watch::Sender<bool>>,
+    clock: Clock,
     samples: &mpsc::Sender<checks::Sample>,
     spawned: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), DaemonError> {
@@ -573,12 +600,29 @@ fn start_checks(
                 source,
             })?;
         for (kinds, cfg) in &tasks {
+            if kinds[..] == [CheckKind::Ping] {
+                let held = held
+                    .get(&h.name)
+                    .map(|w| w.subscribe())
+                    .unwrap_or_else(|| tokio::sync::watch::channel(false).1);
+                spawned.spawn(checks::run_ping(
+                    h.clone(),
+                    *cfg,
+                    config.monitor.heartbeat_interval,
+                    held,
+                    pinger.clone(),
+                    clock,
+                    samples.clone(),
+                ));
+                continue;
+            }
             spawned.spawn(checks::run(
                 h.clone(),
                 password.clone(),
                 kinds.clone(),
                 *cfg,
                 pinger.clone(),
+                clock,
                 samples.clone(),
             ));
         }
