@@ -141,8 +141,9 @@ impl Cluster {
             return;
         };
         let ping = h.check(CheckKind::Ping);
-        let silent = !h.agent_up
-            && (ping.failing.is_some() || self.isolation_due(h).is_some_and(|t| now >= t));
+        let ping_failing = ping.failing.is_some();
+        let silent =
+            !h.agent_up && (ping_failing || self.isolation_due(h).is_some_and(|t| now >= t));
         let answered_since = |t: Millis| ping.last_ok.is_some_and(|ok| ok >= t);
         match h.isolated_since {
             None if silent && self.isolation_due(h).is_some() => {

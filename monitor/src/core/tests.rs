@@ -887,7 +887,55 @@ fn a_ping_sent_after_the_hold_releases_the_writer_before_its_trap() {
         "db1 answered a ping sent after it was held down"
     );
     s.tick(heard + trap + 10 - s.now);
-    assert_eq!(s.state("db1"), HostState::Online, "a blip shorter than trap_period");
+    assert_eq!(
+        s.state("db1"),
+        HostState::Online,
+        "a blip shorter than trap_period"
+    );
+}
+
+#[test]
+fn a_writer_whose_agent_died_but_answers_ping_is_not_held_down() {
+    let mut s = Sim::online(config(&[]));
+    let agent_timeout = s.c.config.monitor.agent_timeout.as_millis() as u64;
+    let heard = s.now;
+    s.now = heard + agent_timeout - 20;
+    s.event(Event::Check {
+        host: "db1".into(),
+        check: CheckKind::Ping,
+        result: CheckResult::Ok,
+        started: s.now,
+    });
+    s.now = heard + agent_timeout;
+    s.event(Event::AgentUnreachable {
+        host: "db1".into(),
+        reason: "no heartbeat answer".into(),
+        last_heard: Some(heard),
+    });
+    assert_eq!(
+        s.c.next_deadline(),
+        Some(heard + 2 * agent_timeout - 20),
+        "held only if no ping answers within agent_timeout of the last one"
+    );
+    // Pings keep answering: never held, its replicas keep replicating.
+    for _ in 0..10 {
+        s.now += agent_timeout / 2;
+        s.event(Event::Check {
+            host: "db1".into(),
+            check: CheckKind::Ping,
+            result: CheckResult::Ok,
+            started: s.now,
+        });
+        s.event(Event::Tick);
+    }
+    assert!(
+        !s.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Isolate { .. } | Action::AgentAction { .. })),
+        "{:#?}",
+        s.log
+    );
+    assert_eq!(s.c.active_master(), Some("db1"));
 }
 
 #[test]

@@ -172,13 +172,14 @@ pub async fn run(
     .await
 }
 
-/// The ping check. An attempt starts every check_period, or every `held_pace` while the
-/// core holds the host's link down (`held`), and none waits for the one before: a host
-/// that answers again is seen by the next attempt, not after the previous one's
-/// timeout, so a link blip shorter than trap_period releases the host in time.
+/// The ping check. An attempt starts every `pace`, or every `held_pace` while the core
+/// holds the host's link down (`held`), and none waits for the one before: a host that
+/// answers again is seen by the next attempt, not after the previous one's timeout, so a
+/// link blip shorter than trap_period releases the host in time.
 pub async fn run_ping(
     host: Host,
     cfg: CheckConfig,
+    pace: Duration,
     held_pace: Duration,
     mut held: watch::Receiver<bool>,
     pinger: Pinger,
@@ -193,11 +194,10 @@ pub async fn run_ping(
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {
-                    let pace = match *held.borrow() {
-                        true => held_pace.min(cfg.check_period),
-                        false => cfg.check_period,
+                    next += match *held.borrow() {
+                        true => held_pace.min(pace),
+                        false => pace,
                     };
-                    next += pace;
                     let (pinger, ip, timeout, started) = (pinger.clone(), host.ip, cfg.timeout, clock.now());
                     attempts.spawn(async move {
                         let start = tokio::time::Instant::now();

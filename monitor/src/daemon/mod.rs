@@ -605,9 +605,14 @@ fn start_checks(
                     .get(&h.name)
                     .map(|w| w.subscribe())
                     .unwrap_or_else(|| tokio::sync::watch::channel(false).1);
+                // At least twice per agent_timeout: a host whose agent falls silent but
+                // which still answers ping has answered one within agent_timeout, so the
+                // core never takes it for a silent one (and holds its link down).
+                let pace = cfg.check_period.min(config.monitor.agent_timeout / 2);
                 spawned.spawn(checks::run_ping(
                     h.clone(),
                     *cfg,
+                    pace,
                     config.monitor.heartbeat_interval,
                     held,
                     pinger.clone(),
