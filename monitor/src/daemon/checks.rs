@@ -172,15 +172,22 @@ pub async fn run(
     .await
 }
 
-/// The ping check. An attempt starts every `pace`, or every `held_pace` while the core
-/// holds the host's link down (`held`), and none waits for the one before: a host that
-/// answers again is seen by the next attempt, not after the previous one's timeout, so a
-/// link blip shorter than trap_period releases the host in time.
+/// How often the ping check asks.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub normal: Duration,
+    /// While the core holds the host's link down.
+    pub held: Duration,
+}
+
+/// The ping check. An attempt starts at its [`Pace`] (`held` says which), and none waits
+/// for the one before: a host that answers again is seen by the next attempt, not after
+/// the previous one's timeout, so a link blip shorter than trap_period releases the host
+/// in time.
 pub async fn run_ping(
     host: Host,
     cfg: CheckConfig,
-    pace: Duration,
-    held_pace: Duration,
+    pace: Pace,
     mut held: watch::Receiver<bool>,
     pinger: Pinger,
     clock: super::Clock,
@@ -195,8 +202,8 @@ pub async fn run_ping(
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {
                     next += match *held.borrow() {
-                        true => held_pace.min(pace),
-                        false => pace,
+                        true => pace.held.min(pace.normal),
+                        false => pace.normal,
                     };
                     let (pinger, ip, timeout, started) = (pinger.clone(), host.ip, cfg.timeout, clock.now());
                     attempts.spawn(async move {

@@ -608,12 +608,14 @@ fn start_checks(
                 // At least twice per agent_timeout: a host whose agent falls silent but
                 // which still answers ping has answered one within agent_timeout, so the
                 // core never takes it for a silent one (and holds its link down).
-                let pace = cfg.check_period.min(config.monitor.agent_timeout / 2);
+                let pace = checks::Pace {
+                    normal: cfg.check_period.min(config.monitor.agent_timeout / 2),
+                    held: config.monitor.heartbeat_interval,
+                };
                 spawned.spawn(checks::run_ping(
                     h.clone(),
                     *cfg,
                     pace,
-                    config.monitor.heartbeat_interval,
                     held,
                     pinger.clone(),
                     clock,
