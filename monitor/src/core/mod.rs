@@ -300,6 +300,8 @@ pub struct Cluster {
     hosts: Vec<HostRec>,
     roles: RoleTable,
     network_ok: bool,
+    /// When the network guard last lifted: evidence from before it is not silence.
+    network_back: Millis,
     /// The monitor host's offset from UTC, seconds: `checks` prints local time as MMM
     /// did. Told by the shell (the core reads no clock and no timezone).
     utc_offset_s: i64,
@@ -374,6 +376,7 @@ impl Cluster {
             passive_cause: String::new(),
             hosts,
             network_ok: true,
+            network_back: 0,
             utc_offset_s: 0,
             fleet: None,
             epoch: 0,
@@ -454,26 +457,27 @@ impl Cluster {
 
     pub fn verdict(&self, h: &HostRec, c: CheckKind, now: Millis) -> Verdict {
         h.check(c)
-            .verdict_from(now, self.trap(c), Self::trap_start(h, c))
+            .verdict_from(now, self.trap(c), Self::trap_start(h, c, self.network_back))
     }
 
     /// Since when the host has answered nothing at all: neither its agent nor a ping.
-    /// `None` while its agent answers, or if it never did.
-    fn silent_since(h: &HostRec) -> Option<Millis> {
+    /// `None` while its agent answers, or if it never did. Silence while the network
+    /// guard held (the monitor itself cut off) counts only from when it lifted.
+    fn silent_since(h: &HostRec, network_back: Millis) -> Option<Millis> {
         if h.agent_up {
             return None;
         }
         let ping = h.check(CheckKind::Ping).last_ok.unwrap_or(0);
-        h.agent_seen.map(|a| a.max(ping))
+        h.agent_seen.map(|a| a.max(ping).max(network_back))
     }
 
     /// A failing ping of a host whose agent is silent too counts its trap from the
     /// silence: the host has been gone that long, not just since the first ping timed
     /// out (up to a check period plus the check's timeout later). A link blip shorter
     /// than trap_period still fails nothing: the first ping after it answers.
-    fn trap_start(h: &HostRec, c: CheckKind) -> Option<Millis> {
+    fn trap_start(h: &HostRec, c: CheckKind, network_back: Millis) -> Option<Millis> {
         (c == CheckKind::Ping)
-            .then(|| Self::silent_since(h))
+            .then(|| Self::silent_since(h, network_back))
             .flatten()
     }
 
@@ -522,12 +526,13 @@ impl Cluster {
                 started,
             } => {
                 let trap = self.trap(check);
+                let back = self.network_back;
                 let Some(h) = self.host_mut(&host) else {
                     return out;
                 };
                 let agent_up = h.agent_up;
                 let judged = |h: &HostRec| {
-                    let from = Self::trap_start(h, check);
+                    let from = Self::trap_start(h, check, back);
                     let track = h.check(check);
                     (
                         track.verdict_from(now, trap, from),
@@ -537,7 +542,8 @@ impl Cluster {
                 let before = judged(h);
                 let track = &mut h.checks[check_index(check)];
                 match result {
-                    _ if track.stale(started) => {}
+                    // Older than a newer result, or asked while the network guard held.
+                    _ if track.stale(started) || started < back => {}
                     CheckResult::Ok => {
                         track.record_ok(now, started, trap);
                         if check == CheckKind::Mysql {
@@ -716,6 +722,16 @@ impl Cluster {
                         },
                     });
                     if ok {
+                        // What failed while the monitor was cut off says nothing of the
+                        // hosts: those failures count trap_period again from now.
+                        self.network_back = now;
+                        for h in &mut self.hosts {
+                            for c in &mut h.checks {
+                                if let Some(f) = &mut c.failing {
+                                    f.since = f.since.max(now);
+                                }
+                            }
+                        }
                         self.evaluate_all(now, &mut out);
                     }
                 }

@@ -124,7 +124,7 @@ impl Cluster {
             return None;
         }
         let agent_timeout = ms(self.config.monitor.agent_timeout);
-        Self::silent_since(h).map(|t| t + agent_timeout)
+        Self::silent_since(h, self.network_back).map(|t| t + agent_timeout)
     }
 
     /// The writer's agent and its ping both silent: its lease starts now, in parallel with
@@ -141,12 +141,10 @@ impl Cluster {
             return;
         };
         let ping = h.check(CheckKind::Ping);
-        let ping_failing = ping.failing.is_some();
-        let silent =
-            !h.agent_up && (ping_failing || self.isolation_due(h).is_some_and(|t| now >= t));
+        let silent = self.isolation_due(h).is_some_and(|t| now >= t);
         let answered_since = |t: Millis| ping.last_ok.is_some_and(|ok| ok >= t);
         match h.isolated_since {
-            None if silent && self.isolation_due(h).is_some() => {
+            None if silent => {
                 if let Some(h) = self.host_mut(&w) {
                     h.isolated_since = Some(now);
                 }

@@ -939,6 +939,60 @@ fn a_writer_whose_agent_died_but_answers_ping_is_not_held_down() {
 }
 
 #[test]
+fn silence_seen_while_the_network_guard_held_counts_only_from_its_end() {
+    let mut s = Sim::online(config(&[]));
+    let trap = s.c.config.checks.ping.trap_period.as_millis() as u64;
+    let agent_timeout = s.c.config.monitor.agent_timeout.as_millis() as u64;
+    let heard = s.now;
+    s.hosts.get_mut("db1").unwrap().reachable = false;
+    s.event(Event::Network { ok: false });
+    s.now = heard + agent_timeout;
+    s.event(Event::AgentUnreachable {
+        host: "db1".into(),
+        reason: "no heartbeat answer".into(),
+        last_heard: Some(heard),
+    });
+    s.now = heard + agent_timeout + 200;
+    s.event(Event::Check {
+        host: "db1".into(),
+        check: CheckKind::Ping,
+        result: CheckResult::Failed {
+            message: "no echo reply within 500ms".into(),
+            refused: false,
+        },
+        started: heard + 1,
+    });
+    s.now = heard + 5 * trap;
+    s.event(Event::Tick);
+    s.event(Event::Network { ok: true });
+    let back = s.now;
+    assert_eq!(
+        s.state("db1"),
+        HostState::Online,
+        "nothing decided on old evidence"
+    );
+    assert!(!s
+        .log
+        .iter()
+        .any(|(_, a)| matches!(a, Action::Isolate { .. })));
+    assert_eq!(s.c.next_deadline(), Some(back + agent_timeout));
+    s.tick(back + trap - 1 - s.now);
+    assert!(
+        s.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Isolate { host } if host == "db1")),
+        "held agent_timeout after the guard lifted"
+    );
+    assert_eq!(
+        s.state("db1"),
+        HostState::Online,
+        "a whole trap_period again"
+    );
+    s.tick(1);
+    assert_eq!(s.state("db1"), HostState::HardOffline);
+}
+
+#[test]
 fn a_writer_blip_shorter_than_trap_period_moves_nothing() {
     let mut s = Sim::online(config(&[]));
     let trap = s.c.config.checks.ping.trap_period.as_millis() as u64;

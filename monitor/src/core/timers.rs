@@ -28,7 +28,7 @@ impl Cluster {
             for c in CheckKind::ALL {
                 if let Some(t) = h
                     .check(*c)
-                    .trap_expires(self.trap(*c), Self::trap_start(h, *c))
+                    .trap_expires(self.trap(*c), Self::trap_start(h, *c, self.network_back))
                 {
                     at(t);
                 }

@@ -205,6 +205,9 @@ pub async fn run_ping(
                         true => pace.held.min(pace.normal),
                         false => pace.normal,
                     };
+                    // After a stall (the monitor's host swapping, say) one ping, not a burst
+                    // of every one missed.
+                    next = next.max(tokio::time::Instant::now());
                     let (pinger, ip, timeout, started) = (pinger.clone(), host.ip, cfg.timeout, clock.now());
                     attempts.spawn(async move {
                         let start = tokio::time::Instant::now();
