@@ -67,6 +67,9 @@ struct Sim {
     fleet: bool,
     /// EndLease in progress: (when the lease is over, host, report it to the core).
     lease_ends: Vec<(Millis, String, bool)>,
+    /// The monitor's own network is down: it reaches no host and no ping_ip (the network
+    /// guard), while the hosts go on among themselves.
+    monitor_cut: bool,
 }
 
 impl Sim {
@@ -122,6 +125,7 @@ impl Sim {
             last_tick: 0,
             fleet: config.coordination.is_some(),
             lease_ends: Vec::new(),
+            monitor_cut: false,
             c: Cluster::new(config, 1_000_000),
         }
     }
@@ -251,8 +255,9 @@ impl Sim {
             Action::SendDesired { host, desired } => {
                 let permit = self.etcd_permit(&host);
                 let writer_vip = self.writer_vip;
+                let cut = self.monitor_cut;
                 let h = self.hosts.get_mut(&host).unwrap();
-                if !h.reachable || h.isolated {
+                if !h.reachable || cut || h.isolated {
                     return;
                 }
                 h.disconnected = false;
@@ -286,8 +291,9 @@ impl Sim {
             Action::AgentAction {
                 host, id, action, ..
             } => {
+                let cut = self.monitor_cut;
                 let h = self.hosts.get_mut(&host).unwrap();
-                if !h.reachable {
+                if !h.reachable || cut {
                     return;
                 }
                 let (outcome, detail) = match &action {
@@ -313,7 +319,7 @@ impl Sim {
             }
             Action::QueryStatus { host } => {
                 let h = &self.hosts[&host];
-                if !h.reachable {
+                if !h.reachable || self.monitor_cut {
                     return;
                 }
                 let report = StatusReport {
@@ -379,6 +385,7 @@ impl Sim {
         let lease = self.c.config.agent.lease.as_millis() as u64;
         let agent_timeout = self.c.config.monitor.agent_timeout.as_millis() as u64;
         let writer_vip = self.writer_vip;
+        let cut = self.monitor_cut;
         let names: Vec<String> = self.hosts.keys().cloned().collect();
         for name in &names {
             let h = self.hosts.get_mut(name).unwrap();
@@ -387,7 +394,7 @@ impl Sim {
             if !h.mysql_alive {
                 h.replicating = false;
             }
-            if h.reachable && !h.disconnected {
+            if h.reachable && !cut && !h.disconnected {
                 h.last_heartbeat = self.now;
                 h.reported_unreachable = false;
                 let view = self.view(name);
@@ -416,7 +423,7 @@ impl Sim {
                 }
             }
             let h = &self.hosts[name];
-            let (ping, mysql) = if !h.reachable {
+            let (ping, mysql) = if !h.reachable || cut {
                 (
                     CheckResult::Failed {
                         message: "timeout".into(),
@@ -438,7 +445,7 @@ impl Sim {
             } else {
                 (CheckResult::Ok, CheckResult::Ok)
             };
-            let rt = if h.rep_threads || !h.reachable || !h.mysql_alive {
+            let rt = if h.rep_threads || !h.reachable || cut || !h.mysql_alive {
                 CheckResult::Ok
             } else {
                 CheckResult::Failed {
@@ -446,7 +453,7 @@ impl Sim {
                     refused: false,
                 }
             };
-            let rb = if h.rep_backlog || !h.reachable || !h.mysql_alive {
+            let rb = if h.rep_backlog || !h.reachable || cut || !h.mysql_alive {
                 CheckResult::Ok
             } else {
                 CheckResult::Failed {
@@ -1719,6 +1726,8 @@ enum Chaos {
     EtcdHeal(u8),
     /// Fleet only: the leading monitor is replaced by another.
     NewLeader,
+    /// The monitor's own network goes down (the network guard holds), or comes back.
+    MonitorCut(bool),
 }
 
 fn chaos() -> impl Strategy<Value = Chaos> {
@@ -1733,6 +1742,7 @@ fn chaos() -> impl Strategy<Value = Chaos> {
         1 => (0u8..2).prop_map(Chaos::MoveWriter),
         1 => (0u8..3).prop_map(Chaos::SetOnline),
         1 => (0u8..3).prop_map(Chaos::SetOffline),
+        1 => any::<bool>().prop_map(Chaos::MonitorCut),
     ]
 }
 
@@ -1787,6 +1797,12 @@ impl Sim {
             }
             Chaos::EtcdHeal(h) => self.hosts.get_mut(&name(h)).unwrap().etcd_ok = true,
             Chaos::NewLeader => self.new_leader(),
+            Chaos::MonitorCut(cut) => {
+                if self.monitor_cut != cut {
+                    self.monitor_cut = cut;
+                    self.event(Event::Network { ok: !cut });
+                }
+            }
         }
     }
 }
@@ -1845,6 +1861,7 @@ proptest! {
         for h in s.hosts.values_mut() {
             h.reachable = true; h.mysql_alive = true; h.rep_threads = true; h.rep_backlog = true; h.catch_up = ActionOutcome::Ok;
         }
+        s.chaos(Chaos::MonitorCut(false));
         s.run_for(8000);
         for h in ["db1", "db2", "db3"] {
             if s.state(h) != HostState::Online && s.state(h) != HostState::AdminOffline {
