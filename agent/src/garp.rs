@@ -117,40 +117,53 @@ impl GarpSender {
     }
 }
 
-/// Per VIP, how many times it was withdrawn. Pure: the lock and the socket live in
-/// [`Announcer`].
+/// Per VIP, how many times it was withdrawn, and whether it is withdrawn now (from its
+/// withdrawal until it is claimed again, before its address is added back). Pure: the
+/// lock and the socket live in [`Announcer`].
 #[derive(Debug, Default)]
-pub struct Withdrawals(HashMap<Ipv4Addr, u64>);
+pub struct Withdrawals(HashMap<Ipv4Addr, (u64, bool)>);
 
-/// Leave to announce `ip`, valid until its next withdrawal.
+/// Leave to announce `ip`, valid until its next withdrawal. A ticket taken while the VIP
+/// is withdrawn is void from the start: between a fence's withdrawal and its removal of
+/// the address, the address still shows in the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
     pub ip: Ipv4Addr,
     withdrawals: u64,
+    void: bool,
 }
 
 impl Withdrawals {
     pub fn ticket(&self, ip: Ipv4Addr) -> Ticket {
+        let (withdrawals, void) = self.0.get(&ip).copied().unwrap_or((0, false));
         Ticket {
             ip,
-            withdrawals: self.0.get(&ip).copied().unwrap_or(0),
+            withdrawals,
+            void,
         }
     }
 
+    /// The VIP is about to be added: announcing it is allowed again.
+    pub fn claim(&mut self, ip: Ipv4Addr) -> Ticket {
+        self.0.entry(ip).or_insert((0, false)).1 = false;
+        self.ticket(ip)
+    }
+
     pub fn withdraw(&mut self, ip: Ipv4Addr) {
-        *self.0.entry(ip).or_insert(0) += 1;
+        let e = self.0.entry(ip).or_insert((0, false));
+        *e = (e.0 + 1, true);
     }
 
     pub fn valid(&self, ticket: Ticket) -> bool {
-        self.ticket(ticket.ip) == ticket
+        !ticket.void && self.ticket(ticket.ip) == ticket
     }
 }
 
 /// The gratuitous ARP sender with the rule that nothing is announced after its VIP was
-/// withdrawn. Take a [`Ticket`] *before* adding the address (or before reading that it is
-/// there), and call [`Announcer::withdraw`] *before* removing it: then a ticket that is
-/// still valid at the send means the address was ours when it was taken and has not been
-/// given up since.
+/// withdrawn. [`Announcer::claim`] *before* adding the address (or take a ticket before
+/// reading that it is there), and [`Announcer::withdraw`] *before* removing it: then a
+/// ticket that is still valid at the send means the address was ours when it was taken
+/// and has not been given up since.
 #[derive(Debug)]
 pub struct Announcer {
     sender: GarpSender,
@@ -174,6 +187,10 @@ impl Announcer {
 
     pub fn ticket(&self, ip: Ipv4Addr) -> Ticket {
         self.lock().ticket(ip)
+    }
+
+    pub fn claim(&self, ip: Ipv4Addr) -> Ticket {
+        self.lock().claim(ip)
     }
 
     /// No announcement of `ip` on an older ticket leaves after this returns.
@@ -211,8 +228,13 @@ mod tests {
             w.valid(tb),
             "another VIP's withdrawal voids nothing of this one"
         );
-        let again = w.ticket(a);
-        assert!(w.valid(again), "a VIP taken back is announced again");
+        assert!(
+            !w.valid(w.ticket(a)),
+            "a ticket taken between the withdrawal and the removal (the address still shows)"
+        );
+        let again = w.claim(a);
+        assert!(w.valid(again), "a VIP claimed back is announced again");
+        assert!(w.valid(w.ticket(a)));
         w.withdraw(a);
         assert!(!w.valid(again) && !w.valid(ta));
     }

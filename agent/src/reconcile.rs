@@ -206,7 +206,7 @@ impl VipGuards {
         if let Some(rst) = &self.rst {
             rst.reclaim(ip);
         }
-        self.garp.as_ref().map(|g| g.ticket(ip))
+        self.garp.as_ref().map(|g| g.claim(ip))
     }
 
     /// Before the address is removed: no announcement of it leaves any more (a burst
@@ -407,13 +407,18 @@ impl Executor {
         ip: Ipv4Addr,
         tickets: &mut BTreeMap<Ipv4Addr, Ticket>,
     ) -> Result<(), StepError> {
-        if let Some(ticket) = self.guards.before_add(ip) {
-            tickets.insert(ip, ticket);
-        }
+        let ticket = self.guards.before_add(ip);
         match tokio::time::timeout(VIP_STEP, self.netlink.add(link.index, &self.interface, ip))
             .await
         {
-            Ok(r) => r.map(drop).map_err(StepError::from),
+            Ok(Ok(_)) => {
+                // Only an address really added is announced.
+                if let Some(t) = ticket {
+                    tickets.insert(ip, t);
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(StepError::from(e)),
             Err(_elapsed) => Err(StepError::AddTimeout {
                 ip,
                 bound: VIP_STEP,
