@@ -18,6 +18,9 @@ pub struct CheckTrack {
     pub latest: Millis,
     /// When the newest passing attempt started: the host answered something sent then.
     pub last_ok: Option<Millis>,
+    /// The newest result said nothing either way (the monitor may not ping at all):
+    /// no silence can be read from this check.
+    pub unknown: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,7 @@ impl Default for CheckTrack {
             message: "OK".into(),
             latest: 0,
             last_ok: None,
+            unknown: false,
         }
     }
 }
@@ -89,6 +93,7 @@ impl CheckTrack {
         let was_failed = self.verdict(now, trap) == Verdict::Failed;
         self.latest = self.latest.max(started);
         self.last_ok = Some(self.last_ok.map_or(started, |t| t.max(started)));
+        self.unknown = false;
         self.reported = true;
         self.failing = None;
         if first || was_failed || self.message != "OK" {
@@ -108,6 +113,7 @@ impl CheckTrack {
             self.last_change = now;
         }
         self.latest = self.latest.max(started);
+        self.unknown = false;
         self.reported = true;
         match &mut self.failing {
             Some(f) => f.definitive |= definitive,
@@ -120,6 +126,12 @@ impl CheckTrack {
             }
         }
         self.message = format!("ERROR: {message}");
+    }
+
+    /// A result that says nothing either way (MySQL's 1040, no ICMP socket).
+    pub fn record_unknown(&mut self, started: Millis) {
+        self.latest = self.latest.max(started);
+        self.unknown = true;
     }
 
     /// When a trapped failure turns into a failed one (for the next tick).

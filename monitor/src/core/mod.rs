@@ -300,8 +300,13 @@ pub struct Cluster {
     hosts: Vec<HostRec>,
     roles: RoleTable,
     network_ok: bool,
-    /// When the network guard last lifted: evidence from before it is not silence.
+    /// When the monitor could observe again (the network guard lifted, or it resumed from
+    /// a stall): silence from before then is not evidence.
     network_back: Millis,
+    /// When the network guard last started holding.
+    network_lost_at: Millis,
+    /// When the last event was handled: a long quiet means the monitor itself stalled.
+    last_event: Option<Millis>,
     /// The monitor host's offset from UTC, seconds: `checks` prints local time as MMM
     /// did. Told by the shell (the core reads no clock and no timezone).
     utc_offset_s: i64,
@@ -321,7 +326,8 @@ pub struct Cluster {
     pending_fence: Option<String>,
     /// Replicas of an isolated writer whose IO threads were stopped early (their
     /// semi-sync STOP waits for the vanished master): restarted if the writer comes back.
-    early_stopped: std::collections::BTreeSet<String>,
+    /// `None` until they are.
+    early_stopped: Option<std::collections::BTreeSet<String>>,
     /// State transitions so far: a handler that made one judges every host again.
     pub(crate) transitions: u64,
     /// Hosts set online (or returning) while a promotion ran: rejoined when it ends.
@@ -377,6 +383,8 @@ impl Cluster {
             hosts,
             network_ok: true,
             network_back: 0,
+            network_lost_at: 0,
+            last_event: None,
             utc_offset_s: 0,
             fleet: None,
             epoch: 0,
@@ -460,15 +468,49 @@ impl Cluster {
             .verdict_from(now, self.trap(c), Self::trap_start(h, c, self.network_back))
     }
 
+    /// Events arrive at least every ping pace (agent_timeout / 3 per host): a longer quiet
+    /// means the monitor did not run (swapped out, throttled, stopped), and the silence
+    /// it then sees in every host is its own. Counted from now, as after the network
+    /// guard.
+    fn notice_stall(&mut self, now: Millis, out: &mut Vec<Action>) {
+        let limit =
+            ms(self.config.monitor.agent_timeout) + ms(self.config.monitor.heartbeat_interval);
+        let quiet = self.last_event.map_or(0, |t| now.saturating_sub(t));
+        self.last_event = Some(now);
+        if quiet > limit && !self.hosts.is_empty() {
+            self.blind_for(now, quiet);
+            out.push(Action::Notify {
+                host: None,
+                message: format!("The monitor heard nothing for {quiet} ms (it did not run): silence before now is not held against any host"),
+            });
+        }
+    }
+
+    /// The monitor could not observe for `paused` until `now`: trap_period pauses for that
+    /// long (a failure counts only the time it was seen from a working monitor), and
+    /// silence counts from now.
+    fn blind_for(&mut self, now: Millis, paused: Millis) {
+        self.network_back = self.network_back.max(now);
+        for h in &mut self.hosts {
+            for c in &mut h.checks {
+                if let Some(f) = &mut c.failing {
+                    f.since = (f.since + paused).min(now);
+                }
+            }
+        }
+    }
+
     /// Since when the host has answered nothing at all: neither its agent nor a ping.
-    /// `None` while its agent answers, or if it never did. Silence while the network
-    /// guard held (the monitor itself cut off) counts only from when it lifted.
+    /// `None` while its agent answers, if it never did, or if pings tell nothing (the
+    /// monitor cannot ping). Silence while the monitor could not observe (the network
+    /// guard held, or the monitor itself stalled) counts only from when it could again.
     fn silent_since(h: &HostRec, network_back: Millis) -> Option<Millis> {
-        if h.agent_up {
+        let ping = h.check(CheckKind::Ping);
+        if h.agent_up || ping.unknown {
             return None;
         }
-        let ping = h.check(CheckKind::Ping).last_ok.unwrap_or(0);
-        h.agent_seen.map(|a| a.max(ping).max(network_back))
+        h.agent_seen
+            .map(|a| a.max(ping.last_ok.unwrap_or(0)).max(network_back))
     }
 
     /// A failing ping of a host whose agent is silent too counts its trap from the
@@ -515,6 +557,7 @@ impl Cluster {
         let mut evaluate: Vec<String> = Vec::new();
         let tick = event == Event::Tick;
         let quiet_kind = matches!(event, Event::AgentHeartbeat { .. } | Event::Check { .. });
+        self.notice_stall(now, &mut out);
         match event {
             Event::Tick => {
                 self.evaluate_all(now, &mut out);
@@ -551,7 +594,7 @@ impl Cluster {
                         }
                     }
                     // Overload is not death: the server answered, it is alive.
-                    CheckResult::Unknown { .. } => {}
+                    CheckResult::Unknown { .. } => track.record_unknown(started),
                     CheckResult::Failed { message, refused } => {
                         // Refused while the agent answers: mysqld is not there. Definitive.
                         let definitive = refused && check == CheckKind::Mysql && agent_up;
@@ -713,6 +756,9 @@ impl Cluster {
             Event::Network { ok } => {
                 if ok != self.network_ok {
                     self.network_ok = ok;
+                    if !ok {
+                        self.network_lost_at = now;
+                    }
                     out.push(Action::Notify {
                         host: None,
                         message: if ok {
@@ -722,16 +768,11 @@ impl Cluster {
                         },
                     });
                     if ok {
-                        // What failed while the monitor was cut off says nothing of the
-                        // hosts: those failures count trap_period again from now.
-                        self.network_back = now;
-                        for h in &mut self.hosts {
-                            for c in &mut h.checks {
-                                if let Some(f) = &mut c.failing {
-                                    f.since = f.since.max(now);
-                                }
-                            }
-                        }
+                        // While the monitor was cut off, trap_period was paused: a failure
+                        // counts only the time it was seen from a working network (a guard
+                        // that flaps delays a failover by its outages, never forever).
+                        let paused = now.saturating_sub(self.network_lost_at);
+                        self.blind_for(now, paused);
                         self.evaluate_all(now, &mut out);
                     }
                 }

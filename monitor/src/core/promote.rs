@@ -349,7 +349,7 @@ impl Cluster {
             return;
         }
         // Stopped early already (the writer was isolated): the promotion re-points them.
-        self.early_stopped.clear();
+        self.early_stopped = None;
         self.stop_io_threads_of(&old.name, out);
     }
 

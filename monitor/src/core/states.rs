@@ -130,10 +130,11 @@ impl Cluster {
     /// The writer's agent and its ping both silent: its lease starts now, in parallel with
     /// trap_period, by holding its link down (nothing can renew the lease until Release).
     /// If trap_period then fails the host, the promotion counts the lease from here instead
-    /// of waiting it out afterwards. If a ping sent after the hold answers, the link is
-    /// released: a blip costs the writer at most a self-fence and its undoing, never a
-    /// failover.
+    /// of waiting it out afterwards. If a ping sent after the hold answers (or pings stop
+    /// telling anything), the link is released: a blip costs the writer at most a
+    /// self-fence and its undoing, never a failover.
     pub(super) fn isolate_silent_writer(&mut self, now: Millis, out: &mut Vec<Action>) {
+        self.unhold_former_writers(out);
         let Some(w) = self.roles.writer_holder().map(str::to_string) else {
             return;
         };
@@ -142,7 +143,8 @@ impl Cluster {
         };
         let ping = h.check(CheckKind::Ping);
         let silent = self.isolation_due(h).is_some_and(|t| now >= t);
-        let answered_since = |t: Millis| ping.last_ok.is_some_and(|ok| ok >= t);
+        let ping_failing = ping.failing.is_some() && !ping.unknown;
+        let released = |held: Millis| ping.unknown || ping.last_ok.is_some_and(|ok| ok >= held);
         match h.isolated_since {
             None if silent => {
                 if let Some(h) = self.host_mut(&w) {
@@ -153,12 +155,12 @@ impl Cluster {
                     host: Some(w.clone()),
                     message: format!("Agent and ping of writer '{w}' are silent: its link is held down, so its lease runs out while trap_period is counted"),
                 });
-                // Their STOP SLAVE would wait for the vanished master (semi-sync's
-                // kill-connection): start it now too, in parallel with trap_period.
-                let stopped = self.stop_io_threads_of(&w, out);
-                self.early_stopped.extend(stopped);
+                self.early_stopped = None;
+                if ping_failing {
+                    self.stop_replicas_early(&w, out);
+                }
             }
-            Some(held) if self.promotion.is_none() && answered_since(held) => {
+            Some(held) if self.promotion.is_none() && released(held) => {
                 if let Some(h) = self.host_mut(&w) {
                     h.isolated_since = None;
                 }
@@ -168,7 +170,7 @@ impl Cluster {
                     message: format!("Writer '{w}' answers ping again: its link is released"),
                 });
                 let deadline = Duration::from_millis(ms(self.config.monitor.promotion_timeout));
-                for s in std::mem::take(&mut self.early_stopped) {
+                for s in self.early_stopped.take().unwrap_or_default() {
                     let id = self.next_id();
                     out.push(Action::AgentAction {
                         host: s,
@@ -178,7 +180,36 @@ impl Cluster {
                     });
                 }
             }
+            Some(_) if self.promotion.is_none() && ping_failing && self.early_stopped.is_none() => {
+                self.stop_replicas_early(&w, out);
+            }
             _ => {}
+        }
+    }
+
+    /// Their STOP SLAVE would wait for the vanished master (semi-sync's kill-connection):
+    /// started while trap_period is counted, once a ping has failed too (an agent that
+    /// merely died, or one lost echo reply, stops no replica).
+    fn stop_replicas_early(&mut self, writer: &str, out: &mut Vec<Action>) {
+        let stopped = self.stop_io_threads_of(writer, out);
+        self.early_stopped = Some(stopped.into_iter().collect());
+    }
+
+    /// A held host that lost the writer role with no promotion to fence it (no candidate,
+    /// a refused promotion) gets the link's bounded stay-away instead of an endless hold:
+    /// its agent may come back and be heard.
+    fn unhold_former_writers(&mut self, out: &mut Vec<Action>) {
+        if self.promotion.is_some() {
+            return;
+        }
+        let writer = self.roles.writer_holder().map(str::to_string);
+        for h in &mut self.hosts {
+            if h.isolated_since.is_some() && writer.as_deref() != Some(h.name.as_str()) {
+                h.isolated_since = None;
+                out.push(Action::Disconnect {
+                    host: h.name.clone(),
+                });
+            }
         }
     }
 

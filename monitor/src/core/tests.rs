@@ -727,8 +727,12 @@ fn ambiguous_failures_wait_trap_period_and_overload_is_not_death() {
         },
         started: s.now,
     });
-    s.now += 900;
-    s.event(Event::Tick);
+    // The monitor goes on hearing the other hosts meanwhile (a longer quiet would be its
+    // own stall).
+    for _ in 0..9 {
+        s.now += 100;
+        s.event(Event::Tick);
+    }
     assert_eq!(s.state("db3"), HostState::Online);
     s.now += 200;
     s.event(Event::Tick);
@@ -803,6 +807,17 @@ fn a_silent_writers_lease_runs_during_trap_period() {
     );
 }
 
+/// Time passes in the simulator's ticks up to exactly `t` (a monitor that hears nothing
+/// for longer takes itself for stalled).
+fn advance_to(s: &mut Sim, t: Millis) {
+    while s.now + TICK < t {
+        s.tick(TICK);
+    }
+    if t > s.now {
+        s.tick(t - s.now);
+    }
+}
+
 /// The writer's agent falls silent at `heard`; its silence is noticed agent_timeout later,
 /// and its first failed ping (a timeout) is reported later still.
 fn writer_falls_silent(s: &mut Sim) -> (Millis, Millis) {
@@ -844,9 +859,9 @@ fn a_writer_silent_everywhere_fails_trap_period_after_it_was_last_heard() {
         Some(heard + trap),
         "the trap counts from when db1 was last heard, and a Tick is announced for it"
     );
-    s.tick(heard + trap - 1 - s.now);
+    advance_to(&mut s, heard + trap - 1);
     assert_eq!(s.state("db1"), HostState::Online, "not before trap_period");
-    s.tick(heard + trap - s.now);
+    advance_to(&mut s, heard + trap);
     assert_eq!(s.state("db1"), HostState::HardOffline);
 }
 
@@ -865,7 +880,7 @@ fn a_late_answer_to_an_old_ping_neither_releases_nor_clears_a_silent_writer() {
         .log
         .iter()
         .any(|(_, a)| matches!(a, Action::Release { .. })));
-    s.tick(heard + trap - s.now);
+    advance_to(&mut s, heard + trap);
     assert_eq!(s.state("db1"), HostState::HardOffline);
 }
 
@@ -879,13 +894,13 @@ fn a_ping_sent_after_the_hold_releases_the_writer_before_its_trap() {
         .find(|(_, a)| matches!(a, Action::Isolate { .. }))
         .map(|(t, _)| *t)
         .unwrap();
-    s.now = heard + trap - 60;
+    advance_to(&mut s, heard + trap - 60);
     s.hosts.get_mut("db1").unwrap().reachable = true;
     s.event(Event::Check {
         host: "db1".into(),
         check: CheckKind::Ping,
         result: CheckResult::Ok,
-        started: isolated + 1,
+        started: s.now.max(isolated + 1),
     });
     assert!(
         s.log
@@ -893,7 +908,7 @@ fn a_ping_sent_after_the_hold_releases_the_writer_before_its_trap() {
             .any(|(_, a)| matches!(a, Action::Release { host } if host == "db1")),
         "db1 answered a ping sent after it was held down"
     );
-    s.tick(heard + trap + 10 - s.now);
+    advance_to(&mut s, heard + trap + 10);
     assert_eq!(
         s.state("db1"),
         HostState::Online,
@@ -983,7 +998,7 @@ fn silence_seen_while_the_network_guard_held_counts_only_from_its_end() {
         .iter()
         .any(|(_, a)| matches!(a, Action::Isolate { .. })));
     assert_eq!(s.c.next_deadline(), Some(back + agent_timeout));
-    s.tick(back + trap - 1 - s.now);
+    advance_to(&mut s, back + trap - 1);
     assert!(
         s.log
             .iter()
@@ -997,6 +1012,81 @@ fn silence_seen_while_the_network_guard_held_counts_only_from_its_end() {
     );
     s.tick(1);
     assert_eq!(s.state("db1"), HostState::HardOffline);
+}
+
+#[test]
+fn a_monitor_that_stalled_does_not_hold_its_silence_against_the_writer() {
+    let mut s = Sim::online(config(&[]));
+    let trap = s.c.config.checks.ping.trap_period.as_millis() as u64;
+    let heard = s.now;
+    // A ping failed just before the monitor stopped running for 3 x trap_period.
+    s.event(Event::Check {
+        host: "db1".into(),
+        check: CheckKind::Ping,
+        result: CheckResult::Failed {
+            message: "no echo reply within 500ms".into(),
+            refused: false,
+        },
+        started: heard,
+    });
+    s.now = heard + 3 * trap;
+    // What it finds on waking: its link timed out, a ping sent before the stall failed.
+    s.event(Event::AgentUnreachable {
+        host: "db1".into(),
+        reason: "no heartbeat answer".into(),
+        last_heard: Some(heard),
+    });
+    s.event(Event::Check {
+        host: "db1".into(),
+        check: CheckKind::Ping,
+        result: CheckResult::Failed {
+            message: "no echo reply within 500ms".into(),
+            refused: false,
+        },
+        started: heard + 100,
+    });
+    s.event(Event::Tick);
+    assert_eq!(s.state("db1"), HostState::Online, "{:#?}", s.log);
+    assert!(!s
+        .log
+        .iter()
+        .any(|(_, a)| matches!(a, Action::Isolate { .. } | Action::AgentAction { .. })));
+    assert!(s.log.iter().any(|(_, a)| matches!(
+        a,
+        Action::Notify { message, .. } if message.contains("heard nothing for")
+    )));
+}
+
+#[test]
+fn a_writer_is_not_held_down_when_pings_tell_nothing() {
+    let mut s = Sim::online(config(&[]));
+    let agent_timeout = s.c.config.monitor.agent_timeout.as_millis() as u64;
+    let heard = s.now;
+    s.now = heard + 50;
+    // The monitor cannot ping at all (no ICMP socket): no result says the host is gone.
+    s.event(Event::Check {
+        host: "db1".into(),
+        check: CheckKind::Ping,
+        result: CheckResult::Unknown {
+            message: "opening the ICMP socket".into(),
+        },
+        started: s.now,
+    });
+    s.now = heard + agent_timeout;
+    s.event(Event::AgentUnreachable {
+        host: "db1".into(),
+        reason: "no heartbeat answer".into(),
+        last_heard: Some(heard),
+    });
+    for _ in 0..20 {
+        s.now += 100;
+        s.event(Event::Tick);
+    }
+    assert!(!s
+        .log
+        .iter()
+        .any(|(_, a)| matches!(a, Action::Isolate { .. })));
+    assert_eq!(s.c.active_master(), Some("db1"));
 }
 
 #[test]

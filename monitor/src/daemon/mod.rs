@@ -605,11 +605,13 @@ fn start_checks(
                     .get(&h.name)
                     .map(|w| w.subscribe())
                     .unwrap_or_else(|| tokio::sync::watch::channel(false).1);
-                // At least twice per agent_timeout: a host whose agent falls silent but
-                // which still answers ping has answered one within agent_timeout, so the
-                // core never takes it for a silent one (and holds its link down).
+                // Three times per agent_timeout: a host whose agent falls silent but
+                // which still answers ping has answered one within agent_timeout even if
+                // an echo reply is lost, so the core does not take it for a silent one
+                // (and hold its link down); events reach the core often enough that a
+                // longer quiet means the monitor stalled.
                 let pace = checks::Pace {
-                    normal: cfg.check_period.min(config.monitor.agent_timeout / 2),
+                    normal: cfg.check_period.min(config.monitor.agent_timeout / 3),
                     held: config.monitor.heartbeat_interval,
                 };
                 spawned.spawn(checks::run_ping(
