@@ -171,8 +171,13 @@ fn s04_active_master_network_down_then_up() {
         (line.contains("master/AWAITING_RECOVERY") || line.contains("master/ONLINE"))
             .then_some(line)
     });
-    let back = back.unwrap_or_else(|| panic!("db1 never came back:
-{}", c.control(&["show"]).1));
+    let back = back.unwrap_or_else(|| {
+        panic!(
+            "db1 never came back:
+{}",
+            c.control(&["show"]).1
+        )
+    });
     let monitor = c.monitor_log("monitor.log");
     assert!(
         monitor.contains("State of host 'db1' changed from HARD_OFFLINE to AWAITING_RECOVERY"),
