@@ -5,7 +5,10 @@
 //! becomes read-only and client sessions are killed (docs/fencing.md); then, when this host
 //! is to write, it becomes writable before it takes VIPs and announces them. A host that
 //! already matches gets no steps, so re-applying the same state (after an agent restart,
-//! or the monitor's periodic re-assertion) touches nothing.
+//! or the monitor's periodic re-assertion) touches nothing. A parked writer VIP (see
+//! [`crate::rst`]) is answered with RST and announced, never added: parking goes last,
+//! and taking the VIP for real ends it (the RST program lets its packets pass again just
+//! before the address is added, after the server went writable).
 
 use crate::garp::{Announcer, GarpError, Ticket};
 use crate::mysql::{Mysql, MysqlError};
@@ -27,6 +30,8 @@ pub struct Desired {
     pub writable: bool,
     /// VIP -> role.
     pub vips: BTreeMap<Ipv4Addr, String>,
+    /// Writer VIPs to park.
+    pub parked: BTreeSet<Ipv4Addr>,
 }
 
 /// What the host holds, as read from the kernel and the server.
@@ -35,6 +40,8 @@ pub struct Observed {
     pub vips: BTreeSet<Ipv4Addr>,
     /// `None` when mysqld did not answer.
     pub read_only: Option<bool>,
+    /// VIPs the RST program answers for as parked.
+    pub parked: BTreeSet<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +51,12 @@ pub enum Step {
     KillSessions,
     AddVip(Ipv4Addr),
     Announce(Ipv4Addr),
+    /// Answer TCP to the VIP with RST and announce it, without adding it.
+    Park(Ipv4Addr),
+    /// Parked no more and not taken: answered with RST until the owner's ARP (as released).
+    Unpark(Ipv4Addr),
+    /// Parked, yet the address is ours (added by hand): only the kernel may answer for it.
+    Reclaim(Ipv4Addr),
 }
 
 /// What the agent needs to know of the config to judge and apply desired states.
@@ -110,6 +123,28 @@ impl Scope {
                 }
             }
         }
+        let writer_vips = self.writer_vips();
+        let mut parked = BTreeSet::new();
+        for ip in &d.parked {
+            if !writer_vips.contains(ip) {
+                problems.push(format!(
+                    "{ip} is parked but is not a VIP of role {}",
+                    self.writer_role
+                ));
+            } else if !self.writer_hosts.contains(&self.host) {
+                problems.push(format!(
+                    "{ip} is parked, but {} is not a host of role {}",
+                    self.host, self.writer_role
+                ));
+            } else if vips.contains_key(ip) {
+                problems.push(format!("{ip} is both held and parked"));
+            } else if !parked.insert(*ip) {
+                problems.push(format!("{ip} is parked twice"));
+            }
+        }
+        if d.writable && !d.parked.is_empty() {
+            problems.push("parked VIPs with writable = true".to_string());
+        }
         let writes = d.roles.iter().any(|(r, _)| *r == self.writer_role);
         if writes && !d.writable {
             problems.push(format!("role {} without writable = true", self.writer_role));
@@ -129,6 +164,7 @@ impl Scope {
             active_master: d.active_master.clone(),
             writable: d.writable,
             vips,
+            parked,
         })
     }
 }
@@ -146,6 +182,17 @@ pub fn plan(desired: &Desired, observed: &Observed, scope: &Scope) -> Vec<Step> 
     // The writer VIP goes first: it is what lets clients write here.
     removals.sort_by_key(|ip| !writer_vips.contains(ip));
     steps.extend(removals.into_iter().map(Step::RemoveVip));
+    // Parked no more: a VIP about to be added is reclaimed by its addition.
+    for ip in &observed.parked {
+        if desired.parked.contains(ip) {
+            continue;
+        }
+        match (desired.vips.contains_key(ip), observed.vips.contains(ip)) {
+            (false, _) => steps.push(Step::Unpark(*ip)),
+            (true, true) => steps.push(Step::Reclaim(*ip)),
+            (true, false) => {}
+        }
+    }
     if !desired.writable && observed.read_only != Some(true) {
         steps.push(Step::SetReadOnly(true));
         steps.push(Step::KillSessions);
@@ -162,6 +209,13 @@ pub fn plan(desired: &Desired, observed: &Observed, scope: &Scope) -> Vec<Step> 
     additions.sort_by_key(|ip| !writer_vips.contains(ip));
     steps.extend(additions.iter().map(|ip| Step::AddVip(*ip)));
     steps.extend(additions.into_iter().map(Step::Announce));
+    steps.extend(
+        desired
+            .parked
+            .iter()
+            .filter(|ip| !observed.parked.contains(ip))
+            .map(|ip| Step::Park(*ip)),
+    );
     steps
 }
 
@@ -181,6 +235,14 @@ pub enum StepError {
     /// The lease forbids writing: self-fenced, or no monitor renews it.
     #[error("{what} not done: {reason}")]
     NoLease { what: String, reason: String },
+    #[error("parking {ip}: the RST program is not loaded (clients would be drawn to a host that drops their packets)")]
+    NoRstProgram { ip: Ipv4Addr },
+    #[error("parking {ip}")]
+    Park {
+        ip: Ipv4Addr,
+        #[source]
+        source: crate::rst::RstError,
+    },
     #[error("no gratuitous ARP{}: CAP_NET_RAW missing, clients switch only when their ARP entry expires", .ip.map(|ip| format!(" for {ip}")).unwrap_or_default())]
     NoArpSocket { ip: Option<Ipv4Addr> },
 }
@@ -218,6 +280,21 @@ impl VipGuards {
         if let Some(rst) = &self.rst {
             rst.release(ip);
         }
+    }
+
+    /// Parks `ip`: answered with RST from now on; the returned ticket announces it.
+    pub fn park(&self, ip: Ipv4Addr) -> Result<Option<Ticket>, StepError> {
+        let Some(rst) = &self.rst else {
+            return Err(StepError::NoRstProgram { ip });
+        };
+        rst.park(ip)
+            .map_err(|source| StepError::Park { ip, source })?;
+        Ok(self.garp.as_ref().map(|g| g.claim(ip)))
+    }
+
+    /// What parked VIPs the RST program answers for.
+    pub fn parked(&self) -> BTreeSet<Ipv4Addr> {
+        self.rst.as_ref().map(|r| r.parked()).unwrap_or_default()
     }
 }
 
@@ -278,7 +355,15 @@ impl Executor {
             true => None,
             false => self.read_only().await.map_err(|e| errors.push(e)).ok(),
         };
-        (Observed { vips, read_only }, errors)
+        let parked = self.guards.parked();
+        (
+            Observed {
+                vips,
+                read_only,
+                parked,
+            },
+            errors,
+        )
     }
 
     pub fn mysqld_exited(&self) -> bool {
@@ -356,6 +441,24 @@ impl Executor {
                     None => self.reannounce(&[*ip]).await,
                 },
                 (Step::Announce(_), None) => continue,
+                (Step::Park(ip), Some(l)) => match self.guards.park(*ip) {
+                    Err(e) => Err(e),
+                    Ok(Some(ticket)) => self.announce(l, ticket),
+                    Ok(None) => Err(StepError::NoArpSocket { ip: Some(*ip) }),
+                },
+                (Step::Park(_), None) => continue,
+                // Like a removal: no announcement of it leaves any more, RST until the
+                // owner's ARP.
+                (Step::Unpark(ip), _) => {
+                    self.guards.before_remove(*ip);
+                    Ok(())
+                }
+                (Step::Reclaim(ip), _) => {
+                    if let Some(rst) = &self.guards.rst {
+                        rst.reclaim(*ip);
+                    }
+                    Ok(())
+                }
                 (Step::SetReadOnly(false), _)
                     if self.lease.fenced().is_some() || self.lease.left().is_none() =>
                 {
@@ -545,6 +648,7 @@ mod tests {
             active_master: "db1".into(),
             writable,
             vips: vips.iter().map(|(l, r)| (ip(*l), r.to_string())).collect(),
+            parked: BTreeSet::new(),
         }
     }
 
@@ -552,6 +656,7 @@ mod tests {
         Observed {
             vips: vips.iter().map(|l| ip(*l)).collect(),
             read_only,
+            parked: BTreeSet::new(),
         }
     }
 
@@ -615,6 +720,91 @@ mod tests {
     }
 
     #[test]
+    fn parking_is_last_and_taking_the_vip_ends_it() {
+        let mut d = desired(false, &[(101, "reader")]);
+        d.parked.insert(ip(100));
+        // A reader losing its VIP and parking the writer's: removal first, parking last.
+        assert_eq!(
+            plan(&d, &observed(Some(true), &[101, 102]), &scope()),
+            vec![Step::RemoveVip(ip(102)), Step::Park(ip(100))]
+        );
+        let mut parked = observed(Some(true), &[101]);
+        parked.parked.insert(ip(100));
+        assert_eq!(plan(&d, &parked, &scope()), vec![]);
+        // Promoted: writable first, then the addition (which reclaims it from the RST
+        // program); no separate unparking, which would answer for it with RST again.
+        let promoted = desired(true, &[(100, "writer"), (101, "reader")]);
+        assert_eq!(
+            plan(&promoted, &parked, &scope()),
+            vec![
+                Step::SetReadOnly(false),
+                Step::AddVip(ip(100)),
+                Step::Announce(ip(100))
+            ]
+        );
+        // The old writer came back: parked no more.
+        assert_eq!(
+            plan(&desired(false, &[(101, "reader")]), &parked, &scope()),
+            vec![Step::Unpark(ip(100))]
+        );
+        // Parked while the address is ours anyway: only the kernel answers for it.
+        let mut both = observed(Some(false), &[100, 101]);
+        both.parked.insert(ip(100));
+        assert_eq!(
+            plan(&promoted, &both, &scope()),
+            vec![Step::Reclaim(ip(100))]
+        );
+    }
+
+    #[test]
+    fn parking_is_refused_for_what_is_not_a_writer_vip_of_this_host() {
+        let d = DesiredState {
+            epoch: 3,
+            state: HostState::Online,
+            active_master: String::new(),
+            writable: false,
+            roles: vec![("reader".into(), ip(101))],
+            parked: vec![ip(101), ip(100), ip(100)],
+        };
+        assert_eq!(
+            scope().check(&d).unwrap_err(),
+            vec![
+                "10.0.0.101 is parked but is not a VIP of role writer",
+                "10.0.0.100 is parked twice",
+            ]
+        );
+        let mut db3 = scope();
+        db3.host = "db3".into();
+        let d = DesiredState {
+            parked: vec![ip(100)],
+            ..d
+        };
+        assert_eq!(
+            db3.check(&d).unwrap_err(),
+            vec!["10.0.0.100 is parked, but db3 is not a host of role writer"]
+        );
+        let d = DesiredState {
+            roles: vec![("writer".into(), ip(100))],
+            writable: true,
+            ..d
+        };
+        assert_eq!(
+            scope().check(&d).unwrap_err(),
+            vec![
+                "10.0.0.100 is both held and parked",
+                "parked VIPs with writable = true"
+            ]
+        );
+        assert!(scope()
+            .check(&DesiredState {
+                roles: vec![],
+                writable: false,
+                ..d
+            })
+            .is_ok_and(|ok| ok.parked.contains(&ip(100))));
+    }
+
+    #[test]
     fn bad_desired_states_are_refused_whole() {
         let d = DesiredState {
             epoch: 3,
@@ -627,6 +817,7 @@ mod tests {
                 ("reader".into(), ip(77)),
                 ("writer".into(), ip(102)),
             ],
+            parked: vec![],
         };
         let problems = scope().check(&d).unwrap_err();
         assert_eq!(

@@ -8,6 +8,14 @@
 //! is seen (the program shortens the entry's deadline: clients processing the same
 //! broadcast a moment later are still answered) or `BOUND` passes.
 //!
+//! The same map parks a writer VIP on the host that takes over from a writer that vanished
+//! (its host lost, its lease run out): nobody answers for the VIP then, and a client's SYN
+//! to the dead host's MAC waits a whole connect timeout. Parked, the VIP is answered here
+//! with RST (the address is not added: nothing else of this host answers for it), and the
+//! agent announces it, so clients retry at once and land here the moment this host takes
+//! the VIP for real. A parked entry lives `PARK_BOUND` unless the agent refreshes it, so a
+//! dead agent's program stops answering soon.
+//!
 //! Loaded and attached once at start, while the agent still holds CAP_BPF and
 //! CAP_NET_ADMIN; afterwards only map updates through the descriptor it keeps, which need
 //! no capability.
@@ -15,6 +23,7 @@
 use aya::maps::{HashMap, MapData};
 use aya::programs::{tc, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,6 +34,14 @@ static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/r
 /// takeover and ARP burst (a failover needs well under a second), short enough that a VIP
 /// nobody took over is soon silent again.
 pub const BOUND: Duration = Duration::from_secs(3);
+
+/// How long a parked VIP is answered without a refresh (the reconciler refreshes it every
+/// half second while the monitor wants it parked).
+pub const PARK_BOUND: Duration = Duration::from_secs(2);
+
+/// A parked entry with less than this left was shortened by an owner's gratuitous ARP
+/// (agent-ebpf/include/rst.h, RST_ARP_GRACE_NS) or ran out: the VIP is somebody's again.
+const OWNER_ANNOUNCED: Duration = Duration::from_millis(100);
 
 /// Mirror of `struct rst_key` in agent-ebpf/include/rst.h.
 #[repr(C)]
@@ -73,7 +90,13 @@ pub enum RstError {
 
 pub struct Rst {
     _ebpf: Ebpf,
-    released: Mutex<HashMap<MapData, RstKey, RstValue>>,
+    state: Mutex<State>,
+}
+
+struct State {
+    map: HashMap<MapData, RstKey, RstValue>,
+    /// VIPs parked here (refreshed), as opposed to released (answered until BOUND).
+    parked: BTreeSet<Ipv4Addr>,
 }
 
 fn monotonic_ns() -> u64 {
@@ -85,6 +108,12 @@ fn monotonic_ns() -> u64 {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     debug_assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn deadline(after: Duration) -> RstValue {
+    RstValue {
+        until_ns: monotonic_ns() + after.as_nanos() as u64,
+    }
 }
 
 fn key(vip: Ipv4Addr) -> RstKey {
@@ -122,31 +151,81 @@ impl Rst {
         let released = HashMap::try_from(map).map_err(RstError::Map)?;
         Ok(Rst {
             _ebpf: ebpf,
-            released: Mutex::new(released),
+            state: Mutex::new(State {
+                map: released,
+                parked: BTreeSet::new(),
+            }),
         })
     }
 
-    /// `vip` is about to be removed: answer TCP to it with RST for at most BOUND. Call
-    /// before the removal, so no packet falls between the two.
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `vip` is about to be removed, or parked no more: answer TCP to it with RST for at
+    /// most BOUND. Call before the removal, so no packet falls between the two.
     pub fn release(&self, vip: Ipv4Addr) {
-        let until = RstValue {
-            until_ns: monotonic_ns() + BOUND.as_nanos() as u64,
-        };
-        let mut map = self.released.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = map.insert(key(vip), until, 0) {
+        let mut state = self.state();
+        state.parked.remove(&vip);
+        if let Err(e) = state.map.insert(key(vip), deadline(BOUND), 0) {
             tracing::warn!(%vip, error = %e, "clients of the released VIP will wait for their retransmission: not in the RST map");
         }
     }
 
     /// `vip` is ours again: nothing may answer for it but the kernel. Call before adding it.
     pub fn reclaim(&self, vip: Ipv4Addr) {
-        let mut map = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state();
+        state.parked.remove(&vip);
         // Not there is the usual case (and an error from the kernel, ENOENT).
-        if map.get(&key(vip), 0).is_err() {
+        if state.map.get(&key(vip), 0).is_err() {
             return;
         }
-        if let Err(e) = map.remove(&key(vip)) {
+        if let Err(e) = state.map.remove(&key(vip)) {
             tracing::warn!(%vip, error = %e, "removing a reclaimed VIP from the RST map");
         }
+    }
+
+    /// Answers TCP to `vip` with RST until it is released or reclaimed (refreshed by
+    /// [`Rst::refresh_parked`]). Call before announcing it.
+    pub fn park(&self, vip: Ipv4Addr) -> Result<(), RstError> {
+        let mut state = self.state();
+        state
+            .map
+            .insert(key(vip), deadline(PARK_BOUND), 0)
+            .map_err(RstError::Map)?;
+        state.parked.insert(vip);
+        Ok(())
+    }
+
+    /// The VIPs parked here now.
+    pub fn parked(&self) -> BTreeSet<Ipv4Addr> {
+        self.state().parked.clone()
+    }
+
+    /// Pushes every parked VIP's deadline PARK_BOUND ahead, except one whose owner
+    /// announced it meanwhile (the program shortened the entry) or that ran out: it is
+    /// parked no more, and returned.
+    pub fn refresh_parked(&self) -> Vec<Ipv4Addr> {
+        let mut state = self.state();
+        let now = monotonic_ns();
+        let mut ended = Vec::new();
+        for vip in state.parked.clone() {
+            let left = match state.map.get(&key(vip), 0) {
+                Ok(v) => v.until_ns.saturating_sub(now),
+                Err(_) => 0,
+            };
+            if left <= OWNER_ANNOUNCED.as_nanos() as u64 {
+                ended.push(vip);
+                continue;
+            }
+            if let Err(e) = state.map.insert(key(vip), deadline(PARK_BOUND), 0) {
+                tracing::warn!(%vip, error = %e, "refreshing a parked VIP");
+            }
+        }
+        for vip in &ended {
+            state.parked.remove(vip);
+            tracing::info!(%vip, "parked VIP announced by its owner (or run out): parked no more");
+        }
+        ended
     }
 }

@@ -880,7 +880,12 @@ async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Co
     loop {
         tokio::select! {
             _ = garp_tick.tick(), if refresh_every.is_some() => {
-                let held = agent.status.borrow().held_vips.clone();
+                let mut held = agent.status.borrow().held_vips.clone();
+                // A writer VIP whose lease ran out is about to be fenced (an agent that
+                // just thawed): announcing it would pull clients back from its successor.
+                if exec.lease.fenced().is_some() || exec.lease.left().is_none() {
+                    held.retain(|ip| !exec.writer_vips.contains(ip));
+                }
                 if let Err(e) = exec.reannounce(&held).await {
                     tracing::warn!(error = %error_chain(&e), "periodic gratuitous ARP failed");
                 }
@@ -928,6 +933,17 @@ async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Co
                 }
             }
             _ = refresh.tick() => {
+                // Parked VIPs live only as long as they are refreshed: a dead agent's
+                // program soon stops answering for them.
+                // One whose owner announced it meanwhile stays unparked until the monitor
+                // sends a new desired state: parking it again would pull the owner's
+                // clients away.
+                if let Some(rst) = &exec.guards.rst {
+                    let ended = rst.refresh_parked();
+                    if let Some(d) = desired.as_mut() {
+                        d.parked.retain(|ip| !ended.contains(ip));
+                    }
+                }
                 // Re-applies the desired state when the host drifted from it (an address
                 // removed by hand, read_only flipped), and refreshes the report.
                 converge(&agent, &exec, desired.as_ref(), &mut kind).await;
@@ -1081,6 +1097,7 @@ fn empty_desired(epoch: u32) -> Desired {
         active_master: String::new(),
         writable: false,
         vips: Default::default(),
+        parked: Default::default(),
     }
 }
 

@@ -151,6 +151,7 @@ pub fn desired(epoch: u32, writable: bool, roles: &[(&str, u8)]) -> DesiredState
             .iter()
             .map(|(r, last)| (r.to_string(), ip(*last)))
             .collect(),
+        parked: vec![],
     }
 }
 

@@ -163,3 +163,114 @@ fn a_released_vip_is_answered_with_rst_until_the_new_owner_announces_it() {
         "db1 still answered for the VIP after the new owner's ARP: {after:?}"
     );
 }
+
+/// The host that takes over from a vanished writer parks the VIP first: it answers TCP to
+/// it with RST and announces it, without taking the address, so a client whose ARP entry
+/// names the dead host's MAC is moved over and refused at once instead of waiting out its
+/// connect timeout; taking the VIP for real ends the parking; an owner's announcement ends
+/// it at the agent too.
+#[test]
+fn a_parked_vip_is_answered_with_rst_and_taking_it_ends_the_parking() {
+    if !require_root("a_parked_vip_is_answered_with_rst_and_taking_it_ends_the_parking") {
+        return;
+    }
+    let lab = Lab::new("park", "");
+    let text = std::fs::read_to_string(&lab.config).unwrap().replacen(
+        "fencing = \"lease\"",
+        "fencing = \"none\"",
+        1,
+    );
+    std::fs::write(&lab.config, text).unwrap();
+    let _db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    let _db2 = Mariadb::start(&lab.net, "db2", 2, lab.dir.path());
+    lab.agent("db1", "agent-db1.log");
+    lab.agent("db2", "agent-db2.log");
+    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
+    let db2_mac = lab.net.node("db2").mac.clone();
+
+    // The writer vanished: the client's entry for the VIP names a MAC nobody answers for.
+    lab.net.exec(
+        "client",
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            VIP,
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            "eth0",
+            "nud",
+            "stale",
+        ],
+    );
+    let lost = connect(&lab, &format!("{VIP}:3306"), Duration::from_millis(300));
+    assert_eq!(
+        lost.as_ref().err().map(|e| e.kind()),
+        Some(ErrorKind::TimedOut),
+        "the vanished writer answered: {lost:?}"
+    );
+
+    // db2 parks it: its announcement moves the client, whose SYN is refused at once.
+    let mut parked = desired(1, false, &[]);
+    parked.parked = vec![vip];
+    apply_ok(&lab, "db2", parked.clone());
+    let moved = mmm_tests::netns::wait_for(T, || {
+        (lab.net.neigh_mac("client", vip).as_deref() == Some(db2_mac.as_str())).then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "db2's announcement of the parked VIP did not reach the client"
+    );
+    let refused = connect(&lab, &format!("{VIP}:3306"), T);
+    assert_eq!(
+        refused.as_ref().err().map(|e| e.kind()),
+        Some(ErrorKind::ConnectionRefused),
+        "a SYN to the parked VIP was not answered with RST: {refused:?}"
+    );
+    assert!(
+        !lab.net.addresses("db2").iter().any(|a| a.starts_with(VIP)),
+        "parking added the address"
+    );
+    // db2's own address is untouched.
+    assert!(
+        connect(&lab, "192.0.2.12:3306", T).is_ok(),
+        "db2's own address was touched"
+    );
+
+    // db2 takes the VIP: the kernel answers for it, MariaDB greets through it.
+    apply_ok(&lab, "db2", desired(2, true, &[("writer", 100)]));
+    let mut s = connect(&lab, &format!("{VIP}:3306"), T)
+        .unwrap_or_else(|e| panic!("no session through the VIP db2 took from parking: {e}"));
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut greeting = [0u8; 512];
+    assert!(
+        s.read(&mut greeting).unwrap_or(0) > 0,
+        "no greeting through the VIP"
+    );
+    drop(s);
+
+    // Parked again (db2 gave the VIP back), then db1 takes it and announces it: db2's
+    // agent sees the owner's ARP and parks it no more, though the desired state still says so.
+    let mut again = desired(3, false, &[]);
+    again.parked = vec![vip];
+    apply_ok(&lab, "db2", again);
+    apply_ok(&lab, "db1", desired(4, true, &[("writer", 100)]));
+    let ended = mmm_tests::netns::wait_for(T, || {
+        lab.log("agent-db2.log")
+            .contains("parked VIP announced by its owner")
+            .then_some(())
+    });
+    assert!(
+        ended.is_some(),
+        "db2 went on parking the VIP db1 announced:\n{}",
+        lab.log("agent-db2.log")
+    );
+    let mut s = connect(&lab, &format!("{VIP}:3306"), T)
+        .unwrap_or_else(|e| panic!("no session through the VIP db1 took: {e}"));
+    s.set_read_timeout(Some(T)).unwrap();
+    assert!(
+        s.read(&mut greeting).unwrap_or(0) > 0,
+        "no greeting from db1"
+    );
+}

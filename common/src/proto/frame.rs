@@ -13,7 +13,9 @@ use super::message::MessageType;
 pub const MAGIC: [u8; 2] = *b"MM";
 /// 2: StatusReport carries `gtid_unreadable` (an unreadable GTID set is not an empty one).
 /// 3: ActionOutcome::NotReplica (the monitor no longer reads the agent's error text).
-pub const VERSION: u8 = 4;
+/// 4: every session frame is authenticated under the fleet's term.
+/// 5: DesiredState carries the writer VIPs to park.
+pub const VERSION: u8 = 5;
 pub const HEADER_LEN: usize = 16;
 pub const MAC_LEN: usize = 16;
 /// The one bound on a payload, for senders and receivers alike: the most the header's

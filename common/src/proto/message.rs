@@ -171,6 +171,10 @@ pub struct DesiredState {
     pub writable: bool,
     /// (role, IP) pairs this host should hold.
     pub roles: Vec<(String, Ipv4Addr)>,
+    /// Writer VIPs this host should park (protocol version 5): answer TCP to them with RST
+    /// and announce them, without taking the address or writing. The old writer is gone
+    /// and fenced, and this host is next: clients stop waiting for the dead host's MAC.
+    pub parked: Vec<Ipv4Addr>,
 }
 
 /// agent -> monitor: the result of applying a desired state.
@@ -404,6 +408,10 @@ impl Message {
                     w.str8("role", role)?;
                     w.ipv4(*ip);
                 }
+                w.count8("parked", m.parked.len())?;
+                for ip in &m.parked {
+                    w.ipv4(*ip);
+                }
             }
             Message::Applied(m) => {
                 w.u32(m.epoch);
@@ -561,12 +569,18 @@ impl Message {
                 for _ in 0..n {
                     roles.push((r.str8("role")?, r.ipv4("role ip")?));
                 }
+                let n = r.u8("parked")?;
+                let mut parked = Vec::with_capacity(n.into());
+                for _ in 0..n {
+                    parked.push(r.ipv4("parked ip")?);
+                }
                 Message::DesiredState(DesiredState {
                     epoch,
                     state,
                     active_master,
                     writable,
                     roles,
+                    parked,
                 })
             }
             MessageType::Applied => {

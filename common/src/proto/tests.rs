@@ -68,6 +68,15 @@ fn all_messages() -> Vec<Message> {
                 ("writer".into(), ip),
                 ("reader".into(), Ipv4Addr::new(10, 0, 0, 101)),
             ],
+            parked: vec![],
+        }),
+        Message::DesiredState(DesiredState {
+            epoch: 9,
+            state: HostState::Online,
+            active_master: String::new(),
+            writable: false,
+            roles: vec![("reader".into(), Ipv4Addr::new(10, 0, 0, 102))],
+            parked: vec![ip],
         }),
         Message::Applied(Applied {
             epoch: 8,
@@ -434,6 +443,7 @@ fn encoding_refuses_what_does_not_fit_and_leaves_the_buffer_clean() {
         active_master: "x".repeat(300),
         writable: false,
         roles: vec![],
+        parked: vec![],
     });
     let err = monitor.sealer.seal_into(&msg, 0, 0, &mut out).unwrap_err();
     assert!(

@@ -171,27 +171,30 @@ impl Cluster {
         for h in &self.hosts {
             let roles = self.roles.host_roles(&h.name);
             let writable = writer == h.name;
+            let parked = self.parked_for(&h.name, &roles, writable);
             let same = h.last_sent.as_ref().is_some_and(|d| {
                 d.roles == roles
+                    && d.parked == parked
                     && d.writable == writable
                     && d.state == h.state
                     && d.active_master == writer
             });
             if !same {
-                changed.push((h.name.clone(), roles, writable, h.state));
+                changed.push((h.name.clone(), roles, parked, writable, h.state));
             }
         }
         if changed.is_empty() {
             return;
         }
         self.epoch += 1;
-        for (name, roles, writable, state) in changed {
+        for (name, roles, parked, writable, state) in changed {
             let desired = DesiredState {
                 epoch: self.epoch,
                 state,
                 active_master: writer.clone(),
                 writable,
                 roles,
+                parked,
             };
             if let Some(h) = self.host_mut(&name) {
                 h.last_sent = Some(desired.clone());

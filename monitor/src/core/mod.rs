@@ -9,6 +9,7 @@
 mod assign;
 pub mod commands;
 pub mod health;
+mod park;
 pub mod promote;
 pub mod roles;
 pub mod show;
@@ -324,6 +325,8 @@ pub struct Cluster {
     /// A writer that lost its role while no host could take over: fenced first when a
     /// promotion starts.
     pending_fence: Option<String>,
+    /// The host parking the writer VIP ([`park`]), as its desired state says.
+    parked: Option<String>,
     /// Replicas of an isolated writer whose IO threads were stopped early (their
     /// semi-sync STOP waits for the vanished master): restarted if the writer comes back.
     /// `None` until they are.
@@ -394,6 +397,7 @@ impl Cluster {
             last_persisted: None,
             wait_since: now,
             pending_fence: None,
+            parked: None,
             early_stopped: Default::default(),
             transitions: 0,
             rejoin_after_promotion: Default::default(),
@@ -820,6 +824,7 @@ impl Cluster {
         self.wait_mode(now, out);
         self.distribute(now, out);
         self.promotion_tick(now, out);
+        self.update_parking(now, out);
         self.send_desired(out);
         // Only once there is a writer to rejoin to (a refused promotion leaves none: the
         // hosts wait for the next one).

@@ -187,14 +187,7 @@ impl Cluster {
             return;
         }
         let writer = self.roles.writer_role.clone();
-        let candidates: Vec<String> = self
-            .hosts
-            .iter()
-            .filter(|h| h.name != old && self.eligible(&h.name))
-            .map(|h| h.name.clone())
-            .collect();
-        let is_candidate = |n: &str| candidates.iter().any(|c| c == n);
-        match self.roles.eligible_host(&writer, &is_candidate) {
+        match self.next_writer(old) {
             Some(to) => self.start_promotion(
                 now,
                 Some(old.to_string()),
@@ -213,6 +206,19 @@ impl Cluster {
                 self.pending_fence = Some(old.to_string());
             }
         }
+    }
+
+    /// Who would take the writer role from `old` now.
+    pub(crate) fn next_writer(&self, old: &str) -> Option<String> {
+        let candidates: Vec<&str> = self
+            .hosts
+            .iter()
+            .filter(|h| h.name != old && self.eligible(&h.name))
+            .map(|h| h.name.as_str())
+            .collect();
+        let is_candidate = |n: &str| candidates.contains(&n);
+        self.roles
+            .eligible_host(&self.roles.writer_role, &is_candidate)
     }
 
     /// Hosts other than `to` that may hold the writer VIP or accept writes, as far as

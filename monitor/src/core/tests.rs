@@ -29,6 +29,8 @@ struct SimHost {
     mysql_alive: bool,
     writable: bool,
     vips: BTreeSet<Ipv4Addr>,
+    /// VIPs its agent parks (answered with RST, announced, not added).
+    parked: BTreeSet<Ipv4Addr>,
     /// Monitor dropped the connection (Disconnect): no heartbeats until it reconnects.
     disconnected: bool,
     /// Held down (Isolate): nothing reaches the agent until Release.
@@ -93,6 +95,7 @@ impl Sim {
                         mysql_alive: true,
                         writable: false,
                         vips: BTreeSet::new(),
+                        parked: BTreeSet::new(),
                         disconnected: false,
                         isolated: false,
                         last_heartbeat: 1_000_000,
@@ -270,16 +273,24 @@ impl Sim {
                     h.writable = false;
                     h.vips.remove(&writer_vip);
                 }
+                h.parked = desired.parked.iter().copied().collect();
+                let announced: Vec<Ipv4Addr> = h.vips.iter().copied().collect();
                 h.applied = desired.epoch;
                 h.last_heartbeat = self.now;
-                if desired.writable {
-                    self.writable_since.insert(host.clone(), self.now);
-                }
                 let failures = if desired.writable && !h.mysql_alive {
                     vec!["setting read_only = 0: mysqld is down".to_string()]
                 } else {
                     vec![]
                 };
+                // An owner's gratuitous ARP ends parking elsewhere (the RST program sees it).
+                for (name, other) in self.hosts.iter_mut() {
+                    if *name != host {
+                        other.parked.retain(|ip| !announced.contains(ip));
+                    }
+                }
+                if desired.writable {
+                    self.writable_since.insert(host.clone(), self.now);
+                }
                 self.queue.push_back(Event::Applied {
                     host: host.clone(),
                     epoch: desired.epoch,
@@ -564,6 +575,19 @@ impl Sim {
             "writer VIP on {:?}",
             self.vip_holders(self.writer_vip)
         );
+        // The writer VIP is parked only where nothing writes, and never while a host holds
+        // it: parking answers for a writer that is gone, it never competes with one.
+        for (name, h) in &self.hosts {
+            if h.parked.contains(&self.writer_vip) {
+                assert!(!h.writable, "{name} parks the writer VIP and is writable");
+                assert!(
+                    self.vip_holders(self.writer_vip).is_empty(),
+                    "{name} parks the writer VIP while {:?} hold it\n{:#?}",
+                    self.vip_holders(self.writer_vip),
+                    self.log.iter().rev().take(30).collect::<Vec<_>>()
+                );
+            }
+        }
         // The writer role on at most one host, and roles only where they may be.
         let writers = self
             .c
@@ -854,6 +878,13 @@ fn writer_falls_silent(s: &mut Sim) -> (Millis, Millis) {
 fn a_writer_silent_everywhere_fails_trap_period_after_it_was_last_heard() {
     let mut s = Sim::online(config(&[]));
     let (heard, trap) = writer_falls_silent(&mut s);
+    // db2 parks the VIP once db1's lease surely ran out (lab.toml: 50 ms before the trap).
+    let c = &s.c.config;
+    let parked = heard
+        + (c.monitor.agent_timeout + c.agent.lease + c.monitor.heartbeat_interval).as_millis()
+            as u64;
+    assert_eq!(s.c.next_deadline(), Some(parked));
+    advance_to(&mut s, parked);
     assert_eq!(
         s.c.next_deadline(),
         Some(heard + trap),
@@ -863,6 +894,82 @@ fn a_writer_silent_everywhere_fails_trap_period_after_it_was_last_heard() {
     assert_eq!(s.state("db1"), HostState::Online, "not before trap_period");
     advance_to(&mut s, heard + trap);
     assert_eq!(s.state("db1"), HostState::HardOffline);
+}
+
+fn parked_on(s: &Sim, from: usize) -> Vec<(String, Vec<Ipv4Addr>)> {
+    s.log
+        .iter()
+        .skip(from)
+        .filter_map(|(_, a)| match a {
+            Action::SendDesired { host, desired } => Some((host.clone(), desired.parked.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_vanished_writers_successor_parks_the_vip_once_its_lease_ran_out_until_it_takes_it() {
+    let mut s = Sim::online(config(&[("trap_period = \"1s\"", "trap_period = \"3s\"")]));
+    let agent_timeout = s.c.config.monitor.agent_timeout.as_millis() as u64;
+    let lease = s.c.config.agent.lease.as_millis() as u64;
+    let heartbeat = s.c.config.monitor.heartbeat_interval.as_millis() as u64;
+    let (heard, _) = writer_falls_silent(&mut s);
+    let due = heard + agent_timeout + lease + heartbeat;
+    let before = s.log.len();
+    advance_to(&mut s, due - 1);
+    assert!(
+        parked_on(&s, before).iter().all(|(_, p)| p.is_empty()),
+        "parked before db1's lease surely ran out"
+    );
+    // Announced to the daemon's timer, decided by the Tick at that moment.
+    assert_eq!(s.c.next_deadline(), Some(due));
+    advance_to(&mut s, due);
+    let vip = s.writer_vip;
+    assert_eq!(parked_on(&s, before), vec![("db2".to_string(), vec![vip])]);
+    assert!(s.hosts["db2"].parked.contains(&vip) && !s.hosts["db2"].writable);
+    assert_eq!(s.c.active_master(), Some("db1"), "parking is no failover");
+    // trap_period fails db1; db2 stays parked through the promotion until it takes the
+    // VIP (check_invariants: never parked while a host holds it).
+    advance_to(&mut s, heard + 3000 + 2000);
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db2"));
+    assert_eq!(s.vip_holders(vip), vec!["db2".to_string()]);
+    assert!(s.hosts.values().all(|h| h.parked.is_empty()));
+    assert!(
+        s.log.iter().any(|(_, a)| matches!(a, Action::Notify { message, .. } if message.starts_with("Writer VIP 192.0.2.100 parked on 'db2'"))),
+        "parking is told"
+    );
+}
+
+#[test]
+fn a_writer_that_answers_again_unparks_the_vip() {
+    let mut s = Sim::online(config(&[("trap_period = \"1s\"", "trap_period = \"3s\"")]));
+    let agent_timeout = s.c.config.monitor.agent_timeout.as_millis() as u64;
+    let lease = s.c.config.agent.lease.as_millis() as u64;
+    let heartbeat = s.c.config.monitor.heartbeat_interval.as_millis() as u64;
+    let (heard, _) = writer_falls_silent(&mut s);
+    advance_to(&mut s, heard + agent_timeout + lease + heartbeat + 100);
+    let vip = s.writer_vip;
+    assert!(s.hosts["db2"].parked.contains(&vip));
+    let before = s.log.len();
+    s.hosts.get_mut("db1").unwrap().reachable = true;
+    s.event(Event::Check {
+        host: "db1".into(),
+        check: CheckKind::Ping,
+        result: CheckResult::Ok,
+        started: s.now,
+    });
+    assert!(
+        parked_on(&s, before).contains(&("db2".to_string(), vec![])),
+        "db1 answers again: db2 unparked"
+    );
+    assert!(s.hosts["db2"].parked.is_empty());
+    s.settle();
+    assert_eq!(
+        s.c.active_master(),
+        Some("db1"),
+        "a blip shorter than trap_period"
+    );
 }
 
 #[test]

@@ -56,6 +56,10 @@ impl Cluster {
                 at(t + retry);
             }
         }
+        // Its successor parks the VIP once a held-down writer's lease has run out.
+        if let Some(t) = self.park_due() {
+            at(t);
+        }
         if let Some(p) = &self.promotion {
             for t in p.deadlines() {
                 at(t);
