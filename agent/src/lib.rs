@@ -20,6 +20,7 @@ pub mod lease;
 pub mod mysql;
 pub mod probe;
 pub mod reconcile;
+pub mod route;
 pub mod rst;
 pub mod server;
 pub mod sockdiag;

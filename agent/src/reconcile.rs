@@ -8,7 +8,7 @@
 //! or the monitor's periodic re-assertion) touches nothing. A parked writer VIP (see
 //! [`crate::rst`]) is answered with RST and announced, never added: parking goes last,
 //! and taking the VIP for real ends it (the RST program lets its packets pass again just
-//! before the address is added, after the server went writable).
+//! after the address is added, which follows the server going writable).
 
 use crate::garp::{Announcer, GarpError, Ticket};
 use crate::mysql::{Mysql, MysqlError};
@@ -262,13 +262,19 @@ pub struct VipGuards {
 }
 
 impl VipGuards {
-    /// Before the address is added: its packets pass again, and the returned ticket
-    /// announces it unless it is released meanwhile.
+    /// Before the address is added: the returned ticket announces it unless it is
+    /// released meanwhile.
     pub fn before_add(&self, ip: Ipv4Addr) -> Option<Ticket> {
+        self.garp.as_ref().map(|g| g.claim(ip))
+    }
+
+    /// Once the address is added: its packets pass to the kernel again. Not before: a SYN
+    /// between the two would find neither the program nor the address and wait for its
+    /// retransmission, and clients retrying on RST (a parked VIP) send one every moment.
+    pub fn after_add(&self, ip: Ipv4Addr) {
         if let Some(rst) = &self.rst {
             rst.reclaim(ip);
         }
-        self.garp.as_ref().map(|g| g.claim(ip))
     }
 
     /// Before the address is removed: no announcement of it leaves any more (a burst
@@ -515,6 +521,7 @@ impl Executor {
             .await
         {
             Ok(Ok(_)) => {
+                self.guards.after_add(ip);
                 // Only an address really added is announced.
                 if let Some(t) = ticket {
                     tickets.insert(ip, t);

@@ -172,7 +172,8 @@ impl Rst {
         }
     }
 
-    /// `vip` is ours again: nothing may answer for it but the kernel. Call before adding it.
+    /// `vip` is ours again: nothing may answer for it but the kernel. Call once it is added
+    /// (until then the RST answers a client, who retries at once).
     pub fn reclaim(&self, vip: Ipv4Addr) {
         let mut state = self.state();
         state.parked.remove(&vip);

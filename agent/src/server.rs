@@ -173,6 +173,8 @@ pub struct Agent {
     /// statements (STOP, CHANGE, START), and two of them interleaved fail with "you have
     /// a running slave" or leave the server following the wrong source.
     replication_changes: tokio::sync::Mutex<()>,
+    /// Prohibit routes to a vanished source while its IO thread is stopped.
+    routes: crate::route::Routes,
 }
 
 /// The kernel resources opened at start (the last two while capabilities allowed it).
@@ -250,6 +252,14 @@ impl Agent {
             tokio::spawn(keeper.run().instrument(tracing::info_span!("etcd")));
         }
         let lease_netlink = resources.netlink.clone();
+        let routes = crate::route::Routes::new(&resources.netlink);
+        match routes.clear_stale().await {
+            Ok(cleared) if !cleared.is_empty() => {
+                tracing::warn!(?cleared, "removed prohibit routes a previous agent left")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %error_chain(&e), "stale prohibit routes not checked"),
+        }
         let guards = crate::reconcile::VipGuards {
             rst: resources.rst.map(Arc::new),
             garp: resources
@@ -294,6 +304,7 @@ impl Agent {
             probe_events: broadcast::channel(64).0,
             semi_sync,
             replication_changes: tokio::sync::Mutex::new(()),
+            routes,
         });
         tokio::spawn(
             reconciler(agent.clone(), executor, rx).instrument(tracing::info_span!("reconcile")),
@@ -303,6 +314,52 @@ impl Agent {
                 .instrument(tracing::info_span!("lease")),
         );
         Ok((agent, listener))
+    }
+
+    /// STOP SLAVE IO_THREAD with a prohibit route to the source meanwhile (crate::route):
+    /// semi-sync's kill-connection to a vanished source fails at once instead of waiting
+    /// for its timeout. Without the route (unknown source, no CAP_NET_ADMIN) the stop
+    /// just takes longer.
+    async fn stop_io_thread_of_vanished_source(
+        &self,
+        deadline: Duration,
+    ) -> Result<(), crate::mysql::MysqlError> {
+        let source = self
+            .status
+            .borrow()
+            .replication
+            .as_ref()
+            .and_then(|r| self.source_ip(&r.source_host))
+            .filter(|ip| *ip != self.host.ip && !ip.is_loopback());
+        let prohibited = match source {
+            None => None,
+            Some(ip) => match self.routes.prohibit(ip).await {
+                Ok(()) => Some(ip),
+                Err(e) => {
+                    tracing::warn!(%ip, error = %error_chain(&e), "the IO thread's stop may wait for semi-sync's kill-connection");
+                    None
+                }
+            },
+        };
+        let stopped = self.actions_mysql.stop_io_thread(deadline).await;
+        if let Some(ip) = prohibited {
+            if let Err(e) = self.routes.allow(ip).await {
+                tracing::error!(%ip, error = %error_chain(&e), "this host cannot reach its old source until the route is removed (the agent removes it at its next start)");
+            }
+        }
+        stopped
+    }
+
+    /// The IPv4 address of a replication source as SHOW SLAVE STATUS names it: an
+    /// address, or a configured host's name.
+    fn source_ip(&self, source_host: &str) -> Option<Ipv4Addr> {
+        source_host.parse().ok().or_else(|| {
+            self.config
+                .hosts
+                .iter()
+                .find(|h| h.name == source_host)
+                .map(|h| h.ip)
+        })
     }
 
     /// The status report with the server's replication state and GTID set read now.
@@ -771,7 +828,7 @@ impl Agent {
                     .map(|()| ok("replication started"))
             }
             // Sent when this server's source is dead (before a promotion).
-            Action::StopIoThread => match self.actions_mysql.stop_io_thread(deadline).await {
+            Action::StopIoThread => match self.stop_io_thread_of_vanished_source(deadline).await {
                 Err(e) => Err(e),
                 Ok(()) => match self.semi_sync.suspend(&self.actions_mysql).await {
                     Ok(true) => Ok(ok(

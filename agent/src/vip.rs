@@ -80,6 +80,11 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
+    /// The same rtnetlink connection, for the route table (crate::route).
+    pub fn handle(&self) -> rtnetlink::Handle {
+        self.handle.clone()
+    }
+
     async fn bounded<T>(
         op: impl Into<String>,
         interface: &str,

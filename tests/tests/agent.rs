@@ -282,6 +282,23 @@ fn agent_toggles_read_only_kills_sessions_and_repoints_a_slave() {
     );
     assert_eq!(db2.slave_status("Slave_IO_Running"), "No");
     assert_eq!(semi(&db2), "0");
+    // The prohibit route to the source (semi-sync's kill-connection fails at once) lived
+    // only while the stop ran.
+    let ours = || {
+        String::from_utf8_lossy(
+            &lab.net
+                .exec("db2", &["ip", "-4", "route", "show", "proto", "109"])
+                .stdout,
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(ours(), "", "a prohibit route outlived the stop");
+    assert!(
+        !lab.log("agent-db2.log").contains("prohibit route"),
+        "{}",
+        lab.log("agent-db2.log")
+    );
     // The promotion fetches from a slave that is ahead: re-pointed, db2 stays suspended
     // (its only semi-sync replica is gone; each fetched commit would otherwise wait
     // rpl_semi_sync_master_timeout).
@@ -302,7 +319,32 @@ fn agent_toggles_read_only_kills_sessions_and_repoints_a_slave() {
     // The agent restarts meanwhile: the hold is on disk, the new agent restores it.
     lab.net.signal(agent2, "TERM");
     assert!(lab.net.wait_exit(agent2, T), "db2's agent did not stop");
+    // As if it had died during a stop: its route is removed by the next agent.
+    lab.net.exec(
+        "db2",
+        &[
+            "ip",
+            "route",
+            "add",
+            "prohibit",
+            "192.0.2.11/32",
+            "proto",
+            "109",
+        ],
+    );
     lab.agent("db2", "agent-db2-2.log");
+    let cleared = wait_for(T, || {
+        (ours().is_empty()
+            && lab
+                .log("agent-db2-2.log")
+                .contains("removed prohibit routes a previous agent left"))
+        .then_some(())
+    });
+    assert!(
+        cleared.is_some(),
+        "a previous agent's prohibit route was left: {}",
+        ours()
+    );
     apply_ok(&lab, "db2", desired(4, true, &[]));
     assert_eq!(semi(&db2), "1", "writable without the semi-sync wait");
     assert!(!db2.read_only());
