@@ -30,11 +30,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// How much earlier than the monitor's count the agent gives the writer up: covers a
-/// renewal's one-way delay and the netlink removal itself (docs/fencing.md).
-pub fn margin(lease: Duration) -> Duration {
-    (lease / 4).max(Duration::from_millis(10))
-}
+pub use mmm_common::types::lease_margin as margin;
 
 /// Until when a renewal of the agent's etcd lease, sent at `sent` and answered with
 /// `ttl`, lets this host write. etcd counts the lease's new TTL from when it handles the
@@ -113,6 +109,8 @@ struct State {
     fences: u64,
     /// Forced expiries so far ([`Lease::expire_now`]).
     expiries: u64,
+    /// The passed deadline the lease task last judged (fenced, or found nothing to fence).
+    judged_deadline: Option<Boot>,
     next_session: u64,
     /// The highest monitor term accepted, and the first session id opened in it: older
     /// sessions belong to lower terms and control nothing.
@@ -178,6 +176,7 @@ impl Lease {
                 fence: None,
                 fences: 0,
                 expiries: 0,
+                judged_deadline: None,
                 next_session: 1,
                 term: 0,
                 term_from: 1,
@@ -240,7 +239,7 @@ impl Lease {
             lifted = true;
         }
         s.controlling = Some(session);
-        if self.renewal == Renewal::Monitor {
+        if self.renewal == Renewal::Monitor && !self.unjudged_expiry(&s) {
             self.set_deadline(&mut s, Some(Boot::now().after(self.length)));
         }
         Ok(lifted)
@@ -250,6 +249,9 @@ impl Lease {
     pub fn on_heartbeat(&self, session: u64) -> bool {
         let mut s = self.lock();
         if self.renewal != Renewal::Monitor || s.fence.is_some() || s.controlling != Some(session) {
+            return false;
+        }
+        if self.unjudged_expiry(&s) {
             return false;
         }
         self.set_deadline(&mut s, Some(Boot::now().after(self.length)));
@@ -312,6 +314,28 @@ impl Lease {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// The deadline passed and the lease task has not judged it yet. A renewal read now
+    /// may have waited in the socket while this process (or its whole host) was frozen:
+    /// counted from now it would outlive the monitor's count (docs/fencing.md). So the
+    /// lease task fences first if there is anything to fence, and only then may a
+    /// renewal count again.
+    fn unjudged_expiry(&self, s: &State) -> bool {
+        let unjudged = self.enforced
+            && matches!(s.deadline, Some(d) if d.left(Boot::now()).is_none() && s.judged_deadline != Some(d));
+        if unjudged {
+            self.changed.notify_one();
+        }
+        unjudged
+    }
+
+    /// The lease task judged the passed deadline: renewals count again.
+    pub fn mark_deadline_judged(&self) {
+        let mut s = self.lock();
+        if s.deadline.is_some_and(|d| d.left(Boot::now()).is_none()) {
+            s.judged_deadline = s.deadline;
+        }
+    }
+
     fn set_deadline(&self, s: &mut State, deadline: Option<Boot>) {
         s.deadline = deadline;
         if let Some(store) = &self.store {
@@ -358,6 +382,7 @@ impl Lease {
         s.fence = Some((reason.clone(), s.next_session - 1));
         s.fences += 1;
         s.controlling = None;
+        s.judged_deadline = s.deadline;
         drop(s);
         self.kick.send_modify(|g| *g += 1);
         self.changed.notify_one();
@@ -515,6 +540,24 @@ mod tests {
         let (new, _) = lease.new_session(0).unwrap();
         assert_eq!(lease.on_desired(new), Ok(true));
         assert!(lease.fenced().is_none() && lease.left().is_some());
+    }
+
+    #[test]
+    fn a_renewal_read_after_the_deadline_waits_for_the_lease_task() {
+        let d = dir("thaw");
+        let lease = Lease::new(Duration::from_millis(40), true, Renewal::Monitor, &d, "db1");
+        let (session, _) = lease.new_session(0).unwrap();
+        lease.on_desired(session).unwrap();
+        // Frozen past the deadline with a heartbeat waiting in the socket: read at the
+        // thaw, it must not renew before the lease task had its say.
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!lease.on_heartbeat(session), "renewed an unjudged expiry");
+        assert_eq!(lease.on_desired(session), Ok(false));
+        assert!(lease.left().is_none());
+        // The lease task found nothing to fence (no writer VIP, read-only): renewals count.
+        lease.mark_deadline_judged();
+        assert!(lease.on_heartbeat(session));
+        assert!(lease.left().is_some());
     }
 
     #[test]

@@ -289,13 +289,32 @@ impl VipGuards {
     }
 
     /// Parks `ip`: answered with RST from now on; the returned ticket announces it.
+    /// `Ok(None)`: its owner announced it since the monitor asked; left alone.
     pub fn park(&self, ip: Ipv4Addr) -> Result<Option<Ticket>, StepError> {
         let Some(rst) = &self.rst else {
             return Err(StepError::NoRstProgram { ip });
         };
-        rst.park(ip)
-            .map_err(|source| StepError::Park { ip, source })?;
-        Ok(self.garp.as_ref().map(|g| g.claim(ip)))
+        if !rst
+            .park(ip)
+            .map_err(|source| StepError::Park { ip, source })?
+        {
+            tracing::info!(%ip, "not parked again: its owner announced it");
+            return Ok(None);
+        }
+        match &self.garp {
+            Some(g) => Ok(Some(g.claim(ip))),
+            None => Err(StepError::NoArpSocket { ip: Some(ip) }),
+        }
+    }
+
+    /// Parked no more: no announcement of it leaves, and it is answered as released.
+    pub fn unpark(&self, ip: Ipv4Addr) {
+        if let Some(garp) = &self.garp {
+            garp.withdraw(ip);
+        }
+        if let Some(rst) = &self.rst {
+            rst.unpark(ip);
+        }
     }
 
     /// What parked VIPs the RST program answers for.
@@ -450,13 +469,11 @@ impl Executor {
                 (Step::Park(ip), Some(l)) => match self.guards.park(*ip) {
                     Err(e) => Err(e),
                     Ok(Some(ticket)) => self.announce(l, ticket),
-                    Ok(None) => Err(StepError::NoArpSocket { ip: Some(*ip) }),
+                    Ok(None) => Ok(()),
                 },
                 (Step::Park(_), None) => continue,
-                // Like a removal: no announcement of it leaves any more, RST until the
-                // owner's ARP.
                 (Step::Unpark(ip), _) => {
-                    self.guards.before_remove(*ip);
+                    self.guards.unpark(*ip);
                     Ok(())
                 }
                 (Step::Reclaim(ip), _) => {
@@ -528,11 +545,29 @@ impl Executor {
                 }
                 Ok(())
             }
-            Ok(Err(e)) => Err(StepError::from(e)),
-            Err(_elapsed) => Err(StepError::AddTimeout {
-                ip,
-                bound: VIP_STEP,
-            }),
+            Ok(Err(e)) => {
+                self.after_failed_add(link, ip).await;
+                Err(StepError::from(e))
+            }
+            Err(_elapsed) => {
+                self.after_failed_add(link, ip).await;
+                Err(StepError::AddTimeout {
+                    ip,
+                    bound: VIP_STEP,
+                })
+            }
+        }
+    }
+
+    /// A failed or timed-out addition may still have happened: if the address is there,
+    /// only the kernel may answer for it (a released entry would answer its clients with
+    /// RST for up to its bound).
+    async fn after_failed_add(&self, link: Link, ip: Ipv4Addr) {
+        let read = self.netlink.addresses(link.index, &self.interface);
+        if let Ok(Ok(held)) = tokio::time::timeout(VIP_STEP, read).await {
+            if held.iter().any(|(a, _)| *a == ip) {
+                self.guards.after_add(ip);
+            }
         }
     }
 

@@ -63,6 +63,13 @@ async fn bounded<T>(
     }
 }
 
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
 fn destination(m: &RouteMessage) -> Option<Ipv4Addr> {
     m.attributes.iter().find_map(|a| match a {
         RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
@@ -78,24 +85,24 @@ impl Routes {
     }
 
     /// Refuses every connection to `ip` from this host until [`Routes::allow`].
-    pub async fn prohibit(&self, ip: Ipv4Addr) -> Result<(), RouteError> {
-        let req = self
-            .handle
-            .route()
-            .add(prohibit_route(ip))
-            .replace()
-            .execute();
-        bounded(format!("adding a prohibit route to {ip}"), req).await
+    /// `Ok(false)`: a route to exactly `ip/32` exists already (the operator's): it is left
+    /// alone, and nothing is to be removed afterwards.
+    pub async fn prohibit(&self, ip: Ipv4Addr) -> Result<bool, RouteError> {
+        let req = self.handle.route().add(prohibit_route(ip)).execute();
+        match bounded(format!("adding a prohibit route to {ip}"), req).await {
+            Ok(()) => Ok(true),
+            Err(RouteError::Netlink { source, .. }) if errno(&source) == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes the prohibit route to `ip`; absent is fine.
     pub async fn allow(&self, ip: Ipv4Addr) -> Result<(), RouteError> {
         let req = self.handle.route().del(prohibit_route(ip)).execute();
         match bounded(format!("removing the prohibit route to {ip}"), req).await {
-            Err(RouteError::Netlink { source, .. })
-                if matches!(&*source, rtnetlink::Error::NetlinkError(m)
-                    if m.code.map(|c| -c.get()) == Some(libc::ESRCH)) =>
-            {
+            Err(RouteError::Netlink { source, .. }) if errno(&source) == Some(libc::ESRCH) => {
                 Ok(())
             }
             other => other,

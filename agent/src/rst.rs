@@ -35,13 +35,21 @@ static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/r
 /// nobody took over is soon silent again.
 pub const BOUND: Duration = Duration::from_secs(3);
 
-/// How long a parked VIP is answered without a refresh (the reconciler refreshes it every
-/// half second while the monitor wants it parked).
+/// How long a parked VIP is answered without a refresh (a task of its own refreshes it
+/// every PARK_REFRESH while the monitor wants it parked).
 pub const PARK_BOUND: Duration = Duration::from_secs(2);
+pub const PARK_REFRESH: Duration = Duration::from_millis(500);
 
-/// A parked entry with less than this left was shortened by an owner's gratuitous ARP
-/// (agent-ebpf/include/rst.h, RST_ARP_GRACE_NS) or ran out: the VIP is somebody's again.
-const OWNER_ANNOUNCED: Duration = Duration::from_millis(100);
+/// A parking, as this agent knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parking {
+    /// Answered; the deadline last written to the map (the program only ever shortens it).
+    Answered { until_ns: u64 },
+    /// An owner announced the VIP (the program shortened the entry): not answered, and
+    /// not parked again until the monitor stops asking for it (a re-sent desired state
+    /// would otherwise pull the owner's clients away every time).
+    OwnerAnnounced,
+}
 
 /// Mirror of `struct rst_key` in agent-ebpf/include/rst.h.
 #[repr(C)]
@@ -95,8 +103,8 @@ pub struct Rst {
 
 struct State {
     map: HashMap<MapData, RstKey, RstValue>,
-    /// VIPs parked here (refreshed), as opposed to released (answered until BOUND).
-    parked: BTreeSet<Ipv4Addr>,
+    /// VIPs parked here, as opposed to released (answered until BOUND).
+    parked: std::collections::BTreeMap<Ipv4Addr, Parking>,
 }
 
 fn monotonic_ns() -> u64 {
@@ -153,7 +161,7 @@ impl Rst {
             _ebpf: ebpf,
             state: Mutex::new(State {
                 map: released,
-                parked: BTreeSet::new(),
+                parked: Default::default(),
             }),
         })
     }
@@ -187,46 +195,68 @@ impl Rst {
     }
 
     /// Answers TCP to `vip` with RST until it is released or reclaimed (refreshed by
-    /// [`Rst::refresh_parked`]). Call before announcing it.
-    pub fn park(&self, vip: Ipv4Addr) -> Result<(), RstError> {
+    /// [`Rst::refresh_parked`]). Call before announcing it. `Ok(false)`: its owner
+    /// announced it since the monitor asked for this parking; nothing done.
+    pub fn park(&self, vip: Ipv4Addr) -> Result<bool, RstError> {
         let mut state = self.state();
+        if state.parked.get(&vip) == Some(&Parking::OwnerAnnounced) {
+            return Ok(false);
+        }
+        let value = deadline(PARK_BOUND);
         state
             .map
-            .insert(key(vip), deadline(PARK_BOUND), 0)
+            .insert(key(vip), value, 0)
             .map_err(RstError::Map)?;
-        state.parked.insert(vip);
-        Ok(())
+        state.parked.insert(
+            vip,
+            Parking::Answered {
+                until_ns: value.until_ns,
+            },
+        );
+        Ok(true)
     }
 
-    /// The VIPs parked here now.
+    /// The VIPs parked here, answered or ended by their owner's announcement.
     pub fn parked(&self) -> BTreeSet<Ipv4Addr> {
-        self.state().parked.clone()
+        self.state().parked.keys().copied().collect()
     }
 
-    /// Pushes every parked VIP's deadline PARK_BOUND ahead, except one whose owner
-    /// announced it meanwhile (the program shortened the entry) or that ran out: it is
-    /// parked no more, and returned.
-    pub fn refresh_parked(&self) -> Vec<Ipv4Addr> {
+    /// The monitor no longer parks `vip` here: answered with RST until the owner's ARP
+    /// (as a released VIP), unless its owner announced it already.
+    pub fn unpark(&self, vip: Ipv4Addr) {
+        let parking = self.state().parked.remove(&vip);
+        if let Some(Parking::Answered { .. }) = parking {
+            self.release(vip);
+        }
+    }
+
+    /// Pushes every answered parking's deadline PARK_BOUND ahead. One whose entry the
+    /// program shortened (an owner's ARP) is answered no more; one that merely ran out (the
+    /// refresh came late) is answered again.
+    pub fn refresh_parked(&self) {
         let mut state = self.state();
-        let now = monotonic_ns();
-        let mut ended = Vec::new();
-        for vip in state.parked.clone() {
-            let left = match state.map.get(&key(vip), 0) {
-                Ok(v) => v.until_ns.saturating_sub(now),
-                Err(_) => 0,
+        for (vip, parking) in state.parked.clone() {
+            let Parking::Answered { until_ns } = parking else {
+                continue;
             };
-            if left <= OWNER_ANNOUNCED.as_nanos() as u64 {
-                ended.push(vip);
+            let shortened = matches!(state.map.get(&key(vip), 0), Ok(v) if v.until_ns < until_ns);
+            if shortened {
+                state.parked.insert(vip, Parking::OwnerAnnounced);
+                tracing::info!(%vip, "parked VIP announced by its owner: parked no more");
                 continue;
             }
-            if let Err(e) = state.map.insert(key(vip), deadline(PARK_BOUND), 0) {
-                tracing::warn!(%vip, error = %e, "refreshing a parked VIP");
+            let value = deadline(PARK_BOUND);
+            match state.map.insert(key(vip), value, 0) {
+                Ok(()) => {
+                    state.parked.insert(
+                        vip,
+                        Parking::Answered {
+                            until_ns: value.until_ns,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!(%vip, error = %e, "refreshing a parked VIP"),
             }
         }
-        for vip in &ended {
-            state.parked.remove(vip);
-            tracing::info!(%vip, "parked VIP announced by its owner (or run out): parked no more");
-        }
-        ended
     }
 }

@@ -309,6 +309,18 @@ impl Agent {
         tokio::spawn(
             reconciler(agent.clone(), executor, rx).instrument(tracing::info_span!("reconcile")),
         );
+        // Parked VIPs live only as long as they are refreshed (a dead agent's program soon
+        // stops answering for them), by a task of their own: a reconcile pass can take
+        // longer than their bound.
+        if let Some(rst) = guards.rst.clone() {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::rst::PARK_REFRESH);
+                loop {
+                    tick.tick().await;
+                    rst.refresh_parked();
+                }
+            });
+        }
         tokio::spawn(
             lease_task(agent.clone(), lease_netlink, guards)
                 .instrument(tracing::info_span!("lease")),
@@ -334,7 +346,13 @@ impl Agent {
         let prohibited = match source {
             None => None,
             Some(ip) => match self.routes.prohibit(ip).await {
-                Ok(()) => Some(ip),
+                Ok(true) => Some(ip),
+                Ok(false) => None,
+                // It may have been added all the same: removed after the stop too.
+                Err(e @ crate::route::RouteError::Timeout { .. }) => {
+                    tracing::warn!(%ip, error = %error_chain(&e), "the IO thread's stop may wait for semi-sync's kill-connection");
+                    Some(ip)
+                }
                 Err(e) => {
                     tracing::warn!(%ip, error = %error_chain(&e), "the IO thread's stop may wait for semi-sync's kill-connection");
                     None
@@ -615,8 +633,11 @@ impl Agent {
             let grants_writer = match &msg {
                 Message::DesiredState(d) => {
                     let writer = self.scope.writer_vips();
+                    // Parking draws the writer's clients here: a deposed leader's
+                    // parking would pull them from the writer another leader made.
                     d.writable
                         || d.roles.iter().any(|(_, ip)| writer.contains(ip))
+                        || !d.parked.is_empty()
                         || self.lease.fenced().is_some()
                 }
                 Message::Action(a) => matches!(a.action, Action::SetReadOnly { on: false }),
@@ -990,17 +1011,6 @@ async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Co
                 }
             }
             _ = refresh.tick() => {
-                // Parked VIPs live only as long as they are refreshed: a dead agent's
-                // program soon stops answering for them.
-                // One whose owner announced it meanwhile stays unparked until the monitor
-                // sends a new desired state: parking it again would pull the owner's
-                // clients away.
-                if let Some(rst) = &exec.guards.rst {
-                    let ended = rst.refresh_parked();
-                    if let Some(d) = desired.as_mut() {
-                        d.parked.retain(|ip| !ended.contains(ip));
-                    }
-                }
                 // Re-applies the desired state when the host drifted from it (an address
                 // removed by hand, read_only flipped), and refreshes the report.
                 converge(&agent, &exec, desired.as_ref(), &mut kind).await;
@@ -1060,6 +1070,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
                 remove_vips(&netlink, &interface, &held).await;
                 drop(gate);
                 lease.mark_judged(expiries);
+                lease.mark_deadline_judged();
                 if agent.commands.send(Command::Fenced).await.is_err() {
                     tracing::error!("the reconciler stopped: read_only not set after the fence");
                 }
@@ -1068,6 +1079,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
             drop(gate);
         }
         lease.mark_judged(expiries);
+        lease.mark_deadline_judged();
         tokio::select! {
             _ = tokio::time::sleep(idle) => {}
             _ = lease.changed() => {}

@@ -254,7 +254,7 @@ fn a_parked_vip_is_answered_with_rst_and_taking_it_ends_the_parking() {
     // agent sees the owner's ARP and parks it no more, though the desired state still says so.
     let mut again = desired(3, false, &[]);
     again.parked = vec![vip];
-    apply_ok(&lab, "db2", again);
+    apply_ok(&lab, "db2", again.clone());
     apply_ok(&lab, "db1", desired(4, true, &[("writer", 100)]));
     let ended = mmm_tests::netns::wait_for(T, || {
         lab.log("agent-db2.log")
@@ -265,6 +265,16 @@ fn a_parked_vip_is_answered_with_rst_and_taking_it_ends_the_parking() {
         ended.is_some(),
         "db2 went on parking the VIP db1 announced:\n{}",
         lab.log("agent-db2.log")
+    );
+    // The monitor's link re-sends the same desired state now and then: it parks nothing
+    // again, and the client stays with the owner.
+    apply_ok(&lab, "db2", again);
+    std::thread::sleep(Duration::from_millis(200));
+    let db1_mac = lab.net.node("db1").mac.clone();
+    assert_eq!(
+        lab.net.neigh_mac("client", vip).as_deref(),
+        Some(db1_mac.as_str()),
+        "a re-sent parking pulled the owner's clients away"
     );
     let mut s = connect(&lab, &format!("{VIP}:3306"), T)
         .unwrap_or_else(|e| panic!("no session through the VIP db1 took: {e}"));

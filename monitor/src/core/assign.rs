@@ -163,6 +163,9 @@ impl Cluster {
 
     /// Emits the desired state of every host whose desired state changed.
     pub(super) fn send_desired(&mut self, out: &mut Vec<Action>) {
+        if self.mode == MonitorMode::Passive && self.network_ok {
+            self.unpark_while_passive(out);
+        }
         if self.mode == MonitorMode::Passive || !self.network_ok {
             return;
         }
@@ -196,6 +199,31 @@ impl Cluster {
                 roles,
                 parked,
             };
+            if let Some(h) = self.host_mut(&name) {
+                h.last_sent = Some(desired.clone());
+            }
+            out.push(Action::SendDesired {
+                host: name,
+                desired,
+            });
+        }
+    }
+
+    /// A passive monitor changes nothing on the hosts, except a parking it asked for: the
+    /// links re-send the last desired state, which would keep it forever.
+    fn unpark_while_passive(&mut self, out: &mut Vec<Action>) {
+        let parked: Vec<(String, DesiredState)> = self
+            .hosts
+            .iter()
+            .filter_map(|h| {
+                let d = h.last_sent.as_ref()?;
+                (!d.parked.is_empty()).then(|| (h.name.clone(), d.clone()))
+            })
+            .collect();
+        for (name, mut desired) in parked {
+            self.epoch += 1;
+            desired.epoch = self.epoch;
+            desired.parked.clear();
             if let Some(h) = self.host_mut(&name) {
                 h.last_sent = Some(desired.clone());
             }

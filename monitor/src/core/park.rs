@@ -3,9 +3,9 @@
 //! When the writer's host vanishes (its agent and its ping silent), nothing answers for the
 //! writer VIP: the RST program that covers a released VIP ran on the old host, which is
 //! gone too. A client's SYN to the old host's MAC then waits out its connect timeout (1 s
-//! for a typical pool) even after the new writer is ready. So once the old writer's lease
-//! has surely run out (it removed the VIP itself, or will at its thaw before anything else),
-//! the host that takes over parks the VIP: its agent answers TCP to the VIP with RST and
+//! for a typical pool) even after the new writer is ready. So once the old writer's own
+//! lease has run out (its agent removed the VIP at `held + lease - margin`, or will at its
+//! thaw before anything else) and a ping has failed, the host that takes over parks the VIP: its agent answers TCP to the VIP with RST and
 //! announces it, without adding the address and without writing. Clients retry at once and
 //! land on it the moment it takes the VIP for real.
 //!
@@ -19,19 +19,45 @@ use super::*;
 use promote::Phase;
 
 impl Cluster {
-    /// When the held-down writer's lease has surely run out, so that its successor may
-    /// park the VIP before trap_period fails it (`None`: no writer held down, or a fleet,
-    /// whose agents hold their own etcd leases that no monitor counts).
+    /// When the old writer's agent gave the writer up by its own lease, so that its
+    /// successor may park the VIP: a held-down writer's (nothing renewed its lease since
+    /// the hold) before trap_period fails it, or a promotion's fencing target's. Not the
+    /// promotion's bound (that adds `heartbeat_interval + margin`): parking makes no
+    /// writer, and at worst refuses the old writer's last clients a few milliseconds early,
+    /// while it is fencing itself anyway. `None`: nothing to wait for; a held-down writer
+    /// in a fleet, whose agent holds its own etcd lease that no monitor counts, waits for
+    /// the promotion's LeaseEnded.
     pub(super) fn park_due(&self) -> Option<Millis> {
-        if self.config.agent.fencing != Fencing::Lease
-            || self.config.coordination.is_some()
-            || self.promotion.is_some()
-        {
+        if self.config.agent.fencing != Fencing::Lease {
             return None;
         }
-        let writer = self.host(self.roles.writer_holder()?)?;
-        let lease = ms(self.config.agent.lease) + ms(self.config.monitor.heartbeat_interval);
-        writer.isolated_since.map(|held| held + lease)
+        let lease = self.config.agent.lease;
+        let margin = mmm_common::types::lease_margin(lease);
+        match &self.promotion {
+            None if self.config.coordination.is_none() => {
+                let writer = self.host(self.roles.writer_holder()?)?;
+                let gives_up = ms(lease.saturating_sub(margin));
+                writer.isolated_since.map(|held| held + gives_up)
+            }
+            None => None,
+            Some(p) => match &p.phase {
+                Phase::Fencing { targets, .. } => {
+                    let early = ms(self.config.monitor.heartbeat_interval) + ms(margin);
+                    let until = targets.get(p.from.as_deref()?)?.lease_until?;
+                    (until != Millis::MAX).then(|| until.saturating_sub(early))
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// A ping of `host` has failed (not merely gone unanswered for agent_timeout): a
+    /// writer whose agent alone is hung is never parked over.
+    fn ping_failed(&self, host: &str) -> bool {
+        self.host(host).is_some_and(|h| {
+            let ping = h.check(CheckKind::Ping);
+            ping.failing.is_some() && !ping.unknown
+        })
     }
 
     /// The host that should park the writer VIP now, if any.
@@ -41,26 +67,28 @@ impl Cluster {
         }
         self.roles.writer_ip()?;
         match &self.promotion {
-            // Every possible writer is fenced (the phase is past fencing), and the old one
-            // answers nothing: no RST program of its own covers its clients. Parked until
-            // the candidate is given the role, whose desired state holds the VIP instead.
+            // The old writer answers nothing (no RST program of its own covers its
+            // clients) and gave the writer up: its lease ran out while fencing waits (for
+            // kill_host_bin, say), or every possible writer is fenced. Parked until the
+            // candidate is given the role, whose desired state holds the VIP instead.
             Some(p) => {
-                let past_fencing = !matches!(
-                    p.phase,
-                    Phase::Fencing { .. } | Phase::Promote { .. } | Phase::Position { .. }
-                );
-                let gone = p
-                    .from
-                    .as_deref()
-                    .and_then(|f| self.host(f))
-                    .is_some_and(|h| !h.agent_up);
-                (past_fencing && gone).then(|| p.to.clone())
-            }
-            None => {
-                if self.park_due().is_none_or(|t| now < t) {
+                let from = p.from.as_deref()?;
+                if self.host(from).is_none_or(|h| h.agent_up) {
                     return None;
                 }
-                self.next_writer(self.roles.writer_holder()?)
+                let gave_up = match &p.phase {
+                    Phase::Fencing { .. } => self.park_due().is_some_and(|t| now >= t),
+                    Phase::Promote { .. } | Phase::Position { .. } => false,
+                    _ => true,
+                };
+                gave_up.then(|| p.to.clone())
+            }
+            None => {
+                let writer = self.roles.writer_holder()?;
+                if self.park_due().is_none_or(|t| now < t) || !self.ping_failed(writer) {
+                    return None;
+                }
+                self.next_writer(writer)
             }
         }
     }
@@ -78,8 +106,11 @@ impl Cluster {
             .map(|ip| ip.to_string())
             .unwrap_or_default();
         let message = match (&self.parked, &target) {
-            (_, Some(to)) => format!(
-                "Writer VIP {vip} parked on '{to}': the old writer is gone and its lease has run out, so '{to}' answers its clients with RST until it takes the role"
+            (Some(from), Some(to)) => format!(
+                "Writer VIP {vip} parked on '{to}' instead of '{from}' (the next writer changed)"
+            ),
+            (None, Some(to)) => format!(
+                "Writer VIP {vip} parked on '{to}': the old writer is gone and has given the role up, so '{to}' answers its clients with RST until it takes the role"
             ),
             (Some(from), None) => format!("Writer VIP {vip} no longer parked on '{from}'"),
             (None, None) => unreachable!("equal to the current parking"),

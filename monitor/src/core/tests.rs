@@ -878,11 +878,10 @@ fn writer_falls_silent(s: &mut Sim) -> (Millis, Millis) {
 fn a_writer_silent_everywhere_fails_trap_period_after_it_was_last_heard() {
     let mut s = Sim::online(config(&[]));
     let (heard, trap) = writer_falls_silent(&mut s);
-    // db2 parks the VIP once db1's lease surely ran out (lab.toml: 50 ms before the trap).
+    // db2 parks the VIP once db1's agent gave the writer up by its lease (and a ping failed).
     let c = &s.c.config;
-    let parked = heard
-        + (c.monitor.agent_timeout + c.agent.lease + c.monitor.heartbeat_interval).as_millis()
-            as u64;
+    let lease = c.agent.lease - mmm_common::types::lease_margin(c.agent.lease);
+    let parked = heard + (c.monitor.agent_timeout + lease).as_millis() as u64;
     assert_eq!(s.c.next_deadline(), Some(parked));
     advance_to(&mut s, parked);
     assert_eq!(
@@ -911,10 +910,11 @@ fn parked_on(s: &Sim, from: usize) -> Vec<(String, Vec<Ipv4Addr>)> {
 fn a_vanished_writers_successor_parks_the_vip_once_its_lease_ran_out_until_it_takes_it() {
     let mut s = Sim::online(config(&[("trap_period = \"1s\"", "trap_period = \"3s\"")]));
     let agent_timeout = s.c.config.monitor.agent_timeout.as_millis() as u64;
-    let lease = s.c.config.agent.lease.as_millis() as u64;
-    let heartbeat = s.c.config.monitor.heartbeat_interval.as_millis() as u64;
+    let lease = s.c.config.agent.lease;
+    let gives_up = (lease - mmm_common::types::lease_margin(lease)).as_millis() as u64;
     let (heard, _) = writer_falls_silent(&mut s);
-    let due = heard + agent_timeout + lease + heartbeat;
+    // db1's agent gives the writer up at its own deadline, not the promotion's bound.
+    let due = heard + agent_timeout + gives_up;
     let before = s.log.len();
     advance_to(&mut s, due - 1);
     assert!(
@@ -926,6 +926,10 @@ fn a_vanished_writers_successor_parks_the_vip_once_its_lease_ran_out_until_it_ta
     advance_to(&mut s, due);
     let vip = s.writer_vip;
     assert_eq!(parked_on(&s, before), vec![("db2".to_string(), vec![vip])]);
+    assert!(
+        !s.hosts["db1"].vips.contains(&vip) && !s.hosts["db1"].writable,
+        "db1 gave the writer up first"
+    );
     assert!(s.hosts["db2"].parked.contains(&vip) && !s.hosts["db2"].writable);
     assert_eq!(s.c.active_master(), Some("db1"), "parking is no failover");
     // trap_period fails db1; db2 stays parked through the promotion until it takes the
