@@ -636,8 +636,9 @@ fn s15_writer_link_blip_shorter_than_trap_period() {
         .max()
         .unwrap_or_default();
     eprintln!(
-        "s15: link held down: {}; failed writes: {}; longest gap between acknowledged writes: {gap:?}",
+        "s15: link held down: {}; writer VIP parked on db2 meanwhile: {}; failed writes: {}; longest gap between acknowledged writes: {gap:?}",
         mlog.contains("its link is held down"),
+        mlog.contains("parked on 'db2'"),
         log.failed.len()
     );
 }
