@@ -111,6 +111,9 @@ struct State {
     expiries: u64,
     /// The passed deadline the lease task last judged (fenced, or found nothing to fence).
     judged_deadline: Option<Boot>,
+    /// Sessions older than this renew nothing: they were open when the lease ran out, and
+    /// frames still waiting in them may predate it (a frozen agent reads them at the thaw).
+    renew_from: u64,
     next_session: u64,
     /// The highest monitor term accepted, and the first session id opened in it: older
     /// sessions belong to lower terms and control nothing.
@@ -131,6 +134,9 @@ pub struct Lease {
     /// The forced expiries the lease task has judged (fenced, or found nothing to fence).
     judged: tokio::sync::watch::Sender<u64>,
     store: Option<Store>,
+    /// How far past the current deadline one renewal may move it (see
+    /// [`Lease::with_step_bound`]); None: from now, unbounded.
+    step_bound: Option<Duration>,
     /// Held while a writer VIP is added, and while the fence removes them: no addition can
     /// slip in between the fence's decision and its removal.
     gate: tokio::sync::Mutex<()>,
@@ -177,6 +183,7 @@ impl Lease {
                 fences: 0,
                 expiries: 0,
                 judged_deadline: None,
+                renew_from: 0,
                 next_session: 1,
                 term: 0,
                 term_from: 1,
@@ -185,7 +192,30 @@ impl Lease {
             kick: tokio::sync::watch::Sender::new(0),
             judged: tokio::sync::watch::Sender::new(0),
             store,
+            step_bound: None,
             gate: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A renewal moves a running deadline at most `bound` past where it was. A renewal is
+    /// counted from when the agent reads it, but a heartbeat may have waited in the socket
+    /// while this process (or its host) was frozen: counted from the thaw, it would carry
+    /// the deadline past the monitor's count of the lease. The monitor counts from no
+    /// earlier than agent_timeout after the agent fell silent, so with `bound` =
+    /// agent_timeout + heartbeat_interval + margin the agent still gives up first, for any
+    /// lease (docs/fencing.md); heartbeats every heartbeat_interval never reach the bound.
+    /// An expired deadline is renewed only once the lease task judged it.
+    pub fn with_step_bound(mut self, bound: Duration) -> Lease {
+        self.step_bound = Some(bound);
+        self
+    }
+
+    /// The deadline a renewal read now grants.
+    fn renewed(&self, s: &State) -> Boot {
+        let from_now = Boot::now().after(self.length);
+        match (s.deadline, self.step_bound) {
+            (Some(d), Some(bound)) if d.left(Boot::now()).is_some() => from_now.min(d.after(bound)),
+            _ => from_now,
         }
     }
 
@@ -239,8 +269,10 @@ impl Lease {
             lifted = true;
         }
         s.controlling = Some(session);
-        if self.renewal == Renewal::Monitor && !self.unjudged_expiry(&s) {
-            self.set_deadline(&mut s, Some(Boot::now().after(self.length)));
+        if self.renewal == Renewal::Monitor && session >= s.renew_from && !self.unjudged_expiry(&s)
+        {
+            let deadline = self.renewed(&s);
+            self.set_deadline(&mut s, Some(deadline));
         }
         Ok(lifted)
     }
@@ -251,10 +283,11 @@ impl Lease {
         if self.renewal != Renewal::Monitor || s.fence.is_some() || s.controlling != Some(session) {
             return false;
         }
-        if self.unjudged_expiry(&s) {
+        if session < s.renew_from || self.unjudged_expiry(&s) {
             return false;
         }
-        self.set_deadline(&mut s, Some(Boot::now().after(self.length)));
+        let deadline = self.renewed(&s);
+        self.set_deadline(&mut s, Some(deadline));
         true
     }
 
@@ -328,11 +361,23 @@ impl Lease {
         unjudged
     }
 
-    /// The lease task judged the passed deadline: renewals count again.
+    /// The lease task judged the passed deadline (nothing to fence): renewals count again,
+    /// but only on sessions made from now on. The open ones are told to close: a frame
+    /// still waiting in one (a writer order sent to a candidate that froze before reading
+    /// it, and the heartbeats after it) would otherwise renew the lease and make a writer
+    /// the monitor has long counted out; the monitor reconnects at once.
     pub fn mark_deadline_judged(&self) {
         let mut s = self.lock();
-        if s.deadline.is_some_and(|d| d.left(Boot::now()).is_none()) {
-            s.judged_deadline = s.deadline;
+        let passed = s.deadline.filter(|d| d.left(Boot::now()).is_none());
+        if passed.is_none() || s.judged_deadline == passed {
+            return;
+        }
+        s.judged_deadline = passed;
+        if self.renewal == Renewal::Monitor {
+            s.renew_from = s.next_session;
+            s.controlling = None;
+            drop(s);
+            self.kick.send_modify(|g| *g += 1);
         }
     }
 
@@ -554,10 +599,38 @@ mod tests {
         assert!(!lease.on_heartbeat(session), "renewed an unjudged expiry");
         assert_eq!(lease.on_desired(session), Ok(false));
         assert!(lease.left().is_none());
-        // The lease task found nothing to fence (no writer VIP, read-only): renewals count.
+        // The lease task found nothing to fence (no writer VIP, read-only): the open
+        // session is told to close and renews nothing more (what waits in it may be from
+        // before the freeze); a new one renews.
         lease.mark_deadline_judged();
-        assert!(lease.on_heartbeat(session));
+        assert!(!lease.on_heartbeat(session));
+        assert_eq!(lease.on_desired(session), Ok(false));
+        assert!(lease.left().is_none());
+        let (new, _) = lease.new_session(0).unwrap();
+        assert_eq!(lease.on_desired(new), Ok(false));
         assert!(lease.left().is_some());
+    }
+
+    #[test]
+    fn a_renewal_moves_a_running_deadline_at_most_the_step_bound() {
+        let d = dir("step");
+        let lease = Lease::new(Duration::from_secs(4), true, Renewal::Monitor, &d, "db1")
+            .with_step_bound(Duration::from_millis(200));
+        let (session, _) = lease.new_session(0).unwrap();
+        lease.on_desired(session).unwrap();
+        // Read 300 ms late (frozen meanwhile): the deadline moves by the bound (200 ms),
+        // not by the 300 ms a lease from now would add.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(lease.on_heartbeat(session));
+        let capped = lease.left().unwrap();
+        assert!(capped <= Duration::from_millis(2900), "{capped:?}");
+        // Heartbeats as often as the monitor sends them keep it where a lease from now is.
+        for _ in 0..20 {
+            assert!(lease.on_heartbeat(session));
+        }
+        let full = Duration::from_secs(3);
+        assert!(lease.left().unwrap() > full - Duration::from_millis(100));
+        assert!(lease.left().unwrap() <= full);
     }
 
     #[test]

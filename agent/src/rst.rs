@@ -239,7 +239,12 @@ impl Rst {
             let Parking::Answered { until_ns } = parking else {
                 continue;
             };
-            let shortened = matches!(state.map.get(&key(vip), 0), Ok(v) if v.until_ns < until_ns);
+            // Missing before our deadline: shortened, then deleted by the program when a
+            // straggler's packet came after the shortened deadline.
+            let shortened = match state.map.get(&key(vip), 0) {
+                Ok(v) => v.until_ns < until_ns,
+                Err(_) => monotonic_ns() < until_ns,
+            };
             if shortened {
                 state.parked.insert(vip, Parking::OwnerAnnounced);
                 tracing::info!(%vip, "parked VIP announced by its owner: parked no more");

@@ -229,13 +229,21 @@ impl Agent {
             Some(c) => (c.session_ttl, Renewal::Etcd),
             None => (config.agent.lease, Renewal::Monitor),
         };
-        let lease = Arc::new(Lease::new(
-            length,
-            config.agent.fencing == Fencing::Lease,
-            renewal,
-            &config.agent.state_dir,
-            &host.name,
-        ));
+        // A renewal read late (a frozen agent) moves the deadline no further than the
+        // monitor's own count allows (Lease::with_step_bound).
+        let step_bound = config.monitor.agent_timeout
+            + config.monitor.heartbeat_interval
+            + crate::lease::margin(length);
+        let lease = Arc::new(
+            Lease::new(
+                length,
+                config.agent.fencing == Fencing::Lease,
+                renewal,
+                &config.agent.state_dir,
+                &host.name,
+            )
+            .with_step_bound(step_bound),
+        );
         let terms = Terms::load(
             config.coordination.is_some(),
             &config.agent.state_dir,

@@ -72,8 +72,10 @@ impl Cluster {
             // kill_host_bin, say), or every possible writer is fenced. Parked until the
             // candidate is given the role, whose desired state holds the VIP instead.
             Some(p) => {
+                // A host that answers ping refuses SYNs to a dead mysqld by itself, and
+                // one whose mysqld may still serve must not lose its clients to parking.
                 let from = p.from.as_deref()?;
-                if self.host(from).is_none_or(|h| h.agent_up) {
+                if self.host(from).is_none_or(|h| h.agent_up) || !self.ping_failed(from) {
                     return None;
                 }
                 let gave_up = match &p.phase {
