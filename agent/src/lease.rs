@@ -202,7 +202,7 @@ impl Lease {
     /// while this process (or its host) was frozen: counted from the thaw, it would carry
     /// the deadline past the monitor's count of the lease. The monitor counts from no
     /// earlier than agent_timeout after the agent fell silent, so with `bound` =
-    /// agent_timeout + heartbeat_interval + margin the agent still gives up first, for any
+    /// agent_timeout + heartbeat_interval the agent still gives up a margin first, for any
     /// lease (docs/fencing.md); heartbeats every heartbeat_interval never reach the bound.
     /// An expired deadline is renewed only once the lease task judged it.
     pub fn with_step_bound(mut self, bound: Duration) -> Lease {

@@ -231,9 +231,7 @@ impl Agent {
         };
         // A renewal read late (a frozen agent) moves the deadline no further than the
         // monitor's own count allows (Lease::with_step_bound).
-        let step_bound = config.monitor.agent_timeout
-            + config.monitor.heartbeat_interval
-            + crate::lease::margin(length);
+        let step_bound = config.monitor.agent_timeout + config.monitor.heartbeat_interval;
         let lease = Arc::new(
             Lease::new(
                 length,
