@@ -340,15 +340,18 @@ impl Agent {
     /// just takes longer.
     async fn stop_io_thread_of_vanished_source(
         &self,
+        vanished: Ipv4Addr,
         deadline: Duration,
     ) -> Result<(), crate::mysql::MysqlError> {
+        // Only while the server still replicates from it: a stop that arrives after a
+        // re-point must not cut this host off from its new, live source.
         let source = self
             .status
             .borrow()
             .replication
             .as_ref()
             .and_then(|r| self.source_ip(&r.source_host))
-            .filter(|ip| *ip != self.host.ip && !ip.is_loopback());
+            .filter(|ip| *ip == vanished && *ip != self.host.ip && !ip.is_loopback());
         let prohibited = match source {
             None => None,
             Some(ip) => match self.routes.prohibit(ip).await {
@@ -855,7 +858,10 @@ impl Agent {
                     .map(|()| ok("replication started"))
             }
             // Sent when this server's source is dead (before a promotion).
-            Action::StopIoThread => match self.stop_io_thread_of_vanished_source(deadline).await {
+            Action::StopIoThread { source } => match self
+                .stop_io_thread_of_vanished_source(source, deadline)
+                .await
+            {
                 Err(e) => Err(e),
                 Ok(()) => match self.semi_sync.suspend(&self.actions_mysql).await {
                     Ok(true) => Ok(ok(

@@ -271,7 +271,7 @@ fn agent_toggles_read_only_kills_sessions_and_repoints_a_slave() {
     db2.sql("START SLAVE");
     assert_eq!(semi(&db2), "1");
     let io = lab.with_link("db2", |mut l| async move {
-        l.action(Action::StopIoThread, T).await
+        l.action(Action::StopIoThread { source: ip(11) }, T).await
     });
     let io = io.unwrap();
     assert_eq!(io.outcome, ActionOutcome::Ok, "{}", io.detail);

@@ -291,8 +291,12 @@ pub enum Action {
     Demote,
     /// Stop only the IO thread: the SQL thread goes on applying what was received. Sent
     /// to slaves of a dead master at once, so that re-pointing them later is quick (a
-    /// STOP SLAVE waits while the IO thread reconnects to a vanished master).
-    StopIoThread,
+    /// STOP SLAVE waits while the IO thread reconnects to a vanished master). `source` is
+    /// the vanished master (protocol version 5): the agent refuses connections to it while
+    /// the IO thread stops, if the server still replicates from it.
+    StopIoThread {
+        source: Ipv4Addr,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -487,7 +491,10 @@ impl Message {
                         put_position(&mut w, position)?;
                     }
                     Action::Demote => w.u8(7),
-                    Action::StopIoThread => w.u8(8),
+                    Action::StopIoThread { source } => {
+                        w.u8(8);
+                        w.ipv4(*source);
+                    }
                 }
             }
             Message::ActionResult(m) => {
@@ -658,7 +665,9 @@ impl Message {
                         position: get_position(&mut r)?,
                     },
                     7 => Action::Demote,
-                    8 => Action::StopIoThread,
+                    8 => Action::StopIoThread {
+                        source: r.ipv4("source")?,
+                    },
                     v => return Err(r.malformed(format!("unknown action {v}"))),
                 };
                 Message::Action(ActionRequest {

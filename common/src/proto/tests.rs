@@ -150,7 +150,9 @@ fn all_messages() -> Vec<Message> {
             deadline_ms: 2000,
         }),
         Message::Action(ActionRequest {
-            action: Action::StopIoThread,
+            action: Action::StopIoThread {
+                source: Ipv4Addr::new(10, 0, 0, 11),
+            },
             deadline_ms: 2000,
         }),
         Message::Action(ActionRequest {

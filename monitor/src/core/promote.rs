@@ -385,7 +385,7 @@ impl Cluster {
             out.push(Action::AgentAction {
                 host: s.clone(),
                 id,
-                action: proto::Action::StopIoThread,
+                action: proto::Action::StopIoThread { source: old.ip },
                 deadline,
             });
         }

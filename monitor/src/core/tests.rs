@@ -314,7 +314,7 @@ impl Sim {
                         h.replicating = true;
                         (ActionOutcome::Ok, "repointed".into())
                     }
-                    proto::Action::StopReplication | proto::Action::StopIoThread => {
+                    proto::Action::StopReplication | proto::Action::StopIoThread { .. } => {
                         h.replicating = false;
                         (ActionOutcome::Ok, "stopped".into())
                     }
@@ -688,7 +688,9 @@ fn mysqld_stopped_on_the_active_master_fails_over_at_once_in_safe_order() {
     // db3's IO thread, retrying a dead master, was stopped at once (a quick re-point later).
     let stop_io = s
         .find(0, |a| {
-            is_agent_action(a, "db3", |x| matches!(x, proto::Action::StopIoThread))
+            is_agent_action(a, "db3", |x| {
+                matches!(x, proto::Action::StopIoThread { .. })
+            })
         })
         .expect("db3's IO thread stopped");
     assert!(stop_io < promote);
@@ -696,7 +698,9 @@ fn mysqld_stopped_on_the_active_master_fails_over_at_once_in_safe_order() {
     // master is gone can take seconds, and overlaps fencing this way.
     let candidate_io = s
         .find(0, |a| {
-            is_agent_action(a, "db2", |x| matches!(x, proto::Action::StopIoThread))
+            is_agent_action(a, "db2", |x| {
+                matches!(x, proto::Action::StopIoThread { .. })
+            })
         })
         .expect("db2's IO thread stopped");
     assert!(candidate_io < catch_up);
@@ -1226,7 +1230,10 @@ fn a_writer_blip_shorter_than_trap_period_moves_nothing() {
         assert!(
             s.log
                 .iter()
-                .any(|(_, a)| is_agent_action(a, r, |x| *x == proto::Action::StopIoThread)),
+                .any(|(_, a)| is_agent_action(a, r, |x| matches!(
+                    x,
+                    proto::Action::StopIoThread { .. }
+                ))),
             "{r}'s IO thread stopped early"
         );
         assert!(
@@ -1874,7 +1881,7 @@ fn switchover_with_move_role_replies_when_done() {
         .find(0, |a| matches!(
             a,
             Action::AgentAction {
-                action: proto::Action::StopIoThread,
+                action: proto::Action::StopIoThread { .. },
                 ..
             }
         ))
