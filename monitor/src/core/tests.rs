@@ -31,6 +31,8 @@ struct SimHost {
     vips: BTreeSet<Ipv4Addr>,
     /// VIPs its agent parks (answered with RST, announced, not added).
     parked: BTreeSet<Ipv4Addr>,
+    /// Parkings an owner's announcement ended: not parked again while the monitor asks.
+    owner_announced: BTreeSet<Ipv4Addr>,
     /// Monitor dropped the connection (Disconnect): no heartbeats until it reconnects.
     disconnected: bool,
     /// Held down (Isolate): nothing reaches the agent until Release.
@@ -72,7 +74,13 @@ struct Sim {
     /// The monitor's own network is down: it reaches no host and no ping_ip (the network
     /// guard), while the hosts go on among themselves.
     monitor_cut: bool,
+    /// The last desired state each link was given: the link re-sends it every
+    /// REASSERT_MS, as the daemon's links do.
+    link_desired: BTreeMap<String, DesiredState>,
 }
+
+/// The daemon's links re-send the last desired state this often (daemon/links.rs).
+const REASSERT_MS: Millis = 2000;
 
 impl Sim {
     fn new(config: Arc<Config>) -> Sim {
@@ -96,6 +104,7 @@ impl Sim {
                         writable: false,
                         vips: BTreeSet::new(),
                         parked: BTreeSet::new(),
+                        owner_announced: BTreeSet::new(),
                         disconnected: false,
                         isolated: false,
                         last_heartbeat: 1_000_000,
@@ -129,6 +138,7 @@ impl Sim {
             fleet: config.coordination.is_some(),
             lease_ends: Vec::new(),
             monitor_cut: false,
+            link_desired: BTreeMap::new(),
             c: Cluster::new(config, 1_000_000),
         }
     }
@@ -251,53 +261,66 @@ impl Sim {
         }
     }
 
+    /// The agent side of a desired state reaching `host` (sent now, or re-sent).
+    fn deliver(&mut self, host: String, desired: DesiredState) {
+        let permit = self.etcd_permit(&host);
+        let writer_vip = self.writer_vip;
+        let cut = self.monitor_cut;
+        let h = self.hosts.get_mut(&host).unwrap();
+        if !h.reachable || cut || h.isolated {
+            return;
+        }
+        h.disconnected = false;
+        h.self_fenced = false;
+        // Demotion order: VIPs first, then read_only; promotion: writable first.
+        h.vips = desired.roles.iter().map(|(_, ip)| *ip).collect();
+        h.writable = desired.writable && h.mysql_alive;
+        if !permit {
+            // No writer permit (the agent's etcd lease is gone): no writer bits.
+            h.writable = false;
+            h.vips.remove(&writer_vip);
+        }
+        let asked: BTreeSet<Ipv4Addr> = desired.parked.iter().copied().collect();
+        h.owner_announced.retain(|ip| asked.contains(ip));
+        h.parked = asked.difference(&h.owner_announced).copied().collect();
+        let announced: Vec<Ipv4Addr> = h.vips.iter().copied().collect();
+        h.applied = desired.epoch;
+        h.last_heartbeat = self.now;
+        let failures = if desired.writable && !h.mysql_alive {
+            vec!["setting read_only = 0: mysqld is down".to_string()]
+        } else {
+            vec![]
+        };
+        // An owner's gratuitous ARP ends parking elsewhere (the RST program sees it).
+        for (name, other) in self.hosts.iter_mut() {
+            if *name != host {
+                for ip in &announced {
+                    if other.parked.remove(ip) {
+                        other.owner_announced.insert(*ip);
+                    }
+                }
+            }
+        }
+        // Since when: a re-sent writable state is no new promotion.
+        if desired.writable {
+            self.writable_since.entry(host.clone()).or_insert(self.now);
+        }
+        self.queue.push_back(Event::Applied {
+            host: host.clone(),
+            epoch: desired.epoch,
+            failures,
+        });
+        let view = self.view(&host);
+        self.queue.push_back(Event::AgentHeartbeat { host, view });
+    }
+
     fn apply(&mut self, a: Action) {
         self.log.push((self.now, a.clone()));
         let lease = self.c.config.agent.lease.as_millis() as u64;
         match a {
             Action::SendDesired { host, desired } => {
-                let permit = self.etcd_permit(&host);
-                let writer_vip = self.writer_vip;
-                let cut = self.monitor_cut;
-                let h = self.hosts.get_mut(&host).unwrap();
-                if !h.reachable || cut || h.isolated {
-                    return;
-                }
-                h.disconnected = false;
-                h.self_fenced = false;
-                // Demotion order: VIPs first, then read_only; promotion: writable first.
-                h.vips = desired.roles.iter().map(|(_, ip)| *ip).collect();
-                h.writable = desired.writable && h.mysql_alive;
-                if !permit {
-                    // No writer permit (the agent's etcd lease is gone): no writer bits.
-                    h.writable = false;
-                    h.vips.remove(&writer_vip);
-                }
-                h.parked = desired.parked.iter().copied().collect();
-                let announced: Vec<Ipv4Addr> = h.vips.iter().copied().collect();
-                h.applied = desired.epoch;
-                h.last_heartbeat = self.now;
-                let failures = if desired.writable && !h.mysql_alive {
-                    vec!["setting read_only = 0: mysqld is down".to_string()]
-                } else {
-                    vec![]
-                };
-                // An owner's gratuitous ARP ends parking elsewhere (the RST program sees it).
-                for (name, other) in self.hosts.iter_mut() {
-                    if *name != host {
-                        other.parked.retain(|ip| !announced.contains(ip));
-                    }
-                }
-                if desired.writable {
-                    self.writable_since.insert(host.clone(), self.now);
-                }
-                self.queue.push_back(Event::Applied {
-                    host: host.clone(),
-                    epoch: desired.epoch,
-                    failures,
-                });
-                let view = self.view(&host);
-                self.queue.push_back(Event::AgentHeartbeat { host, view });
+                self.link_desired.insert(host.clone(), desired.clone());
+                self.deliver(host, desired);
             }
             Action::AgentAction {
                 host, id, action, ..
@@ -392,7 +415,16 @@ impl Sim {
 
     /// Time passes: agents hear heartbeats (or their lease runs out), checks report.
     fn tick(&mut self, dt: Millis) {
+        let reassert = (self.now + dt) / REASSERT_MS != self.now / REASSERT_MS;
         self.now += dt;
+        if reassert {
+            for (host, desired) in self.link_desired.clone() {
+                let h = &self.hosts[&host];
+                if !h.disconnected {
+                    self.deliver(host, desired);
+                }
+            }
+        }
         let lease = self.c.config.agent.lease.as_millis() as u64;
         let agent_timeout = self.c.config.monitor.agent_timeout.as_millis() as u64;
         let writer_vip = self.writer_vip;
