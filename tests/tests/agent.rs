@@ -859,3 +859,51 @@ fn a_released_vip_is_not_announced_by_the_rest_of_its_burst() {
         "{log}"
     );
 }
+
+/// Heartbeats that waited in the socket while the agent was frozen renew nothing at the
+/// thaw: the deadline passed meanwhile, so the lease task fences before any renewal
+/// counts, and the session they came on renews nothing afterwards. (Counted from the thaw,
+/// one of them kept the writer VIP and writability on a host the monitor had counted out,
+/// for as long as that session kept heartbeating.)
+#[test]
+fn heartbeats_that_waited_through_a_freeze_renew_nothing() {
+    if !require_root("heartbeats_that_waited_through_a_freeze_renew_nothing") {
+        return;
+    }
+    let lab = Lab::new("thaw", "");
+    let _db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    let agent = lab.agent("db1", "agent-db1.log");
+    let heartbeat = |l: &mut AgentLink| -> Result<(), LinkError> {
+        let id = l.next_request_id();
+        l.queue(&Message::Heartbeat(Heartbeat { epoch: 1 }), id)
+    };
+    lab.with_link("db1", move |mut l| async move {
+        let applied = l
+            .apply(desired(1, true, &[("writer", 100)]), T)
+            .await
+            .expect("applying the writer role");
+        assert!(applied.failures.is_empty(), "{:?}", applied.failures);
+        mmm_tests::netns::send_signal(agent, "STOP").expect("freezing the agent");
+        // 1.2 s frozen (the lease is 600 ms), heartbeats piling up in its socket.
+        for _ in 0..24 {
+            heartbeat(&mut l).expect("queueing a heartbeat");
+            l.flush(T)
+                .await
+                .expect("a heartbeat into the frozen agent's socket");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        mmm_tests::netns::send_signal(agent, "CONT").expect("thawing the agent");
+        // This monitor goes on heartbeating as if nothing happened.
+        for _ in 0..40 {
+            if heartbeat(&mut l).is_err() || l.flush(T).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let log = lab.log("agent-db1.log");
+    assert!(
+        !holds(&lab, "db1", "192.0.2.100") && log.contains("lease expired: fencing myself"),
+        "the thawed agent kept the writer VIP on stale heartbeats:\n{log}"
+    );
+}
