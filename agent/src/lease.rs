@@ -324,8 +324,10 @@ impl Lease {
         self.lock().expiries
     }
 
-    /// The lease task has judged every forced expiry up to `expiries`.
+    /// The lease task has judged every forced expiry up to `expiries`, and a passed
+    /// deadline ([`Lease::judge_deadline`]).
     pub fn mark_judged(&self, expiries: u64) {
+        self.judge_deadline();
         self.judged.send_if_modified(|j| {
             let newer = expiries > *j;
             *j = (*j).max(expiries);
@@ -366,7 +368,7 @@ impl Lease {
     /// still waiting in one (a writer order sent to a candidate that froze before reading
     /// it, and the heartbeats after it) would otherwise renew the lease and make a writer
     /// the monitor has long counted out; the monitor reconnects at once.
-    pub fn mark_deadline_judged(&self) {
+    fn judge_deadline(&self) {
         let mut s = self.lock();
         let passed = s.deadline.filter(|d| d.left(Boot::now()).is_none());
         if passed.is_none() || s.judged_deadline == passed {
@@ -602,7 +604,7 @@ mod tests {
         // The lease task found nothing to fence (no writer VIP, read-only): the open
         // session is told to close and renews nothing more (what waits in it may be from
         // before the freeze); a new one renews.
-        lease.mark_deadline_judged();
+        lease.mark_judged(lease.expiries());
         assert!(!lease.on_heartbeat(session));
         assert_eq!(lease.on_desired(session), Ok(false));
         assert!(lease.left().is_none());

@@ -357,14 +357,11 @@ impl Agent {
             Some(ip) => match self.routes.prohibit(ip).await {
                 Ok(true) => Some(ip),
                 Ok(false) => None,
-                // It may have been added all the same: removed after the stop too.
-                Err(e @ crate::route::RouteError::Timeout { .. }) => {
-                    tracing::warn!(%ip, error = %error_chain(&e), "the IO thread's stop may wait for semi-sync's kill-connection");
-                    Some(ip)
-                }
                 Err(e) => {
                     tracing::warn!(%ip, error = %error_chain(&e), "the IO thread's stop may wait for semi-sync's kill-connection");
-                    None
+                    // One that timed out may have been added all the same: removed after
+                    // the stop too.
+                    matches!(e, crate::route::RouteError::Timeout { .. }).then_some(ip)
                 }
             },
         };
@@ -1082,7 +1079,6 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
                 remove_vips(&netlink, &interface, &held).await;
                 drop(gate);
                 lease.mark_judged(expiries);
-                lease.mark_deadline_judged();
                 if agent.commands.send(Command::Fenced).await.is_err() {
                     tracing::error!("the reconciler stopped: read_only not set after the fence");
                 }
@@ -1091,7 +1087,6 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
             drop(gate);
         }
         lease.mark_judged(expiries);
-        lease.mark_deadline_judged();
         tokio::select! {
             _ = tokio::time::sleep(idle) => {}
             _ = lease.changed() => {}

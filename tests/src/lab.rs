@@ -35,6 +35,18 @@ impl Lab {
         Lab::with_nodes(tag, extra, &[])
     }
 
+    /// For agents driven by single desired states, without a monitor's heartbeats: no
+    /// lease, so steps apart by more than one are not undone by the agent's own fence.
+    pub fn without_lease(&self) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(
+            text.contains("fencing = \"lease\""),
+            "lab.toml lacks fencing = \"lease\""
+        );
+        let text = text.replacen("fencing = \"lease\"", "fencing = \"none\"", 1);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     /// As [`Lab::new`], with more nodes (name, last octet of 192.0.2.x) on the bridge.
     pub fn with_nodes(tag: &str, extra: &str, more: &[(&str, u8)]) -> Lab {
         let mut net = Net::new(tag);

@@ -146,10 +146,7 @@ fn agent_toggles_read_only_kills_sessions_and_repoints_a_slave() {
     let lab = Lab::new("sql", "");
     // These steps are apart by more than a lease with no monitor heartbeating: the lease
     // would (rightly) demote db1 midway. Fencing is the lease test's subject, not this one's.
-    let text = std::fs::read_to_string(&lab.config)
-        .unwrap()
-        .replace("fencing = \"lease\"", "fencing = \"none\"");
-    std::fs::write(&lab.config, text).unwrap();
+    lab.without_lease();
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     let db2 = Mariadb::start(&lab.net, "db2", 2, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
@@ -675,10 +672,12 @@ fn block_users_are_locked_on_demotion_and_unlocked_on_promotion() {
         return;
     }
     let lab = Lab::new("block", "");
-    let text = std::fs::read_to_string(&lab.config)
-        .unwrap()
-        .replacen("fencing = \"lease\"", "fencing = \"none\"", 1)
-        .replacen("state_dir = ", "block_users = [\"app%\"]\nstate_dir = ", 1);
+    lab.without_lease();
+    let text = std::fs::read_to_string(&lab.config).unwrap().replacen(
+        "state_dir = ",
+        "block_users = [\"app%\"]\nstate_dir = ",
+        1,
+    );
     std::fs::write(&lab.config, text).unwrap();
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     lab.agent("db1", "agent-db1.log");

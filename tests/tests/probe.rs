@@ -160,12 +160,7 @@ fn a_demotion_after_mysqld_exited_needs_no_sql() {
         return;
     }
     let lab = lab_with_pid_file("probe3");
-    let text = std::fs::read_to_string(&lab.config).unwrap().replacen(
-        "fencing = \"lease\"",
-        "fencing = \"none\"",
-        1,
-    );
-    std::fs::write(&lab.config, text).unwrap();
+    lab.without_lease();
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
     let apply = |d: mmm_common::proto::DesiredState| {

@@ -65,12 +65,7 @@ fn a_released_vip_is_answered_with_rst_until_the_new_owner_announces_it() {
     }
     let lab = Lab::new("rst", "");
     // Driven by single desired states here, without a monitor's heartbeats.
-    let text = std::fs::read_to_string(&lab.config).unwrap().replacen(
-        "fencing = \"lease\"",
-        "fencing = \"none\"",
-        1,
-    );
-    std::fs::write(&lab.config, text).unwrap();
+    lab.without_lease();
     let _db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
     lab.agent("db2", "agent-db2.log");
@@ -175,12 +170,7 @@ fn a_parked_vip_is_answered_with_rst_and_taking_it_ends_the_parking() {
         return;
     }
     let lab = Lab::new("park", "");
-    let text = std::fs::read_to_string(&lab.config).unwrap().replacen(
-        "fencing = \"lease\"",
-        "fencing = \"none\"",
-        1,
-    );
-    std::fs::write(&lab.config, text).unwrap();
+    lab.without_lease();
     let _db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     let _db2 = Mariadb::start(&lab.net, "db2", 2, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
