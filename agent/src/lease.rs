@@ -86,6 +86,8 @@ pub enum NotFollowed {
     StillFenced { reason: String },
     #[error("this session's term is over: a monitor of a later term has connected")]
     TermOver,
+    #[error("the lease ran out, or this agent was frozen, while this session was open: what waits in it may be stale; only a new monitor connection renews the lease")]
+    Stale,
 }
 
 /// What renews the deadline.
@@ -134,9 +136,10 @@ pub struct Lease {
     /// The forced expiries the lease task has judged (fenced, or found nothing to fence).
     judged: tokio::sync::watch::Sender<u64>,
     store: Option<Store>,
-    /// How far past the current deadline one renewal may move it (see
-    /// [`Lease::with_step_bound`]); None: from now, unbounded.
-    step_bound: Option<Duration>,
+    /// A gap this long in the agent's own running means it was frozen ([`Lease::watch_freezes`]).
+    freeze_gap: Option<Duration>,
+    /// When the agent was last seen running (Boot nanoseconds).
+    alive: std::sync::atomic::AtomicU64,
     /// Held while a writer VIP is added, and while the fence removes them: no addition can
     /// slip in between the fence's decision and its removal.
     gate: tokio::sync::Mutex<()>,
@@ -192,31 +195,64 @@ impl Lease {
             kick: tokio::sync::watch::Sender::new(0),
             judged: tokio::sync::watch::Sender::new(0),
             store,
-            step_bound: None,
+            freeze_gap: None,
+            alive: std::sync::atomic::AtomicU64::new(Boot::now().0),
             gate: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// A renewal moves a running deadline at most `bound` past where it was. A renewal is
-    /// counted from when the agent reads it, but a heartbeat may have waited in the socket
-    /// while this process (or its host) was frozen: counted from the thaw, it would carry
-    /// the deadline past the monitor's count of the lease. The monitor counts from no
-    /// earlier than agent_timeout after the agent fell silent, so with `bound` =
-    /// agent_timeout + heartbeat_interval the agent still gives up a margin first, for any
-    /// lease (docs/fencing.md); heartbeats every heartbeat_interval never reach the bound.
-    /// An expired deadline is renewed only once the lease task judged it.
-    pub fn with_step_bound(mut self, bound: Duration) -> Lease {
-        self.step_bound = Some(bound);
+    /// Renewals are counted from when the agent reads them, but a frame may have waited in
+    /// the socket while this process (or its host) was frozen: counted from the thaw, it
+    /// would carry the deadline past the monitor's count, whichever way the monitor
+    /// counts. So a gap of `gap` in the agent's own running (seen by
+    /// [`Lease::watch_freezes`]'s thread, or by the next renewal, whichever runs first
+    /// after the thaw) is taken for a freeze: every open session is told to close and
+    /// renews nothing more; only a new one does. `gap` below the monitor's slack over the
+    /// agent's deadline (`margin + heartbeat_interval`, docs/fencing.md) keeps a shorter
+    /// freeze harmless.
+    pub fn with_freeze_detection(mut self, gap: Duration) -> Lease {
+        self.freeze_gap = Some(gap);
         self
     }
 
-    /// The deadline a renewal read now grants.
-    fn renewed(&self, s: &State) -> Boot {
-        let from_now = Boot::now().after(self.length);
-        match (s.deadline, self.step_bound) {
-            (Some(d), Some(bound)) if d.left(Boot::now()).is_some() => from_now.min(d.after(bound)),
-            _ => from_now,
+    /// Runs the freeze detection's clock on a thread of its own (a stalled runtime is a
+    /// freeze too): it notes the agent running every quarter `gap`.
+    pub fn watch_freezes(lease: std::sync::Arc<Lease>) {
+        let Some(gap) = lease.freeze_gap else {
+            return;
+        };
+        let tick = (gap / 4).max(Duration::from_millis(5));
+        let spawned = std::thread::Builder::new()
+            .name("lease-freeze".into())
+            .spawn(move || loop {
+                std::thread::sleep(tick);
+                let mut s = lease.lock();
+                lease.note_running(&mut s);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "freeze detection not started: frames that waited through a freeze could renew the lease");
         }
+    }
+
+    /// Notes the agent running now; true when it had not run for the freeze gap, in which
+    /// case the open sessions are told to close and renew nothing more.
+    fn note_running(&self, s: &mut State) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = Boot::now();
+        let last = Boot(self.alive.swap(now.0, Ordering::Relaxed));
+        let frozen = self.freeze_gap.is_some_and(|gap| {
+            last.after(gap) < now && self.enforced && self.renewal == Renewal::Monitor
+        });
+        if frozen {
+            tracing::warn!(
+                gap_ms = (now.0 - last.0) / 1_000_000,
+                "this agent did not run for a while (frozen?): open monitor sessions renew nothing more"
+            );
+            s.renew_from = s.next_session;
+            s.controlling = None;
+            self.kick.send_modify(|g| *g += 1);
+        }
+        frozen
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -258,6 +294,11 @@ impl Lease {
         if session < s.term_from {
             return Err(NotFollowed::TermOver);
         }
+        if self.renewal == Renewal::Monitor
+            && (self.note_running(&mut s) || session < s.renew_from || self.unjudged_expiry(&s))
+        {
+            return Err(NotFollowed::Stale);
+        }
         let mut lifted = false;
         if let Some((reason, newest)) = &s.fence {
             if session <= *newest {
@@ -269,10 +310,8 @@ impl Lease {
             lifted = true;
         }
         s.controlling = Some(session);
-        if self.renewal == Renewal::Monitor && session >= s.renew_from && !self.unjudged_expiry(&s)
-        {
-            let deadline = self.renewed(&s);
-            self.set_deadline(&mut s, Some(deadline));
+        if self.renewal == Renewal::Monitor {
+            self.set_deadline(&mut s, Some(Boot::now().after(self.length)));
         }
         Ok(lifted)
     }
@@ -283,11 +322,10 @@ impl Lease {
         if self.renewal != Renewal::Monitor || s.fence.is_some() || s.controlling != Some(session) {
             return false;
         }
-        if session < s.renew_from || self.unjudged_expiry(&s) {
+        if self.note_running(&mut s) || session < s.renew_from || self.unjudged_expiry(&s) {
             return false;
         }
-        let deadline = self.renewed(&s);
-        self.set_deadline(&mut s, Some(deadline));
+        self.set_deadline(&mut s, Some(Boot::now().after(self.length)));
         true
     }
 
@@ -378,7 +416,6 @@ impl Lease {
         if self.renewal == Renewal::Monitor {
             s.renew_from = s.next_session;
             s.controlling = None;
-            drop(s);
             self.kick.send_modify(|g| *g += 1);
         }
     }
@@ -599,14 +636,14 @@ mod tests {
         // thaw, it must not renew before the lease task had its say.
         std::thread::sleep(Duration::from_millis(60));
         assert!(!lease.on_heartbeat(session), "renewed an unjudged expiry");
-        assert_eq!(lease.on_desired(session), Ok(false));
+        assert_eq!(lease.on_desired(session), Err(NotFollowed::Stale));
         assert!(lease.left().is_none());
         // The lease task found nothing to fence (no writer VIP, read-only): the open
         // session is told to close and renews nothing more (what waits in it may be from
         // before the freeze); a new one renews.
         lease.mark_judged(lease.expiries());
         assert!(!lease.on_heartbeat(session));
-        assert_eq!(lease.on_desired(session), Ok(false));
+        assert_eq!(lease.on_desired(session), Err(NotFollowed::Stale));
         assert!(lease.left().is_none());
         let (new, _) = lease.new_session(0).unwrap();
         assert_eq!(lease.on_desired(new), Ok(false));
@@ -614,25 +651,28 @@ mod tests {
     }
 
     #[test]
-    fn a_renewal_moves_a_running_deadline_at_most_the_step_bound() {
-        let d = dir("step");
+    fn after_a_freeze_only_a_new_session_renews() {
+        let d = dir("freeze");
         let lease = Lease::new(Duration::from_secs(4), true, Renewal::Monitor, &d, "db1")
-            .with_step_bound(Duration::from_millis(200));
-        let (session, _) = lease.new_session(0).unwrap();
+            .with_freeze_detection(Duration::from_millis(100));
+        let (session, kicked) = lease.new_session(0).unwrap();
         lease.on_desired(session).unwrap();
-        // Read 300 ms late (frozen meanwhile): the deadline moves by the bound (200 ms),
-        // not by the 300 ms a lease from now would add.
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(lease.on_heartbeat(session));
-        let capped = lease.left().unwrap();
-        assert!(capped <= Duration::from_millis(2900), "{capped:?}");
-        // Heartbeats as often as the monitor sends them keep it where a lease from now is.
-        for _ in 0..20 {
-            assert!(lease.on_heartbeat(session));
-        }
-        let full = Duration::from_secs(3);
-        assert!(lease.left().unwrap() > full - Duration::from_millis(100));
-        assert!(lease.left().unwrap() <= full);
+        assert!(lease.on_heartbeat(session), "running: heartbeats renew");
+        // Not running for 150 ms (no watch thread here): the next frame read is taken for
+        // one that waited through a freeze, though the deadline has not passed.
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            !lease.on_heartbeat(session),
+            "a frame read after a freeze renewed"
+        );
+        assert!(
+            kicked.has_changed().unwrap(),
+            "the open session is told to close"
+        );
+        assert_eq!(lease.on_desired(session), Err(NotFollowed::Stale));
+        let (new, _) = lease.new_session(0).unwrap();
+        assert_eq!(lease.on_desired(new), Ok(false));
+        assert!(lease.on_heartbeat(new));
     }
 
     #[test]

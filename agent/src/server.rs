@@ -229,9 +229,10 @@ impl Agent {
             Some(c) => (c.session_ttl, Renewal::Etcd),
             None => (config.agent.lease, Renewal::Monitor),
         };
-        // A renewal read late (a frozen agent) moves the deadline no further than the
-        // monitor's own count allows (Lease::with_step_bound).
-        let step_bound = config.monitor.agent_timeout + config.monitor.heartbeat_interval;
+        // A frame that waited through a freeze renews nothing (Lease::with_freeze_detection):
+        // a gap under the monitor's slack over the agent's deadline is harmless.
+        let freeze_gap =
+            (crate::lease::margin(config.agent.lease) + config.monitor.heartbeat_interval) * 3 / 4;
         let lease = Arc::new(
             Lease::new(
                 length,
@@ -240,8 +241,9 @@ impl Agent {
                 &config.agent.state_dir,
                 &host.name,
             )
-            .with_step_bound(step_bound),
+            .with_freeze_detection(freeze_gap),
         );
+        Lease::watch_freezes(lease.clone());
         let terms = Terms::load(
             config.coordination.is_some(),
             &config.agent.state_dir,
