@@ -319,7 +319,6 @@ impl Cluster {
             ),
         });
         self.promotion = Some(p);
-        self.stop_slaves_of_dead_master(from.as_deref(), now, out);
         // An unreachable agent cannot confirm: go for its lease at once. A reachable one
         // whose last view already shows it demoted (no writer VIP; read-only or mysqld
         // down) is confirmed now, not at its next heartbeat: an unchanged view reaches
@@ -335,13 +334,16 @@ impl Cluster {
     }
 
     /// When the old writer is dead, its slaves' IO threads only retry a vanished host, and
-    /// a STOP SLAVE waits for them: stop them now, in parallel with fencing and catch-up,
-    /// so that re-pointing them later is quick. Their SQL threads go on applying what they
+    /// a STOP SLAVE waits for them: stop them once it is fenced (never before: while it may
+    /// still commit, a stopped replica lets semi-sync fall back to async and the old writer
+    /// acknowledges writes no replica has), before catch-up, so that re-pointing them
+    /// later is quick. Their SQL threads go on applying what they
     /// received (the survey compares what they applied). The candidate's too: the
     /// catch-up waits for what its IO thread received, which cannot grow any more. With
     /// semi-sync, MariaDB's STOP of an IO thread first connects to the master to kill its
     /// dump thread, bounded by rpl_semi_sync_slave_kill_conn_timeout (~2 s measured when
-    /// the master's host is gone): that wait now overlaps fencing. Not done in a switchover.
+    /// the master's host is gone), which the agent's prohibit route to the vanished source
+    /// cuts short. Not done in a switchover.
     fn stop_slaves_of_dead_master(
         &mut self,
         from: Option<&str>,
@@ -472,6 +474,8 @@ impl Cluster {
         };
         if targets.values().all(|f| f.done(now, fencing)) {
             p.step(now, "every possible writer is fenced");
+            let from = p.from.clone();
+            self.stop_slaves_of_dead_master(from.as_deref(), now, out);
             self.begin_catch_up(now, out);
             return;
         }

@@ -155,10 +155,10 @@ impl Cluster {
                     host: Some(w.clone()),
                     message: format!("Agent and ping of writer '{w}' are silent: its link is held down, so its lease runs out while trap_period is counted"),
                 });
+                // Its replicas keep their IO threads: it may still commit until its
+                // lease is over (`early_stop_due`), and a replica stopped before that
+                // lets semi-sync fall back to async and lose what it acknowledges.
                 self.early_stopped = None;
-                if ping_failing {
-                    self.stop_replicas_early(&w, out);
-                }
             }
             Some(held) if self.promotion.is_none() && released(held) => {
                 if let Some(h) = self.host_mut(&w) {
@@ -180,16 +180,37 @@ impl Cluster {
                     });
                 }
             }
-            Some(_) if self.promotion.is_none() && ping_failing && self.early_stopped.is_none() => {
+            Some(_) if ping_failing && self.early_stop_due().is_some_and(|due| now >= due) => {
                 self.stop_replicas_early(&w, out);
             }
             _ => {}
         }
     }
 
+    /// When the held-down writer's replicas may stop their IO threads ahead of the
+    /// promotion: once it can commit nothing more. A replica's IO thread stopped while its
+    /// master may still commit lets semi-sync time out and fall back to async, and the
+    /// master then acknowledges writes that no replica has (lost at the failover). Alone,
+    /// the hold renews nothing, so the lease is over `lease + heartbeat_interval` after it
+    /// (the promotion's own count). In a fleet the permit is the agent's etcd lease, which
+    /// no hold ends: only the promotion's EndLease does, so nothing stops early. `None`:
+    /// nothing to stop, or not yet known when.
+    pub(super) fn early_stop_due(&self) -> Option<Millis> {
+        if self.config.agent.fencing != Fencing::Lease
+            || self.config.coordination.is_some()
+            || self.promotion.is_some()
+            || self.early_stopped.is_some()
+            || !self.network_ok
+        {
+            return None;
+        }
+        let held = self.host(self.roles.writer_holder()?)?.isolated_since?;
+        Some(held + ms(self.config.agent.lease) + ms(self.config.monitor.heartbeat_interval))
+    }
+
     /// Their STOP SLAVE would wait for the vanished master (semi-sync's kill-connection):
-    /// started while trap_period is counted, once a ping has failed too (an agent that
-    /// merely died, or one lost echo reply, stops no replica).
+    /// started while trap_period is counted, once the writer's lease is over and a ping has
+    /// failed too (an agent that merely died, or one lost echo reply, stops no replica).
     fn stop_replicas_early(&mut self, writer: &str, out: &mut Vec<Action>) {
         let stopped = self.stop_io_threads_of(writer, out);
         self.early_stopped = Some(stopped.into_iter().collect());

@@ -326,6 +326,9 @@ impl Sim {
                 host, id, action, ..
             } => {
                 let cut = self.monitor_cut;
+                if let proto::Action::StopIoThread { source } = &action {
+                    self.check_io_thread_stop(&host, *source);
+                }
                 let h = self.hosts.get_mut(&host).unwrap();
                 if !h.reachable || cut {
                     return;
@@ -592,6 +595,25 @@ impl Sim {
             .skip(from)
             .position(|(_, a)| f(a))
             .map(|i| i + from)
+    }
+
+    /// Semi-sync falls back to async once no replica receives: a master that may still
+    /// commit then acknowledges writes that no replica has, lost at the failover. So no
+    /// reachable replica's IO thread stops while its master is writable.
+    fn check_io_thread_stop(&self, replica: &str, source: Ipv4Addr) {
+        if !self.hosts[replica].reachable || self.monitor_cut {
+            return;
+        }
+        let Some(m) = self.c.config.hosts.iter().find(|c| c.ip == source) else {
+            return;
+        };
+        let master = &self.hosts[&m.name];
+        assert!(
+            !(master.writable && master.mysql_alive),
+            "{replica}'s IO thread stopped while {} may still commit\n{:#?}",
+            m.name,
+            self.log.iter().rev().take(30).collect::<Vec<_>>()
+        );
     }
 
     fn check_invariants(&self) {
@@ -915,11 +937,30 @@ fn a_writer_silent_everywhere_fails_trap_period_after_it_was_last_heard() {
     let mut s = Sim::online(config(&[]));
     let (heard, trap) = writer_falls_silent(&mut s);
     // db2 parks the VIP once db1's agent gave the writer up by its lease (and a ping failed).
-    let c = &s.c.config;
+    let c = s.c.config.clone();
     let lease = c.agent.lease - mmm_common::types::lease_margin(c.agent.lease);
     let parked = heard + (c.monitor.agent_timeout + lease).as_millis() as u64;
     assert_eq!(s.c.next_deadline(), Some(parked));
     advance_to(&mut s, parked);
+    // Its replicas stop their IO threads once its lease is over by the monitor's count
+    // (held at agent_timeout, plus lease + heartbeat_interval), not before.
+    let over = heard
+        + (c.monitor.agent_timeout + c.agent.lease + c.monitor.heartbeat_interval).as_millis()
+            as u64;
+    assert_eq!(s.c.next_deadline(), Some(over));
+    let before = s.log.len();
+    advance_to(&mut s, over);
+    for r in ["db2", "db3"] {
+        assert!(
+            s.log[before..]
+                .iter()
+                .any(|(_, a)| is_agent_action(a, r, |x| matches!(
+                    x,
+                    proto::Action::StopIoThread { .. }
+                ))),
+            "{r}'s IO thread stopped once db1's lease is over"
+        );
+    }
     assert_eq!(
         s.c.next_deadline(),
         Some(heard + trap),
@@ -1256,23 +1297,16 @@ fn a_writer_blip_shorter_than_trap_period_moves_nothing() {
             .any(|(_, a)| matches!(a, Action::Release { host } if host == "db1")),
         "released once it answers again"
     );
-    // Its replicas' IO threads were stopped early (in parallel with trap_period): they
-    // replicate again.
+    // Shorter than its lease: its replicas kept their IO threads (it could still commit).
     for r in ["db2", "db3"] {
         assert!(
-            s.log
+            !s.log
                 .iter()
                 .any(|(_, a)| is_agent_action(a, r, |x| matches!(
                     x,
                     proto::Action::StopIoThread { .. }
                 ))),
-            "{r}'s IO thread stopped early"
-        );
-        assert!(
-            s.log
-                .iter()
-                .any(|(_, a)| is_agent_action(a, r, |x| *x == proto::Action::StartReplication)),
-            "{r} replicates again after the blip"
+            "{r}'s IO thread stopped while the writer's lease ran"
         );
     }
     assert_eq!(s.c.active_master(), Some("db1"), "no failover for a blip");

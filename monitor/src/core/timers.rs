@@ -56,6 +56,10 @@ impl Cluster {
                 at(t + retry);
             }
         }
+        // A held-down writer's replicas stop their IO threads once its lease is over.
+        if let Some(t) = self.early_stop_due() {
+            at(t);
+        }
         // Its successor parks the VIP once a held-down writer's lease has run out.
         if let Some(t) = self.park_due() {
             at(t);
