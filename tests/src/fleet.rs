@@ -247,6 +247,32 @@ impl Fleet {
         }
     }
 
+    /// [`Fleet::cut`] of `host` in every running monitor's namespace (or, with `cut =
+    /// false`, healed): no monitor reaches its agent, mysqld or address, while its
+    /// replicas, the client and etcd still do.
+    pub fn cut_from_monitors(&self, host: &str, cut: bool) {
+        let last = self.c.lab.net.node(host).ip.octets()[3];
+        for (slot, m) in &self.monitors {
+            if m.pid.is_some() {
+                self.cut(slot, &[last], cut);
+            }
+        }
+    }
+
+    /// The last `n` lines of every monitor's and agent's log, for a failure's message.
+    pub fn logs(&self, n: usize) -> String {
+        let mut logs: Vec<String> = self
+            .monitors
+            .keys()
+            .map(|k| format!("--- {k}:\n{}", tail(&self.log(k), n)))
+            .collect();
+        for h in ["db1", "db2", "db3"] {
+            let name = format!("agent-{h}.log");
+            logs.push(format!("--- {name}:\n{}", tail(&self.c.lab.log(&name), n)));
+        }
+        logs.join("\n")
+    }
+
     /// Brings db1..db3 online through monitor `slot` (db1 becomes the writer).
     pub fn bring_online(&self, slot: &str) {
         let t = Duration::from_secs(30);
@@ -284,19 +310,10 @@ impl Fleet {
         if log.failed.is_empty() {
             return;
         }
-        let mut logs: Vec<String> = self
-            .monitors
-            .keys()
-            .map(|k| format!("--- {k}:\n{}", tail(&self.log(k), 40)))
-            .collect();
-        for h in ["db1", "db2", "db3"] {
-            let name = format!("agent-{h}.log");
-            logs.push(format!("--- {name}:\n{}", tail(&self.c.lab.log(&name), 40)));
-        }
         panic!(
             "client writes failed {during}: {:?}\n{}",
             log.failed,
-            logs.join("\n")
+            self.logs(40)
         );
     }
 
