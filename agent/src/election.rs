@@ -14,6 +14,7 @@
 
 use etcd_client::{Client, GetOptions, SortOrder, SortTarget, WatchOptions};
 use mmm_common::config::Coordination;
+use mmm_common::etcd::LazyMembers;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -23,6 +24,8 @@ pub struct Election {
     /// The current leader's term; None while unknown (etcd unreachable) or none leads.
     current: watch::Sender<Option<u64>>,
     timeout: Duration,
+    /// One etcd member at a time, moved off when it fails.
+    members: LazyMembers,
 }
 
 /// Why a term is not obeyed.
@@ -44,6 +47,7 @@ impl Election {
             coordination: c.clone(),
             current: watch::Sender::new(None),
             timeout: (c.session_ttl / 2).max(Duration::from_millis(200)),
+            members: LazyMembers::new(c, (c.session_ttl / 2).max(Duration::from_millis(200))),
         }
     }
 
@@ -51,55 +55,76 @@ impl Election {
         format!("{}/leader/", self.coordination.prefix)
     }
 
-    async fn connect(&self, bounded: bool) -> Result<Client, String> {
-        let options = mmm_common::etcd::connect_options(
-            &self.coordination,
-            bounded.then_some(self.timeout),
-            self.timeout,
-        )
-        .map_err(|e| mmm_common::error_chain(&e))?;
-        tokio::time::timeout(
-            self.timeout,
-            Client::connect(&self.coordination.etcd, Some(options)),
-        )
-        .await
-        .map_err(|_elapsed| format!("no connection within {:?}", self.timeout))?
-        .map_err(|e| mmm_common::error_chain(&e))
+    /// The member in use: `bounded` for a read, else the client for the watch.
+    async fn connect(&self, bounded: bool) -> Result<(Client, u64), String> {
+        let conn = self
+            .members
+            .get()
+            .await
+            .map_err(|e| mmm_common::error_chain(&e))?
+            .current();
+        let client = if bounded { conn.bounded } else { conn.waiting };
+        Ok((client, conn.generation))
     }
 
-    /// The current leader term, read from etcd now.
-    async fn read(&self, client: &mut Client) -> Result<Option<u64>, String> {
+    /// A request on connection `generation` failed: move off that member if it is the
+    /// member's failure, so that the next try asks another.
+    async fn failed(&self, generation: u64, e: &etcd_client::Error) -> String {
+        if let Ok(m) = self.members.get().await {
+            m.failed(generation, e).await;
+        }
+        mmm_common::error_chain(e)
+    }
+
+    async fn read(&self, client: &mut Client, generation: u64) -> Result<Option<u64>, String> {
         let options = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
             .with_limit(1)
             .with_keys_only();
-        let r = tokio::time::timeout(self.timeout, client.get(self.election(), Some(options)))
+        let r = match tokio::time::timeout(self.timeout, client.get(self.election(), Some(options)))
             .await
-            .map_err(|_elapsed| format!("no answer within {:?}", self.timeout))?
-            .map_err(|e| mmm_common::error_chain(&e))?;
+        {
+            Err(_elapsed) => {
+                let why = format!("no answer within {:?}", self.timeout);
+                if let Ok(m) = self.members.get().await {
+                    m.move_off(generation, &why).await;
+                }
+                return Err(why);
+            }
+            Ok(Err(e)) => return Err(self.failed(generation, &e).await),
+            Ok(Ok(r)) => r,
+        };
         Ok(r.kvs()
             .first()
             .map(|kv| u64::try_from(kv.create_revision()).unwrap_or(0)))
     }
 
-    /// Keeps `current` up to date from a watch on the election; runs for the agent's life.
     pub async fn run(self: std::sync::Arc<Self>) {
         let mut said = false;
         loop {
             let watched = async {
-                let mut client = self.connect(false).await?;
-                let now = self.read(&mut client).await?;
+                let (mut client, generation) = self.connect(false).await?;
+                let (mut reader, _) = self.connect(true).await?;
+                let now = self.read(&mut reader, generation).await?;
                 self.current.send_replace(now);
                 if std::mem::take(&mut said) {
                     tracing::info!(term = ?now, "the fleet's election is followed again");
                 }
-                let mut stream = client
+                let mut stream = match client
                     .watch(self.election(), Some(WatchOptions::new().with_prefix()))
                     .await
-                    .map_err(|e| mmm_common::error_chain(&e))?;
-                while let Ok(Some(_)) = stream.message().await {
-                    let now = self.read(&mut client).await?;
+                {
+                    Ok(stream) => stream,
+                    Err(e) => return Err(self.failed(generation, &e).await),
+                };
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => return Err(self.failed(generation, &e).await),
+                    }
+                    let now = self.read(&mut reader, generation).await?;
                     self.current.send_replace(now);
                 }
                 Err::<(), String>("the watch on the election ended".into())
@@ -123,12 +148,12 @@ impl Election {
             return Ok(());
         }
         // The watch may lag behind a leader elected a moment ago: ask etcd itself.
-        let mut client = self
+        let (mut client, generation) = self
             .connect(true)
             .await
             .map_err(|reason| NotLeader::Unknown { term, reason })?;
         let now = self
-            .read(&mut client)
+            .read(&mut client, generation)
             .await
             .map_err(|reason| NotLeader::Unknown { term, reason })?;
         // Not written to `current`: this read may finish after the watch stored a newer

@@ -32,18 +32,13 @@
 use crate::lease::{etcd_permit_until, Boot, Lease};
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use mmm_common::config::Coordination;
+use mmm_common::etcd::LazyMembers;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    #[error("connecting to etcd at {endpoints}")]
-    Connect {
-        endpoints: String,
-        #[source]
-        source: etcd_client::Error,
-    },
     #[error("{op}")]
     Etcd {
         op: &'static str,
@@ -54,14 +49,25 @@ pub enum EtcdError {
     Timeout { op: &'static str, after: Duration },
     #[error("keeping the etcd lease alive: etcd closed the stream")]
     StreamClosed,
-    #[error("setting up TLS to etcd")]
-    Tls(#[from] mmm_common::etcd::EtcdTlsError),
+    #[error("connecting to etcd")]
+    Members(#[source] mmm_common::etcd::MembersError),
     #[error("saving the etcd lease id in {path}")]
     Save {
         path: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl EtcdError {
+    /// The request failed the way requests to a lost, stalled or leaderless member fail.
+    fn member_failure(&self) -> bool {
+        match self {
+            EtcdError::Etcd { source, .. } => mmm_common::etcd::member_failure(source),
+            EtcdError::Timeout { .. } | EtcdError::StreamClosed => true,
+            EtcdError::Members(_) | EtcdError::Save { .. } => false,
+        }
+    }
 }
 
 /// Bounds every etcd request by `after`.
@@ -88,7 +94,6 @@ struct Held {
 /// Grants, publishes and keeps alive the agent's lease; renews [`Lease`] from it.
 pub struct Keeper {
     coordination: Coordination,
-    endpoints: Vec<String>,
     key: String,
     host: String,
     ttl: Duration,
@@ -103,7 +108,6 @@ impl Keeper {
     pub fn new(c: &Coordination, state_dir: &Path, host: &str, lease: Arc<Lease>) -> Keeper {
         Keeper {
             coordination: c.clone(),
-            endpoints: c.etcd.clone(),
             key: format!("{}/agents/{host}", c.prefix),
             host: host.to_string(),
             ttl: c.session_ttl.max(Duration::from_secs(1)),
@@ -112,15 +116,17 @@ impl Keeper {
         }
     }
 
-    /// A keepalive every quarter TTL: one lost renewal still leaves time for the next.
+    /// A keepalive every eighth of the TTL: the permit (3/4 TTL after the last answered
+    /// renewal was sent) then outlives an etcd leader election of up to 3/8 TTL, the rule
+    /// `Coordination::min_session_ttl` states (docs/operations.md).
     fn every(&self) -> Duration {
-        self.ttl / 4
+        self.ttl / 8
     }
 
-    /// Bound on each request. A renewal sent at a quarter TTL that hangs (a member that
-    /// stops answering without a reset, an etcd election, a stalled disk) is given up at
-    /// 3/8 TTL, and a retry on a fresh connection (another member if need be) still fits
-    /// before the permit ends at 3/4 TTL: one hung request does not fence the writer.
+    /// Bound on each request. A renewal that hangs (a member that stops answering
+    /// without a reset, an etcd election, a stalled disk) is given up after TTL/8 and
+    /// retried at once on another member when that one failed: one hung request or one
+    /// lost member does not fence the writer.
     fn request_timeout(&self) -> Duration {
         self.ttl / 8
     }
@@ -143,11 +149,25 @@ impl Keeper {
         };
         let mut backoff = MIN_BACKOFF;
         let mut failing = false;
+        let members = LazyMembers::new(&self.coordination, self.request_timeout());
         loop {
             let mut progressed = false;
-            let err = match self.connect().await {
-                Ok(mut client) => self.keep(&mut client, &mut held, &mut progressed).await,
-                Err(e) => e,
+            let mut moved = false;
+            let err = match members.get().await {
+                Ok(m) => {
+                    let conn = m.current();
+                    let mut client = conn.bounded;
+                    let err = self.keep(&mut client, &mut held, &mut progressed).await;
+                    // A member that failed is left at once for one that answers: a
+                    // retry on it would fail the same way until the permit ran out.
+                    if err.member_failure() {
+                        moved = m
+                            .move_off(conn.generation, &crate::reconcile::error_chain(&err))
+                            .await;
+                    }
+                    err
+                }
+                Err(e) => EtcdError::Members(e),
             };
             let error = crate::reconcile::error_chain(&err);
             if let Some(h) = held.as_mut().filter(|h| !h.confirmed) {
@@ -168,27 +188,12 @@ impl Keeper {
             } else {
                 tracing::debug!(%error, "etcd retry failed");
             }
+            if moved {
+                continue;
+            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.request_timeout());
         }
-    }
-
-    async fn connect(&self) -> Result<Client, EtcdError> {
-        let t = self.request_timeout();
-        let options = mmm_common::etcd::connect_options(&self.coordination, Some(t), t)?;
-        bounded(
-            "connecting to etcd",
-            t,
-            Client::connect(&self.endpoints, Some(options)),
-        )
-        .await
-        .map_err(|e| match e {
-            EtcdError::Etcd { source, .. } => EtcdError::Connect {
-                endpoints: self.endpoints.join(", "),
-                source,
-            },
-            other => other,
-        })
     }
 
     /// Keeps the lease alive until an error; `progressed` is set at the first renewal.
@@ -450,6 +455,8 @@ mod tests {
                 etcd: vec!["http://127.0.0.1:9".into()],
                 prefix: "/mmm/test".into(),
                 session_ttl: Duration::from_secs(s),
+                etcd_election_timeout: Duration::from_millis(500),
+                etcd_heartbeat_interval: Duration::from_millis(50),
                 tls: None,
             };
             let lease = Arc::new(Lease::new(

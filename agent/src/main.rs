@@ -55,6 +55,9 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     // Every problem of the file, one per line.
     let config = Config::load(&args.config).map_err(|e| anyhow::anyhow!(e.lines().join("\n")))?;
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let Some(host) = config.host(&args.host) else {
         let known: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
         anyhow::bail!(

@@ -11,21 +11,16 @@
 //! This module is the etcd side only; it knows nothing of the cluster it coordinates.
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, LeaderKey, PutOptions, ResignOptions,
-    SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, LeaderKey, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, ResignOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
 };
 use mmm_common::config::Coordination;
+use mmm_common::etcd::Members;
 use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    #[error("connecting to etcd at {endpoints}")]
-    Connect {
-        endpoints: String,
-        #[source]
-        source: etcd_client::Error,
-    },
     #[error("{op}")]
     Etcd {
         op: &'static str,
@@ -38,25 +33,22 @@ pub enum FleetError {
     Deposed { term: u64 },
     #[error("a monitor named '{name}' is already in this fleet (key {key}): give each monitor its own --name")]
     NameTaken { name: String, key: String },
-    #[error("setting up TLS to etcd")]
-    Tls(#[source] mmm_common::etcd::EtcdTlsError),
+    #[error("connecting to etcd")]
+    Members(#[source] mmm_common::etcd::MembersError),
     #[error("the session was lost while campaigning")]
     SessionLost,
     #[error("no answer from the leading monitor within {timeout:?}")]
     NoReply { timeout: std::time::Duration },
 }
 
-fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> FleetError {
-    move |source| FleetError::Etcd { op, source }
-}
+/// How soon a failed session renewal is retried (on another member if the last failed).
+const RETRY: Duration = Duration::from_millis(100);
 
-/// A connection to the etcd cluster under one prefix.
+/// A connection to the etcd cluster under one prefix, through one member at a time
+/// (moved off as soon as a request fails the way a lost member fails).
 #[derive(Clone)]
 pub struct Fleet {
-    /// Every request bounded by the connect timeout.
-    client: Client,
-    /// For requests that wait by design (a campaign, a watch): no request timeout.
-    waiting: Client,
+    members: Members,
     prefix: String,
     ttl: Duration,
 }
@@ -125,24 +117,39 @@ pub struct Leadership {
 impl Fleet {
     /// Connects (bounded by `timeout`); every later request is bounded by it too.
     pub async fn connect(c: &Coordination, timeout: Duration) -> Result<Fleet, FleetError> {
-        let connect = |bounded: Option<Duration>| async move {
-            let options =
-                mmm_common::etcd::connect_options(c, bounded, timeout).map_err(FleetError::Tls)?;
-            Client::connect(&c.etcd, Some(options))
-                .await
-                .map_err(|source| FleetError::Connect {
-                    endpoints: c.etcd.join(", "),
-                    source,
-                })
-        };
-        let client = connect(Some(timeout)).await?;
-        let waiting = connect(None).await?;
+        let members = Members::connect(c, timeout)
+            .await
+            .map_err(FleetError::Members)?;
         Ok(Fleet {
-            client,
-            waiting,
+            members,
             prefix: c.prefix.clone(),
             ttl: c.session_ttl,
         })
+    }
+
+    /// The member in use, each request bounded by the connect timeout, and the mapping of
+    /// its errors, which moves off that member when it failed.
+    fn bounded(&self, op: &'static str) -> (Client, impl FnOnce(etcd_client::Error) -> FleetError) {
+        let conn = self.members.current();
+        (conn.bounded, self.failed(conn.generation, op))
+    }
+
+    /// As [`Fleet::bounded`], for requests that wait by design (a campaign, a watch).
+    fn waiting(&self, op: &'static str) -> (Client, impl FnOnce(etcd_client::Error) -> FleetError) {
+        let conn = self.members.current();
+        (conn.waiting, self.failed(conn.generation, op))
+    }
+
+    fn failed(
+        &self,
+        generation: u64,
+        op: &'static str,
+    ) -> impl FnOnce(etcd_client::Error) -> FleetError {
+        let members = self.members.clone();
+        move |source| {
+            members.spawn_failed(generation, &source);
+            FleetError::Etcd { op, source }
+        }
     }
 
     fn election(&self) -> String {
@@ -155,39 +162,91 @@ impl Fleet {
     }
 
     /// Grants a lease of the session TTL and renews it three times per TTL.
+    ///
+    /// The session counts as alive until a TTL less the margin after the last renewal
+    /// that etcd answered was sent (etcd counts the TTL from when it handled it, later):
+    /// never past etcd's own expiry, and a failed renewal is retried on another member
+    /// meanwhile, so one lost member or an etcd leader election does not end it.
     pub async fn session(&mut self) -> Result<Session, FleetError> {
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX).max(1);
-        let lease = self
-            .client
-            .lease_grant(ttl, None)
-            .await
-            .map_err(etcd("granting the session lease"))?
-            .id();
-        let (mut keeper, mut stream) = self
-            .client
-            .lease_keep_alive(lease)
-            .await
-            .map_err(etcd("keeping the session lease alive"))?;
+        let sent = tokio::time::Instant::now();
+        let lease = {
+            let (mut c, failed) = self.bounded("granting the session lease");
+            c.lease_grant(ttl, None).await.map_err(failed)
+        }?
+        .id();
+        let valid = self.ttl - mmm_common::types::lease_margin(self.ttl);
         let (tx, alive) = watch::channel(true);
         let every = self.ttl / 3;
+        let members = self.members.clone();
         let keeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            let mut valid_until = sent + valid;
+            let mut renewing: Option<(LeaseKeeper, LeaseKeepAliveStream, u64)> = None;
+            let mut next = tokio::time::Instant::now();
             loop {
-                tick.tick().await;
-                // A renewal must come back within the interval, or the session counts as
-                // lost now, before etcd expires it: nothing may be decided on it any more.
-                let renewed = tokio::time::timeout(every, async {
-                    keeper.keep_alive().await?;
-                    stream.message().await
+                tokio::time::sleep_until(next).await;
+                let sent = tokio::time::Instant::now();
+                if sent >= valid_until {
+                    let _ = tx.send(false);
+                    return;
+                }
+                let budget = (valid_until - sent).min(every);
+                let attempt = renewing
+                    .as_ref()
+                    .map_or_else(|| members.current().generation, |r| r.2);
+                let renewed = tokio::time::timeout(budget, async {
+                    let (keeper, stream, generation) = match renewing.as_mut() {
+                        Some(r) => r,
+                        None => {
+                            let conn = members.current();
+                            let mut client = conn.bounded;
+                            let generation = conn.generation;
+                            let (k, s) = client
+                                .lease_keep_alive(lease)
+                                .await
+                                .map_err(|e| (generation, Some(e)))?;
+                            renewing.insert((k, s, generation))
+                        }
+                    };
+                    let generation = *generation;
+                    keeper
+                        .keep_alive()
+                        .await
+                        .map_err(|e| (generation, Some(e)))?;
+                    stream
+                        .message()
+                        .await
+                        .map_err(|e| (generation, Some(e)))?
+                        .ok_or((generation, None))
                 })
                 .await;
                 match renewed {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
-                    _ => {
+                    Ok(Ok(r)) if r.ttl() > 0 => {
+                        valid_until = sent + valid;
+                        next = sent + every;
+                        continue;
+                    }
+                    // etcd no longer knows the lease: the session is over.
+                    Ok(Ok(_)) => {
                         let _ = tx.send(false);
                         return;
                     }
+                    Ok(Err((generation, Some(e)))) => {
+                        members.failed(generation, &e).await;
+                    }
+                    Ok(Err((generation, None))) => {
+                        members
+                            .move_off(generation, "etcd closed the keepalive stream")
+                            .await;
+                    }
+                    Err(_elapsed) => {
+                        members
+                            .move_off(attempt, "a session renewal was not answered")
+                            .await;
+                    }
                 }
+                renewing = None;
+                next = tokio::time::Instant::now() + RETRY;
             }
         });
         Ok(Session {
@@ -208,8 +267,9 @@ impl Fleet {
     ) -> Result<Leadership, FleetError> {
         let election = self.election();
         let lease = session.lease;
+        let (mut waiting, failed) = self.waiting("campaigning for leadership");
         let won = tokio::select! {
-            won = self.waiting.campaign(election, name, lease) => won.map_err(etcd("campaigning for leadership"))?,
+            won = waiting.campaign(election, name, lease) => won.map_err(failed)?,
             _ = session.lost() => return Err(FleetError::SessionLost),
         };
         let key = won.leader().cloned().ok_or(FleetError::NoLeaderKey {
@@ -228,11 +288,12 @@ impl Fleet {
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
             .with_limit(1);
-        let r = self
-            .client
-            .get(format!("{}/", self.election()), Some(options))
-            .await
-            .map_err(etcd("asking for the leader"))?;
+        let r = {
+            let (mut c, failed) = self.bounded("asking for the leader");
+            c.get(format!("{}/", self.election()), Some(options))
+                .await
+                .map_err(failed)
+        }?;
         Ok(r.kvs().first().map(|kv| {
             (
                 String::from_utf8_lossy(kv.value()).into_owned(),
@@ -264,11 +325,12 @@ impl Fleet {
             guards.push(Compare::lease(key.clone(), CompareOp::Equal, lease));
         }
         for guard in guards {
-            let done = self
-                .client
-                .txn(Txn::new().when([guard]).and_then([put.clone()]))
-                .await
-                .map_err(etcd("registering this monitor"))?;
+            let done = {
+                let (mut c, failed) = self.bounded("registering this monitor");
+                c.txn(Txn::new().when([guard]).and_then([put.clone()]))
+                    .await
+                    .map_err(failed)
+            }?;
             if done.succeeded() {
                 return Ok(());
             }
@@ -282,11 +344,12 @@ impl Fleet {
     /// The leader and every registered monitor.
     pub async fn view(&mut self) -> Result<FleetView, FleetError> {
         let leader = self.leader().await?;
-        let r = self
-            .client
-            .get(self.key("monitors/"), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(etcd("listing the monitors"))?;
+        let r = {
+            let (mut c, failed) = self.bounded("listing the monitors");
+            c.get(self.key("monitors/"), Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(failed)
+        }?;
         let mut members: Vec<String> = r
             .kvs()
             .iter()
@@ -299,11 +362,12 @@ impl Fleet {
     /// The etcd lease an agent holds as its writer permit (`<prefix>/agents/<host>`), if
     /// its key exists.
     pub async fn agent_lease(&mut self, host: &str) -> Result<Option<i64>, FleetError> {
-        let r = self
-            .client
-            .get(self.key(&format!("agents/{host}")), None)
-            .await
-            .map_err(etcd("reading an agent's lease"))?;
+        let r = {
+            let (mut c, failed) = self.bounded("reading an agent's lease");
+            c.get(self.key(&format!("agents/{host}")), None)
+                .await
+                .map_err(failed)
+        }?;
         Ok(r.kvs().first().map(|kv| kv.lease()).filter(|l| *l != 0))
     }
 
@@ -311,25 +375,22 @@ impl Fleet {
     /// know; a live one's remaining TTL is given in whole seconds, rounded down, so a
     /// lease with less than a second left (most of the time with a 1 s TTL) reads 0.
     pub async fn lease_alive(&mut self, lease: i64) -> Result<bool, FleetError> {
-        let r = self
-            .client
-            .lease_time_to_live(lease, None)
-            .await
-            .map_err(etcd("asking for a lease's time to live"))?;
+        let r = {
+            let (mut c, failed) = self.bounded("asking for a lease's time to live");
+            c.lease_time_to_live(lease, None).await.map_err(failed)
+        }?;
         Ok(r.ttl() >= 0)
     }
 
     /// Ends `lease` now: its keys go, and its holder learns it at its next renewal.
     pub async fn revoke(&mut self, lease: i64) -> Result<(), FleetError> {
-        match self.client.lease_revoke(lease).await {
+        let (mut client, failed) = self.bounded("revoking an agent's lease");
+        match client.lease_revoke(lease).await {
             Ok(_) => Ok(()),
             // A lease already gone is refused; gone is what the revoke was for.
             Err(source) => match self.lease_alive(lease).await {
                 Ok(false) => Ok(()),
-                _ => Err(FleetError::Etcd {
-                    op: "revoking an agent's lease",
-                    source,
-                }),
+                _ => Err(failed(source)),
             },
         }
     }
@@ -341,23 +402,25 @@ impl Fleet {
         name: &str,
         value: impl Into<Vec<u8>>,
     ) -> Result<(), FleetError> {
-        self.client
-            .put(
+        {
+            let (mut c, failed) = self.bounded("writing to etcd");
+            c.put(
                 self.key(name),
                 value,
                 Some(PutOptions::new().with_lease(session_lease)),
             )
             .await
-            .map_err(etcd("writing to etcd"))?;
+            .map_err(failed)
+        }?;
         Ok(())
     }
 
     /// Deletes `name` under the prefix.
     pub async fn delete(&mut self, name: &str) -> Result<(), FleetError> {
-        self.client
-            .delete(self.key(name), None)
-            .await
-            .map_err(etcd("deleting from etcd"))?;
+        {
+            let (mut c, failed) = self.bounded("deleting from etcd");
+            c.delete(self.key(name), None).await.map_err(failed)
+        }?;
         Ok(())
     }
 
@@ -397,15 +460,16 @@ impl Fleet {
         dir: &str,
     ) -> Result<(Vec<DirEntry>, tokio::sync::mpsc::Receiver<DirChange>), FleetError> {
         let prefix = self.key(&format!("{dir}/"));
-        let now = self
-            .client
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(etcd("reading a directory"))?;
+        let now = {
+            let (mut c, failed) = self.bounded("reading a directory");
+            c.get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(failed)
+        }?;
         let from = now.header().map_or(0, |h| h.revision()) + 1;
-        let mut stream = self
-            .waiting
-            .watch(
+        let mut stream = {
+            let (mut c, failed) = self.waiting("watching a directory");
+            c.watch(
                 prefix.clone(),
                 Some(
                     WatchOptions::new()
@@ -415,7 +479,8 @@ impl Fleet {
                 ),
             )
             .await
-            .map_err(etcd("watching a directory"))?;
+            .map_err(failed)
+        }?;
         let name = {
             let prefix = prefix.clone();
             move |kv: &etcd_client::KeyValue| {
@@ -486,11 +551,10 @@ impl Fleet {
             value,
             lease.map(|l| PutOptions::new().with_lease(l)),
         )]);
-        let done = self
-            .client
-            .txn(txn)
-            .await
-            .map_err(etcd("writing as the leader"))?;
+        let done = {
+            let (mut c, failed) = self.bounded("writing as the leader");
+            c.txn(txn).await.map_err(failed)
+        }?;
         if done.succeeded() {
             Ok(())
         } else {
@@ -500,21 +564,22 @@ impl Fleet {
 
     /// Reads `name` under the prefix.
     pub async fn get(&mut self, name: &str) -> Result<Option<Vec<u8>>, FleetError> {
-        let r = self
-            .client
-            .get(self.key(name), None)
-            .await
-            .map_err(etcd("reading from etcd"))?;
+        let r = {
+            let (mut c, failed) = self.bounded("reading from etcd");
+            c.get(self.key(name), None).await.map_err(failed)
+        }?;
         Ok(r.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
     /// Gives up leadership at once (a planned stop): another monitor is elected without
     /// waiting for the session to expire.
     pub async fn resign(&mut self, lead: Leadership) -> Result<(), FleetError> {
-        self.client
-            .resign(Some(ResignOptions::new().with_leader(lead.key)))
-            .await
-            .map_err(etcd("resigning leadership"))?;
+        {
+            let (mut c, failed) = self.bounded("resigning leadership");
+            c.resign(Some(ResignOptions::new().with_leader(lead.key)))
+                .await
+                .map_err(failed)
+        }?;
         Ok(())
     }
 
@@ -523,10 +588,10 @@ impl Fleet {
     pub async fn end(&mut self, session: Session) -> Result<(), FleetError> {
         let lease = session.lease;
         drop(session);
-        self.client
-            .lease_revoke(lease)
-            .await
-            .map_err(etcd("revoking the session lease"))?;
+        {
+            let (mut c, failed) = self.bounded("revoking the session lease");
+            c.lease_revoke(lease).await.map_err(failed)
+        }?;
         Ok(())
     }
 }

@@ -340,6 +340,50 @@ impl EtcdCluster {
             .join("\n")
     }
 
+    /// The member that leads etcd's raft now, as `etcdctl endpoint status` reports it
+    /// (None while no answering member names a leader among the answering ones).
+    pub fn raft_leader(&self) -> Option<String> {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.as_array()?.iter().find_map(|e| {
+            let status = &e["Status"];
+            let me = status["header"]["member_id"].as_u64()?;
+            (status["leader"].as_u64()? == me).then(|| {
+                let url = e["Endpoint"].as_str().unwrap_or_default();
+                self.members
+                    .iter()
+                    .find(|m| m.client_url == url)
+                    .map(|m| m.name.clone())
+            })?
+        })
+    }
+
+    /// Waits until etcd's raft has a leader and returns it.
+    pub fn wait_raft_leader(&self, within: Duration) -> String {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(l) = self.raft_leader() {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("etcd has no raft leader:\n{}", self.logs());
+    }
+
+    /// Sends `signal` (KILL, STOP, CONT) to a member's process.
+    pub fn signal(&self, name: &str, signal: &str) {
+        let m = self
+            .members
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no etcd member {name}"));
+        let pid = m
+            .pid
+            .or_else(|| m.child.as_ref().map(|c| c.id()))
+            .unwrap_or_else(|| panic!("etcd member {name} is not running"));
+        send_signal(pid, signal).unwrap_or_else(|e| panic!("SIG{signal} to etcd {name}: {e}"));
+    }
+
     /// Stops a member with SIGKILL (a lost machine).
     pub fn kill(&mut self, name: &str) {
         if let Some(m) = self.members.iter_mut().find(|m| m.name == name) {

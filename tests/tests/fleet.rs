@@ -16,6 +16,8 @@ fn coordination(etcd: &EtcdCluster, prefix: &str) -> Coordination {
         etcd: etcd.endpoints(),
         prefix: prefix.into(),
         session_ttl: Duration::from_secs(1),
+        etcd_election_timeout: Duration::from_millis(500),
+        etcd_heartbeat_interval: Duration::from_millis(50),
         tls: None,
     }
 }
@@ -259,4 +261,71 @@ fn a_renewed_lease_reads_as_alive() {
             .await
             .expect("revoking a gone lease is no error");
     });
+}
+
+/// Any member lost, the raft leader included and first in the list: a leader's session
+/// is not lost, its guarded writes go on through another member, and a monitor that
+/// starts with the dead member first in its list connects at once. The session TTL is
+/// the one the rule derives from the cluster's election timeout (500 ms here: 4 s).
+#[test]
+fn a_lost_etcd_member_ends_no_session() {
+    for (tag, signal) in [("fleet-member-kill", "KILL"), ("fleet-member-stop", "STOP")] {
+        let etcd = EtcdCluster::start(tag, 3);
+        let leader = etcd.wait_raft_leader(Duration::from_secs(10));
+        // The raft leader first in the list: the member every client would use first.
+        let mut endpoints = etcd.endpoints();
+        let at = etcd.members.iter().position(|m| m.name == leader).unwrap();
+        let first = endpoints.remove(at);
+        endpoints.insert(0, first);
+        let c = Coordination {
+            etcd: endpoints,
+            session_ttl: Duration::from_secs(4),
+            ..coordination(&etcd, "/mmm/members")
+        };
+        assert!(
+            c.session_ttl >= c.min_session_ttl(),
+            "the test's TTL follows the rule"
+        );
+        runtime().block_on(async {
+            let mut a = Fleet::connect(&c, T).await.expect("a connects");
+            let mut sa = a.session().await.expect("a's session");
+            let lead = a.campaign(&mut sa, "mon-a").await.expect("a leads");
+            etcd.signal(&leader, signal);
+            let writes = async {
+                for i in 0..20 {
+                    let mut attempts = 0;
+                    loop {
+                        match a.put_as_leader(&lead, "status", format!("{i}")).await {
+                            Ok(()) => break,
+                            Err(FleetError::Deposed { .. }) => panic!("{signal}: deposed"),
+                            Err(e) if attempts < 50 => {
+                                attempts += 1;
+                                let _ = e;
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            Err(e) => panic!("{signal}: write {i} kept failing: {e}"),
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            };
+            tokio::select! {
+                _ = writes => {}
+                _ = sa.lost() => panic!("{signal} of the raft leader ended the session:\n{}", etcd.logs()),
+            }
+            assert!(sa.alive(), "{signal}: the session is alive");
+            // A monitor started now, the dead member first in its list, connects.
+            let mut b = tokio::time::timeout(Duration::from_secs(5), Fleet::connect(&c, T))
+                .await
+                .expect("b connects in time")
+                .expect("b connects past the dead member");
+            assert_eq!(
+                b.leader().await.expect("b reads the leader").map(|(n, _)| n),
+                Some("mon-a".to_string())
+            );
+        });
+        if signal == "STOP" {
+            etcd.signal(&leader, "CONT");
+        }
+    }
 }

@@ -39,10 +39,43 @@ pub struct Coordination {
     pub etcd: Vec<String>,
     /// One per cluster: the election, the status and the published writer live under it.
     pub prefix: String,
-    /// TTL of the leader's etcd session, whole seconds (etcd grants no less than 1 s).
+    /// TTL of the leader's etcd session and of each agent's writer permit, whole seconds
+    /// (etcd grants no less than 1 s). Default: the least that outlives an etcd leader
+    /// election ([`Coordination::min_session_ttl`]).
     pub session_ttl: Duration,
+    /// etcd's own `--election-timeout` and `--heartbeat-interval` (etcd's defaults 1 s and
+    /// 100 ms): how long an etcd leader election can stall every renewal.
+    pub etcd_election_timeout: Duration,
+    pub etcd_heartbeat_interval: Duration,
     /// With `https://` endpoints: how etcd's certificate is checked, and ours if any.
     pub tls: Option<EtcdTls>,
+}
+
+impl Coordination {
+    /// The longest an etcd leader election stalls every request: a follower notices its
+    /// leader's silence after a randomised election timeout of up to twice the configured
+    /// one, then a vote round of about a heartbeat.
+    pub fn etcd_election_bound(&self) -> Duration {
+        2 * self.etcd_election_timeout + self.etcd_heartbeat_interval
+    }
+
+    /// The least `session_ttl` whose permit outlives an etcd leader election. An agent
+    /// renews every TTL/8 and its permit lasts 3/4 TTL after the last answered renewal was
+    /// sent; with the leader gone right after one, the renewals fail until the election
+    /// is over (at most [`Coordination::etcd_election_bound`]) and the first retry after
+    /// it comes at most a retry gap (TTL/8) later and is answered within TTL/8: the
+    /// permit holds while TTL/8 + election + TTL/8 + TTL/8 < 3/4 TTL, that is while the
+    /// election is shorter than 3/8 TTL. Three elections' bound, in whole seconds, keeps a
+    /// margin for moving off a dead member on top.
+    pub fn min_session_ttl(&self) -> Duration {
+        min_session_ttl(self.etcd_election_bound())
+    }
+}
+
+/// [`Coordination::min_session_ttl`] for an election bound.
+pub fn min_session_ttl(election: Duration) -> Duration {
+    let ms = (3 * election).as_millis() as u64;
+    Duration::from_secs(ms.div_ceil(1000).max(1))
 }
 
 /// TLS to etcd: the CA that signed the members' certificates, and a client certificate
@@ -312,6 +345,27 @@ impl Config {
                 problems: Problems(problems),
             }),
         }
+    }
+
+    /// Values that validate but break a timing rule of docs/operations.md: each names
+    /// its key, what breaks and the value that satisfies the rule. `--check-config` prints
+    /// them and the monitor and agent log them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.coordination {
+            let least = c.min_session_ttl();
+            if c.session_ttl < least {
+                out.push(format!(
+                    "coordination.session_ttl: {:?} does not outlive an etcd leader election (up to {:?} with etcd_election_timeout {:?} and etcd_heartbeat_interval {:?}): the writer's permit can lapse and writes fail when etcd's leader is lost; use at least {:?} (leave it out for that default)",
+                    c.session_ttl,
+                    c.etcd_election_bound(),
+                    c.etcd_election_timeout,
+                    c.etcd_heartbeat_interval,
+                    least
+                ));
+            }
+        }
+        out
     }
 
     pub fn host(&self, name: &str) -> Option<&Host> {

@@ -157,6 +157,8 @@ pub struct RawCoordination {
     pub etcd: Option<Vec<String>>,
     pub prefix: Option<String>,
     pub session_ttl: Option<String>,
+    pub etcd_election_timeout: Option<String>,
+    pub etcd_heartbeat_interval: Option<String>,
     pub ca_file: Option<String>,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,

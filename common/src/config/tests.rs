@@ -428,3 +428,58 @@ fn coordination_is_optional_and_checked_whole() {
         "coordination.ca_file: only with https:// etcd endpoints",
     );
 }
+
+/// The default session_ttl outlives an etcd leader election with etcd's own timings (and
+/// with the ones given), and a shorter one is a warning naming the least that works.
+#[test]
+fn session_ttl_outlives_an_etcd_election_by_default() {
+    let coordination = |extra: &str| {
+        let text = format!(
+            "{MINIMAL}\n[coordination]\netcd = [\"http://10.0.0.5:2379\"]\nprefix = \"/mmm/main\"\n{extra}"
+        );
+        parse(&text).unwrap()
+    };
+    let etcd_defaults = coordination("");
+    let c = etcd_defaults.coordination.as_ref().unwrap();
+    assert_eq!(c.etcd_election_timeout, Duration::from_secs(1));
+    assert_eq!(c.etcd_heartbeat_interval, Duration::from_millis(100));
+    assert_eq!(
+        c.session_ttl,
+        Duration::from_secs(7),
+        "3 x (2 x 1 s + 100 ms)"
+    );
+    assert!(etcd_defaults.warnings().is_empty());
+    let lan =
+        coordination("etcd_election_timeout = \"500ms\"\netcd_heartbeat_interval = \"50ms\"\n");
+    assert_eq!(
+        lan.coordination.as_ref().unwrap().session_ttl,
+        Duration::from_secs(4)
+    );
+    let short = coordination(
+        "etcd_election_timeout = \"500ms\"\netcd_heartbeat_interval = \"50ms\"\nsession_ttl = \"1s\"\n",
+    );
+    let w = short.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("coordination.session_ttl: 1s does not outlive an etcd leader election")
+            && w[0].contains("use at least 4s"),
+        "{w:?}"
+    );
+    assert_has(
+        &problems(&format!(
+            "{MINIMAL}\n[coordination]\netcd = [\"http://10.0.0.5:2379\"]\nprefix = \"/x\"\netcd_heartbeat_interval = \"2s\"\n"
+        )),
+        "coordination.etcd_heartbeat_interval: 2s: etcd's --heartbeat-interval, above zero and below its --election-timeout (1s)",
+    );
+}
+
+proptest::proptest! {
+    /// Whatever etcd's timings, the derived TTL satisfies the rule it is derived from:
+    /// an election shorter than 3/8 of it.
+    #[test]
+    fn the_derived_session_ttl_outlives_the_election(et in 100u64..10_000, hb in 10u64..1000) {
+        let election = Duration::from_millis(2 * et + hb);
+        let ttl = crate::config::min_session_ttl(election);
+        proptest::prop_assert!(election * 8 < ttl * 3, "{election:?} vs {ttl:?}");
+    }
+}

@@ -824,11 +824,25 @@ fn coordination(c: &mut Collector, r: &RawCoordination) -> Coordination {
             format!("{prefix:?}: one absolute key path per cluster, like \"/mmm/main\" (no trailing '/', no spaces)"),
         );
     }
-    let session_ttl = c.duration(
-        "coordination.session_ttl",
-        &r.session_ttl,
+    let etcd_election_timeout = c.duration(
+        "coordination.etcd_election_timeout",
+        &r.etcd_election_timeout,
         Duration::from_secs(1),
     );
+    let etcd_heartbeat_interval = c.duration(
+        "coordination.etcd_heartbeat_interval",
+        &r.etcd_heartbeat_interval,
+        Duration::from_millis(100),
+    );
+    if etcd_heartbeat_interval.is_zero() || etcd_heartbeat_interval >= etcd_election_timeout {
+        c.problem(
+            "coordination.etcd_heartbeat_interval",
+            format!("{etcd_heartbeat_interval:?}: etcd's --heartbeat-interval, above zero and below its --election-timeout ({etcd_election_timeout:?})"),
+        );
+    }
+    let derived = super::min_session_ttl(2 * etcd_election_timeout + etcd_heartbeat_interval)
+        .min(Duration::from_secs(60));
+    let session_ttl = c.duration("coordination.session_ttl", &r.session_ttl, derived);
     if session_ttl.subsec_nanos() != 0
         || session_ttl < Duration::from_secs(1)
         || session_ttl > Duration::from_secs(60)
@@ -844,6 +858,8 @@ fn coordination(c: &mut Collector, r: &RawCoordination) -> Coordination {
         etcd,
         prefix,
         session_ttl,
+        etcd_election_timeout,
+        etcd_heartbeat_interval,
         tls,
     }
 }

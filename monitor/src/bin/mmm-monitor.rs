@@ -46,7 +46,12 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match Config::load(&args.config) {
-        Ok(c) => c,
+        Ok(c) => {
+            for w in c.warnings() {
+                tracing::warn!("{w}");
+            }
+            c
+        }
         Err(e) => {
             for line in e.lines() {
                 tracing::error!("{line}");
@@ -101,7 +106,10 @@ fn main() -> ExitCode {
 
 fn check_config(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
-        Ok(_) => {
+        Ok(c) => {
+            for w in c.warnings() {
+                println!("WARNING: {w}");
+            }
             println!("OK");
             ExitCode::SUCCESS
         }

@@ -60,3 +60,5 @@ pub fn connect_options(
     }
     Ok(options)
 }
+pub mod members;
+pub use members::{member_failure, Conn, LazyMembers, Members, MembersError};

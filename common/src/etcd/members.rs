@@ -1,0 +1,277 @@
+//! One etcd member at a time, moved off the moment it fails.
+//!
+//! etcd-client balances a channel over every endpoint, but a dead member stays in it: with
+//! the first member of the list SIGKILLed, requests kept failing with "tcp connect error"
+//! to it for 20 s and more (measured), so a monitor stood by and an agent's writer permit
+//! ran out while two members of three answered. Here a client talks to exactly one
+//! member; a request that fails the way a lost member fails (transport, timeout, "no
+//! leader") moves every user of this [`Members`] to the next member that answers a
+//! linearizable read (so it is connected to a leader), trying each in turn from the one
+//! after the failed one. While no member answers (an etcd election, a lost majority) the
+//! current one is kept and the next failure tries again.
+
+use super::connect_options;
+use crate::config::Coordination;
+use etcd_client::{Client, GetOptions};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembersError {
+    #[error("setting up TLS to etcd")]
+    Tls(#[from] super::EtcdTlsError),
+    /// Every member failed its probe; each one's failure is named.
+    #[error("no etcd member answers with a leader: {}", .failures.iter().map(|(e, why)| format!("{e}: {why}")).collect::<Vec<_>>().join("; "))]
+    NoneAnswers { failures: Vec<(String, String)> },
+}
+
+/// The clients of the member in use. `generation` names the connection: a failure
+/// reported against an older one moves nothing (someone moved already).
+#[derive(Clone)]
+pub struct Conn {
+    /// Every request bounded by the timeout given to [`Members::connect`].
+    pub bounded: Client,
+    /// For requests that wait by design (a campaign, a watch): no request timeout.
+    pub waiting: Client,
+    pub generation: u64,
+    pub endpoint: String,
+}
+
+struct State {
+    index: usize,
+    conn: Conn,
+    /// The last move-off found no member: said once, not at every retry.
+    failing: bool,
+}
+
+struct Shared {
+    coordination: Coordination,
+    timeout: Duration,
+    state: Mutex<State>,
+    /// One move-off at a time: the others wait for it and use its result.
+    moving: tokio::sync::Mutex<()>,
+}
+
+/// The etcd members of `[coordination]`, used one at a time (cheap to clone: shared).
+#[derive(Clone)]
+pub struct Members {
+    shared: Arc<Shared>,
+}
+
+/// Whether `e` is how a request fails on a member that is gone, cut off, stalled or
+/// without a leader: worth moving to another. Answers about the request itself (a lease
+/// or key not found, a compare that failed, bad arguments) are not.
+pub fn member_failure(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    use tonic::Code;
+    match e {
+        E::TransportError(_) | E::IoError(_) => true,
+        E::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Unknown
+                | Code::Internal
+                | Code::ResourceExhausted
+        ),
+        E::WatchError(_) | E::LeaseKeepAliveError(_) => {
+            // "lease not found" is an answer; a stream that ended is the member.
+            !e.to_string().contains("not found")
+        }
+        _ => false,
+    }
+}
+
+impl Members {
+    /// Connects to the first member, in the configured order, that answers a
+    /// linearizable read within `timeout`.
+    pub async fn connect(c: &Coordination, timeout: Duration) -> Result<Members, MembersError> {
+        let (index, conn) = probe_all(c, timeout, 0, 0).await?;
+        Ok(Members {
+            shared: Arc::new(Shared {
+                coordination: c.clone(),
+                timeout,
+                state: Mutex::new(State {
+                    index,
+                    conn,
+                    failing: false,
+                }),
+                moving: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The member in use.
+    pub fn current(&self) -> Conn {
+        self.lock().conn.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request on connection `generation` failed with `error`: when it is a member's
+    /// failure, moves off that member now. Returns whether the member in use changed
+    /// (by this call or by another since `generation`).
+    pub async fn failed(&self, generation: u64, error: &etcd_client::Error) -> bool {
+        if !member_failure(error) {
+            return false;
+        }
+        self.move_off(generation, &crate::error_chain(error)).await
+    }
+
+    /// Same, in the background, for callers that only report the error.
+    pub fn spawn_failed(&self, generation: u64, error: &etcd_client::Error) {
+        if !member_failure(error) {
+            return;
+        }
+        let this = self.clone();
+        let why = crate::error_chain(error);
+        tokio::spawn(async move {
+            this.move_off(generation, &why).await;
+        });
+    }
+
+    /// Moves off the member of connection `generation`, which failed with `why` (a
+    /// timeout of the caller's own, say): to the next one that answers, in list order
+    /// after it, itself last. Keeps it when none answers.
+    pub async fn move_off(&self, generation: u64, why: &str) -> bool {
+        let _one = self.shared.moving.lock().await;
+        let (index, current) = {
+            let s = self.lock();
+            if s.conn.generation != generation {
+                return true;
+            }
+            (s.index, s.conn.generation)
+        };
+        let c = &self.shared.coordination;
+        match probe_all(c, self.shared.timeout, index + 1, current + 1).await {
+            Ok((next, conn)) => {
+                let mut s = self.lock();
+                let from = std::mem::replace(&mut s.index, next);
+                let moved = from != next;
+                if moved || s.failing {
+                    tracing::warn!(
+                        from = %c.etcd[from],
+                        to = %conn.endpoint,
+                        reason = %why,
+                        "etcd member failed: using another"
+                    );
+                }
+                s.conn = conn;
+                s.failing = false;
+                true
+            }
+            Err(e) => {
+                let mut s = self.lock();
+                if !std::mem::replace(&mut s.failing, true) {
+                    tracing::warn!(error = %crate::error_chain(&e), reason = %why, "etcd member failed and no other answers: retrying");
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Probes every member at once and takes the first that answers, preferring, among
+/// those that answer together, the first at or after `start` in list order. At once:
+/// a member that hangs (SIGSTOP, a blackholed path) costs a whole request timeout, and
+/// one after another they would add up past the writer's permit.
+async fn probe_all(
+    c: &Coordination,
+    timeout: Duration,
+    start: usize,
+    generation: u64,
+) -> Result<(usize, Conn), MembersError> {
+    let n = c.etcd.len();
+    let mut probes = tokio::task::JoinSet::new();
+    for k in 0..n {
+        let i = (start + k) % n;
+        let (c, endpoint) = (c.clone(), c.etcd[i].clone());
+        probes.spawn(async move {
+            // The preferred member gets a head start of a few milliseconds, so that an
+            // idle cluster keeps the list's order.
+            tokio::time::sleep(Duration::from_millis(5 * k as u64)).await;
+            (i, probe(&c, &endpoint, timeout, generation).await)
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(done) = probes.join_next().await {
+        let Ok((i, result)) = done else { continue };
+        match result {
+            Ok(conn) => {
+                probes.abort_all();
+                return Ok((i, conn));
+            }
+            Err(ProbeError::Tls(e)) => return Err(MembersError::Tls(e)),
+            Err(ProbeError::Member(why)) => failures.push((c.etcd[i].clone(), why)),
+        }
+    }
+    failures.sort();
+    Err(MembersError::NoneAnswers { failures })
+}
+
+enum ProbeError {
+    Tls(super::EtcdTlsError),
+    Member(String),
+}
+
+/// Connects to `endpoint` alone and reads the prefix's key count: an answer means this
+/// member is up and has a leader (a linearizable read needs one).
+async fn probe(
+    c: &Coordination,
+    endpoint: &str,
+    timeout: Duration,
+    generation: u64,
+) -> Result<Conn, ProbeError> {
+    let bounded_opts = connect_options(c, Some(timeout), timeout).map_err(ProbeError::Tls)?;
+    let waiting_opts = connect_options(c, None, timeout).map_err(ProbeError::Tls)?;
+    let attempt = async {
+        let mut bounded = Client::connect([endpoint], Some(bounded_opts)).await?;
+        bounded
+            .get(c.prefix.as_str(), Some(GetOptions::new().with_count_only()))
+            .await?;
+        let waiting = Client::connect([endpoint], Some(waiting_opts)).await?;
+        Ok::<_, etcd_client::Error>((bounded, waiting))
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok((bounded, waiting))) => Ok(Conn {
+            bounded,
+            waiting,
+            generation,
+            endpoint: endpoint.to_string(),
+        }),
+        Ok(Err(e)) => Err(ProbeError::Member(crate::error_chain(&e))),
+        Err(_elapsed) => Err(ProbeError::Member(format!("no answer within {timeout:?}"))),
+    }
+}
+
+/// [`Members`] connected on first use: a process that starts while etcd is down keeps
+/// trying, each time through every member.
+pub struct LazyMembers {
+    coordination: Coordination,
+    timeout: Duration,
+    members: tokio::sync::Mutex<Option<Members>>,
+}
+
+impl LazyMembers {
+    pub fn new(c: &Coordination, timeout: Duration) -> LazyMembers {
+        LazyMembers {
+            coordination: c.clone(),
+            timeout,
+            members: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The members, connected now if they were not.
+    pub async fn get(&self) -> Result<Members, MembersError> {
+        let mut m = self.members.lock().await;
+        if let Some(m) = m.as_ref() {
+            return Ok(m.clone());
+        }
+        let connected = Members::connect(&self.coordination, self.timeout).await?;
+        *m = Some(connected.clone());
+        Ok(connected)
+    }
+}
