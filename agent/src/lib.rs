@@ -11,6 +11,8 @@
 //! - [`term`]: a monitor fleet's leadership terms: the highest seen, kept across restarts
 //! - [`etcd`]: the agent's own etcd lease, its writer permit in a fleet
 //! - [`server`]: the authenticated protocol towards the monitor, the lease's task
+//! - [`startup`]: what is refused at start rather than minutes later (state_dir, files,
+//!   capabilities, the cluster interface)
 
 pub mod caps;
 pub mod election;
@@ -24,5 +26,6 @@ pub mod route;
 pub mod rst;
 pub mod server;
 pub mod sockdiag;
+pub mod startup;
 pub mod term;
 pub mod vip;

@@ -8,6 +8,7 @@ use mmm_agent::probe::Probe;
 use mmm_agent::reconcile::error_chain;
 use mmm_agent::rst::Rst;
 use mmm_agent::server::{Agent, Resources};
+use mmm_agent::startup;
 use mmm_agent::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config};
 use mmm_common::proto::ProbeState;
@@ -75,14 +76,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for line in held.missing() {
         tracing::warn!("{line}");
     }
-    if !held.has(Capability::CAP_NET_ADMIN) {
-        anyhow::bail!("CAP_NET_ADMIN is required: without it the agent cannot add or remove VIPs");
-    }
+    // After restrict(), not before: a root-started agent no longer has CAP_DAC_OVERRIDE,
+    // so files are checked with the access the agent has from now on (drop_after_start
+    // below drops nothing that matters to files).
+    let user = startup::User::current();
+    startup::check(&config, host, &held, &user)?;
+    tracing::info!(user = %user, state_dir = %config.agent.state_dir.display(), "start-up checks passed");
     let probe_caps = held.has(Capability::CAP_BPF) && held.has(Capability::CAP_PERFMON);
     let probe_mode = config.agent.probe;
-    if probe_mode == ProbeMode::Required && !probe_caps {
-        anyhow::bail!("probe = \"required\" but CAP_BPF and CAP_PERFMON are not both held");
-    }
     let (mysql_port, pid_file) = (host.mysql_port, host.mysql_pid_file.clone());
 
     // Everything that needs CAP_NET_RAW, CAP_BPF or CAP_PERFMON happens here, on the only

@@ -52,6 +52,20 @@ pub fn run(name: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("starting {name}: {e}"))
 }
 
+/// Runs a binary that must exit by itself (a refusal to start) after `prefix` (setpriv
+/// and its options, or nothing), ended by `timeout` after `secs` if it keeps running:
+/// then its status is 124.
+pub fn run_to_exit(prefix: &[&str], name: &str, args: &[&str], secs: u32) -> Output {
+    let binary = bin(name);
+    Command::new("timeout")
+        .args(["--kill-after=5", &secs.to_string()])
+        .args(prefix)
+        .arg(&binary)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("starting {name} under timeout: {e}"))
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -218,3 +218,209 @@ fn agent_refuses_a_host_not_in_the_config() {
         "{err}"
     );
 }
+
+/// The lab config for an agent outside any namespace: db1 at 127.0.0.1 on `lo`, which
+/// every host has, its agent_port one the test holds (an agent past its start-up checks
+/// stops at its bind and never serves), and `state_dir` as given.
+fn agent_config(dir: &TempDir, state_dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let config = lab_config(dir);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut edited = text.clone();
+    for (from, to) in [
+        (
+            "cluster_interface = \"eth0\"",
+            "cluster_interface = \"lo\"".to_string(),
+        ),
+        ("ip = \"192.0.2.11\"", "ip = \"127.0.0.1\"".to_string()),
+        ("agent_port = 9989", format!("agent_port = {port}")),
+        (
+            "/tmp/mmm-lab/state",
+            state_dir.to_str().unwrap().to_string(),
+        ),
+    ] {
+        assert!(edited.contains(from), "lab.toml lacks {from:?}");
+        edited = edited.replacen(from, &to, 1);
+    }
+    std::fs::write(&config, edited).unwrap();
+    config
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// Runs db1's agent to its exit (20 s at most). As root through setpriv with
+/// CAP_NET_ADMIN alone, and as uid 65534 when `nobody`: an agent that got past its
+/// checks loads no BPF program and opens no packet socket on this host. As another
+/// user it runs with no capability at all (and refuses for that too).
+fn agent_to_exit(config: &std::path::Path, nobody: bool) -> (Option<i32>, String) {
+    let caps = "-all,+net_admin";
+    let (inh, amb, bound) = (
+        format!("--inh-caps={caps}"),
+        format!("--ambient-caps={caps}"),
+        format!("--bounding-set={caps}"),
+    );
+    let mut prefix = vec!["setpriv"];
+    if nobody {
+        prefix.extend(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    }
+    prefix.extend([inh.as_str(), amb.as_str(), bound.as_str(), "--"]);
+    let prefix: &[&str] = if is_root() { &prefix } else { &[] };
+    let out = run_to_exit(
+        prefix,
+        "mmm-agent",
+        &["--config", config.to_str().unwrap(), "--host", "db1"],
+        20,
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "the agent kept running:\n{err}"
+    );
+    (out.status.code(), err)
+}
+
+/// The ERROR lines of an agent's stderr.
+fn errors(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.contains(" ERROR ")).collect()
+}
+
+#[test]
+fn agent_refuses_to_start_without_a_usable_state_dir() {
+    let dir = TempDir::new("agent-state");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A regular file where a directory of the path must be: unusable even by root.
+    let file = dir.write("not-a-dir", "", 0o600);
+    let state = file.join("mmm");
+    let config = agent_config(&dir, &state, held.local_addr().unwrap().port());
+    let (code, err) = agent_to_exit(&config, false);
+    assert_eq!(code, Some(1), "{err}");
+    let named = format!("[agent] state_dir {}: ", state.display());
+    for needle in [
+        named.as_str(),
+        "Not a directory (os error 20)",
+        "; fix: create it owned by ",
+        "(systemd: RuntimeDirectory=mmm in the unit, as conf/systemd/mmm-agent.service does), or set [agent] state_dir",
+    ] {
+        assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
+    }
+    assert!(!err.contains("listening for the monitor"), "{err}");
+    if is_root() {
+        assert_eq!(errors(&err).len(), 1, "one problem, one line:\n{err}");
+        assert!(err.contains("as root (uid 0, gid 0)"), "{err}");
+    }
+    // A file where the directory itself should be.
+    let config = agent_config(&dir, &file, held.local_addr().unwrap().port());
+    let (code, err) = agent_to_exit(&config, false);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "[agent] state_dir {} is not a directory; fix: create it owned by",
+            file.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn agent_as_nobody_refuses_a_state_dir_it_cannot_write_and_starts_once_it_can() {
+    if !mmm_tests::netns::require_root(
+        "agent_as_nobody_refuses_a_state_dir_it_cannot_write_and_starts_once_it_can",
+    ) {
+        return;
+    }
+    use std::os::unix::fs::{chown, PermissionsExt};
+    const NOBODY: u32 = 65534;
+    let dir = TempDir::new("agent-nobody");
+    // The agent must reach its config and key, as in the lab.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = agent_config(&dir, &state, port);
+    for f in [&config, &dir.path().join("cluster.key")] {
+        chown(f, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+
+    // Root's directory: nobody may not create files in it.
+    let (code, err) = agent_to_exit(&config, true);
+    assert_eq!(code, Some(1), "{err}");
+    let named = format!(
+        "[agent] state_dir {}: creating a file in it as ",
+        state.display()
+    );
+    for needle in [
+        named.as_str(),
+        "(uid 65534, gid 65534): Permission denied (os error 13); fix: create it owned by ",
+        "RuntimeDirectory=mmm",
+    ] {
+        assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
+    }
+    assert_eq!(errors(&err).len(), 1, "one problem, one line:\n{err}");
+
+    // Its directory, but a lease file left by an agent run as root.
+    chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+    let lease = state.join("db1.lease");
+    std::fs::write(&lease, "").unwrap();
+    std::fs::set_permissions(&lease, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, err) = agent_to_exit(&config, true);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "state file {}: opening it to read and write as ",
+            lease.display()
+        )) && err.contains("Permission denied")
+            && err.contains("fix: chown it to "),
+        "{err}"
+    );
+    assert!(!err.contains("[agent] state_dir"), "{err}");
+
+    // Everything in order: past its checks, it stops only at the port this test holds,
+    // and its check left nothing in the directory.
+    chown(&lease, Some(NOBODY), Some(NOBODY)).unwrap();
+    let (code, err) = agent_to_exit(&config, true);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("start-up checks passed"), "{err}");
+    assert!(
+        err.contains(&format!("listening for the monitor on 127.0.0.1:{port}"))
+            && err.contains("Address already in use"),
+        "{err}"
+    );
+    let left: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["db1.lease"]);
+    drop(held);
+}
+
+#[test]
+fn agent_refuses_a_cluster_interface_this_host_lacks() {
+    let dir = TempDir::new("agent-iface");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let state = dir.path().join("state");
+    let config = agent_config(&dir, &state, held.local_addr().unwrap().port());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "cluster_interface = \"lo\"",
+        "cluster_interface = \"mmmnone0\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, err) = agent_to_exit(&config, false);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("hosts.db1.cluster_interface \"mmmnone0\" does not exist here")
+            && err.contains("every VIP of role writer, role reader would fail on it")
+            && err.contains(
+                "fix: 127.0.0.1, this host's ip, is on \"lo\": set cluster_interface = \"lo\""
+            ),
+        "{err}"
+    );
+    if is_root() {
+        assert_eq!(errors(&err).len(), 1, "one problem, one line:\n{err}");
+    }
+}
