@@ -32,6 +32,7 @@
 use crate::lease::{etcd_permit_until, Boot, Lease};
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use mmm_common::config::Coordination;
+use mmm_common::timing::EtcdTiming;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,22 +92,26 @@ pub struct Keeper {
     endpoints: Vec<String>,
     key: String,
     host: String,
+    /// `timing.ttl`: the TTL asked of etcd, and the longest a granted one is counted.
     ttl: Duration,
+    timing: EtcdTiming,
     id_path: PathBuf,
     lease: Arc<Lease>,
 }
 
 /// Bounds of the retry backoff.
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MIN_BACKOFF: Duration = EtcdTiming::RETRY_BACKOFF;
 
 impl Keeper {
     pub fn new(c: &Coordination, state_dir: &Path, host: &str, lease: Arc<Lease>) -> Keeper {
+        let timing = EtcdTiming::new(c.session_ttl);
         Keeper {
             coordination: c.clone(),
             endpoints: c.etcd.clone(),
             key: format!("{}/agents/{host}", c.prefix),
             host: host.to_string(),
-            ttl: c.session_ttl.max(Duration::from_secs(1)),
+            ttl: timing.ttl,
+            timing,
             id_path: id_path(state_dir, host),
             lease,
         }
@@ -114,7 +119,7 @@ impl Keeper {
 
     /// A keepalive every quarter TTL: one lost renewal still leaves time for the next.
     fn every(&self) -> Duration {
-        self.ttl / 4
+        self.timing.keepalive_every
     }
 
     /// Bound on each request. A renewal sent at a quarter TTL that hangs (a member that
@@ -122,7 +127,7 @@ impl Keeper {
     /// 3/8 TTL, and a retry on a fresh connection (another member if need be) still fits
     /// before the permit ends at 3/4 TTL: one hung request does not fence the writer.
     fn request_timeout(&self) -> Duration {
-        self.ttl / 8
+        self.timing.request_timeout
     }
 
     /// Runs for the agent's life.
