@@ -229,9 +229,9 @@ impl Agent {
         let timing = Timing::from_config(&config);
         // In a fleet the permit is the agent's own etcd lease of session_ttl, renewed by
         // the agent itself (crate::etcd); without one, the monitor renews `agent.lease`.
-        let (length, renewal) = match &config.coordination {
-            Some(c) => (c.session_ttl, Renewal::Etcd),
-            None => (config.agent.lease, Renewal::Monitor),
+        let (length, renewal) = match timing.etcd {
+            Some(e) => (e.ttl, Renewal::Etcd),
+            None => (timing.lease, Renewal::Monitor),
         };
         // A frame that waited through a freeze renews nothing (Lease::with_freeze_detection):
         // a gap under the monitor's slack over the agent's deadline is harmless.
