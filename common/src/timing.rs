@@ -72,10 +72,9 @@ pub struct Timing {
     /// a host that still answers ping answers one within agent_timeout though an echo
     /// reply is lost, so it is never taken for silent. `ping_pace < stall_after`.
     pub ping_pace: Duration,
-    /// `agent_timeout + heartbeat_interval`: events reach the monitor's core at least every
-    /// `ping_pace` per host and every `heartbeat_interval` per link, so a quiet longer than
-    /// this means the monitor itself did not run, and silence from before counts for
-    /// nothing.
+    /// `agent_timeout + heartbeat_interval`: each host's ping check reaches the monitor's
+    /// core at least every `ping_pace`, so a quiet longer than this means the monitor itself
+    /// did not run, and silence from before counts for nothing.
     pub stall_after: Duration,
     /// `2 agent_timeout`, at least 1 s: how long a promotion waits for the agents'
     /// answers (a confirmed demotion, the GTID survey) before it goes on without them.
@@ -125,8 +124,9 @@ pub struct EtcdTiming {
     /// at `keepalive_every + request_timeout`, and a retry still fits before the permit
     /// ends: `keepalive_every + 2 request_timeout + RETRY_BACKOFF < permit`.
     pub request_timeout: Duration,
-    /// `ttl + 50 ms` (scheduling, request latency): the monitor counts a lease it revoked
-    /// (or whose end it cannot tell) over this long after the revoke's answer.
+    /// `ttl + 50 ms` (scheduling, request latency): ending an agent's lease, the monitor
+    /// revokes it if it is still renewed this long after it started, and counts a revoked
+    /// lease (or one whose end it cannot tell) over this long after the revoke's answer.
     /// `permit < ttl < monitor_counts_over`.
     pub monitor_counts_over: Duration,
     /// `ttl / 3`: the leader revokes an agent's lease only this soon after its guarded
