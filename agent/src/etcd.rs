@@ -33,6 +33,7 @@ use crate::lease::{etcd_permit_until, Boot, Lease};
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use mmm_common::config::Coordination;
 use mmm_common::etcd::LazyMembers;
+use mmm_common::timing::EtcdTiming;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,21 +97,25 @@ pub struct Keeper {
     coordination: Coordination,
     key: String,
     host: String,
+    /// `timing.ttl`: the TTL asked of etcd, and the longest a granted one is counted.
     ttl: Duration,
+    timing: EtcdTiming,
     id_path: PathBuf,
     lease: Arc<Lease>,
 }
 
 /// Bounds of the retry backoff.
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MIN_BACKOFF: Duration = EtcdTiming::RETRY_BACKOFF;
 
 impl Keeper {
     pub fn new(c: &Coordination, state_dir: &Path, host: &str, lease: Arc<Lease>) -> Keeper {
+        let timing = EtcdTiming::new(c.session_ttl);
         Keeper {
             coordination: c.clone(),
             key: format!("{}/agents/{host}", c.prefix),
             host: host.to_string(),
-            ttl: c.session_ttl.max(Duration::from_secs(1)),
+            ttl: timing.ttl,
+            timing,
             id_path: id_path(state_dir, host),
             lease,
         }
@@ -120,7 +125,7 @@ impl Keeper {
     /// renewal was sent) then outlives an etcd leader election of up to 3/8 TTL, the rule
     /// `Coordination::min_session_ttl` states (docs/operations.md).
     fn every(&self) -> Duration {
-        self.ttl / 8
+        self.timing.keepalive_every
     }
 
     /// Bound on each request. A renewal that hangs (a member that stops answering
@@ -128,7 +133,7 @@ impl Keeper {
     /// retried at once on another member when that one failed: one hung request or one
     /// lost member does not fence the writer.
     fn request_timeout(&self) -> Duration {
-        self.ttl / 8
+        self.timing.request_timeout
     }
 
     /// Runs for the agent's life.

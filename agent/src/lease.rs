@@ -30,7 +30,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-pub use mmm_common::types::lease_margin as margin;
+use mmm_common::timing::held_for;
+pub use mmm_common::timing::margin;
 
 /// Until when a renewal of the agent's etcd lease, sent at `sent` and answered with
 /// `ttl`, lets this host write. etcd counts the lease's new TTL from when it handles the
@@ -38,7 +39,7 @@ pub use mmm_common::types::lease_margin as margin;
 /// the writer up a margin earlier still (covering the fence's own netlink work and the
 /// clock rates of two machines), so it never holds it after etcd has let the lease go.
 pub fn etcd_permit_until(sent: Boot, ttl: Duration) -> Boot {
-    sent.after(ttl).before(margin(ttl))
+    sent.after(held_for(ttl))
 }
 
 /// Nanoseconds of CLOCK_BOOTTIME: monotonic, counts suspended time, shared by every
@@ -176,7 +177,7 @@ impl Lease {
             },
         }
         Lease {
-            length: lease.saturating_sub(margin(lease)),
+            length: held_for(lease),
             enforced,
             renewal,
             state: Mutex::new(State {

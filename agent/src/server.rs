@@ -18,6 +18,7 @@ use crate::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config, Host};
 use mmm_common::proto::io::{read_frame, write_frames, ConnError};
 use mmm_common::proto::*;
+use mmm_common::timing::Timing;
 use mmm_common::types::Fencing;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -150,6 +151,8 @@ enum Command {
 /// Everything the agent's tasks share.
 pub struct Agent {
     pub config: Config,
+    /// The fencing bounds, derived from `config` once.
+    timing: Timing,
     pub host: Host,
     key: ClusterKey,
     scope: Scope,
@@ -223,16 +226,16 @@ impl Agent {
             .await
             .map_err(|source| StartError::Listen { addr, source })?;
         let semi_sync = SemiSyncHold::persisted(&config.agent.state_dir, &host.name);
+        let timing = Timing::from_config(&config);
         // In a fleet the permit is the agent's own etcd lease of session_ttl, renewed by
         // the agent itself (crate::etcd); without one, the monitor renews `agent.lease`.
-        let (length, renewal) = match &config.coordination {
-            Some(c) => (c.session_ttl, Renewal::Etcd),
-            None => (config.agent.lease, Renewal::Monitor),
+        let (length, renewal) = match timing.etcd {
+            Some(e) => (e.ttl, Renewal::Etcd),
+            None => (timing.lease, Renewal::Monitor),
         };
         // A frame that waited through a freeze renews nothing (Lease::with_freeze_detection):
         // a gap under the monitor's slack over the agent's deadline is harmless.
-        let freeze_gap =
-            (crate::lease::margin(config.agent.lease) + config.monitor.heartbeat_interval) * 3 / 4;
+        let freeze_gap = timing.freeze_gap;
         let lease = Arc::new(
             Lease::new(
                 length,
@@ -300,6 +303,7 @@ impl Agent {
             actions_mysql: mysql(timeout),
             status_mysql: mysql(timeout),
             config,
+            timing,
             host,
             key,
             scope,
@@ -546,11 +550,7 @@ impl Agent {
 
         // The writer task owns the sealer: every outgoing frame goes through it in order.
         let (out_tx, mut out_rx) = mpsc::channel::<(Message, u32, u8)>(64);
-        let write_timeout = self
-            .config
-            .monitor
-            .agent_timeout
-            .max(Duration::from_secs(1));
+        let write_timeout = self.timing.agent_write_timeout;
         let mut probe_rx = self.probe_events.subscribe();
         let writer_task = tokio::spawn(async move {
             let mut bytes = Vec::with_capacity(256);
@@ -583,7 +583,7 @@ impl Agent {
             Ok(())
         });
         // A monitor heartbeats every heartbeat_interval; one silent far longer is gone.
-        let idle = (self.config.monitor.agent_timeout * 4).max(Duration::from_secs(2));
+        let idle = self.timing.agent_idle;
         let result = loop {
             let read = tokio::select! {
                 r = read_frame(&mut reader, &mut buf, idle) => r,
@@ -1039,8 +1039,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
     }
     let writer = agent.scope.writer_vips();
     let interface = agent.host.cluster_interface.clone();
-    let configured = agent.config.agent.lease;
-    let fleet = agent.config.coordination.as_ref().map(|c| c.session_ttl);
+    let timing = agent.timing;
     // Expired with nothing to fence: look again now and then. The executor adds no writer
     // VIP without the lease, so this only catches one added by hand or a writable server.
     let idle = lease.length().max(Duration::from_millis(100));
@@ -1060,14 +1059,14 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
             let writable = agent.status.borrow().read_only == Some(false);
             let reason = (!held.is_empty() || writable)
                 .then(|| {
-                    lease.try_fence(|| match fleet {
-                        Some(ttl) => format!(
-                            "the agent's etcd lease was not renewed in time, or is gone (session_ttl {ttl:?}, given up {:?} early): writer role given up",
-                            crate::lease::margin(ttl)
+                    lease.try_fence(|| match timing.etcd {
+                        Some(e) => format!(
+                            "the agent's etcd lease was not renewed in time, or is gone (session_ttl {:?}, given up {:?} early): writer role given up",
+                            e.ttl, e.margin
                         ),
                         None => format!(
-                            "no renewal from the monitor within the lease ({configured:?}, given up {:?} early): writer role given up",
-                            crate::lease::margin(configured)
+                            "no renewal from the monitor within the lease ({:?}, given up {:?} early): writer role given up",
+                            timing.lease, timing.margin
                         ),
                     })
                 })

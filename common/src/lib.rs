@@ -10,6 +10,7 @@ pub mod gtid;
 pub mod legacy;
 pub mod proto;
 pub mod sql;
+pub mod timing;
 pub mod types;
 
 /// An error and its causes on one line, for the one place an error is logged or shown.

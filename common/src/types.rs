@@ -105,12 +105,8 @@ named_enum!(
     }
 );
 
-/// How much earlier than the monitor's count an agent gives the writer up under a lease
-/// of `lease`: covers a renewal's one-way delay and the netlink removal itself
-/// (docs/fencing.md). The monitor parks the writer VIP elsewhere from that moment.
-pub fn lease_margin(lease: std::time::Duration) -> std::time::Duration {
-    (lease / 4).max(std::time::Duration::from_millis(10))
-}
+/// The lease margin, defined with the rest of the fencing timing in [`crate::timing`].
+pub use crate::timing::margin as lease_margin;
 
 #[cfg(test)]
 mod tests {

@@ -24,6 +24,7 @@ use mmm_common::gtid::GtidSet;
 use mmm_common::proto::{
     self, ActionOutcome, DesiredState, Position, ProbeEventKind, StatusReport,
 };
+use mmm_common::timing::Timing;
 use mmm_common::types::{CheckKind, Fencing, HostMode, HostState, MonitorMode};
 use promote::Promotion;
 use roles::RoleTable;
@@ -296,6 +297,8 @@ fn check_index(c: CheckKind) -> usize {
 
 pub struct Cluster {
     config: Arc<Config>,
+    /// The fencing bounds, derived from `config` once.
+    timing: Timing,
     mode: MonitorMode,
     passive_cause: String,
     hosts: Vec<HostRec>,
@@ -380,6 +383,7 @@ impl Cluster {
             })
             .collect();
         Cluster {
+            timing: Timing::from_config(&config),
             roles: RoleTable::new(&config),
             mode: config.monitor.mode,
             passive_cause: String::new(),
@@ -477,8 +481,7 @@ impl Cluster {
     /// it then sees in every host is its own. Counted from now, as after the network
     /// guard.
     fn notice_stall(&mut self, now: Millis, out: &mut Vec<Action>) {
-        let limit =
-            ms(self.config.monitor.agent_timeout) + ms(self.config.monitor.heartbeat_interval);
+        let limit = ms(self.timing.stall_after);
         let quiet = self.last_event.map_or(0, |t| now.saturating_sub(t));
         self.last_event = Some(now);
         if quiet > limit && !self.hosts.is_empty() {

@@ -31,18 +31,16 @@ impl Cluster {
         if self.config.agent.fencing != Fencing::Lease {
             return None;
         }
-        let lease = self.config.agent.lease;
-        let margin = mmm_common::types::lease_margin(lease);
         match &self.promotion {
             None if self.config.coordination.is_none() => {
                 let writer = self.host(self.roles.writer_holder()?)?;
-                let gives_up = ms(lease.saturating_sub(margin));
+                let gives_up = ms(self.timing.agent_gives_up);
                 writer.isolated_since.map(|held| held + gives_up)
             }
             None => None,
             Some(p) => match &p.phase {
                 Phase::Fencing { targets, .. } => {
-                    let early = ms(self.config.monitor.heartbeat_interval) + ms(margin);
+                    let early = ms(self.timing.slack);
                     let until = targets.get(p.from.as_deref()?)?.lease_until?;
                     (until != Millis::MAX).then(|| until.saturating_sub(early))
                 }

@@ -173,7 +173,7 @@ impl Cluster {
     }
 
     fn fence_wait(&self) -> Millis {
-        (ms(self.config.monitor.agent_timeout) * 2).max(1000)
+        ms(self.timing.answer_wait)
     }
 
     fn promotion_timeout(&self) -> Millis {
@@ -395,7 +395,7 @@ impl Cluster {
     }
 
     fn fence_by_lease(&mut self, now: Millis, target: &str, out: &mut Vec<Action>) {
-        let lease = ms(self.config.agent.lease) + ms(self.config.monitor.heartbeat_interval);
+        let lease = ms(self.timing.monitor_counts_lease_over);
         // The Disconnect below turns the hold into the link's usual lease-long stay-away.
         let isolated = self.host_mut(target).and_then(|h| h.isolated_since.take());
         let fencing = self.config.agent.fencing;

@@ -123,7 +123,7 @@ impl Cluster {
         if !eligible {
             return None;
         }
-        let agent_timeout = ms(self.config.monitor.agent_timeout);
+        let agent_timeout = ms(self.timing.agent_timeout);
         Self::silent_since(h, self.network_back).map(|t| t + agent_timeout)
     }
 
@@ -205,7 +205,7 @@ impl Cluster {
             return None;
         }
         let held = self.host(self.roles.writer_holder()?)?.isolated_since?;
-        Some(held + ms(self.config.agent.lease) + ms(self.config.monitor.heartbeat_interval))
+        Some(held + ms(self.timing.monitor_counts_lease_over))
     }
 
     /// Their STOP SLAVE would wait for the vanished master (semi-sync's kill-connection):

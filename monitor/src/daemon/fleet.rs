@@ -20,6 +20,7 @@ use crate::core::status::StatusRecord;
 use crate::core::{Cluster, Event, FleetShow};
 use crate::fleet::{DirChange, Fleet, FleetError, FleetView, Leadership, Session};
 use mmm_common::config::{ClusterKey, Config};
+use mmm_common::timing::EtcdTiming;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -30,9 +31,6 @@ use tokio::time::Instant;
 const STATUS: &str = "status";
 const WRITER: &str = "writer";
 const IDENTITY: &str = "cluster";
-
-/// Slack added to a lease's TTL before counting it over (scheduling, request latency).
-const LEASE_SLACK: Duration = Duration::from_millis(50);
 
 /// A command a standby forwarded, for the leader to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +62,8 @@ pub struct Leader {
     lead: Leadership,
     name: String,
     session_lease: i64,
-    ttl: Duration,
+    /// The agents' etcd leases: when one is counted over, when a revoke may go out.
+    etcd: EtcdTiming,
     deposed: Arc<watch::Sender<bool>>,
     writer: watch::Sender<Option<(String, Ipv4Addr, u16)>>,
     view: Arc<Mutex<FleetView>>,
@@ -132,7 +131,7 @@ impl Leader {
         lead: Leadership,
         name: String,
         session: &Session,
-        ttl: Duration,
+        etcd: EtcdTiming,
         key: ClusterKey,
     ) -> Result<Leader, FleetError> {
         let (deposed, _) = watch::channel(false);
@@ -215,7 +214,7 @@ impl Leader {
             lead,
             name,
             session_lease: session.lease,
-            ttl,
+            etcd,
             deposed,
             writer,
             view,
@@ -369,7 +368,7 @@ impl Leader {
     pub fn end_lease(&self, host: String, events: mpsc::Sender<Event>) {
         let mut fleet = self.fleet.clone();
         let lead = self.lead.clone();
-        let (ttl, agents, deposed) = (self.ttl, self.agents.clone(), self.deposed.clone());
+        let (etcd, agents, deposed) = (self.etcd, self.agents.clone(), self.deposed.clone());
         tokio::spawn(async move {
             let start = Instant::now();
             let revoked_key = format!("revoked/{host}");
@@ -399,7 +398,7 @@ impl Leader {
                     (None, None) => None,
                 };
                 match current {
-                    Some(_) if start.elapsed() < ttl + LEASE_SLACK => {
+                    Some(_) if start.elapsed() < etcd.monitor_counts_over => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Some(lease) => {
@@ -423,7 +422,7 @@ impl Leader {
                         // The revoke itself cannot be guarded: it goes out only while the
                         // guarded record is fresh, so a leader frozen in between (and
                         // deposed meanwhile) does not fence a writer its successor keeps.
-                        if *deposed.borrow() || recorded.elapsed() > ttl / 3 {
+                        if *deposed.borrow() || recorded.elapsed() > etcd.revoke_within {
                             continue;
                         }
                         if let Err(e) = fleet.revoke(lease).await {
@@ -435,7 +434,7 @@ impl Leader {
                         // handled before the revoke may have been sent after the request
                         // left (the request can be delayed by an etcd election, a retry,
                         // the network); every renewal was sent before the answer came.
-                        break Instant::now() + ttl + LEASE_SLACK;
+                        break Instant::now() + etcd.monitor_counts_over;
                     }
                     None => {
                         let revoked = match fleet.get(&revoked_key).await {
@@ -451,9 +450,9 @@ impl Leader {
                         break match known.gone {
                             // Expired: the agent had given the writer up already.
                             Some((at, lease)) if revoked != Some(lease) => at,
-                            Some((at, _)) => at + ttl + LEASE_SLACK,
+                            Some((at, _)) => at + etcd.monitor_counts_over,
                             // Gone before this term began: how is unknown, so a TTL.
-                            None => Instant::now() + ttl + LEASE_SLACK,
+                            None => Instant::now() + etcd.monitor_counts_over,
                         };
                     }
                 }
@@ -603,6 +602,10 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
         .coordination
         .clone()
         .expect("fleet::run is only called with [coordination]");
+    let etcd = process
+        .timing
+        .etcd
+        .expect("fleet::run is only called with [coordination]");
     let timeout = c
         .session_ttl
         .clamp(Duration::from_millis(500), Duration::from_secs(2));
@@ -700,7 +703,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             leadership.clone(),
             name.clone(),
             &session,
-            c.session_ttl,
+            etcd,
             process.key.clone(),
         )
         .await

@@ -53,7 +53,10 @@ pub struct LinkParams {
     pub term: u64,
     pub heartbeat_interval: Duration,
     pub agent_timeout: Duration,
+    /// The stay-away after a Disconnect: until the lease has surely run out.
     pub lease: Duration,
+    /// Bound on connecting (handshake included) and on writing.
+    pub io_timeout: Duration,
     /// The core's clock: an unreachable agent is reported with when it last answered.
     pub clock: super::Clock,
 }
@@ -232,7 +235,7 @@ async fn session(
     events: &mpsc::Sender<Event>,
     reported_down: &mut bool,
 ) -> Ended {
-    let t = p.agent_timeout.max(Duration::from_millis(200));
+    let t = p.io_timeout;
     let link = match AgentLink::connect_in_term(p.addr, &p.key, &p.monitor_name, &p.host, p.term, t)
         .await
     {

@@ -14,6 +14,7 @@ pub mod ping;
 use crate::core::{Action, AgentView, Cluster, Event, Millis};
 use links::{LinkCmd, LinkParams};
 use mmm_common::config::{CheckConfig, ClusterKey, Config};
+use mmm_common::timing::Timing;
 use mmm_common::types::CheckKind;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -282,6 +283,8 @@ pub enum Ended {
 /// What stays for the life of the process, whatever the monitor acts as.
 pub struct Process {
     pub config: Arc<Config>,
+    /// The fencing bounds, derived from `config` once.
+    pub timing: Timing,
     pub key: ClusterKey,
     pub metrics: metrics::Shared,
     pub control: mpsc::Receiver<control::Request>,
@@ -346,6 +349,7 @@ pub async fn run(
     }
     let mut process = Process {
         config: config.clone(),
+        timing: Timing::from_config(&config),
         key,
         metrics,
         control,
@@ -381,12 +385,21 @@ pub async fn lead(
     clock: Clock,
 ) -> Result<Ended, DaemonError> {
     let config = process.config.clone();
+    let timing = process.timing;
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
     let (check_tx, check_rx) = mpsc::channel::<checks::Sample>(4096);
     // Dropped on return: every link and check of this term ends with it.
     let mut tasks = tokio::task::JoinSet::new();
-    let links = start_links(&config, &process.key, &seat, clock, &ev_tx, &mut tasks);
-    let (reports, early) = hear_agents(&config, &mut ev_rx).await;
+    let links = start_links(
+        &config,
+        &timing,
+        &process.key,
+        &seat,
+        clock,
+        &ev_tx,
+        &mut tasks,
+    );
+    let (reports, early) = hear_agents(&config, &timing, &mut ev_rx).await;
     // The term may have ended while the agents were heard (up to 2 x agent_timeout):
     // nothing of it may be decided then.
     if seat.leader.as_ref().is_some_and(|l| l.is_deposed()) {
@@ -433,7 +446,7 @@ pub async fn lead(
         let actions = cluster.handle(clock.now(), e);
         shell.dispatch(actions).await;
     }
-    start_checks(&config, &shell.held, clock, &check_tx, &mut tasks)?;
+    start_checks(&config, &timing, &shell.held, clock, &check_tx, &mut tasks)?;
     let forwarded = match &shell.leader {
         Some(l) => Some(l.forwarded_commands().await),
         None => None,
@@ -507,6 +520,7 @@ fn restore(config: &Arc<Config>, now: Millis) -> Cluster {
 /// One link task per agent; returns the command channel of each.
 fn start_links(
     config: &Config,
+    timing: &Timing,
     key: &ClusterKey,
     seat: &Seat,
     clock: Clock,
@@ -523,9 +537,10 @@ fn start_links(
             key: key.clone(),
             monitor_name: seat.name.clone(),
             term: seat.term,
-            heartbeat_interval: config.monitor.heartbeat_interval,
-            agent_timeout: config.monitor.agent_timeout,
-            lease: config.agent.lease + config.monitor.heartbeat_interval,
+            heartbeat_interval: timing.heartbeat_interval,
+            agent_timeout: timing.agent_timeout,
+            lease: timing.monitor_counts_lease_over,
+            io_timeout: timing.link_io_timeout,
             clock,
         };
         tasks.spawn(links::run(params, rx, events.clone()));
@@ -537,17 +552,12 @@ fn start_links(
 /// 2 x agent_timeout. Other events meanwhile are kept, in order, for after the vote.
 async fn hear_agents(
     config: &Config,
+    timing: &Timing,
     events: &mut mpsc::Receiver<Event>,
 ) -> (Vec<(String, AgentView)>, Vec<Event>) {
     // In a fleet a leader that hears nobody steps down (see `lead`): give the agents a
     // whole session TTL (term file fsync, handshake, first heartbeat on a loaded host).
-    let fleet = config
-        .coordination
-        .as_ref()
-        .map_or(Duration::ZERO, |c| c.session_ttl);
-    let wait = (config.monitor.agent_timeout * 2)
-        .max(Duration::from_secs(1))
-        .max(fleet);
+    let wait = timing.startup_vote_wait;
     let deadline = tokio::time::Instant::now() + wait;
     let mut reports: BTreeMap<String, AgentView> = BTreeMap::new();
     let mut early: Vec<Event> = Vec::new();
@@ -571,6 +581,7 @@ async fn hear_agents(
 /// The check tasks of every host and the network guard, on one ICMP socket (ping.rs).
 fn start_checks(
     config: &Config,
+    timing: &Timing,
     held: &HashMap<String, tokio::sync::watch::Sender<bool>>,
     clock: Clock,
     samples: &mpsc::Sender<checks::Sample>,
@@ -611,8 +622,8 @@ fn start_checks(
                 // (and hold its link down); events reach the core often enough that a
                 // longer quiet means the monitor stalled.
                 let pace = checks::Pace {
-                    normal: cfg.check_period.min(config.monitor.agent_timeout / 3),
-                    held: config.monitor.heartbeat_interval,
+                    normal: cfg.check_period.min(timing.ping_pace),
+                    held: timing.heartbeat_interval,
                 };
                 spawned.spawn(checks::run_ping(
                     h.clone(),
@@ -687,7 +698,7 @@ async fn event_loop(
     let mut deposed = shell.leader.as_ref().map(|l| l.deposed());
     // In a fleet: since when this leader reaches no agent at all (see `lead`).
     let mut alone_since: Option<tokio::time::Instant> = None;
-    let alone_limit = (process.config.monitor.agent_timeout * 2).max(Duration::from_millis(500));
+    let alone_limit = process.timing.alone_limit;
     shell.observe(cluster, clock.now());
     loop {
         let asked = tokio::select! {
