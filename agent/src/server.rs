@@ -68,6 +68,9 @@ pub struct Status {
     pub gtid_executed: String,
     pub binlog: Option<(String, u64)>,
     pub fenced_reason: String,
+    /// The desired state gives this host the writer role and it holds no permit to take it
+    /// (its lease or etcd permit ran out): reported as self-fenced until it can.
+    pub permitless: bool,
     pub probe: Option<ProbeState>,
 }
 
@@ -80,7 +83,7 @@ impl Status {
         if self.mysql_up {
             flags |= hb_flags::MYSQL_UP;
         }
-        if !self.fenced_reason.is_empty() {
+        if !self.fenced_reason.is_empty() || self.permitless {
             flags |= hb_flags::SELF_FENCED;
         }
         if let Some(r) = &self.replication {
@@ -117,7 +120,11 @@ impl Status {
             gtid_unreadable: String::new(),
             binlog: self.binlog.clone(),
             probe: self.probe.unwrap_or(ProbeState::Off),
-            fenced_reason: self.fenced_reason.clone(),
+            fenced_reason: if self.fenced_reason.is_empty() && self.permitless {
+                "the writer role cannot be taken: no writer permit (lease not renewed)".into()
+            } else {
+                self.fenced_reason.clone()
+            },
         }
     }
 }
@@ -1207,6 +1214,18 @@ async fn converge(
         (observed, vec![])
     };
     publish(agent, exec, desired, &after, *kind).await;
+    // A writer role this host cannot take for want of a permit is reported in every
+    // heartbeat (SELF_FENCED) for as long as that lasts, not only at the fence: a fleet's
+    // leader fails over a writer that stays so (an agent cut from etcd alone would
+    // otherwise be an outage that `show` calls a healthy writer).
+    let permitless = failures
+        .iter()
+        .any(|e| matches!(e, crate::reconcile::StepError::NoLease { .. }));
+    agent.status.send_if_modified(|s| {
+        let changed = s.permitless != permitless;
+        s.permitless = permitless;
+        changed
+    });
     // Text from here on: the monitor shows them (Applied::failures).
     failures.iter().map(|e| error_chain(e)).collect()
 }

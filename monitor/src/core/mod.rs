@@ -10,6 +10,7 @@ mod assign;
 pub mod commands;
 pub mod health;
 mod park;
+mod permitless;
 pub mod promote;
 pub mod roles;
 pub mod show;
@@ -278,6 +279,9 @@ pub struct HostRec {
     pub gtid_at: Option<Millis>,
     /// Since when its link is held down (Isolate): a promotion counts its lease from here.
     pub isolated_since: Option<Millis>,
+    /// Since when its agent, heard all along, reports itself self-fenced (it holds no
+    /// writer permit): see `permitless`.
+    pub self_fenced_since: Option<Millis>,
 }
 
 impl HostRec {
@@ -380,6 +384,7 @@ impl Cluster {
                 status_asked: None,
                 gtid_at: None,
                 isolated_since: None,
+                self_fenced_since: None,
             })
             .collect();
         Cluster {
@@ -649,6 +654,10 @@ impl Cluster {
                 // What it reports changed (it replicates again, mysqld came up...): judged
                 // now. Its uptime alone changes every second and decides nothing by itself.
                 let changed = h.view.as_ref().is_none_or(|v| !v.same_but_uptime(&view));
+                h.self_fenced_since = match (view.self_fenced, h.self_fenced_since) {
+                    (false, _) => None,
+                    (true, since) => since.or(Some(now)),
+                };
                 h.view = Some(view);
                 if changed && was_up {
                     evaluate.push(host.clone());
@@ -673,6 +682,8 @@ impl Cluster {
                     return out;
                 };
                 let news = h.agent_up || h.agent_seen.is_none();
+                // What a silent agent's server does is not known: not its self-fence either.
+                h.self_fenced_since = None;
                 if let Some(t) = last_heard {
                     h.agent_seen = Some(h.agent_seen.map_or(t, |s| s.max(t)));
                 }
@@ -792,6 +803,7 @@ impl Cluster {
             }
         }
         self.isolate_silent_writer(now, &mut out);
+        self.fail_permitless_writer(now, &mut out);
         if !evaluate.is_empty() {
             for host in &evaluate {
                 self.evaluate_host(now, host, &mut out);

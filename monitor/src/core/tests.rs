@@ -276,7 +276,11 @@ impl Sim {
         h.vips = desired.roles.iter().map(|(_, ip)| *ip).collect();
         h.writable = desired.writable && h.mysql_alive;
         if !permit {
-            // No writer permit (the agent's etcd lease is gone): no writer bits.
+            // No writer permit (the agent's etcd lease is gone): no writer bits, and the
+            // agent reports itself self-fenced while it is asked for them.
+            if desired.writable || h.vips.contains(&writer_vip) {
+                h.self_fenced = true;
+            }
             h.writable = false;
             h.vips.remove(&writer_vip);
         }
@@ -2106,6 +2110,35 @@ fn a_fleet_waits_for_the_writers_etcd_lease_before_promoting() {
     s.settle();
     assert_eq!(s.c.active_master(), Some("db2"));
     assert_eq!(s.writable_hosts(), vec!["db2".to_string()]);
+}
+
+/// A fleet's writer cut from etcd alone (its agent, mysqld and ping fine) gives the writer
+/// up when its permit runs out and says so in every heartbeat: trap_period later the
+/// leader moves the role to a host that can hold it, without waiting for a lease (the old
+/// writer's own report confirms it fenced), instead of an outage that `show` calls fine.
+#[test]
+fn a_fleet_writer_cut_from_etcd_alone_is_failed_over() {
+    let mut s = Sim::online(fleet_config());
+    let cut = s.now;
+    let h = s.hosts.get_mut("db1").unwrap();
+    h.etcd_ok = false;
+    h.etcd_cut_at = cut;
+    let ttl = s.ttl();
+    let trap = s.c.config.checks.ping.trap_period.as_millis() as u64;
+    s.run_for(ttl + trap / 2);
+    assert_eq!(s.c.active_master(), Some("db1"), "not before trap_period");
+    assert!(s.writable_hosts().is_empty(), "db1 gave the writer up");
+    s.run_for(trap);
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db2"));
+    assert_eq!(s.writable_hosts(), vec!["db2".to_string()]);
+    assert_eq!(s.state("db1"), HostState::Online, "db1 itself is fine");
+    assert!(
+        !s.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::EndLease { host } if host == "db1")),
+        "its own report fenced it: no lease to wait for"
+    );
 }
 
 proptest! {

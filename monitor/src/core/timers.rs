@@ -60,6 +60,10 @@ impl Cluster {
         if let Some(t) = self.early_stop_due() {
             at(t);
         }
+        // A fleet's writer without a writer permit is failed over after trap_period.
+        if let Some(t) = self.permitless_writer_due() {
+            at(t);
+        }
         // Its successor parks the VIP once a held-down writer's lease has run out.
         if let Some(t) = self.park_due() {
             at(t);
