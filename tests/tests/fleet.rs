@@ -139,16 +139,28 @@ fn without_a_majority_nobody_is_elected_and_sessions_are_lost() {
         tokio::time::timeout(Duration::from_secs(10), sa.lost())
             .await
             .expect("the session is reported lost without etcd's majority");
-        let mut b = Fleet::connect(&c, T).await.unwrap();
-        let campaign = async {
-            let mut sb = b.session().await?;
-            b.campaign(&mut sb, "mon-b").await
-        };
-        let elected = tokio::time::timeout(Duration::from_secs(3), campaign).await;
-        assert!(
-            !matches!(elected, Ok(Ok(_))),
-            "a leader was elected without etcd's majority"
-        );
+        // No member answers with a leader: connecting fails, naming each member's failure.
+        match Fleet::connect(&c, T).await {
+            Err(e) => {
+                let text = mmm_monitor::error_chain(&e);
+                assert!(
+                    text.contains("no etcd member answers with a leader")
+                        && etcd.endpoints().iter().all(|ep| text.contains(ep.as_str())),
+                    "{text}"
+                );
+            }
+            Ok(mut b) => {
+                let campaign = async {
+                    let mut sb = b.session().await?;
+                    b.campaign(&mut sb, "mon-b").await
+                };
+                let elected = tokio::time::timeout(Duration::from_secs(3), campaign).await;
+                assert!(
+                    !matches!(elected, Ok(Ok(_))),
+                    "a leader was elected without etcd's majority"
+                );
+            }
+        }
     });
 }
 

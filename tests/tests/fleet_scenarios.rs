@@ -14,7 +14,11 @@ const T: Duration = Duration::from_secs(30);
 
 /// Two monitors (mon1 leads, mon2 stands by), the cluster online, the table created.
 fn up(tag: &str) -> Fleet {
-    let mut f = Fleet::start(tag);
+    up_fleet(Fleet::start(tag))
+}
+
+/// As [`up`], on a fleet lab already started.
+fn up_fleet(mut f: Fleet) -> Fleet {
     f.start_monitor("mon1");
     let (leader, _) = f.wait_leader("mon1", None, T);
     assert_eq!(leader, "mon1", "the first monitor started leads");
@@ -556,4 +560,60 @@ fn cut_writer_once(f: &Fleet, w: &Writer, old: &str, new: &str) {
         sum(old),
         sum("db3")
     );
+}
+
+/// etcd members lost one at a time under writes, with `session_ttl` left to its default
+/// (the rule of docs/operations.md): etcd's raft leader frozen, a follower frozen, the
+/// first endpoint of every client's list frozen (5 s each, then woken), and the raft
+/// leader killed. No client write fails, the fleet keeps its leader and term (no monitor
+/// steps down), and a writer failure right after is failed over as usual.
+#[test]
+fn f16_an_etcd_member_lost_changes_nothing() {
+    if !require_root("f16") {
+        return;
+    }
+    let mut f = up_fleet(Fleet::start_per_rule("f16"));
+    let w = writer(&f.c);
+    let before = f.wait_leader("mon2", None, T);
+    let same_leader = |f: &Fleet, during: &str| {
+        let now = f.wait_leader("mon2", None, T);
+        assert_eq!(
+            now,
+            before,
+            "the fleet's leader or term changed {during}\n{}",
+            f.logs(40)
+        );
+    };
+    for which in ["etcd's raft leader", "a follower", "the first endpoint"] {
+        let leader = f.etcd.wait_raft_leader(T);
+        let target = match which {
+            "etcd's raft leader" => leader,
+            "a follower" => ["etcd1", "etcd2", "etcd3"]
+                .into_iter()
+                .find(|m| *m != leader)
+                .expect("a follower")
+                .to_string(),
+            _ => "etcd1".to_string(),
+        };
+        let during = format!("while {which} ({target}) was frozen");
+        f.etcd.signal(&target, "STOP");
+        std::thread::sleep(Duration::from_secs(5));
+        f.etcd.signal(&target, "CONT");
+        std::thread::sleep(Duration::from_secs(2));
+        f.assert_no_failed_writes(&w.log(), &during);
+        same_leader(&f, &during);
+    }
+    let leader = f.etcd.wait_raft_leader(T);
+    f.etcd.kill(&leader);
+    std::thread::sleep(Duration::from_secs(5));
+    let during = format!("after etcd's raft leader ({leader}) was killed");
+    f.assert_no_failed_writes(&w.log(), &during);
+    same_leader(&f, &during);
+    // A writer failure right after is failed over by the same leader.
+    f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
+    f.wait_show("mon1", "db2", "writer(192.0.2.100)", T);
+    assert_servers(&f.c, "db2", &["db3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.stop();
+    assert_data(&f.c, &log, &["db2", "db3"]);
 }
