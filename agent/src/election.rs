@@ -42,12 +42,19 @@ pub enum NotLeader {
 }
 
 impl Election {
-    pub fn new(c: &Coordination) -> Election {
+    /// `agent_timeout`: the monitor's patience with this agent. An order that asks etcd
+    /// who leads holds up the session's frames behind it (heartbeats included), so the
+    /// question is bounded by half of it: a host cut from etcd by a firewall that drops
+    /// packets answers its monitors, and is seen self-fenced, instead of falling silent.
+    pub fn new(c: &Coordination, agent_timeout: Duration) -> Election {
+        let timeout = (agent_timeout / 2)
+            .max(Duration::from_millis(100))
+            .min((c.session_ttl / 2).max(Duration::from_millis(200)));
         Election {
             coordination: c.clone(),
             current: watch::Sender::new(None),
-            timeout: (c.session_ttl / 2).max(Duration::from_millis(200)),
-            members: LazyMembers::new(c, (c.session_ttl / 2).max(Duration::from_millis(200))),
+            timeout,
+            members: LazyMembers::new(c, timeout),
         }
     }
 
@@ -85,14 +92,21 @@ impl Election {
         let r = match tokio::time::timeout(self.timeout, client.get(self.election(), Some(options)))
             .await
         {
+            // The move runs in the background: an order waits for this answer, and the
+            // session's heartbeats wait for the order.
             Err(_elapsed) => {
                 let why = format!("no answer within {:?}", self.timeout);
                 if let Ok(m) = self.members.get().await {
-                    m.move_off(generation, &why).await;
+                    m.spawn_move_off(generation, why.clone());
                 }
                 return Err(why);
             }
-            Ok(Err(e)) => return Err(self.failed(generation, &e).await),
+            Ok(Err(e)) => {
+                if let Ok(m) = self.members.get().await {
+                    m.spawn_failed(generation, &e);
+                }
+                return Err(mmm_common::error_chain(&e));
+            }
             Ok(Ok(r)) => r,
         };
         Ok(r.kvs()

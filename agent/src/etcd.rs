@@ -349,13 +349,18 @@ impl Keeper {
             ),
         )
         .await?;
+        // Saved before it renews anything: a lease this agent cannot keep track of must
+        // never carry the permit (each retry would grant another and renew the permit
+        // from it, and no revoke of one lease would end the permit).
+        if let Err(source) = save_id(&self.id_path, id) {
+            self.revoke(client, id).await;
+            return Err(EtcdError::Save {
+                path: self.id_path.display().to_string(),
+                source,
+            });
+        }
         let ttl = permit_ttl(granted.ttl(), self.ttl);
         self.lease.renew_until(etcd_permit_until(sent, ttl), fences);
-        // Not saved: a restarted agent does not know this lease and starts expired.
-        save_id(&self.id_path, id).map_err(|source| EtcdError::Save {
-            path: self.id_path.display().to_string(),
-            source,
-        })?;
         tracing::info!(lease = id, key = %self.key, ?ttl, "etcd lease granted: it renews the writer permit");
         Ok(Held {
             id,

@@ -260,7 +260,10 @@ impl Agent {
             &host.name,
         );
         let election = config.coordination.as_ref().map(|c| {
-            let e = Arc::new(crate::election::Election::new(c));
+            let e = Arc::new(crate::election::Election::new(
+                c,
+                config.monitor.agent_timeout,
+            ));
             tokio::spawn(e.clone().run().instrument(tracing::info_span!("election")));
             e
         });

@@ -44,6 +44,9 @@ pub enum FleetError {
 /// How soon a failed session renewal is retried (on another member if the last failed).
 const RETRY: Duration = Duration::from_millis(100);
 
+/// How long a directory's watch that ended may take to resume before its feed ends.
+const RESUME_WITHIN: Duration = Duration::from_secs(5);
+
 /// A connection to the etcd cluster under one prefix, through one member at a time
 /// (moved off as soon as a request fails the way a lost member fails).
 #[derive(Clone)]
@@ -467,6 +470,7 @@ impl Fleet {
                 .map_err(failed)
         }?;
         let from = now.header().map_or(0, |h| h.revision()) + 1;
+        let mut watching = self.members.current().generation;
         let mut stream = {
             let (mut c, failed) = self.waiting("watching a directory");
             c.watch(
@@ -499,24 +503,64 @@ impl Fleet {
             })
             .collect();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let fleet = self.clone();
         tokio::spawn(async move {
-            while let Ok(Some(r)) = stream.message().await {
-                for e in r.events() {
-                    let Some(kv) = e.kv() else { continue };
-                    let change = match e.event_type() {
-                        EventType::Put => DirChange::Put(DirEntry {
-                            name: name(kv),
-                            value: kv.value().to_vec(),
-                            lease: kv.lease(),
-                        }),
-                        EventType::Delete => DirChange::Deleted {
-                            name: name(kv),
-                            lease: e.prev_kv().map_or(0, |p| p.lease()),
-                        },
+            // Where the feed stands: a watch that ends (its member died, was cut off or
+            // lost its leader) is resumed from here on the member now in use, so no
+            // change falls in between and a lost member ends no term. The feed ends only
+            // when the watch cannot be resumed within RESUME_WITHIN (etcd compacted past
+            // it, or no member answers): the receiver then sees the channel closed.
+            let mut next = from;
+            loop {
+                loop {
+                    let r = match stream.message().await {
+                        Ok(Some(r)) => r,
+                        Ok(None) | Err(_) => break,
                     };
-                    if tx.send(change).await.is_err() {
+                    if r.canceled() || r.compact_revision() > 0 {
                         return;
                     }
+                    for e in r.events() {
+                        let Some(kv) = e.kv() else { continue };
+                        next = next.max(kv.mod_revision() + 1);
+                        let change = match e.event_type() {
+                            EventType::Put => DirChange::Put(DirEntry {
+                                name: name(kv),
+                                value: kv.value().to_vec(),
+                                lease: kv.lease(),
+                            }),
+                            EventType::Delete => DirChange::Deleted {
+                                name: name(kv),
+                                lease: e.prev_kv().map_or(0, |p| p.lease()),
+                            },
+                        };
+                        if tx.send(change).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                fleet.members.move_off(watching, "a watch ended").await;
+                let resumed = tokio::time::timeout(RESUME_WITHIN, async {
+                    loop {
+                        watching = fleet.members.current().generation;
+                        let (mut c, failed) = fleet.waiting("resuming a directory's watch");
+                        let options = WatchOptions::new()
+                            .with_prefix()
+                            .with_prev_key()
+                            .with_start_revision(next);
+                        match c.watch(prefix.clone(), Some(options)).await.map_err(failed) {
+                            Ok(s) => return s,
+                            Err(e) => {
+                                tracing::debug!(error = %crate::error_chain(&e), "resuming a watch failed; retrying");
+                                tokio::time::sleep(RETRY).await;
+                            }
+                        }
+                    }
+                })
+                .await;
+                match resumed {
+                    Ok(s) => stream = s,
+                    Err(_elapsed) => return,
                 }
             }
         });

@@ -68,12 +68,13 @@ pub fn member_failure(e: &etcd_client::Error) -> bool {
         E::TransportError(_) | E::IoError(_) => true,
         E::GRpcStatus(s) => matches!(
             s.code(),
+            // Not ResourceExhausted: "too many requests" or a NOSPACE alarm is the
+            // whole cluster's state, and hopping members would only add load.
             Code::Unavailable
                 | Code::DeadlineExceeded
                 | Code::Cancelled
                 | Code::Unknown
                 | Code::Internal
-                | Code::ResourceExhausted
         ),
         E::WatchError(_) | E::LeaseKeepAliveError(_) => {
             // "lease not found" is an answer; a stream that ended is the member.
@@ -112,13 +113,22 @@ impl Members {
     }
 
     /// A request on connection `generation` failed with `error`: when it is a member's
-    /// failure, moves off that member now. Returns whether the member in use changed
-    /// (by this call or by another since `generation`).
+    /// failure, moves off that member now. Returns whether another member is in use now
+    /// (by this call or by another since `generation`): only then is a retry at once
+    /// worth it.
     pub async fn failed(&self, generation: u64, error: &etcd_client::Error) -> bool {
         if !member_failure(error) {
             return false;
         }
         self.move_off(generation, &crate::error_chain(error)).await
+    }
+
+    /// [`Members::move_off`] in the background, for callers that must not wait for it.
+    pub fn spawn_move_off(&self, generation: u64, why: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.move_off(generation, &why).await;
+        });
     }
 
     /// Same, in the background, for callers that only report the error.
@@ -134,8 +144,8 @@ impl Members {
     }
 
     /// Moves off the member of connection `generation`, which failed with `why` (a
-    /// timeout of the caller's own, say): to the next one that answers, in list order
-    /// after it, itself last. Keeps it when none answers.
+    /// timeout of the caller's own, say): to the first that answers when all are asked at
+    /// once, the ones after it in list order preferred. Keeps it when none answers.
     pub async fn move_off(&self, generation: u64, why: &str) -> bool {
         let _one = self.shared.moving.lock().await;
         let (index, current) = {
@@ -161,7 +171,7 @@ impl Members {
                 }
                 s.conn = conn;
                 s.failing = false;
-                true
+                moved
             }
             Err(e) => {
                 let mut s = self.lock();

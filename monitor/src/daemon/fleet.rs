@@ -732,7 +732,16 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             }
             Ended::Deposed => {
                 tracing::warn!(term = leadership.term, "no longer the leader: standing by");
-                drop(session);
+                // A term that ended with its session alive (a watch that could not be
+                // resumed) would otherwise hold the election key until etcd expires the
+                // session, and nobody could be elected meanwhile. A key that is already
+                // another's is not touched by the resign: it names this term's key.
+                if session.alive() {
+                    let _ = fleet.resign(leadership).await;
+                    let _ = fleet.end(session).await;
+                } else {
+                    drop(session);
+                }
             }
             Ended::SteppedDown => {
                 if let Err(e) = fleet.resign(leadership).await {
