@@ -28,10 +28,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-const STATUS: &str = "status";
-const WRITER: &str = "writer";
-const IDENTITY: &str = "cluster";
-
 /// A command a standby forwarded, for the leader to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarded {
@@ -148,7 +144,7 @@ impl Leader {
             })
             .abort_handle(),
         );
-        let (entries, mut changes) = fleet.watch_dir("agents").await?;
+        let (entries, mut changes) = fleet.watch_dir(&fleet.keys().agents()).await?;
         let agents: Arc<Mutex<HashMap<String, AgentLease>>> = Arc::new(Mutex::new(
             entries
                 .into_iter()
@@ -265,7 +261,7 @@ impl Leader {
         let (tx, rx) = mpsc::channel(16);
         let mut fleet = self.fleet.clone();
         tokio::spawn(async move {
-            let (pending, mut changes) = match fleet.watch_dir("commands").await {
+            let (pending, mut changes) = match fleet.watch_dir(&fleet.keys().commands()).await {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::error!(error = %crate::error_chain(&e), "forwarded commands cannot be read: standbys' commands go unanswered");
@@ -329,12 +325,12 @@ impl Leader {
         let text = sign_answer(&self.key, &id, &text);
         tokio::spawn(async move {
             if let Err(e) = fleet
-                .put_in_session(lease, &format!("replies/{id}"), text)
+                .put_in_session(lease, &fleet.keys().reply(&id), text)
                 .await
             {
                 tracing::warn!(%id, error = %crate::error_chain(&e), "a forwarded command's answer was not written");
             }
-            let _ = fleet.delete(&format!("commands/{id}")).await;
+            let _ = fleet.delete(&fleet.keys().command(&id)).await;
         });
     }
 
@@ -347,12 +343,12 @@ impl Leader {
                 .unwrap_or_else(|_dropped| "ERROR: The monitor is shutting down.".to_string());
             let text = sign_answer(&key, &id, &text);
             if let Err(e) = fleet
-                .put_in_session(lease, &format!("replies/{id}"), text)
+                .put_in_session(lease, &fleet.keys().reply(&id), text)
                 .await
             {
                 tracing::warn!(%id, error = %crate::error_chain(&e), "a forwarded command's answer was not written");
             }
-            let _ = fleet.delete(&format!("commands/{id}")).await;
+            let _ = fleet.delete(&fleet.keys().command(&id)).await;
         });
     }
 
@@ -371,7 +367,7 @@ impl Leader {
         let (etcd, agents, deposed) = (self.etcd, self.agents.clone(), self.deposed.clone());
         tokio::spawn(async move {
             let start = Instant::now();
-            let revoked_key = format!("revoked/{host}");
+            let revoked_key = fleet.keys().revoked(&host);
             let over_at = loop {
                 if *deposed.borrow() {
                     return;
@@ -473,6 +469,7 @@ async fn publish_writer(
     mut rx: watch::Receiver<Option<(String, Ipv4Addr, u16)>>,
     deposed: Arc<watch::Sender<bool>>,
 ) {
+    let key = fleet.keys().writer();
     loop {
         let value = rx.borrow_and_update().clone();
         let json = match &value {
@@ -482,7 +479,7 @@ async fn publish_writer(
             None => serde_json::json!({"host": null, "ip": null, "port": null, "term": lead.term}),
         };
         loop {
-            match fleet.put_as_leader(&lead, WRITER, json.to_string()).await {
+            match fleet.put_as_leader(&lead, &key, json.to_string()).await {
                 Ok(()) => break,
                 Err(FleetError::Deposed { .. }) => {
                     deposed.send_replace(true);
@@ -515,12 +512,13 @@ impl StatusWriter {
     ) -> StatusWriter {
         let (latest, mut rx) = watch::channel::<Option<StatusRecord>>(None);
         let task = tokio::spawn(async move {
+            let key = fleet.keys().status();
             while rx.changed().await.is_ok() {
                 loop {
                     let Some(record) = rx.borrow_and_update().clone() else {
                         break;
                     };
-                    match fleet.put_as_leader(&lead, STATUS, record.to_json()).await {
+                    match fleet.put_as_leader(&lead, &key, record.to_json()).await {
                         Ok(()) => break,
                         Err(FleetError::Deposed { .. }) => {
                             deposed.send_replace(true);
@@ -575,8 +573,8 @@ async fn restore(
     now: crate::core::Millis,
 ) -> Result<Cluster, FleetError> {
     let mut cluster = Cluster::new(config.clone(), now);
-    let key = fleet.key(STATUS);
-    match fleet.get(STATUS).await? {
+    let key = fleet.keys().status();
+    match fleet.get(&key).await? {
         None => tracing::info!(%key, "no status in etcd: first start, hosts AWAITING_RECOVERY"),
         Some(bytes) => {
             let parsed = std::str::from_utf8(&bytes)
@@ -766,13 +764,12 @@ async fn check_identity(
     key: &ClusterKey,
 ) -> Result<(), DaemonError> {
     let ours = identity(key);
-    match fleet.get(IDENTITY).await.map_err(DaemonError::Fleet)? {
+    let key = fleet.keys().cluster();
+    match fleet.get(&key).await.map_err(DaemonError::Fleet)? {
         Some(found) if found == ours.as_bytes() => Ok(()),
-        Some(_) => Err(DaemonError::ForeignPrefix {
-            key: fleet.key(IDENTITY),
-        }),
+        Some(_) => Err(DaemonError::ForeignPrefix { key }),
         None => fleet
-            .put_as_leader(lead, IDENTITY, ours)
+            .put_as_leader(lead, &key, ours)
             .await
             .map_err(DaemonError::Fleet),
     }
