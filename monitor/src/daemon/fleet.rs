@@ -15,7 +15,7 @@
 //! renewed (before etcd expires it, so before another monitor can be elected) or a
 //! guarded write fails; SIGTERM resigns so a standby takes over without waiting.
 
-use super::{DaemonError, Ended, Process, Seat};
+use super::{DaemonError, LeadEnded, Process, Seat};
 use crate::core::status::StatusRecord;
 use crate::core::{Cluster, Event, FleetShow};
 use crate::fleet::{DirChange, Fleet, FleetError, FleetView, Leadership, Session};
@@ -719,7 +719,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             leader: Some(leader),
         };
         match super::lead(process, seat, cluster, clock).await? {
-            Ended::Shutdown => {
+            LeadEnded::Shutdown => {
                 // A planned stop hands over at once instead of after the session's TTL.
                 if let Err(e) = fleet.resign(leadership).await {
                     tracing::warn!(error = %crate::error_chain(&e), "resigning failed: a standby takes over when the session expires");
@@ -728,11 +728,11 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 tracing::info!("resigned the fleet's leadership");
                 return Ok(());
             }
-            Ended::Deposed => {
+            LeadEnded::Deposed => {
                 tracing::warn!(term = leadership.term, "no longer the leader: standing by");
                 drop(session);
             }
-            Ended::SteppedDown => {
+            LeadEnded::SteppedDown => {
                 if let Err(e) = fleet.resign(leadership).await {
                     tracing::warn!(error = %crate::error_chain(&e), "resigning failed: a standby takes over when the session expires");
                 }

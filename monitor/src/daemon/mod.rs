@@ -271,7 +271,7 @@ pub struct Seat {
 
 /// Why [`lead`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub enum LeadEnded {
     /// SIGTERM (or the control socket is gone).
     Shutdown,
     /// The fleet's leadership was lost: nothing may be decided any more.
@@ -383,7 +383,7 @@ pub async fn lead(
     seat: Seat,
     mut cluster: Cluster,
     clock: Clock,
-) -> Result<Ended, DaemonError> {
+) -> Result<LeadEnded, DaemonError> {
     let config = process.config.clone();
     let timing = process.timing;
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
@@ -404,14 +404,14 @@ pub async fn lead(
     // nothing of it may be decided then.
     if seat.leader.as_ref().is_some_and(|l| l.is_deposed()) {
         tracing::error!("leadership lost before the start-up vote: standing by");
-        return Ok(Ended::Deposed);
+        return Ok(LeadEnded::Deposed);
     }
     // A leader that hears no agent at all is most likely the one cut off: acting on
     // that view (hosts failing, a writer fenced through etcd) would stop writes for
     // nothing. It gives way to a monitor that may reach them.
     if seat.leader.is_some() && reports.is_empty() && !config.hosts.is_empty() {
         tracing::warn!("no agent answered at the start of this term: stepping down so that a monitor reaching them leads");
-        return Ok(Ended::SteppedDown);
+        return Ok(LeadEnded::SteppedDown);
     }
     let status = match &seat.leader {
         None => StatusOut::File(persist::Writer::start(config.monitor.status_path.clone())),
@@ -457,7 +457,7 @@ pub async fn lead(
         forwarded,
     };
     let ended = event_loop(&mut cluster, &mut shell, inputs, process).await?;
-    if ended == Ended::Shutdown {
+    if ended == LeadEnded::Shutdown {
         // Clean shutdown: the status is written, no role is touched.
         let record = cluster.status_record(shell.clock.now());
         shell.status.finish(record).await;
@@ -687,7 +687,7 @@ async fn event_loop(
     shell: &mut Shell,
     mut inputs: Inputs,
     process: &mut Process,
-) -> Result<Ended, DaemonError> {
+) -> Result<LeadEnded, DaemonError> {
     let clock = shell.clock;
     // The core says when it next needs a Tick; IDLE_TICK bounds the time since the last
     // one (from the last Tick, not from the last event: events come every second or
@@ -702,10 +702,10 @@ async fn event_loop(
     shell.observe(cluster, clock.now());
     loop {
         let asked = tokio::select! {
-            stopped = process.life.stopped() => return stopped.map(|()| Ended::Shutdown),
+            stopped = process.life.stopped() => return stopped.map(|()| LeadEnded::Shutdown),
             _ = async { match deposed.as_mut() { Some(d) => d.lost().await, None => std::future::pending().await } } => {
                 tracing::error!("leadership lost: stopping at once (another monitor may be elected)");
-                return Ok(Ended::Deposed);
+                return Ok(LeadEnded::Deposed);
             }
             Some(e) = inputs.events.recv() => Ok(e),
             Some(s) = inputs.checks.recv() => {
@@ -736,7 +736,7 @@ async fn event_loop(
         // decides nothing more, whatever was picked.
         if shell.leader.as_ref().is_some_and(|l| l.is_deposed()) {
             tracing::error!("leadership lost: stopping at once (another monitor may be elected)");
-            return Ok(Ended::Deposed);
+            return Ok(LeadEnded::Deposed);
         }
         let event = match asked {
             Ok(e) => e,
@@ -777,7 +777,7 @@ async fn event_loop(
                 >= alone_limit
             {
                 tracing::warn!(after = ?alone_limit, "no agent reachable: stepping down so that a monitor reaching them leads");
-                return Ok(Ended::SteppedDown);
+                return Ok(LeadEnded::SteppedDown);
             }
         }
         wake = clock.instant(cluster.next_deadline(), last_tick + IDLE_TICK);
