@@ -15,7 +15,8 @@
 //! renewed (before etcd expires it, so before another monitor can be elected) or a
 //! guarded write fails; SIGTERM resigns so a standby takes over without waiting.
 
-use super::{DaemonError, LeadEnded, Process, Seat};
+use super::seat::{Deposition, Seat};
+use super::{DaemonError, LeadEnded, Process};
 use crate::core::status::StatusRecord;
 use crate::core::{Cluster, Event, FleetShow};
 use crate::fleet::{DirChange, Fleet, FleetError, FleetView, Leadership, Session};
@@ -43,15 +44,6 @@ struct AgentLease {
     gone: Option<(Instant, i64)>,
 }
 
-/// Resolves once this term's leadership is over.
-pub struct Deposition(watch::Receiver<bool>);
-
-impl Deposition {
-    pub async fn lost(&mut self) {
-        let _ = self.0.wait_for(|d| *d).await;
-    }
-}
-
 /// One term's leadership, as the daemon uses it.
 pub struct Leader {
     fleet: Fleet,
@@ -70,6 +62,10 @@ pub struct Leader {
     key: ClusterKey,
     /// Forwarded command ids already run (with their issue time), against replays.
     seen: Mutex<HashMap<String, u64>>,
+    /// `<prefix>/status`; taken only by [`Seat::finish`].
+    status: Option<StatusWriter>,
+    /// Commands given to standbys, once heard ([`Seat::hear_forwarded`]).
+    forwarded: Option<mpsc::Receiver<Forwarded>>,
 }
 
 /// How old a forwarded command may be (its id carries when it was issued, wall clock).
@@ -205,6 +201,7 @@ impl Leader {
             ))
             .abort_handle(),
         );
+        let status = StatusWriter::start(fleet.clone(), lead.clone(), deposed.clone());
         Ok(Leader {
             fleet,
             lead,
@@ -218,42 +215,9 @@ impl Leader {
             background,
             key,
             seen: Mutex::new(HashMap::new()),
+            status: Some(status),
+            forwarded: None,
         })
-    }
-
-    pub fn is_deposed(&self) -> bool {
-        *self.deposed.borrow()
-    }
-
-    pub fn deposed(&self) -> Deposition {
-        Deposition(self.deposed.subscribe())
-    }
-
-    /// The fleet line of `show`.
-    pub fn show(&self) -> FleetShow {
-        let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        FleetShow {
-            leader: self.name.clone(),
-            term: self.lead.term,
-            standbys: view
-                .members
-                .into_iter()
-                .filter(|m| *m != self.name)
-                .collect(),
-        }
-    }
-
-    /// The writer as it should be published at `<prefix>/writer` (newest wins).
-    pub fn publish_writer(&self, writer: Option<(String, Ipv4Addr, u16)>) {
-        self.writer.send_if_modified(|w| {
-            let changed = *w != writer;
-            *w = writer;
-            changed
-        });
-    }
-
-    pub fn status_writer(&self) -> StatusWriter {
-        StatusWriter::start(self.fleet.clone(), self.lead.clone(), self.deposed.clone())
     }
 
     /// Commands given to standbys: those waiting now, then each new one.
@@ -351,6 +315,63 @@ impl Leader {
             let _ = fleet.delete(&fleet.keys().command(&id)).await;
         });
     }
+}
+
+impl Seat for Leader {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn term(&self) -> u64 {
+        self.lead.term
+    }
+
+    fn is_deposed(&self) -> bool {
+        *self.deposed.borrow()
+    }
+
+    fn deposition(&self) -> Deposition {
+        Deposition::of(self.deposed.subscribe())
+    }
+
+    /// The fleet line of `show`.
+    fn show(&self) -> Option<FleetShow> {
+        let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Some(FleetShow {
+            leader: self.name.clone(),
+            term: self.lead.term,
+            standbys: view
+                .members
+                .into_iter()
+                .filter(|m| *m != self.name)
+                .collect(),
+        })
+    }
+
+    /// The writer as it should be published at `<prefix>/writer` (newest wins).
+    fn publish_writer(&self, writer: Option<(String, Ipv4Addr, u16)>) {
+        self.writer.send_if_modified(|w| {
+            let changed = *w != writer;
+            *w = writer;
+            changed
+        });
+    }
+
+    fn gives_way_unheard(&self) -> bool {
+        true
+    }
+
+    fn persist(&self, record: StatusRecord) {
+        if let Some(status) = &self.status {
+            status.save(record);
+        }
+    }
+
+    async fn finish(mut self, record: StatusRecord) {
+        if let Some(status) = self.status.take() {
+            status.finish(record).await;
+        }
+    }
 
     /// Ends `host`'s writer permit, its agent's own etcd lease, and reports `LeaseEnded`.
     ///
@@ -361,7 +382,7 @@ impl Leader {
     /// a live agent that this monitor cannot reach: it is revoked (recorded first at
     /// `<prefix>/revoked/<host>` in a guarded write, so a deposed leader cannot), and the
     /// agent, whose last renewal was sent before the revoke, is done a TTL later.
-    pub fn end_lease(&self, host: String, events: mpsc::Sender<Event>) {
+    fn end_lease(&self, host: String, events: mpsc::Sender<Event>) {
         let mut fleet = self.fleet.clone();
         let lead = self.lead.clone();
         let (etcd, agents, deposed) = (self.etcd, self.agents.clone(), self.deposed.clone());
@@ -458,6 +479,34 @@ impl Leader {
                 let _ = events.send(Event::LeaseEnded { host }).await;
             }
         });
+    }
+
+    async fn hear_forwarded(&mut self) {
+        self.forwarded = Some(self.forwarded_commands().await);
+    }
+
+    async fn forwarded(&mut self) -> (crate::control::Command, String) {
+        loop {
+            let next = match self.forwarded.as_mut() {
+                Some(commands) => commands.recv().await,
+                None => None,
+            };
+            // The feed ended with its watch: no more forwarded commands this term.
+            let Some(f) = next else {
+                return std::future::pending().await;
+            };
+            match self.parse_forwarded(&f) {
+                Some(Ok(command)) => return (command, f.id),
+                Some(Err(text)) => self.reply(f.id, text),
+                None => {}
+            }
+        }
+    }
+
+    fn answer_to(&self, id: String) -> oneshot::Sender<String> {
+        let (tx, rx) = oneshot::channel();
+        self.reply_when(id, rx);
+        tx
     }
 }
 
@@ -713,12 +762,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 continue;
             }
         };
-        let seat = Seat {
-            name: name.clone(),
-            term: leadership.term,
-            leader: Some(leader),
-        };
-        match super::lead(process, seat, cluster, clock).await? {
+        match super::lead(process, leader, cluster, clock).await? {
             LeadEnded::Shutdown => {
                 // A planned stop hands over at once instead of after the session's TTL.
                 if let Err(e) = fleet.resign(leadership).await {
