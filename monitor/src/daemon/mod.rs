@@ -4,7 +4,6 @@
 
 pub mod checks;
 pub mod control;
-pub mod fleet;
 pub mod links;
 pub mod metrics;
 pub mod notify;

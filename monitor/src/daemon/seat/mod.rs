@@ -1,11 +1,19 @@
 //! Where this monitor sits while it drives the agents: alone with its status file
 //! ([`alone::Alone`]), or as the leader of one term of a monitor fleet in etcd
-//! ([`super::fleet::Leader`]). The event loop (`super::lead`) asks its seat for all in
-//! which the two differ, and never which one it has.
+//! ([`leader::Leader`]). The event loop (`super::lead`) asks its seat for all in which
+//! the two differ, and never which one it has.
+//!
+//! A fleet's monitor stands by and leads in turn (standby.rs); to lead it is elected and
+//! settles the prefix and the status (campaign.rs); standing by or leading, it passes
+//! control commands on to the leader or runs them (forward.rs).
 
 pub mod alone;
+pub mod campaign;
+pub mod forward;
+pub mod leader;
+pub mod standby;
 
-use super::{fleet, persist, DaemonError, Process};
+use super::{persist, DaemonError, Process};
 use crate::control::Command;
 use crate::core::status::StatusRecord;
 use crate::core::{Event, FleetShow};
@@ -112,7 +120,7 @@ impl Place {
         match self {
             // The status file stays claimed until the monitor stops.
             Place::Alone(_lock) => alone::run(process, name).await,
-            Place::Fleet => fleet::run(process, name).await,
+            Place::Fleet => standby::run(process, name).await,
         }
     }
 }
