@@ -421,7 +421,7 @@ pub async fn lead<S: Seat>(
     if ended == LeadEnded::Shutdown {
         // Clean shutdown: the status is written, no role is touched.
         let record = cluster.status_record(shell.clock.now());
-        shell.seat.finish(record).await;
+        shell.seat.persist_last(record).await;
         tracing::info!("monitor stopped (roles left as they are)");
     }
     Ok(ended)

@@ -20,7 +20,7 @@ pub struct Alone {
 pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError> {
     let config = process.config.clone();
     let clock = Clock::new();
-    let cluster = restore(&config, clock.now());
+    let cluster = restore_from_file(&config, clock.now());
     let seat = Alone {
         name,
         status: persist::Writer::start(config.monitor.status_path.clone()),
@@ -31,7 +31,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
 
 /// The cluster as the status file left it, or passive mode (with the cause shown) when
 /// the file cannot be trusted.
-fn restore(config: &Arc<Config>, now: Millis) -> Cluster {
+fn restore_from_file(config: &Arc<Config>, now: Millis) -> Cluster {
     let mut cluster = Cluster::new(config.clone(), now);
     let path = &config.monitor.status_path;
     match persist::read(path, now) {
@@ -83,7 +83,7 @@ impl Seat for Alone {
         self.status.save(record)
     }
 
-    async fn finish(self, record: StatusRecord) {
+    async fn persist_last(self, record: StatusRecord) {
         self.status.finish(record).await
     }
 

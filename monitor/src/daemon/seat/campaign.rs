@@ -53,7 +53,7 @@ fn identity(key: &ClusterKey) -> String {
 
 /// The status record in etcd as a cluster, or passive mode naming the key when it cannot
 /// be trusted (corrupt, another version); a first start has none.
-pub async fn restore(
+pub async fn restore_from_etcd(
     fleet: &mut Fleet,
     config: &Arc<Config>,
     now: crate::core::Millis,

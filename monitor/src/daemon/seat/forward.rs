@@ -210,8 +210,8 @@ impl Inbox {
     }
 }
 
-/// A standby's side of the control socket.
-pub struct Standby {
+/// What a standby needs to hand its control socket's commands to the leader.
+pub struct Forwarder {
     pub key: ClusterKey,
     pub fleet: Fleet,
     pub session_lease: i64,
@@ -221,7 +221,7 @@ pub struct Standby {
 
 /// Answers control commands while standing by: `ping` here, everything else by the
 /// leader. Returns when the monitor must stop.
-pub async fn serve_standby(process: &mut Process, s: &Standby) -> Result<(), DaemonError> {
+pub async fn serve_standby(process: &mut Process, s: &Forwarder) -> Result<(), DaemonError> {
     let mut n: u64 = 0;
     loop {
         let (command, reply) = tokio::select! {

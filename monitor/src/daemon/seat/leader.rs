@@ -41,7 +41,7 @@ pub struct Leader {
     view: Arc<Mutex<FleetView>>,
     agents: Arc<Mutex<HashMap<String, AgentLease>>>,
     background: Vec<tokio::task::AbortHandle>,
-    /// `<prefix>/status`; taken only by [`Seat::finish`].
+    /// `<prefix>/status`; taken only by [`Seat::persist_last`].
     status: Option<StatusWriter>,
     /// The commands standbys forward, and their answers.
     inbox: Inbox,
@@ -134,7 +134,7 @@ impl Leader {
         );
         let (writer, rx) = watch::channel(None);
         background.push(
-            tokio::spawn(publish_writer(
+            tokio::spawn(keep_writer_published(
                 fleet.clone(),
                 lead.clone(),
                 rx,
@@ -187,7 +187,7 @@ impl Seat for Leader {
         }
     }
 
-    async fn finish(mut self, record: StatusRecord) {
+    async fn persist_last(mut self, record: StatusRecord) {
         if let Some(status) = self.status.take() {
             status.finish(record).await;
         }
@@ -339,7 +339,7 @@ impl Seat for Leader {
 
 /// Publishes the writer at `<prefix>/writer` as `{"host","ip","port","term"}` (host null
 /// when there is none), newest first, while the term lasts.
-async fn publish_writer(
+async fn keep_writer_published(
     mut fleet: Fleet,
     lead: Leadership,
     mut rx: watch::Receiver<Option<(String, Ipv4Addr, u16)>>,

@@ -47,7 +47,7 @@ pub trait Seat: Send {
 
     /// Keeps `record` as the last one, on a clean stop. Bounded: the disk or etcd may be
     /// what stops us.
-    fn finish(self, record: StatusRecord) -> impl Future<Output = ()> + Send
+    fn persist_last(self, record: StatusRecord) -> impl Future<Output = ()> + Send
     where
         Self: Sized;
 

@@ -13,8 +13,8 @@
 //! renewed (before etcd expires it, so before another monitor can be elected) or a
 //! guarded write fails; SIGTERM resigns so a standby takes over without waiting.
 
-use super::campaign::{check_identity, connect, restore};
-use super::forward::{serve_standby, Standby};
+use super::campaign::{check_identity, connect, restore_from_etcd};
+use super::forward::{serve_standby, Forwarder};
 use super::leader::Leader;
 use crate::daemon::{Clock, DaemonError, LeadEnded, Process};
 use crate::fleet::FleetError;
@@ -76,7 +76,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
         }
         unreachable_said = false;
         tracing::info!(%name, prefix = %c.prefix, "standing by in the monitor fleet");
-        let standby = Standby {
+        let forwarder = Forwarder {
             key: process.key.clone(),
             fleet: fleet.clone(),
             session_lease: session.lease,
@@ -85,7 +85,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
         };
         let won = tokio::select! {
             won = fleet.campaign(&mut session, &name) => won,
-            stopped = serve_standby(process, &standby) => {
+            stopped = serve_standby(process, &forwarder) => {
                 let _ = fleet.end(session).await;
                 return stopped;
             }
@@ -115,7 +115,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             }
         }
         let clock = Clock::new();
-        let cluster = match restore(&mut fleet, &config, clock.now()).await {
+        let cluster = match restore_from_etcd(&mut fleet, &config, clock.now()).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "reading the status from etcd failed; standing by again");
