@@ -1,6 +1,7 @@
 //! The monitor daemon: the IO shell around the pure core. One task owns the `Cluster`
 //! and feeds it every event (checks, agent links, control commands, ticks); the actions
-//! it returns are dispatched to agent links, the status file, kill_host_bin and logs.
+//! it returns are dispatched to agent links, the seat (the status file, or a fleet's
+//! etcd: seat/), kill_host_bin and logs.
 
 pub mod checks;
 pub mod control;

@@ -26,11 +26,11 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
     let c = config
         .coordination
         .clone()
-        .expect("fleet::run is only called with [coordination]");
+        .expect("standby::run is only called with [coordination]");
     let etcd = process
         .timing
         .etcd
-        .expect("fleet::run is only called with [coordination]");
+        .expect("standby::run is only called with [coordination]");
     let timeout = c
         .session_ttl
         .clamp(Duration::from_millis(500), Duration::from_secs(2));
