@@ -14,7 +14,7 @@
 
 use etcd_client::{Client, GetOptions, SortOrder, SortTarget, WatchOptions};
 use mmm_common::config::Coordination;
-use mmm_common::etcd::LazyMembers;
+use mmm_common::etcd::{Keys, LazyMembers};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -59,7 +59,7 @@ impl Election {
     }
 
     fn election(&self) -> String {
-        format!("{}/leader/", self.coordination.prefix)
+        Keys::new(self.coordination.prefix.as_str()).candidates()
     }
 
     /// The member in use: `bounded` for a read, else the client for the watch.

@@ -32,7 +32,7 @@
 use crate::lease::{etcd_permit_until, Boot, Lease};
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use mmm_common::config::Coordination;
-use mmm_common::etcd::LazyMembers;
+use mmm_common::etcd::{Keys, LazyMembers};
 use mmm_common::timing::EtcdTiming;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -112,7 +112,7 @@ impl Keeper {
         let timing = EtcdTiming::new(c.session_ttl);
         Keeper {
             coordination: c.clone(),
-            key: format!("{}/agents/{host}", c.prefix),
+            key: Keys::new(c.prefix.as_str()).agent(host),
             host: host.to_string(),
             ttl: timing.ttl,
             timing,

@@ -138,7 +138,7 @@ fn host_uptime_s() -> u32 {
 }
 
 /// How a monitor connection ended without an error.
-enum Ended {
+enum ConnectionEnded {
     Disconnected,
     /// Its term was refused (already logged, once per term).
     Refused,
@@ -478,8 +478,8 @@ impl Agent {
                     tokio::spawn(
                         async move {
                             match agent.connection(stream, permit).await {
-                                Ok(Ended::Disconnected) => tracing::info!("monitor disconnected"),
-                                Ok(Ended::Refused) => {}
+                                Ok(ConnectionEnded::Disconnected) => tracing::info!("monitor disconnected"),
+                                Ok(ConnectionEnded::Refused) => {}
                                 Err(e) => tracing::warn!(error = %error_chain(&e), "monitor connection dropped"),
                             }
                         }
@@ -498,7 +498,7 @@ impl Agent {
         self: Arc<Self>,
         stream: TcpStream,
         handshake: OwnedSemaphorePermit,
-    ) -> Result<Ended, ConnError> {
+    ) -> Result<ConnectionEnded, ConnError> {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
         let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
@@ -535,7 +535,7 @@ impl Agent {
                     let _ = write_frames(&mut writer, &bytes, HANDSHAKE_TIMEOUT).await;
                 }
                 // Logged by `admit`, once per refused term.
-                return Ok(Ended::Refused);
+                return Ok(ConnectionEnded::Refused);
             }
         }
         write_frames(&mut writer, &challenge, HANDSHAKE_TIMEOUT).await?;
@@ -547,7 +547,7 @@ impl Agent {
                 term,
                 "monitor refused: a later term began during its handshake"
             );
-            return Ok(Ended::Refused);
+            return Ok(ConnectionEnded::Refused);
         };
         write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
         drop(handshake);
@@ -628,7 +628,7 @@ impl Agent {
         drop(out_tx);
         // Let queued replies (an Error explaining the drop) reach the monitor, bounded.
         let _ = tokio::time::timeout(Duration::from_millis(500), writer_task).await;
-        result.map(|()| Ended::Disconnected)
+        result.map(|()| ConnectionEnded::Disconnected)
     }
 
     async fn dispatch(

@@ -15,7 +15,7 @@ use etcd_client::{
     LeaseKeeper, PutOptions, ResignOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
 };
 use mmm_common::config::Coordination;
-use mmm_common::etcd::Members;
+use mmm_common::etcd::{Keys, Members};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -52,7 +52,7 @@ const RESUME_WITHIN: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Fleet {
     members: Members,
-    prefix: String,
+    keys: Keys,
     ttl: Duration,
 }
 
@@ -125,7 +125,7 @@ impl Fleet {
             .map_err(FleetError::Members)?;
         Ok(Fleet {
             members,
-            prefix: c.prefix.clone(),
+            keys: Keys::new(c.prefix.as_str()),
             ttl: c.session_ttl,
         })
     }
@@ -155,13 +155,9 @@ impl Fleet {
         }
     }
 
-    fn election(&self) -> String {
-        format!("{}/leader", self.prefix)
-    }
-
-    /// A key under the prefix.
-    pub fn key(&self, name: &str) -> String {
-        format!("{}/{name}", self.prefix)
+    /// The keys of this fleet's prefix.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// Grants a lease of the session TTL and renews it three times per TTL.
@@ -268,7 +264,7 @@ impl Fleet {
         session: &mut Session,
         name: &str,
     ) -> Result<Leadership, FleetError> {
-        let election = self.election();
+        let election = self.keys.election();
         let lease = session.lease;
         let (mut waiting, failed) = self.waiting("campaigning for leadership");
         let won = tokio::select! {
@@ -293,7 +289,7 @@ impl Fleet {
             .with_limit(1);
         let r = {
             let (mut c, failed) = self.bounded("asking for the leader");
-            c.get(format!("{}/", self.election()), Some(options))
+            c.get(self.keys.candidates(), Some(options))
                 .await
                 .map_err(failed)
         }?;
@@ -316,7 +312,7 @@ impl Fleet {
         name: &str,
         earlier: &[i64],
     ) -> Result<(), FleetError> {
-        let key = self.key(&format!("monitors/{name}"));
+        let key = self.keys.monitor(name);
         let put = TxnOp::put(
             key.clone(),
             name,
@@ -349,7 +345,7 @@ impl Fleet {
         let leader = self.leader().await?;
         let r = {
             let (mut c, failed) = self.bounded("listing the monitors");
-            c.get(self.key("monitors/"), Some(GetOptions::new().with_prefix()))
+            c.get(self.keys.monitors(), Some(GetOptions::new().with_prefix()))
                 .await
                 .map_err(failed)
         }?;
@@ -367,9 +363,7 @@ impl Fleet {
     pub async fn agent_lease(&mut self, host: &str) -> Result<Option<i64>, FleetError> {
         let r = {
             let (mut c, failed) = self.bounded("reading an agent's lease");
-            c.get(self.key(&format!("agents/{host}")), None)
-                .await
-                .map_err(failed)
+            c.get(self.keys.agent(host), None).await.map_err(failed)
         }?;
         Ok(r.kvs().first().map(|kv| kv.lease()).filter(|l| *l != 0))
     }
@@ -398,17 +392,17 @@ impl Fleet {
         }
     }
 
-    /// Puts `value` at `name` under the prefix, bound to `session` (it goes with it).
+    /// Puts `value` at `key`, bound to `session` (it goes with it).
     pub async fn put_in_session(
         &mut self,
         session_lease: i64,
-        name: &str,
+        key: &str,
         value: impl Into<Vec<u8>>,
     ) -> Result<(), FleetError> {
         {
             let (mut c, failed) = self.bounded("writing to etcd");
             c.put(
-                self.key(name),
+                key,
                 value,
                 Some(PutOptions::new().with_lease(session_lease)),
             )
@@ -418,11 +412,11 @@ impl Fleet {
         Ok(())
     }
 
-    /// Deletes `name` under the prefix.
-    pub async fn delete(&mut self, name: &str) -> Result<(), FleetError> {
+    /// Deletes `key`.
+    pub async fn delete(&mut self, key: &str) -> Result<(), FleetError> {
         {
             let (mut c, failed) = self.bounded("deleting from etcd");
-            c.delete(self.key(name), None).await.map_err(failed)
+            c.delete(key, None).await.map_err(failed)
         }?;
         Ok(())
     }
@@ -437,8 +431,8 @@ impl Fleet {
         line: &str,
         timeout: Duration,
     ) -> Result<String, FleetError> {
-        let reply_key = format!("replies/{id}");
-        self.put_in_session(session_lease, &format!("commands/{id}"), line)
+        let reply_key = self.keys.reply(id);
+        self.put_in_session(session_lease, &self.keys.command(id), line)
             .await?;
         let start = tokio::time::Instant::now();
         let answer = loop {
@@ -450,19 +444,20 @@ impl Fleet {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let _ = self.delete(&format!("commands/{id}")).await;
+        let _ = self.delete(&self.keys.command(id)).await;
         let _ = self.delete(&reply_key).await;
         answer
     }
 
-    /// Every key under `<prefix>/<dir>/` now, then each change as it happens (the watch
+    /// Every key under `dir` (a directory of [`Keys`], ending in `/`) now, named by the
+    /// rest of its key, then each change as it happens (the watch
     /// starts right after the read, so nothing falls in between). The feed ends when the
     /// watch does (etcd unreachable): the receiver then sees the channel closed.
     pub async fn watch_dir(
         &mut self,
         dir: &str,
     ) -> Result<(Vec<DirEntry>, tokio::sync::mpsc::Receiver<DirChange>), FleetError> {
-        let prefix = self.key(&format!("{dir}/"));
+        let prefix = dir.to_string();
         let now = {
             let (mut c, failed) = self.bounded("reading a directory");
             c.get(prefix.clone(), Some(GetOptions::new().with_prefix()))
@@ -567,21 +562,21 @@ impl Fleet {
         Ok((entries, rx))
     }
 
-    /// Puts `value` at `name` under the prefix only while `lead` still leads.
+    /// Puts `value` at `key` only while `lead` still leads.
     pub async fn put_as_leader(
         &mut self,
         lead: &Leadership,
-        name: &str,
+        key: &str,
         value: impl Into<Vec<u8>>,
     ) -> Result<(), FleetError> {
-        self.put_as_leader_in(lead, name, value, None).await
+        self.put_as_leader_in(lead, key, value, None).await
     }
 
     /// As [`Fleet::put_as_leader`], the key bound to `lease` when given.
     pub async fn put_as_leader_in(
         &mut self,
         lead: &Leadership,
-        name: &str,
+        key: &str,
         value: impl Into<Vec<u8>>,
         lease: Option<i64>,
     ) -> Result<(), FleetError> {
@@ -591,7 +586,7 @@ impl Fleet {
             i64::try_from(lead.term).unwrap_or(i64::MAX),
         );
         let txn = Txn::new().when([still_leading]).and_then([TxnOp::put(
-            self.key(name),
+            key,
             value,
             lease.map(|l| PutOptions::new().with_lease(l)),
         )]);
@@ -606,11 +601,11 @@ impl Fleet {
         }
     }
 
-    /// Reads `name` under the prefix.
-    pub async fn get(&mut self, name: &str) -> Result<Option<Vec<u8>>, FleetError> {
+    /// Reads `key`.
+    pub async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, FleetError> {
         let r = {
             let (mut c, failed) = self.bounded("reading from etcd");
-            c.get(self.key(name), None).await.map_err(failed)
+            c.get(key, None).await.map_err(failed)
         }?;
         Ok(r.kvs().first().map(|kv| kv.value().to_vec()))
     }

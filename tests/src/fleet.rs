@@ -7,12 +7,18 @@ use crate::etcd::EtcdCluster;
 use crate::lab::{Cluster, Spec};
 use crate::netns::wait_for;
 use crate::{bin, mariadb::Setup};
+use mmm_common::etcd::Keys;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub const PREFIX: &str = "/mmm/lab";
+
+/// The etcd keys of the lab's fleet.
+pub fn keys() -> Keys {
+    Keys::new(PREFIX)
+}
 const ETCD: [(&str, u8); 3] = [("etcd1", 31), ("etcd2", 32), ("etcd3", 33)];
 /// Monitor namespaces: "mon" is the lab's own (192.0.2.2).
 const MONITORS: [(&str, &str); 3] = [("mon1", "mon"), ("mon2", "mon2"), ("mon3", "mon3")];
@@ -334,7 +340,8 @@ impl Fleet {
         );
     }
 
-    /// The value of `<prefix>/<key>` read with etcdctl from an etcd member's namespace.
+    /// The value of `key` (one of [`keys`]) read with etcdctl from an etcd member's
+    /// namespace.
     pub fn etcd_get(&self, key: &str) -> String {
         let out = self.c.lab.net.try_exec(
             "etcd1",
@@ -344,7 +351,7 @@ impl Fleet {
                 "http://192.0.2.31:2379",
                 "get",
                 "--print-value-only",
-                &format!("{PREFIX}/{key}"),
+                key,
             ],
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()

@@ -4,6 +4,7 @@
 //! even across an agent restart. Needs root; in CI it must run (see `require_root`).
 //! Timings are never asserted: only the order of outcomes, with generous waits.
 
+use mmm_common::etcd::Keys;
 use mmm_common::proto::*;
 use mmm_monitor::agents::link::{AgentLink, LinkError};
 use mmm_tests::etcd::EtcdCluster;
@@ -15,7 +16,11 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(5);
 /// Generous bound on the agent reacting to a lost lease (session_ttl is 1 s).
 const REACT: Duration = Duration::from_secs(10);
-const KEY: &str = "/mmm/test/agents/db1";
+const PREFIX: &str = "/mmm/test";
+
+fn keys() -> Keys {
+    Keys::new(PREFIX)
+}
 
 /// A lab with one etcd member on node `etcd1` (192.0.2.31) and `[coordination]` in the
 /// config. The etcd cluster is declared last so it is ended before the lab's namespaces.
@@ -27,7 +32,7 @@ fn fleet_lab(tag: &str, session_ttl: &str) -> (Lab, EtcdCluster) {
 
 /// The lab of [`fleet_lab`], etcd not started yet.
 fn fleet_lab_without_etcd(tag: &str, session_ttl: &str) -> Lab {
-    let extra = format!("[coordination]\netcd = [\"http://192.0.2.31:2379\"]\nprefix = \"/mmm/test\"\nsession_ttl = \"{session_ttl}\"\n");
+    let extra = format!("[coordination]\netcd = [\"http://192.0.2.31:2379\"]\nprefix = \"{PREFIX}\"\nsession_ttl = \"{session_ttl}\"\n");
     Lab::with_nodes(tag, &extra, &[("etcd1", 31)])
 }
 
@@ -54,7 +59,7 @@ fn refusal(lab: &Lab, host: &str, term: u64) -> Option<String> {
 
 /// The lease id the agent published under its key, once it has.
 fn published_lease(etcd: &EtcdCluster) -> Option<i64> {
-    let out = etcd.etcdctl(&["get", KEY, "--print-value-only"]);
+    let out = etcd.etcdctl(&["get", &keys().agent("db1"), "--print-value-only"]);
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
     assert_eq!(v["host"], "db1", "{text}");
@@ -419,7 +424,7 @@ fn etcdctl_lease(etcd: &EtcdCluster, ttl: &str) -> i64 {
 /// Campaigns as etcd's election does (a key under `<prefix>/leader/` bound to the
 /// session's lease); the term is the key's create revision.
 fn campaign_key(etcd: &EtcdCluster, name: &str, session: i64) -> u64 {
-    let key = format!("/mmm/test/leader/{session:x}");
+    let key = keys().candidate(session);
     let out = etcd.etcdctl(&[
         "put",
         &key,

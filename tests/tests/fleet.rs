@@ -43,7 +43,7 @@ fn one_leader_terms_grow_and_a_deposed_leader_cannot_write() {
             b.leader().await.unwrap(),
             Some(("mon-a".into(), lead_a.term))
         );
-        a.put_as_leader(&lead_a, "status", "from a")
+        a.put_as_leader(&lead_a, &a.keys().status(), "from a")
             .await
             .expect("the leader writes");
 
@@ -74,15 +74,15 @@ fn one_leader_terms_grow_and_a_deposed_leader_cannot_write() {
         );
 
         // a wakes up believing it leads: etcd refuses its write.
-        match a.put_as_leader(&lead_a, "status", "stale").await {
+        match a.put_as_leader(&lead_a, &a.keys().status(), "stale").await {
             Err(FleetError::Deposed { term }) => assert_eq!(term, lead_a.term),
             other => panic!("a deposed leader wrote: {other:?}"),
         }
         assert_eq!(
-            b.get("status").await.unwrap().as_deref(),
+            b.get(&b.keys().status()).await.unwrap().as_deref(),
             Some(&b"from a"[..])
         );
-        b.put_as_leader(&lead_b, "status", "from b")
+        b.put_as_leader(&lead_b, &b.keys().status(), "from b")
             .await
             .expect("b writes");
     });
@@ -118,7 +118,7 @@ fn a_resigning_leader_hands_over_at_once() {
             "a's session lives on: it resigned, it did not die"
         );
         assert!(matches!(
-            a.put_as_leader(&lead_a, "status", "x").await,
+            a.put_as_leader(&lead_a, &a.keys().status(), "x").await,
             Err(FleetError::Deposed { .. })
         ));
         let _ = b;
@@ -184,7 +184,7 @@ fn tls_to_etcd_with_a_client_certificate() {
         let mut a = Fleet::connect(&good, T).await.expect("connects over TLS");
         let mut sa = a.session().await.expect("a session over TLS");
         let lead = a.campaign(&mut sa, "mon-a").await.expect("leads over TLS");
-        a.put_as_leader(&lead, "status", "{}")
+        a.put_as_leader(&lead, &a.keys().status(), "{}")
             .await
             .expect("a guarded write over TLS");
         for (what, c) in [
@@ -307,7 +307,7 @@ fn a_lost_etcd_member_ends_no_session() {
                 for i in 0..20 {
                     let mut attempts = 0;
                     loop {
-                        match a.put_as_leader(&lead, "status", format!("{i}")).await {
+                        match a.put_as_leader(&lead, &a.keys().status(), format!("{i}")).await {
                             Ok(()) => break,
                             Err(FleetError::Deposed { .. }) => panic!("{signal}: deposed"),
                             Err(e) if attempts < 50 => {

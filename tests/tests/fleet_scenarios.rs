@@ -5,7 +5,7 @@
 
 use mmm_tests::assert::{assert_data, assert_servers, writer};
 use mmm_tests::client::{verify, Writer, TABLE};
-use mmm_tests::fleet::{Fleet, PREFIX};
+use mmm_tests::fleet::{keys, Fleet};
 use mmm_tests::netns::{require_root, wait_for};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -63,7 +63,7 @@ fn f01_leader_killed_under_writes_then_writer_failure() {
     std::thread::sleep(Duration::from_secs(2));
     let log = w.log();
     f.assert_no_failed_writes(&log, "while the leading monitor was replaced");
-    let published = f.etcd_get("writer");
+    let published = f.etcd_get(&keys().writer());
     assert!(
         published.contains("\"host\":\"db1\"") && published.contains(&format!("\"term\":{term2}")),
         "<prefix>/writer: {published}"
@@ -313,16 +313,14 @@ fn f10_corrupt_status_key_means_passive() {
         return;
     }
     let mut f = Fleet::start("f10");
-    let put = f
-        .etcd
-        .etcdctl(&["put", &format!("{PREFIX}/status"), "{not json"]);
+    let put = f.etcd.etcdctl(&["put", &keys().status(), "{not json"]);
     assert!(put.status.success(), "{put:?}");
     f.start_monitor("mon1");
     f.wait_leader("mon1", None, T);
     let (_, show) = f.control("mon1", &["show"]);
     assert!(
         show.contains("# --- Monitor is in PASSIVE MODE ---")
-            && show.contains(&format!("status key {PREFIX}/status unusable")),
+            && show.contains(&format!("status key {} unusable", keys().status())),
         "{show}"
     );
 }
@@ -337,14 +335,15 @@ fn f11_prefix_of_another_cluster_is_refused() {
     let f = Fleet::start("f11");
     let put = f
         .etcd
-        .etcdctl(&["put", &format!("{PREFIX}/cluster"), "another cluster"]);
+        .etcdctl(&["put", &keys().cluster(), "another cluster"]);
     assert!(put.status.success(), "{put:?}");
     let out = f.run_monitor_to_exit("mon1", "mon1");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains(&format!(
-            "etcd key {PREFIX}/cluster belongs to another cluster"
+            "etcd key {} belongs to another cluster",
+            keys().cluster()
         )),
         "{err}"
     );
@@ -363,9 +362,11 @@ fn f12_deleted_agent_key_is_not_an_ended_lease() {
     }
     let f = up("f12");
     // The agent has published its lease (it may be granted after the cluster is online).
-    let published = wait_for(T, || (!f.etcd_get("agents/db1").is_empty()).then_some(()));
+    let published = wait_for(T, || {
+        (!f.etcd_get(&keys().agent("db1")).is_empty()).then_some(())
+    });
     assert!(published.is_some(), "db1's agent never published its lease");
-    let out = f.etcd.etcdctl(&["del", &format!("{PREFIX}/agents/db1")]);
+    let out = f.etcd.etcdctl(&["del", &keys().agent("db1")]);
     assert!(out.status.success(), "{out:?}");
     f.cut("mon1", &[11], true);
     f.wait_show("mon1", "db2", "writer(192.0.2.100)", T);
@@ -403,7 +404,7 @@ fn f13_a_command_put_in_etcd_without_the_key_is_not_run() {
     let f = up("f13");
     let out = f.etcd.etcdctl(&[
         "put",
-        &format!("{PREFIX}/commands/not-a-monitor"),
+        &keys().command("not-a-monitor"),
         "move_role writer db2",
     ]);
     assert!(out.status.success(), "{out:?}");

@@ -2,6 +2,9 @@
 //! or TLS with the configured CA and, when etcd requires one, a client certificate. One
 //! place, so a monitor and an agent never disagree on how etcd is reached.
 
+pub mod keys;
+pub use keys::Keys;
+
 use crate::config::Coordination;
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use std::path::{Path, PathBuf};

@@ -97,16 +97,16 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
                 }
             }
             match session(&p, &mut cmds, &mut desired, &events, &mut reported_down).await {
-                Ended::Shutdown => return,
-                Ended::Disconnected => {
+                SessionEnded::Shutdown => return,
+                SessionEnded::Disconnected => {
                     hold = Hold::Until(Instant::now() + p.lease);
                     backoff = Duration::from_millis(50);
                 }
-                Ended::Isolated => {
+                SessionEnded::Isolated => {
                     hold = Hold::Isolated;
                     backoff = Duration::from_millis(50);
                 }
-                Ended::Failed(e) => {
+                SessionEnded::Failed(e) => {
                     if !reported_down {
                         reported_down = true;
                         let _ = events
@@ -136,7 +136,7 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-                Ended::Lost(e, last_reply) => {
+                SessionEnded::Lost(e, last_reply) => {
                     if !reported_down {
                         reported_down = true;
                         let last_heard = p.clock.now().saturating_sub(
@@ -159,7 +159,7 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
     .await
 }
 
-enum Ended {
+enum SessionEnded {
     Shutdown,
     Disconnected,
     Isolated,
@@ -234,13 +234,13 @@ async fn session(
     desired: &mut Option<DesiredState>,
     events: &mpsc::Sender<Event>,
     reported_down: &mut bool,
-) -> Ended {
+) -> SessionEnded {
     let t = p.io_timeout;
     let link = match AgentLink::connect_in_term(p.addr, &p.key, &p.monitor_name, &p.host, p.term, t)
         .await
     {
         Ok(l) => l,
-        Err(e) => return Ended::Failed(crate::error_chain(&e)),
+        Err(e) => return SessionEnded::Failed(crate::error_chain(&e)),
     };
     tracing::info!(agent_version = %link.agent_version(), "agent authenticated");
     // Commands queued while connecting come first: the desired state sent below must be
@@ -249,19 +249,19 @@ async fn session(
         match cmds.try_recv() {
             Ok(LinkCmd::Disconnect) => {
                 tracing::warn!("dropping the new connection: this agent's lease must run out");
-                return Ended::Disconnected;
+                return SessionEnded::Disconnected;
             }
             Ok(LinkCmd::Isolate) => {
                 tracing::warn!(
                     "dropping the new connection: held down while this agent's lease runs out"
                 );
-                return Ended::Isolated;
+                return SessionEnded::Isolated;
             }
             Ok(LinkCmd::Release) => {}
             Ok(LinkCmd::Desired(d)) => *desired = Some(d),
             Ok(cmd) => absorb(cmd, desired, events, &p.host).await,
             Err(mpsc::error::TryRecvError::Empty) => break,
-            Err(mpsc::error::TryRecvError::Disconnected) => return Ended::Shutdown,
+            Err(mpsc::error::TryRecvError::Disconnected) => return SessionEnded::Shutdown,
         }
     }
     *reported_down = false;
@@ -289,12 +289,13 @@ async fn connected(
     pending: &mut HashMap<u32, (u64, Instant)>,
     mut link: AgentLink,
     t: Duration,
-) -> Ended {
-    let lost = |e: LinkError, last_reply: Instant| Ended::Lost(crate::error_chain(&e), last_reply);
+) -> SessionEnded {
+    let lost =
+        |e: LinkError, last_reply: Instant| SessionEnded::Lost(crate::error_chain(&e), last_reply);
     // The desired state goes first, before any heartbeat renews a lease.
     if let Some(d) = desired.as_ref() {
         if let Err(e) = link.queue(&Message::DesiredState(d.clone()), 0) {
-            return Ended::Failed(format!(
+            return SessionEnded::Failed(format!(
                 "encoding the desired state: {}",
                 crate::error_chain(&e)
             ));
@@ -316,7 +317,7 @@ async fn connected(
         tokio::select! {
             _ = hb.tick() => {
                 if last_reply.elapsed() > p.agent_timeout {
-                    return Ended::Lost(format!("no heartbeat answer for {:?}", last_reply.elapsed()), last_reply);
+                    return SessionEnded::Lost(format!("no heartbeat answer for {:?}", last_reply.elapsed()), last_reply);
                 }
                 let epoch = desired.as_ref().map(|d| d.epoch).unwrap_or(0);
                 let _ = link.queue(&Message::Heartbeat(Heartbeat { epoch }), 0);
@@ -378,12 +379,12 @@ async fn connected(
                 };
                 if let Some(ev) = ev {
                     if events.send(ev).await.is_err() {
-                        return Ended::Shutdown;
+                        return SessionEnded::Shutdown;
                     }
                 }
             }
             cmd = cmds.recv() => match cmd {
-                None => return Ended::Shutdown,
+                None => return SessionEnded::Shutdown,
                 Some(LinkCmd::Desired(d)) => {
                     let _ = link.queue(&Message::DesiredState(d.clone()), 0);
                     *desired = Some(d);
@@ -399,11 +400,11 @@ async fn connected(
                 }
                 Some(LinkCmd::Disconnect) => {
                     tracing::warn!("dropping the connection: this agent's lease must run out");
-                    return Ended::Disconnected;
+                    return SessionEnded::Disconnected;
                 }
                 Some(LinkCmd::Isolate) => {
                     tracing::warn!("dropping the connection and holding it down: the agent and ping are silent, its lease runs out meanwhile");
-                    return Ended::Isolated;
+                    return SessionEnded::Isolated;
                 }
                 Some(LinkCmd::Release) => {}
             }

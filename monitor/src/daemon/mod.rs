@@ -1,21 +1,23 @@
 //! The monitor daemon: the IO shell around the pure core. One task owns the `Cluster`
 //! and feeds it every event (checks, agent links, control commands, ticks); the actions
-//! it returns are dispatched to agent links, the status file, kill_host_bin and logs.
+//! it returns are dispatched to agent links, the seat (the status file, or a fleet's
+//! etcd: seat/), kill_host_bin and logs.
 
 pub mod checks;
 pub mod control;
-pub mod fleet;
 pub mod links;
 pub mod metrics;
 pub mod notify;
 pub mod persist;
 pub mod ping;
+pub mod seat;
 
 use crate::core::{Action, AgentView, Cluster, Event, Millis};
 use links::{LinkCmd, LinkParams};
 use mmm_common::config::{CheckConfig, ClusterKey, Config};
 use mmm_common::timing::Timing;
 use mmm_common::types::CheckKind;
+use seat::{Place, Seat};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -89,26 +91,25 @@ impl Clock {
 /// one is in `Cluster::next_deadline`); a bound should one ever be missed.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
-struct Shell {
+struct Shell<S: Seat> {
     clock: Clock,
     links: HashMap<String, mpsc::Sender<LinkCmd>>,
     replies: HashMap<u64, oneshot::Sender<String>>,
     events: mpsc::Sender<Event>,
-    status: StatusOut,
     kill_host_bin: Option<std::path::PathBuf>,
     kill_timeout: Duration,
     notifier: Option<notify::Notifier>,
     metrics: metrics::Shared,
     writer: Option<String>,
     promotion_started: Option<Millis>,
-    /// In a fleet: this term's leadership (etcd side).
-    leader: Option<fleet::Leader>,
+    /// Where this monitor sits: the status, the writer's publication, a fleet's leases.
+    seat: S,
     /// Per host: whether the core holds its link down (Isolate), for its ping check's
     /// pace.
     held: HashMap<String, tokio::sync::watch::Sender<bool>>,
 }
 
-impl Shell {
+impl<S: Seat> Shell<S> {
     fn hold(&self, host: &str, held: bool) {
         if let Some(h) = self.held.get(host) {
             h.send_replace(held);
@@ -153,11 +154,8 @@ impl Shell {
                     self.link(&host, LinkCmd::Release).await
                 }
                 Action::KillHost { host, ping_ok } => self.kill_host(host, ping_ok),
-                Action::EndLease { host } => match &self.leader {
-                    Some(l) => l.end_lease(host, self.events.clone()),
-                    None => tracing::error!(%host, "EndLease without a fleet: ignored"),
-                },
-                Action::Persist(record) => self.status.save(record),
+                Action::EndLease { host } => self.seat.end_lease(host, self.events.clone()),
+                Action::Persist(record) => self.seat.persist(record),
                 Action::Notify { host, message } => {
                     match &host {
                         Some(h) => tracing::warn!(host = %h, "{message}"),
@@ -229,14 +227,12 @@ impl Shell {
             }
         }
         self.writer = writer;
-        if let Some(l) = &self.leader {
-            let published = self
-                .writer
-                .as_deref()
-                .and_then(|w| c.host(w))
-                .map(|h| (h.name.clone(), h.ip, h.mysql_port));
-            l.publish_writer(published);
-        }
+        let published = self
+            .writer
+            .as_deref()
+            .and_then(|w| c.host(w))
+            .map(|h| (h.name.clone(), h.ip, h.mysql_port));
+        self.seat.publish_writer(published);
         let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         m.writer = self
             .writer
@@ -260,18 +256,9 @@ impl Shell {
     }
 }
 
-/// Who this monitor is and what it acts as: the monitor alone (no `[coordination]`), or
-/// the fleet's leader in one term.
-pub struct Seat {
-    pub name: String,
-    /// 0 without a fleet.
-    pub term: u64,
-    pub leader: Option<fleet::Leader>,
-}
-
 /// Why [`lead`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub enum LeadEnded {
     /// SIGTERM (or the control socket is gone).
     Shutdown,
     /// The fleet's leadership was lost: nothing may be decided any more.
@@ -327,12 +314,7 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    // A second monitor on the same status file refuses before touching anything (in a
-    // fleet, etcd decides who acts; the status lives there).
-    let _lock = match config.coordination {
-        None => Some(persist::StatusLock::acquire(&config.monitor.status_path)?),
-        Some(_) => None,
-    };
+    let place = Place::claim(&config)?;
     let (ctl_tx, control) = mpsc::channel::<control::Request>(64);
     let control_key = config.monitor.control.keyed().then(|| key.clone());
     let reply_timeout = config.monitor.promotion_timeout * 3 + Duration::from_secs(10);
@@ -359,18 +341,7 @@ pub async fn run(
             stop,
         },
     };
-    if config.coordination.is_some() {
-        return fleet::run(&mut process, name).await;
-    }
-    let clock = Clock::new();
-    let cluster = restore(&config, clock.now());
-    let seat = Seat {
-        name,
-        term: 0,
-        leader: None,
-    };
-    lead(&mut process, seat, cluster, clock).await?;
-    Ok(())
+    place.run(&mut process, name).await
 }
 
 /// Drives the agents until the monitor stops or (in a fleet) loses its leadership; then
@@ -378,12 +349,12 @@ pub async fn run(
 ///
 /// The order matters: the agents are heard before the start-up vote, and the checks
 /// start only once the core knows who the writer is.
-pub async fn lead(
+pub async fn lead<S: Seat>(
     process: &mut Process,
-    seat: Seat,
+    seat: S,
     mut cluster: Cluster,
     clock: Clock,
-) -> Result<Ended, DaemonError> {
+) -> Result<LeadEnded, DaemonError> {
     let config = process.config.clone();
     let timing = process.timing;
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
@@ -402,27 +373,22 @@ pub async fn lead(
     let (reports, early) = hear_agents(&config, &timing, &mut ev_rx).await;
     // The term may have ended while the agents were heard (up to 2 x agent_timeout):
     // nothing of it may be decided then.
-    if seat.leader.as_ref().is_some_and(|l| l.is_deposed()) {
+    if seat.is_deposed() {
         tracing::error!("leadership lost before the start-up vote: standing by");
-        return Ok(Ended::Deposed);
+        return Ok(LeadEnded::Deposed);
     }
     // A leader that hears no agent at all is most likely the one cut off: acting on
     // that view (hosts failing, a writer fenced through etcd) would stop writes for
     // nothing. It gives way to a monitor that may reach them.
-    if seat.leader.is_some() && reports.is_empty() && !config.hosts.is_empty() {
+    if seat.gives_way_unheard() && reports.is_empty() && !config.hosts.is_empty() {
         tracing::warn!("no agent answered at the start of this term: stepping down so that a monitor reaching them leads");
-        return Ok(Ended::SteppedDown);
+        return Ok(LeadEnded::SteppedDown);
     }
-    let status = match &seat.leader {
-        None => StatusOut::File(persist::Writer::start(config.monitor.status_path.clone())),
-        Some(l) => StatusOut::Etcd(l.status_writer()),
-    };
     let mut shell = Shell {
         clock,
         links,
         replies: HashMap::new(),
         events: ev_tx.clone(),
-        status,
         kill_host_bin: config.monitor.kill_host_bin.clone(),
         kill_timeout: config.monitor.promotion_timeout,
         notifier: config
@@ -433,7 +399,7 @@ pub async fn lead(
         metrics: process.metrics.clone(),
         writer: None,
         promotion_started: None,
-        leader: seat.leader,
+        seat,
         held: config
             .hosts
             .iter()
@@ -447,74 +413,19 @@ pub async fn lead(
         shell.dispatch(actions).await;
     }
     start_checks(&config, &timing, &shell.held, clock, &check_tx, &mut tasks)?;
-    let forwarded = match &shell.leader {
-        Some(l) => Some(l.forwarded_commands().await),
-        None => None,
-    };
+    shell.seat.hear_forwarded().await;
     let inputs = Inputs {
         events: ev_rx,
         checks: check_rx,
-        forwarded,
     };
     let ended = event_loop(&mut cluster, &mut shell, inputs, process).await?;
-    if ended == Ended::Shutdown {
+    if ended == LeadEnded::Shutdown {
         // Clean shutdown: the status is written, no role is touched.
         let record = cluster.status_record(shell.clock.now());
-        shell.status.finish(record).await;
+        shell.seat.persist_last(record).await;
         tracing::info!("monitor stopped (roles left as they are)");
     }
     Ok(ended)
-}
-
-/// Where the status record goes: the status file, or (in a fleet) etcd.
-enum StatusOut {
-    File(persist::Writer),
-    Etcd(fleet::StatusWriter),
-}
-
-impl StatusOut {
-    fn save(&self, record: crate::core::status::StatusRecord) {
-        match self {
-            StatusOut::File(w) => w.save(record),
-            StatusOut::Etcd(w) => w.save(record),
-        }
-    }
-
-    async fn finish(self, record: crate::core::status::StatusRecord) {
-        match self {
-            StatusOut::File(w) => w.finish(record).await,
-            StatusOut::Etcd(w) => w.finish(record).await,
-        }
-    }
-}
-
-/// The cluster as the status file left it, or passive mode (with the cause shown) when
-/// the file cannot be trusted.
-fn restore(config: &Arc<Config>, now: Millis) -> Cluster {
-    let mut cluster = Cluster::new(config.clone(), now);
-    let path = &config.monitor.status_path;
-    match persist::read(path, now) {
-        Ok(Some(record)) => match cluster.restore(&record) {
-            Ok(()) => tracing::info!(path = %path.display(), "resuming from the status file"),
-            Err(e) => {
-                let cause = format!("status file {} unusable: {e}", path.display());
-                tracing::error!("{cause}");
-                cluster.go_passive(cause);
-            }
-        },
-        Ok(None) => {
-            tracing::info!(path = %path.display(), "no status file: first start, hosts AWAITING_RECOVERY")
-        }
-        Err(e) => {
-            let cause = format!(
-                "{}: starting passive rather than guessing",
-                crate::error_chain(&e)
-            );
-            tracing::error!("{cause}");
-            cluster.go_passive(cause);
-        }
-    }
-    cluster
 }
 
 /// One link task per agent; returns the command channel of each.
@@ -522,7 +433,7 @@ fn start_links(
     config: &Config,
     timing: &Timing,
     key: &ClusterKey,
-    seat: &Seat,
+    seat: &impl Seat,
     clock: Clock,
     events: &mpsc::Sender<Event>,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -535,8 +446,8 @@ fn start_links(
             host: h.name.clone(),
             addr: SocketAddr::new(IpAddr::V4(h.ip), h.agent_port),
             key: key.clone(),
-            monitor_name: seat.name.clone(),
-            term: seat.term,
+            monitor_name: seat.name().to_string(),
+            term: seat.term(),
             heartbeat_interval: timing.heartbeat_interval,
             agent_timeout: timing.agent_timeout,
             lease: timing.monitor_counts_lease_over,
@@ -666,12 +577,10 @@ fn start_checks(
     Ok(())
 }
 
-/// What the event loop listens to besides the process's control socket.
+/// What the event loop listens to besides the process's control socket and the seat.
 struct Inputs {
     events: mpsc::Receiver<Event>,
     checks: mpsc::Receiver<checks::Sample>,
-    /// In a fleet: commands given to a standby, for the leader to run.
-    forwarded: Option<mpsc::Receiver<fleet::Forwarded>>,
 }
 
 /// A command's source: this monitor's control socket, or a standby's (through etcd).
@@ -682,12 +591,12 @@ enum Asker {
 
 /// The one owner of the `Cluster`: each event in, its actions out, then sleep until the
 /// next event or the core's next deadline.
-async fn event_loop(
+async fn event_loop<S: Seat>(
     cluster: &mut Cluster,
-    shell: &mut Shell,
+    shell: &mut Shell<S>,
     mut inputs: Inputs,
     process: &mut Process,
-) -> Result<Ended, DaemonError> {
+) -> Result<LeadEnded, DaemonError> {
     let clock = shell.clock;
     // The core says when it next needs a Tick; IDLE_TICK bounds the time since the last
     // one (from the last Tick, not from the last event: events come every second or
@@ -695,17 +604,17 @@ async fn event_loop(
     let mut last_tick = tokio::time::Instant::now();
     let mut wake = clock.instant(cluster.next_deadline(), last_tick + IDLE_TICK);
     let mut next_reply: u64 = 1;
-    let mut deposed = shell.leader.as_ref().map(|l| l.deposed());
+    let mut deposed = shell.seat.deposition();
     // In a fleet: since when this leader reaches no agent at all (see `lead`).
     let mut alone_since: Option<tokio::time::Instant> = None;
     let alone_limit = process.timing.alone_limit;
     shell.observe(cluster, clock.now());
     loop {
         let asked = tokio::select! {
-            stopped = process.life.stopped() => return stopped.map(|()| Ended::Shutdown),
-            _ = async { match deposed.as_mut() { Some(d) => d.lost().await, None => std::future::pending().await } } => {
+            stopped = process.life.stopped() => return stopped.map(|()| LeadEnded::Shutdown),
+            _ = deposed.lost() => {
                 tracing::error!("leadership lost: stopping at once (another monitor may be elected)");
-                return Ok(Ended::Deposed);
+                return Ok(LeadEnded::Deposed);
             }
             Some(e) = inputs.events.recv() => Ok(e),
             Some(s) = inputs.checks.recv() => {
@@ -715,18 +624,7 @@ async fn event_loop(
                 Ok(s.event)
             }
             Some((command, reply)) = process.control.recv() => Err((command, Asker::Local(reply))),
-            Some(f) = async { match inputs.forwarded.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
-                match shell.leader.as_ref().and_then(|l| l.parse_forwarded(&f)) {
-                    Some(Ok(command)) => Err((command, Asker::Forwarded(f.id))),
-                    Some(Err(text)) => {
-                        if let Some(l) = &shell.leader {
-                            l.reply(f.id, text);
-                        }
-                        continue;
-                    }
-                    None => continue,
-                }
-            }
+            (command, id) = shell.seat.forwarded() => Err((command, Asker::Forwarded(id))),
             _ = tokio::time::sleep_until(wake) => {
                 last_tick = tokio::time::Instant::now();
                 Ok(Event::Tick)
@@ -734,29 +632,21 @@ async fn event_loop(
         };
         // The select picks among ready branches at random: a term known to be over
         // decides nothing more, whatever was picked.
-        if shell.leader.as_ref().is_some_and(|l| l.is_deposed()) {
+        if shell.seat.is_deposed() {
             tracing::error!("leadership lost: stopping at once (another monitor may be elected)");
-            return Ok(Ended::Deposed);
+            return Ok(LeadEnded::Deposed);
         }
         let event = match asked {
             Ok(e) => e,
             Err((command, asker)) => {
                 // `checks` prints local time; the offset can change (DST) while we run.
                 cluster.set_utc_offset(local_utc_offset_s());
-                if let Some(l) = &shell.leader {
-                    cluster.set_fleet(Some(l.show()));
-                }
+                cluster.set_fleet(shell.seat.show());
                 let id = next_reply;
                 next_reply += 1;
                 let reply = match asker {
                     Asker::Local(reply) => reply,
-                    Asker::Forwarded(fid) => {
-                        let (tx, rx) = oneshot::channel();
-                        if let Some(l) = &shell.leader {
-                            l.reply_when(fid, rx);
-                        }
-                        tx
-                    }
+                    Asker::Forwarded(fid) => shell.seat.answer_to(fid),
                 };
                 shell.replies.insert(id, reply);
                 Event::Command { reply: id, command }
@@ -768,7 +658,7 @@ async fn event_loop(
             shell.dispatch(actions).await;
             shell.observe(cluster, now);
         }
-        if shell.leader.is_some() && !cluster.hosts().is_empty() {
+        if shell.seat.gives_way_unheard() && !cluster.hosts().is_empty() {
             if cluster.hosts().iter().any(|h| h.agent_up) {
                 alone_since = None;
             } else if alone_since
@@ -777,7 +667,7 @@ async fn event_loop(
                 >= alone_limit
             {
                 tracing::warn!(after = ?alone_limit, "no agent reachable: stepping down so that a monitor reaching them leads");
-                return Ok(Ended::SteppedDown);
+                return Ok(LeadEnded::SteppedDown);
             }
         }
         wake = clock.instant(cluster.next_deadline(), last_tick + IDLE_TICK);

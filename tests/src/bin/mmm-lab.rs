@@ -12,6 +12,7 @@
 //! and shows the new leader's failover, and checks the data.
 
 use mmm_tests::failover::{self, kill_writer, Failover};
+use mmm_tests::fleet::keys;
 use mmm_tests::handover::{hand_over, watched, LeaderLoss};
 use mmm_tests::lab::Cluster;
 use mmm_tests::netns::{cleanup_everything, require_root};
@@ -158,7 +159,10 @@ fn run_fleet(keep: bool) {
     print!("{}", f.control("mon1", &["show"]).1);
     section("mmm-control show (through the standby, mon2: it asks the leader)");
     print!("{}", f.control("mon2", &["show"]).1);
-    println!("  <prefix>/writer in etcd: {}", f.etcd_get("writer"));
+    println!(
+        "  <prefix>/writer in etcd: {}",
+        f.etcd_get(&keys().writer())
+    );
 
     section(
         "kill -9 of the leading monitor (mon1), the client writing through 192.0.2.100 every 5 ms",
