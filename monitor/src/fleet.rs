@@ -160,7 +160,12 @@ impl Fleet {
         &self.keys
     }
 
-    /// Grants a lease of the session TTL and renews it three times per TTL.
+    /// Grants a lease of the session TTL and renews it eight times per TTL, as agents
+    /// renew their permits: an etcd leader election (up to 3/8 TTL with the default TTL)
+    /// then passes between two renewals with room for a retry, and an etcd raft leader
+    /// frozen for less than 7/8 TTL has seen a renewal recent enough not to revoke the
+    /// session when it wakes (etcd 3.4's stale leader revokes every lease it counts
+    /// expired before it learns it was replaced).
     ///
     /// The session counts as alive until a TTL less the margin after the last renewal
     /// that etcd answered was sent (etcd counts the TTL from when it handled it, later):
@@ -176,7 +181,7 @@ impl Fleet {
         .id();
         let valid = self.ttl - mmm_common::types::lease_margin(self.ttl);
         let (tx, alive) = watch::channel(true);
-        let every = self.ttl / 3;
+        let every = self.ttl / 8;
         let members = self.members.clone();
         let keeper = tokio::spawn(async move {
             let mut valid_until = sent + valid;

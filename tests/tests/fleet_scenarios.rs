@@ -564,10 +564,13 @@ fn cut_writer_once(f: &Fleet, w: &Writer, old: &str, new: &str) {
 }
 
 /// etcd members lost one at a time under writes, with `session_ttl` left to its default
-/// (the rule of docs/operations.md): etcd's raft leader frozen, a follower frozen, the
-/// first endpoint of every client's list frozen (5 s each, then woken), and the raft
-/// leader killed. No client write fails, the fleet keeps its leader and term (no monitor
-/// steps down), and a writer failure right after is failed over as usual.
+/// (the rule of docs/operations.md, 4 s here): etcd's raft leader frozen, a follower
+/// frozen, the first endpoint of every client's list frozen (2 s each: longer than an etcd
+/// election, shorter than the TTL less a renewal period, then woken), and the raft leader
+/// killed. No client write fails, the
+/// fleet keeps its leader and term (no monitor steps down), and a writer failure right
+/// after is failed over as usual. (A raft leader frozen for longer than the TTL revokes
+/// every lease when it wakes, an etcd 3.4 flaw measured here: see f17.)
 #[test]
 fn f16_an_etcd_member_lost_changes_nothing() {
     if !require_root("f16") {
@@ -598,7 +601,7 @@ fn f16_an_etcd_member_lost_changes_nothing() {
         };
         let during = format!("while {which} ({target}) was frozen");
         f.etcd.signal(&target, "STOP");
-        std::thread::sleep(Duration::from_secs(5));
+        std::thread::sleep(Duration::from_secs(2));
         f.etcd.signal(&target, "CONT");
         std::thread::sleep(Duration::from_secs(2));
         f.assert_no_failed_writes(&w.log(), &during);
@@ -617,4 +620,33 @@ fn f16_an_etcd_member_lost_changes_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     let log = w.stop();
     assert_data(&f.c, &log, &["db2", "db3"]);
+}
+
+/// etcd's raft leader frozen for longer than `session_ttl`: when it wakes, etcd 3.4's stale
+/// leader revokes every lease it counted expired (measured with etcdctl alone: a lease kept
+/// alive through a follower is gone after the old leader's thaw). The writer's agent learns
+/// its lease is gone and fences at once (a monitor counts a lease that vanished without its
+/// revoke record as given up: anything else could make two writers), grants a new one and
+/// is given the writer back. Writes pause briefly; nothing is failed over, no acknowledged
+/// write is lost, never two writers.
+#[test]
+fn f17_a_raft_leader_frozen_past_the_ttl_costs_a_pause_not_a_failover() {
+    if !require_root("f17") {
+        return;
+    }
+    let f = up_fleet(Fleet::start_per_rule("f17"));
+    let w = writer(&f.c);
+    let leader = f.etcd.wait_raft_leader(T);
+    f.etcd.signal(&leader, "STOP");
+    std::thread::sleep(Duration::from_secs(6));
+    f.etcd.signal(&leader, "CONT");
+    std::thread::sleep(Duration::from_secs(3));
+    f.wait_show("mon2", "db1", "writer(192.0.2.100)", T);
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+    let log = w.stop();
+    eprintln!(
+        "f17: {} writes failed around the thaw of etcd's old raft leader",
+        log.failed.len()
+    );
+    assert_data(&f.c, &log, &["db1", "db2", "db3"]);
 }
