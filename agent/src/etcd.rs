@@ -246,7 +246,7 @@ impl Keeper {
                 }
                 Err(e) => return e,
             };
-            match self.renew(keeper, stream, h, progressed).await {
+            match self.renew(client, keeper, stream, h, progressed).await {
                 Ok(next) => *held = next,
                 Err(e) => {
                     if let Some(held) = held.as_mut() {
@@ -262,6 +262,7 @@ impl Keeper {
     /// a fence (revoked and replaced by the caller) or None once etcd says it is gone.
     async fn renew(
         &self,
+        client: &mut Client,
         mut keeper: LeaseKeeper,
         mut stream: LeaseKeepAliveStream,
         mut h: Held,
@@ -285,6 +286,33 @@ impl Keeper {
             };
             if answer.ttl() <= 0 {
                 self.lost(h).await;
+                return Ok(None);
+            }
+            // The key naming this lease is what a monitor reads to learn which lease to
+            // wait for before it promotes another host. Deleted, bound to no lease or to
+            // another one (anyone who can write to etcd can do that), it would have a
+            // monitor wait for the wrong thing and count this host fenced while it writes.
+            // So the permit is renewed only while the key names this lease; otherwise it
+            // ends now, the lease is given up and a new one is granted and published.
+            let found = bounded(
+                "reading the agent's own key",
+                self.request_timeout(),
+                client.get(self.key.as_str(), None),
+            )
+            .await?;
+            let kv = found.kvs().first();
+            let ours = kv.is_some_and(|kv| {
+                kv.lease() == h.id && kv.value() == value(&self.host, h.id).as_bytes()
+            });
+            if !ours {
+                tracing::warn!(
+                    lease = h.id,
+                    key = %self.key,
+                    found = %kv.map_or("nothing".to_string(), |kv| format!("{} (lease {})", String::from_utf8_lossy(kv.value()), kv.lease())),
+                    "this agent's key in etcd does not name its lease (deleted or rewritten by someone else): the writer permit ends now; a new lease is granted and published"
+                );
+                self.lost(h).await;
+                self.revoke(client, h.id).await;
                 return Ok(None);
             }
             let ttl = permit_ttl(answer.ttl(), self.ttl);

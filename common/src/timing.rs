@@ -127,6 +127,12 @@ pub struct EtcdTiming {
     /// at `keepalive_every + request_timeout`, and a retry still fits before the permit
     /// ends: `keepalive_every + 2 request_timeout + RETRY_BACKOFF < permit`.
     pub request_timeout: Duration,
+    /// `keepalive_every + 2 request_timeout`: how late after its lease ended in etcd the
+    /// agent has learnt it and fenced (its next keepalive is answered with TTL 0; a key
+    /// that no longer names the lease is seen by the read that follows each renewal). A
+    /// lease that ended without this monitor's revoke record (expired, or revoked by
+    /// someone else) is counted over this long after its key vanished, not at once.
+    pub agent_learns_lease_end: Duration,
     /// `ttl + 50 ms` (scheduling, request latency): ending an agent's lease, the monitor
     /// revokes it if it is still renewed this long after it started, and counts a revoked
     /// lease (or one whose end it cannot tell) over this long after the revoke's answer.
@@ -148,12 +154,14 @@ impl EtcdTiming {
 
     pub fn new(session_ttl: Duration) -> EtcdTiming {
         let ttl = session_ttl.max(Duration::from_secs(1));
+        let (keepalive_every, request_timeout) = (ttl / 8, ttl / 8);
         EtcdTiming {
             ttl,
             margin: margin(ttl),
             permit: held_for(ttl),
-            keepalive_every: ttl / 8,
-            request_timeout: ttl / 8,
+            keepalive_every,
+            request_timeout,
+            agent_learns_lease_end: keepalive_every + 2 * request_timeout + Self::COUNT_SLACK,
             monitor_counts_over: ttl + Self::COUNT_SLACK,
             revoke_within: ttl / 3,
         }

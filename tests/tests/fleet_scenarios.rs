@@ -650,3 +650,73 @@ fn f17_a_raft_leader_frozen_past_the_ttl_costs_a_pause_not_a_failover() {
     );
     assert_data(&f.c, &log, &["db1", "db2", "db3"]);
 }
+
+/// Someone with write access to etcd rewrites the writer's `<prefix>/agents/db1` key, and
+/// the leader then has to fence db1 (cut from it). A key the leader reads to learn which
+/// lease to wait for must not make it wait for the wrong thing: the agent re-reads its own
+/// key after every renewal and gives its permit up (and publishes a new lease) as soon as
+/// the key does not name its lease, so db2 is never promoted while db1 still writes.
+fn tampered_agent_key_is_not_waited_out(tag: &str, tamper: &dyn Fn(&Fleet, &str)) {
+    let f = up(tag);
+    let key = keys().agent("db1");
+    let published = wait_for(T, || (!f.etcd_get(&key).is_empty()).then_some(()));
+    assert!(published.is_some(), "db1's agent never published its lease");
+    tamper(&f, &key);
+    std::thread::sleep(Duration::from_secs(1));
+    f.cut("mon1", &[11], true);
+    f.wait_show("mon1", "db2", "writer(192.0.2.100)", T);
+    let db1_writes = !f.c.db("db1").read_only();
+    let db1_vip =
+        f.c.lab
+            .net
+            .addresses("db1")
+            .iter()
+            .any(|a| a.starts_with("192.0.2.100"));
+    f.cut("mon1", &[11], false);
+    assert!(
+        !db1_writes && !db1_vip,
+        "db2 promoted while db1 still writable ({db1_writes}) / holding the writer VIP ({db1_vip}):\n{}\n{}",
+        f.log("mon1"),
+        f.c.lab.log("agent-db1.log")
+    );
+    assert!(
+        f.c.lab
+            .log("agent-db1.log")
+            .contains("does not name its lease"),
+        "the agent did not notice its key rewritten:\n{}",
+        f.c.lab.log("agent-db1.log")
+    );
+}
+
+#[test]
+fn f18_a_lease_less_agent_key_is_not_waited_out() {
+    if !require_root("f18") {
+        return;
+    }
+    tampered_agent_key_is_not_waited_out("f18", &|f, key| {
+        let out = f
+            .etcd
+            .etcdctl(&["put", key, "{\"host\":\"db1\",\"lease\":1}"]);
+        assert!(out.status.success(), "{out:?}");
+    });
+}
+
+#[test]
+fn f19_a_foreign_lease_on_the_agent_key_is_not_waited_out() {
+    if !require_root("f19") {
+        return;
+    }
+    tampered_agent_key_is_not_waited_out("f19", &|f, key| {
+        let granted = f.etcd.etcdctl(&["lease", "grant", "2"]);
+        let text = String::from_utf8_lossy(&granted.stdout).to_string();
+        let id = text
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("lease grant: {text}"))
+            .to_string();
+        let out = f
+            .etcd
+            .etcdctl(&["put", "--lease", &id, key, "{\"host\":\"db1\",\"lease\":7}"]);
+        assert!(out.status.success(), "{out:?}");
+    });
+}

@@ -294,8 +294,12 @@ impl Seat for Leader {
                             }
                         };
                         break match known.gone {
-                            // Expired: the agent had given the writer up already.
-                            Some((at, lease)) if revoked != Some(lease) => at,
+                            // Ended without our revoke: expired (the agent gave the
+                            // writer up before), or revoked by whoever can write to
+                            // etcd, which the agent learns only at its next renewal.
+                            Some((at, lease)) if revoked != Some(lease) => {
+                                at + etcd.agent_learns_lease_end
+                            }
                             Some((at, _)) => at + etcd.monitor_counts_over,
                             // Gone before this term began: how is unknown, so a TTL.
                             None => Instant::now() + etcd.monitor_counts_over,
