@@ -5,8 +5,10 @@
 //! campaigns, and hands every control command to the leader through etcd
 //! (`<prefix>/commands/<id>`, answered at `<prefix>/replies/<id>`), so `mmm-control`
 //! works from any monitor host. Elected, it checks that the prefix holds this cluster,
-//! resumes from the status in etcd, and runs the same daemon as a monitor alone, with
-//! three differences: its links carry the term (agents refuse older terms), the status
+//! writes the term's fresh epoch there (`mmm_common::epoch`), resumes from the status in
+//! etcd, and runs the same daemon as a monitor alone, with three differences: its links
+//! carry the term and its epoch (agents refuse older terms, and a term of an epoch their
+//! own read of etcd does not show), the status
 //! and the writer (`<prefix>/writer`) are written in transactions that fail once it no
 //! longer leads, and a writer is fenced by ending its agent's own etcd lease
 //! ([`Leader::end_lease`]), since no monitor renews it.
@@ -20,6 +22,7 @@ use crate::core::status::StatusRecord;
 use crate::core::{Cluster, Event, FleetShow};
 use crate::fleet::{DirChange, Fleet, FleetError, FleetView, Leadership, Session};
 use mmm_common::config::{ClusterKey, Config};
+use mmm_common::epoch::{EpochRecord, RecordError, Term};
 use mmm_common::timing::EtcdTiming;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -30,7 +33,7 @@ use tokio::time::Instant;
 
 const STATUS: &str = "status";
 const WRITER: &str = "writer";
-const IDENTITY: &str = "cluster";
+const IDENTITY: &str = mmm_common::epoch::KEY;
 
 /// A command a standby forwarded, for the leader to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,8 @@ pub struct Leader {
     fleet: Fleet,
     lead: Leadership,
     name: String,
+    /// The epoch this leader wrote at `<prefix>/cluster`.
+    epoch: u64,
     session_lease: i64,
     /// The agents' etcd leases: when one is counted over, when a revoke may go out.
     etcd: EtcdTiming,
@@ -130,6 +135,7 @@ impl Leader {
         mut fleet: Fleet,
         lead: Leadership,
         name: String,
+        epoch: u64,
         session: &Session,
         etcd: EtcdTiming,
         key: ClusterKey,
@@ -204,6 +210,7 @@ impl Leader {
             tokio::spawn(publish_writer(
                 fleet.clone(),
                 lead.clone(),
+                epoch,
                 rx,
                 deposed.clone(),
             ))
@@ -213,6 +220,7 @@ impl Leader {
             fleet,
             lead,
             name,
+            epoch,
             session_lease: session.lease,
             etcd,
             deposed,
@@ -239,6 +247,7 @@ impl Leader {
         FleetShow {
             leader: self.name.clone(),
             term: self.lead.term,
+            epoch: self.epoch,
             standbys: view
                 .members
                 .into_iter()
@@ -465,21 +474,26 @@ impl Leader {
     }
 }
 
-/// Publishes the writer at `<prefix>/writer` as `{"host","ip","port","term"}` (host null
-/// when there is none), newest first, while the term lasts.
+/// Publishes the writer at `<prefix>/writer` as `{"host","ip","port","term","epoch"}`
+/// (host null when there is none), newest first, while the term lasts.
 async fn publish_writer(
     mut fleet: Fleet,
     lead: Leadership,
+    epoch: u64,
     mut rx: watch::Receiver<Option<(String, Ipv4Addr, u16)>>,
     deposed: Arc<watch::Sender<bool>>,
 ) {
+    // Terms are ordered only within an epoch (a re-created etcd counts them again).
+    let epoch = format!("{epoch:016x}");
     loop {
         let value = rx.borrow_and_update().clone();
         let json = match &value {
             Some((host, ip, port)) => {
-                serde_json::json!({"host": host, "ip": ip.to_string(), "port": port, "term": lead.term})
+                serde_json::json!({"host": host, "ip": ip.to_string(), "port": port, "term": lead.term, "epoch": epoch})
             }
-            None => serde_json::json!({"host": null, "ip": null, "port": null, "term": lead.term}),
+            None => {
+                serde_json::json!({"host": null, "ip": null, "port": null, "term": lead.term, "epoch": epoch})
+            }
         };
         loop {
             match fleet.put_as_leader(&lead, WRITER, json.to_string()).await {
@@ -552,19 +566,6 @@ impl StatusWriter {
             );
         }
     }
-}
-
-/// This cluster's identity under the prefix: a digest of the cluster key (every cluster
-/// has its own), so two clusters configured with the same prefix by mistake are told
-/// apart. Not of the hosts: adding a host or changing an address is the same cluster.
-fn identity(key: &ClusterKey) -> String {
-    blake3::derive_key(
-        "mmm 2026-11 cluster identity under an etcd prefix",
-        key.as_bytes(),
-    )
-    .iter()
-    .map(|b| format!("{b:02x}"))
-    .collect()
 }
 
 /// The status record in etcd as a cluster, or passive mode naming the key when it cannot
@@ -676,8 +677,8 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             term = leadership.term,
             "elected leader of the monitor fleet"
         );
-        match check_identity(&mut fleet, &leadership, &process.key).await {
-            Ok(()) => {}
+        let term = match check_identity(&mut fleet, &leadership, &process.key, &c.prefix).await {
+            Ok(term) => term,
             Err(e @ DaemonError::ForeignPrefix { .. }) => {
                 let _ = fleet.resign(leadership).await;
                 let _ = fleet.end(session).await;
@@ -688,7 +689,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 let _ = fleet.resign(leadership).await;
                 continue;
             }
-        }
+        };
         let clock = super::Clock::new();
         let cluster = match restore(&mut fleet, &config, clock.now()).await {
             Ok(c) => c,
@@ -702,6 +703,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             fleet.clone(),
             leadership.clone(),
             name.clone(),
+            term.epoch,
             &session,
             etcd,
             process.key.clone(),
@@ -717,7 +719,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
         };
         let seat = Seat {
             name: name.clone(),
-            term: leadership.term,
+            term,
             leader: Some(leader),
         };
         match super::lead(process, seat, cluster, clock).await? {
@@ -759,23 +761,48 @@ async fn connect(
     Ok((fleet, session))
 }
 
-/// Claims the prefix for this cluster on first use; refuses one that holds another's.
+/// Claims the prefix for this cluster, refuses one that holds another's, and writes this
+/// term's fresh epoch there: every leader does, before any agent hears of its term, so a
+/// term is never ordered against one of another etcd history (wiped, re-created or
+/// restored from a snapshot, where revisions start again or go back: docs/fencing.md).
 async fn check_identity(
     fleet: &mut Fleet,
     lead: &Leadership,
     key: &ClusterKey,
-) -> Result<(), DaemonError> {
-    let ours = identity(key);
-    match fleet.get(IDENTITY).await.map_err(DaemonError::Fleet)? {
-        Some(found) if found == ours.as_bytes() => Ok(()),
-        Some(_) => Err(DaemonError::ForeignPrefix {
-            key: fleet.key(IDENTITY),
-        }),
-        None => fleet
-            .put_as_leader(lead, IDENTITY, ours)
-            .await
-            .map_err(DaemonError::Fleet),
+    prefix: &str,
+) -> Result<Term, DaemonError> {
+    if let Some(found) = fleet.get(IDENTITY).await.map_err(DaemonError::Fleet)? {
+        match mmm_common::epoch::open(key, prefix, &found) {
+            // This cluster's: an epoch of an earlier term, or the identity alone as
+            // monitors wrote it before epochs.
+            Ok(_) | Err(RecordError::Legacy) => {}
+            // This cluster's identity with a MAC that does not verify: someone who can
+            // write to etcd but lacks the key. Never taken; the new epoch replaces it.
+            Err(e @ RecordError::Forged) => {
+                tracing::warn!(key = %fleet.key(IDENTITY), value = %String::from_utf8_lossy(&found), "{e}: not accepted, replaced by this term's epoch")
+            }
+            Err(RecordError::Foreign | RecordError::Unreadable { .. }) => {
+                return Err(DaemonError::ForeignPrefix {
+                    key: fleet.key(IDENTITY),
+                })
+            }
+        }
     }
+    let epoch = mmm_common::epoch::fresh_epoch().map_err(DaemonError::Epoch)?;
+    let record = EpochRecord {
+        epoch,
+        term: lead.term,
+    };
+    fleet
+        .put_as_leader(lead, IDENTITY, mmm_common::epoch::seal(key, prefix, record))
+        .await
+        .map_err(DaemonError::Fleet)?;
+    let term = Term {
+        epoch,
+        rev: lead.term,
+    };
+    tracing::info!(%term, key = %fleet.key(IDENTITY), "this term's epoch is written: agents take the term once their own read of etcd shows it");
+    Ok(term)
 }
 
 /// Answers control commands while etcd cannot be reached: `ping` here (the process is
@@ -901,15 +928,5 @@ mod tests {
             verified(&key, "mon2-1-1-100", Part::Answer, &answer).as_deref(),
             Some("OK: done\nsecond line")
         );
-    }
-
-    /// The identity is the cluster key's alone (it once digested the host list too, and
-    /// adding a host made every updated monitor call its own prefix foreign and exit).
-    #[test]
-    fn another_cluster_key_is_another_cluster() {
-        let a = ClusterKey::from_hex(&"ab".repeat(32)).expect("a key");
-        let b = ClusterKey::from_hex(&"cd".repeat(32)).expect("a key");
-        assert_ne!(identity(&a), identity(&b));
-        assert_eq!(identity(&a), identity(&a.clone()));
     }
 }

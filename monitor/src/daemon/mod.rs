@@ -36,6 +36,8 @@ pub enum DaemonError {
     Fleet(#[source] crate::fleet::FleetError),
     #[error("etcd key {key} belongs to another cluster (another cluster key under the same prefix): give each cluster its own [coordination] prefix")]
     ForeignPrefix { key: String },
+    #[error("the fleet's epoch")]
+    Epoch(#[source] mmm_common::epoch::RandomError),
     #[error("starting the control socket on {addr}")]
     Control {
         addr: String,
@@ -264,8 +266,8 @@ impl Shell {
 /// the fleet's leader in one term.
 pub struct Seat {
     pub name: String,
-    /// 0 without a fleet.
-    pub term: u64,
+    /// `Term::NONE` without a fleet.
+    pub term: mmm_common::epoch::Term,
     pub leader: Option<fleet::Leader>,
 }
 
@@ -366,7 +368,7 @@ pub async fn run(
     let cluster = restore(&config, clock.now());
     let seat = Seat {
         name,
-        term: 0,
+        term: mmm_common::epoch::Term::NONE,
         leader: None,
     };
     lead(&mut process, seat, cluster, clock).await?;
