@@ -303,6 +303,117 @@ fn monitor_terms_only_grow_term_0_is_refused_and_the_term_survives_a_restart() {
     );
 }
 
+/// etcd wiped and re-created: its revisions start again and the new leader's term is
+/// lower than the agent has seen. The agent takes it once its own read of etcd shows the
+/// new epoch's record, verified with the cluster key, and that term leading the election;
+/// from then on the old epoch's leader is refused, whatever its revision, even with its
+/// record put back, and so is a lower revision of the new epoch. A record without the
+/// key's MAC (anyone who can write to etcd) is named in one log line and never accepted.
+#[test]
+fn a_lower_term_of_a_new_epoch_is_taken_only_when_the_agents_etcd_shows_it() {
+    if !require_root("a_lower_term_of_a_new_epoch_is_taken_only_when_the_agents_etcd_shows_it") {
+        return;
+    }
+    let (lab, mut etcd) = fleet_lab("fleetag8", "1s");
+    lab.agent("db1", "agent-db1.log");
+    for i in 0..30 {
+        let put = etcd.etcdctl(&["put", "/filler", &i.to_string()]);
+        assert!(put.status.success(), "{put:?}");
+    }
+    let old = lead(&lab, &etcd, "m1");
+    assert!(refusal(&lab, "db1", old).is_none(), "the old etcd's leader");
+    etcd.wipe_and_recreate_in(&lab.net);
+    let session = etcdctl_lease(&etcd, "600");
+    let rev = campaign_key(&etcd, "m2", session);
+    let new = Term {
+        epoch: fresh_epoch().expect("random"),
+        rev,
+    };
+    assert!(1 < new.rev && new.rev < old.rev, "{old} then {new}");
+    let unshown = refusal(&lab, "db1", new).expect("an epoch etcd does not show");
+    assert!(
+        unshown.contains("cannot confirm") && unshown.contains("is missing"),
+        "{unshown}"
+    );
+    // A valid record of the new epoch, its term changed by someone without the key, then
+    // one written with another key: neither is this cluster's leader.
+    let valid = mmm_common::epoch::seal(
+        &lab.key,
+        PREFIX,
+        EpochRecord {
+            epoch: new.epoch,
+            term: new.rev + 1,
+        },
+    );
+    let forged = valid.replace(
+        &format!(" term={} ", new.rev + 1),
+        &format!(" term={} ", new.rev),
+    );
+    assert_ne!(forged, valid);
+    let other = mmm_common::epoch::seal(
+        &mmm_common::config::ClusterKey::from_hex(&"77".repeat(32)).expect("a key"),
+        PREFIX,
+        EpochRecord {
+            epoch: new.epoch,
+            term: new.rev,
+        },
+    );
+    for (value, why) in [
+        (&forged, "its MAC does not verify with this cluster key"),
+        (&other, "it names another cluster"),
+    ] {
+        let put = etcd.etcdctl(&["put", &format!("{PREFIX}/cluster"), value]);
+        assert!(put.status.success(), "{put:?}");
+        for _ in 0..3 {
+            let refused = refusal(&lab, "db1", new).expect("a record that does not verify");
+            assert!(
+                refused.contains("cannot confirm") && refused.contains(why),
+                "{refused}"
+            );
+        }
+        let log = lab.log("agent-db1.log");
+        assert_eq!(
+            log.matches(&format!("etcd key {PREFIX}/cluster is not accepted: {why}"))
+                .count(),
+            1,
+            "named once:\n{log}"
+        );
+    }
+    // The new leader writes its epoch: the lower term is taken, the old one refused.
+    write_epoch(&lab, &etcd, new.epoch, new.rev);
+    assert!(refusal(&lab, "db1", new).is_none(), "the new epoch's term");
+    let deposed = refusal(&lab, "db1", old).expect("the old epoch after the new one");
+    assert!(
+        deposed.contains("is not of the epoch etcd shows"),
+        "{deposed}"
+    );
+    let lower = refusal(
+        &lab,
+        "db1",
+        Term {
+            rev: new.rev - 1,
+            ..new
+        },
+    )
+    .expect("a lower revision");
+    assert!(lower.contains("is over"), "{lower}");
+    let log = lab.log("agent-db1.log");
+    assert!(
+        log.contains(&format!(
+            "leads in term {new}, of the epoch etcd shows (was {old})"
+        )),
+        "{log}"
+    );
+    // The old record put back (anyone who can write to etcd may have kept it): its
+    // leader still does not lead the election.
+    write_epoch(&lab, &etcd, old.epoch, old.rev);
+    let replayed = refusal(&lab, "db1", old).expect("the old leader with its record back");
+    assert!(
+        replayed.contains("does not lead the election"),
+        "{replayed}"
+    );
+}
+
 #[test]
 fn a_restarted_agent_resumes_a_live_etcd_lease_and_not_a_dead_one() {
     if !require_root("a_restarted_agent_resumes_a_live_etcd_lease_and_not_a_dead_one") {
