@@ -260,7 +260,8 @@ impl Lease {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new authenticated monitor session in `term`: its id, and the receiver that tells
+    /// A new authenticated monitor session in `term` (the term's place in the order the
+    /// agent accepted terms in, `Terms::admit`): its id, and the receiver that tells
     /// it to close; None when a later term was entered meanwhile (the caller then
     /// refuses the session). Subscribed after any kick already sent: a session is never
     /// closed by the term change that admitted it.

@@ -13,7 +13,7 @@ use crate::garp::GarpSender;
 use crate::lease::{Lease, Renewal};
 use crate::mysql::{CatchUp, Mysql, SemiSyncHold};
 use crate::reconcile::{error_chain, plan, Desired, Executor, Observed, Scope};
-use crate::term::{Accepted, Terms};
+use crate::term::{Accepted, Admitted, Shown, Terms};
 use crate::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config, Host};
 use mmm_common::proto::io::{read_frame, write_frames, ConnError};
@@ -262,6 +262,7 @@ impl Agent {
         let election = config.coordination.as_ref().map(|c| {
             let e = Arc::new(crate::election::Election::new(
                 c,
+                &key,
                 config.monitor.agent_timeout,
             ));
             tokio::spawn(e.clone().run().instrument(tracing::info_span!("election")));
@@ -525,9 +526,23 @@ impl Agent {
             .peer()
             .map(|(m, t)| (m.to_string(), t))
             .unwrap_or_default();
-        match self.terms.admit(&monitor, term) {
-            Ok(Accepted::Higher { .. }) => self.lease.enter_term(term),
-            Ok(Accepted::Same) => {}
+        // A term of another epoch is judged by what etcd shows now, read by this agent.
+        let shown = match &self.election {
+            Some(e) if self.terms.needs_etcd(term) => e.shown().await,
+            _ => Shown::NotAsked,
+        };
+        let order = match self.terms.admit(&monitor, term, &shown) {
+            Ok(Admitted {
+                accepted: Accepted::Higher { .. } | Accepted::NewEpoch { .. },
+                order,
+            }) => {
+                self.lease.enter_term(order);
+                order
+            }
+            Ok(Admitted {
+                accepted: Accepted::Same,
+                order,
+            }) => order,
             Err(refused) => {
                 // The Challenge sealed by `on_hello` is never sent: the reject goes out
                 // as the first frame, and the monitor shows its text.
@@ -537,21 +552,21 @@ impl Agent {
                 // Logged by `admit`, once per refused term.
                 return Ok(ConnectionEnded::Refused);
             }
-        }
+        };
         write_frames(&mut writer, &challenge, HANDSHAKE_TIMEOUT).await?;
         let auth = read_frame(&mut reader, &mut buf, HANDSHAKE_TIMEOUT).await?;
         let (session, welcome) = hs.on_auth(&auth, VERSION)?;
-        let Some((session_id, mut fenced)) = self.lease.new_session(term) else {
+        let Some((session_id, mut fenced)) = self.lease.new_session(order) else {
             // A later term was entered during this handshake: the session is already over.
             tracing::info!(
-                term,
+                %term,
                 "monitor refused: a later term began during its handshake"
             );
             return Ok(ConnectionEnded::Refused);
         };
         write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
         drop(handshake);
-        tracing::info!(monitor = %session.peer, term, "monitor authenticated");
+        tracing::info!(monitor = %session.peer, %term, "monitor authenticated");
         let Session {
             mut sealer,
             mut opener,
@@ -602,7 +617,7 @@ impl Agent {
                 _ = fenced.changed() => {
                     match self.lease.fenced() {
                         Some(_) => tracing::warn!("closing the monitor connection: the lease fenced this host"),
-                        None => tracing::info!(term, "closing the monitor connection: a monitor of a later term connected"),
+                        None => tracing::info!(%term, "closing the monitor connection: a monitor of a later term connected"),
                     }
                     break Ok(());
                 }
@@ -634,7 +649,7 @@ impl Agent {
     async fn dispatch(
         self: &Arc<Self>,
         session: u64,
-        term: u64,
+        term: Term,
         msg: Message,
         id: u32,
         out: &mpsc::Sender<(Message, u32, u8)>,
@@ -669,11 +684,22 @@ impl Agent {
                 tracing::warn!(reason = %not, "monitor order refused");
                 // A later term leads: record it, so this session closes and the deposed
                 // monitor's reconnections are refused at the handshake from now on.
-                if let crate::election::NotLeader::Other { current, .. } = &not {
-                    if let Ok(Accepted::Higher { .. }) =
-                        self.terms.admit("(etcd's election)", *current)
-                    {
-                        self.lease.enter_term(*current);
+                if let crate::election::NotLeader::Other {
+                    current, record, ..
+                } = &not
+                {
+                    if let Ok(Admitted {
+                        accepted: Accepted::Higher { .. } | Accepted::NewEpoch { .. },
+                        order,
+                    }) = self.terms.admit(
+                        "(etcd's election)",
+                        *current,
+                        &Shown::Etcd {
+                            record: *record,
+                            leading: Some(current.rev),
+                        },
+                    ) {
+                        self.lease.enter_term(order);
                     }
                 }
                 let refusal = match &msg {

@@ -18,7 +18,8 @@ fn one(bytes: &[u8]) -> RawFrame {
 
 fn main() {
     let key = ClusterKey::from_hex(&"5a".repeat(32)).expect("key");
-    let (mh, hello) = MonitorHandshake::start(&key, "mon", "db1", 0, [1; 16]).expect("hello");
+    let (mh, hello) =
+        MonitorHandshake::start(&key, "mon", "db1", Term::NONE, [1; 16]).expect("hello");
     let mut ah = AgentHandshake::new(&key, "db1", [2; 16]);
     let challenge = ah.on_hello(&one(&hello)).expect("challenge");
     let (mut monitor, auth) = mh.on_challenge(&one(&challenge)).expect("auth");

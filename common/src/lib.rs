@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod epoch;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod gtid;

@@ -92,3 +92,83 @@ pub fn assert_data(c: &Cluster, log: &WriteLog, hosts: &[&str]) {
         }
     }
 }
+
+/// Watches the servers every 100 ms until [`WriterWatch::stop`]: two of them writable
+/// (read_only = 0), or two holding the writer VIP, in two passes in a row (so a handover
+/// that falls between two reads is not taken for two writers), is recorded with the
+/// time. A server that does not answer counts as no writer.
+pub struct WriterWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl WriterWatch {
+    pub fn start(c: &Cluster, hosts: &[&str]) -> WriterWatch {
+        let servers: Vec<(String, std::path::PathBuf, String)> = hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.to_string(),
+                    c.db(h).socket.clone(),
+                    c.lab.net.node(h).ns.clone(),
+                )
+            })
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let pass = || {
+                let mut writable = Vec::new();
+                let mut vip = Vec::new();
+                for (host, socket, ns) in &servers {
+                    let ro = std::process::Command::new("mariadb")
+                        .args(["--no-defaults", "-uroot", "-N", "-B"])
+                        .arg(format!("--socket={}", socket.display()))
+                        .args(["-e", "SELECT @@GLOBAL.read_only"])
+                        .output();
+                    if ro.is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"0")) {
+                        writable.push(host.clone());
+                    }
+                    let addr = std::process::Command::new("ip")
+                        .args([
+                            "netns", "exec", ns, "ip", "-4", "-o", "addr", "show", "dev", "eth0",
+                        ])
+                        .output();
+                    if addr
+                        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(" 192.0.2.100/"))
+                    {
+                        vip.push(host.clone());
+                    }
+                }
+                (writable, vip)
+            };
+            let mut seen = Vec::new();
+            let mut before = (Vec::new(), Vec::new());
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = pass();
+                for (what, a, b) in [
+                    ("writable", &before.0, &now.0),
+                    ("holding the writer VIP", &before.1, &now.1),
+                ] {
+                    if a.len() > 1 && b.len() > 1 {
+                        seen.push(format!(
+                            "{:.1?}: {b:?} {what} (and {a:?} one pass before)",
+                            started.elapsed()
+                        ));
+                    }
+                }
+                before = now;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            seen
+        });
+        WriterWatch { stop, thread }
+    }
+
+    /// Stops watching; every moment two servers were writers.
+    pub fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the writer watch")
+    }
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub struct Member {
     pub name: String,
     pub client_url: String,
+    peer_url: String,
     child: Option<Child>,
     /// A member started in a lab namespace: the lab's `Net` owns (and reaps) its process.
     pid: Option<u32>,
@@ -24,6 +25,10 @@ pub struct EtcdCluster {
     ctl_ns: Option<String>,
     /// etcdctl's TLS flags when the members speak https.
     ctl_tls: Vec<String>,
+    /// `--initial-cluster` and `--initial-cluster-token`: a cluster re-created with the
+    /// same ones gets the same cluster id and member ids.
+    initial: Vec<String>,
+    token: String,
 }
 
 /// Certificates for TLS to etcd, made with openssl: a CA, the member's certificate (for
@@ -224,6 +229,7 @@ impl EtcdCluster {
                 Member {
                     name: name.clone(),
                     client_url,
+                    peer_url,
                     child: Some(child),
                     pid: None,
                 }
@@ -234,6 +240,8 @@ impl EtcdCluster {
             dir,
             ctl_ns: None,
             ctl_tls,
+            initial,
+            token: tag.to_string(),
         };
         cluster.wait_healthy(Duration::from_secs(20));
         cluster
@@ -252,25 +260,15 @@ impl EtcdCluster {
             .iter()
             .map(|&name| {
                 let ip = net.node(name).ip;
-                let client_url = format!("http://{ip}:2379");
-                let peer_url = format!("http://{ip}:2380");
-                let mut args = vec!["etcd".to_string()];
-                args.extend(member_args(
-                    name,
-                    &dir.path().join(name),
-                    &client_url,
-                    &peer_url,
-                    &initial,
-                    tag,
-                ));
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let pid = net.spawn(name, &args, &dir.path().join(format!("{name}.log")));
-                Member {
+                let mut m = Member {
                     name: name.to_string(),
-                    client_url,
+                    client_url: format!("http://{ip}:2379"),
+                    peer_url: format!("http://{ip}:2380"),
                     child: None,
-                    pid: Some(pid),
-                }
+                    pid: None,
+                };
+                m.pid = Some(m.spawn_in(net, dir.path(), &initial, tag));
+                m
             })
             .collect();
         let cluster = EtcdCluster {
@@ -278,13 +276,101 @@ impl EtcdCluster {
             dir,
             ctl_ns: Some(net.node(nodes[0]).ns.clone()),
             ctl_tls: Vec::new(),
+            initial,
+            token: tag.to_string(),
         };
         cluster.wait_healthy(Duration::from_secs(20));
         cluster
     }
 
+    /// etcd lost and set up again (members started by [`EtcdCluster::start_in`]): every
+    /// member killed, its data deleted, and a fresh cluster started on the same addresses
+    /// with the same names and token, so with the same cluster and member ids. Revisions
+    /// start again at 1; every key and lease is gone.
+    pub fn wipe_and_recreate_in(&mut self, net: &Net) {
+        self.kill_all_in(net);
+        for m in &self.members {
+            let data = self.dir.path().join(&m.name);
+            std::fs::remove_dir_all(&data)
+                .unwrap_or_else(|e| panic!("deleting {}: {e}", data.display()));
+        }
+        self.start_all_in(net);
+    }
+
+    /// `etcdctl snapshot save` from the first member, into `path`.
+    pub fn snapshot_save(&self, path: &std::path::Path) {
+        let out = self.etcdctl_at(
+            &self.members[0].client_url,
+            &["snapshot", "save", path.to_str().expect("UTF-8 path")],
+        );
+        assert!(
+            out.status.success(),
+            "snapshot save: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// etcd lost and restored from `snapshot` as etcd's disaster recovery says (members
+    /// started by [`EtcdCluster::start_in`]): every member killed, its data deleted and
+    /// `etcdctl snapshot restore`d into a fresh data dir with the same names, peer URLs
+    /// and token, then started. Keys, leases and revisions go back to the snapshot.
+    pub fn restore_in(&mut self, net: &Net, snapshot: &std::path::Path) {
+        self.kill_all_in(net);
+        for m in &self.members {
+            let data = self.dir.path().join(&m.name);
+            std::fs::remove_dir_all(&data)
+                .unwrap_or_else(|e| panic!("deleting {}: {e}", data.display()));
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args([
+                    "snapshot",
+                    "restore",
+                    snapshot.to_str().expect("UTF-8 path"),
+                ])
+                .args(["--name", &m.name])
+                .args(["--data-dir", data.to_str().expect("UTF-8 path")])
+                .args(["--initial-cluster", &self.initial.join(",")])
+                .args(["--initial-cluster-token", &self.token])
+                .args(["--initial-advertise-peer-urls", &m.peer_url])
+                .output()
+                .expect("running etcdctl snapshot restore");
+            assert!(
+                out.status.success(),
+                "snapshot restore for {}: {}",
+                m.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.start_all_in(net);
+    }
+
+    fn kill_all_in(&mut self, net: &Net) {
+        for m in &mut self.members {
+            if let Some(pid) = m.pid {
+                m.stop();
+                assert!(
+                    net.wait_exit(pid, Duration::from_secs(10)),
+                    "etcd {} did not exit after SIGKILL",
+                    m.name
+                );
+            }
+        }
+    }
+
+    fn start_all_in(&mut self, net: &Net) {
+        for m in &mut self.members {
+            m.pid = Some(m.spawn_in(net, self.dir.path(), &self.initial, &self.token));
+        }
+        self.wait_healthy(Duration::from_secs(20));
+    }
+
     /// Runs `etcdctl` (API 3) against every member, from a namespace that reaches them.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
+        self.etcdctl_at(&self.endpoints().join(","), args)
+    }
+
+    /// Runs `etcdctl` (API 3) against `endpoints` (comma-separated).
+    fn etcdctl_at(&self, endpoints: &str, args: &[&str]) -> Output {
         let mut cmd = match &self.ctl_ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -294,7 +380,7 @@ impl EtcdCluster {
             None => Command::new("etcdctl"),
         };
         cmd.env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoints().join(",")])
+            .args(["--endpoints", endpoints])
             .args(["--dial-timeout", "1s", "--command-timeout", "2s"])
             .args(&self.ctl_tls)
             .args(args)
@@ -393,6 +479,38 @@ impl EtcdCluster {
 }
 
 impl Member {
+    /// Starts this member in the lab namespace of the same name, logging to
+    /// `<dir>/<name>.log` (a member started again logs to `<name>.log.1`, `.2`, ...).
+    fn spawn_in(&self, net: &Net, dir: &std::path::Path, initial: &[String], token: &str) -> u32 {
+        let mut args = vec!["etcd".to_string()];
+        args.extend(member_args(
+            &self.name,
+            &dir.join(&self.name),
+            &self.client_url,
+            &self.peer_url,
+            initial,
+            token,
+        ));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let n = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(&format!("{}.log", self.name))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        let log = if n == 0 {
+            format!("{}.log", self.name)
+        } else {
+            format!("{}.log.{n}", self.name)
+        };
+        net.spawn(&self.name, &args, &dir.join(log))
+    }
+
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

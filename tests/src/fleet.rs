@@ -369,19 +369,30 @@ impl Drop for Fleet {
     }
 }
 
-/// `# monitor fleet: leader NAME (term N), standby A, B` -> (NAME, N, [A, B]).
+/// `# monitor fleet: leader NAME (term N, epoch E), standby A, B` -> (NAME, N, [A, B]).
 pub fn parse_fleet_line(show: &str) -> Option<(String, u64, Vec<String>)> {
     let line = show
         .lines()
         .find_map(|l| l.strip_prefix("# monitor fleet: leader "))?;
     let (leader, rest) = line.split_once(" (term ")?;
-    let (term, rest) = rest.split_once(')')?;
+    let (inside, rest) = rest.split_once(')')?;
+    let term = inside.split_once(", epoch ").map_or(inside, |(t, _)| t);
     let standbys = rest
         .trim_start_matches(", ")
         .strip_prefix("standby ")
         .map(|s| s.split(", ").map(str::to_string).collect())
         .unwrap_or_default();
     Some((leader.to_string(), term.parse().ok()?, standbys))
+}
+
+/// The epoch in the fleet line of `show`.
+pub fn parse_fleet_epoch(show: &str) -> Option<u64> {
+    let line = show
+        .lines()
+        .find(|l| l.starts_with("# monitor fleet: leader "))?;
+    let (_, rest) = line.split_once(", epoch ")?;
+    let (epoch, _) = rest.split_once(')')?;
+    u64::from_str_radix(epoch, 16).ok()
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -393,6 +404,12 @@ fn tail(text: &str, n: usize) -> String {
 mod tests {
     #[test]
     fn parses_the_fleet_line() {
+        let show = "# monitor fleet: leader mon1 (term 5, epoch 3fa4c1d2e5f60718), standby mon2\n";
+        assert_eq!(
+            super::parse_fleet_line(show),
+            Some(("mon1".into(), 5, vec!["mon2".into()]))
+        );
+        assert_eq!(super::parse_fleet_epoch(show), Some(0x3fa4_c1d2_e5f6_0718));
         assert_eq!(
             super::parse_fleet_line(
                 "x\n# monitor fleet: leader mon1 (term 42), standby mon2, mon3\n"

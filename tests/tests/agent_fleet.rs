@@ -4,6 +4,7 @@
 //! even across an agent restart. Needs root; in CI it must run (see `require_root`).
 //! Timings are never asserted: only the order of outcomes, with generous waits.
 
+use mmm_common::epoch::{fresh_epoch, EpochRecord};
 use mmm_common::etcd::Keys;
 use mmm_common::proto::*;
 use mmm_monitor::agents::link::{AgentLink, LinkError};
@@ -41,7 +42,7 @@ fn fleet_lab_without_etcd(tag: &str, session_ttl: &str) -> Lab {
 fn with_term_link<R: Send + 'static, Fut: std::future::Future<Output = R>>(
     lab: &Lab,
     host: &str,
-    term: u64,
+    term: Term,
     f: impl FnOnce(Result<AgentLink, LinkError>) -> Fut + Send + 'static,
 ) -> R {
     let (addr, key, host) = (lab.agent_addr(host), lab.key.clone(), host.to_string());
@@ -51,7 +52,7 @@ fn with_term_link<R: Send + 'static, Fut: std::future::Future<Output = R>>(
 }
 
 /// The connect error's text in `term`, or None when the agent accepted it.
-fn refusal(lab: &Lab, host: &str, term: u64) -> Option<String> {
+fn refusal(lab: &Lab, host: &str, term: Term) -> Option<String> {
     with_term_link(lab, host, term, |r| async move {
         r.err().map(|e| format!("{:#}", anyhow::Error::from(e)))
     })
@@ -81,16 +82,33 @@ fn holds(lab: &Lab, host: &str, vip: &str) -> bool {
 }
 
 /// A monitor's leadership as etcd's election records it: a campaign key under the
-/// prefix's election, bound to a lease of its own; returns the term (its revision).
-/// The agent obeys a term only while it leads.
-fn lead(etcd: &EtcdCluster, name: &str) -> u64 {
+/// prefix's election, bound to a lease of its own, and the fresh epoch a leader writes;
+/// returns the term (the epoch and the key's revision). The agent obeys a term only
+/// while it leads.
+fn lead(lab: &Lab, etcd: &EtcdCluster, name: &str) -> Term {
     let session = etcdctl_lease(etcd, "600");
-    campaign_key(etcd, name, session)
+    elected(lab, etcd, name, session)
+}
+
+/// A campaign in `session` and the epoch its leader writes: the term.
+fn elected(lab: &Lab, etcd: &EtcdCluster, name: &str, session: i64) -> Term {
+    let rev = campaign_key(etcd, name, session);
+    let epoch = fresh_epoch().expect("random");
+    write_epoch(lab, etcd, epoch, rev);
+    Term { epoch, rev }
+}
+
+/// Writes the epoch record a leader of term `first` writes at `<prefix>/cluster`, MACed
+/// with the lab's cluster key.
+fn write_epoch(lab: &Lab, etcd: &EtcdCluster, epoch: u64, first: u64) {
+    let value = mmm_common::epoch::seal(&lab.key, PREFIX, EpochRecord { epoch, term: first });
+    let out = etcd.etcdctl(&["put", &format!("{PREFIX}/cluster"), &value]);
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// Makes db1 the writer through a link in `term`, then drops the link. Asked again while
 /// the agent has no writer permit yet (its lease is being granted).
-fn make_writer(lab: &Lab, term: u64) {
+fn make_writer(lab: &Lab, term: Term) {
     let mut last = Vec::new();
     let done = wait_for(REACT, || {
         let applied = with_term_link(lab, "db1", term, |link| async move {
@@ -124,7 +142,7 @@ fn the_agents_etcd_lease_keeps_the_writer_without_a_monitor_and_a_revoke_fences_
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
     let first = wait_published(&lab, &etcd, "agent-db1.log");
-    let term = lead(&etcd, "m");
+    let term = lead(&lab, &etcd, "m");
     make_writer(&lab, term);
     assert!(holds(&lab, "db1", "192.0.2.100") && !db1.read_only());
     // No monitor talks to the agent for several session_ttl: its own lease keeps it.
@@ -173,7 +191,7 @@ fn an_agent_that_loses_etcd_fences_itself() {
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
     wait_published(&lab, &etcd, "agent-db1.log");
-    let term = lead(&etcd, "m");
+    let term = lead(&lab, &etcd, "m");
     make_writer(&lab, term);
     assert!(holds(&lab, "db1", "192.0.2.100"));
     etcd.kill("etcd1");
@@ -211,64 +229,193 @@ fn monitor_terms_only_grow_term_0_is_refused_and_the_term_survives_a_restart() {
     if !require_root("monitor_terms_only_grow_term_0_is_refused_and_the_term_survives_a_restart") {
         return;
     }
-    let (lab, _etcd) = fleet_lab("fleetag3", "1s");
+    let (lab, etcd) = fleet_lab("fleetag3", "1s");
     let agent = lab.agent("db1", "agent-db1.log");
-    let no_term = refusal(&lab, "db1", 0).expect("term 0 refused in a fleet");
+    let no_term = refusal(&lab, "db1", Term::NONE).expect("term 0 refused in a fleet");
     assert!(no_term.contains("monitor fleet"), "{no_term}");
 
-    // A term-5 session is open while a term-3 monitor tries, twice, then term 7 comes.
+    // `five` leads; `three` is an earlier revision of its epoch, `seven` a later one.
+    let five = lead(&lab, &etcd, "m");
+    assert!(five.rev > 1, "{five}");
+    let t = move |rev| Term {
+        epoch: five.epoch,
+        rev,
+    };
+    let (three, six, seven) = (t(five.rev - 1), t(five.rev + 1), t(five.rev + 2));
+    // A `five` session is open while a `three` monitor tries, twice, then `seven` comes.
     let (addr, key) = (lab.agent_addr("db1"), lab.key.clone());
-    let (stale, stale_again, old_session) = with_term_link(&lab, "db1", 5, move |l| async move {
-        let mut five = l.expect("term 5 accepted");
-        five.heartbeat(0, T).await.expect("term 5 works");
-        let text = |r: Result<AgentLink, LinkError>| {
-            r.err().map(|e| format!("{:#}", anyhow::Error::from(e)))
-        };
-        let stale = text(AgentLink::connect_in_term(addr, &key, "old", "db1", 3, T).await);
-        let again = text(AgentLink::connect_in_term(addr, &key, "old", "db1", 3, T).await);
-        let mut seven = AgentLink::connect_in_term(addr, &key, "new", "db1", 7, T)
-            .await
-            .expect("term 7 accepted");
-        // The higher term closes the term-5 session, not its own.
-        let mut closed = false;
-        for _ in 0..50 {
-            if five.heartbeat(0, T).await.is_err() {
-                closed = true;
-                break;
+    let (stale, stale_again, old_session) =
+        with_term_link(&lab, "db1", five, move |l| async move {
+            let mut five = l.expect("term five accepted");
+            five.heartbeat(0, T).await.expect("term five works");
+            let text = |r: Result<AgentLink, LinkError>| {
+                r.err().map(|e| format!("{:#}", anyhow::Error::from(e)))
+            };
+            let stale = text(AgentLink::connect_in_term(addr, &key, "old", "db1", three, T).await);
+            let again = text(AgentLink::connect_in_term(addr, &key, "old", "db1", three, T).await);
+            let mut seven = AgentLink::connect_in_term(addr, &key, "new", "db1", seven, T)
+                .await
+                .expect("term seven accepted");
+            // The higher term closes the `five` session, not its own.
+            let mut closed = false;
+            for _ in 0..50 {
+                if five.heartbeat(0, T).await.is_err() {
+                    closed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        seven
-            .heartbeat(0, T)
-            .await
-            .expect("the term-7 session stays");
-        (stale, again, closed)
-    });
-    let stale = stale.expect("term 3 refused after term 5");
+            seven
+                .heartbeat(0, T)
+                .await
+                .expect("the term-seven session stays");
+            (stale, again, closed)
+        });
+    let stale = stale.expect("term three refused after term five");
     assert!(
-        stale.contains("term 3") && stale.contains("term 5"),
+        stale.contains(&format!("term {three} is over")) && stale.contains(&format!("term {five}")),
         "{stale}"
     );
-    assert!(stale_again.is_some(), "term 3 refused again");
-    assert!(old_session, "the term-5 session stayed open after term 7");
+    assert!(stale_again.is_some(), "term three refused again");
+    assert!(
+        old_session,
+        "the term-five session stayed open after term seven"
+    );
     let log = lab.log("agent-db1.log");
     assert_eq!(
-        log.matches("term 3 is over").count(),
+        log.matches(&format!("term {three} is over")).count(),
         1,
         "one warning per refused term:\n{log}"
     );
-    assert!(log.contains("monitor new leads in term 7 (was 5)"), "{log}");
+    assert!(
+        log.contains(&format!("monitor new leads in term {seven} (was {five})")),
+        "{log}"
+    );
 
-    // A restarted agent remembers term 7.
+    // A restarted agent remembers term seven.
     lab.net.signal(agent, "KILL");
     assert!(lab.net.wait_exit(agent, T));
     lab.agent("db1", "agent-db1-2.log");
-    let after = refusal(&lab, "db1", 6).expect("term 6 refused after a restart");
+    let after = refusal(&lab, "db1", six).expect("term six refused after a restart");
     assert!(
-        after.contains("term 6") && after.contains("term 7"),
+        after.contains(&format!("term {six}")) && after.contains(&format!("term {seven}")),
         "{after}"
     );
-    assert!(refusal(&lab, "db1", 7).is_none(), "term 7 still accepted");
+    assert!(
+        refusal(&lab, "db1", seven).is_none(),
+        "term seven still accepted"
+    );
+}
+
+/// etcd wiped and re-created: its revisions start again and the new leader's term is
+/// lower than the agent has seen. The agent takes it once its own read of etcd shows the
+/// new epoch's record, verified with the cluster key, and that term leading the election;
+/// from then on the old epoch's leader is refused, whatever its revision, even with its
+/// record put back, and so is a lower revision of the new epoch. A record without the
+/// key's MAC (anyone who can write to etcd) is named in one log line and never accepted.
+#[test]
+fn a_lower_term_of_a_new_epoch_is_taken_only_when_the_agents_etcd_shows_it() {
+    if !require_root("a_lower_term_of_a_new_epoch_is_taken_only_when_the_agents_etcd_shows_it") {
+        return;
+    }
+    let (lab, mut etcd) = fleet_lab("fleetag8", "1s");
+    lab.agent("db1", "agent-db1.log");
+    for i in 0..30 {
+        let put = etcd.etcdctl(&["put", "/filler", &i.to_string()]);
+        assert!(put.status.success(), "{put:?}");
+    }
+    let old = lead(&lab, &etcd, "m1");
+    assert!(refusal(&lab, "db1", old).is_none(), "the old etcd's leader");
+    etcd.wipe_and_recreate_in(&lab.net);
+    let session = etcdctl_lease(&etcd, "600");
+    let rev = campaign_key(&etcd, "m2", session);
+    let new = Term {
+        epoch: fresh_epoch().expect("random"),
+        rev,
+    };
+    assert!(1 < new.rev && new.rev < old.rev, "{old} then {new}");
+    let unshown = refusal(&lab, "db1", new).expect("an epoch etcd does not show");
+    assert!(
+        unshown.contains("cannot confirm") && unshown.contains("is missing"),
+        "{unshown}"
+    );
+    // A valid record of the new epoch, its term changed by someone without the key, then
+    // one written with another key: neither is this cluster's leader.
+    let valid = mmm_common::epoch::seal(
+        &lab.key,
+        PREFIX,
+        EpochRecord {
+            epoch: new.epoch,
+            term: new.rev + 1,
+        },
+    );
+    let forged = valid.replace(
+        &format!(" term={} ", new.rev + 1),
+        &format!(" term={} ", new.rev),
+    );
+    assert_ne!(forged, valid);
+    let other = mmm_common::epoch::seal(
+        &mmm_common::config::ClusterKey::from_hex(&"77".repeat(32)).expect("a key"),
+        PREFIX,
+        EpochRecord {
+            epoch: new.epoch,
+            term: new.rev,
+        },
+    );
+    for (value, why) in [
+        (&forged, "its MAC does not verify with this cluster key"),
+        (&other, "it names another cluster"),
+    ] {
+        let put = etcd.etcdctl(&["put", &format!("{PREFIX}/cluster"), value]);
+        assert!(put.status.success(), "{put:?}");
+        for _ in 0..3 {
+            let refused = refusal(&lab, "db1", new).expect("a record that does not verify");
+            assert!(
+                refused.contains("cannot confirm") && refused.contains(why),
+                "{refused}"
+            );
+        }
+        let log = lab.log("agent-db1.log");
+        assert_eq!(
+            log.matches(&format!("etcd key {PREFIX}/cluster is not accepted: {why}"))
+                .count(),
+            1,
+            "named once:\n{log}"
+        );
+    }
+    // The new leader writes its epoch: the lower term is taken, the old one refused.
+    write_epoch(&lab, &etcd, new.epoch, new.rev);
+    assert!(refusal(&lab, "db1", new).is_none(), "the new epoch's term");
+    let deposed = refusal(&lab, "db1", old).expect("the old epoch after the new one");
+    assert!(
+        deposed.contains("is not of the epoch etcd shows"),
+        "{deposed}"
+    );
+    let lower = refusal(
+        &lab,
+        "db1",
+        Term {
+            rev: new.rev - 1,
+            ..new
+        },
+    )
+    .expect("a lower revision");
+    assert!(lower.contains("is over"), "{lower}");
+    let log = lab.log("agent-db1.log");
+    assert!(
+        log.contains(&format!(
+            "leads in term {new}, of the epoch etcd shows (was {old})"
+        )),
+        "{log}"
+    );
+    // The old record put back (anyone who can write to etcd may have kept it): its
+    // leader still does not lead the election.
+    write_epoch(&lab, &etcd, old.epoch, old.rev);
+    let replayed = refusal(&lab, "db1", old).expect("the old leader with its record back");
+    assert!(
+        replayed.contains("does not lead the election"),
+        "{replayed}"
+    );
 }
 
 #[test]
@@ -281,7 +428,7 @@ fn a_restarted_agent_resumes_a_live_etcd_lease_and_not_a_dead_one() {
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     let agent = lab.agent("db1", "agent-db1.log");
     let first = wait_published(&lab, &etcd, "agent-db1.log");
-    let term = lead(&etcd, "m");
+    let term = lead(&lab, &etcd, "m");
     make_writer(&lab, term);
     assert!(holds(&lab, "db1", "192.0.2.100"));
 
@@ -341,7 +488,7 @@ fn an_agent_cut_off_from_etcd_fences_and_comes_back_on_a_new_lease() {
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
     let first = wait_published(&lab, &etcd, "agent-db1.log");
-    let term = lead(&etcd, "m");
+    let term = lead(&lab, &etcd, "m");
     make_writer(&lab, term);
     // Only db1's way to etcd is cut: etcd itself and the monitor's link stay.
     let cut = ["ip", "route", "add", "blackhole", "192.0.2.31/32"];
@@ -377,7 +524,9 @@ fn an_agent_starting_without_etcd_serves_read_only_and_writes_once_etcd_answers(
     let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     lab.agent("db1", "agent-db1.log");
     // No etcd: the reader role is taken, the writer role refused, reports answered.
-    let (reader_only, writer) = with_term_link(&lab, "db1", 1, |l| async move {
+    // A fresh agent follows no epoch yet: with etcd silent, the first term is taken.
+    let first = Term { epoch: 1, rev: 1 };
+    let (reader_only, writer) = with_term_link(&lab, "db1", first, |l| async move {
         let mut l = l.expect("link without etcd");
         let reader = l.apply(desired(1, false, &[("reader", 101)]), T).await;
         let writer = l
@@ -407,7 +556,7 @@ fn an_agent_starting_without_etcd_serves_read_only_and_writes_once_etcd_answers(
     // etcd comes up: the agent grants and publishes a lease, and the writer role follows.
     let etcd = EtcdCluster::start_in(&lab.net, "fleetag6", &["etcd1"]);
     wait_published(&lab, &etcd, "agent-db1.log");
-    let term = lead(&etcd, "m");
+    let term = lead(&lab, &etcd, "m");
     make_writer(&lab, term);
     assert!(holds(&lab, "db1", "192.0.2.100") && !db1.read_only());
 }
@@ -462,7 +611,7 @@ fn a_deposed_leaders_term_cannot_make_a_host_writer_again_after_the_new_leader_r
     let first = wait_published(&lab, &etcd, "agent-db1.log");
     // m1 leads in t1 and makes db1 the writer.
     let m1 = etcdctl_lease(&etcd, "60");
-    let t1 = campaign_key(&etcd, "m1", m1);
+    let t1 = elected(&lab, &etcd, "m1", m1);
     make_writer(&lab, t1);
     assert!(holds(&lab, "db1", "192.0.2.100") && !db1.read_only());
     // m1 is frozen; its session ends in etcd; m2 is elected in t2 and never reaches db1.
@@ -471,8 +620,8 @@ fn a_deposed_leaders_term_cannot_make_a_host_writer_again_after_the_new_leader_r
         .status
         .success());
     let m2 = etcdctl_lease(&etcd, "60");
-    let t2 = campaign_key(&etcd, "m2", m2);
-    assert!(t2 > t1);
+    let t2 = elected(&lab, &etcd, "m2", m2);
+    assert!(t2.rev > t1.rev);
     // m2 fences db1 through its lease.
     assert!(etcd
         .etcdctl(&["lease", "revoke", &format!("{first:x}")])

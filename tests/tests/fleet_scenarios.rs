@@ -3,7 +3,7 @@
 //! losing the leading monitor must not fail one of its writes, and there are never two
 //! writers.
 
-use mmm_tests::assert::{assert_data, assert_servers, writer};
+use mmm_tests::assert::{assert_data, assert_servers, writer, WriterWatch};
 use mmm_tests::client::{verify, Writer, TABLE};
 use mmm_tests::fleet::{keys, Fleet};
 use mmm_tests::netns::{require_root, wait_for};
@@ -719,4 +719,313 @@ fn f19_a_foreign_lease_on_the_agent_key_is_not_waited_out() {
             .etcdctl(&["put", "--lease", &id, key, "{\"host\":\"db1\",\"lease\":7}"]);
         assert!(out.status.success(), "{out:?}");
     });
+}
+
+/// `n` puts outside the fleet's prefix, from an etcd member's namespace: etcd's revision,
+/// and so the term of the next leader elected, grows by `n`.
+fn push_revisions(f: &Fleet, n: usize) {
+    let script = format!(
+        "for i in $(seq {n}); do etcdctl --endpoints http://192.0.2.31:2379 put /filler $i >/dev/null || exit 1; done"
+    );
+    let out = f.c.lab.net.try_exec("etcd1", &["sh", "-c", &script]);
+    assert!(
+        out.status.success(),
+        "pushing etcd's revision: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The master that `show` through `slot` names as the writer, if any.
+fn shown_writer(f: &Fleet, slot: &str) -> Option<String> {
+    let (_, show) = f.control(slot, &["show"]);
+    show.lines()
+        .find(|l| l.contains("writer(192.0.2.100)"))
+        .and_then(|l| l.trim_start().split('(').next())
+        .map(str::to_string)
+}
+
+/// Issue #21 item 5: etcd wiped and re-created on the same addresses (same names and
+/// token, so the same cluster and member ids) after the agents saw a term of about 500.
+/// The new etcd counts revisions from 1: before epochs every agent refused every new
+/// leader ("term 8 is over: this agent has seen term 508") until the monitors' campaigns
+/// pushed the revision past 508 (85 s without a write at 220; months of terms would
+/// never end). Now the first leader of the new etcd writes a fresh epoch and the agents,
+/// reading it from etcd themselves, take its lower term. The old etcd's leader is frozen
+/// across the wipe and thawed after the recovery: it must drive nothing. Then the
+/// writer's mysqld is killed and failed over. Never two writers, no acknowledged write
+/// lost; recovery times are printed.
+#[test]
+fn f20_etcd_wiped_and_recreated_recovers() {
+    if !require_root("f20") {
+        return;
+    }
+    let mut f = up("f20");
+    let w = writer(&f.c);
+    // Terms far above the new etcd's revisions: ~500 writes, then a leader that
+    // campaigned after them (a standby's campaign key dates from when it joined).
+    push_revisions(&f, 500);
+    f.signal("mon1", "TERM");
+    f.wait_leader("mon2", Some("mon1"), T);
+    f.start_monitor("mon1");
+    f.signal("mon2", "TERM");
+    let (leader, old_term) = f.wait_leader("mon1", Some("mon2"), T);
+    assert_eq!(leader, "mon1");
+    assert!(old_term > 500, "term {old_term}");
+    let old_epoch = mmm_tests::fleet::parse_fleet_epoch(&f.control("mon1", &["show"]).1)
+        .expect("an epoch in show");
+    for h in ["db1", "db2", "db3"] {
+        let log = format!("agent-{h}.log");
+        let seen = wait_for(T, || {
+            f.c.lab
+                .log(&log)
+                .contains(&format!(
+                    "leads in term {old_term} (epoch {old_epoch:016x})"
+                ))
+                .then_some(())
+        });
+        assert!(
+            seen.is_some(),
+            "{h} never took term {old_term}:\n{}",
+            f.logs(30)
+        );
+    }
+    f.start_monitor("mon2");
+    let acked_before = w.log().acked.len();
+    let watch = WriterWatch::start(&f.c, &["db1", "db2", "db3"]);
+    // The old etcd's leader freezes with it; etcd is wiped and re-created.
+    f.signal("mon1", "STOP");
+    let wiped = Instant::now();
+    f.etcd.wipe_and_recreate_in(&f.c.lab.net);
+    let led = wait_for(T, || {
+        f.fleet_line("mon2")
+            .filter(|(l, t, _)| l == "mon2" && *t < old_term)
+            .map(|(_, t, _)| t)
+    });
+    let new_term = led.unwrap_or_else(|| {
+        panic!(
+            "no leader of the new etcd within {T:?}: {:?}\n{}",
+            f.fleet_line("mon2"),
+            f.logs(40)
+        )
+    });
+    let new_epoch = mmm_tests::fleet::parse_fleet_epoch(&f.control("mon2", &["show"]).1)
+        .expect("an epoch in show");
+    assert_ne!(
+        new_epoch, old_epoch,
+        "the new etcd's leader wrote a new epoch"
+    );
+    eprintln!(
+        "f20: mon2 leads the new etcd in term {new_term} after {:.1?}",
+        wiped.elapsed()
+    );
+    // Every agent takes the lower term of the new epoch.
+    for h in ["db1", "db2", "db3"] {
+        let log = format!("agent-{h}.log");
+        let taken = wait_for(T, || {
+            f.c.lab
+                .log(&log)
+                .contains(&format!(
+                    "leads in term {new_term} (epoch {new_epoch:016x}), of the epoch etcd shows"
+                ))
+                .then_some(())
+        });
+        assert!(
+            taken.is_some(),
+            "{h} never took term {new_term}:\n{}",
+            f.logs(40)
+        );
+    }
+    // `show` is sane: every host ONLINE, one writer, and writes go through again.
+    for h in ["db1", "db2", "db3"] {
+        f.wait_show("mon2", h, "/ONLINE", T);
+    }
+    let writer_host = wait_for(T, || shown_writer(&f, "mon2")).unwrap_or_else(|| {
+        panic!(
+            "no writer after the wipe:\n{}",
+            f.control("mon2", &["show"]).1
+        )
+    });
+    let acked = w.log().acked.len();
+    let flowing = wait_for(T, || (w.log().acked.len() > acked + 20).then_some(()));
+    assert!(
+        flowing.is_some(),
+        "no write after the recovery:\n{}",
+        f.logs(40)
+    );
+    let resumed = wiped.elapsed();
+    // The old leader thaws: deposed, it drives nothing and stands by.
+    f.signal("mon1", "CONT");
+    let back = wait_for(T, || {
+        f.log("mon1")
+            .contains("no longer the leader: standing by")
+            .then_some(())
+    });
+    assert!(back.is_some(), "mon1 log:\n{}", f.log("mon1"));
+    std::thread::sleep(Duration::from_secs(2));
+    let (leader, term, _) = f.fleet_line("mon2").expect("the fleet line");
+    assert_eq!(
+        (leader.as_str(), term),
+        ("mon2", new_term),
+        "the thawed monitor took over"
+    );
+    assert_eq!(
+        shown_writer(&f, "mon2").as_deref(),
+        Some(writer_host.as_str())
+    );
+    let two = watch.stop();
+    assert!(
+        two.is_empty(),
+        "two writers around the wipe: {two:?}\n{}",
+        f.logs(40)
+    );
+    eprintln!(
+        "f20: writes through the VIP again {resumed:.1?} after the wipe (term {old_term} -> {new_term}); {} acknowledged before it",
+        acked_before
+    );
+    // A writer failure right after: its peer takes over.
+    let (peer, slave) = if writer_host == "db1" {
+        ("db2", "db3")
+    } else {
+        ("db1", "db3")
+    };
+    let watch = WriterWatch::start(&f.c, &["db1", "db2", "db3"]);
+    let killed = Instant::now();
+    f.c.lab.net.signal(f.c.db(&writer_host).pid, "KILL");
+    f.wait_show("mon2", peer, "writer(192.0.2.100)", T);
+    assert_servers(&f.c, peer, &[slave]);
+    eprintln!(
+        "f20: {writer_host}'s mysqld killed, {peer} the writer after {:.1?}",
+        killed.elapsed()
+    );
+    let two = watch.stop();
+    assert!(
+        two.is_empty(),
+        "two writers in the failover: {two:?}\n{}",
+        f.logs(40)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.stop();
+    assert_data(&f.c, &log, &[peer, slave]);
+    for h in ["db1", "db2", "db3"] {
+        let log = f.c.lab.log(&format!("agent-{h}.log"));
+        assert!(
+            !log.contains(&format!("term {new_term} (epoch {new_epoch:016x}) is over")),
+            "{h} refused the new leader:\n{log}"
+        );
+    }
+}
+
+/// The leader of the fleet through either monitor's `show` whose term is below `below`.
+fn leader_below(f: &Fleet, below: u64) -> Option<(String, u64)> {
+    ["mon1", "mon2"].iter().find_map(|slot| {
+        f.fleet_line(slot)
+            .filter(|(_, t, _)| *t < below)
+            .map(|(l, t, _)| (l, t))
+    })
+}
+
+/// Waits until every agent's log says it took `term` of `epoch` from etcd's word.
+fn agents_take(f: &Fleet, term: u64, epoch: u64) {
+    for h in ["db1", "db2", "db3"] {
+        let log = format!("agent-{h}.log");
+        let taken = wait_for(T, || {
+            f.c.lab
+                .log(&log)
+                .contains(&format!("leads in term {term} (epoch {epoch:016x})"))
+                .then_some(())
+        });
+        assert!(
+            taken.is_some(),
+            "{h} never took term {term} (epoch {epoch:016x}):\n{}",
+            f.logs(40)
+        );
+    }
+}
+
+/// etcd restored from a snapshot (etcd's disaster recovery: `snapshot save`, then every
+/// member `snapshot restore`d into a fresh data dir with the same names, peer URLs and
+/// token, which gives it the same cluster and member ids). Keys, leases and revisions go
+/// back to the snapshot: after it the fleet had ~300 more writes and a leader change the
+/// agents saw. The snapshot's leader and standby keys belong to sessions that no process
+/// renews any more and expire; the next leader's term reuses revisions of the lost
+/// history, and its fresh epoch is what the agents take it by. Never two writers, no
+/// acknowledged write lost.
+#[test]
+fn f21_etcd_restored_from_a_snapshot_recovers() {
+    if !require_root("f21") {
+        return;
+    }
+    let mut f = up("f21");
+    let w = writer(&f.c);
+    let snapshot = f.c.lab.dir.path().join("etcd.snapshot");
+    f.etcd.snapshot_save(&snapshot);
+    push_revisions(&f, 300);
+    f.signal("mon1", "TERM");
+    f.wait_leader("mon2", Some("mon1"), T);
+    f.start_monitor("mon1");
+    f.signal("mon2", "TERM");
+    let (leader, late_term) = f.wait_leader("mon1", Some("mon2"), T);
+    assert_eq!(leader, "mon1");
+    assert!(late_term > 300, "term {late_term}");
+    let late_epoch = mmm_tests::fleet::parse_fleet_epoch(&f.control("mon1", &["show"]).1)
+        .expect("an epoch in show");
+    agents_take(&f, late_term, late_epoch);
+    f.start_monitor("mon2");
+    let watch = WriterWatch::start(&f.c, &["db1", "db2", "db3"]);
+    let restored = Instant::now();
+    f.etcd.restore_in(&f.c.lab.net, &snapshot);
+    let (leader, new_term) = wait_for(T, || leader_below(&f, late_term)).unwrap_or_else(|| {
+        panic!(
+            "no leader of the restored etcd within {T:?}: {:?}\n{}",
+            f.fleet_line("mon1"),
+            f.logs(40)
+        )
+    });
+    let new_epoch = mmm_tests::fleet::parse_fleet_epoch(&f.control(&leader, &["show"]).1)
+        .expect("an epoch in show");
+    assert_ne!(new_epoch, late_epoch);
+    eprintln!(
+        "f21: {leader} leads the restored etcd in term {new_term} after {:.1?}",
+        restored.elapsed()
+    );
+    agents_take(&f, new_term, new_epoch);
+    for h in ["db1", "db2", "db3"] {
+        f.wait_show(&leader, h, "/ONLINE", T);
+    }
+    let writer_host = wait_for(T, || shown_writer(&f, &leader)).unwrap_or_else(|| {
+        panic!(
+            "no writer after the restore:\n{}",
+            f.control(&leader, &["show"]).1
+        )
+    });
+    let acked = w.log().acked.len();
+    let flowing = wait_for(T, || (w.log().acked.len() > acked + 20).then_some(()));
+    assert!(
+        flowing.is_some(),
+        "no write after the restore:\n{}",
+        f.logs(40)
+    );
+    eprintln!(
+        "f21: writes through the VIP again {:.1?} after the restore (term {late_term} -> {new_term}), {writer_host} the writer",
+        restored.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let two = watch.stop();
+    assert!(
+        two.is_empty(),
+        "two writers around the restore: {two:?}\n{}",
+        f.logs(40)
+    );
+    let log = w.stop();
+    assert_data(&f.c, &log, &["db1", "db2", "db3"]);
+    // The restored registrations of the monitors' earlier sessions expired: neither
+    // monitor took its own name, held by a session of its past, for a duplicate's.
+    for slot in ["mon1", "mon2"] {
+        assert_eq!(
+            f.control(slot, &["ping"]).1,
+            "OK: Pinged successfully!\n",
+            "{slot} stopped:\n{}",
+            f.log(slot)
+        );
+    }
 }

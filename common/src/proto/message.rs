@@ -102,8 +102,9 @@ pub struct Hello {
     pub monitor: String,
     /// The host name the monitor expects this agent to serve.
     pub agent: String,
-    /// The monitor fleet's leadership term (0: a monitor without a fleet).
-    pub term: u64,
+    /// The monitor fleet's leadership term, with its epoch (protocol version 6);
+    /// `Term::NONE` for a monitor without a fleet.
+    pub term: crate::epoch::Term,
 }
 
 /// agent -> monitor: proves knowledge of the key over the monitor's fresh nonce.
@@ -379,7 +380,8 @@ impl Message {
                 w.bytes(&m.nonce);
                 w.str8("monitor", &m.monitor)?;
                 w.str8("agent", &m.agent)?;
-                w.u64(m.term);
+                w.u64(m.term.rev);
+                w.u64(m.term.epoch);
             }
             Message::Challenge(m) => {
                 w.bytes(&m.echo);
@@ -527,7 +529,10 @@ impl Message {
                 nonce: r.array("nonce")?,
                 monitor: r.str8("monitor")?,
                 agent: r.str8("agent")?,
-                term: r.u64("term")?,
+                term: crate::epoch::Term {
+                    rev: r.u64("term")?,
+                    epoch: r.u64("epoch")?,
+                },
             }),
             MessageType::Challenge => Message::Challenge(Challenge {
                 echo: r.array("echo")?,

@@ -8,6 +8,7 @@ pub mod message;
 pub mod session;
 mod wire;
 
+pub use crate::epoch::Term;
 pub use frame::{
     FrameBuffer, FrameError, Header, RawFrame, DEFAULT_MAX_PAYLOAD, FLAG_RESPONSE, HEADER_LEN,
     MAC_LEN, MAX_PAYLOAD,

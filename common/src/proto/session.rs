@@ -14,14 +14,15 @@
 //! Each side proves it holds the key by MACing the other's fresh nonce; the session keys
 //! depend on both nonces, so frames of an earlier connection do not verify in a new one.
 //!
-//! The term (a monitor fleet's leadership term, 0 without a fleet) is part of the session
-//! keys: every frame of the session is authenticated under it, so no frame can be moved
-//! into a session of another term, and an agent that refuses a term refuses every frame
-//! sent under it.
+//! The term (a monitor fleet's leadership term with its epoch, `Term::NONE` without a
+//! fleet) is part of the session keys: every frame of the session is authenticated under
+//! it, so no frame can be moved into a session of another term or epoch, and an agent that
+//! refuses a term refuses every frame sent under it.
 
 use super::frame::{FrameError, Header, RawFrame, HEADER_LEN, MAC_LEN, MAX_PAYLOAD};
 use super::message::{Auth, Challenge, Hello, Message, MessageType, Nonce, Welcome, NONCE_LEN};
 use crate::config::ClusterKey;
+use crate::epoch::Term;
 
 const HS_M2A: &str = "mmm v1 2026-11 handshake monitor->agent";
 const HS_A2M: &str = "mmm v1 2026-11 handshake agent->monitor";
@@ -30,12 +31,13 @@ const S_A2M: &str = "mmm v1 2026-11 session agent->monitor";
 
 type Key = [u8; 32];
 
-fn derive(context: &str, cluster: &ClusterKey, nonces: Option<(&Nonce, &Nonce, u64)>) -> Key {
+fn derive(context: &str, cluster: &ClusterKey, nonces: Option<(&Nonce, &Nonce, Term)>) -> Key {
     let mut material = cluster.as_bytes().to_vec();
     if let Some((m, a, term)) = nonces {
         material.extend_from_slice(m);
         material.extend_from_slice(a);
-        material.extend_from_slice(&term.to_be_bytes());
+        material.extend_from_slice(&term.rev.to_be_bytes());
+        material.extend_from_slice(&term.epoch.to_be_bytes());
     }
     blake3::derive_key(context, &material)
 }
@@ -186,8 +188,8 @@ pub struct Session {
     pub opener: Opener,
     /// The peer's name as it announced itself.
     pub peer: String,
-    /// The monitor's leadership term (0: no fleet); bound into the session keys.
-    pub term: u64,
+    /// The monitor's leadership term (`Term::NONE`: no fleet); bound into the session keys.
+    pub term: Term,
 }
 
 fn unexpected(msg: &Message, state: &'static str) -> FrameError {
@@ -202,20 +204,20 @@ fn unexpected(msg: &Message, state: &'static str) -> FrameError {
 pub struct MonitorHandshake {
     cluster: ClusterKey,
     nonce: Nonce,
-    term: u64,
+    term: Term,
     agent: String,
     sealer: Sealer,
     opener: Opener,
 }
 
 impl MonitorHandshake {
-    /// Starts a handshake with the agent of host `agent` under `term` (0: no fleet);
-    /// returns the Hello frame to send.
+    /// Starts a handshake with the agent of host `agent` under `term` (`Term::NONE`: no
+    /// fleet); returns the Hello frame to send.
     pub fn start(
         cluster: &ClusterKey,
         monitor: &str,
         agent: &str,
-        term: u64,
+        term: Term,
         nonce: Nonce,
     ) -> Result<(Self, Vec<u8>), FrameError> {
         let mut sealer = Sealer::new(derive(HS_M2A, cluster, None));
@@ -284,7 +286,7 @@ pub struct AgentHandshake {
     agent: String,
     nonce: Nonce,
     /// The monitor's nonce, name and term, from its Hello.
-    peer_nonce: Option<(Nonce, String, u64)>,
+    peer_nonce: Option<(Nonce, String, Term)>,
     sealer: Sealer,
     opener: Opener,
 }
@@ -328,7 +330,7 @@ impl AgentHandshake {
 
     /// The monitor's name and term from its Hello (after [`AgentHandshake::on_hello`]):
     /// the agent decides from the term whether to go on.
-    pub fn peer(&self) -> Option<(&str, u64)> {
+    pub fn peer(&self) -> Option<(&str, Term)> {
         self.peer_nonce.as_ref().map(|(_, m, t)| (m.as_str(), *t))
     }
 

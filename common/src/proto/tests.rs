@@ -30,7 +30,7 @@ fn connect(
     monitor_key: &ClusterKey,
     agent_key: &ClusterKey,
 ) -> Result<(Session, Session), FrameError> {
-    let (mh, hello) = MonitorHandshake::start(monitor_key, "mon", "db1", 0, [1; 16])?;
+    let (mh, hello) = MonitorHandshake::start(monitor_key, "mon", "db1", Term::NONE, [1; 16])?;
     let mut ah = AgentHandshake::new(agent_key, "db1", [2; 16]);
     let challenge = ah.on_hello(&one(&hello))?;
     let (mut monitor, auth) = mh.on_challenge(&one(&challenge))?;
@@ -228,19 +228,20 @@ fn heartbeats_fit_in_64_bytes_on_the_wire() {
 
 #[test]
 fn a_wrong_key_is_detected_at_the_first_frame_by_each_side() {
-    let (_, hello) = MonitorHandshake::start(&key(1), "mon", "db1", 0, [1; 16]).unwrap();
+    let (_, hello) = MonitorHandshake::start(&key(1), "mon", "db1", Term::NONE, [1; 16]).unwrap();
     let mut agent = AgentHandshake::new(&key(2), "db1", [2; 16]);
     assert_eq!(agent.on_hello(&one(&hello)), Err(FrameError::WrongKey));
 
     // An impostor agent (wrong key) answering a real monitor.
-    let (mh, hello) = MonitorHandshake::start(&key(1), "mon", "db1", 0, [1; 16]).unwrap();
+    let (mh, hello) = MonitorHandshake::start(&key(1), "mon", "db1", Term::NONE, [1; 16]).unwrap();
     let hello = one(&hello);
     let mut impostor = AgentHandshake::new(&key(2), "db1", [2; 16]);
     // It cannot verify the Hello; even answering blindly it fails at the monitor.
     let _ = impostor.on_hello(&hello);
     let forged_challenge = {
         let mut fake = AgentHandshake::new(&key(2), "db1", [2; 16]);
-        let (_, fake_hello) = MonitorHandshake::start(&key(2), "mon", "db1", 0, [1; 16]).unwrap();
+        let (_, fake_hello) =
+            MonitorHandshake::start(&key(2), "mon", "db1", Term::NONE, [1; 16]).unwrap();
         fake.on_hello(&one(&fake_hello)).unwrap()
     };
     assert_eq!(
@@ -252,7 +253,7 @@ fn a_wrong_key_is_detected_at_the_first_frame_by_each_side() {
 #[test]
 fn wrong_peer_and_stale_nonce_are_refused() {
     let k = key(3);
-    let (_, hello) = MonitorHandshake::start(&k, "mon", "db2", 0, [1; 16]).unwrap();
+    let (_, hello) = MonitorHandshake::start(&k, "mon", "db2", Term::NONE, [1; 16]).unwrap();
     let mut agent = AgentHandshake::new(&k, "db1", [2; 16]);
     assert_eq!(
         agent.on_hello(&one(&hello)),
@@ -263,10 +264,10 @@ fn wrong_peer_and_stale_nonce_are_refused() {
     );
 
     // A Challenge recorded from an earlier handshake echoes an old nonce.
-    let (_, old_hello) = MonitorHandshake::start(&k, "mon", "db1", 0, [9; 16]).unwrap();
+    let (_, old_hello) = MonitorHandshake::start(&k, "mon", "db1", Term::NONE, [9; 16]).unwrap();
     let mut agent = AgentHandshake::new(&k, "db1", [2; 16]);
     let old_challenge = agent.on_hello(&one(&old_hello)).unwrap();
-    let (mh, _) = MonitorHandshake::start(&k, "mon", "db1", 0, [1; 16]).unwrap();
+    let (mh, _) = MonitorHandshake::start(&k, "mon", "db1", Term::NONE, [1; 16]).unwrap();
     assert_eq!(
         mh.on_challenge(&one(&old_challenge)).unwrap_err(),
         FrameError::StaleNonce
@@ -317,7 +318,7 @@ fn frames_of_an_earlier_connection_do_not_verify_in_a_new_one() {
         .seal(&Message::Heartbeat(Heartbeat { epoch: 1 }), 0, 0)
         .unwrap());
     // A new connection with fresh nonces on both sides.
-    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", 0, [7; 16]).unwrap();
+    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", Term::NONE, [7; 16]).unwrap();
     let mut ah = AgentHandshake::new(&k, "db1", [8; 16]);
     let challenge = ah.on_hello(&one(&hello)).unwrap();
     let (_, auth) = mh.on_challenge(&one(&challenge)).unwrap();
@@ -611,7 +612,7 @@ struct HandshakeFrames {
 }
 
 fn handshake_frames(k: &ClusterKey) -> HandshakeFrames {
-    let (mh, hello) = MonitorHandshake::start(k, "mon", "db1", 0, [1; 16]).unwrap();
+    let (mh, hello) = MonitorHandshake::start(k, "mon", "db1", Term::NONE, [1; 16]).unwrap();
     let mut ah = AgentHandshake::new(k, "db1", [2; 16]);
     let challenge = ah.on_hello(&one(&hello)).unwrap();
     let (_, auth) = mh.on_challenge(&one(&challenge)).unwrap();
@@ -659,7 +660,7 @@ fn step() -> impl Strategy<Value = Step> {
 /// Never panics on any input: that is the property.
 fn handshake_with(step: Step, replace: impl FnOnce(Vec<u8>) -> Vec<u8>) -> bool {
     let k = key(14);
-    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", 0, [1; 16]).unwrap();
+    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", Term::NONE, [1; 16]).unwrap();
     let mut ah = AgentHandshake::new(&k, "db1", [2; 16]);
     let mut replace = Some(replace);
     let mut at = |s: Step, bytes: Vec<u8>| -> Vec<RawFrame> {
@@ -777,7 +778,7 @@ proptest! {
     ) {
         let k = key(15);
         let mut ah = AgentHandshake::new(&k, "db1", [2; 16]);
-        match MonitorHandshake::start(&k, &monitor, &agent, 0, nonce) {
+        match MonitorHandshake::start(&k, &monitor, &agent, Term::NONE, nonce) {
             // Names that do not fit are refused by the sender.
             Err(e) => prop_assert!(matches!(e, FrameError::Encode { .. }), "{e}"),
             Ok((_, hello)) => {
@@ -793,11 +794,13 @@ proptest! {
 }
 
 /// The term travels in the Hello and is part of the session keys: the agent learns it
-/// before answering, and a frame sealed in one term's session does not open in another's.
+/// before answering, and a frame sealed in one term's session does not open in another's,
+/// nor in a session of the same revision in another epoch (a wiped etcd counts revisions
+/// again from 1: the revision alone would let a frame cross over).
 #[test]
 fn the_term_reaches_the_agent_and_binds_every_frame() {
     let k = key(1);
-    let run = |term: u64| {
+    let run = |term: Term| {
         let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", term, [1; 16]).unwrap();
         let mut ah = AgentHandshake::new(&k, "db1", [2; 16]);
         let challenge = ah.on_hello(&one(&hello)).unwrap();
@@ -807,16 +810,57 @@ fn the_term_reaches_the_agent_and_binds_every_frame() {
         assert_eq!((monitor.term, agent.term), (term, term));
         (monitor, agent)
     };
-    let (mut m7, _) = run(7);
-    let (_, mut a8) = run(8);
+    let t = |epoch, rev| Term { epoch, rev };
+    let (mut m7, _) = run(t(1, 7));
     let frame = m7
         .sealer
         .seal(&Message::Heartbeat(Heartbeat { epoch: 1 }), 0, 0)
         .unwrap();
+    let (_, mut a8) = run(t(1, 8));
     assert!(
         a8.opener.open(&one(&frame)).is_err(),
         "a frame of term 7 must not verify in a session of term 8 (same nonces)"
     );
+    let (_, mut other_epoch) = run(t(2, 7));
+    assert!(
+        other_epoch.opener.open(&one(&frame)).is_err(),
+        "a frame of term 7 must not verify in a session of term 7 of another epoch"
+    );
+    let (_, mut same) = run(t(1, 7));
+    assert!(same.opener.open(&one(&frame)).is_ok(), "the same term");
+}
+
+/// The Hello byte for byte (protocol version 6): an agent and a monitor built apart agree
+/// on where the term's revision and epoch are, and a version-5 peer is refused by the
+/// version byte, never misread.
+#[test]
+fn the_hello_is_laid_out_byte_for_byte() {
+    let term = Term {
+        epoch: 0x0102_0304_0506_0708,
+        rev: 0x1112_1314_1516_1718,
+    };
+    let (_, hello) = MonitorHandshake::start(&key(1), "mon", "db1", term, [0xaa; 16]).unwrap();
+    let mut expected = vec![b'M', b'M', 6, MessageType::Hello as u8, 0, 0];
+    let payload_len = 16 + 1 + 3 + 1 + 3 + 8 + 8;
+    expected.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    expected.extend_from_slice(&[0, 0, 0, 0]); // request id
+    expected.extend_from_slice(&[0, 0, 0, 0]); // seq
+    expected.extend_from_slice(&[0xaa; 16]);
+    expected.extend_from_slice(&[3, b'm', b'o', b'n', 3, b'd', b'b', b'1']);
+    expected.extend_from_slice(&[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+    expected.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(hello.len(), expected.len() + MAC_LEN);
+    assert_eq!(&hello[..expected.len()], &expected[..]);
+    let mut ah = AgentHandshake::new(&key(1), "db1", [2; 16]);
+    ah.on_hello(&one(&hello)).unwrap();
+    assert_eq!(ah.peer(), Some(("mon", term)));
+    // A Hello one byte shorter (a version-5 Hello with the version byte patched) is
+    // malformed, not a term without an epoch.
+    let short = Message::decode_payload(
+        MessageType::Hello,
+        &expected[HEADER_LEN..expected.len() - 8],
+    );
+    assert!(short.is_err(), "{short:?}");
 }
 
 /// A refusal decided after the Hello (the agent judged the term) still reaches the
@@ -824,7 +868,8 @@ fn the_term_reaches_the_agent_and_binds_every_frame() {
 #[test]
 fn a_reject_after_the_hello_is_read_as_the_reason() {
     let k = key(1);
-    let (mh, hello) = MonitorHandshake::start(&k, "mon", "db1", 3, [1; 16]).unwrap();
+    let (mh, hello) =
+        MonitorHandshake::start(&k, "mon", "db1", Term { epoch: 1, rev: 3 }, [1; 16]).unwrap();
     let mut ah = AgentHandshake::new(&k, "db1", [2; 16]);
     let _challenge_never_sent = ah.on_hello(&one(&hello)).unwrap();
     let refusal = ah.reject("term 3 is over").unwrap();

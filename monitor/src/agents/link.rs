@@ -79,17 +79,18 @@ impl AgentLink {
         agent: &str,
         timeout: Duration,
     ) -> Result<AgentLink, LinkError> {
-        AgentLink::connect_in_term(addr, key, monitor, agent, 0, timeout).await
+        AgentLink::connect_in_term(addr, key, monitor, agent, Term::NONE, timeout).await
     }
 
     /// As [`AgentLink::connect`], for a fleet's leader: every frame of the session is
-    /// authenticated under `term`, and an agent that has seen a later term refuses it.
+    /// authenticated under `term`, and an agent that has seen a later term refuses it, as
+    /// it refuses a term of an epoch that etcd does not show.
     pub async fn connect_in_term(
         addr: SocketAddr,
         key: &ClusterKey,
         monitor: &str,
         agent: &str,
-        term: u64,
+        term: Term,
         timeout: Duration,
     ) -> Result<AgentLink, LinkError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {

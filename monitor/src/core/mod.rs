@@ -121,11 +121,14 @@ impl AgentView {
     }
 }
 
-/// The monitor fleet in `show`: `# monitor fleet: leader NAME (term N), standby NAME`.
+/// The monitor fleet in `show`:
+/// `# monitor fleet: leader NAME (term N, epoch E), standby NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetShow {
     pub leader: String,
     pub term: u64,
+    /// The epoch the leader wrote at `<prefix>/cluster` (mmm_common::epoch).
+    pub epoch: u64,
     pub standbys: Vec<String>,
 }
 

@@ -130,8 +130,8 @@ impl Cluster {
                 format!("standby {}", f.standbys.join(", "))
             };
             out.push_str(&format!(
-                "# monitor fleet: leader {} (term {}), {standby}\n",
-                f.leader, f.term
+                "# monitor fleet: leader {} (term {}, epoch {:016x}), {standby}\n",
+                f.leader, f.term, f.epoch
             ));
         }
         out
@@ -229,7 +229,7 @@ impl Cluster {
                 "vip": self.roles.writer_ip().map(|ip| ip.to_string()),
             })),
             "network_ok": self.network_ok,
-            "fleet": self.fleet.as_ref().map(|f| serde_json::json!({"leader": f.leader, "term": f.term, "standby": f.standbys})),
+            "fleet": self.fleet.as_ref().map(|f| serde_json::json!({"leader": f.leader, "term": f.term, "epoch": format!("{:016x}", f.epoch), "standby": f.standbys})),
             "promotion": self.promotion.as_ref().map(|p| serde_json::json!({"to": p.to, "from": p.from, "reason": p.reason})),
             "hosts": hosts,
         }))

@@ -48,9 +48,9 @@ pub struct LinkParams {
     pub addr: SocketAddr,
     pub key: ClusterKey,
     pub monitor_name: String,
-    /// The fleet leader's term (0 without a fleet): agents refuse a term older than one
-    /// they have seen.
-    pub term: u64,
+    /// The fleet leader's term (`Term::NONE` without a fleet): agents refuse a term older
+    /// than one they have seen, and one of an epoch etcd does not show.
+    pub term: mmm_common::epoch::Term,
     pub heartbeat_interval: Duration,
     pub agent_timeout: Duration,
     /// The stay-away after a Disconnect: until the lease has surely run out.

@@ -38,6 +38,8 @@ pub enum DaemonError {
     Fleet(#[source] crate::fleet::FleetError),
     #[error("etcd key {key} belongs to another cluster (another cluster key under the same prefix): give each cluster its own [coordination] prefix")]
     ForeignPrefix { key: String },
+    #[error("the fleet's epoch")]
+    Epoch(#[source] mmm_common::epoch::RandomError),
     #[error("starting the control socket on {addr}")]
     Control {
         addr: String,

@@ -63,8 +63,8 @@ impl Seat for Alone {
         &self.name
     }
 
-    fn term(&self) -> u64 {
-        0
+    fn term(&self) -> mmm_common::epoch::Term {
+        mmm_common::epoch::Term::NONE
     }
 
     fn is_deposed(&self) -> bool {

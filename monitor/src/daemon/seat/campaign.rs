@@ -7,6 +7,7 @@ use crate::core::Cluster;
 use crate::daemon::DaemonError;
 use crate::fleet::{Fleet, FleetError, Leadership, Session};
 use mmm_common::config::{ClusterKey, Config};
+use mmm_common::epoch::{EpochRecord, RecordError, Term};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,35 +21,47 @@ pub async fn connect(
     Ok((fleet, session))
 }
 
-/// Claims the prefix for this cluster on first use; refuses one that holds another's.
+/// Claims the prefix for this cluster, refuses one that holds another's, and writes this
+/// term's fresh epoch there: every leader does, before any agent hears of its term, so a
+/// term is never ordered against one of another etcd history (wiped, re-created or
+/// restored from a snapshot, where revisions start again or go back: docs/fencing.md).
 pub async fn check_identity(
     fleet: &mut Fleet,
     lead: &Leadership,
     key: &ClusterKey,
-) -> Result<(), DaemonError> {
-    let ours = identity(key);
+    prefix: &str,
+) -> Result<Term, DaemonError> {
     let at = fleet.keys().cluster();
-    match fleet.get(&at).await.map_err(DaemonError::Fleet)? {
-        Some(found) if found == ours.as_bytes() => Ok(()),
-        Some(_) => Err(DaemonError::ForeignPrefix { key: at }),
-        None => fleet
-            .put_as_leader(lead, &at, ours)
-            .await
-            .map_err(DaemonError::Fleet),
+    if let Some(found) = fleet.get(&at).await.map_err(DaemonError::Fleet)? {
+        match mmm_common::epoch::open(key, prefix, &found) {
+            // This cluster's: an epoch of an earlier term, or the identity alone as
+            // monitors wrote it before epochs.
+            Ok(_) | Err(RecordError::Legacy) => {}
+            // This cluster's identity with a MAC that does not verify: someone who can
+            // write to etcd but lacks the key. Never taken; the new epoch replaces it.
+            Err(e @ RecordError::Forged) => {
+                tracing::warn!(key = %at, value = %String::from_utf8_lossy(&found), "{e}: not accepted, replaced by this term's epoch")
+            }
+            Err(RecordError::Foreign | RecordError::Unreadable { .. }) => {
+                return Err(DaemonError::ForeignPrefix { key: at })
+            }
+        }
     }
-}
-
-/// This cluster's identity under the prefix: a digest of the cluster key (every cluster
-/// has its own), so two clusters configured with the same prefix by mistake are told
-/// apart. Not of the hosts: adding a host or changing an address is the same cluster.
-fn identity(key: &ClusterKey) -> String {
-    blake3::derive_key(
-        "mmm 2026-11 cluster identity under an etcd prefix",
-        key.as_bytes(),
-    )
-    .iter()
-    .map(|b| format!("{b:02x}"))
-    .collect()
+    let epoch = mmm_common::epoch::fresh_epoch().map_err(DaemonError::Epoch)?;
+    let record = EpochRecord {
+        epoch,
+        term: lead.term,
+    };
+    fleet
+        .put_as_leader(lead, &at, mmm_common::epoch::seal(key, prefix, record))
+        .await
+        .map_err(DaemonError::Fleet)?;
+    let term = Term {
+        epoch,
+        rev: lead.term,
+    };
+    tracing::info!(%term, key = %at, "this term's epoch is written: agents take the term once their own read of etcd shows it");
+    Ok(term)
 }
 
 /// The status record in etcd as a cluster, or passive mode naming the key when it cannot
@@ -77,19 +90,4 @@ pub async fn restore_from_etcd(
         }
     }
     Ok(cluster)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The identity is the cluster key's alone (it once digested the host list too, and
-    /// adding a host made every updated monitor call its own prefix foreign and exit).
-    #[test]
-    fn another_cluster_key_is_another_cluster() {
-        let a = ClusterKey::from_hex(&"ab".repeat(32)).expect("a key");
-        let b = ClusterKey::from_hex(&"cd".repeat(32)).expect("a key");
-        assert_ne!(identity(&a), identity(&b));
-        assert_eq!(identity(&a), identity(&a.clone()));
-    }
 }

@@ -13,6 +13,7 @@ use crate::core::status::StatusRecord;
 use crate::core::{Event, FleetShow};
 use crate::fleet::{DirChange, Fleet, FleetError, FleetView, Leadership, Session};
 use mmm_common::config::ClusterKey;
+use mmm_common::epoch::Term;
 use mmm_common::timing::EtcdTiming;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -34,6 +35,8 @@ pub struct Leader {
     fleet: Fleet,
     lead: Leadership,
     name: String,
+    /// The epoch this leader wrote at `<prefix>/cluster`.
+    epoch: u64,
     /// The agents' etcd leases: when one is counted over, when a revoke may go out.
     etcd: EtcdTiming,
     deposed: Arc<watch::Sender<bool>>,
@@ -63,6 +66,7 @@ impl Leader {
         mut fleet: Fleet,
         lead: Leadership,
         name: String,
+        epoch: u64,
         session: &Session,
         etcd: EtcdTiming,
         key: ClusterKey,
@@ -137,6 +141,7 @@ impl Leader {
             tokio::spawn(keep_writer_published(
                 fleet.clone(),
                 lead.clone(),
+                epoch,
                 rx,
                 deposed.clone(),
             ))
@@ -148,6 +153,7 @@ impl Leader {
             fleet,
             lead,
             name,
+            epoch,
             etcd,
             deposed,
             writer,
@@ -165,8 +171,11 @@ impl Seat for Leader {
         &self.name
     }
 
-    fn term(&self) -> u64 {
-        self.lead.term
+    fn term(&self) -> Term {
+        Term {
+            epoch: self.epoch,
+            rev: self.lead.term,
+        }
     }
 
     fn is_deposed(&self) -> bool {
@@ -320,6 +329,7 @@ impl Seat for Leader {
         Some(FleetShow {
             leader: self.name.clone(),
             term: self.lead.term,
+            epoch: self.epoch,
             standbys: view
                 .members
                 .into_iter()
@@ -341,22 +351,27 @@ impl Seat for Leader {
     }
 }
 
-/// Publishes the writer at `<prefix>/writer` as `{"host","ip","port","term"}` (host null
-/// when there is none), newest first, while the term lasts.
+/// Publishes the writer at `<prefix>/writer` as `{"host","ip","port","term","epoch"}`
+/// (host null when there is none), newest first, while the term lasts.
 async fn keep_writer_published(
     mut fleet: Fleet,
     lead: Leadership,
+    epoch: u64,
     mut rx: watch::Receiver<Option<(String, Ipv4Addr, u16)>>,
     deposed: Arc<watch::Sender<bool>>,
 ) {
     let key = fleet.keys().writer();
+    // Terms are ordered only within an epoch (a re-created etcd counts them again).
+    let epoch = format!("{epoch:016x}");
     loop {
         let value = rx.borrow_and_update().clone();
         let json = match &value {
             Some((host, ip, port)) => {
-                serde_json::json!({"host": host, "ip": ip.to_string(), "port": port, "term": lead.term})
+                serde_json::json!({"host": host, "ip": ip.to_string(), "port": port, "term": lead.term, "epoch": epoch})
             }
-            None => serde_json::json!({"host": null, "ip": null, "port": null, "term": lead.term}),
+            None => {
+                serde_json::json!({"host": null, "ip": null, "port": null, "term": lead.term, "epoch": epoch})
+            }
         };
         loop {
             match fleet.put_as_leader(&lead, &key, json.to_string()).await {

@@ -28,8 +28,9 @@ pub trait Seat: Send {
     fn name(&self) -> &str;
 
     /// The term its links tell the agents (Hello): an agent refuses a term older than one
-    /// it has seen. 0 alone: an agent without a fleet knows no terms.
-    fn term(&self) -> u64;
+    /// it has seen, and one of an epoch its own read of etcd does not show. `Term::NONE`
+    /// alone: an agent without a fleet knows no terms.
+    fn term(&self) -> mmm_common::epoch::Term;
 
     /// Whether the seat is lost (a fleet's term is over): nothing may be decided any more.
     fn is_deposed(&self) -> bool;

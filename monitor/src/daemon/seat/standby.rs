@@ -37,6 +37,8 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
     let mut unreachable_said = false;
     // This process's recent sessions: one counted lost may still hold our name in etcd.
     let mut earlier: Vec<i64> = Vec::new();
+    // Since when this monitor's name is held by a session it does not know.
+    let mut name_taken: Option<tokio::time::Instant> = None;
     loop {
         let connected = tokio::select! {
             stopped = serve_unconnected(process, "ERROR: This monitor cannot reach etcd and stands by, retrying: connecting to etcd") => return stopped,
@@ -64,10 +66,27 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
         earlier.insert(0, session.lease);
         earlier.truncate(4);
         match joined {
-            Ok(()) => {}
+            Ok(()) => name_taken = None,
             Err(e @ FleetError::NameTaken { .. }) => {
                 let _ = fleet.end(session).await;
-                return Err(DaemonError::Fleet(e));
+                // A name left by a session that no process renews goes with its lease:
+                // etcd restored from a snapshot brings back the names of monitors that
+                // have restarted since (on new sessions), each kept for a TTL and an etcd
+                // election after the restore. A monitor that holds the name renews it:
+                // only a name still taken after that is another monitor's.
+                let wait = c.session_ttl * 2 + c.etcd_election_timeout * 2;
+                let first = name_taken.is_none();
+                let since = *name_taken.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= wait {
+                    return Err(DaemonError::Fleet(e));
+                }
+                if first {
+                    tracing::warn!(error = %crate::error_chain(&e), "waiting up to {wait:?} for the name to be released (a registration restored from an etcd snapshot expires), then stopping");
+                }
+                tokio::select! {
+                    stopped = serve_unconnected(process, "ERROR: This monitor's name is taken in the fleet and it waits for it to be released") => return stopped,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "registering in the fleet failed; retrying");
@@ -101,8 +120,8 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             term = leadership.term,
             "elected leader of the monitor fleet"
         );
-        match check_identity(&mut fleet, &leadership, &process.key).await {
-            Ok(()) => {}
+        let term = match check_identity(&mut fleet, &leadership, &process.key, &c.prefix).await {
+            Ok(term) => term,
             Err(e @ DaemonError::ForeignPrefix { .. }) => {
                 let _ = fleet.resign(leadership).await;
                 let _ = fleet.end(session).await;
@@ -113,7 +132,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 let _ = fleet.resign(leadership).await;
                 continue;
             }
-        }
+        };
         let clock = Clock::new();
         let cluster = match restore_from_etcd(&mut fleet, &config, clock.now()).await {
             Ok(c) => c,
@@ -127,6 +146,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             fleet.clone(),
             leadership.clone(),
             name.clone(),
+            term.epoch,
             &session,
             etcd,
             process.key.clone(),
