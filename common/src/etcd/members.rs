@@ -16,6 +16,9 @@ use etcd_client::{Client, GetOptions};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The longest a member's probe may take.
+const PROBE_WITHIN: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum MembersError {
     #[error("setting up TLS to etcd")]
@@ -245,6 +248,10 @@ async fn probe(
         let waiting = Client::connect([endpoint], Some(waiting_opts)).await?;
         Ok::<_, etcd_client::Error>((bounded, waiting))
     };
+    // A member that answers does so in milliseconds; one that hangs (frozen, blackholed,
+    // waiting out an election) must not hold a move-off, and with it a session's renewal,
+    // for a whole request timeout: the caller retries soon anyway.
+    let timeout = timeout.min(PROBE_WITHIN);
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok((bounded, waiting))) => Ok(Conn {
             bounded,
