@@ -130,6 +130,11 @@ impl Fleet {
         })
     }
 
+    /// The last recent failure of an etcd member, for `show`.
+    pub fn etcd_trouble(&self) -> Option<String> {
+        self.members.trouble()
+    }
+
     /// The member in use, each request bounded by the connect timeout, and the mapping of
     /// its errors, which moves off that member when it failed.
     fn bounded(&self, op: &'static str) -> (Client, impl FnOnce(etcd_client::Error) -> FleetError) {

@@ -16,6 +16,9 @@ use etcd_client::{Client, GetOptions};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long `show` mentions a member's last failure.
+const NOTE_FOR: Duration = Duration::from_secs(600);
+
 /// The longest a member's probe may take.
 const PROBE_WITHIN: Duration = Duration::from_secs(1);
 
@@ -45,6 +48,8 @@ struct State {
     conn: Conn,
     /// The last move-off found no member: said once, not at every retry.
     failing: bool,
+    /// The last member failure, and when: what `show` tells an operator.
+    note: Option<(std::time::Instant, String)>,
 }
 
 struct Shared {
@@ -100,10 +105,20 @@ impl Members {
                     index,
                     conn,
                     failing: false,
+                    note: None,
                 }),
                 moving: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// What an operator should know of the members: the last failure of one (which, why,
+    /// what is used instead, or that none answered) if it is recent, with its age.
+    pub fn trouble(&self) -> Option<String> {
+        let s = self.lock();
+        let (at, text) = s.note.as_ref()?;
+        let age = at.elapsed();
+        (age < NOTE_FOR).then(|| format!("{text}, {}s ago", age.as_secs()))
     }
 
     /// The member in use.
@@ -172,6 +187,15 @@ impl Members {
                         "etcd member failed: using another"
                     );
                 }
+                if moved {
+                    s.note = Some((
+                        std::time::Instant::now(),
+                        format!(
+                            "member {} failed ({why}); using {}",
+                            c.etcd[from], conn.endpoint
+                        ),
+                    ));
+                }
                 s.conn = conn;
                 s.failing = false;
                 moved
@@ -181,6 +205,14 @@ impl Members {
                 if !std::mem::replace(&mut s.failing, true) {
                     tracing::warn!(error = %crate::error_chain(&e), reason = %why, "etcd member failed and no other answers: retrying");
                 }
+                s.note = Some((
+                    std::time::Instant::now(),
+                    format!(
+                        "member {} failed ({why}) and none answers: {}",
+                        c.etcd[index],
+                        crate::error_chain(&e)
+                    ),
+                ));
                 false
             }
         }

@@ -130,6 +130,8 @@ pub struct FleetShow {
     /// The epoch the leader wrote at `<prefix>/cluster` (mmm_common::epoch).
     pub epoch: u64,
     pub standbys: Vec<String>,
+    /// The last recent failure of an etcd member this monitor used, named.
+    pub etcd: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -133,6 +133,9 @@ impl Cluster {
                 "# monitor fleet: leader {} (term {}, epoch {:016x}), {standby}\n",
                 f.leader, f.term, f.epoch
             ));
+            if let Some(t) = &f.etcd {
+                out.push_str(&format!("# etcd: {t}\n"));
+            }
         }
         out
     }
@@ -229,7 +232,7 @@ impl Cluster {
                 "vip": self.roles.writer_ip().map(|ip| ip.to_string()),
             })),
             "network_ok": self.network_ok,
-            "fleet": self.fleet.as_ref().map(|f| serde_json::json!({"leader": f.leader, "term": f.term, "epoch": format!("{:016x}", f.epoch), "standby": f.standbys})),
+            "fleet": self.fleet.as_ref().map(|f| serde_json::json!({"leader": f.leader, "term": f.term, "epoch": format!("{:016x}", f.epoch), "standby": f.standbys, "etcd": f.etcd})),
             "promotion": self.promotion.as_ref().map(|p| serde_json::json!({"to": p.to, "from": p.from, "reason": p.reason})),
             "hosts": hosts,
         }))

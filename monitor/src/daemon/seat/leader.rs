@@ -330,6 +330,7 @@ impl Seat for Leader {
             leader: self.name.clone(),
             term: self.lead.term,
             epoch: self.epoch,
+            etcd: self.fleet.etcd_trouble(),
             standbys: view
                 .members
                 .into_iter()
