@@ -1029,3 +1029,49 @@ fn f21_etcd_restored_from_a_snapshot_recovers() {
         );
     }
 }
+
+/// The writer's host cut from etcd only, the way a firewall that drops packets does it
+/// (every etcd member's replies to db1 vanish; its monitors, clients and replicas still
+/// reach it): its agent cannot renew its permit, gives the writer up and says so in every
+/// heartbeat (it keeps answering its monitors: an order's question to etcd is bounded well
+/// below agent_timeout), and the leader moves the writer to db2 after trap_period instead
+/// of an outage that `show` calls a healthy writer. Never two writers, nothing acknowledged
+/// lost; healed, db1 comes back as db2's replica.
+#[test]
+fn f22_writer_cut_from_etcd_alone_is_failed_over() {
+    if !require_root("f22") {
+        return;
+    }
+    let f = up("f22");
+    let w = writer(&f.c);
+    let cut = |on: bool| {
+        for member in ["etcd1", "etcd2", "etcd3"] {
+            let op = if on { "add" } else { "del" };
+            f.c.lab
+                .net
+                .exec(member, &["ip", "route", op, "blackhole", "192.0.2.11/32"]);
+        }
+    };
+    cut(true);
+    f.wait_show("mon1", "db2", "writer(192.0.2.100)", T);
+    let db1_writes = !f.c.db("db1").read_only();
+    let db1_vip =
+        f.c.lab
+            .net
+            .addresses("db1")
+            .iter()
+            .any(|a| a.starts_with("192.0.2.100"));
+    assert!(
+        !db1_writes && !db1_vip,
+        "db2 promoted while db1 still writable ({db1_writes}) / holding the writer VIP ({db1_vip}):\n{}",
+        f.logs(40)
+    );
+    let (_, show) = f.control("mon1", &["show"]);
+    assert!(show.contains("db1(192.0.2.11) master/ONLINE"), "{show}");
+    cut(false);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_servers(&f.c, "db2", &["db1", "db3"]);
+    let log = w.stop();
+    eprintln!("f22: {} writes failed around the cut", log.failed.len());
+    assert_data(&f.c, &log, &["db1", "db2", "db3"]);
+}
