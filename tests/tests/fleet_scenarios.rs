@@ -1075,3 +1075,41 @@ fn f22_writer_cut_from_etcd_alone_is_failed_over() {
     eprintln!("f22: {} writes failed around the cut", log.failed.len());
     assert_data(&f.c, &log, &["db1", "db2", "db3"]);
 }
+
+/// The status record is sealed with the cluster key: the leader's own record moving the
+/// writer to db2, put back by someone without the key (here: its JSON unsealed, with the
+/// writer role given to db2), is not trusted by the next leader, which stands passive and
+/// names the key instead of moving the writer without fencing or catch-up.
+#[test]
+fn f23_a_status_rewritten_without_the_key_moves_nothing() {
+    if !require_root("f23") {
+        return;
+    }
+    let mut f = up("f23");
+    let sealed = f.etcd_get(&keys().status());
+    let (tag, json) = sealed
+        .split_once('\n')
+        .unwrap_or_else(|| panic!("the status is not sealed: {sealed}"));
+    assert!(tag.starts_with("MMM-STATUS "), "{sealed}");
+    assert!(json.contains("db1"), "{json}");
+    // The writer role handed to db2 in the record, as an attacker would.
+    let mut record: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let holder = &mut record["roles"]["writer"][0][1];
+    assert_eq!(*holder, "db1", "{json}");
+    *holder = serde_json::json!("db2");
+    let forged = record.to_string();
+    let put = f.etcd.etcdctl(&["put", &keys().status(), &forged]);
+    assert!(put.status.success(), "{put:?}");
+    f.signal("mon1", "KILL");
+    let (leader, _) = f.wait_leader("mon2", Some("mon1"), T);
+    assert_eq!(leader, "mon2");
+    let (_, show) = f.control("mon2", &["show"]);
+    assert!(
+        show.contains("# --- Monitor is in PASSIVE MODE ---")
+            && show.contains("not sealed with the cluster key"),
+        "{show}"
+    );
+    assert!(f.c.db("db2").read_only(), "db2 was made writable");
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+}

@@ -65,10 +65,12 @@ pub async fn check_identity(
 }
 
 /// The status record in etcd as a cluster, or passive mode naming the key when it cannot
-/// be trusted (corrupt, another version); a first start has none.
+/// be trusted (corrupt, another version, not sealed with the cluster key); a first start
+/// has none.
 pub async fn restore_from_etcd(
     fleet: &mut Fleet,
     config: &Arc<Config>,
+    cluster_key: &ClusterKey,
     now: crate::core::Millis,
 ) -> Result<Cluster, FleetError> {
     let mut cluster = Cluster::new(config.clone(), now);
@@ -78,7 +80,10 @@ pub async fn restore_from_etcd(
         Some(bytes) => {
             let parsed = std::str::from_utf8(&bytes)
                 .map_err(|e| e.to_string())
-                .and_then(|text| StatusRecord::from_json(text).map_err(|e| e.to_string()));
+                .and_then(|text| {
+                    super::sealed::open(cluster_key, &key, text).map_err(|e| e.to_string())
+                })
+                .and_then(|json| StatusRecord::from_json(json).map_err(|e| e.to_string()));
             match parsed.and_then(|r| cluster.restore(&r).map_err(|e| e.to_string())) {
                 Ok(()) => tracing::info!(%key, "resuming from the status in etcd"),
                 Err(e) => {

@@ -147,7 +147,7 @@ impl Leader {
             ))
             .abort_handle(),
         );
-        let status = StatusWriter::start(fleet.clone(), lead.clone(), deposed.clone());
+        let status = StatusWriter::start(fleet.clone(), lead.clone(), deposed.clone(), key.clone());
         let inbox = Inbox::new(fleet.clone(), session.lease, key);
         Ok(Leader {
             fleet,
@@ -405,6 +405,7 @@ impl StatusWriter {
         mut fleet: Fleet,
         lead: Leadership,
         deposed: Arc<watch::Sender<bool>>,
+        cluster_key: ClusterKey,
     ) -> StatusWriter {
         let (latest, mut rx) = watch::channel::<Option<StatusRecord>>(None);
         let task = tokio::spawn(async move {
@@ -414,7 +415,8 @@ impl StatusWriter {
                     let Some(record) = rx.borrow_and_update().clone() else {
                         break;
                     };
-                    match fleet.put_as_leader(&lead, &key, record.to_json()).await {
+                    let sealed = super::sealed::seal(&cluster_key, &key, &record.to_json());
+                    match fleet.put_as_leader(&lead, &key, sealed).await {
                         Ok(()) => break,
                         Err(FleetError::Deposed { .. }) => {
                             deposed.send_replace(true);

@@ -134,7 +134,8 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             }
         };
         let clock = Clock::new();
-        let cluster = match restore_from_etcd(&mut fleet, &config, clock.now()).await {
+        let cluster = match restore_from_etcd(&mut fleet, &config, &process.key, clock.now()).await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "reading the status from etcd failed; standing by again");
