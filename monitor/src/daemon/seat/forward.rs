@@ -1,9 +1,11 @@
 //! Control commands given to a standby, run by the leader: `mmm-control` works from any
 //! monitor host. The standby puts the command at `<prefix>/commands/<id>` and waits for
 //! the answer at `<prefix>/replies/<id>`. Both are MACed with the cluster key over the
-//! id, which carries the issue time: write access to etcd does not make anyone an
-//! operator. The leader runs a command only if its MAC verifies, it is less than a
-//! minute old and it was not run before, and MACs its answer the same way.
+//! id, which carries the leader's term the standby forwarded to and the issue time:
+//! write access to etcd does not make anyone an operator. The leader runs a command only
+//! if its MAC verifies, it was forwarded to this leader's term (a copy put back for a
+//! later leader is refused), it is less than a minute old and it was not run before, and
+//! MACs its answer the same way.
 
 use crate::control::Command;
 use crate::daemon::{DaemonError, Process};
@@ -43,6 +45,20 @@ fn sign_answer(key: &ClusterKey, id: &str, text: &str) -> String {
     format!("{}{mac}\n{text}", crate::control::auth::ANSWER_MAC)
 }
 
+/// A forwarded command's id: the standby, its process, a count, the leader's term it was
+/// forwarded to, and the issue time (wall clock, ms).
+fn command_id(standby: &str, n: u64, term: u64, issued_ms: u64) -> String {
+    format!("{standby}-{}-{n}-t{term}-{issued_ms}", std::process::id())
+}
+
+/// The leader's term and the issue time a command id carries.
+fn id_term_and_time(id: &str) -> Option<(u64, u64)> {
+    let mut parts = id.rsplit('-');
+    let issued = parts.next()?.parse().ok()?;
+    let term = parts.next()?.strip_prefix('t')?.parse().ok()?;
+    Some((term, issued))
+}
+
 /// The text of a signed value, if its MAC verifies for `id` and `part`.
 fn verified(
     key: &ClusterKey,
@@ -69,16 +85,20 @@ pub struct Inbox {
     key: ClusterKey,
     /// Forwarded command ids already run (with their issue time), against replays.
     seen: Mutex<HashMap<String, u64>>,
+    /// This leader's term (the election key's revision): a command forwarded to another
+    /// is not run.
+    term: u64,
     /// Commands given to standbys, once heard ([`Inbox::hear`]).
     commands: Option<mpsc::Receiver<Forwarded>>,
 }
 
 impl Inbox {
-    pub fn new(fleet: Fleet, session_lease: i64, key: ClusterKey) -> Inbox {
+    pub fn new(fleet: Fleet, session_lease: i64, key: ClusterKey, term: u64) -> Inbox {
         Inbox {
             fleet,
             session_lease,
             key,
+            term,
             seen: Mutex::new(HashMap::new()),
             commands: None,
         }
@@ -161,11 +181,14 @@ impl Inbox {
             tracing::warn!(id = %f.id, "a command under the fleet's prefix without a valid MAC: not run (it was not put by a monitor holding the cluster key)");
             return None;
         };
-        let issued =
-            f.id.rsplit('-')
-                .next()
-                .and_then(|t| t.parse::<u64>().ok())
-                .unwrap_or(0);
+        let Some((term, issued)) = id_term_and_time(&f.id) else {
+            tracing::warn!(id = %f.id, "a forwarded command without a term in its id: not run");
+            return None;
+        };
+        if term != self.term {
+            tracing::warn!(id = %f.id, term, leader_term = self.term, "a command forwarded to another term of the fleet's leader: not run (a copy put back for a later leader, or the leader changed meanwhile)");
+            return Some(Err(format!("ERROR: The fleet's leader changed while the command was forwarded (term {term}, now {}): nothing was done; run it again.", self.term)));
+        }
         let now = wall_ms();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.retain(|_, t| now.saturating_sub(*t) <= FORWARD_WINDOW_MS);
@@ -233,15 +256,14 @@ pub async fn serve_standby(process: &mut Process, s: &Forwarder) -> Result<(), D
             continue;
         }
         n += 1;
-        // The id ends with the issue time: the leader refuses an old or replayed one.
-        let id = format!("{}-{}-{n}-{}", s.name, std::process::id(), wall_ms());
         let (mut fleet, lease, timeout) = (s.fleet.clone(), s.session_lease, s.timeout);
-        let key = s.key.clone();
-        let signed = sign_command(&key, &id, &command.to_string());
+        let (key, name) = (s.key.clone(), s.name.clone());
         tokio::spawn(async move {
             // Without a leader nobody would answer: say so now rather than after the wait.
-            match fleet.leader().await {
-                Ok(Some(_)) => {}
+            // The id names the leader's term and ends with the issue time: the leader
+            // refuses one of another term, an old one and a replayed one.
+            let id = match fleet.leader().await {
+                Ok(Some((_, term))) => command_id(&name, n, term, wall_ms()),
                 Ok(None) => {
                     let _ = reply.send("ERROR: No monitor leads the fleet at the moment (an election is under way, or etcd has lost its majority); this one stands by.".to_string());
                     return;
@@ -253,7 +275,8 @@ pub async fn serve_standby(process: &mut Process, s: &Forwarder) -> Result<(), D
                     ));
                     return;
                 }
-            }
+            };
+            let signed = sign_command(&key, &id, &command.to_string());
             let text = match fleet
                 .forward(lease, &id, &signed, timeout)
                 .await
@@ -276,6 +299,20 @@ pub async fn serve_standby(process: &mut Process, s: &Forwarder) -> Result<(), D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The term a command was forwarded to is part of its MACed id: a copy put back for a
+    /// later leader names the old term, and changing it breaks the MAC.
+    #[test]
+    fn a_command_id_names_its_leaders_term() {
+        use crate::control::auth::Part;
+        let id = command_id("mon-2", 3, 41, 1_700_000_000_000);
+        assert_eq!(id_term_and_time(&id), Some((41, 1_700_000_000_000)));
+        assert_eq!(id_term_and_time("mon2-1-1-100"), None, "no term: refused");
+        let key = ClusterKey::from_hex(&"ab".repeat(32)).expect("a key");
+        let signed = sign_command(&key, &id, "move_role writer db2");
+        let later = id.replace("-t41-", "-t42-");
+        assert_eq!(verified(&key, &later, Part::Command, &signed), None);
+    }
 
     #[test]
     fn forwarded_commands_and_answers_verify_only_with_the_key_and_their_id() {

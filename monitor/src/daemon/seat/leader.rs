@@ -148,7 +148,7 @@ impl Leader {
             .abort_handle(),
         );
         let status = StatusWriter::start(fleet.clone(), lead.clone(), deposed.clone(), key.clone());
-        let inbox = Inbox::new(fleet.clone(), session.lease, key);
+        let inbox = Inbox::new(fleet.clone(), session.lease, key, lead.term);
         Ok(Leader {
             fleet,
             lead,
