@@ -44,6 +44,9 @@ pub enum FleetError {
 /// How soon a failed session renewal is retried (on another member if the last failed).
 const RETRY: Duration = Duration::from_millis(100);
 
+/// How often a campaign looks for election keys bound to no lease.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a directory's watch that ended may take to resume before its feed ends.
 const RESUME_WITHIN: Duration = Duration::from_secs(5);
 
@@ -277,15 +280,62 @@ impl Fleet {
         let election = self.keys.election();
         let lease = session.lease;
         let (mut waiting, failed) = self.waiting("campaigning for leadership");
+        // etcd's election waits for every earlier key under the election to go, and a key
+        // bound to no lease (put by hand, or by a tool) never goes by itself: nobody would
+        // ever be elected again. Such keys are removed, named, while the campaign waits.
+        let mut sweeper = self.clone();
+        let sweep = tokio::spawn(async move {
+            loop {
+                sweeper.remove_leaseless_candidates().await;
+                tokio::time::sleep(SWEEP_EVERY).await;
+            }
+        });
         let won = tokio::select! {
-            won = waiting.campaign(election, name, lease) => won.map_err(failed)?,
-            _ = session.lost() => return Err(FleetError::SessionLost),
+            won = waiting.campaign(election, name, lease) => won,
+            _ = session.lost() => {
+                sweep.abort();
+                return Err(FleetError::SessionLost);
+            }
         };
+        sweep.abort();
+        let won = won.map_err(failed)?;
         let key = won.leader().cloned().ok_or(FleetError::NoLeaderKey {
             op: "campaigning for leadership",
         })?;
         let term = u64::try_from(key.rev()).unwrap_or(0);
         Ok(Leadership { key, term })
+    }
+
+    /// Deletes every key under the election that is bound to no lease (no campaign makes
+    /// one), unless it changed meanwhile; each one is named in the log.
+    async fn remove_leaseless_candidates(&mut self) {
+        let listed = {
+            let (mut c, failed) = self.bounded("listing the election's keys");
+            c.get(
+                self.keys.candidates(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .map_err(failed)
+        };
+        let Ok(listed) = listed else { return };
+        for kv in listed.kvs().iter().filter(|kv| kv.lease() == 0) {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let unchanged = Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision());
+            let txn = Txn::new()
+                .when([unchanged])
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            let (mut c, failed) =
+                self.bounded("removing a key bound to no lease from the election");
+            match c.txn(txn).await.map_err(failed) {
+                Ok(_) => {
+                    tracing::warn!(%key, "a key under the fleet's election bound to no lease (not a monitor's campaign: it would block every election) was removed")
+                }
+                Err(e) => {
+                    tracing::warn!(%key, error = %crate::error_chain(&e), "a key under the fleet's election bound to no lease could not be removed")
+                }
+            }
+        }
     }
 
     /// The current leader's name and term, if any monitor leads: as etcd's election

@@ -1113,3 +1113,29 @@ fn f23_a_status_rewritten_without_the_key_moves_nothing() {
     assert!(f.c.db("db2").read_only(), "db2 was made writable");
     assert_servers(&f.c, "db1", &["db2", "db3"]);
 }
+
+/// A key under the fleet's election bound to no lease (put by hand or by a tool) would
+/// block every election for good (etcd's election waits for earlier keys to go): the
+/// campaigning monitor removes it, naming it, and is elected.
+#[test]
+fn f24_a_lease_less_key_in_the_election_wedges_nothing() {
+    if !require_root("f24") {
+        return;
+    }
+    let mut f = Fleet::start("f24");
+    let squatter = format!("{}squatter", keys().candidates());
+    let put = f.etcd.etcdctl(&["put", &squatter, "nobody"]);
+    assert!(put.status.success(), "{put:?}");
+    f.start_monitor("mon1");
+    let (leader, _) = f.wait_leader("mon1", None, T);
+    assert_eq!(leader, "mon1");
+    assert!(
+        f.log("mon1").contains("bound to no lease") && f.log("mon1").contains(&squatter),
+        "{}",
+        f.log("mon1")
+    );
+    assert!(
+        f.etcd_get(&squatter).is_empty(),
+        "the squatting key is gone"
+    );
+}
