@@ -27,10 +27,22 @@ pub struct Sample {
 /// MySQL's "too many connections": the server is alive and busy.
 const ER_CON_COUNT_ERROR: u16 = 1040;
 
+/// "Host is blocked because of many connection errors": the server answered, so it is
+/// alive; what is blocked is this monitor's address (max_connect_errors), which any local
+/// user who can open and abort connections from that address can provoke. Never a failure
+/// of the server by itself: its own outcome, with the fix.
+const ER_HOST_IS_BLOCKED: u16 = 1129;
+
 fn classify(e: &mysql_async::Error) -> CheckResult {
     match e {
         mysql_async::Error::Server(s) if s.code == ER_CON_COUNT_ERROR => CheckResult::Unknown {
             message: format!("{} ({})", s.message, s.code),
+        },
+        mysql_async::Error::Server(s) if s.code == ER_HOST_IS_BLOCKED => CheckResult::Unknown {
+            message: format!(
+                "{} ({}): this monitor's address is blocked by the server's max_connect_errors, the server itself answers; run `mariadb-admin flush-hosts` (MySQL: TRUNCATE performance_schema.host_cache) on it and raise max_connect_errors",
+                s.message, s.code
+            ),
         },
         mysql_async::Error::Server(s) => CheckResult::Failed {
             message: format!("{} ({})", s.message, s.code),
@@ -416,6 +428,41 @@ pub async fn network_guard(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_error(code: u16, message: &str) -> mysql_async::Error {
+        mysql_async::Error::Server(mysql_async::ServerError {
+            code,
+            message: message.into(),
+            state: "HY000".into(),
+        })
+    }
+
+    /// A server that answers with an error about this monitor (its address blocked, too
+    /// many connections) is alive: neither outcome fails the host; other errors do.
+    #[test]
+    fn a_blocked_monitor_address_is_its_own_outcome_not_a_failure() {
+        let blocked = classify(&server_error(
+            1129,
+            "Host '10.0.0.2' is blocked because of many connection errors",
+        ));
+        match blocked {
+            CheckResult::Unknown { message } => {
+                assert!(
+                    message.contains("(1129)") && message.contains("flush-hosts"),
+                    "{message}"
+                )
+            }
+            other => panic!("1129 must not fail a host: {other:?}"),
+        }
+        assert!(matches!(
+            classify(&server_error(1040, "Too many connections")),
+            CheckResult::Unknown { .. }
+        ));
+        assert!(matches!(
+            classify(&server_error(1045, "Access denied")),
+            CheckResult::Failed { .. }
+        ));
+    }
 
     /// A MySQL 8.4 replica names its columns Replica_*/Source_*; the checks read them.
     fn mysql_8_4(io: &str, sql: &str, behind: Option<&str>, sql_error: &str) -> ReplicaStatus {
