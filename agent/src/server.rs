@@ -313,6 +313,11 @@ impl Agent {
             garp: resources
                 .garp
                 .map(|g| Arc::new(crate::garp::Announcer::new(g))),
+            host: scope
+                .writer_vips()
+                .is_empty()
+                .then_some((host.ip, host.mysql_port)),
+            host_fenced: Default::default(),
         };
         let mysqld_exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let grants = Arc::new(crate::mysql::Grants::default());
@@ -1433,6 +1438,10 @@ async fn converge(
     // What anything else that finds the server writable must leave alone.
     exec.lease
         .set_wanted(desired.filter(|(d, _)| d.writable).map(|(_, s)| s));
+    if exec.lease.writer_wanted() {
+        // This host is to write: its clients must reach it before it is writable.
+        exec.guards.lower_host_fence();
+    }
     if seen.kind == ServerKind::Unknown {
         if let Ok(k) = exec.mysql.server_kind().await {
             seen.kind = k;
@@ -1534,15 +1543,23 @@ async fn publish(
     let hung_writable = silent && possibly_writable;
     exec.grants.set_hung_writable(hung_writable);
     let wanted = desired.is_some_and(|d| d.writable) && exec.lease.writer_wanted();
-    // What keeps clients from it whatever it runs when it wakes up: no writer VIP here,
-    // and no lift of read_only that can still take effect. Without a writer VIP at all,
-    // nothing does yet.
-    let vip_fence = !exec.writer_vips.is_empty()
-        && observed
+    // What keeps clients from it whatever it runs when it wakes up: no writer VIP here;
+    // without a writer VIP at all, its address closed to the network (docs/fencing.md).
+    // And no lift of read_only that can still take effect.
+    let fence_holds = match exec.writer_vips.is_empty() {
+        false => observed
             .vips
             .iter()
-            .all(|ip| !exec.writer_vips.contains(ip));
-    let stall_fenced = hung_writable && !wanted && vip_fence && !grant_live;
+            .all(|ip| !exec.writer_vips.contains(ip)),
+        true if hung_writable && !wanted => exec.guards.raise_host_fence(),
+        true => false,
+    };
+    if exec.guards.host_fence_raised()
+        && (wanted || (observed.read_only == Some(true) && !grant_live))
+    {
+        exec.guards.lower_host_fence();
+    }
+    let stall_fenced = hung_writable && !wanted && fence_holds && !grant_live;
     let matches = desired.is_some_and(|d| plan(d, observed, &agent.scope).is_empty());
     agent.status.send_modify(|s| {
         s.server = Some(seen.kind);
