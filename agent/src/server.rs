@@ -5,9 +5,11 @@
 //! own etcd lease (`crate::etcd`), not by the monitor.
 //!
 //! Tasks: one accept loop; per monitor connection a reader and a writer; one reconciler
-//! that alone changes VIPs and read_only (so two desired states never interleave); one
-//! status refresher. Heartbeats are answered by the connection's reader from the status
-//! snapshot at once, never waiting on SQL or netlink.
+//! that alone changes VIPs and read_only (so two desired states never interleave); the
+//! lease's task, which fences without SQL; the wake task, which waits on a hung mysqld
+//! that may be writable and makes it read-only the moment it answers (docs/fencing.md, "A
+//! hung mysqld that wakes up"). Heartbeats are answered by the connection's reader from the
+//! status snapshot at once, never waiting on SQL or netlink.
 
 use crate::garp::GarpSender;
 use crate::lease::{Lease, Renewal, Stamp};
