@@ -18,6 +18,15 @@
 //! sessions still choose the controlling session and lift a fence; a session of a term
 //! lower than the highest seen controls nothing ([`Lease::enter_term`]).
 //!
+//! Generations: every desired state accepted, every fence and every order that takes the
+//! writer role away bumps a counter ([`Stamp`]). A plan is made under the stamp of the
+//! desired state it serves, and dies the moment the counter moves on: a step of a
+//! superseded state, or one planned before a fence, never runs after it
+//! ([`Lease::current`]). A step that grants the writer role (a writer VIP added or
+//! announced, read_only lifted) asks [`Lease::permit`] immediately before it touches the
+//! kernel or the server: under the gate, the stamp, the term, the fence and the deadline
+//! are checked at once.
+//!
 //! Restarts: the deadline is kept in `<state_dir>/<host>.lease` (with the boot id, since
 //! CLOCK_BOOTTIME restarts at boot). A restarted agent resumes the deadline it had instead
 //! of granting itself a fresh one; without a readable file it starts expired.
@@ -91,6 +100,52 @@ pub enum NotFollowed {
     Stale,
 }
 
+/// The generation of the desired state a plan serves, and the monitor term it came in.
+/// Taken when the state is accepted (not when the reconciler gets to it: a newer one may
+/// be queued behind it by then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub generation: u64,
+    pub term: u64,
+}
+
+/// A desired state followed: whether it ended a self-fence, and its stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Followed {
+    pub lifted: bool,
+    pub stamp: Stamp,
+}
+
+/// Why a writer-granting step was refused ([`Lease::permit`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("a newer desired state, or a fence, superseded the one it was planned for")]
+    Superseded,
+    #[error(
+        "a monitor of a later term has connected: the desired state it was planned for is over"
+    )]
+    TermOver,
+    #[error("self-fenced ({0})")]
+    Fenced(String),
+    #[error("the lease has expired (no monitor renews it)")]
+    Expired,
+}
+
+impl Refused {
+    /// A permit this host lacks (reported as self-fenced while its writer role lasts),
+    /// as opposed to an order overtaken by a newer one.
+    pub fn is_permit(&self) -> bool {
+        matches!(self, Refused::Fenced(_) | Refused::Expired)
+    }
+}
+
+/// Leave to take one writer-granting step: the gate is held (no fence is decided) until
+/// it is dropped, and the lease had `left` to run when it was given.
+pub struct Permit<'a> {
+    _gate: tokio::sync::MutexGuard<'a, ()>,
+    pub left: Duration,
+}
+
 /// What renews the deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Renewal {
@@ -122,6 +177,12 @@ struct State {
     /// sessions belong to lower terms and control nothing.
     term: u64,
     term_from: u64,
+    /// Bumped by every desired state followed, every fence and every demoting order.
+    generation: u64,
+    /// The stamp of the reconciler's desired state while it makes this host the writer.
+    wanted: Option<Stamp>,
+    /// The stamp the last desired state followed got.
+    followed: Option<Stamp>,
 }
 
 pub struct Lease {
@@ -191,6 +252,9 @@ impl Lease {
                 next_session: 1,
                 term: 0,
                 term_from: 1,
+                generation: 0,
+                wanted: None,
+                followed: None,
             }),
             changed: Notify::new(),
             kick: tokio::sync::watch::Sender::new(0),
@@ -290,8 +354,12 @@ impl Lease {
     }
 
     /// A desired state arrived on `session`: it becomes the controlling session and the
-    /// lease is renewed, unless a fence holds that this session cannot lift.
-    pub fn on_desired(&self, session: u64) -> Result<bool, NotFollowed> {
+    /// lease is renewed, unless a fence holds that this session cannot lift. Its stamp
+    /// supersedes every plan made before: give it to the reconciler with the state.
+    /// `unchanged`: it is the one followed last (the monitor re-sends its desired states
+    /// now and then); if nothing was stamped since, it keeps that one's stamp, and the
+    /// plan under way for it goes on.
+    pub fn on_desired(&self, session: u64, unchanged: bool) -> Result<Followed, NotFollowed> {
         let mut s = self.lock();
         if session < s.term_from {
             return Err(NotFollowed::TermOver);
@@ -315,7 +383,69 @@ impl Lease {
         if self.renewal == Renewal::Monitor {
             self.set_deadline(&mut s, Some(Boot::now().after(self.length)));
         }
-        Ok(lifted)
+        let now = Stamp {
+            generation: s.generation,
+            term: s.term,
+        };
+        let stamp = match s.followed {
+            Some(last) if unchanged && last == now => last,
+            _ => Self::bump(&mut s),
+        };
+        s.followed = Some(stamp);
+        Ok(Followed { lifted, stamp })
+    }
+
+    fn bump(s: &mut State) -> Stamp {
+        s.generation += 1;
+        Stamp {
+            generation: s.generation,
+            term: s.term,
+        }
+    }
+
+    /// An order that takes the writer role away (a demotion, read_only forced): every
+    /// plan made before it dies. Its stamp goes with the order to the reconciler.
+    pub fn supersede(&self) -> Stamp {
+        Self::bump(&mut self.lock())
+    }
+
+    /// Whether a plan made under `stamp` may still run: no desired state, fence or
+    /// demoting order came since.
+    pub fn current(&self, stamp: Stamp) -> bool {
+        self.lock().generation == stamp.generation
+    }
+
+    /// The reconciler's desired state makes this host the writer (`Some`, its stamp), or
+    /// not: what [`Lease::writer_wanted`] answers from.
+    pub fn set_wanted(&self, stamp: Option<Stamp>) {
+        self.lock().wanted = stamp;
+    }
+
+    /// Whether the current desired state wants this host writable and it holds a valid
+    /// permit for it now. Anything else that finds the server writable makes it read-only.
+    pub fn writer_wanted(&self) -> bool {
+        let s = self.lock();
+        s.wanted.is_some_and(|w| self.refusal(&s, w).is_none())
+    }
+
+    /// Why a writer-granting step of `stamp` may not run now, if it may not.
+    fn refusal(&self, s: &State, stamp: Stamp) -> Option<Refused> {
+        if s.generation != stamp.generation {
+            return Some(Refused::Superseded);
+        }
+        if s.term != stamp.term {
+            return Some(Refused::TermOver);
+        }
+        if !self.enforced {
+            return None;
+        }
+        if let Some((reason, _)) = &s.fence {
+            return Some(Refused::Fenced(reason.clone()));
+        }
+        match s.deadline.and_then(|d| d.left(Boot::now())) {
+            Some(_) => None,
+            None => Some(Refused::Expired),
+        }
     }
 
     /// A heartbeat arrived on `session`; true when it renewed the lease.
@@ -447,16 +577,31 @@ impl Lease {
         self.changed.notified().await
     }
 
-    /// Admits one writer step (a writer VIP added) while the lease holds; the returned
-    /// guard keeps the fence from deciding until the step is done.
-    pub async fn permit_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        let guard = self.gate.lock().await;
-        (self.fenced().is_none() && self.left().is_some()).then_some(guard)
+    /// Admits one writer-granting step of a plan made under `stamp`: its desired state is
+    /// still the newest, its term still leads, no fence holds and the lease runs. The
+    /// permit holds the gate, so no fence is decided until the step is done (and drops
+    /// it: a step that waits on SQL must not hold the fence off; [`Permit::left`] bounds
+    /// what it may grant instead).
+    pub async fn permit(&self, stamp: Stamp) -> Result<Permit<'_>, Refused> {
+        let gate = self.gate.lock().await;
+        let s = self.lock();
+        if let Some(refused) = self.refusal(&s, stamp) {
+            return Err(refused);
+        }
+        let left = match self.enforced {
+            false => Duration::MAX,
+            true => s
+                .deadline
+                .and_then(|d| d.left(Boot::now()))
+                .unwrap_or_default(),
+        };
+        Ok(Permit { _gate: gate, left })
     }
 
     /// Decides the fence if the lease has expired and no fence holds yet. The caller holds
     /// the gate (from [`Lease::gate`]) and removes the writer VIPs while holding it.
-    pub fn try_fence(&self, reason: impl FnOnce() -> String) -> Option<String> {
+    /// Returns the reason and the fence's stamp (every plan made before it dies).
+    pub fn try_fence(&self, reason: impl FnOnce() -> String) -> Option<(String, Stamp)> {
         if !self.enforced {
             return None;
         }
@@ -469,10 +614,11 @@ impl Lease {
         s.fences += 1;
         s.controlling = None;
         s.judged_deadline = s.deadline;
+        let stamp = Self::bump(&mut s);
         drop(s);
         self.kick.send_modify(|g| *g += 1);
         self.changed.notify_one();
-        Some(reason)
+        Some((reason, stamp))
     }
 
     pub async fn gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
@@ -563,7 +709,7 @@ mod tests {
             !lease.on_heartbeat(a),
             "a heartbeat before any desired state renews nothing"
         );
-        assert_eq!(lease.on_desired(a), Ok(false));
+        assert_eq!(lease.on_desired(a, false).map(|f| f.lifted), Ok(false));
         assert!(lease.left().is_some());
         assert!(lease.on_heartbeat(a));
         assert!(
@@ -577,7 +723,7 @@ mod tests {
         let d = dir("restart");
         let first = Lease::new(Duration::from_secs(5), true, Renewal::Monitor, &d, "db1");
         let (s, _) = first.new_session(0).unwrap();
-        first.on_desired(s).unwrap();
+        first.on_desired(s, false).unwrap();
         let left_before = first.left().unwrap();
         drop(first);
         let second = Lease::new(Duration::from_secs(5), true, Renewal::Monitor, &d, "db1");
@@ -597,14 +743,17 @@ mod tests {
         let d = dir("fence");
         let lease = Lease::new(Duration::from_millis(40), true, Renewal::Monitor, &d, "db1");
         let (old, kicked) = lease.new_session(0).unwrap();
-        lease.on_desired(old).unwrap();
+        lease.on_desired(old, false).unwrap();
         assert!(
             lease.try_fence(|| "test".into()).is_none(),
             "not expired yet"
         );
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(
-            lease.try_fence(|| "expired".into()).as_deref(),
+            lease
+                .try_fence(|| "expired".into())
+                .map(|(r, _)| r)
+                .as_deref(),
             Some("expired")
         );
         assert!(
@@ -620,11 +769,11 @@ mod tests {
             "a heartbeat contradicting the fence renews nothing"
         );
         assert!(
-            lease.on_desired(old).is_err(),
+            lease.on_desired(old, false).is_err(),
             "a frame from before the fence lifts nothing"
         );
         let (new, _) = lease.new_session(0).unwrap();
-        assert_eq!(lease.on_desired(new), Ok(true));
+        assert_eq!(lease.on_desired(new, false).map(|f| f.lifted), Ok(true));
         assert!(lease.fenced().is_none() && lease.left().is_some());
     }
 
@@ -633,22 +782,22 @@ mod tests {
         let d = dir("thaw");
         let lease = Lease::new(Duration::from_millis(40), true, Renewal::Monitor, &d, "db1");
         let (session, _) = lease.new_session(0).unwrap();
-        lease.on_desired(session).unwrap();
+        lease.on_desired(session, false).unwrap();
         // Frozen past the deadline with a heartbeat waiting in the socket: read at the
         // thaw, it must not renew before the lease task had its say.
         std::thread::sleep(Duration::from_millis(60));
         assert!(!lease.on_heartbeat(session), "renewed an unjudged expiry");
-        assert_eq!(lease.on_desired(session), Err(NotFollowed::Stale));
+        assert_eq!(lease.on_desired(session, false), Err(NotFollowed::Stale));
         assert!(lease.left().is_none());
         // The lease task found nothing to fence (no writer VIP, read-only): the open
         // session is told to close and renews nothing more (what waits in it may be from
         // before the freeze); a new one renews.
         lease.mark_judged(lease.expiries());
         assert!(!lease.on_heartbeat(session));
-        assert_eq!(lease.on_desired(session), Err(NotFollowed::Stale));
+        assert_eq!(lease.on_desired(session, false), Err(NotFollowed::Stale));
         assert!(lease.left().is_none());
         let (new, _) = lease.new_session(0).unwrap();
-        assert_eq!(lease.on_desired(new), Ok(false));
+        assert_eq!(lease.on_desired(new, false).map(|f| f.lifted), Ok(false));
         assert!(lease.left().is_some());
     }
 
@@ -658,7 +807,7 @@ mod tests {
         let lease = Lease::new(Duration::from_secs(4), true, Renewal::Monitor, &d, "db1")
             .with_freeze_detection(Duration::from_millis(100));
         let (session, kicked) = lease.new_session(0).unwrap();
-        lease.on_desired(session).unwrap();
+        lease.on_desired(session, false).unwrap();
         assert!(lease.on_heartbeat(session), "running: heartbeats renew");
         // Not running for 150 ms (no watch thread here): the next frame read is taken for
         // one that waited through a freeze, though the deadline has not passed.
@@ -671,9 +820,9 @@ mod tests {
             kicked.has_changed().unwrap(),
             "the open session is told to close"
         );
-        assert_eq!(lease.on_desired(session), Err(NotFollowed::Stale));
+        assert_eq!(lease.on_desired(session, false), Err(NotFollowed::Stale));
         let (new, _) = lease.new_session(0).unwrap();
-        assert_eq!(lease.on_desired(new), Ok(false));
+        assert_eq!(lease.on_desired(new, false).map(|f| f.lifted), Ok(false));
         assert!(lease.on_heartbeat(new));
     }
 
@@ -695,7 +844,11 @@ mod tests {
         let d = dir("etcd");
         let lease = Lease::new(Duration::from_secs(1), true, Renewal::Etcd, &d, "db1");
         let (a, _) = lease.new_session(7).unwrap();
-        assert_eq!(lease.on_desired(a), Ok(false), "it still controls");
+        assert_eq!(
+            lease.on_desired(a, false).map(|f| f.lifted),
+            Ok(false),
+            "it still controls"
+        );
         assert!(lease.left().is_none(), "a desired state renews nothing");
         assert!(!lease.on_heartbeat(a), "a heartbeat renews nothing");
         let before = lease.fences();
@@ -720,7 +873,7 @@ mod tests {
         let d = dir("term");
         let lease = Lease::new(Duration::from_secs(5), true, Renewal::Monitor, &d, "db1");
         let (old, old_kick) = lease.new_session(3).unwrap();
-        lease.on_desired(old).unwrap();
+        lease.on_desired(old, false).unwrap();
         lease.enter_term(4);
         let (new, new_kick) = lease.new_session(4).unwrap();
         assert!(
@@ -729,12 +882,12 @@ mod tests {
         );
         assert!(!new_kick.has_changed().unwrap(), "the term-4 session stays");
         assert!(!lease.on_heartbeat(old));
-        assert_eq!(lease.on_desired(old), Err(NotFollowed::TermOver));
+        assert_eq!(lease.on_desired(old, false), Err(NotFollowed::TermOver));
         assert!(
             lease.new_session(3).is_none(),
             "a late term-3 handshake is refused"
         );
-        assert_eq!(lease.on_desired(new), Ok(false));
+        assert_eq!(lease.on_desired(new, false).map(|f| f.lifted), Ok(false));
         lease.enter_term(2);
         assert!(
             !new_kick.has_changed().unwrap(),
@@ -768,5 +921,119 @@ mod tests {
             unenforced.judged(e, Duration::ZERO).await,
             "without fencing nothing waits"
         );
+    }
+
+    #[tokio::test]
+    async fn a_plan_dies_with_its_desired_state() {
+        let d = dir("generation");
+        let lease = Lease::new(Duration::from_secs(5), true, Renewal::Monitor, &d, "db1");
+        let (session, _) = lease.new_session(0).unwrap();
+        let writer = lease.on_desired(session, false).unwrap().stamp;
+        assert!(lease.current(writer));
+        assert!(lease.permit(writer).await.is_ok());
+        // The monitor sends another desired state (a demotion): the writer plan is over,
+        // though the lease holds and no fence was decided.
+        let demotion = lease.on_desired(session, false).unwrap().stamp;
+        assert!(!lease.current(writer), "a superseded plan went on");
+        assert_eq!(
+            lease.permit(writer).await.err(),
+            Some(Refused::Superseded),
+            "a writer step of a superseded desired state was admitted"
+        );
+        assert!(lease.permit(demotion).await.is_ok());
+        // An order that takes the writer role away supersedes too.
+        lease.supersede();
+        assert!(!lease.current(demotion));
+    }
+
+    #[tokio::test]
+    async fn a_step_planned_before_a_fence_never_runs_after_it() {
+        // Issue 22: the writer's plan waited on a hung mysqld; meanwhile the lease ran
+        // out, the fence removed the VIP, and the monitor's demotion on a new session
+        // lifted the fence and renewed the lease. The old plan's AddVip then found a
+        // valid lease and no fence, and took the VIP back.
+        let d = dir("fence-gen");
+        let lease = Lease::new(Duration::from_millis(40), true, Renewal::Monitor, &d, "db1");
+        let (old, _) = lease.new_session(0).unwrap();
+        let writer = lease.on_desired(old, false).unwrap().stamp;
+        std::thread::sleep(Duration::from_millis(60));
+        let (_, fence) = lease.try_fence(|| "expired".into()).unwrap();
+        assert!(!lease.current(writer));
+        assert_eq!(lease.permit(writer).await.err(), Some(Refused::Superseded));
+        let (new, _) = lease.new_session(0).unwrap();
+        let demotion = lease.on_desired(new, false).unwrap();
+        assert!(demotion.lifted && lease.left().is_some() && lease.fenced().is_none());
+        assert!(demotion.stamp.generation > fence.generation);
+        assert_eq!(
+            lease.permit(writer).await.err(),
+            Some(Refused::Superseded),
+            "the plan from before the fence took a writer step after the fence was lifted"
+        );
+        assert!(lease.permit(demotion.stamp).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_later_term_stops_the_writer_steps_of_an_earlier_one() {
+        let d = dir("term-gen");
+        let lease = Lease::new(Duration::from_secs(1), true, Renewal::Etcd, &d, "db1");
+        lease.enter_term(3);
+        let (session, _) = lease.new_session(3).unwrap();
+        assert!(lease.renew_until(Boot::now().after(Duration::from_secs(1)), lease.fences()));
+        let writer = lease.on_desired(session, false).unwrap().stamp;
+        assert_eq!(writer.term, 3);
+        lease.set_wanted(Some(writer));
+        assert!(lease.writer_wanted());
+        lease.enter_term(4);
+        // The etcd permit still runs: only the term says the order is over.
+        assert!(lease.left().is_some());
+        assert_eq!(lease.permit(writer).await.err(), Some(Refused::TermOver));
+        assert!(!lease.writer_wanted());
+    }
+
+    #[tokio::test]
+    async fn a_permit_holds_the_fence_off_and_says_how_long_the_lease_runs() {
+        let d = dir("permit");
+        let lease = Lease::new(Duration::from_secs(4), true, Renewal::Monitor, &d, "db1");
+        let (session, _) = lease.new_session(0).unwrap();
+        let stamp = lease.on_desired(session, false).unwrap().stamp;
+        let permit = lease.permit(stamp).await.unwrap();
+        assert!(permit.left <= Duration::from_secs(3) && permit.left > Duration::from_secs(2));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), lease.gate())
+                .await
+                .is_err(),
+            "the fence could decide during a writer step"
+        );
+        drop(permit);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), lease.gate())
+                .await
+                .is_ok()
+        );
+        // Expired: refused as a missing permit (reported as self-fenced), not as stale.
+        let short = Lease::new(Duration::from_millis(20), true, Renewal::Monitor, &d, "db2");
+        let (s, _) = short.new_session(0).unwrap();
+        let stamp = short.on_desired(s, false).unwrap().stamp;
+        std::thread::sleep(Duration::from_millis(30));
+        let refused = short.permit(stamp).await.err().unwrap();
+        assert_eq!(refused, Refused::Expired);
+        assert!(refused.is_permit() && !Refused::Superseded.is_permit());
+    }
+
+    #[tokio::test]
+    async fn a_re_sent_desired_state_keeps_its_plan_and_nothing_else_does() {
+        let d = dir("resend");
+        let lease = Lease::new(Duration::from_secs(5), true, Renewal::Monitor, &d, "db1");
+        let (session, _) = lease.new_session(0).unwrap();
+        let first = lease.on_desired(session, false).unwrap().stamp;
+        // The monitor re-sends the same state: the plan under way for it goes on.
+        assert_eq!(lease.on_desired(session, true).unwrap().stamp, first);
+        assert!(lease.current(first));
+        // Anything stamped since makes even the same state a new order.
+        lease.supersede();
+        let again = lease.on_desired(session, true).unwrap().stamp;
+        assert_ne!(again, first);
+        assert_eq!(lease.permit(first).await.err(), Some(Refused::Superseded));
+        assert!(lease.permit(again).await.is_ok());
     }
 }

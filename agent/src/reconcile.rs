@@ -235,6 +235,17 @@ pub enum StepError {
     /// The lease forbids writing: self-fenced, or no monitor renews it.
     #[error("{what} not done: {reason}")]
     NoLease { what: String, reason: String },
+    /// The desired state it served was superseded (a newer one, a fence, a demoting
+    /// order, a later term): its writer step is not taken.
+    #[error("{what} not done: {reason}")]
+    Stale {
+        what: String,
+        reason: crate::lease::Refused,
+    },
+    /// A newer desired state, a fence or a demoting order came while the plan ran: the
+    /// rest of it is left to the plan that follows.
+    #[error("{skipped} step(s) not done: a newer desired state, or a fence, superseded the one they were planned for")]
+    Superseded { skipped: usize },
     #[error("parking {ip}: the RST program is not loaded (clients would be drawn to a host that drops their packets)")]
     NoRstProgram { ip: Ipv4Addr },
     #[error("parking {ip}")]
@@ -259,6 +270,11 @@ pub struct VipGuards {
     pub rst: Option<Arc<crate::rst::Rst>>,
     /// None: no CAP_NET_RAW.
     pub garp: Option<Arc<Announcer>>,
+    /// Without a writer VIP (`ips = []`): this host's address and mysql_port, which
+    /// [`VipGuards::raise_host_fence`] closes to the network while a hung server may wake
+    /// up writable. None when the writer role has VIPs (their removal is the fence).
+    pub host: Option<(Ipv4Addr, u16)>,
+    pub host_fenced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl VipGuards {
@@ -317,6 +333,56 @@ impl VipGuards {
         }
     }
 
+    /// Without a writer VIP nothing stands between a hung server that may wake up
+    /// writable and its clients: TCP from the network to mysql_port on this host's address
+    /// is answered with RST from now on (new connections and packets of old ones), and
+    /// the sessions already open are reset, so a reply the server sends when it wakes up
+    /// finds no socket. Connections from this host itself (the agent's) pass. True when it
+    /// holds: the RST program is loaded and took the address.
+    pub fn raise_host_fence(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let (Some((ip, port)), Some(rst)) = (self.host, &self.rst) else {
+            return false;
+        };
+        if self.host_fenced.load(Ordering::SeqCst) {
+            return true;
+        }
+        if let Err(e) = rst.hold(ip) {
+            tracing::error!(%ip, error = %error_chain(&e), "a hung mysqld that may wake up writable is not fenced from the network");
+            return false;
+        }
+        self.host_fenced.store(true, Ordering::SeqCst);
+        match crate::sockdiag::reset_remote_connections_to(ip, port) {
+            Ok(n) => {
+                tracing::warn!(%ip, port, sessions = n, "mysqld hangs and may wake up writable, and no writer VIP stands before it: TCP from the network to it is refused until it answers read-only; open sessions reset")
+            }
+            Err(e) => {
+                tracing::error!(%ip, error = %error_chain(&e), "open sessions to a hung mysqld not reset: a reply it sends when it wakes up may reach them")
+            }
+        }
+        true
+    }
+
+    /// The server answered read-only (or is to be the writer): its clients reach it again.
+    pub fn lower_host_fence(&self) {
+        let Some((ip, _)) = self.host else {
+            return;
+        };
+        if self
+            .host_fenced
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            if let Some(rst) = &self.rst {
+                rst.unhold(ip);
+            }
+            tracing::info!(%ip, "mysqld answers read-only: TCP from the network reaches it again");
+        }
+    }
+
+    pub fn host_fence_raised(&self) -> bool {
+        self.host_fenced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// What parked VIPs the RST program answers for.
     pub fn parked(&self) -> BTreeSet<Ipv4Addr> {
         self.rst.as_ref().map(|r| r.parked()).unwrap_or_default()
@@ -342,8 +408,10 @@ pub struct Executor {
     pub never_blocked: Vec<String>,
     /// Restored before the server goes writable.
     pub semi_sync: crate::mysql::SemiSyncHold,
-    /// Asked before a writer VIP is added or the server goes writable.
+    /// Asked before a writer VIP is added or announced, or the server goes writable.
     pub lease: Arc<crate::lease::Lease>,
+    /// Lifts of read_only whose outcome is unknown (shared with the task that ends them).
+    pub grants: Arc<crate::mysql::Grants>,
     pub writer_vips: BTreeSet<Ipv4Addr>,
     /// Set while the probe has seen mysqld's process exit and no new one listening: no SQL
     /// can reach it, the VIP removal alone fences (a restarted mysqld comes up read_only
@@ -356,8 +424,10 @@ impl Executor {
         Ok(self.netlink.link(&self.interface).await?)
     }
 
-    /// Reads what the host holds now.
-    pub async fn observe(&self, scope: &Scope) -> (Observed, Vec<StepError>) {
+    /// Reads what the host holds now. The server is not asked (its read_only is unknown)
+    /// when `ask_server` is false, when its process exited, or while it hung writable:
+    /// the wake task waits for its answer then, and nothing here queues behind it.
+    pub async fn observe(&self, scope: &Scope, ask_server: bool) -> (Observed, Vec<StepError>) {
         let mut errors = Vec::new();
         let vips = match self.link().await {
             Ok(link) => match self.netlink.addresses(link.index, &self.interface).await {
@@ -376,7 +446,7 @@ impl Executor {
                 BTreeSet::new()
             }
         };
-        let read_only = match self.mysqld_exited() {
+        let read_only = match self.mysqld_exited() || !ask_server || self.grants.hung_writable() {
             true => None,
             false => self.read_only().await.map_err(|e| errors.push(e)).ok(),
         };
@@ -400,9 +470,13 @@ impl Executor {
         Ok(self.mysql.read_only().await?)
     }
 
-    /// Runs the steps in order; returns one line per failed step. A failed step does not
-    /// stop the later ones: fencing steps are each worth doing on their own.
-    pub async fn run(&self, steps: &[Step]) -> Vec<StepError> {
+    /// Runs the steps of a plan made under `stamp` in order; returns one line per failed
+    /// step. A failed step does not stop the later ones: fencing steps are each worth
+    /// doing on their own. A plan whose stamp is no longer current stops at once: every
+    /// stamp change queues a plan of its own, made from what the host holds then. A
+    /// writer-granting step asks the lease for a permit of `stamp` immediately before it
+    /// touches the kernel or the server.
+    pub async fn run(&self, steps: &[Step], stamp: crate::lease::Stamp) -> Vec<StepError> {
         let mut failures = Vec::new();
         if steps.is_empty() {
             return failures;
@@ -416,7 +490,17 @@ impl Executor {
         };
         // Taken before each address is added, spent by its Announce step.
         let mut tickets: BTreeMap<Ipv4Addr, Ticket> = BTreeMap::new();
-        for step in steps {
+        for (i, step) in steps.iter().enumerate() {
+            if !self.lease.current(stamp) {
+                tracing::info!(
+                    skipped = ?&steps[i..],
+                    "plan superseded (a newer desired state, a fence or a demoting order): the rest is left to the next plan"
+                );
+                failures.push(StepError::Superseded {
+                    skipped: steps.len() - i,
+                });
+                break;
+            }
             if self.mysqld_exited() && matches!(step, Step::SetReadOnly(true) | Step::KillSessions)
             {
                 tracing::info!(
@@ -453,13 +537,23 @@ impl Executor {
                 (Step::AddVip(ip), Some(l)) if self.writer_vips.contains(ip) => {
                     // The permit holds the fence off until the address is in place, so a
                     // fence decided meanwhile removes it again.
-                    match self.lease.permit_writer().await {
-                        None => Err(self.no_lease(format!("taking the writer VIP {ip}"))),
-                        Some(_permit) => self.add_vip(l, *ip, &mut tickets).await,
+                    match self.lease.permit(stamp).await {
+                        Err(r) => Err(refused(format!("taking the writer VIP {ip}"), r)),
+                        Ok(_permit) => self.add_vip(l, *ip, &mut tickets).await,
                     }
                 }
                 (Step::AddVip(ip), Some(l)) => self.add_vip(l, *ip, &mut tickets).await,
                 (Step::RemoveVip(_) | Step::AddVip(_), None) => continue,
+                // Announcing the writer VIP draws its clients here: only with a permit.
+                (Step::Announce(ip), Some(l)) if self.writer_vips.contains(ip) => {
+                    match self.lease.permit(stamp).await {
+                        Err(r) => Err(refused(format!("announcing the writer VIP {ip}"), r)),
+                        Ok(_permit) => match tickets.remove(ip) {
+                            Some(ticket) => self.announce(l, ticket),
+                            None => self.reannounce(&[*ip]).await,
+                        },
+                    }
+                }
                 (Step::Announce(ip), Some(l)) => match tickets.remove(ip) {
                     Some(ticket) => self.announce(l, ticket),
                     // Only a plan that announces what it did not add gets here.
@@ -482,26 +576,16 @@ impl Executor {
                     }
                     Ok(())
                 }
-                (Step::SetReadOnly(false), _)
-                    if self.lease.fenced().is_some() || self.lease.left().is_none() =>
-                {
-                    Err(self.no_lease("lifting read_only".into()))
-                }
-                (Step::SetReadOnly(false), _) => {
-                    // The application's accounts may log in here again.
-                    self.block_users(false, &mut failures).await;
-                    // Acknowledged writes need the semi-sync wait again first.
-                    match self.semi_sync.release(&self.mysql).await {
-                        Err(e) => Err(e.into()),
-                        Ok(()) => self
-                            .mysql
-                            .set_read_only(false)
-                            .await
-                            .map_err(StepError::from),
+                (Step::SetReadOnly(false), _) => match self.lease.permit(stamp).await {
+                    // Nothing of the writer's is unlocked for a step that will not run.
+                    Err(r) => Err(refused("lifting read_only".into(), r)),
+                    Ok(permit) => {
+                        drop(permit);
+                        self.lift_read_only(stamp, &mut failures).await
                     }
-                }
-                (Step::SetReadOnly(on), _) => {
-                    self.mysql.set_read_only(*on).await.map_err(StepError::from)
+                },
+                (Step::SetReadOnly(_), _) => {
+                    self.mysql.make_read_only().await.map_err(StepError::from)
                 }
                 (Step::KillSessions, _) => {
                     // Application users locked first, so a killed session cannot log in
@@ -582,12 +666,23 @@ impl Executor {
         }
     }
 
-    fn no_lease(&self, what: String) -> StepError {
-        let reason = match self.lease.fenced() {
-            Some(reason) => format!("self-fenced ({reason})"),
-            None => "the lease has expired (no monitor renews it)".into(),
-        };
-        StepError::NoLease { what, reason }
+    /// The server goes writable: the application's accounts unlocked, semi-sync's wait
+    /// restored, then read_only lifted if the permit still holds on a ready connection
+    /// (the SQL before may have taken a while).
+    async fn lift_read_only(
+        &self,
+        stamp: crate::lease::Stamp,
+        failures: &mut Vec<StepError>,
+    ) -> Result<(), StepError> {
+        // The application's accounts may log in here again.
+        self.block_users(false, failures).await;
+        // Acknowledged writes need the semi-sync wait again first.
+        self.semi_sync.release(&self.mysql).await?;
+        let authorize = || async { self.lease.permit(stamp).await.map(|p| p.left) };
+        match self.mysql.lift_read_only(&self.grants, authorize).await? {
+            Ok(()) => Ok(()),
+            Err(r) => Err(refused("lifting read_only".into(), r)),
+        }
     }
 
     /// One gratuitous ARP for each of `vips` this host holds now (garp_refresh). The
@@ -643,6 +738,18 @@ impl Executor {
             }
         });
         Ok(())
+    }
+}
+
+/// A writer step the lease refused: a missing permit (reported as self-fenced while the
+/// writer role is asked for), or a desired state that is over.
+fn refused(what: String, r: crate::lease::Refused) -> StepError {
+    match r.is_permit() {
+        true => StepError::NoLease {
+            what,
+            reason: r.to_string(),
+        },
+        false => StepError::Stale { what, reason: r },
     }
 }
 

@@ -16,6 +16,11 @@
 //! the VIP for real. A parked entry lives `PARK_BOUND` unless the agent refreshes it, so a
 //! dead agent's program stops answering soon.
 //!
+//! Without a writer VIP (`ips = []`) the same map holds this host's own address while
+//! its mysqld hangs and may wake up writable ([`Rst::hold`]): nothing else stands between
+//! that server and its clients then. Connections from this host itself arrive through
+//! loopback, not the interface, and pass.
+//!
 //! Loaded and attached once at start, while the agent still holds CAP_BPF and
 //! CAP_NET_ADMIN; afterwards only map updates through the descriptor it keeps, which need
 //! no capability.
@@ -105,6 +110,8 @@ struct State {
     map: HashMap<MapData, RstKey, RstValue>,
     /// VIPs parked here, as opposed to released (answered until BOUND).
     parked: std::collections::BTreeMap<Ipv4Addr, Parking>,
+    /// This host's own addresses held ([`Rst::hold`]).
+    held: BTreeSet<Ipv4Addr>,
 }
 
 fn monotonic_ns() -> u64 {
@@ -162,6 +169,7 @@ impl Rst {
             state: Mutex::new(State {
                 map: released,
                 parked: Default::default(),
+                held: Default::default(),
             }),
         })
     }
@@ -230,11 +238,40 @@ impl Rst {
         }
     }
 
+    /// Answers TCP to `ip` (this host's own address) with RST until [`Rst::unhold`]; the
+    /// entry lives PARK_BOUND unless refreshed with the parked VIPs, so a dead agent's
+    /// program soon lets clients through again.
+    pub fn hold(&self, ip: Ipv4Addr) -> Result<(), RstError> {
+        let mut state = self.state();
+        state
+            .map
+            .insert(key(ip), deadline(PARK_BOUND), 0)
+            .map_err(RstError::Map)?;
+        state.held.insert(ip);
+        Ok(())
+    }
+
+    /// `ip` is answered by the kernel again.
+    pub fn unhold(&self, ip: Ipv4Addr) {
+        let mut state = self.state();
+        if !state.held.remove(&ip) {
+            return;
+        }
+        if let Err(e) = state.map.remove(&key(ip)) {
+            tracing::warn!(%ip, error = %e, "clients are answered with RST until the entry runs out: not removed from the RST map");
+        }
+    }
+
     /// Pushes every answered parking's deadline PARK_BOUND ahead. One whose entry the
     /// program shortened (an owner's ARP) is answered no more; one that merely ran out (the
     /// refresh came late) is answered again.
     pub fn refresh_parked(&self) {
         let mut state = self.state();
+        for ip in state.held.clone() {
+            if let Err(e) = state.map.insert(key(ip), deadline(PARK_BOUND), 0) {
+                tracing::warn!(%ip, error = %e, "refreshing a held address");
+            }
+        }
         for (vip, parking) in state.parked.clone() {
             let Parking::Answered { until_ns } = parking else {
                 continue;

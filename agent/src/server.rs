@@ -5,14 +5,16 @@
 //! own etcd lease (`crate::etcd`), not by the monitor.
 //!
 //! Tasks: one accept loop; per monitor connection a reader and a writer; one reconciler
-//! that alone changes VIPs and read_only (so two desired states never interleave); one
-//! status refresher. Heartbeats are answered by the connection's reader from the status
-//! snapshot at once, never waiting on SQL or netlink.
+//! that alone changes VIPs and read_only (so two desired states never interleave); the
+//! lease's task, which fences without SQL; the wake task, which waits on a hung mysqld
+//! that may be writable and makes it read-only the moment it answers (docs/fencing.md, "A
+//! hung mysqld that wakes up"). Heartbeats are answered by the connection's reader from the
+//! status snapshot at once, never waiting on SQL or netlink.
 
 use crate::garp::GarpSender;
-use crate::lease::{Lease, Renewal};
+use crate::lease::{Lease, Renewal, Stamp};
 use crate::mysql::{CatchUp, Mysql, SemiSyncHold};
-use crate::reconcile::{error_chain, plan, Desired, Executor, Observed, Scope};
+use crate::reconcile::{error_chain, plan, Desired, Executor, Observed, Scope, Step};
 use crate::term::{Accepted, Admitted, Shown, Terms};
 use crate::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config, Host};
@@ -72,18 +74,31 @@ pub struct Status {
     /// (its lease or etcd permit ran out): reported as self-fenced until it can.
     pub permitless: bool,
     pub probe: Option<ProbeState>,
+    /// The server may accept writes: it said read_only = 0, or it stopped answering after
+    /// it last did, or a lift of read_only may still run. Never "mysqld cannot be reached"
+    /// for a process that may wake up: only a read back read_only = 1 (or the probe seeing
+    /// the process exit) clears it.
+    pub possibly_writable: bool,
+    /// mysqld does not answer and may be writable, and what keeps clients from it holds
+    /// whatever it does when it wakes up: the writer VIPs are gone, no lift of read_only
+    /// can still run, the agent kills what it left in the server and sets read_only again
+    /// the moment it answers. Reported as self-fenced: the demotion is confirmed by that,
+    /// never by mysqld being unreachable.
+    pub stall_fenced: bool,
 }
 
 impl Status {
     fn heartbeat(&self) -> AgentHeartbeat {
         let mut flags = 0;
-        if self.read_only == Some(true) {
+        if self.read_only == Some(true) && !self.possibly_writable {
             flags |= hb_flags::READ_ONLY;
         }
-        if self.mysql_up {
+        // A hung server that may wake up writable is not "down": a monitor must not take
+        // its silence for a demotion.
+        if self.mysql_up || self.possibly_writable {
             flags |= hb_flags::MYSQL_UP;
         }
-        if !self.fenced_reason.is_empty() || self.permitless {
+        if !self.fenced_reason.is_empty() || self.permitless || self.stall_fenced {
             flags |= hb_flags::SELF_FENCED;
         }
         if let Some(r) = &self.replication {
@@ -112,18 +127,22 @@ impl Status {
             applied_epoch: self.applied_epoch,
             uptime_s: host_uptime_s(),
             server: self.server.unwrap_or(ServerKind::Unknown),
-            mysql_up: self.mysql_up,
-            read_only: self.read_only == Some(true),
+            mysql_up: self.mysql_up || self.possibly_writable,
+            read_only: self.read_only == Some(true) && !self.possibly_writable,
             held_vips: self.held_vips.clone(),
             replication: self.replication.clone(),
             gtid_executed: self.gtid_executed.clone(),
             gtid_unreadable: String::new(),
             binlog: self.binlog.clone(),
             probe: self.probe.unwrap_or(ProbeState::Off),
-            fenced_reason: if self.fenced_reason.is_empty() && self.permitless {
-                "the writer role cannot be taken: no writer permit (lease not renewed)".into()
-            } else {
+            fenced_reason: if !self.fenced_reason.is_empty() {
                 self.fenced_reason.clone()
+            } else if self.permitless {
+                "the writer role cannot be taken: no writer permit (lease not renewed)".into()
+            } else if self.stall_fenced {
+                "mysqld does not answer and may wake up writable: the writer VIPs are gone, and read_only is set again the moment it answers".into()
+            } else {
+                String::new()
             },
         }
     }
@@ -144,15 +163,20 @@ enum ConnectionEnded {
     Refused,
 }
 
+/// Each carries the lease's stamp of when it was accepted: the plan it leads to dies when
+/// anything newer arrives (`Lease::current`), even while it waits in this queue.
 enum Command {
-    Apply(DesiredState, oneshot::Sender<Applied>),
+    /// Answered with None when a newer order superseded it before it was done: that
+    /// order answers for itself (an Applied for this epoch with the plan's remaining
+    /// steps as failures would tell a promotion the candidate failed).
+    Apply(DesiredState, Stamp, oneshot::Sender<Option<Applied>>),
     /// Force read_only (true) or lift it (false) until the next desired state.
-    ReadOnly(bool, oneshot::Sender<Vec<String>>),
+    ReadOnly(bool, Stamp, oneshot::Sender<Vec<String>>),
     /// Give up the writer role: VIP, then read_only, then sessions.
-    Demote(oneshot::Sender<Vec<String>>),
+    Demote(Stamp, oneshot::Sender<Vec<String>>),
     /// The lease task has removed the writer VIPs: drop the writer from the desired state
     /// and finish the fence (read_only, sessions).
-    Fenced,
+    Fenced(Stamp),
 }
 
 /// Everything the agent's tasks share.
@@ -171,6 +195,11 @@ pub struct Agent {
     election: Option<Arc<crate::election::Election>>,
     /// The probe saw mysqld exit and no new one listening yet (see Executor).
     mysqld_exited: Arc<std::sync::atomic::AtomicBool>,
+    /// Lifts of read_only whose outcome is unknown, and whether the server hung while it
+    /// may be writable (shared with the Executor and the task that acts when it wakes).
+    grants: Arc<crate::mysql::Grants>,
+    /// The last desired state followed: the same one re-sent keeps its plan going.
+    followed: std::sync::Mutex<Option<DesiredState>>,
     commands: mpsc::Sender<Command>,
     actions_mysql: Mysql,
     /// For status queries: promotion decisions need the server's state now, not the
@@ -287,10 +316,17 @@ impl Agent {
             garp: resources
                 .garp
                 .map(|g| Arc::new(crate::garp::Announcer::new(g))),
+            host: scope
+                .writer_vips()
+                .is_empty()
+                .then_some((host.ip, host.mysql_port)),
+            host_fenced: Default::default(),
         };
         let mysqld_exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let grants = Arc::new(crate::mysql::Grants::default());
         let executor = Executor {
             lease: lease.clone(),
+            grants: grants.clone(),
             writer_vips: scope.writer_vips(),
             guards: guards.clone(),
             mysqld_exited: mysqld_exited.clone(),
@@ -310,6 +346,7 @@ impl Agent {
             ],
             semi_sync: semi_sync.clone(),
         };
+        let wake_mysql = mysql(timeout);
         let agent = Arc::new(Agent {
             actions_mysql: mysql(timeout),
             status_mysql: mysql(timeout),
@@ -323,14 +360,22 @@ impl Agent {
             terms,
             election,
             mysqld_exited,
+            grants,
+            followed: std::sync::Mutex::new(None),
             commands,
             probe_events: broadcast::channel(64).0,
             semi_sync,
             replication_changes: tokio::sync::Mutex::new(()),
             routes,
         });
+        let woken = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(
-            reconciler(agent.clone(), executor, rx).instrument(tracing::info_span!("reconcile")),
+            reconciler(agent.clone(), executor, rx, woken.clone())
+                .instrument(tracing::info_span!("reconcile")),
+        );
+        // Its own connection: the reconciler's may be stuck behind a hung statement.
+        tokio::spawn(
+            wake_task(agent.clone(), wake_mysql, woken).instrument(tracing::info_span!("wake")),
         );
         // Parked VIPs live only as long as they are refreshed (a dead agent's program soon
         // stops answering for them), by a task of their own: a reconcile pass can take
@@ -411,7 +456,8 @@ impl Agent {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "status query: mysqld does not answer");
-                report.mysql_up = false;
+                // Unreachable is not read-only: one that may still be writable stays up.
+                report.mysql_up = self.status.borrow().possibly_writable;
                 report.gtid_unreadable = format!("mysqld does not answer: {}", error_chain(&e));
                 return report;
             }
@@ -419,7 +465,8 @@ impl Agent {
         report.server = kind;
         report.mysql_up = true;
         if let Ok(ro) = db.read_only().await {
-            report.read_only = ro;
+            // A lift of read_only that may still run makes a read-only server no better.
+            report.read_only = ro && !self.grants.may_still_run();
         }
         // A set that cannot be read is reported as unknown, never as the cached or an
         // empty one: the monitor's errant-transaction checks must fail closed.
@@ -725,7 +772,16 @@ impl Agent {
             }
             Message::DesiredState(d) => {
                 let epoch = d.epoch;
-                match self.lease.on_desired(session) {
+                let decided = {
+                    let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
+                    let unchanged = followed.as_ref() == Some(&d);
+                    let decided = self.lease.on_desired(session, unchanged);
+                    if decided.is_ok() {
+                        *followed = Some(d.clone());
+                    }
+                    decided
+                };
+                let stamp = match decided {
                     Err(still) => {
                         tracing::warn!(epoch, reason = %still, "desired state refused");
                         let refusal = Applied {
@@ -735,23 +791,34 @@ impl Agent {
                         let _ = out.send(reply(Message::Applied(refusal))).await;
                         return Ok(());
                     }
-                    Ok(true) => {
-                        tracing::info!(
-                            epoch,
-                            "desired state from a new monitor connection ends the self-fence"
-                        );
-                        self.status.send_modify(|s| s.fenced_reason.clear());
+                    Ok(f) => {
+                        if f.lifted {
+                            tracing::info!(
+                                epoch,
+                                "desired state from a new monitor connection ends the self-fence"
+                            );
+                            self.status.send_modify(|s| s.fenced_reason.clear());
+                        }
+                        f.stamp
                     }
-                    Ok(false) => {}
-                }
+                };
                 let (tx, rx) = oneshot::channel();
                 let out = out.clone();
-                if self.commands.send(Command::Apply(d, tx)).await.is_ok() {
+                if self
+                    .commands
+                    .send(Command::Apply(d, stamp, tx))
+                    .await
+                    .is_ok()
+                {
                     tokio::spawn(async move {
-                        let applied = rx.await.unwrap_or(Applied {
-                            epoch,
-                            failures: vec!["the reconciler stopped".into()],
-                        });
+                        let applied = match rx.await {
+                            Ok(Some(applied)) => applied,
+                            Ok(None) => return,
+                            Err(_dropped) => Applied {
+                                epoch,
+                                failures: vec!["the reconciler stopped".into()],
+                            },
+                        };
                         let _ = out.send(reply(Message::Applied(applied))).await;
                     });
                 }
@@ -801,9 +868,11 @@ impl Agent {
             detail: failures.join("; "),
             position: None,
         };
-        let via_reconciler = |make: fn(oneshot::Sender<Vec<String>>) -> Command| async move {
+        let via_reconciler = |make: fn(Stamp, oneshot::Sender<Vec<String>>) -> Command| async move {
             let (tx, rx) = oneshot::channel();
-            if self.commands.send(make(tx)).await.is_err() {
+            // Whatever the reconciler was doing for an older order is over.
+            let stamp = self.lease.supersede();
+            if self.commands.send(make(stamp, tx)).await.is_err() {
                 return vec!["the reconciler stopped".to_string()];
             }
             match tokio::time::timeout(deadline, rx).await {
@@ -834,10 +903,10 @@ impl Agent {
             };
         let result = match req.action {
             Action::SetReadOnly { on: true } => Ok(failures_to_result(
-                via_reconciler(|tx| Command::ReadOnly(true, tx)).await,
+                via_reconciler(|stamp, tx| Command::ReadOnly(true, stamp, tx)).await,
             )),
             Action::SetReadOnly { on: false } => Ok(failures_to_result(
-                via_reconciler(|tx| Command::ReadOnly(false, tx)).await,
+                via_reconciler(|stamp, tx| Command::ReadOnly(false, stamp, tx)).await,
             )),
             Action::Demote => Ok(failures_to_result(via_reconciler(Command::Demote).await)),
             Action::KillSessions => self
@@ -993,75 +1062,128 @@ fn failed(detail: String) -> ActionResult {
 }
 
 /// The only task that changes VIPs and read_only.
-async fn reconciler(agent: Arc<Agent>, exec: Executor, mut rx: mpsc::Receiver<Command>) {
+async fn reconciler(
+    agent: Arc<Agent>,
+    exec: Executor,
+    mut rx: mpsc::Receiver<Command>,
+    woken: Arc<tokio::sync::Notify>,
+) {
     let scope = &agent.scope;
-    let mut desired: Option<Desired> = None;
+    // The desired state followed, with the stamp of the order that set it.
+    let mut desired: Option<(Desired, Stamp)> = None;
     let mut refresh = tokio::time::interval(REFRESH);
-    let mut kind = ServerKind::Unknown;
+    let mut seen = Seen::default();
     // Periodic re-announcement of held VIPs (garp_refresh), for switches and clients that
     // missed the takeover burst; off when garp_refresh = "0s".
     let refresh_every = agent.config.agent.garp_refresh;
     let mut garp_tick = tokio::time::interval(refresh_every.unwrap_or(Duration::from_secs(3600)));
     loop {
+        // Orders first: a refresh of a desired state that a queued one supersedes would
+        // only be cut short.
         tokio::select! {
-            _ = garp_tick.tick(), if refresh_every.is_some() => {
-                let mut held = agent.status.borrow().held_vips.clone();
-                // A writer VIP whose lease ran out is about to be fenced (an agent that
-                // just thawed): announcing it would pull clients back from its successor.
-                if exec.lease.fenced().is_some() || exec.lease.left().is_none() {
-                    held.retain(|ip| !exec.writer_vips.contains(ip));
-                }
-                if let Err(e) = exec.reannounce(&held).await {
-                    tracing::warn!(error = %error_chain(&e), "periodic gratuitous ARP failed");
-                }
-            }
+            biased;
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { return };
                 match cmd {
-                    Command::Apply(d, reply) => {
+                    Command::Apply(d, stamp, reply) => {
                         let epoch = d.epoch;
-                        let failures = match scope.check(&d) {
+                        let applied = match scope.check(&d) {
                             Err(problems) => {
                                 tracing::warn!(epoch, ?problems, "desired state refused; nothing changed");
-                                problems
+                                Some(Applied { epoch, failures: problems })
                             }
                             Ok(d) => {
-                                desired = Some(d);
-                                converge(&agent, &exec, desired.as_ref(), &mut kind).await
+                                desired = Some((d, stamp));
+                                let failures = converge(&agent, &exec, current(&desired), &mut seen).await;
+                                // Superseded meanwhile: the newer order answers.
+                                exec.lease.current(stamp).then_some(Applied { epoch, failures })
                             }
                         };
-                        let _ = reply.send(Applied { epoch, failures });
+                        let _ = reply.send(applied);
                     }
-                    Command::ReadOnly(on, reply) => {
-                        let d = desired.get_or_insert_with(|| empty_desired(0));
+                    Command::ReadOnly(on, stamp, reply) => {
+                        let (mut d, _) = desired.take().unwrap_or_else(|| (empty_desired(0), stamp));
                         if on {
-                            drop_writer(d, scope);
+                            drop_writer(&mut d, scope);
                         } else {
                             d.writable = true;
                         }
-                        let _ = reply.send(converge(&agent, &exec, desired.as_ref(), &mut kind).await);
+                        desired = Some((d, stamp));
+                        let _ = reply.send(converge(&agent, &exec, current(&desired), &mut seen).await);
                     }
-                    Command::Demote(reply) => {
-                        drop_writer(desired.get_or_insert_with(|| empty_desired(0)), scope);
-                        let _ = reply.send(converge(&agent, &exec, desired.as_ref(), &mut kind).await);
+                    Command::Demote(stamp, reply) => {
+                        let (mut d, _) = desired.take().unwrap_or_else(|| (empty_desired(0), stamp));
+                        drop_writer(&mut d, scope);
+                        desired = Some((d, stamp));
+                        let _ = reply.send(converge(&agent, &exec, current(&desired), &mut seen).await);
                     }
-                    Command::Fenced => {
-                        let d = desired.get_or_insert_with(|| empty_desired(0));
-                        drop_writer(d, scope);
-                        // Applied epoch 0 tells the monitor this host holds no state of its choosing.
-                        d.epoch = 0;
-                        let failures = converge(&agent, &exec, desired.as_ref(), &mut kind).await;
+                    Command::Fenced(fence) => {
+                        match desired.take() {
+                            // A desired state accepted after the fence (on a session made
+                            // after it, which alone may lift it) is what holds now.
+                            Some((d, stamp)) if stamp.generation > fence.generation => {
+                                desired = Some((d, stamp));
+                            }
+                            other => {
+                                let (mut d, _) = other.unwrap_or_else(|| (empty_desired(0), fence));
+                                drop_writer(&mut d, scope);
+                                // Applied epoch 0 tells the monitor this host holds no state of its choosing.
+                                d.epoch = 0;
+                                desired = Some((d, fence));
+                            }
+                        }
+                        let failures = converge(&agent, &exec, current(&desired), &mut seen).await;
                         if !failures.is_empty() {
                             tracing::error!(?failures, "self-fencing incomplete after the VIP removal");
                         }
                     }
                 }
             }
+            // A hung server answers again and was made read-only: report it now.
+            _ = woken.notified() => {
+                converge(&agent, &exec, current(&desired), &mut seen).await;
+            }
             _ = refresh.tick() => {
                 // Re-applies the desired state when the host drifted from it (an address
                 // removed by hand, read_only flipped), and refreshes the report.
-                converge(&agent, &exec, desired.as_ref(), &mut kind).await;
+                converge(&agent, &exec, current(&desired), &mut seen).await;
             }
+            _ = garp_tick.tick(), if refresh_every.is_some() => {
+                let mut held = agent.status.borrow().held_vips.clone();
+                // A writer VIP is announced only while this host is to be the writer and
+                // may: one whose lease ran out is about to be fenced (an agent that just
+                // thawed), one a newer desired state takes away is about to be removed;
+                // announcing either would pull clients back from its successor.
+                if !exec.lease.writer_wanted() {
+                    held.retain(|ip| !exec.writer_vips.contains(ip));
+                }
+                if let Err(e) = exec.reannounce(&held).await {
+                    tracing::warn!(error = %error_chain(&e), "periodic gratuitous ARP failed");
+                }
+            }
+        }
+    }
+}
+
+/// The desired state followed and its stamp, as `converge` takes them.
+fn current(desired: &Option<(Desired, Stamp)>) -> Option<(&Desired, Stamp)> {
+    desired.as_ref().map(|(d, s)| (d, *s))
+}
+
+/// What the reconciler remembers of the server between passes.
+#[derive(Debug)]
+struct Seen {
+    kind: ServerKind,
+    /// The last read_only the server answered (None: none yet, or its process exited
+    /// since: a restarted mysqld comes up read_only from its my.cnf).
+    read_only: Option<bool>,
+}
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen {
+            kind: ServerKind::Unknown,
+            read_only: None,
         }
     }
 }
@@ -1092,8 +1214,10 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
             let gate = lease.gate().await;
             let last_seen = agent.status.borrow().held_vips.clone();
             let held = held_writer_vips(&netlink, &interface, &writer, &last_seen).await;
-            let writable = agent.status.borrow().read_only == Some(false);
-            let reason = (!held.is_empty() || writable)
+            // Possibly writable counts: a server that said read_only = 0 and then hung
+            // may run anything when it wakes up.
+            let writable = agent.status.borrow().possibly_writable || agent.grants.may_still_run();
+            let fence = (!held.is_empty() || writable)
                 .then(|| {
                     lease.try_fence(|| match timing.etcd {
                         Some(e) => format!(
@@ -1107,16 +1231,29 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
                     })
                 })
                 .flatten();
-            if let Some(reason) = reason {
+            if let Some((reason, stamp)) = fence {
                 tracing::warn!(%reason, ?held, "lease expired: fencing myself");
                 agent.status.send_modify(|s| s.fenced_reason = reason);
                 for ip in &held {
                     guards.before_remove(*ip);
+                    // As the reconciler's removal does: an RST can leave only while the
+                    // address is ours, and a session through it must not wait for a reply
+                    // a hung server may send when it wakes up.
+                    if !agent
+                        .mysqld_exited
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        if let Err(e) =
+                            crate::sockdiag::reset_connections_to(*ip, agent.host.mysql_port)
+                        {
+                            tracing::warn!(%ip, error = %error_chain(&e), "fence: client connections to the VIP not reset");
+                        }
+                    }
                 }
                 remove_vips(&netlink, &interface, &held).await;
                 drop(gate);
                 lease.mark_judged(expiries);
-                if agent.commands.send(Command::Fenced).await.is_err() {
+                if agent.commands.send(Command::Fenced(stamp)).await.is_err() {
                     tracing::error!("the reconciler stopped: read_only not set after the fence");
                 }
                 continue;
@@ -1128,6 +1265,110 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
             _ = tokio::time::sleep(idle) => {}
             _ = lease.changed() => {}
         }
+    }
+}
+
+/// How long one connection attempt waits for a hung server's greeting before it is made
+/// again (nothing is lost by waiting: the attempt completes the moment the server wakes).
+const WAKE_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a killed thread may take to end before the kill is sent again.
+const THREAD_END: Duration = Duration::from_secs(1);
+
+/// What happens the moment a hung mysqld answers again, on a connection of its own (the
+/// reconciler's may wait behind a statement the server has not read).
+///
+/// While mysqld does not answer and may be writable (it said read_only = 0 before it
+/// hung, or a lift of read_only got no answer), a connection attempt waits for its
+/// greeting, which comes the moment the server wakes up. Then, before anything it held
+/// can do harm for long: the unanswered lift's thread is killed and waited out (so it
+/// cannot run after what follows); unless the current desired state wants this host
+/// writable with a valid permit, read_only is set, the application's accounts locked and
+/// client sessions killed (statements queued in a hung server run when it wakes up, the
+/// old writer's clients' included). Only then does the reconciler report it (read_only
+/// read back), which is what confirms a demotion to the monitor.
+async fn wake_task(agent: Arc<Agent>, mysql: Mysql, woken: Arc<tokio::sync::Notify>) {
+    let grants = agent.grants.clone();
+    let spare = [
+        agent.host.agent_user.clone(),
+        agent.host.monitor_user.clone(),
+    ];
+    let never_blocked = [
+        agent.host.agent_user.clone(),
+        agent.host.monitor_user.clone(),
+        agent.host.replication_user.clone(),
+    ];
+    loop {
+        grants.wanted().await;
+        if let Err(e) = mysql.answer(WAKE_PATIENCE).await {
+            if !matches!(e, crate::mysql::MysqlError::Timeout { .. }) {
+                // Refused, or the connection broke: not an answer; ask again shortly.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            continue;
+        }
+        let serial = grants.serial().await;
+        if let Some(grant) = grants.unresolved() {
+            match mysql.end_thread(grant.connection, THREAD_END).await {
+                Ok(true) => {
+                    tracing::warn!(
+                        connection = grant.connection,
+                        "mysqld answers again: the unanswered lift of read_only is killed and gone"
+                    );
+                    grants.resolve(grant);
+                }
+                Ok(false) => {
+                    tracing::warn!(connection = grant.connection, "the unanswered lift of read_only is still running after its kill: killing it again");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "killing the unanswered lift of read_only failed: trying again");
+                    drop(serial);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        if !agent.lease.writer_wanted() {
+            match mysql.read_only().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let done = async {
+                        mysql.make_read_only().await?;
+                        mysql
+                            .lock_accounts(&agent.config.agent.block_users, &never_blocked, true)
+                            .await?;
+                        mysql
+                            .kill_sessions(agent.config.agent.max_kill_retries, &spare)
+                            .await
+                    };
+                    match done.await {
+                        Ok(killed) => tracing::warn!(
+                            killed,
+                            "mysqld answers again, writable while this host is not to write: read_only set, client sessions killed"
+                        ),
+                        // A commit waiting for its semi-sync acknowledgement holds up
+                        // read_only = 1 until rpl_semi_sync_master_timeout.
+                        Err(e) => {
+                            tracing::error!(error = %error_chain(&e), "a woken server may still be writable: trying again");
+                            drop(serial);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "reading read_only of a woken server failed: trying again");
+                    drop(serial);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        drop(serial);
+        grants.set_hung_writable(false);
+        woken.notify_one();
+        // The reconciler's report of the hang may still be on its way: not a new one.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -1219,30 +1460,54 @@ fn empty_desired(epoch: u32) -> Desired {
 async fn converge(
     agent: &Agent,
     exec: &Executor,
-    desired: Option<&Desired>,
-    kind: &mut ServerKind,
+    desired: Option<(&Desired, Stamp)>,
+    seen: &mut Seen,
 ) -> Vec<String> {
-    if *kind == ServerKind::Unknown {
+    // What anything else that finds the server writable must leave alone.
+    exec.lease
+        .set_wanted(desired.filter(|(d, _)| d.writable).map(|(_, s)| s));
+    if exec.lease.writer_wanted() {
+        // This host is to write: its clients must reach it before it is writable.
+        exec.guards.lower_host_fence();
+    }
+    if seen.kind == ServerKind::Unknown {
         if let Ok(k) = exec.mysql.server_kind().await {
-            *kind = k;
+            seen.kind = k;
         }
     }
-    let (observed, mut failures) = exec.observe(&agent.scope).await;
-    if let Some(d) = desired {
-        let steps = plan(d, &observed, &agent.scope);
-        if !steps.is_empty() {
-            tracing::info!(epoch = d.epoch, ?steps, "converging");
-            failures = exec.run(&steps).await;
-        } else {
-            failures.clear();
+    let (observed, mut failures) = exec.observe(&agent.scope, true).await;
+    let mut silent = unanswered_but_running(exec, &observed, &failures);
+    let after = match desired {
+        Some((d, stamp)) => {
+            let mut steps = plan(d, &observed, &agent.scope);
+            if silent {
+                // Each would wait out its bound behind whatever hangs the server, holding
+                // up the VIP steps and the report; the wake task sets read_only the moment
+                // it answers, if it may be writable.
+                steps.retain(|s| !matches!(s, Step::SetReadOnly(_) | Step::KillSessions));
+            }
+            if !steps.is_empty() {
+                tracing::info!(epoch = d.epoch, ?steps, "converging");
+                failures = exec.run(&steps, stamp).await;
+            } else {
+                failures.clear();
+            }
+            let superseded = failures
+                .iter()
+                .any(|e| matches!(e, crate::reconcile::StepError::Superseded { .. }));
+            if superseded {
+                // The order that superseded it is queued: it observes and reports afresh.
+                return failures.iter().map(|e| error_chain(e)).collect();
+            }
+            // A server that did not answer a moment ago is not asked again: the report
+            // (the writer VIPs gone) must not wait out another timeout.
+            let (after, errors) = exec.observe(&agent.scope, !silent).await;
+            silent = silent || unanswered_but_running(exec, &after, &errors);
+            after
         }
-    }
-    let (after, _) = if desired.is_some() {
-        exec.observe(&agent.scope).await
-    } else {
-        (observed, vec![])
+        None => observed,
     };
-    publish(agent, exec, desired, &after, *kind).await;
+    publish(agent, exec, desired.map(|(d, _)| d), &after, silent, seen).await;
     // A writer role this host cannot take for want of a permit is reported in every
     // heartbeat (SELF_FENCED) for as long as that lasts, not only at the fence: a fleet's
     // leader fails over a writer that stays so (an agent cut from etcd alone would
@@ -1259,15 +1524,30 @@ async fn converge(
     failures.iter().map(|e| error_chain(e)).collect()
 }
 
+/// mysqld did not answer, and nothing says its process is gone (the probe saw no exit, the
+/// connection was not refused): it may still run what it holds when it wakes up.
+fn unanswered_but_running(
+    exec: &Executor,
+    observed: &Observed,
+    errors: &[crate::reconcile::StepError],
+) -> bool {
+    let refused = errors.iter().any(|e| match e {
+        crate::reconcile::StepError::Mysql(m) => m.refused(),
+        _ => false,
+    });
+    observed.read_only.is_none() && !exec.mysqld_exited() && !refused
+}
+
 async fn publish(
     agent: &Agent,
     exec: &Executor,
     desired: Option<&Desired>,
     observed: &Observed,
-    kind: ServerKind,
+    silent: bool,
+    seen: &mut Seen,
 ) {
     // A dead mysqld (the probe saw it exit) answers nothing: do not spend time asking.
-    let (replication, gtid, binlog) = if exec.mysqld_exited() {
+    let (replication, gtid, binlog) = if exec.mysqld_exited() || silent {
         (Ok(None), String::new(), None)
     } else {
         (
@@ -1276,11 +1556,45 @@ async fn publish(
             exec.mysql.binlog_position().await.unwrap_or(None),
         )
     };
+    match observed.read_only {
+        Some(ro) => seen.read_only = Some(ro),
+        None if !silent => seen.read_only = None,
+        None => {}
+    }
+    let grant_live = exec.grants.may_still_run();
+    let possibly_writable = observed.read_only == Some(false)
+        || grant_live
+        || (silent && seen.read_only == Some(false));
+    // A hung server that may be writable: the wake task waits for its answer (and makes
+    // it read-only then, unless this host is to be the writer); nothing else queues SQL
+    // behind it meanwhile.
+    let hung_writable = silent && possibly_writable;
+    exec.grants.set_hung_writable(hung_writable);
+    let wanted = desired.is_some_and(|d| d.writable) && exec.lease.writer_wanted();
+    // What keeps clients from it whatever it runs when it wakes up: no writer VIP here;
+    // without a writer VIP at all, its address closed to the network (docs/fencing.md).
+    // And no lift of read_only that can still take effect.
+    let fence_holds = match exec.writer_vips.is_empty() {
+        false => observed
+            .vips
+            .iter()
+            .all(|ip| !exec.writer_vips.contains(ip)),
+        true if hung_writable && !wanted => exec.guards.raise_host_fence(),
+        true => false,
+    };
+    if exec.guards.host_fence_raised()
+        && (wanted || (observed.read_only == Some(true) && !grant_live))
+    {
+        exec.guards.lower_host_fence();
+    }
+    let stall_fenced = hung_writable && !wanted && fence_holds && !grant_live;
     let matches = desired.is_some_and(|d| plan(d, observed, &agent.scope).is_empty());
     agent.status.send_modify(|s| {
-        s.server = Some(kind);
+        s.server = Some(seen.kind);
         s.mysql_up = observed.read_only.is_some();
         s.read_only = observed.read_only;
+        s.possibly_writable = possibly_writable;
+        s.stall_fenced = stall_fenced;
         s.held_vips = observed.vips.iter().copied().collect();
         s.replication = replication.unwrap_or(None);
         s.gtid_executed = gtid;

@@ -181,7 +181,16 @@ impl SockId {
     /// The local IPv4 address: an AF_INET socket's, or an AF_INET6 socket's v4-mapped
     /// one (mysqld listening on [::] accepts IPv4 clients as ::ffff:a.b.c.d).
     pub fn local_v4(&self) -> Option<std::net::Ipv4Addr> {
-        let src = &self.id[4..20];
+        self.v4_at(4)
+    }
+
+    /// The peer's IPv4 address, as [`SockId::local_v4`] reads the local one.
+    pub fn remote_v4(&self) -> Option<std::net::Ipv4Addr> {
+        self.v4_at(20)
+    }
+
+    fn v4_at(&self, at: usize) -> Option<std::net::Ipv4Addr> {
+        let src = &self.id[at..at + 16];
         let v4 = |b: &[u8]| std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
         match self.family as i32 {
             libc::AF_INET => Some(v4(&src[0..4])),
@@ -205,6 +214,21 @@ pub fn reset_port(port: u16) -> Result<usize, SockDiagError> {
 /// removal. The listener (bound to any address) is left alone.
 pub fn reset_connections_to(ip: std::net::Ipv4Addr, port: u16) -> Result<usize, SockDiagError> {
     reset(port, |s| s.local_v4() == Some(ip))
+}
+
+/// Resets the connections peers on the network made to `ip:port` (this host's own
+/// address, when no writer VIP stands between a hung server and its clients). The
+/// listener and connections from this host itself (the agent's own, through loopback or
+/// its own address) are left alone.
+pub fn reset_remote_connections_to(
+    ip: std::net::Ipv4Addr,
+    port: u16,
+) -> Result<usize, SockDiagError> {
+    reset(port, |s| {
+        s.local_v4() == Some(ip)
+            && s.remote_v4()
+                .is_some_and(|r| r != ip && !r.is_loopback() && !r.is_unspecified())
+    })
 }
 
 /// Resets the sockets on local `port` that `wanted` picks.
@@ -393,6 +417,17 @@ mod tests {
         id6[4] = 0x20; // a real IPv6 address
         let native = SockId { id: id6, ..mapped };
         assert_eq!(native.local_v4(), None);
+        let mut id = [0u8; 48];
+        id[20..24].copy_from_slice(&[192, 0, 2, 50]);
+        let peer = SockId {
+            family: libc::AF_INET as u8,
+            state: 1,
+            id,
+        };
+        assert_eq!(
+            peer.remote_v4(),
+            Some(std::net::Ipv4Addr::new(192, 0, 2, 50))
+        );
     }
 
     fn message(kind: u16, body: &[u8]) -> Vec<u8> {

@@ -12,6 +12,7 @@ pub mod handover;
 pub mod lab;
 pub mod mariadb;
 pub mod netns;
+pub mod vipwatch;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -910,3 +910,117 @@ fn heartbeats_that_waited_through_a_freeze_renew_nothing() {
         "the thawed agent kept the writer VIP on stale heartbeats:\n{log}"
     );
 }
+
+/// A proxy in front of a server's unix socket that holds back, by `delay`, what a client
+/// sends that lifts read_only (the old spelling `= 0` and the guarded `= IF(...)`), with
+/// everything after it on that connection: a server that hung with the statement in its
+/// socket reads it as late. A client that gives up meanwhile closes its side; the held
+/// statement is still delivered, then the close, as the kernel would.
+fn hold_back_lifts(upstream: std::path::PathBuf, listen: &std::path::Path, delay: Duration) {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let listener = UnixListener::bind(listen).expect("binding the proxy socket");
+    // The agent runs as nobody.
+    std::fs::set_permissions(listen, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod the proxy socket");
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = UnixStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut from_server, mut to_client) = (
+                server.try_clone().expect("server handle"),
+                client.try_clone().expect("client handle"),
+            );
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+                let _ = to_client.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let lift = |b: &[u8]| {
+                    [
+                        &b"SET GLOBAL read_only = 0"[..],
+                        b"SET GLOBAL read_only = IF",
+                    ]
+                    .iter()
+                    .any(|p| b.windows(p.len()).any(|w| w == *p))
+                };
+                let mut held = false;
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if !held && lift(&buf[..n]) {
+                        held = true;
+                        std::thread::sleep(delay);
+                    }
+                    if server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = server.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+}
+
+/// Issue 22: a lift of read_only that timed out is assumed to run later. Here it reaches
+/// the server 2 s late (held back between the agent and the server's socket, as a hung
+/// server would read it), after the host was demoted: it must never make the server writable. The agent
+/// kills the connection that carried it as soon as the server answers, and the statement
+/// carries its own deadline besides.
+#[test]
+fn a_lift_of_read_only_that_timed_out_never_runs_later() {
+    if !require_root("a_lift_of_read_only_that_timed_out_never_runs_later") {
+        return;
+    }
+    let lab = Lab::new("late", "");
+    lab.without_lease();
+    let db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
+    // The agent reaches its server through the proxy.
+    let proxy = lab.dir.path().join("db1-proxy.sock");
+    hold_back_lifts(db1.socket.clone(), &proxy, Duration::from_secs(2));
+    let text = std::fs::read_to_string(&lab.config).unwrap();
+    let text = text.replacen(
+        "[agent]\n",
+        &format!("[agent]\nmysql_socket = \"{}\"\n", proxy.display()),
+        1,
+    );
+    std::fs::write(&lab.config, text).unwrap();
+    lab.agent("db1", "agent-db1.log");
+    let applied = lab
+        .with_link("db1", |mut l| async move {
+            l.apply(desired(1, true, &[("writer", 100)]), T).await
+        })
+        .expect("applying the writer role");
+    assert!(
+        applied
+            .failures
+            .iter()
+            .any(|f| f.contains("setting read_only = 0: no answer")),
+        "the lift was not held back: {:?}\n{}",
+        applied.failures,
+        lab.log("agent-db1.log")
+    );
+    let demoted_at = std::time::Instant::now();
+    apply_ok(&lab, "db1", desired(2, false, &[]));
+    // Past the moment the held-back statement reaches the server, and the agent's next
+    // look at it.
+    while demoted_at.elapsed() < Duration::from_secs(3) {
+        assert!(
+            db1.read_only(),
+            "the lift that timed out made the demoted server writable\n{}",
+            lab.log("agent-db1.log")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!holds(&lab, "db1", "192.0.2.100"));
+    let log = lab.log("agent-db1.log");
+    assert!(
+        log.contains("the unanswered lift of read_only is killed and gone"),
+        "{log}"
+    );
+}

@@ -950,3 +950,353 @@ fn s20_writer_role_without_a_vip() {
     c.db("db2")
         .sql("INSERT INTO app.w (id, sid) VALUES (1000001, 0)");
 }
+
+/// 21 (issue 22): the writer's mysqld hangs (SIGSTOP) while its agent and network stay
+/// up, the writer role fails over, and the old mysqld wakes up (SIGCONT) at another point
+/// of the failover in each round: as the monitor fails the host, while it fences it,
+/// around the promotion, and well after it. The two masters take turns being the hung
+/// writer. Every round: no write is acknowledged by the old writer after the new writer's
+/// first, the writer VIP is never on both masters (the kernel's own address events, from
+/// both namespaces), the client's ARP entry names the new writer, and the old server is
+/// read-only once awake.
+///
+/// Ten rounds, the issue's count: each wakes the server at another offset after the
+/// monitor fails the host, from 0 to 5 s (the lab's promotion ends ~1 s after it).
+#[test]
+fn s21_hung_writer_wakes_up_at_every_point_of_the_failover() {
+    if !require_root("s21") {
+        return;
+    }
+    let c = up("s21", &[]);
+    let wakes_ms = [0u64, 100, 250, 400, 600, 900, 1500, 2500, 3500, 5000];
+    let (mut old, mut new) = ("db1", "db2");
+    for (round, wake_ms) in wakes_ms.iter().enumerate() {
+        let tag = format!("round {round} ({old} hung, woken {wake_ms} ms after it was failed)");
+        let failed_before = c
+            .monitor_log("monitor.log")
+            .matches(&format!(
+                "State of host '{old}' changed from ONLINE to HARD_OFFLINE"
+            ))
+            .count();
+        let old_log_lines = c.lab.log(&format!("agent-{old}.log")).lines().count();
+        let vips =
+            mmm_tests::vipwatch::VipWatch::start(&c.lab, &[old, new], ip(100), &round.to_string());
+        // No client before the hang: a write already read by the hung server commits
+        // there when it wakes, whatever the agent does (only a killed process would not),
+        // and that errant transaction would keep it out of the next round. Writes sent
+        // during the hang wait in their handshake and never reach it.
+        c.lab.net.signal(c.db(old).pid, "STOP");
+        let clients = hang_clients(&c, round as u64);
+        let failed = wait_for(T, || {
+            (c.monitor_log("monitor.log")
+                .matches(&format!(
+                    "State of host '{old}' changed from ONLINE to HARD_OFFLINE"
+                ))
+                .count()
+                > failed_before)
+                .then_some(())
+        });
+        if failed.is_none() {
+            c.lab.net.signal(c.db(old).pid, "CONT");
+            panic!(
+                "{tag}: the monitor never failed {old}\n{}",
+                c.control(&["show"]).1
+            );
+        }
+        std::thread::sleep(Duration::from_millis(*wake_ms));
+        c.lab.net.signal(c.db(old).pid, "CONT");
+        c.wait_show(new, "writer(192.0.2.100)", T);
+        let fenced = wait_for(T, || {
+            (c.db(old).read_only()
+                && !c
+                    .lab
+                    .net
+                    .addresses(old)
+                    .iter()
+                    .any(|a| a.starts_with("192.0.2.100/")))
+            .then_some(())
+        });
+        // Whatever the old writer's agent still had under way has run by now.
+        std::thread::sleep(Duration::from_millis(1500));
+        let logs: Vec<_> = clients.into_iter().map(|w| w.stop()).collect();
+        let watched = vips.stop(&c.lab);
+        let agents = || {
+            format!(
+                "--- agent-{old}.log\n{}\n--- agent-{new}.log\n{}\n--- monitor.log\n{}",
+                tail(&c.lab.log(&format!("agent-{old}.log")), 60),
+                tail(&c.lab.log(&format!("agent-{new}.log")), 30),
+                tail(&c.monitor_log("monitor.log"), 40),
+            )
+        };
+        assert!(
+            fenced.is_some(),
+            "{tag}: {old} kept the writer VIP or stayed writable\n{}",
+            agents()
+        );
+        let twice = watched.doubly_held();
+        assert!(
+            twice.is_empty(),
+            "{tag}: the writer VIP was on two hosts: {twice:?}\n{}{}",
+            watched.describe(),
+            agents()
+        );
+        assert_eq!(
+            watched.holders(),
+            [new.to_string()].into(),
+            "{tag}\n{}",
+            watched.describe()
+        );
+        // Which server took each acknowledged write: its sid column, read where it is.
+        let sids = [old, new]
+            .iter()
+            .flat_map(|h| {
+                c.db(h)
+                    .sql("SELECT id, sid FROM app.w")
+                    .lines()
+                    .filter_map(|l| {
+                        let (id, sid) = l.split_once('\t')?;
+                        Some((id.parse::<u64>().ok()?, sid.parse::<u32>().ok()?))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<std::collections::HashMap<u64, u32>>();
+        let (old_id, new_id) = (c.db(old).server_id, c.db(new).server_id);
+        let acked: Vec<(u64, std::time::Instant, Option<u32>)> = logs
+            .iter()
+            .flat_map(|l| l.acked.iter())
+            .map(|(id, at)| (*id, *at, sids.get(id).copied()))
+            .collect();
+        let first_new = acked
+            .iter()
+            .filter(|(_, _, sid)| *sid == Some(new_id))
+            .map(|(_, at, _)| *at)
+            .min();
+        let late: Vec<u64> = acked
+            .iter()
+            .filter(|(_, at, sid)| *sid == Some(old_id) && first_new.is_some_and(|f| *at > f))
+            .map(|(id, _, _)| *id)
+            .collect();
+        assert!(
+            late.is_empty(),
+            "{tag}: {old} acknowledged writes {late:?} after {new} took its first\n{}",
+            agents()
+        );
+        assert!(
+            first_new.is_some(),
+            "{tag}: no write reached {new}: {:?}",
+            logs.iter()
+                .filter_map(|l| l.failed.last())
+                .collect::<Vec<_>>()
+        );
+        // The client has written through the VIP all along: its entry is fresh, and
+        // names the new writer unless a stale announcement pulled it back.
+        let mac = c.lab.net.node(new).mac.clone();
+        assert_eq!(
+            c.lab.net.neigh_mac("client", ip(100)).as_deref(),
+            Some(mac.as_str()),
+            "{tag}: the client's ARP entry for the writer VIP does not name {new}\n{}",
+            agents()
+        );
+        assert!(c.db(old).read_only(), "{tag}: {old} is writable");
+        for log in &logs {
+            assert_data(&c, log, &[new]);
+        }
+        let agent_log = c.lab.log(&format!("agent-{old}.log"));
+        let since_round = |needle: &str| {
+            agent_log
+                .lines()
+                .skip(old_log_lines)
+                .filter(|l| l.contains(needle))
+                .count()
+        };
+        let failover = c
+            .monitor_log("monitor.log")
+            .lines()
+            .rfind(|l| l.contains(&format!("'{new}' is the new writer after")))
+            .and_then(|l| l.split("is the new writer after ").nth(1))
+            .and_then(|l| l.split(':').next())
+            .unwrap_or("?")
+            .to_string();
+        eprintln!(
+            "s21 {tag}: failover {failover}; {} writes acknowledged, {} failed; {old}'s agent: {} plan(s) cut short, {} writer step(s) refused as stale, {} wake-up(s) handled",
+            acked.len(),
+            logs.iter().map(|l| l.failed.len()).sum::<usize>(),
+            since_round("plan superseded"),
+            since_round("superseded the one it was planned for"),
+            since_round("mysqld answers again"),
+        );
+        // The old master rejoins as a slave of the new writer for the next round.
+        let back = wait_for(T, || {
+            let line = c.show_line(old);
+            if line.contains("master/AWAITING_RECOVERY") {
+                c.control(&["set_online", old]);
+            }
+            line.contains("master/ONLINE").then_some(())
+        });
+        assert!(
+            back.is_some(),
+            "{tag}: {old} did not come back online\n{}\n{}",
+            c.control(&["show"]).1,
+            agents()
+        );
+        mmm_tests::assert::assert_servers(&c, new, &[old, "db3"]);
+        std::mem::swap(&mut old, &mut new);
+    }
+}
+
+/// Two clients through the writer VIP from the moment the writer hangs: the lab's (an
+/// attempt every 5 ms, 500 ms each) and a pool's (1 s attempts, retried at once), so
+/// that some attempt is always waiting when an address moves.
+fn hang_clients(c: &Cluster, round: u64) -> Vec<mmm_tests::client::Writer> {
+    use mmm_tests::client::{Policy, Writer};
+    let ns = &c.lab.net.node("client").ns;
+    let base = (round + 1) * 10_000_000;
+    vec![
+        Writer::with_policy(
+            ns,
+            "192.0.2.100",
+            Duration::from_millis(5),
+            Policy {
+                first_id: base,
+                ..Policy::LAB
+            },
+        ),
+        Writer::with_policy(
+            ns,
+            "192.0.2.100",
+            Duration::from_millis(5),
+            Policy {
+                first_id: base + 5_000_000,
+                ..Policy::RETRYING
+            },
+        ),
+    ]
+}
+
+/// The last `n` lines of a log.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// 22 (issue 22, no writer VIP): `ips = []`, where read_only is the only fence and the
+/// applications reach the writer at its own address. The writer's mysqld hangs (SIGSTOP)
+/// with a client writing to it directly; the writer role moves to db2 while it hangs; it
+/// wakes up well after. Nothing it ran when it woke up was acknowledged after db2's first
+/// write (its agent closed its address to the network and reset the open sessions while
+/// it hung, and set read_only before opening it again), and it is read-only at the end.
+#[test]
+fn s22_hung_writer_without_a_vip_wakes_up_fenced() {
+    if !require_root("s22") {
+        return;
+    }
+    use mmm_tests::client::{Policy, Writer};
+    let mut c = Cluster::start("s22", &[("ips = [\"192.0.2.100\"]", "ips = []")]);
+    c.start_monitor("monitor.log");
+    for h in ["db1", "db2", "db3"] {
+        let ok = wait_for(T, || (c.control(&["set_online", h]).0 == 0).then_some(()));
+        assert!(ok.is_some(), "set_online {h}: {}", c.control(&["show"]).1);
+    }
+    c.wait_show("db1", "writer", T);
+    let writable = wait_for(T, || {
+        (c.db("db1").sql("SELECT @@read_only").trim() == "0").then_some(())
+    });
+    assert!(writable.is_some(), "db1 made writable");
+    c.db("db1").sql(TABLE);
+    let ns = c.lab.net.node("client").ns.clone();
+    // Four clients keep writing to the old writer's own address, each retrying at once
+    // (one attempt of theirs is always waiting when it wakes up), each attempt given 3 s
+    // (a commit there waits out rpl_semi_sync_master_timeout, 1 s: its replicas follow
+    // db2 by then); another to db2's, refused until db2 is the writer.
+    let to_old: Vec<Writer> = (0..4u64)
+        .map(|i| {
+            Writer::with_policy(
+                &ns,
+                "192.0.2.11",
+                Duration::from_millis(5),
+                Policy {
+                    first_id: Policy::RETRYING.first_id + i * 10_000_000,
+                    attempt: Duration::from_secs(3),
+                    ..Policy::RETRYING
+                },
+            )
+        })
+        .collect();
+    let to_new = Writer::with_policy(&ns, "192.0.2.12", Duration::from_millis(5), Policy::LAB);
+    let written = wait_for(T, || (to_old[0].log().acked.len() > 10).then_some(()));
+    assert!(written.is_some(), "{:?}", to_old[0].log().failed.last());
+    c.lab.net.signal(c.db("db1").pid, "STOP");
+    let moved = wait_for(T, || {
+        (c.db("db2").sql("SELECT @@read_only").trim() == "0").then_some(())
+    });
+    if moved.is_none() {
+        c.lab.net.signal(c.db("db1").pid, "CONT");
+        panic!("db2 never became the writer\n{}", c.control(&["show"]).1);
+    }
+    // db2 takes writes; then the old writer wakes up.
+    std::thread::sleep(Duration::from_millis(1500));
+    c.lab.net.signal(c.db("db1").pid, "CONT");
+    std::thread::sleep(Duration::from_millis(3500));
+    let old_logs: Vec<_> = to_old.into_iter().map(|w| w.stop()).collect();
+    let new_log = to_new.stop();
+    let agent_log = || {
+        format!(
+            "--- agent-db1.log\n{}\n--- monitor.log\n{}",
+            c.lab.log("agent-db1.log"),
+            c.monitor_log("monitor.log")
+        )
+    };
+    let first_new = new_log.acked.iter().map(|(_, at)| *at).min();
+    assert!(
+        first_new.is_some(),
+        "db2 took no write: {:?}",
+        new_log.failed.last()
+    );
+    let late: Vec<u64> = old_logs
+        .iter()
+        .flat_map(|l| l.acked.iter())
+        .filter(|(_, at)| first_new.is_some_and(|f| *at > f))
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the old writer acknowledged writes {late:?} after db2's first\n{}",
+        agent_log()
+    );
+    assert!(c.db("db1").read_only(), "db1 is writable\n{}", agent_log());
+    assert_eq!(c.db("db2").sql("SELECT @@read_only").trim(), "0");
+    assert_data(&c, &new_log, &["db2"]);
+    // Once read-only, db1 is reachable again.
+    let reachable = wait_for(T, || {
+        c.lab
+            .net
+            .try_exec(
+                "client",
+                &[
+                    "mariadb",
+                    "--no-defaults",
+                    "-h192.0.2.11",
+                    "-uapp",
+                    "-plab-app",
+                    "--connect-timeout=1",
+                    "-e",
+                    "SELECT 1",
+                ],
+            )
+            .status
+            .success()
+            .then_some(())
+    });
+    eprintln!(
+        "s22: {} writes acknowledged by the old writer before the hang, {} failed; db2 took {}; reachable again: {}",
+        old_logs.iter().map(|l| l.acked.len()).sum::<usize>(),
+        old_logs.iter().map(|l| l.failed.len()).sum::<usize>(),
+        new_log.acked.len(),
+        reachable.is_some()
+    );
+    assert!(
+        reachable.is_some(),
+        "db1 stays closed to the network once read-only\n{}",
+        agent_log()
+    );
+}

@@ -209,6 +209,25 @@ impl Dialect {
         }
     }
 
+    /// The statements, in order, that lift read_only only if the server runs them before
+    /// `until_us` (microseconds since the Unix epoch, by the server's own clock when it
+    /// executes each one: SYSDATE, not the statement's start). A statement that waited in
+    /// a hung server's socket past its deadline changes nothing when the server wakes up.
+    /// Send [`super::UTC_SESSION`] first on the same connection: UNIX_TIMESTAMP of a local time
+    /// is ambiguous in a daylight-saving fold.
+    pub fn lift_read_only_before(self, until_us: u64) -> Vec<String> {
+        let deadline = format!("{}.{:06}", until_us / 1_000_000, until_us % 1_000_000);
+        let guarded = |var: &str| {
+            format!(
+                "SET GLOBAL {var} = IF(UNIX_TIMESTAMP(SYSDATE(6)) < {deadline}, 0, @@GLOBAL.{var})"
+            )
+        };
+        match self.mysql_from(SUPER_READ_ONLY) {
+            true => vec![guarded("super_read_only"), guarded("read_only")],
+            false => vec![guarded("read_only")],
+        }
+    }
+
     /// The variable that turns the semi-sync source wait on and off, as candidates in the
     /// order to try: between 8.0.26 and 8.4 either plugin may be installed, never both,
     /// so the first one the server knows is the one.

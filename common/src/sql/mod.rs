@@ -15,6 +15,10 @@ mod tests;
 pub use dialect::{ChangeSource, Dialect, DialectError, GtidStart, SourceStart, Version};
 pub use status::ReplicaStatus;
 
+/// Makes the session's time functions UTC: what [`Dialect::lift_read_only_before`]'s
+/// deadline is written in.
+pub const UTC_SESSION: &str = "SET SESSION time_zone = '+00:00'";
+
 /// What [`Dialect::detect`] needs, in one round trip.
 pub const DETECT: &str = "SELECT @@version, @@version_comment";
 

@@ -217,6 +217,7 @@ fn every_statement(d: Dialect) -> Vec<String> {
     all.push(d.log_replica_updates().into());
     all.extend(d.set_read_only(true));
     all.extend(d.set_read_only(false));
+    all.extend(d.lift_read_only_before(1_796_627_589_748_811));
     for start in [
         SourceStart::Gtid(GtidStart::SlavePos),
         SourceStart::Gtid(GtidStart::CurrentPos),
@@ -279,6 +280,23 @@ fn super_read_only_only_where_it_exists() {
     assert_eq!(
         mysql(5, 6, 51).set_read_only(true),
         ["SET GLOBAL read_only = 1"]
+    );
+}
+
+/// A lift of read_only that the server runs at or after its deadline (a statement that
+/// waited in a hung server's socket) leaves read_only as it is.
+#[test]
+fn lifting_read_only_carries_its_deadline() {
+    assert_eq!(
+        Dialect::MariaDb.lift_read_only_before(1_796_627_589_000_042),
+        ["SET GLOBAL read_only = IF(UNIX_TIMESTAMP(SYSDATE(6)) < 1796627589.000042, 0, @@GLOBAL.read_only)"]
+    );
+    assert_eq!(
+        mysql(8, 0, 36).lift_read_only_before(1_000_000),
+        [
+            "SET GLOBAL super_read_only = IF(UNIX_TIMESTAMP(SYSDATE(6)) < 1.000000, 0, @@GLOBAL.super_read_only)",
+            "SET GLOBAL read_only = IF(UNIX_TIMESTAMP(SYSDATE(6)) < 1.000000, 0, @@GLOBAL.read_only)",
+        ]
     );
 }
 
