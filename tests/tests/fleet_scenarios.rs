@@ -17,6 +17,16 @@ fn up(tag: &str) -> Fleet {
     up_fleet(Fleet::start(tag))
 }
 
+/// After db1's mysqld died: `slot` shows db2 as the writer, db3 replicates from it, and
+/// every write `w` had acknowledged is on both, once.
+fn db2_took_over(f: &Fleet, slot: &str, w: Writer) {
+    f.wait_show(slot, "db2", "writer(192.0.2.100)", T);
+    assert_servers(&f.c, "db2", &["db3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.stop();
+    assert_data(&f.c, &log, &["db2", "db3"]);
+}
+
 /// As [`up`], on a fleet lab already started.
 fn up_fleet(mut f: Fleet) -> Fleet {
     f.start_monitor("mon1");
@@ -70,11 +80,7 @@ fn f01_leader_killed_under_writes_then_writer_failure() {
     );
     // The new leader fails the writer over.
     f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
-    f.wait_show("mon2", "db2", "writer(192.0.2.100)", T);
-    assert_servers(&f.c, "db2", &["db3"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let log = w.stop();
-    assert_data(&f.c, &log, &["db2", "db3"]);
+    db2_took_over(&f, "mon2", w);
 }
 
 /// SIGTERM resigns at once: the standby leads without waiting for the session's TTL, and
@@ -267,11 +273,7 @@ fn f08_writer_failure_during_handover() {
     f.signal("mon1", "KILL");
     f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
     f.wait_leader("mon2", Some("mon1"), T);
-    f.wait_show("mon2", "db2", "writer(192.0.2.100)", T);
-    assert_servers(&f.c, "db2", &["db3"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let log = w.stop();
-    assert_data(&f.c, &log, &["db2", "db3"]);
+    db2_took_over(&f, "mon2", w);
 }
 
 /// etcd unreachable at start: the monitor answers `ping`, refuses other commands with
@@ -624,11 +626,7 @@ fn f16_an_etcd_member_lost_changes_nothing() {
     same_leader(&f, &during);
     // A writer failure right after is failed over by the same leader.
     f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
-    f.wait_show("mon1", "db2", "writer(192.0.2.100)", T);
-    assert_servers(&f.c, "db2", &["db3"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let log = w.stop();
-    assert_data(&f.c, &log, &["db2", "db3"]);
+    db2_took_over(&f, "mon1", w);
 }
 
 /// etcd's raft leader frozen for longer than `session_ttl`: when it wakes, etcd 3.4's stale
