@@ -391,9 +391,14 @@ fn agent_fences_itself_when_the_lease_runs_out() {
         (hb, (after, refused.ok()))
     });
     assert_eq!(hb.applied_epoch, 1);
+    // The fence's log lines may land a few milliseconds after the sessions closed.
+    let fenced = wait_for(T, || {
+        let log = lab.log("agent-db1.log");
+        (log.contains("lease expired") && log.contains("fence: writer VIP removed")).then_some(())
+    });
     let log = lab.log("agent-db1.log");
     assert!(
-        log.contains("lease expired") && log.contains("fence: writer VIP removed"),
+        fenced.is_some(),
         "the lease task did not fence despite another session's heartbeats:\n{log}"
     );
     if let (_, Some(applied)) = &after {
