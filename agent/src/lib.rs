@@ -17,6 +17,7 @@
 pub mod caps;
 pub mod election;
 pub mod etcd;
+pub mod failsafe;
 pub mod garp;
 pub mod lease;
 pub mod mysql;
@@ -29,3 +30,4 @@ pub mod sockdiag;
 pub mod startup;
 pub mod term;
 pub mod vip;
+pub mod witness;
