@@ -217,19 +217,10 @@ mod tests {
         };
         assert_eq!(until, Some(at(1000).after(held_for(TTL))));
         // An id this session never answered, or another session's, counts for nothing.
-        assert_eq!(
-            f.consent(1, "mon1", 99, T, &[], T, TTL),
-            Counted::Unknown
-        );
-        assert_eq!(
-            f.consent(2, "mon1", 10, T, &[], T, TTL),
-            Counted::Unknown
-        );
+        assert_eq!(f.consent(1, "mon1", 99, T, &[], T, TTL), Counted::Unknown);
+        assert_eq!(f.consent(2, "mon1", 10, T, &[], T, TTL), Counted::Unknown);
         f.closed(1);
-        assert_eq!(
-            f.consent(1, "mon1", 10, T, &[], T, TTL),
-            Counted::Unknown
-        );
+        assert_eq!(f.consent(1, "mon1", 10, T, &[], T, TTL), Counted::Unknown);
     }
 
     #[test]

@@ -131,9 +131,10 @@ pub(crate) async fn serve(
 /// allows it and etcd does not renew this agent's lease.
 fn consent(agent: &Arc<Agent>, session: u64, monitor: &str, c: Consent, ttl: std::time::Duration) {
     let current = agent.terms().highest();
-    let counted = agent.failsafe.lock().consent(
-        session, monitor, c.echo, c.vouch, &c.roster, current, ttl,
-    );
+    let counted = agent
+        .failsafe
+        .lock()
+        .consent(session, monitor, c.echo, c.vouch, &c.roster, current, ttl);
     let until = match counted {
         Counted::Counted { until } => until,
         Counted::OtherTerm => {
@@ -157,7 +158,7 @@ fn consent(agent: &Arc<Agent>, session: u64, monitor: &str, c: Consent, ttl: std
             if !holds.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     ?left,
-                    voucher = %monitor,
+                    completed_by = %monitor,
                     "etcd does not renew this agent's lease and every monitor of the fleet says it cannot reach etcd either: the failsafe keeps the writer permit running, renewed by their consents"
                 );
             }

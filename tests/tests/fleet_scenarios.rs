@@ -1152,3 +1152,63 @@ fn f24_a_lease_less_key_in_the_election_wedges_nothing() {
         "the squatting key is gone"
     );
 }
+
+/// etcd's majority lost for 30 s (its two followers frozen) with the writer and every
+/// monitor healthy: the failsafe keeps writes going (the leader of the last term vouches
+/// for db1 over the agent channel, both monitors consent, every agent confirms etcd does
+/// not renew its lease either). No client write fails, nothing is promoted, and when etcd
+/// is back the same writer goes on; a writer failure after it is failed over as usual.
+/// (The followers, not the raft leader: a raft leader frozen past the TTL revokes every
+/// lease when it wakes, the etcd 3.4 flaw f17 covers.)
+#[test]
+fn f25_etcd_majority_lost_writes_go_on() {
+    if !require_root("f25") {
+        return;
+    }
+    let f = up_fleet(Fleet::start_per_rule("f25"));
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+    let w = writer(&f.c);
+    std::thread::sleep(Duration::from_secs(1));
+    let since = Instant::now();
+    let from_since = |mut log: mmm_tests::client::WriteLog| {
+        log.failed.retain(|(t, _)| *t >= since);
+        log
+    };
+    let leader = f.etcd.wait_raft_leader(T);
+    let followers: Vec<&str> = ["etcd1", "etcd2", "etcd3"]
+        .into_iter()
+        .filter(|m| *m != leader)
+        .collect();
+    for m in &followers {
+        f.etcd.signal(m, "STOP");
+    }
+    std::thread::sleep(Duration::from_secs(30));
+    let during = "while etcd's majority was lost (two members frozen 30 s)";
+    let db2_writable = !f.c.db("db2").read_only();
+    let db3_writable = !f.c.db("db3").read_only();
+    for m in &followers {
+        f.etcd.signal(m, "CONT");
+    }
+    assert!(
+        !db2_writable && !db3_writable,
+        "a second writer {during}: db2 {db2_writable}, db3 {db3_writable}"
+    );
+    f.assert_no_failed_writes(&from_since(w.log()), during);
+    assert!(
+        f.c.lab
+            .log("agent-db1.log")
+            .contains("the failsafe keeps the writer permit running"),
+        "db1's agent never took the failsafe:\n{}",
+        f.c.lab.log("agent-db1.log")
+    );
+    // etcd back: the same writer, writes still going.
+    std::thread::sleep(Duration::from_secs(5));
+    f.wait_show("mon1", "db1", "writer(192.0.2.100)", T);
+    f.assert_no_failed_writes(&from_since(w.log()), "after etcd's majority came back");
+    f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
+    f.wait_show("mon1", "db2", "writer(192.0.2.100)", T);
+    assert_servers(&f.c, "db2", &["db3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.stop();
+    assert_data(&f.c, &log, &["db2", "db3"]);
+}

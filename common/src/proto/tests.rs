@@ -66,7 +66,10 @@ fn all_messages() -> Vec<Message> {
         }),
         Message::Consent(Consent {
             echo: u32::MAX,
-            vouch: Term { epoch: 9, rev: 1234 },
+            vouch: Term {
+                epoch: 9,
+                rev: 1234,
+            },
             roster: vec!["mon1".into(), "mon2".into(), "mon3".into()],
         }),
         Message::DesiredState(DesiredState {
@@ -908,7 +911,10 @@ fn a_consent_is_laid_out_byte_for_byte() {
     expected.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
     expected.extend_from_slice(&[2, 2, b'm', b'1', 4, b'm', b'o', b'n', b'2']);
     assert_eq!(payload, expected);
-    assert_eq!(Message::decode_payload(MessageType::Consent, &payload).unwrap(), m);
+    assert_eq!(
+        Message::decode_payload(MessageType::Consent, &payload).unwrap(),
+        m
+    );
     // A witness is never a term an agent could enter.
     assert!(Term::WITNESS.is_witness() && !Term::NONE.is_witness());
     // Cut anywhere, it is malformed, never a shorter roster.

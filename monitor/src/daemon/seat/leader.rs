@@ -48,6 +48,8 @@ pub struct Leader {
     status: Option<StatusWriter>,
     /// The commands standbys forward, and their answers.
     inbox: Inbox,
+    /// The writer's failsafe: this term's vouch, and the consents' promise.
+    witness: Arc<crate::witness::Witness>,
 }
 
 impl Drop for Leader {
@@ -70,6 +72,7 @@ impl Leader {
         session: &Session,
         etcd: EtcdTiming,
         key: ClusterKey,
+        witness: Arc<crate::witness::Witness>,
     ) -> Result<Leader, FleetError> {
         let (deposed, _) = watch::channel(false);
         let deposed = Arc::new(deposed);
@@ -149,6 +152,36 @@ impl Leader {
         );
         let status = StatusWriter::start(fleet.clone(), lead.clone(), deposed.clone(), key.clone());
         let inbox = Inbox::new(fleet.clone(), session.lease, key, lead.term);
+        // What this term would vouch with if etcd went away: kept fresh while it leads,
+        // and kept by the witness after (agents still following this term take it).
+        let (w, v, writer_now, me) = (
+            witness.clone(),
+            view.clone(),
+            writer.subscribe(),
+            name.clone(),
+        );
+        let term = Term {
+            epoch,
+            rev: lead.term,
+        };
+        background.push(
+            tokio::spawn(async move {
+                loop {
+                    let mut roster = v.lock().unwrap_or_else(|p| p.into_inner()).members.clone();
+                    if !roster.contains(&me) {
+                        roster.push(me.clone());
+                    }
+                    let writer = writer_now.borrow().as_ref().map(|(h, _, _)| h.clone());
+                    w.set_lead(crate::witness::Vouching {
+                        term,
+                        writer,
+                        roster,
+                    });
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .abort_handle(),
+        );
         Ok(Leader {
             fleet,
             lead,
@@ -162,6 +195,7 @@ impl Leader {
             background,
             status: Some(status),
             inbox,
+            witness,
         })
     }
 }
@@ -224,6 +258,7 @@ impl Seat for Leader {
         let mut fleet = self.fleet.clone();
         let lead = self.lead.clone();
         let (etcd, agents, deposed) = (self.etcd, self.agents.clone(), self.deposed.clone());
+        let witness = self.witness.clone();
         tokio::spawn(async move {
             let start = Instant::now();
             let revoked_key = fleet.keys().revoked(&host);
@@ -316,7 +351,14 @@ impl Seat for Leader {
                     }
                 }
             };
-            tokio::time::sleep_until(over_at).await;
+            // A writer may hold its permit through the failsafe, on consents this monitor
+            // (or an earlier run of it) gave while etcd was out of its reach: never
+            // counted over before they ran out (crate::witness).
+            let promised = witness.promised_until();
+            if promised > over_at {
+                tracing::info!(%host, wait = ?(promised - over_at), "waiting out this monitor's failsafe consents before counting the writer's permit over");
+            }
+            tokio::time::sleep_until(over_at.max(promised)).await;
             if !*deposed.borrow() {
                 let _ = events.send(Event::LeaseEnded { host }).await;
             }

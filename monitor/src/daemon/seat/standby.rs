@@ -34,6 +34,9 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
     let timeout = c
         .session_ttl
         .clamp(Duration::from_millis(500), Duration::from_secs(2));
+    // Witness sessions to every agent, for the monitor's life: the writer's failsafe
+    // while etcd is out of reach (crate::witness).
+    let witness = crate::witness::Witness::start(&config, &process.key, &name);
     let mut unreachable_said = false;
     // This process's recent sessions: one counted lost may still hold our name in etcd.
     let mut earlier: Vec<i64> = Vec::new();
@@ -151,6 +154,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             &session,
             etcd,
             process.key.clone(),
+            witness.clone(),
         )
         .await
         {
