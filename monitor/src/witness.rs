@@ -96,6 +96,10 @@ impl Witness {
         etcd.ttl + margin(etcd.ttl)
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// This monitor leads `v` now (the leader seat refreshes it).
     pub fn set_lead(&self, v: Vouching) {
         *self.lead.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);

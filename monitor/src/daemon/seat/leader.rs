@@ -67,13 +67,14 @@ impl Leader {
     pub async fn start(
         mut fleet: Fleet,
         lead: Leadership,
-        name: String,
         epoch: u64,
         session: &Session,
         etcd: EtcdTiming,
         key: ClusterKey,
         witness: Arc<crate::witness::Witness>,
     ) -> Result<Leader, FleetError> {
+        // The witness is this monitor's: it carries its name.
+        let name = witness.name().to_string();
         let (deposed, _) = watch::channel(false);
         let deposed = Arc::new(deposed);
         let mut background = Vec::new();

@@ -149,7 +149,6 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
         let leader = match Leader::start(
             fleet.clone(),
             leadership.clone(),
-            name.clone(),
             term.epoch,
             &session,
             etcd,
