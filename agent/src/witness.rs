@@ -138,7 +138,7 @@ fn consent(agent: &Arc<Agent>, session: u64, monitor: &str, c: Consent, ttl: std
     let until = match counted {
         Counted::Counted { until } => until,
         Counted::OtherTerm => {
-            tracing::info!(%monitor, vouch = %c.vouch, %current, "failsafe vouch of another term than the one this agent follows: not taken");
+            tracing::debug!(%monitor, vouch = %c.vouch, %current, "failsafe vouch of another term than the one this agent follows: not taken");
             None
         }
         Counted::Unknown => None,

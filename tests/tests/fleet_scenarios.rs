@@ -1174,11 +1174,7 @@ fn f25_etcd_majority_lost_writes_go_on() {
         log.failed.retain(|(t, _)| *t >= since);
         log
     };
-    let leader = f.etcd.wait_raft_leader(T);
-    let followers: Vec<&str> = ["etcd1", "etcd2", "etcd3"]
-        .into_iter()
-        .filter(|m| *m != leader)
-        .collect();
+    let followers = etcd_followers(&f);
     for m in &followers {
         f.etcd.signal(m, "STOP");
     }
@@ -1211,4 +1207,135 @@ fn f25_etcd_majority_lost_writes_go_on() {
     std::thread::sleep(Duration::from_millis(500));
     let log = w.stop();
     assert_data(&f.c, &log, &["db2", "db3"]);
+}
+
+/// The members of etcd that do not lead its raft now.
+fn etcd_followers(f: &Fleet) -> Vec<String> {
+    let leader = f.etcd.wait_raft_leader(T);
+    ["etcd1", "etcd2", "etcd3"]
+        .into_iter()
+        .filter(|m| *m != leader)
+        .map(str::to_string)
+        .collect()
+}
+
+/// etcd's majority lost, then the writer's mysqld killed: nothing is promoted without
+/// etcd (no monitor leads, and no agent holds a permit it could be made a writer with),
+/// and once etcd is back the fleet fails over to db2 with every acknowledged write kept.
+#[test]
+fn f26_a_writer_failure_without_etcd_waits_for_etcd() {
+    if !require_root("f26") {
+        return;
+    }
+    let f = up_fleet(Fleet::start_per_rule("f26"));
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+    let w = writer(&f.c);
+    let followers = etcd_followers(&f);
+    for m in &followers {
+        f.etcd.signal(m, "STOP");
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
+    std::thread::sleep(Duration::from_secs(8));
+    let promoted = ["db2", "db3"]
+        .into_iter()
+        .filter(|h| !f.c.db(h).read_only())
+        .collect::<Vec<_>>();
+    for m in &followers {
+        f.etcd.signal(m, "CONT");
+    }
+    assert!(
+        promoted.is_empty(),
+        "{promoted:?} made writable without etcd:\n{}",
+        f.logs(40)
+    );
+    db2_took_over(&f, "mon1", w);
+}
+
+/// A partition that leaves etcd's majority with the standby monitor only: the leader and
+/// every database host are cut from etcd, mon2 still reaches it. mon2 sends no consent
+/// (its veto), so db1's agent never takes the failsafe: it gives the writer up when its
+/// own permit ends, as without a failsafe, and mon2, elected once mon1's session expires,
+/// can never see two writers. Healed, the fleet has one writer again and every
+/// acknowledged write is kept.
+#[test]
+fn f27_a_monitor_that_reaches_etcd_vetoes_the_failsafe() {
+    if !require_root("f27") {
+        return;
+    }
+    let f = up_fleet(Fleet::start_per_rule("f27"));
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+    let w = writer(&f.c);
+    // mon1 is .2, the databases .11-.13.
+    let cut = |on: bool| {
+        for member in ["etcd1", "etcd2", "etcd3"] {
+            for ip in [
+                "192.0.2.2/32",
+                "192.0.2.11/32",
+                "192.0.2.12/32",
+                "192.0.2.13/32",
+            ] {
+                let op = if on { "add" } else { "del" };
+                f.c.lab
+                    .net
+                    .exec(member, &["ip", "route", op, "blackhole", ip]);
+            }
+        }
+    };
+    cut(true);
+    let mut writers_seen = Vec::new();
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        let writable: Vec<&str> = ["db1", "db2", "db3"]
+            .into_iter()
+            .filter(|h| !f.c.db(h).read_only())
+            .collect();
+        writers_seen.push(writable.len());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let db1_stopped = f.c.db("db1").read_only();
+    cut(false);
+    assert!(
+        writers_seen.iter().all(|n| *n <= 1),
+        "two writers while the leader and the databases were cut from etcd: {writers_seen:?}\n{}",
+        f.logs(40)
+    );
+    assert!(
+        db1_stopped,
+        "db1 still writable 15 s into the cut: the failsafe was taken against mon2's veto\n{}",
+        f.logs(40)
+    );
+    assert!(
+        !f.c.lab
+            .log("agent-db1.log")
+            .contains("the failsafe keeps the writer permit running"),
+        "db1's agent took the failsafe while mon2 reached etcd:\n{}",
+        f.c.lab.log("agent-db1.log")
+    );
+    // Healed: one writer again (whichever the fleet chose), nothing acknowledged lost.
+    let one = wait_for(T, || {
+        let w: Vec<&str> = ["db1", "db2", "db3"]
+            .into_iter()
+            .filter(|h| !f.c.db(h).read_only())
+            .collect();
+        (w.len() == 1).then(|| w[0].to_string())
+    });
+    let Some(writer_host) = one else {
+        panic!("no single writer after the heal:\n{}", f.logs(60));
+    };
+    f.wait_show("mon2", &writer_host, "writer(192.0.2.100)", T);
+    std::thread::sleep(Duration::from_secs(2));
+    let log = w.stop();
+    eprintln!(
+        "f27: {} writes failed while the leader and the databases were cut from etcd; writer after: {writer_host}",
+        log.failed.len()
+    );
+    let others: Vec<&str> = ["db1", "db2", "db3"]
+        .into_iter()
+        .filter(|h| *h != writer_host)
+        .collect();
+    assert_servers(&f.c, &writer_host, &others);
+    let mut all = vec![writer_host.as_str()];
+    all.extend(others);
+    assert_data(&f.c, &log, &all);
 }
