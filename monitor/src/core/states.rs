@@ -71,6 +71,13 @@ impl Cluster {
         h.state = to;
         h.since = now;
         h.reason = reason.clone();
+        self.history.transition(super::history::Transition {
+            at_ms: now,
+            host: name.into(),
+            from: from.to_string(),
+            to: to.to_string(),
+            reason: reason.clone(),
+        });
         out.push(Action::Notify {
             host: Some(name.into()),
             message: format!(

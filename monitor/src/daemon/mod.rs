@@ -622,6 +622,9 @@ async fn event_loop<S: Seat>(
             Some(s) = inputs.checks.recv() => {
                 if let Event::Check { host, check, .. } = &s.event {
                     shell.metrics.lock().unwrap_or_else(|p| p.into_inner()).check_latency.insert((host.clone(), check.to_string()), s.latency.as_secs_f64());
+                    if let Some(read) = s.replication {
+                        cluster.observe_replication(host, clock.now(), read);
+                    }
                 }
                 Ok(s.event)
             }
