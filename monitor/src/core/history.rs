@@ -4,7 +4,8 @@
 //! Nothing is decided on it.
 
 use super::promote::Promotion;
-use super::Millis;
+use super::{Cluster, Millis};
+use mmm_common::types::HostState;
 use serde::Serialize;
 use std::collections::VecDeque;
 
@@ -106,6 +107,26 @@ impl History {
     /// Oldest first.
     pub fn failovers(&self) -> impl Iterator<Item = &Failover> {
         self.failovers.iter()
+    }
+}
+
+impl Cluster {
+    /// Keeps a host's transition (the core's own, or an operator's command).
+    pub(super) fn remember_transition(
+        &mut self,
+        now: Millis,
+        host: &str,
+        from: HostState,
+        to: HostState,
+        reason: &str,
+    ) {
+        self.history.transition(Transition {
+            at_ms: now,
+            host: host.into(),
+            from: from.to_string(),
+            to: to.to_string(),
+            reason: reason.into(),
+        });
     }
 }
 

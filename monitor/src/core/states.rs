@@ -71,13 +71,6 @@ impl Cluster {
         h.state = to;
         h.since = now;
         h.reason = reason.clone();
-        self.history.transition(super::history::Transition {
-            at_ms: now,
-            host: name.into(),
-            from: from.to_string(),
-            to: to.to_string(),
-            reason: reason.clone(),
-        });
         out.push(Action::Notify {
             host: Some(name.into()),
             message: format!(
@@ -89,6 +82,7 @@ impl Cluster {
                 }
             ),
         });
+        self.remember_transition(now, name, from, to, &reason);
         // Roles live only on ONLINE hosts; MMM kept them in manual mode.
         if to != HostState::Online
             && !matches!(

@@ -42,10 +42,11 @@ function hostRow(h, now) {
     el("span", { class: "check " + (c.ok ? "ok" : "bad"), title: c.message || "ok", "data-check": name },
       name, c.ok ? "" : ": " + c.message));
   const vips = (h.vips || []).map(v => el("span", { class: "role role-" + v.role }, v.role, v.ip ? " " + v.ip : " (no VIP)"));
-  const agent = h.agent_reachable
-    ? el("span", { class: "ok" }, h.agent && h.agent.read_only === false ? "writable" : "read-only",
-        h.agent && h.agent.self_fenced ? ", self-fenced" : "")
-    : el("span", { class: "bad" }, "unreachable");
+  const a = h.agent;
+  const agent = !h.agent_reachable ? el("span", { class: "bad" }, "unreachable")
+    : a && !a.mysql_up ? el("span", { class: "bad" }, "mysqld down")
+    : el("span", { class: "ok" }, a && a.read_only === false ? "writable" : "read-only",
+        a && a.self_fenced ? ", self-fenced" : "");
   return el("tr", { id: "host-" + h.name, "data-host": h.name, "data-state": h.state, "data-roles": (h.roles || []).join(" ") },
     el("td", {}, el("b", {}, h.name), el("div", { class: "sub" }, h.ip + " · " + h.mode)),
     el("td", {}, el("span", { class: "state state-" + h.state }, h.state),
