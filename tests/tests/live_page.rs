@@ -48,6 +48,8 @@ fn the_live_page_follows_a_failover_without_a_reload() {
     );
     c.start_monitor("monitor.log");
     c.bring_online();
+    // A table and a row: GTID sets to show.
+    c.db("db1").sql(mmm_tests::client::TABLE);
 
     let (code, body) = curl(&c, &[&format!("{URL}status")]);
     assert_eq!(code, 200, "{body}");
@@ -156,6 +158,8 @@ fn the_live_page_follows_a_failover_without_a_reload() {
         db2["roles"].to_string().contains("writer(192.0.2.100)"),
         "{body}"
     );
+    // The replication check's reading: db2 writes now, and its executed GTIDs are read.
+    assert!(db2["replication"]["executed_gtids"].is_string(), "{body}");
     drop(page);
     c.stop_monitor();
 }

@@ -87,7 +87,7 @@ function tree(status) {
         el("span", { class: "sub" }, "from " + (r.source || r.source_host) + (r.source_port ? ":" + r.source_port : "")));
       if (r.last_error) repl.push(el("div", { class: "bad" }, r.last_error));
     } else if (r) repl.push(el("span", { class: "sub" }, "replicates from nobody"));
-    const gtid = r && (r.executed_gtids || r.received_gtids);
+    const gtid = r && !r.error ? (r.executed_gtids || r.received_gtids || "(none yet)") : null;
     const kids = (children.get(h.name) || []).filter(k => !placed.has(k.name));
     return el("li", { "data-host": h.name, "data-source": source(h) || "" },
       el("span", { class: "state state-" + h.state }, h.name),
