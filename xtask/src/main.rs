@@ -70,6 +70,11 @@ const TEST_NEEDS: &[Need] = &[
         command: "openssl",
         package: "openssl",
     },
+    // The live page's test loads it in Debian's headless Chromium.
+    Need {
+        command: "chromium",
+        package: "chromium",
+    },
 ];
 
 /// The failover bench's plot: Debian's matplotlib for Debian's python3 (a python3 earlier
