@@ -105,9 +105,24 @@ impl Witness {
         *self.lead.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
     }
 
+    /// This monitor is about to campaign, listed in the roster: the leader that listed it
+    /// may have stopped consenting just before, and its last consents may still hold the
+    /// writer; promised like a consent (roster.rs).
+    pub fn listed(&self) {
+        let mut promise = self.promise.lock().unwrap_or_else(|p| p.into_inner());
+        *promise = (*promise).max(Instant::now() + Self::promise_length(&self.etcd));
+    }
+
     /// Until when this monitor must not count a writer's permit over by waiting.
     pub fn promised_until(&self) -> Instant {
         *self.promise.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Something of this monitor's just got an answer from etcd's majority (a campaign won,
+    /// a guarded write): it consents no more from now, without waiting for its probe. A
+    /// leader elected never consents after its election (docs/fencing.md, "Failsafe").
+    pub fn reached_now(&self) {
+        *self.reached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// This monitor cannot reach etcd's majority: no read answered for two probe periods.

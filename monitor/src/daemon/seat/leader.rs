@@ -152,15 +152,32 @@ impl Leader {
             .abort_handle(),
         );
         let status = StatusWriter::start(fleet.clone(), lead.clone(), deposed.clone(), key.clone());
-        let inbox = Inbox::new(fleet.clone(), session.lease, key, lead.term);
-        // What this term would vouch with if etcd went away: kept fresh while it leads,
-        // and kept by the witness after (agents still following this term take it).
-        let (w, v, writer_now, me) = (
-            witness.clone(),
-            view.clone(),
-            writer.subscribe(),
+        let inbox = Inbox::new(fleet.clone(), session.lease, key.clone(), lead.term);
+        // The roster: every registered monitor may lead after this one (roster.rs).
+        let written: Arc<Mutex<Option<Vec<String>>>> = Arc::default();
+        let (mut f, l, k, me, wr) = (
+            fleet.clone(),
+            lead.clone(),
+            key.clone(),
             name.clone(),
+            written.clone(),
         );
+        background.push(
+            tokio::spawn(async move {
+                let mut roster = super::roster::Keeper::default();
+                loop {
+                    if let Err(e) = roster.keep(&mut f, &l, &k, &me, &wr).await {
+                        tracing::debug!(error = %crate::error_chain(&e), "keeping the fleet's roster failed; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+            .abort_handle(),
+        );
+        // What this term would vouch with if etcd went away: kept fresh while it leads,
+        // and kept by the witness after (agents still following this term take it). Only
+        // with a roster written: a monitor elected later is one of its names.
+        let (w, writer_now) = (witness.clone(), writer.subscribe());
         let term = Term {
             epoch,
             rev: lead.term,
@@ -168,16 +185,15 @@ impl Leader {
         background.push(
             tokio::spawn(async move {
                 loop {
-                    let mut roster = v.lock().unwrap_or_else(|p| p.into_inner()).members.clone();
-                    if !roster.contains(&me) {
-                        roster.push(me.clone());
+                    let roster = written.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if let Some(roster) = roster {
+                        let writer = writer_now.borrow().as_ref().map(|(h, _, _)| h.clone());
+                        w.set_lead(crate::witness::Vouching {
+                            term,
+                            writer,
+                            roster,
+                        });
                     }
-                    let writer = writer_now.borrow().as_ref().map(|(h, _, _)| h.clone());
-                    w.set_lead(crate::witness::Vouching {
-                        term,
-                        writer,
-                        roster,
-                    });
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })

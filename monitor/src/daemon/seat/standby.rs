@@ -105,6 +105,45 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             name: name.clone(),
             timeout: config.monitor.promotion_timeout * 3 + Duration::from_secs(10),
         };
+        // Only a monitor of the roster campaigns (roster.rs): the writer's failsafe has the
+        // consent of every monitor that may lead.
+        let mut unlisted_said = false;
+        let admitted = loop {
+            match super::roster::read(&mut fleet, &process.key).await {
+                Ok(r) if r.admits(&name) => {
+                    match &r {
+                        super::roster::Roster::Listed(_) => witness.listed(),
+                        super::roster::Roster::Unusable(e) => {
+                            tracing::warn!(key = %fleet.keys().roster(), "the fleet's roster is unusable ({e}): taken as none; the next leader rewrites it")
+                        }
+                        super::roster::Roster::Absent => {}
+                    }
+                    break true;
+                }
+                Ok(_) => {
+                    if !unlisted_said {
+                        tracing::info!("not in the fleet's roster yet: standing by without campaigning until the leader lists this monitor");
+                        unlisted_said = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %crate::error_chain(&e), "reading the fleet's roster failed; retrying")
+                }
+            }
+            if !session.alive() {
+                break false;
+            }
+            tokio::select! {
+                stopped = serve_standby(process, &forwarder) => {
+                    let _ = fleet.end(session).await;
+                    return stopped;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        if !admitted {
+            continue;
+        }
         let won = tokio::select! {
             won = fleet.campaign(&mut session, &name) => won,
             stopped = serve_standby(process, &forwarder) => {
@@ -119,10 +158,27 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 continue;
             }
         };
+        witness.reached_now();
         tracing::info!(
             term = leadership.term,
             "elected leader of the monitor fleet"
         );
+        // Removed from the roster while it campaigned (its registration had lapsed): not
+        // a monitor the writer's failsafe asked. Only the leader writes the roster, so this
+        // read holds for the term.
+        match super::roster::read(&mut fleet, &process.key).await {
+            Ok(r) if r.admits(&name) => {}
+            Ok(_) => {
+                tracing::warn!("elected, but no longer in the fleet's roster: resigning");
+                let _ = fleet.resign(leadership).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "reading the fleet's roster failed; standing by again");
+                let _ = fleet.resign(leadership).await;
+                continue;
+            }
+        }
         let term = match check_identity(&mut fleet, &leadership, &process.key, &c.prefix).await {
             Ok(term) => term,
             Err(e @ DaemonError::ForeignPrefix { .. }) => {
