@@ -172,6 +172,49 @@ impl Witness {
         })
     }
 
+    /// For `mmm-control` while etcd is out of reach: what this monitor does for the
+    /// writer's failsafe, and what keeps it from vouching.
+    pub fn describe(&self) -> Option<String> {
+        if !self.etcd_unreachable() {
+            return None;
+        }
+        let mut text =
+            String::from("# failsafe: this monitor consents (etcd's majority is out of its reach)");
+        let lead = self.lead.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(v) = lead else {
+            return Some(text);
+        };
+        let Some(writer) = &v.writer else {
+            return Some(text);
+        };
+        let freshness = self.etcd.keepalive_every * 4;
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        let blockers: Vec<String> = self
+            .hosts
+            .iter()
+            .filter_map(|h| match heard.get(h) {
+                None => Some(format!("{h} not heard")),
+                Some(s) if s.etcd_ok => Some(format!("{h} still reaches etcd")),
+                Some(s) if s.at.elapsed() > freshness => Some(format!("{h} not heard lately")),
+                Some(_) => None,
+            })
+            .collect();
+        if blockers.is_empty() {
+            text.push_str(&format!(
+                "; it vouches for writer {writer} in term {} with the roster {}",
+                v.term,
+                v.roster.join(", ")
+            ));
+        } else {
+            text.push_str(&format!(
+                "; it led term {} but does not vouch for {writer}: {}",
+                v.term,
+                blockers.join(", ")
+            ));
+        }
+        Some(text)
+    }
+
     fn heard(&self, host: &str, etcd_ok: bool) {
         self.heard.lock().unwrap_or_else(|p| p.into_inner()).insert(
             host.to_string(),

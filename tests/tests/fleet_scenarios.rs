@@ -1178,8 +1178,21 @@ fn majority_lost_writes_go_on(tag: &str, how: &str) {
             _ => f.etcd.kill(m),
         }
     }
-    std::thread::sleep(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(10));
+    // `mmm-control` says what each monitor does for the failsafe.
+    let (_, leader_says) = f.control("mon1", &["show"]);
+    let (_, standby_says) = f.control("mon2", &["show"]);
+    std::thread::sleep(Duration::from_secs(20));
     let during = format!("while etcd's majority was lost (two members, SIG{how}, 30 s)");
+    assert!(
+        leader_says.contains("# failsafe: this monitor consents")
+            && leader_says.contains("it vouches for writer db1"),
+        "mon1 during the failsafe: {leader_says}"
+    );
+    assert!(
+        standby_says.contains("# failsafe: this monitor consents"),
+        "mon2 during the failsafe: {standby_says}"
+    );
     let db2_writable = !f.c.db("db2").read_only();
     let db3_writable = !f.c.db("db3").read_only();
     for m in &followers {

@@ -44,7 +44,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
     let mut name_taken: Option<tokio::time::Instant> = None;
     loop {
         let connected = tokio::select! {
-            stopped = serve_unconnected(process, "ERROR: This monitor cannot reach etcd and stands by, retrying: connecting to etcd") => return stopped,
+            stopped = serve_unconnected(process, &witness, "ERROR: This monitor cannot reach etcd and stands by, retrying: connecting to etcd") => return stopped,
             c = connect(&c, timeout) => c,
         };
         let (mut fleet, mut session) = match connected {
@@ -58,7 +58,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 let refusal =
                     format!("ERROR: This monitor cannot reach etcd and stands by, retrying: {why}");
                 tokio::select! {
-                    stopped = serve_unconnected(process, &refusal) => return stopped,
+                    stopped = serve_unconnected(process, &witness, &refusal) => return stopped,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
@@ -87,7 +87,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                     tracing::warn!(error = %crate::error_chain(&e), "waiting up to {wait:?} for the name to be released (a registration restored from an etcd snapshot expires), then stopping");
                 }
                 tokio::select! {
-                    stopped = serve_unconnected(process, "ERROR: This monitor's name is taken in the fleet and it waits for it to be released") => return stopped,
+                    stopped = serve_unconnected(process, &witness, "ERROR: This monitor's name is taken in the fleet and it waits for it to be released") => return stopped,
                     _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
                 }
             }
@@ -251,7 +251,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 // The others campaign first; this one joins the line again later, and
                 // leads again only if nobody else does.
                 tokio::select! {
-                    stopped = serve_unconnected(process, "ERROR: This monitor stepped down (it reached no agent) and stands by; ask another monitor of the fleet.") => return stopped,
+                    stopped = serve_unconnected(process, &witness, "ERROR: This monitor stepped down (it reached no agent) and stands by; ask another monitor of the fleet.") => return stopped,
                     _ = tokio::time::sleep(c.session_ttl * 3) => {}
                 }
             }
@@ -261,7 +261,11 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
 
 /// Answers control commands while etcd cannot be reached: `ping` here (the process is
 /// alive), everything else refused with the cause. Returns when the monitor must stop.
-async fn serve_unconnected(process: &mut Process, refusal: &str) -> Result<(), DaemonError> {
+async fn serve_unconnected(
+    process: &mut Process,
+    witness: &crate::witness::Witness,
+    refusal: &str,
+) -> Result<(), DaemonError> {
     loop {
         let (command, reply) = tokio::select! {
             stopped = process.life.stopped() => return stopped,
@@ -270,7 +274,10 @@ async fn serve_unconnected(process: &mut Process, refusal: &str) -> Result<(), D
         let text = if command == crate::control::Command::Ping {
             "OK: Pinged successfully!".to_string()
         } else {
-            refusal.to_string()
+            match witness.describe() {
+                Some(failsafe) => format!("{refusal}\n{failsafe}"),
+                None => refusal.to_string(),
+            }
         };
         let _ = reply.send(text);
     }
