@@ -15,8 +15,9 @@
 //!   answer ([`Failsafe::answered`]): a frame that waited anywhere (a frozen monitor, a
 //!   frozen agent, the network) counts from before it waited.
 //! - A monitor consenting promises to end no writer's permit by waiting until
-//!   `session_ttl` after it sent the consent (monitor/src/daemon/seat/failsafe.rs); a
-//!   monitor that reaches etcd's majority sends none, which is its veto.
+//!   `session_ttl` after it sent the consent (monitor/src/witness.rs); a monitor that
+//!   reaches etcd's majority sends none, which is its veto. Each consent names the newest
+//!   term its monitor knows of, and counts only when that is the term this agent follows.
 //! - The leader of the term this agent follows adds its vouch: the fleet's roster, every
 //!   monitor that may lead (the only ones that could promote over this host later). It
 //!   vouches only while every agent it reaches says it cannot reach etcd either.
@@ -85,15 +86,16 @@ impl Failsafe {
         self.answers.remove(&session);
     }
 
-    /// A consent from `monitor` on `session`, echoing `echo`, with its vouch (`vouch`
-    /// not `Term::NONE`) when it leads: `current` is the term this agent follows.
-    /// `ttl` is `session_ttl`.
+    /// A consent from `monitor` on `session`, echoing `echo`, from a monitor that knows
+    /// of term `known` at newest, with its vouch (`vouch` not `Term::NONE`) when it leads:
+    /// `current` is the term this agent follows. `ttl` is `session_ttl`.
     #[allow(clippy::too_many_arguments)]
     pub fn consent(
         &mut self,
         session: u64,
         monitor: &str,
         echo: u32,
+        known: Term,
         vouch: Term,
         roster: &[String],
         current: Term,
@@ -107,6 +109,12 @@ impl Failsafe {
         else {
             return Counted::Unknown;
         };
+        // A monitor that knows another term than the one this agent follows (a later
+        // one it led or saw elected, whose leader may have listed monitors this term's
+        // vouch does not name; or an earlier one) consents to nothing here.
+        if known != current || known.is_witness() {
+            return Counted::OtherTerm;
+        }
         if vouch != Term::NONE {
             if vouch != current || vouch.is_witness() {
                 return Counted::OtherTerm;
@@ -183,11 +191,11 @@ mod tests {
         f.answered(2, 20, at(1200));
         // mon2 alone consents: no vouch yet.
         assert_eq!(
-            f.consent(2, "mon2", 20, Term::NONE, &[], T, TTL),
+            f.consent(2, "mon2", 20, T, Term::NONE, &[], T, TTL),
             Counted::Counted { until: None }
         );
         // mon1 leads and vouches for the roster {mon1, mon2}: both consented.
-        let until = f.consent(1, "mon1", 10, T, &roster(), T, TTL);
+        let until = f.consent(1, "mon1", 10, T, T, &roster(), T, TTL);
         assert_eq!(
             until,
             Counted::Counted {
@@ -199,7 +207,7 @@ mod tests {
         three.push("mon3".into());
         f.answered(1, 11, at(1500));
         assert_eq!(
-            f.consent(1, "mon1", 11, T, &three, T, TTL),
+            f.consent(1, "mon1", 11, T, T, &three, T, TTL),
             Counted::Counted { until: None }
         );
         assert_eq!(f.missing(at(0)), vec!["mon3".to_string()]);
@@ -211,16 +219,25 @@ mod tests {
         f.answered(1, 10, at(1000));
         // The same id answered again later keeps the first time.
         f.answered(1, 10, at(5000));
-        let Counted::Counted { until } = f.consent(1, "mon1", 10, T, &["mon1".into()], T, TTL)
+        let Counted::Counted { until } = f.consent(1, "mon1", 10, T, T, &["mon1".into()], T, TTL)
         else {
             panic!("counted")
         };
         assert_eq!(until, Some(at(1000).after(held_for(TTL))));
         // An id this session never answered, or another session's, counts for nothing.
-        assert_eq!(f.consent(1, "mon1", 99, T, &[], T, TTL), Counted::Unknown);
-        assert_eq!(f.consent(2, "mon1", 10, T, &[], T, TTL), Counted::Unknown);
+        assert_eq!(
+            f.consent(1, "mon1", 99, T, T, &[], T, TTL),
+            Counted::Unknown
+        );
+        assert_eq!(
+            f.consent(2, "mon1", 10, T, T, &[], T, TTL),
+            Counted::Unknown
+        );
         f.closed(1);
-        assert_eq!(f.consent(1, "mon1", 10, T, &[], T, TTL), Counted::Unknown);
+        assert_eq!(
+            f.consent(1, "mon1", 10, T, T, &[], T, TTL),
+            Counted::Unknown
+        );
     }
 
     #[test]
@@ -229,18 +246,33 @@ mod tests {
         f.answered(1, 1, at(10));
         let old = Term { epoch: 7, rev: 90 };
         assert_eq!(
-            f.consent(1, "mon1", 1, old, &roster(), T, TTL),
+            f.consent(1, "mon1", 1, T, old, &roster(), T, TTL),
             Counted::OtherTerm
         );
         assert_eq!(
-            f.consent(1, "mon1", 1, Term::WITNESS, &roster(), Term::WITNESS, TTL),
+            f.consent(
+                1,
+                "mon1",
+                1,
+                T,
+                Term::WITNESS,
+                &roster(),
+                Term::WITNESS,
+                TTL
+            ),
+            Counted::OtherTerm
+        );
+        // A monitor that knows a later term consents to nothing under this one.
+        let later = Term { epoch: 8, rev: 120 };
+        assert_eq!(
+            f.consent(1, "mon2", 1, later, Term::NONE, &[], T, TTL),
             Counted::OtherTerm
         );
         // A vouch taken under T is void once the agent follows a later term.
         f.answered(2, 1, at(20));
-        f.consent(2, "mon2", 1, Term::NONE, &[], T, TTL);
+        f.consent(2, "mon2", 1, T, Term::NONE, &[], T, TTL);
         assert!(matches!(
-            f.consent(1, "mon1", 1, T, &roster(), T, TTL),
+            f.consent(1, "mon1", 1, T, T, &roster(), T, TTL),
             Counted::Counted { until: Some(_) }
         ));
         assert_eq!(f.until(Term { epoch: 8, rev: 1 }, TTL), None);
@@ -253,11 +285,11 @@ mod tests {
             f.answered(1, id, at(u64::from(id)));
         }
         assert_eq!(
-            f.consent(1, "mon1", 5, Term::NONE, &[], T, TTL),
+            f.consent(1, "mon1", 5, T, Term::NONE, &[], T, TTL),
             Counted::Unknown
         );
         assert!(matches!(
-            f.consent(1, "mon1", 99, Term::NONE, &[], T, TTL),
+            f.consent(1, "mon1", 99, T, Term::NONE, &[], T, TTL),
             Counted::Counted { .. }
         ));
     }

@@ -131,14 +131,13 @@ pub(crate) async fn serve(
 /// allows it and etcd does not renew this agent's lease.
 fn consent(agent: &Arc<Agent>, session: u64, monitor: &str, c: Consent, ttl: std::time::Duration) {
     let current = agent.terms().highest();
-    let counted = agent
-        .failsafe
-        .lock()
-        .consent(session, monitor, c.echo, c.vouch, &c.roster, current, ttl);
+    let counted = agent.failsafe.lock().consent(
+        session, monitor, c.echo, c.known, c.vouch, &c.roster, current, ttl,
+    );
     let until = match counted {
         Counted::Counted { until } => until,
         Counted::OtherTerm => {
-            tracing::debug!(%monitor, vouch = %c.vouch, %current, "failsafe vouch of another term than the one this agent follows: not taken");
+            tracing::debug!(%monitor, known = %c.known, vouch = %c.vouch, %current, "failsafe consent or vouch of another term than the one this agent follows: not taken");
             None
         }
         Counted::Unknown => None,

@@ -9,12 +9,14 @@
 //! either. With a vouch and a consent of every monitor of the roster the writer's agent
 //! lets its permit run on, counted on its own clock from the answers they echo.
 //!
-//! Each consent is a promise ([`Witness::promised_until`]): this monitor ends no writer's
-//! permit by waiting (`LeaseEnded`) before `session_ttl` plus a margin after sending it,
-//! nor before that long after it started (a consent of an earlier run of it may still
-//! count). A monitor that reaches etcd sends no consent: that is its veto, and the
-//! writer's failsafe ends within `session_ttl` of it, before this monitor, elected, could
-//! count the writer fenced. docs/fencing.md ("Failsafe") has every interleaving.
+//! Each consent is a promise ([`Witness::promised_until`]): this monitor counts the permit
+//! of the host it sent it to over by waiting (`LeaseEnded`) no earlier than `session_ttl`
+//! plus a margin after sending it, nor any host's before that long after it started or
+//! started campaigning (a consent of an earlier run of it, or of the leader that listed
+//! it, may still count); and from the moment it starts counting a host over it sends that
+//! host no consent. A monitor that reaches etcd sends no consent: that is its veto. Each
+//! consent names the newest term its monitor knows, and counts only toward a failsafe of
+//! that term. docs/fencing.md ("Failsafe") has every interleaving.
 
 use crate::agents::link::AgentLink;
 use mmm_common::config::{ClusterKey, Config, Coordination};
@@ -51,10 +53,24 @@ pub struct Witness {
     /// its term locally, and vouches for the writer all the same while the agents still
     /// follow that term).
     lead: Mutex<Option<Vouching>>,
-    /// No `LeaseEnded` before this (the promise every consent makes).
+    /// No `LeaseEnded` for any host before this: this process's start, and each campaign
+    /// (a consent of an earlier run, or of the leader that listed it, may still count).
     promise: Mutex<Instant>,
+    /// No `LeaseEnded` for a host before this: the promise every consent sent to its
+    /// agent makes (only those can extend its permit).
+    promises: Mutex<HashMap<String, Instant>>,
     /// When this monitor last read etcd's majority (a linearizable read answered).
     reached: Mutex<Option<Instant>>,
+    /// Whether the probe has asked etcd once: before that, this monitor does not know it
+    /// cannot reach etcd and consents to nothing.
+    probed: std::sync::atomic::AtomicBool,
+    /// The newest term this monitor knows of: the last epoch record it read at
+    /// `<prefix>/cluster` (verified with the cluster key), or one it leads. Sent with
+    /// every consent; the agent counts it only toward a failsafe of that very term.
+    known: Mutex<Option<Term>>,
+    /// Hosts whose permit this monitor is counting over (`end_lease`), and until when it
+    /// consents to nothing for them: its consents must not extend what it waits out.
+    fencing: Mutex<HashMap<String, Instant>>,
     heard: Mutex<HashMap<String, Heard>>,
     hosts: Vec<String>,
 }
@@ -72,11 +88,15 @@ impl Witness {
             etcd,
             lead: Mutex::new(None),
             promise: Mutex::new(Instant::now() + Self::promise_length(&etcd)),
+            promises: Mutex::new(HashMap::new()),
             reached: Mutex::new(None),
+            probed: std::sync::atomic::AtomicBool::new(false),
+            known: Mutex::new(None),
+            fencing: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             hosts: config.hosts.iter().map(|h| h.name.clone()).collect(),
         });
-        tokio::spawn(probe_etcd(w.clone(), c));
+        tokio::spawn(probe_etcd(w.clone(), c, key.clone()));
         for h in &config.hosts {
             let addr = SocketAddr::from((h.ip, h.agent_port));
             tokio::spawn(session(
@@ -102,7 +122,43 @@ impl Witness {
 
     /// This monitor leads `v` now (the leader seat refreshes it).
     pub fn set_lead(&self, v: Vouching) {
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.term);
         *self.lead.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+    }
+
+    /// This monitor starts counting `host`'s permit over (`end_lease`): no consent of its
+    /// reaches `host` from now until [`Witness::fenced`] plus a promise, or for ten
+    /// minutes if that never comes (the count given up with its term).
+    pub fn fencing(&self, host: &str) {
+        self.fencing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.to_string(), Instant::now() + Duration::from_secs(600));
+    }
+
+    /// `host`'s permit is counted over: its agent holds none, and a consent can revive
+    /// none (the agent's failsafe only extends a running permit). Consents to it resume a
+    /// promise later.
+    pub fn fenced(&self, host: &str) {
+        self.fencing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                host.to_string(),
+                Instant::now() + Self::promise_length(&self.etcd),
+            );
+    }
+
+    /// Waits until every consent this monitor has sent to `host`'s agent has run out, and
+    /// the promises of its start and its campaign: read again after each wait.
+    pub async fn wait_out_promise(&self, host: &str) {
+        loop {
+            let until = self.promised_until(host);
+            if Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep_until(until).await;
+        }
     }
 
     /// This monitor is about to campaign, listed in the roster: the leader that listed it
@@ -113,20 +169,29 @@ impl Witness {
         *promise = (*promise).max(Instant::now() + Self::promise_length(&self.etcd));
     }
 
-    /// Until when this monitor must not count a writer's permit over by waiting.
-    pub fn promised_until(&self) -> Instant {
-        *self.promise.lock().unwrap_or_else(|p| p.into_inner())
+    /// Until when this monitor must not count `host`'s permit over by waiting.
+    pub fn promised_until(&self, host: &str) -> Instant {
+        let floor = *self.promise.lock().unwrap_or_else(|p| p.into_inner());
+        let consents = self
+            .promises
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+            .copied();
+        consents.map_or(floor, |c| c.max(floor))
     }
 
-    /// Something of this monitor's just got an answer from etcd's majority (a campaign won,
-    /// a guarded write): it consents no more from now, without waiting for its probe. A
-    /// leader elected never consents after its election (docs/fencing.md, "Failsafe").
+    /// Something of this monitor's just got an answer from etcd's majority (a campaign
+    /// won): it consents no more until its probe finds etcd out of reach again.
     pub fn reached_now(&self) {
         *self.reached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// This monitor cannot reach etcd's majority: no read answered for two probe periods.
     pub fn etcd_unreachable(&self) -> bool {
+        if !self.probed.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         let reached = *self.reached.lock().unwrap_or_else(|p| p.into_inner());
         reached.is_none_or(|at| at.elapsed() > self.etcd.keepalive_every * 2)
     }
@@ -138,9 +203,21 @@ impl Witness {
         if !self.etcd_unreachable() {
             return None;
         }
+        let fencing = self
+            .fencing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+            .is_some_and(|until| Instant::now() < *until);
+        if fencing {
+            return None;
+        }
+        let known = (*self.known.lock().unwrap_or_else(|p| p.into_inner()))?;
         let lead = self.lead.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Only the term it knows as the newest: a leader that saw a later term elected
+        // vouches no more.
         let vouch = lead
-            .filter(|v| v.writer.as_deref() == Some(host))
+            .filter(|v| v.term == known && v.writer.as_deref() == Some(host))
             .filter(|_| {
                 let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
                 self.hosts.iter().all(|h| {
@@ -150,8 +227,11 @@ impl Witness {
                 })
             });
         // Promised before it leaves: the agent counts it from an answer sent earlier.
-        let mut promise = self.promise.lock().unwrap_or_else(|p| p.into_inner());
-        *promise = (*promise).max(Instant::now() + Self::promise_length(&self.etcd));
+        let until = Instant::now() + Self::promise_length(&self.etcd);
+        let mut promises = self.promises.lock().unwrap_or_else(|p| p.into_inner());
+        let p = promises.entry(host.to_string()).or_insert(until);
+        *p = (*p).max(until);
+        drop(promises);
         Some(match vouch {
             Some(v) => {
                 let mut roster = v.roster;
@@ -160,12 +240,14 @@ impl Witness {
                 }
                 Consent {
                     echo,
+                    known,
                     vouch: v.term,
                     roster,
                 }
             }
             None => Consent {
                 echo,
+                known,
                 vouch: Term::NONE,
                 roster: Vec::new(),
             },
@@ -228,7 +310,7 @@ impl Witness {
 
 /// Reads etcd's majority every keepalive period (a linearizable read of the cluster
 /// key), moving off a member that fails as every other client of ours does.
-async fn probe_etcd(w: Arc<Witness>, c: Coordination) {
+async fn probe_etcd(w: Arc<Witness>, c: Coordination, cluster_key: ClusterKey) {
     let every = w.etcd.keepalive_every;
     let members = LazyMembers::new(&c, w.etcd.request_timeout);
     let key = mmm_common::etcd::Keys::new(c.prefix.as_str()).cluster();
@@ -242,7 +324,25 @@ async fn probe_etcd(w: Arc<Witness>, c: Coordination) {
                 match tokio::time::timeout(w.etcd.request_timeout, client.get(key.as_str(), None))
                     .await
                 {
-                    Ok(Ok(_)) => true,
+                    Ok(Ok(found)) => {
+                        // The epoch record names the term that leads now (each leader
+                        // writes one when elected); a record that does not verify
+                        // changes nothing known.
+                        let record = found.kvs().first().and_then(|kv| {
+                            mmm_common::epoch::open(&cluster_key, &c.prefix, kv.value()).ok()
+                        });
+                        if let Some(r) = record {
+                            let term = Term {
+                                epoch: r.epoch,
+                                rev: r.term,
+                            };
+                            let mut known = w.known.lock().unwrap_or_else(|p| p.into_inner());
+                            if known.is_none_or(|k| k != term) {
+                                *known = Some(term);
+                            }
+                        }
+                        true
+                    }
                     Ok(Err(e)) => {
                         if mmm_common::etcd::member_failure(&e) {
                             m.move_off(conn.generation, &crate::error_chain(&e)).await;
@@ -260,6 +360,7 @@ async fn probe_etcd(w: Arc<Witness>, c: Coordination) {
         if ok {
             *w.reached.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
         }
+        w.probed.store(true, std::sync::atomic::Ordering::Relaxed);
         let unreachable = w.etcd_unreachable();
         if unreachable != was_unreachable {
             if unreachable {

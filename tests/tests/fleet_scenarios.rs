@@ -1450,3 +1450,35 @@ fn f29_the_leader_frozen_during_a_failsafe() {
     all.extend(others);
     assert_data(&f.c, &log, &all);
 }
+
+/// Someone who can write to etcd squats a monitor's name with a key bound to no lease
+/// (no monitor registers so): the monitor takes its name over and names the key, instead
+/// of waiting for a release that never comes and stopping; a squatted name of no running
+/// monitor is left out of the fleet's view and roster (it could never consent to a
+/// failsafe).
+#[test]
+fn f30_a_squatted_monitor_name_wedges_nothing() {
+    if !require_root("f30") {
+        return;
+    }
+    let f = Fleet::start("f30");
+    for name in ["mon2", "ghost"] {
+        let out = f.etcd.etcdctl(&["put", &keys().monitor(name), name]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let f = up_fleet(f);
+    assert!(
+        f.log("mon2").contains("held this monitor's name") && f.log("mon2").contains("taken over"),
+        "mon2 log:\n{}",
+        f.log("mon2")
+    );
+    let roster = wait_for(T, || {
+        let r = f.etcd_get(&keys().roster());
+        (r.contains("mon1") && r.contains("mon2")).then_some(r)
+    });
+    let roster = roster.unwrap_or_else(|| panic!("no roster with both monitors:\n{}", f.logs(30)));
+    assert!(
+        !roster.contains("ghost"),
+        "a squatted name in the roster: {roster}"
+    );
+}

@@ -175,6 +175,11 @@ pub struct Consent {
     /// the consent from when it sent that answer, on its own clock, so neither a late
     /// frame nor another host's clock can stretch it.
     pub echo: u32,
+    /// The newest term the consenting monitor knows of (led, or read at
+    /// `<prefix>/cluster`): a consent counts only toward a failsafe of that very term. A
+    /// monitor that knows a later term (it led one, or saw one elected) may have listed
+    /// monitors the vouch does not name.
+    pub known: crate::epoch::Term,
     /// The vouching leader's term (`Term::NONE`: a consent alone).
     pub vouch: crate::epoch::Term,
     /// With a vouch: every monitor of the fleet's roster, the voucher included.
@@ -428,6 +433,8 @@ impl Message {
             }
             Message::Consent(m) => {
                 w.u32(m.echo);
+                w.u64(m.known.rev);
+                w.u64(m.known.epoch);
                 w.u64(m.vouch.rev);
                 w.u64(m.vouch.epoch);
                 w.count8("roster", m.roster.len())?;
@@ -602,6 +609,10 @@ impl Message {
             }
             MessageType::Consent => {
                 let echo = r.u32("echo")?;
+                let known = crate::epoch::Term {
+                    rev: r.u64("known term")?,
+                    epoch: r.u64("known epoch")?,
+                };
                 let vouch = crate::epoch::Term {
                     rev: r.u64("vouch term")?,
                     epoch: r.u64("vouch epoch")?,
@@ -613,6 +624,7 @@ impl Message {
                 }
                 Message::Consent(Consent {
                     echo,
+                    known,
                     vouch,
                     roster,
                 })

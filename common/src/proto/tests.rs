@@ -61,11 +61,19 @@ fn all_messages() -> Vec<Message> {
         }),
         Message::Consent(Consent {
             echo: 42,
+            known: Term {
+                epoch: 9,
+                rev: 1234,
+            },
             vouch: Term::NONE,
             roster: vec![],
         }),
         Message::Consent(Consent {
             echo: u32::MAX,
+            known: Term {
+                epoch: 9,
+                rev: 1234,
+            },
             vouch: Term {
                 epoch: 9,
                 rev: 1234,
@@ -893,11 +901,16 @@ fn a_reject_after_the_hello_is_read_as_the_reason() {
 }
 
 /// A Consent byte for byte (protocol version 7): the echoed heartbeat request id, the
-/// vouching term (revision, epoch) and the roster, each name with its length.
+/// term the monitor knows and the vouching term (revision, epoch each) and the roster,
+/// each name with its length.
 #[test]
 fn a_consent_is_laid_out_byte_for_byte() {
     let m = Message::Consent(Consent {
         echo: 0x0a0b_0c0d,
+        known: Term {
+            epoch: 0x2122_2324_2526_2728,
+            rev: 0x3132_3334_3536_3738,
+        },
         vouch: Term {
             epoch: 0x0102_0304_0506_0708,
             rev: 0x1112_1314_1516_1718,
@@ -907,6 +920,8 @@ fn a_consent_is_laid_out_byte_for_byte() {
     let mut payload = Vec::new();
     m.encode_payload(&mut payload).unwrap();
     let mut expected = vec![0x0a, 0x0b, 0x0c, 0x0d];
+    expected.extend_from_slice(&[0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38]);
+    expected.extend_from_slice(&[0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28]);
     expected.extend_from_slice(&[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
     expected.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
     expected.extend_from_slice(&[2, 2, b'm', b'1', 4, b'm', b'o', b'n', b'2']);

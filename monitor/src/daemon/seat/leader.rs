@@ -276,6 +276,8 @@ impl Seat for Leader {
         let lead = self.lead.clone();
         let (etcd, agents, deposed) = (self.etcd, self.agents.clone(), self.deposed.clone());
         let witness = self.witness.clone();
+        // From now on no consent of this monitor reaches the host it fences.
+        witness.fencing(&host);
         tokio::spawn(async move {
             let start = Instant::now();
             let revoked_key = fleet.keys().revoked(&host);
@@ -370,13 +372,16 @@ impl Seat for Leader {
             };
             // A writer may hold its permit through the failsafe, on consents this monitor
             // (or an earlier run of it) gave while etcd was out of its reach: never
-            // counted over before they ran out (crate::witness).
-            let promised = witness.promised_until();
-            if promised > over_at {
-                tracing::info!(%host, wait = ?(promised - over_at), "waiting out this monitor's failsafe consents before counting the writer's permit over");
+            // counted over before they ran out, read again after each wait, since other
+            // hosts are consented to meanwhile (crate::witness).
+            tokio::time::sleep_until(over_at).await;
+            let promised = witness.promised_until(&host);
+            if promised > Instant::now() {
+                tracing::info!(%host, wait = ?(promised - Instant::now()), "waiting out this monitor's failsafe consents before counting the writer's permit over");
             }
-            tokio::time::sleep_until(over_at.max(promised)).await;
+            witness.wait_out_promise(&host).await;
             if !*deposed.borrow() {
+                witness.fenced(&host);
                 let _ = events.send(Event::LeaseEnded { host }).await;
             }
         });

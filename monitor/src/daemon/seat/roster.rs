@@ -13,7 +13,8 @@
 //!   with a roster it has written.
 //! - A monitor campaigns only while the roster lists it, or while there is none yet (a
 //!   first start, a wiped etcd). A roster that does not verify (written without the key)
-//!   is named and taken as none: it never wedges the fleet.
+//!   is named; nobody campaigns under it: the leader rewrites it within a second, and
+//!   without a leader an operator deletes it (docs/operations.md).
 //! - Elected, a monitor reads the roster again and resigns if it is not listed (it was
 //!   removed while it campaigned). Only the leader writes the roster, so that read is
 //!   final for its term.
@@ -34,7 +35,8 @@ pub enum Roster {
     /// No roster yet: any monitor may campaign.
     Absent,
     Listed(Vec<String>),
-    /// Not sealed with the cluster key: named, and taken as absent.
+    /// Not sealed with the cluster key: named; nobody campaigns under it (a leader, if
+    /// there is one, rewrites it; without one an operator deletes it, docs/operations.md).
     Unusable(SealError),
 }
 
@@ -43,7 +45,8 @@ impl Roster {
     pub fn admits(&self, name: &str) -> bool {
         match self {
             Roster::Listed(names) => names.iter().any(|n| n == name),
-            Roster::Absent | Roster::Unusable(_) => true,
+            Roster::Absent => true,
+            Roster::Unusable(_) => false,
         }
     }
 }
@@ -134,6 +137,16 @@ impl Keeper {
             if let Roster::Unusable(e) = &found {
                 tracing::warn!(key = %fleet.keys().roster(), "the fleet's roster is unusable ({e}): rewriting it");
             }
+            // Vouched with the old and the new names together until etcd's answer: a write
+            // applied but unanswered (etcd lost just then) lists monitors that may campaign.
+            {
+                let mut w = written.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(w) = w.as_mut() {
+                    w.extend(names.iter().cloned());
+                    w.sort();
+                    w.dedup();
+                }
+            }
             write(fleet, lead, key, &names).await?;
             tracing::info!(roster = ?names, "the fleet's roster (the monitors that may lead) is written");
         }
@@ -184,10 +197,10 @@ mod tests {
         assert_eq!(r, Roster::Listed(names.clone()));
         assert!(r.admits("mon2") && !r.admits("mon4"));
         assert!(parse(&k, at, None).admits("mon4"));
-        // Written without the key (or moved from another key): named, never a wedge.
+        // Written without the key (or moved from another key): nobody campaigns under it.
         let forged = parse(&key("cd"), at, Some(value.as_bytes()));
         assert_eq!(forged, Roster::Unusable(SealError::Forged));
-        assert!(forged.admits("mon4"));
+        assert!(!forged.admits("mon1"));
         assert_eq!(
             parse(&k, "/mmm/x/status", Some(value.as_bytes())),
             Roster::Unusable(SealError::Forged)

@@ -111,14 +111,14 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
         let admitted = loop {
             match super::roster::read(&mut fleet, &process.key).await {
                 Ok(r) if r.admits(&name) => {
-                    match &r {
-                        super::roster::Roster::Listed(_) => witness.listed(),
-                        super::roster::Roster::Unusable(e) => {
-                            tracing::warn!(key = %fleet.keys().roster(), "the fleet's roster is unusable ({e}): taken as none; the next leader rewrites it")
-                        }
-                        super::roster::Roster::Absent => {}
-                    }
+                    witness.listed();
                     break true;
+                }
+                Ok(super::roster::Roster::Unusable(e)) => {
+                    if !unlisted_said {
+                        tracing::warn!(key = %fleet.keys().roster(), "the fleet's roster is unusable ({e}): nobody campaigns under it; a leader rewrites it, and without one delete the key (docs/operations.md)");
+                        unlisted_said = true;
+                    }
                 }
                 Ok(_) => {
                     if !unlisted_said {
