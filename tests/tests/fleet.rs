@@ -341,3 +341,83 @@ fn a_lost_etcd_member_ends_no_session() {
         }
     }
 }
+
+/// A member of another etcd cluster in the list (a copy-paste, a test cluster), first in
+/// it: the cluster a majority of the list answers for is pinned when connecting; the
+/// other member is never used, not even when a member of the right cluster fails, and
+/// nothing of the fleet's is written there. A list whose answers split with no majority
+/// is refused, naming each endpoint's cluster.
+#[test]
+fn a_member_of_another_cluster_in_the_list_is_never_used() {
+    let right = EtcdCluster::start("fleet-right", 3);
+    let wrong = EtcdCluster::start("fleet-wrong", 1);
+    let mut endpoints = wrong.endpoints();
+    endpoints.extend(right.endpoints());
+    let prefix = "/mmm/wrongmember";
+    let c = Coordination {
+        etcd: endpoints,
+        session_ttl: Duration::from_secs(4),
+        ..coordination(&right, prefix)
+    };
+    let leader = right.wait_raft_leader(Duration::from_secs(10));
+    runtime().block_on(async {
+        let mut a = Fleet::connect(&c, T)
+            .await
+            .expect("connects to the right cluster");
+        let mut sa = a.session().await.expect("a session");
+        let lead = a.campaign(&mut sa, "mon-a").await.expect("leads");
+        right.signal(&leader, "KILL");
+        for i in 0..20 {
+            let mut attempts = 0;
+            loop {
+                match a
+                    .put_as_leader(&lead, &a.keys().status(), format!("{i}"))
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(e) if attempts < 50 => {
+                        attempts += 1;
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("write {i} kept failing: {e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Two endpoints, one per cluster: no majority, refused with both named.
+        let alive = right
+            .members
+            .iter()
+            .position(|m| m.name != leader)
+            .expect("a live member");
+        let split = Coordination {
+            etcd: vec![
+                wrong.endpoints()[0].clone(),
+                right.endpoints()[alive].clone(),
+            ],
+            ..c.clone()
+        };
+        match mmm_common::etcd::Members::connect(&split, T).await {
+            Err(e @ mmm_common::etcd::MembersError::Split { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("different clusters"), "{text}");
+            }
+            Err(e) => panic!("expected a split, got: {e}"),
+            Ok(_) => panic!("connected to a list split between two clusters"),
+        }
+    });
+    let keys = |etcd: &EtcdCluster| {
+        let out = etcd.etcdctl(&["get", "--prefix", prefix, "--keys-only"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(
+        keys(&right).contains("/status"),
+        "the fleet's keys are in the right cluster"
+    );
+    assert_eq!(
+        keys(&wrong),
+        "",
+        "nothing of the fleet's is in the other cluster"
+    );
+}

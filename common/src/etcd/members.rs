@@ -9,6 +9,12 @@
 //! linearizable read (so it is connected to a leader), trying each in turn from the one
 //! after the failed one. While no member answers (an etcd election, a lost majority) the
 //! current one is kept and the next failure tries again.
+//!
+//! A wrong endpoint in the list (a member of another etcd cluster: a copy-paste, a
+//! test cluster) would split the fleet: monitors and agents that land on it would elect,
+//! renew and read in another world. So the cluster is pinned when connecting: the etcd
+//! cluster id a majority of the configured endpoints answer with. A member that answers
+//! with another id is never used, and is named in the log and in `show`.
 
 use super::connect_options;
 use crate::config::Coordination;
@@ -29,6 +35,13 @@ pub enum MembersError {
     /// Every member failed its probe; each one's failure is named.
     #[error("no etcd member answers with a leader: {}", .failures.iter().map(|(e, why)| format!("{e}: {why}")).collect::<Vec<_>>().join("; "))]
     NoneAnswers { failures: Vec<(String, String)> },
+    /// The answering endpoints belong to different etcd clusters and none is a majority of
+    /// the list: which cluster is this fleet's cannot be told.
+    #[error("the etcd endpoints answer for different clusters and none has a majority of the {configured} configured: {}", .answers.iter().map(|(e, id)| format!("{e}: cluster {id:016x}")).collect::<Vec<_>>().join("; "))]
+    Split {
+        configured: usize,
+        answers: Vec<(String, u64)>,
+    },
 }
 
 /// The clients of the member in use. `generation` names the connection: a failure
@@ -46,6 +59,8 @@ pub struct Conn {
 struct State {
     index: usize,
     conn: Conn,
+    /// The etcd cluster id a majority of the configured endpoints answered with.
+    cluster: u64,
     /// The last move-off found no member: said once, not at every retry.
     failing: bool,
     /// The last member failure, and when: what `show` tells an operator.
@@ -96,7 +111,7 @@ impl Members {
     /// Connects to the first member, in the configured order, that answers a
     /// linearizable read within `timeout`.
     pub async fn connect(c: &Coordination, timeout: Duration) -> Result<Members, MembersError> {
-        let (index, conn) = probe_all(c, timeout, 0, 0).await?;
+        let (index, conn, cluster) = probe_majority(c, timeout).await?;
         Ok(Members {
             shared: Arc::new(Shared {
                 coordination: c.clone(),
@@ -104,6 +119,7 @@ impl Members {
                 state: Mutex::new(State {
                     index,
                     conn,
+                    cluster,
                     failing: false,
                     note: None,
                 }),
@@ -166,15 +182,15 @@ impl Members {
     /// once, the ones after it in list order preferred. Keeps it when none answers.
     pub async fn move_off(&self, generation: u64, why: &str) -> bool {
         let _one = self.shared.moving.lock().await;
-        let (index, current) = {
+        let (index, current, cluster) = {
             let s = self.lock();
             if s.conn.generation != generation {
                 return true;
             }
-            (s.index, s.conn.generation)
+            (s.index, s.conn.generation, s.cluster)
         };
         let c = &self.shared.coordination;
-        match probe_all(c, self.shared.timeout, index + 1, current + 1).await {
+        match probe_all(c, self.shared.timeout, index + 1, current + 1, cluster).await {
             Ok((next, conn)) => {
                 let mut s = self.lock();
                 let from = std::mem::replace(&mut s.index, next);
@@ -228,6 +244,7 @@ async fn probe_all(
     timeout: Duration,
     start: usize,
     generation: u64,
+    cluster: u64,
 ) -> Result<(usize, Conn), MembersError> {
     let n = c.etcd.len();
     let mut probes = tokio::task::JoinSet::new();
@@ -245,9 +262,14 @@ async fn probe_all(
     while let Some(done) = probes.join_next().await {
         let Ok((i, result)) = done else { continue };
         match result {
-            Ok(conn) => {
+            Ok((conn, id)) if id == cluster => {
                 probes.abort_all();
                 return Ok((i, conn));
+            }
+            Ok((_, id)) => {
+                let why = wrong_cluster(id, cluster);
+                tracing::warn!(endpoint = %c.etcd[i], "{why}");
+                failures.push((c.etcd[i].clone(), why));
             }
             Err(ProbeError::Tls(e)) => return Err(MembersError::Tls(e)),
             Err(ProbeError::Member(why)) => failures.push((c.etcd[i].clone(), why)),
@@ -255,6 +277,73 @@ async fn probe_all(
     }
     failures.sort();
     Err(MembersError::NoneAnswers { failures })
+}
+
+fn wrong_cluster(id: u64, cluster: u64) -> String {
+    format!("this endpoint belongs to etcd cluster {id:016x}, not to {cluster:016x} (the cluster of a majority of the list): never used; fix coordination.etcd")
+}
+
+/// Probes every member at once and pins the cluster a majority of the list answers for:
+/// returns the member to use (the first in list order among those of that cluster that
+/// answered) and the cluster id. A member of another cluster is named and never taken.
+async fn probe_majority(
+    c: &Coordination,
+    timeout: Duration,
+) -> Result<(usize, Conn, u64), MembersError> {
+    let n = c.etcd.len();
+    let majority = n / 2 + 1;
+    let mut probes = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (c, endpoint) = (c.clone(), c.etcd[i].clone());
+        probes.spawn(async move { (i, probe(&c, &endpoint, timeout, 0).await) });
+    }
+    let mut failures = Vec::new();
+    let mut answered: Vec<(usize, Conn, u64)> = Vec::new();
+    while let Some(done) = probes.join_next().await {
+        let Ok((i, result)) = done else { continue };
+        match result {
+            Ok((conn, id)) => answered.push((i, conn, id)),
+            Err(ProbeError::Tls(e)) => return Err(MembersError::Tls(e)),
+            Err(ProbeError::Member(why)) => failures.push((c.etcd[i].clone(), why)),
+        }
+        let agreed = answered.iter().find_map(|(_, _, id)| {
+            (answered.iter().filter(|(_, _, other)| other == id).count() >= majority).then_some(*id)
+        });
+        if let Some(cluster) = agreed {
+            probes.abort_all();
+            for (i, _, id) in answered.iter().filter(|(_, _, id)| *id != cluster) {
+                tracing::warn!(endpoint = %c.etcd[*i], "{}", wrong_cluster(*id, cluster));
+            }
+            let (i, conn, _) = answered
+                .into_iter()
+                .filter(|(_, _, id)| *id == cluster)
+                .min_by_key(|(i, _, _)| *i)
+                .expect("a majority answered");
+            return Ok((i, conn, cluster));
+        }
+    }
+    if answered.is_empty() {
+        failures.sort();
+        return Err(MembersError::NoneAnswers { failures });
+    }
+    let mut answers: Vec<(String, u64)> = answered
+        .into_iter()
+        .map(|(i, _, id)| (c.etcd[i].clone(), id))
+        .collect();
+    answers.sort();
+    // Every answer agrees but too few answered to make a majority (the others failed):
+    // as good as etcd without a majority for this client.
+    if answers.windows(2).all(|w| w[0].1 == w[1].1) {
+        failures.extend(answers.into_iter().map(|(e, id)| {
+            (e, format!("answered for cluster {id:016x}, but too few members answered to know it is the list's"))
+        }));
+        failures.sort();
+        return Err(MembersError::NoneAnswers { failures });
+    }
+    Err(MembersError::Split {
+        configured: n,
+        answers,
+    })
 }
 
 enum ProbeError {
@@ -269,28 +358,32 @@ async fn probe(
     endpoint: &str,
     timeout: Duration,
     generation: u64,
-) -> Result<Conn, ProbeError> {
+) -> Result<(Conn, u64), ProbeError> {
     let bounded_opts = connect_options(c, Some(timeout), timeout).map_err(ProbeError::Tls)?;
     let waiting_opts = connect_options(c, None, timeout).map_err(ProbeError::Tls)?;
     let attempt = async {
         let mut bounded = Client::connect([endpoint], Some(bounded_opts)).await?;
-        bounded
+        let answer = bounded
             .get(c.prefix.as_str(), Some(GetOptions::new().with_count_only()))
             .await?;
+        let cluster = answer.header().map_or(0, |h| h.cluster_id());
         let waiting = Client::connect([endpoint], Some(waiting_opts)).await?;
-        Ok::<_, etcd_client::Error>((bounded, waiting))
+        Ok::<_, etcd_client::Error>((bounded, waiting, cluster))
     };
     // A member that answers does so in milliseconds; one that hangs (frozen, blackholed,
     // waiting out an election) must not hold a move-off, and with it a session's renewal,
     // for a whole request timeout: the caller retries soon anyway.
     let timeout = timeout.min(PROBE_WITHIN);
     match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok((bounded, waiting))) => Ok(Conn {
-            bounded,
-            waiting,
-            generation,
-            endpoint: endpoint.to_string(),
-        }),
+        Ok(Ok((bounded, waiting, cluster))) => Ok((
+            Conn {
+                bounded,
+                waiting,
+                generation,
+                endpoint: endpoint.to_string(),
+            },
+            cluster,
+        )),
         Ok(Err(e)) => Err(ProbeError::Member(crate::error_chain(&e))),
         Err(_elapsed) => Err(ProbeError::Member(format!("no answer within {timeout:?}"))),
     }
