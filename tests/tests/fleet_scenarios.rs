@@ -1482,3 +1482,40 @@ fn f30_a_squatted_monitor_name_wedges_nothing() {
         "a squatted name in the roster: {roster}"
     );
 }
+
+/// Every monitor cut from etcd while the agents still reach it: no monitor leads, and the
+/// writer needs none (its permit is its own etcd lease; the agents say etcd renews it, so
+/// no failsafe is vouched): no client write fails. Healed, a monitor leads again and a
+/// writer failure is failed over as usual.
+#[test]
+fn f31_every_monitor_cut_from_etcd_stops_no_write() {
+    if !require_root("f31") {
+        return;
+    }
+    let f = up_fleet(Fleet::start_per_rule("f31"));
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+    let w = writer(&f.c);
+    std::thread::sleep(Duration::from_secs(1));
+    let since = Instant::now();
+    let cut = |on: bool| {
+        for slot in ["mon1", "mon2"] {
+            f.cut(slot, &[31, 32, 33], on);
+        }
+    };
+    cut(true);
+    std::thread::sleep(Duration::from_secs(15));
+    cut(false);
+    let mut log = w.log();
+    log.failed.retain(|(t, _)| *t >= since);
+    f.assert_no_failed_writes(&log, "while every monitor was cut from etcd");
+    assert!(
+        !f.c.lab
+            .log("agent-db1.log")
+            .contains("the failsafe keeps the writer permit running"),
+        "a failsafe was taken while db1's agent reached etcd:\n{}",
+        f.c.lab.log("agent-db1.log")
+    );
+    f.wait_leader("mon1", None, T);
+    f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
+    db2_took_over(&f, "mon1", w);
+}
