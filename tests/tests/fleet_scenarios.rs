@@ -1519,3 +1519,53 @@ fn f31_every_monitor_cut_from_etcd_stops_no_write() {
     f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
     db2_took_over(&f, "mon1", w);
 }
+
+/// A monitor with the right cluster key but a wrong prefix (a typo in its config): it
+/// leads an election of its own under that prefix, and every agent refuses its term,
+/// naming it (of an epoch etcd does not show under the agents' prefix); its consents
+/// name a term no agent follows and count for nothing. The real fleet goes on: the same
+/// leader, no failed write, and a writer failure is failed over by the real leader.
+#[test]
+fn f32_a_monitor_with_a_wrong_prefix_moves_nothing() {
+    if !require_root("f32") {
+        return;
+    }
+    let mut f = up("f32");
+    let before = f.wait_leader("mon1", None, T);
+    let config = f.monitors["mon3"].config.clone();
+    let text = std::fs::read_to_string(&config).expect("mon3's config");
+    let wrong = text.replace(
+        &format!("prefix = \"{}\"", mmm_tests::fleet::PREFIX),
+        "prefix = \"/mmm/typo\"",
+    );
+    assert_ne!(text, wrong, "mon3's prefix rewritten");
+    std::fs::write(&config, wrong).expect("writing mon3's config");
+    let w = writer(&f.c);
+    f.start_monitor("mon3");
+    let refused = wait_for(T, || {
+        let log = f.c.lab.log("agent-db1.log");
+        log.lines()
+            .any(|l| l.contains("monitor refused") && l.contains("mon3"))
+            .then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "db1's agent never named mon3's refused term:\n{}",
+        f.c.lab.log("agent-db1.log")
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        f.log("mon3")
+            .contains("elected leader of the monitor fleet"),
+        "mon3 leads its own prefix:\n{}",
+        f.log("mon3")
+    );
+    assert_eq!(
+        f.wait_leader("mon1", None, T),
+        before,
+        "the real fleet's leader changed"
+    );
+    f.assert_no_failed_writes(&w.log(), "while a monitor with a wrong prefix ran");
+    f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
+    db2_took_over(&f, "mon1", w);
+}
