@@ -197,6 +197,9 @@ pub struct Spec {
     pub append: String,
     /// Nodes on the bridge that run no server (etcd members, more monitors).
     pub nodes: Vec<(&'static str, u8)>,
+    /// Each host's `mysql_pid_file` in the config; without it the agent's probe finds
+    /// the running mysqld by its listening socket.
+    pub mysql_pid_file: bool,
 }
 
 impl Spec {
@@ -216,6 +219,7 @@ impl Spec {
             ],
             append: String::new(),
             nodes: Vec::new(),
+            mysql_pid_file: true,
         }
     }
 }
@@ -246,7 +250,8 @@ impl Cluster {
         text.push('\n');
         text.push_str(&spec.append);
         // The probe finds an already running mysqld through its pid file.
-        for (host, last) in spec.servers.iter().map(|s| (s.host, s.last)) {
+        let pid_files = spec.servers.iter().filter(|_| spec.mysql_pid_file);
+        for (host, last) in pid_files.map(|s| (s.host, s.last)) {
             let ip_line = format!("ip = \"192.0.2.{last}\"\n");
             let pid = lab.dir.path().join(format!("{host}.pid"));
             text = text.replacen(
