@@ -93,6 +93,12 @@ impl Lab {
     /// Starts an agent as uid 65534 holding only its four capabilities.
     pub fn agent(&self, host: &str, log: &str) -> u32 {
         let pid = self.agent_with_caps(host, log, "-all,+net_admin,+net_raw,+bpf,+perfmon");
+        self.wait_agent_listening(host, log);
+        pid
+    }
+
+    /// Waits until `host`'s agent listens for the monitor; panics with its `log`.
+    pub fn wait_agent_listening(&self, host: &str, log: &str) {
         let addr = self.agent_addr(host);
         let up = wait_for(T, || {
             let out = self
@@ -105,7 +111,6 @@ impl Lab {
             "agent {host} did not listen on {addr}:\n{}",
             self.log(log)
         );
-        pid
     }
 
     /// Starts an agent as uid 65534 with the given capabilities (setpriv syntax).
