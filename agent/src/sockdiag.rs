@@ -529,6 +529,23 @@ mod tests {
 mod kernel_filter {
     use super::*;
 
+    /// A listener is listed with the inode /proc/self/fd names it by (needs no privilege).
+    #[test]
+    fn listeners_names_the_socket_by_its_inode() {
+        use std::os::fd::AsRawFd as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+        let found = listeners(port).expect("listing listeners");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            link.to_str().unwrap(),
+            format!("socket:[{}]", found[0].inode)
+        );
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(found[0].uid, unsafe { libc::geteuid() });
+    }
+
     /// The kernel runs the port program: a dump for a port nobody uses returns nothing,
     /// while an unfiltered one lists the sockets that exist (dumping needs no privilege).
     #[test]

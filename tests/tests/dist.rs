@@ -64,6 +64,7 @@ fn the_packages_hold_what_operators_need_and_lintian_passes() {
         "./lib/systemd/system/mmm-agent.service",
         "./lib/systemd/system/mmm-agent@.service",
         "./etc/default/mmm-agent",
+        "./etc/mmm/",
         "./usr/share/doc/mmm-agent/examples/mmm.toml",
         "./usr/share/doc/mmm-agent/copyright",
     ] {

@@ -289,6 +289,9 @@ pub fn dist() -> Result<Vec<PathBuf>> {
         for (path, text, mode) in &p.files {
             write(&stage.join(path), text, *mode)?;
         }
+        // Both packages own the directory the config is copied into (a directory may
+        // belong to several packages; a file to one).
+        mkdir(&stage.join("etc/mmm"))?;
         let doc = stage.join("usr/share/doc").join(p.name);
         write(&doc.join("copyright"), COPYRIGHT, 0o644)?;
         write_gz(&doc.join("changelog.Debian.gz"), &changelog(&version)?)?;
