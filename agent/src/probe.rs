@@ -319,12 +319,13 @@ impl Probe {
                 ready = ring.readable_mut() => ready.map_err(ProbeError::Poll)?,
                 _ = rescan.tick() => {
                     match mysqld.rescan(mysql_port, &mut last_miss).await {
-                        None => {}
-                        Some(0) => {
+                        Rescan::Unchanged => {}
+                        Rescan::Forget => {
+                            // 0: the programs learn the next mysqld from its LISTEN.
                             watch(&mut watched, 0)?;
                             agent.set_probe_state(ProbeState::Searching);
                         }
-                        Some(pid) => {
+                        Rescan::Watch(pid) => {
                             watch(&mut watched, pid)?;
                             agent.set_probe_state(ProbeState::Watching);
                             agent.set_mysqld_exited(false);
@@ -386,28 +387,37 @@ fn watch(watched: &mut Array<MapData, u32>, pid: u32) -> Result<(), ProbeError> 
     })
 }
 
+/// What a rescan changes in the programs' `watched` entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Rescan {
+    Unchanged,
+    /// The watched process ended without an exit event reaching us (it died between
+    /// the agent's look and its note to the programs): watch nothing.
+    Forget,
+    /// mysqld found listening on the port.
+    Watch(u32),
+}
+
 impl Identity {
-    /// While no mysqld is watched, looks for the one listening on the port. Returns
-    /// what the programs' `watched` entry must now say: a pid found, or 0 when the
-    /// watched process ended without an exit event reaching us (it died between the
-    /// agent's look and its note to the programs), which lets them learn the next
-    /// mysqld from its LISTEN. Each new reason for finding none is logged once.
-    async fn rescan(&mut self, port: u16, last_miss: &mut String) -> Option<u32> {
+    /// While no mysqld is watched, looks for the one listening on the port; also
+    /// notices a watched process that ended unseen. Each new reason for finding none is
+    /// logged once.
+    async fn rescan(&mut self, port: u16, last_miss: &mut String) -> Rescan {
         if let Some(pid) = self.tgid {
             if !crate::discover::ended(pid) {
                 self.ended_seen = false;
-                return None;
+                return Rescan::Unchanged;
             }
             // Its exit event may still be in the ring buffer: wait one more round
             // before forgetting it (the event, once read, forgets it itself).
             if !self.ended_seen {
                 self.ended_seen = true;
-                return None;
+                return Rescan::Unchanged;
             }
             tracing::warn!(pid, "the watched mysqld ended without an exit event");
             self.tgid = None;
             self.ended_seen = false;
-            return Some(0);
+            return Rescan::Forget;
         }
         let uid = self.uid;
         // /proc reads: off the runtime's workers.
@@ -423,14 +433,14 @@ impl Identity {
             Ok(pid) => {
                 last_miss.clear();
                 self.tgid = Some(pid);
-                Some(pid)
+                Rescan::Watch(pid)
             }
             Err(why) => {
                 if *last_miss != why {
                     tracing::warn!("probe watches no mysqld: {why}");
                     *last_miss = why;
                 }
-                None
+                Rescan::Unchanged
             }
         }
     }
@@ -490,6 +500,26 @@ mod tests {
         // Not watching anything now: this test binary is not mysqld either.
         let err = id.admit(&ev(ProbeEventKind::ListenOpen, me)).unwrap_err();
         assert!(err.contains("not mysqld"), "{err}");
+        assert_eq!(id.tgid, None);
+    }
+
+    /// A watched process that ended unseen is forgotten at the second look (its exit
+    /// event may still be queued at the first); a live one stays watched.
+    #[tokio::test]
+    async fn a_watched_process_that_ended_unseen_is_forgotten_at_the_second_look() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let mut id = Identity {
+            uid: None,
+            tgid: Some(std::process::id()),
+            ended_seen: false,
+        };
+        let mut miss = String::new();
+        assert_eq!(id.rescan(1, &mut miss).await, Rescan::Unchanged);
+        id.tgid = Some(gone);
+        assert_eq!(id.rescan(1, &mut miss).await, Rescan::Unchanged);
+        assert_eq!(id.rescan(1, &mut miss).await, Rescan::Forget);
         assert_eq!(id.tgid, None);
     }
 
