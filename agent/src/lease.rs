@@ -57,6 +57,9 @@ pub fn etcd_permit_until(sent: Boot, ttl: Duration) -> Boot {
 pub struct Boot(u64);
 
 impl Boot {
+    #[cfg(test)]
+    pub const ZERO: Boot = Boot(0);
+
     pub fn now() -> Boot {
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -205,6 +208,8 @@ pub struct Lease {
     /// Held while a writer VIP is added, and while the fence removes them: no addition can
     /// slip in between the fence's decision and its removal.
     gate: tokio::sync::Mutex<()>,
+    /// When etcd last renewed the agent's own lease (Boot nanoseconds; 0: never).
+    etcd_renewed: std::sync::atomic::AtomicU64,
 }
 
 impl Lease {
@@ -263,6 +268,7 @@ impl Lease {
             freeze_gap: None,
             alive: std::sync::atomic::AtomicU64::new(Boot::now().0),
             gate: tokio::sync::Mutex::new(()),
+            etcd_renewed: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -474,10 +480,36 @@ impl Lease {
         if s.fences != fences {
             return false;
         }
+        self.etcd_renewed
+            .store(Boot::now().0, std::sync::atomic::Ordering::Relaxed);
         if s.deadline.is_none_or(|d| d < until) {
             self.set_deadline(&mut s, Some(until));
         }
         true
+    }
+
+    /// etcd renewed the agent's own lease within `within` (a fleet agent that reaches etcd's
+    /// majority; reported to the monitors, and it keeps the failsafe out).
+    pub fn etcd_renewed_within(&self, within: Duration) -> bool {
+        let at = Boot(self.etcd_renewed.load(std::sync::atomic::Ordering::Relaxed));
+        at.0 != 0 && at.after(within) > Boot::now()
+    }
+
+    /// The failsafe (crate::failsafe) allows the writer role until `until`: the permit runs
+    /// on to then if it is still running, with no fence, in a fleet. Never revives an
+    /// ended permit, never shortens one. Returns the time left when it extended it.
+    pub fn failsafe_until(&self, until: Boot) -> Option<Duration> {
+        let mut s = self.lock();
+        let now = Boot::now();
+        if self.renewal != Renewal::Etcd || !self.enforced || s.fence.is_some() {
+            return None;
+        }
+        let running = s.deadline.filter(|d| d.left(now).is_some())?;
+        if running >= until {
+            return None;
+        }
+        self.set_deadline(&mut s, Some(until));
+        until.left(now)
     }
 
     /// The permit ends now (the etcd lease is gone): the lease task is woken and fences

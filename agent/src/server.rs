@@ -30,7 +30,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semapho
 use tracing::Instrument;
 
 /// Bound on each handshake step: a peer that does not answer in time is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Unauthenticated connections at once; a monitor needs one per reconnect.
 const MAX_HANDSHAKES: usize = 8;
 
@@ -157,7 +157,7 @@ fn host_uptime_s() -> u32 {
 }
 
 /// How a monitor connection ended without an error.
-enum ConnectionEnded {
+pub(crate) enum ConnectionEnded {
     Disconnected,
     /// Its term was refused (already logged, once per term).
     Refused,
@@ -214,6 +214,8 @@ pub struct Agent {
     replication_changes: tokio::sync::Mutex<()>,
     /// Prohibit routes to a vanished source while its IO thread is stopped.
     routes: crate::route::Routes,
+    /// In a fleet: the monitors' consents and the leader's vouch (crate::failsafe).
+    pub(crate) failsafe: crate::witness::FailsafeState,
 }
 
 /// The kernel resources opened at start (the last two while capabilities allowed it).
@@ -367,6 +369,7 @@ impl Agent {
             semi_sync,
             replication_changes: tokio::sync::Mutex::new(()),
             routes,
+            failsafe: Default::default(),
         });
         let woken = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(
@@ -504,6 +507,35 @@ impl Agent {
         self.status.borrow().clone()
     }
 
+    /// The answer to a heartbeat: the status snapshot, and whether etcd renews this
+    /// agent's lease (a monitor vouches for a failsafe only while no agent says so).
+    pub(crate) fn heartbeat(&self) -> AgentHeartbeat {
+        let mut hb = self.status.borrow().heartbeat();
+        if self.etcd_ok() {
+            hb.flags |= hb_flags::ETCD_OK;
+        }
+        hb
+    }
+
+    /// In a fleet: etcd renewed this agent's own lease within two keepalive periods.
+    pub(crate) fn etcd_ok(&self) -> bool {
+        self.timing
+            .etcd
+            .is_some_and(|e| self.lease.etcd_renewed_within(e.keepalive_every * 2))
+    }
+
+    pub(crate) fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    pub(crate) fn terms(&self) -> &Terms {
+        &self.terms
+    }
+
+    pub(crate) fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
     /// Accepts monitor connections: only from `agent.monitor_ips` when set, and at most
     /// MAX_HANDSHAKES unauthenticated at once, so a flood of idle connections can neither
     /// exhaust descriptors nor keep the real monitor out long enough to fence the writer.
@@ -573,6 +605,14 @@ impl Agent {
             .peer()
             .map(|(m, t)| (m.to_string(), t))
             .unwrap_or_default();
+        if term.is_witness() {
+            let io = crate::witness::Io {
+                reader,
+                writer,
+                buf,
+            };
+            return crate::witness::serve(&self, hs, challenge, io, handshake, monitor).await;
+        }
         // A term of another epoch is judged by what etcd shows now, read by this agent.
         let shown = match &self.election {
             Some(e) if self.terms.needs_etcd(term) => e.shown().await,
@@ -767,9 +807,11 @@ impl Agent {
         match msg {
             Message::Heartbeat(_) => {
                 self.lease.on_heartbeat(session);
-                let hb = self.status.borrow().heartbeat();
+                let hb = self.heartbeat();
                 let _ = out.send(reply(Message::AgentHeartbeat(hb))).await;
             }
+            // Consents come on witness sessions (crate::witness) only.
+            Message::Consent(_) => {}
             Message::DesiredState(d) => {
                 let epoch = d.epoch;
                 let decided = {

@@ -33,6 +33,17 @@ pub struct Term {
 impl Term {
     /// A monitor without a fleet.
     pub const NONE: Term = Term { epoch: 0, rev: 0 };
+    /// A fleet monitor's witness session (protocol version 7): it leads nothing and is
+    /// refused every order; it only says, while it cannot reach etcd, that it consents to
+    /// the writer's failsafe (agent/src/failsafe.rs). No epoch is ever this value.
+    pub const WITNESS: Term = Term {
+        epoch: u64::MAX,
+        rev: 0,
+    };
+
+    pub fn is_witness(&self) -> bool {
+        *self == Term::WITNESS
+    }
 }
 
 impl fmt::Display for Term {
@@ -99,7 +110,7 @@ pub fn fresh_epoch() -> Result<u64, RandomError> {
         let mut b = [0u8; 8];
         getrandom::fill(&mut b).map_err(RandomError)?;
         let epoch = u64::from_be_bytes(b);
-        if epoch != 0 {
+        if epoch != 0 && epoch != Term::WITNESS.epoch {
             return Ok(epoch);
         }
     }

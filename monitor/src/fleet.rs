@@ -383,7 +383,12 @@ impl Fleet {
         for lease in std::iter::once(session.lease).chain(earlier.iter().copied()) {
             guards.push(Compare::lease(key.clone(), CompareOp::Equal, lease));
         }
-        for guard in guards {
+        // Bound to no lease: no monitor registers so (its name goes with its session), so
+        // it is a squatter's (anyone who can write to etcd) and would keep this monitor
+        // out for good. Taken over, and named.
+        let squatted = guards.len();
+        guards.push(Compare::lease(key.clone(), CompareOp::Equal, 0));
+        for (i, guard) in guards.into_iter().enumerate() {
             let done = {
                 let (mut c, failed) = self.bounded("registering this monitor");
                 c.txn(Txn::new().when([guard]).and_then([put.clone()]))
@@ -391,6 +396,9 @@ impl Fleet {
                     .map_err(failed)
             }?;
             if done.succeeded() {
+                if i == squatted {
+                    tracing::warn!(%key, "a key bound to no lease held this monitor's name (no monitor registers so): taken over");
+                }
                 return Ok(());
             }
         }
@@ -409,9 +417,12 @@ impl Fleet {
                 .await
                 .map_err(failed)
         }?;
+        // A name bound to no lease is no monitor's (each registers under its session): it
+        // would sit in the roster for good and keep the writer's failsafe from holding.
         let mut members: Vec<String> = r
             .kvs()
             .iter()
+            .filter(|kv| kv.lease() != 0)
             .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
             .collect();
         members.sort();

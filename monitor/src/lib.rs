@@ -8,5 +8,6 @@ pub mod daemon;
 pub mod fleet;
 pub mod preflight;
 pub mod replica;
+pub mod witness;
 
 pub use mmm_common::error_chain;

@@ -470,6 +470,26 @@ impl EtcdCluster {
         send_signal(pid, signal).unwrap_or_else(|e| panic!("SIG{signal} to etcd {name}: {e}"));
     }
 
+    /// Starts a member stopped by [`EtcdCluster::kill`] again, on its data (a machine back
+    /// after a crash), in the lab namespace of the same name.
+    pub fn restart_in(&mut self, net: &Net, name: &str) {
+        let (dir, initial, token) = (
+            self.dir.path().to_path_buf(),
+            self.initial.clone(),
+            self.token.clone(),
+        );
+        let m = self
+            .members
+            .iter_mut()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no etcd member {name}"));
+        assert!(
+            m.pid.is_none() && m.child.is_none(),
+            "etcd {name} is running"
+        );
+        m.pid = Some(m.spawn_in(net, &dir, &initial, &token));
+    }
+
     /// Stops a member with SIGKILL (a lost machine).
     pub fn kill(&mut self, name: &str) {
         if let Some(m) = self.members.iter_mut().find(|m| m.name == name) {

@@ -3,6 +3,7 @@
 
 pub mod assert;
 pub mod bench;
+pub mod browser;
 pub mod client;
 pub mod costs;
 pub mod etcd;

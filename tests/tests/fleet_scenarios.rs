@@ -1152,3 +1152,333 @@ fn f24_a_lease_less_key_in_the_election_wedges_nothing() {
         "the squatting key is gone"
     );
 }
+
+/// etcd's majority lost for 30 s with the writer and every monitor healthy: the failsafe
+/// keeps writes going (the leader of the last term vouches for db1 over the agent channel,
+/// both monitors consent, every agent confirms etcd does not renew its lease either). No
+/// client write fails, nothing is promoted, and when etcd is back the same writer goes on;
+/// a writer failure after it is failed over as usual. `how`: the two followers frozen
+/// (STOP) or killed and started again (KILL). (The followers, not the raft leader: a raft
+/// leader frozen past the TTL revokes every lease when it wakes, the etcd 3.4 flaw f17
+/// covers.)
+fn majority_lost_writes_go_on(tag: &str, how: &str) {
+    let mut f = up_fleet(Fleet::start_per_rule(tag));
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+    let w = writer(&f.c);
+    std::thread::sleep(Duration::from_secs(1));
+    let since = Instant::now();
+    let from_since = |mut log: mmm_tests::client::WriteLog| {
+        log.failed.retain(|(t, _)| *t >= since);
+        log
+    };
+    let followers = etcd_followers(&f);
+    for m in &followers {
+        match how {
+            "STOP" => f.etcd.signal(m, "STOP"),
+            _ => f.etcd.kill(m),
+        }
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    // `mmm-control` says what each monitor does for the failsafe.
+    let (_, leader_says) = f.control("mon1", &["show"]);
+    let (_, standby_says) = f.control("mon2", &["show"]);
+    std::thread::sleep(Duration::from_secs(20));
+    let during = format!("while etcd's majority was lost (two members, SIG{how}, 30 s)");
+    assert!(
+        leader_says.contains("# failsafe: this monitor consents")
+            && leader_says.contains("it vouches for writer db1"),
+        "mon1 during the failsafe: {leader_says}"
+    );
+    assert!(
+        standby_says.contains("# failsafe: this monitor consents"),
+        "mon2 during the failsafe: {standby_says}"
+    );
+    let db2_writable = !f.c.db("db2").read_only();
+    let db3_writable = !f.c.db("db3").read_only();
+    for m in &followers {
+        match how {
+            "STOP" => f.etcd.signal(m, "CONT"),
+            _ => f.etcd.restart_in(&f.c.lab.net, m),
+        }
+    }
+    assert!(
+        !db2_writable && !db3_writable,
+        "a second writer {during}: db2 {db2_writable}, db3 {db3_writable}"
+    );
+    f.assert_no_failed_writes(&from_since(w.log()), &during);
+    assert!(
+        f.c.lab
+            .log("agent-db1.log")
+            .contains("the failsafe keeps the writer permit running"),
+        "db1's agent never took the failsafe:\n{}",
+        f.c.lab.log("agent-db1.log")
+    );
+    // etcd back: the same writer, writes still going.
+    std::thread::sleep(Duration::from_secs(5));
+    f.wait_show("mon1", "db1", "writer(192.0.2.100)", T);
+    f.assert_no_failed_writes(&from_since(w.log()), "after etcd's majority came back");
+    f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
+    f.wait_show("mon1", "db2", "writer(192.0.2.100)", T);
+    assert_servers(&f.c, "db2", &["db3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.stop();
+    assert_data(&f.c, &log, &["db2", "db3"]);
+}
+
+#[test]
+fn f25_etcd_majority_frozen_writes_go_on() {
+    if !require_root("f25") {
+        return;
+    }
+    majority_lost_writes_go_on("f25", "STOP");
+}
+
+#[test]
+fn f28_etcd_majority_killed_writes_go_on() {
+    if !require_root("f28") {
+        return;
+    }
+    majority_lost_writes_go_on("f28", "KILL");
+}
+
+/// The members of etcd that do not lead its raft now.
+fn etcd_followers(f: &Fleet) -> Vec<String> {
+    let leader = f.etcd.wait_raft_leader(T);
+    ["etcd1", "etcd2", "etcd3"]
+        .into_iter()
+        .filter(|m| *m != leader)
+        .map(str::to_string)
+        .collect()
+}
+
+/// etcd's majority lost, then the writer's mysqld killed: nothing is promoted without
+/// etcd (no monitor leads, and no agent holds a permit it could be made a writer with),
+/// and once etcd is back the fleet fails over to db2 with every acknowledged write kept.
+#[test]
+fn f26_a_writer_failure_without_etcd_waits_for_etcd() {
+    if !require_root("f26") {
+        return;
+    }
+    let f = up_fleet(Fleet::start_per_rule("f26"));
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+    let w = writer(&f.c);
+    let followers = etcd_followers(&f);
+    for m in &followers {
+        f.etcd.signal(m, "STOP");
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
+    std::thread::sleep(Duration::from_secs(8));
+    let promoted = ["db2", "db3"]
+        .into_iter()
+        .filter(|h| !f.c.db(h).read_only())
+        .collect::<Vec<_>>();
+    for m in &followers {
+        f.etcd.signal(m, "CONT");
+    }
+    assert!(
+        promoted.is_empty(),
+        "{promoted:?} made writable without etcd:\n{}",
+        f.logs(40)
+    );
+    db2_took_over(&f, "mon1", w);
+}
+
+/// A partition that leaves etcd's majority with the standby monitor only: the leader and
+/// every database host are cut from etcd, mon2 still reaches it. mon2 sends no consent
+/// (its veto), so db1's agent never takes the failsafe: it gives the writer up when its
+/// own permit ends, as without a failsafe, and mon2, elected once mon1's session expires,
+/// can never see two writers. Healed, the fleet has one writer again and every
+/// acknowledged write is kept.
+#[test]
+fn f27_a_monitor_that_reaches_etcd_vetoes_the_failsafe() {
+    if !require_root("f27") {
+        return;
+    }
+    let f = up_fleet(Fleet::start_per_rule("f27"));
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+    let w = writer(&f.c);
+    // mon1 is .2, the databases .11-.13.
+    let cut = |on: bool| {
+        for member in ["etcd1", "etcd2", "etcd3"] {
+            for ip in [
+                "192.0.2.2/32",
+                "192.0.2.11/32",
+                "192.0.2.12/32",
+                "192.0.2.13/32",
+            ] {
+                let op = if on { "add" } else { "del" };
+                f.c.lab
+                    .net
+                    .exec(member, &["ip", "route", op, "blackhole", ip]);
+            }
+        }
+    };
+    cut(true);
+    let mut writers_seen = Vec::new();
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        let writable: Vec<&str> = ["db1", "db2", "db3"]
+            .into_iter()
+            .filter(|h| !f.c.db(h).read_only())
+            .collect();
+        writers_seen.push(writable.len());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let db1_stopped = f.c.db("db1").read_only();
+    cut(false);
+    assert!(
+        writers_seen.iter().all(|n| *n <= 1),
+        "two writers while the leader and the databases were cut from etcd: {writers_seen:?}\n{}",
+        f.logs(40)
+    );
+    assert!(
+        db1_stopped,
+        "db1 still writable 15 s into the cut: the failsafe was taken against mon2's veto\n{}",
+        f.logs(40)
+    );
+    assert!(
+        !f.c.lab
+            .log("agent-db1.log")
+            .contains("the failsafe keeps the writer permit running"),
+        "db1's agent took the failsafe while mon2 reached etcd:\n{}",
+        f.c.lab.log("agent-db1.log")
+    );
+    // Healed: one writer again (whichever the fleet chose), nothing acknowledged lost.
+    let one = wait_for(T, || {
+        let w: Vec<&str> = ["db1", "db2", "db3"]
+            .into_iter()
+            .filter(|h| !f.c.db(h).read_only())
+            .collect();
+        (w.len() == 1).then(|| w[0].to_string())
+    });
+    let Some(writer_host) = one else {
+        panic!("no single writer after the heal:\n{}", f.logs(60));
+    };
+    f.wait_show("mon2", &writer_host, "writer(192.0.2.100)", T);
+    std::thread::sleep(Duration::from_secs(2));
+    let log = w.stop();
+    eprintln!(
+        "f27: {} writes failed while the leader and the databases were cut from etcd; writer after: {writer_host}",
+        log.failed.len()
+    );
+    let others: Vec<&str> = ["db1", "db2", "db3"]
+        .into_iter()
+        .filter(|h| *h != writer_host)
+        .collect();
+    assert_servers(&f.c, &writer_host, &others);
+    let mut all = vec![writer_host.as_str()];
+    all.extend(others);
+    assert_data(&f.c, &log, &all);
+}
+
+/// The leader frozen during a failsafe: its vouch stops, so db1's permit ends about 3/4
+/// `session_ttl` after the last answer it echoed and db1 gives the writer up; the thawed
+/// leader's frames count from before its freeze and revive nothing. Never two writers;
+/// once etcd is back the fleet has one writer again and nothing acknowledged is lost.
+#[test]
+fn f29_the_leader_frozen_during_a_failsafe() {
+    if !require_root("f29") {
+        return;
+    }
+    let mut f = up_fleet(Fleet::start_per_rule("f29"));
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+    let w = writer(&f.c);
+    let followers = etcd_followers(&f);
+    for m in &followers {
+        f.etcd.signal(m, "STOP");
+    }
+    let writers = |f: &Fleet| {
+        ["db1", "db2", "db3"]
+            .into_iter()
+            .filter(|h| !f.c.db(h).read_only())
+            .count()
+    };
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        writers(&f),
+        1,
+        "db1 writes through the failsafe before the freeze"
+    );
+    f.signal("mon1", "STOP");
+    let mut seen = Vec::new();
+    let mut db1_gave_up = false;
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        seen.push(writers(&f));
+        db1_gave_up |= f.c.db("db1").read_only();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    f.signal("mon1", "CONT");
+    std::thread::sleep(Duration::from_secs(3));
+    let db1_after_thaw = !f.c.db("db1").read_only();
+    for m in &followers {
+        f.etcd.signal(m, "CONT");
+    }
+    assert!(
+        seen.iter().all(|n| *n <= 1),
+        "two writers while the leader was frozen: {seen:?}"
+    );
+    assert!(
+        db1_gave_up && !db1_after_thaw,
+        "db1 kept (gave up: {db1_gave_up}) or got back (after the thaw: {db1_after_thaw}) the writer role without the leader's vouch:\n{}",
+        f.logs(40)
+    );
+    let one = wait_for(T, || {
+        let hs: Vec<&str> = ["db1", "db2", "db3"]
+            .into_iter()
+            .filter(|h| !f.c.db(h).read_only())
+            .collect();
+        (hs.len() == 1).then(|| hs[0].to_string())
+    });
+    let Some(writer_host) = one else {
+        panic!("no single writer once etcd was back:\n{}", f.logs(60));
+    };
+    f.wait_show("mon2", &writer_host, "writer(192.0.2.100)", T);
+    std::thread::sleep(Duration::from_secs(2));
+    let log = w.stop();
+    eprintln!(
+        "f29: {} writes failed (the leader frozen during the failsafe); writer after: {writer_host}",
+        log.failed.len()
+    );
+    let others: Vec<&str> = ["db1", "db2", "db3"]
+        .into_iter()
+        .filter(|h| *h != writer_host)
+        .collect();
+    assert_servers(&f.c, &writer_host, &others);
+    let mut all = vec![writer_host.as_str()];
+    all.extend(others);
+    assert_data(&f.c, &log, &all);
+}
+
+/// Someone who can write to etcd squats a monitor's name with a key bound to no lease
+/// (no monitor registers so): the monitor takes its name over and names the key, instead
+/// of waiting for a release that never comes and stopping; a squatted name of no running
+/// monitor is left out of the fleet's view and roster (it could never consent to a
+/// failsafe).
+#[test]
+fn f30_a_squatted_monitor_name_wedges_nothing() {
+    if !require_root("f30") {
+        return;
+    }
+    let f = Fleet::start("f30");
+    for name in ["mon2", "ghost"] {
+        let out = f.etcd.etcdctl(&["put", &keys().monitor(name), name]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let f = up_fleet(f);
+    assert!(
+        f.log("mon2").contains("held this monitor's name") && f.log("mon2").contains("taken over"),
+        "mon2 log:\n{}",
+        f.log("mon2")
+    );
+    let roster = wait_for(T, || {
+        let r = f.etcd_get(&keys().roster());
+        (r.contains("mon1") && r.contains("mon2")).then_some(r)
+    });
+    let roster = roster.unwrap_or_else(|| panic!("no roster with both monitors:\n{}", f.logs(30)));
+    assert!(
+        !roster.contains("ghost"),
+        "a squatted name in the roster: {roster}"
+    );
+}

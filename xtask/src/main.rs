@@ -72,6 +72,11 @@ const TEST_NEEDS: &[Need] = &[
         command: "openssl",
         package: "openssl",
     },
+    // The live page's test loads it in Debian's headless Chromium.
+    Need {
+        command: "chromium",
+        package: "chromium",
+    },
     // The packages' test (tests/tests/dist.rs); building them: DIST_NEEDS.
     Need {
         command: "lintian",

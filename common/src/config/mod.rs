@@ -158,8 +158,14 @@ pub struct MonitorConfig {
     pub mode: MonitorMode,
     pub wait_for_other_master: Duration,
     pub promotion_timeout: Duration,
-    /// Prometheus text endpoint, off when unset.
+    /// Prometheus text endpoint, off when unset (`http` serves `/metrics` too).
     pub metrics: Option<SocketAddr>,
+    /// The read-only HTTP listener (live page, `/status`, `/hosts/NAME`, `/events`,
+    /// `/metrics`), off when unset.
+    pub http: Option<SocketAddr>,
+    /// A token (one line, the file 0600) every HTTP request must carry, as a bearer
+    /// token or as basic auth's password; none: no authentication.
+    pub http_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -127,6 +127,8 @@ pub struct RawMonitor {
     pub wait_for_other_master: Option<String>,
     pub promotion_timeout: Option<String>,
     pub metrics: Option<String>,
+    pub http: Option<String>,
+    pub http_token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

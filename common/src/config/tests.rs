@@ -473,6 +473,42 @@ fn session_ttl_outlives_an_etcd_election_by_default() {
     );
 }
 
+/// The HTTP listener is optional; `metrics` keeps working beside it but not on its
+/// address (the listener serves /metrics itself), and a token needs a listener.
+#[test]
+fn the_http_listener_and_its_token() {
+    let c = parse(&MINIMAL.replace(
+        "[monitor]\n",
+        "[monitor]\nhttp = \"127.0.0.1:9992\"\nhttp_token_file = \"/etc/mmm/http.token\"\nmetrics = \"127.0.0.1:9990\"\n",
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.monitor.http,
+        Some("127.0.0.1:9992".parse().expect("addr"))
+    );
+    assert_eq!(
+        c.monitor.http_token_file.as_deref(),
+        Some(Path::new("/etc/mmm/http.token"))
+    );
+    assert_eq!(parse(MINIMAL).expect("valid").monitor.http, None);
+    let p = problems(&MINIMAL.replace(
+        "[monitor]\n",
+        "[monitor]\nhttp = \"localhost\"\nmetrics = \"127.0.0.1:1\"\nhttp_token_file = \"token\"\n",
+    ));
+    assert_has(&p, "monitor.http: \"localhost\" is not IP:PORT");
+    assert_has(&p, "monitor.http_token_file: must be an absolute path");
+    let p = problems(&MINIMAL.replace(
+        "[monitor]\n",
+        "[monitor]\nhttp = \"127.0.0.1:9992\"\nmetrics = \"127.0.0.1:9992\"\n",
+    ));
+    assert_has(&p, "monitor.metrics: is monitor.http's address");
+    let p = problems(&MINIMAL.replace(
+        "[monitor]\n",
+        "[monitor]\nhttp_token_file = \"/etc/mmm/http.token\"\n",
+    ));
+    assert_has(&p, "monitor.http_token_file: set without monitor.http");
+}
+
 proptest::proptest! {
     /// Whatever etcd's timings, the derived TTL satisfies the rule it is derived from:
     /// an election shorter than 3/8 of it.

@@ -48,6 +48,18 @@ impl Collector {
         }
     }
 
+    /// An optional `IP:PORT` listener address.
+    fn address(&mut self, key: &str, value: &Option<String>) -> Option<SocketAddr> {
+        let text = value.as_deref()?;
+        match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_not_an_address) => {
+                self.problem(key, format!("{text:?} is not IP:PORT"));
+                None
+            }
+        }
+    }
+
     /// A duration where zero means "off".
     fn optional_duration(&mut self, key: &str, value: &Option<String>) -> Option<Duration> {
         Some(self.duration(key, value, Duration::ZERO)).filter(|d| !d.is_zero())
@@ -537,16 +549,25 @@ fn monitor(c: &mut Collector, raw: &RawConfig) -> MonitorConfig {
     if flap_count == 0 {
         c.problem("monitor.flap_count", "must be at least 1");
     }
-    let metrics = m
-        .metrics
-        .as_deref()
-        .and_then(|s| match s.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                c.problem("monitor.metrics", format!("{s:?} is not IP:PORT"));
-                None
-            }
-        });
+    let metrics = c.address("monitor.metrics", &m.metrics);
+    let http = c.address("monitor.http", &m.http);
+    if metrics.is_some() && metrics == http {
+        c.problem(
+            "monitor.metrics",
+            "is monitor.http's address: the HTTP listener serves /metrics too, leave monitor.metrics out",
+        );
+    }
+    let http_token_file = m.http_token_file.as_deref().map(PathBuf::from);
+    match &http_token_file {
+        Some(p) if !p.is_absolute() => {
+            c.problem("monitor.http_token_file", "must be an absolute path")
+        }
+        Some(_) if http.is_none() => c.problem(
+            "monitor.http_token_file",
+            "set without monitor.http: there is no HTTP listener for it to protect",
+        ),
+        _ => {}
+    }
     MonitorConfig {
         control,
         status_path: m
@@ -602,6 +623,8 @@ fn monitor(c: &mut Collector, raw: &RawConfig) -> MonitorConfig {
             Duration::from_secs(10),
         ),
         metrics,
+        http,
+        http_token_file,
     }
 }
 

@@ -58,6 +58,15 @@ impl Keys {
         format!("{}/cluster", self.prefix)
     }
 
+    /// `<prefix>/roster`: the monitors that may lead, sealed with the cluster key, one name
+    /// a line. Written by the leader, guarded, when the registered monitors change; no
+    /// lease. A monitor campaigns only while it is listed (or no roster exists yet), and
+    /// the writer's failsafe needs the consent of every monitor listed
+    /// (monitor/src/daemon/seat/roster.rs).
+    pub fn roster(&self) -> String {
+        format!("{}/roster", self.prefix)
+    }
+
     /// `<prefix>/status`: the status record (JSON), what a monitor alone keeps in its
     /// status file. Written by the leader, guarded, whenever the record changes; no lease.
     /// Read by each newly elected leader, which resumes from it.
@@ -146,6 +155,7 @@ mod tests {
         assert_eq!(k.agent("db1"), "/mmm/main/agents/db1");
         assert_eq!(k.revoked("db1"), "/mmm/main/revoked/db1");
         assert_eq!(k.monitors(), "/mmm/main/monitors/");
+        assert_eq!(k.roster(), "/mmm/main/roster");
         assert_eq!(k.monitor("mon1"), "/mmm/main/monitors/mon1");
         assert_eq!(k.commands(), "/mmm/main/commands/");
         assert_eq!(k.command("mon2-1-1-100"), "/mmm/main/commands/mon2-1-1-100");

@@ -16,7 +16,7 @@ pub const MAGIC: [u8; 2] = *b"MM";
 /// 4: every session frame is authenticated under the fleet's term.
 /// 5: DesiredState carries the writer VIPs to park.
 /// 6: the Hello's term carries its epoch (crate::epoch), bound into the session keys too.
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 pub const HEADER_LEN: usize = 16;
 pub const MAC_LEN: usize = 16;
 /// The one bound on a payload, for senders and receivers alike: the most the header's

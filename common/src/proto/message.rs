@@ -32,6 +32,7 @@ wire_enum!(
         Welcome = 0x04,
         Heartbeat = 0x10,
         AgentHeartbeat = 0x11,
+        Consent = 0x12,
         DesiredState = 0x20,
         Applied = 0x21,
         StatusQuery = 0x30,
@@ -143,7 +144,10 @@ pub mod hb_flags {
     pub const SELF_FENCED: u8 = 0x08;
     /// mysqld answered the agent's last query.
     pub const MYSQL_UP: u8 = 0x10;
-    pub const ALL: u8 = 0x1f;
+    /// In a fleet: the agent's own etcd lease was renewed lately (protocol version 7).
+    /// A monitor vouches for a failsafe only while every agent says it cannot.
+    pub const ETCD_OK: u8 = 0x20;
+    pub const ALL: u8 = 0x3f;
 }
 
 /// agent -> monitor, the answer to every heartbeat. Small by design: about 50 bytes on
@@ -159,6 +163,27 @@ pub struct AgentHeartbeat {
     /// Replication source as IP and port; `None` when the server replicates from nobody.
     pub source: Option<(Ipv4Addr, u16)>,
     pub held_vips: Vec<Ipv4Addr>,
+}
+
+/// monitor -> agent (protocol version 7), after an [`AgentHeartbeat`], only while the
+/// monitor cannot reach etcd: it consents to the writer's failsafe and promises to end no
+/// writer's permit by waiting before `failsafe_ttl` after sending this. The leader of the
+/// agent's current term adds its vouch: the monitors whose consents the failsafe needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consent {
+    /// The request id of the [`Heartbeat`] whose answer this follows. The agent counts
+    /// the consent from when it sent that answer, on its own clock, so neither a late
+    /// frame nor another host's clock can stretch it.
+    pub echo: u32,
+    /// The newest term the consenting monitor knows of (led, or read at
+    /// `<prefix>/cluster`): a consent counts only toward a failsafe of that very term. A
+    /// monitor that knows a later term (it led one, or saw one elected) may have listed
+    /// monitors the vouch does not name.
+    pub known: crate::epoch::Term,
+    /// The vouching leader's term (`Term::NONE`: a consent alone).
+    pub vouch: crate::epoch::Term,
+    /// With a vouch: every monitor of the fleet's roster, the voucher included.
+    pub roster: Vec<String>,
 }
 
 /// monitor -> agent: everything the host should be, applied idempotently.
@@ -339,6 +364,7 @@ pub enum Message {
     Welcome(Welcome),
     Heartbeat(Heartbeat),
     AgentHeartbeat(AgentHeartbeat),
+    Consent(Consent),
     DesiredState(DesiredState),
     Applied(Applied),
     StatusQuery,
@@ -358,6 +384,7 @@ impl Message {
             Message::Welcome(_) => MessageType::Welcome,
             Message::Heartbeat(_) => MessageType::Heartbeat,
             Message::AgentHeartbeat(_) => MessageType::AgentHeartbeat,
+            Message::Consent(_) => MessageType::Consent,
             Message::DesiredState(_) => MessageType::DesiredState,
             Message::Applied(_) => MessageType::Applied,
             Message::StatusQuery => MessageType::StatusQuery,
@@ -402,6 +429,17 @@ impl Message {
                 w.count8("held_vips", m.held_vips.len())?;
                 for ip in &m.held_vips {
                     w.ipv4(*ip);
+                }
+            }
+            Message::Consent(m) => {
+                w.u32(m.echo);
+                w.u64(m.known.rev);
+                w.u64(m.known.epoch);
+                w.u64(m.vouch.rev);
+                w.u64(m.vouch.epoch);
+                w.count8("roster", m.roster.len())?;
+                for name in &m.roster {
+                    w.str8("roster name", name)?;
                 }
             }
             Message::DesiredState(m) => {
@@ -567,6 +605,28 @@ impl Message {
                     probe,
                     source,
                     held_vips,
+                })
+            }
+            MessageType::Consent => {
+                let echo = r.u32("echo")?;
+                let known = crate::epoch::Term {
+                    rev: r.u64("known term")?,
+                    epoch: r.u64("known epoch")?,
+                };
+                let vouch = crate::epoch::Term {
+                    rev: r.u64("vouch term")?,
+                    epoch: r.u64("vouch epoch")?,
+                };
+                let n = r.u8("roster")?;
+                let mut roster = Vec::with_capacity(n.into());
+                for _ in 0..n {
+                    roster.push(r.str8("roster name")?);
+                }
+                Message::Consent(Consent {
+                    echo,
+                    known,
+                    vouch,
+                    roster,
                 })
             }
             MessageType::DesiredState => {

@@ -59,6 +59,27 @@ fn all_messages() -> Vec<Message> {
             source: Some((Ipv4Addr::new(10, 0, 0, 11), 3306)),
             held_vips: vec![ip, Ipv4Addr::new(10, 0, 0, 101)],
         }),
+        Message::Consent(Consent {
+            echo: 42,
+            known: Term {
+                epoch: 9,
+                rev: 1234,
+            },
+            vouch: Term::NONE,
+            roster: vec![],
+        }),
+        Message::Consent(Consent {
+            echo: u32::MAX,
+            known: Term {
+                epoch: 9,
+                rev: 1234,
+            },
+            vouch: Term {
+                epoch: 9,
+                rev: 1234,
+            },
+            roster: vec!["mon1".into(), "mon2".into(), "mon3".into()],
+        }),
         Message::DesiredState(DesiredState {
             epoch: 8,
             state: HostState::Online,
@@ -830,7 +851,7 @@ fn the_term_reaches_the_agent_and_binds_every_frame() {
     assert!(same.opener.open(&one(&frame)).is_ok(), "the same term");
 }
 
-/// The Hello byte for byte (protocol version 6): an agent and a monitor built apart agree
+/// The Hello byte for byte (protocol version 7; its layout is version 6's): an agent and a monitor built apart agree
 /// on where the term's revision and epoch are, and a version-5 peer is refused by the
 /// version byte, never misread.
 #[test]
@@ -840,7 +861,7 @@ fn the_hello_is_laid_out_byte_for_byte() {
         rev: 0x1112_1314_1516_1718,
     };
     let (_, hello) = MonitorHandshake::start(&key(1), "mon", "db1", term, [0xaa; 16]).unwrap();
-    let mut expected = vec![b'M', b'M', 6, MessageType::Hello as u8, 0, 0];
+    let mut expected = vec![b'M', b'M', 7, MessageType::Hello as u8, 0, 0];
     let payload_len = 16 + 1 + 3 + 1 + 3 + 8 + 8;
     expected.extend_from_slice(&(payload_len as u16).to_be_bytes());
     expected.extend_from_slice(&[0, 0, 0, 0]); // request id
@@ -876,5 +897,43 @@ fn a_reject_after_the_hello_is_read_as_the_reason() {
     match mh.on_challenge(&one(&refusal)) {
         Err(FrameError::PeerRejected { message }) => assert_eq!(message, "term 3 is over"),
         other => panic!("expected the refusal, got {other:?}"),
+    }
+}
+
+/// A Consent byte for byte (protocol version 7): the echoed heartbeat request id, the
+/// term the monitor knows and the vouching term (revision, epoch each) and the roster,
+/// each name with its length.
+#[test]
+fn a_consent_is_laid_out_byte_for_byte() {
+    let m = Message::Consent(Consent {
+        echo: 0x0a0b_0c0d,
+        known: Term {
+            epoch: 0x2122_2324_2526_2728,
+            rev: 0x3132_3334_3536_3738,
+        },
+        vouch: Term {
+            epoch: 0x0102_0304_0506_0708,
+            rev: 0x1112_1314_1516_1718,
+        },
+        roster: vec!["m1".into(), "mon2".into()],
+    });
+    let mut payload = Vec::new();
+    m.encode_payload(&mut payload).unwrap();
+    let mut expected = vec![0x0a, 0x0b, 0x0c, 0x0d];
+    expected.extend_from_slice(&[0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38]);
+    expected.extend_from_slice(&[0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28]);
+    expected.extend_from_slice(&[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+    expected.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    expected.extend_from_slice(&[2, 2, b'm', b'1', 4, b'm', b'o', b'n', b'2']);
+    assert_eq!(payload, expected);
+    assert_eq!(
+        Message::decode_payload(MessageType::Consent, &payload).unwrap(),
+        m
+    );
+    // A witness is never a term an agent could enter.
+    assert!(Term::WITNESS.is_witness() && !Term::NONE.is_witness());
+    // Cut anywhere, it is malformed, never a shorter roster.
+    for cut in 0..expected.len() {
+        assert!(Message::decode_payload(MessageType::Consent, &expected[..cut]).is_err());
     }
 }

@@ -298,6 +298,25 @@ impl AgentLink {
         }
     }
 
+    /// A heartbeat, and the request id its answer came back under (a witness echoes it
+    /// in its consent: crate::witness).
+    pub async fn heartbeat_with_id(
+        &mut self,
+        epoch: u32,
+        timeout: Duration,
+    ) -> Result<(u32, AgentHeartbeat), LinkError> {
+        let id = self.next_id;
+        let hb = self.heartbeat(epoch, timeout).await?;
+        Ok((id.max(1), hb))
+    }
+
+    /// Sends `msg`, which has no answer.
+    pub async fn send(&mut self, msg: &Message, timeout: Duration) -> Result<(), LinkError> {
+        let id = self.next_request_id();
+        self.queue(msg, id)?;
+        self.flush(timeout).await
+    }
+
     pub async fn heartbeat(
         &mut self,
         epoch: u32,

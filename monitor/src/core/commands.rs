@@ -101,6 +101,7 @@ impl Cluster {
             r.flapping = false;
             r.flaps.clear();
         }
+        self.remember_transition(now, host, from, HostState::Online, "set online by admin");
         self.transitions += 1;
         self.rejoin_replication(now, host, out);
         self.after_changes(now, out);
@@ -203,6 +204,13 @@ impl Cluster {
             r.since = now;
             r.reason = "set offline by admin".into();
         }
+        self.remember_transition(
+            now,
+            host,
+            h.state,
+            HostState::AdminOffline,
+            "set offline by admin",
+        );
         self.transitions += 1;
         self.clear_roles(now, host, out);
         // MMM's turn_off_slave: an offline host stops replicating (maintenance, backups);

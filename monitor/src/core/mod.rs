@@ -9,6 +9,8 @@
 mod assign;
 pub mod commands;
 pub mod health;
+pub mod history;
+pub mod observed;
 mod park;
 mod permitless;
 pub mod promote;
@@ -354,6 +356,11 @@ pub struct Cluster {
     timer: Option<Millis>,
     /// Host name -> index into `hosts`: events name hosts, and clusters have hundreds.
     index: std::collections::HashMap<String, usize>,
+    /// Recent transitions and failovers, for `show --json`.
+    history: history::History,
+    /// What the checks read of each host's replication, for `show --json` (host name ->
+    /// reading). Told by the shell, like the UTC offset: nothing is decided on it.
+    observed: observed::Observed,
 }
 
 impl Cluster {
@@ -424,6 +431,8 @@ impl Cluster {
                 .enumerate()
                 .map(|(i, h)| (h.name.clone(), i))
                 .collect(),
+            history: Default::default(),
+            observed: Default::default(),
             config,
         }
     }

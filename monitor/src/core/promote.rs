@@ -12,6 +12,7 @@
 //! Every phase has a deadline; a candidate that cannot catch up in promotion_timeout is
 //! refused, not promoted.
 
+use super::history::{Failover, Outcome};
 use super::{Action, Cluster, Millis};
 use mmm_common::gtid::GtidSet;
 use mmm_common::proto::{self, ActionOutcome, Position, StatusReport};
@@ -1041,6 +1042,8 @@ impl Cluster {
         if let Some(peer) = self.host(&p.to).and_then(|h| h.peer.clone()) {
             self.rejoin_after_promotion.remove(&peer);
         }
+        self.history
+            .failover(Failover::of(&p, now, Outcome::Promoted, None));
         let total = now.saturating_sub(p.started);
         let timeline: Vec<String> = p
             .timeline
@@ -1084,6 +1087,12 @@ impl Cluster {
             return;
         };
         self.roles.set_writer_holder(None);
+        self.history.failover(Failover::of(
+            &p,
+            now,
+            Outcome::Refused,
+            Some(reason.clone()),
+        ));
         out.push(Action::Notify {
             host: Some(p.to.clone()),
             message: format!("Refusing to promote '{}': {reason}", p.to),

@@ -254,7 +254,25 @@ impl Cluster {
                     "checks": CheckKind::ALL.iter().map(|c| (c.to_string(), serde_json::json!({
                         "ok": self.check_ok(h, *c, now),
                         "message": h.check(*c).message,
+                        "last_change_ms": h.check(*c).last_change,
                     }))).collect::<serde_json::Map<_, _>>(),
+                    "state_since_ms": h.since,
+                    "vips": self.roles.ips.iter()
+                        .filter(|r| r.holder.as_deref() == Some(h.name.as_str()))
+                        .map(|r| serde_json::json!({"role": r.role, "ip": r.ip.map(|ip| ip.to_string())}))
+                        .collect::<Vec<_>>(),
+                    "agent": h.view.as_ref().map(|v| serde_json::json!({
+                        "mysql_up": v.mysql_up,
+                        "read_only": v.read_only,
+                        "self_fenced": v.self_fenced,
+                        "held_vips": v.held_vips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "source": v.source.map(|(ip, port)| format!("{ip}:{port}")),
+                        "replicating": v.replicating,
+                        "uptime_s": v.uptime_s,
+                    })),
+                    "replication": self.replication_json(&h.name),
+                    "gtid": h.gtid.as_ref().map(ToString::to_string),
+                    "gtid_at_ms": h.gtid_at,
                 })
             })
             .collect();
@@ -270,10 +288,33 @@ impl Cluster {
             })),
             "network_ok": self.network_ok,
             "fleet": self.fleet.as_ref().map(|f| serde_json::json!({"leader": f.leader, "term": f.term, "epoch": format!("{:016x}", f.epoch), "standby": f.standbys, "etcd": f.etcd})),
-            "promotion": self.promotion.as_ref().map(|p| serde_json::json!({"to": p.to, "from": p.from, "reason": p.reason})),
+            "promotion": self.promotion.as_ref().map(|p| serde_json::json!({"to": p.to, "from": p.from, "reason": p.reason, "started_ms": p.started, "steps": super::history::steps(p)})),
             "hosts": hosts,
+            "transitions": self.history.transitions().collect::<Vec<_>>(),
+            "failovers": self.history.failovers().collect::<Vec<_>>(),
         }))
         .expect("JSON values always serialise")
+    }
+}
+
+impl Cluster {
+    /// `host`'s last replication reading, its source named as a configured host where
+    /// its address is one.
+    fn replication_json(&self, host: &str) -> serde_json::Value {
+        let Some(r) = self.replication(host) else {
+            return serde_json::Value::Null;
+        };
+        let mut v = serde_json::to_value(r).expect("a reading always serialises");
+        let source = r.replication.source_host.as_deref().and_then(|s| {
+            self.hosts
+                .iter()
+                .find(|h| h.ip.to_string() == s || h.name == s)
+                .map(|h| h.name.clone())
+        });
+        if let Some(m) = v.as_object_mut() {
+            m.insert("source".into(), source.into());
+        }
+        v
     }
 }
 

@@ -82,6 +82,7 @@ impl Cluster {
                 }
             ),
         });
+        self.remember_transition(now, name, from, to, &reason);
         // Roles live only on ONLINE hosts; MMM kept them in manual mode.
         if to != HostState::Online
             && !matches!(

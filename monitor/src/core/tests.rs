@@ -1375,6 +1375,63 @@ fn lagging_candidate_is_refused_with_a_reason_and_retried() {
     assert_eq!(s.c.active_master(), Some("db2"));
 }
 
+/// `show --json` carries what the live page shows of the past: each state transition,
+/// and each failover, refused or done, with its cause and its timeline's offsets.
+#[test]
+fn show_json_carries_transitions_and_failover_timelines() {
+    let mut s = Sim::online(config(&[]));
+    s.hosts.get_mut("db2").unwrap().catch_up = ActionOutcome::TimedOut;
+    s.hosts.get_mut("db1").unwrap().mysql_alive = false;
+    s.hosts.get_mut("db1").unwrap().writable = false;
+    s.run_for(500);
+    s.hosts.get_mut("db2").unwrap().catch_up = ActionOutcome::Ok;
+    s.run_for(6000);
+    assert_eq!(s.c.active_master(), Some("db2"));
+    let v: serde_json::Value = serde_json::from_str(&s.c.show_json(s.now)).expect("JSON");
+    let t = v["transitions"].as_array().expect("transitions");
+    assert!(
+        t.iter()
+            .any(|t| t["host"] == "db1" && t["from"] == "ONLINE" && t["to"] == "HARD_OFFLINE"),
+        "{t:?}"
+    );
+    // The start-up's own promotion of db1, then the refused one, then the retry.
+    let f = v["failovers"].as_array().expect("failovers");
+    assert_eq!(f.len(), 3, "{f:?}");
+    let f = &f[1..];
+    assert_eq!(f[0]["outcome"], "refused");
+    assert_eq!((&f[0]["from"], &f[0]["to"]), (&"db1".into(), &"db2".into()));
+    assert_eq!(f[0]["cause"], "'db1' lost the writer role");
+    assert!(f[0]["refusal"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("did not catch up"));
+    assert_eq!(f[1]["outcome"], "promoted");
+    assert_eq!(f[1]["to"], "db2");
+    let steps = f[1]["steps"].as_array().expect("steps");
+    assert!(steps.len() >= 3, "{steps:?}");
+    assert_eq!(steps[0]["offset_ms"], 0);
+    let offsets: Vec<u64> = steps
+        .iter()
+        .filter_map(|s| s["offset_ms"].as_u64())
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    assert!(f[1]["total_ms"].as_u64() >= offsets.last().copied());
+    // The hosts carry their VIPs and their agent's view beside the role labels.
+    let db2 = v["hosts"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["name"] == "db2"))
+        .expect("db2");
+    assert!(
+        db2["vips"]
+            .as_array()
+            .expect("vips")
+            .iter()
+            .any(|r| r["role"] == "writer" && r["ip"] == "192.0.2.100"),
+        "{db2}"
+    );
+    assert_eq!(db2["agent"]["read_only"], false, "{db2}");
+}
+
 /// The agent says, as a typed outcome, that the candidate replicates from nobody: nothing
 /// to catch up on, the promotion goes on. Any other failure text refuses it.
 #[test]

@@ -4,6 +4,7 @@
 //! other ([`run_ping`]).
 
 use super::ping::{PingError, Pinger};
+use crate::core::observed::Replication;
 use crate::core::{CheckResult, Event};
 use crate::replica::{self, ReadError};
 use mmm_common::config::{CheckConfig, Host};
@@ -17,11 +18,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-/// What a check reports besides its result: how long it took (for metrics).
+/// What a check reports besides its result: how long it took (for metrics), and what a
+/// replication check read (for `show --json`).
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub event: Event,
     pub latency: Duration,
+    pub replication: Option<Result<Replication, String>>,
 }
 
 /// MySQL's "too many connections": the server is alive and busy.
@@ -113,6 +116,38 @@ impl Mysql {
             })?;
         Ok(rows.first().map(replica::status_of))
     }
+
+    /// The server's executed GTID set, in the dialect of the connection the replica
+    /// status was just read on; none when it cannot be read (shown, never judged).
+    async fn executed_gtids(&mut self) -> Option<String> {
+        let dialect = self.dialect?;
+        let rows = self.rows(dialect.executed_gtid_set()).await.ok()?;
+        rows.first()?.get_opt::<Option<String>, _>(0)?.ok()?
+    }
+}
+
+/// What `show --json` shows of a replica status reading.
+fn replication_of(
+    status: &Result<Option<ReplicaStatus>, ReadError>,
+    executed_gtids: Option<String>,
+) -> Result<Replication, String> {
+    match status {
+        Err(e) => Err(error_chain(e)),
+        Ok(None) => Ok(Replication {
+            executed_gtids,
+            ..Default::default()
+        }),
+        Ok(Some(s)) => Ok(Replication {
+            source_host: s.source_host.clone(),
+            source_port: s.source_port,
+            io_running: s.io_running.clone(),
+            sql_running: s.sql_running.clone(),
+            lag_s: s.seconds_behind,
+            received_gtids: s.received_gtids.clone(),
+            executed_gtids,
+            last_error: s.last_error(),
+        }),
+    }
 }
 
 /// Runs one check forever, sending each result to the core. `kinds` is one check, or
@@ -146,7 +181,7 @@ pub async fn run(
             interval.tick().await;
             let start = tokio::time::Instant::now();
             let started = clock.now();
-            let results = match tokio::time::timeout(
+            let (results, mut replication) = match tokio::time::timeout(
                 cfg.timeout,
                 once(&kinds, &host, &cfg, &pinger, &mut mysql),
             )
@@ -156,11 +191,19 @@ pub async fn run(
                 Err(_elapsed) => {
                     // Whatever it waited on may be stuck: start afresh next time.
                     mysql.conn = None;
+                    let message = format!("no answer within {:?}", cfg.timeout);
                     let failed = CheckResult::Failed {
-                        message: format!("no answer within {:?}", cfg.timeout),
+                        message: message.clone(),
                         refused: false,
                     };
-                    kinds.iter().map(|k| (*k, failed.clone())).collect()
+                    let replication = kinds
+                        .iter()
+                        .any(|k| matches!(k, CheckKind::RepThreads | CheckKind::RepBacklog))
+                        .then_some(Err(message));
+                    (
+                        kinds.iter().map(|k| (*k, failed.clone())).collect(),
+                        replication,
+                    )
                 }
             };
             let latency = start.elapsed();
@@ -173,6 +216,8 @@ pub async fn run(
                         started,
                     },
                     latency,
+                    // One reading, told once.
+                    replication: replication.take(),
                 };
                 if events.send(sample).await.is_err() {
                     return;
@@ -243,6 +288,7 @@ pub async fn run_ping(
                             started,
                         },
                         latency,
+                        replication: None,
                     };
                     if events.send(sample).await.is_err() {
                         return;
@@ -269,28 +315,39 @@ fn ping_result(r: Result<Duration, PingError>) -> CheckResult {
     }
 }
 
+/// Each check's result, and what a replication check read.
+type Once = (
+    Vec<(CheckKind, CheckResult)>,
+    Option<Result<Replication, String>>,
+);
+
 async fn once(
     kinds: &[CheckKind],
     host: &Host,
     cfg: &CheckConfig,
     pinger: &Pinger,
     mysql: &mut Mysql,
-) -> Vec<(CheckKind, CheckResult)> {
+) -> Once {
     let replication = kinds
         .iter()
         .all(|k| matches!(k, CheckKind::RepThreads | CheckKind::RepBacklog));
     if replication {
         let status = mysql.replica_status().await;
-        return kinds
+        let executed = match status {
+            Ok(_) => mysql.executed_gtids().await,
+            Err(_) => None,
+        };
+        let results = kinds
             .iter()
             .map(|k| (*k, replication_result(*k, &status, cfg)))
             .collect();
+        return (results, Some(replication_of(&status, executed)));
     }
     let mut out = Vec::with_capacity(kinds.len());
     for kind in kinds {
         out.push((*kind, single(*kind, host, cfg, pinger, mysql).await));
     }
-    out
+    (out, None)
 }
 
 /// rep_threads or rep_backlog from one reading of the replica status.
@@ -416,6 +473,7 @@ pub async fn network_guard(
             .send(Sample {
                 event: Event::Network { ok },
                 latency: start.elapsed(),
+                replication: None,
             })
             .await
             .is_err()

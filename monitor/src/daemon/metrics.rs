@@ -1,11 +1,10 @@
-//! The optional Prometheus text endpoint (`monitor.metrics`): host states, role holders,
-//! check latencies, failover counts and durations, each agent's probe.
+//! The Prometheus text (`/metrics` of `monitor.http`, and `monitor.metrics`): host
+//! states, role holders, check latencies, failover counts and durations, each agent's
+//! probe. Served by http/.
 
 use mmm_common::types::HostState;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -81,25 +80,6 @@ pub fn render(m: &Metrics) -> String {
         m.last_failover_seconds
     ));
     out
-}
-
-/// Answers every HTTP request on `addr` with the metrics text.
-pub async fn serve(addr: SocketAddr, metrics: Shared) -> std::io::Result<()> {
-    let l = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "metrics endpoint listening");
-    loop {
-        let Some((mut s, _)) = super::control::accepted(l.accept().await, "metrics").await else {
-            continue;
-        };
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf)).await;
-            let body = render(&m.lock().unwrap_or_else(|p| p.into_inner()));
-            let resp = format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-            let _ = s.write_all(resp.as_bytes()).await;
-        });
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod checks;
 pub mod control;
+pub mod http;
 pub mod links;
 pub mod metrics;
 pub mod notify;
@@ -40,6 +41,8 @@ pub enum DaemonError {
     ForeignPrefix { key: String },
     #[error("the fleet's epoch")]
     Epoch(#[source] mmm_common::epoch::RandomError),
+    #[error("starting the HTTP listener")]
+    Http(#[from] http::StartError),
     #[error("starting the control socket on {addr}")]
     Control {
         addr: String,
@@ -294,6 +297,9 @@ pub struct Process {
     pub metrics: metrics::Shared,
     pub control: mpsc::Receiver<control::Request>,
     pub life: Life,
+    /// Held while this process drives the agents: the HTTP listener asks the event loop
+    /// then, and serves a standby's own view otherwise.
+    pub driving: http::Driving,
 }
 
 /// What ends the process.
@@ -341,12 +347,11 @@ pub async fn run(
         ctl_addr.clone(),
         control_key,
         reply_timeout,
-        ctl_tx,
+        ctl_tx.clone(),
     ));
     let metrics: metrics::Shared = Default::default();
-    if let Some(addr) = config.monitor.metrics {
-        tokio::spawn(metrics::serve(addr, metrics.clone()));
-    }
+    let driving = http::Driving::default();
+    http::start(&config, &name, ctl_tx, metrics.clone(), driving.clone()).await?;
     let mut process = Process {
         config: config.clone(),
         timing: Timing::from_config(&config),
@@ -358,6 +363,7 @@ pub async fn run(
             control_addr: ctl_addr.to_string(),
             stop,
         },
+        driving,
     };
     place.run(&mut process, name).await
 }
@@ -375,6 +381,7 @@ pub async fn lead<S: Seat>(
 ) -> Result<LeadEnded, DaemonError> {
     let config = process.config.clone();
     let timing = process.timing;
+    let _driving = process.driving.hold();
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
     let (check_tx, check_rx) = mpsc::channel::<checks::Sample>(4096);
     // Dropped on return: every link and check of this term ends with it.
@@ -638,6 +645,9 @@ async fn event_loop<S: Seat>(
             Some(s) = inputs.checks.recv() => {
                 if let Event::Check { host, check, .. } = &s.event {
                     shell.metrics.lock().unwrap_or_else(|p| p.into_inner()).check_latency.insert((host.clone(), check.to_string()), s.latency.as_secs_f64());
+                    if let Some(read) = s.replication {
+                        cluster.observe_replication(host, clock.now(), read);
+                    }
                 }
                 Ok(s.event)
             }

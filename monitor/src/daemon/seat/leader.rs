@@ -48,6 +48,8 @@ pub struct Leader {
     status: Option<StatusWriter>,
     /// The commands standbys forward, and their answers.
     inbox: Inbox,
+    /// The writer's failsafe: this term's vouch, and the consents' promise.
+    witness: Arc<crate::witness::Witness>,
 }
 
 impl Drop for Leader {
@@ -65,12 +67,14 @@ impl Leader {
     pub async fn start(
         mut fleet: Fleet,
         lead: Leadership,
-        name: String,
         epoch: u64,
         session: &Session,
         etcd: EtcdTiming,
         key: ClusterKey,
+        witness: Arc<crate::witness::Witness>,
     ) -> Result<Leader, FleetError> {
+        // The witness is this monitor's: it carries its name.
+        let name = witness.name().to_string();
         let (deposed, _) = watch::channel(false);
         let deposed = Arc::new(deposed);
         let mut background = Vec::new();
@@ -148,7 +152,53 @@ impl Leader {
             .abort_handle(),
         );
         let status = StatusWriter::start(fleet.clone(), lead.clone(), deposed.clone(), key.clone());
-        let inbox = Inbox::new(fleet.clone(), session.lease, key, lead.term);
+        let inbox = Inbox::new(fleet.clone(), session.lease, key.clone(), lead.term);
+        // The roster: every registered monitor may lead after this one (roster.rs).
+        let written: Arc<Mutex<Option<Vec<String>>>> = Arc::default();
+        let (mut f, l, k, me, wr) = (
+            fleet.clone(),
+            lead.clone(),
+            key.clone(),
+            name.clone(),
+            written.clone(),
+        );
+        background.push(
+            tokio::spawn(async move {
+                let mut roster = super::roster::Keeper::default();
+                loop {
+                    if let Err(e) = roster.keep(&mut f, &l, &k, &me, &wr).await {
+                        tracing::debug!(error = %crate::error_chain(&e), "keeping the fleet's roster failed; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+            .abort_handle(),
+        );
+        // What this term would vouch with if etcd went away: kept fresh while it leads,
+        // and kept by the witness after (agents still following this term take it). Only
+        // with a roster written: a monitor elected later is one of its names.
+        let (w, writer_now) = (witness.clone(), writer.subscribe());
+        let term = Term {
+            epoch,
+            rev: lead.term,
+        };
+        background.push(
+            tokio::spawn(async move {
+                loop {
+                    let roster = written.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if let Some(roster) = roster {
+                        let writer = writer_now.borrow().as_ref().map(|(h, _, _)| h.clone());
+                        w.set_lead(crate::witness::Vouching {
+                            term,
+                            writer,
+                            roster,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .abort_handle(),
+        );
         Ok(Leader {
             fleet,
             lead,
@@ -162,6 +212,7 @@ impl Leader {
             background,
             status: Some(status),
             inbox,
+            witness,
         })
     }
 }
@@ -224,6 +275,9 @@ impl Seat for Leader {
         let mut fleet = self.fleet.clone();
         let lead = self.lead.clone();
         let (etcd, agents, deposed) = (self.etcd, self.agents.clone(), self.deposed.clone());
+        let witness = self.witness.clone();
+        // From now on no consent of this monitor reaches the host it fences.
+        witness.fencing(&host);
         tokio::spawn(async move {
             let start = Instant::now();
             let revoked_key = fleet.keys().revoked(&host);
@@ -316,8 +370,18 @@ impl Seat for Leader {
                     }
                 }
             };
+            // A writer may hold its permit through the failsafe, on consents this monitor
+            // (or an earlier run of it) gave while etcd was out of its reach: never
+            // counted over before they ran out, read again after each wait, since other
+            // hosts are consented to meanwhile (crate::witness).
             tokio::time::sleep_until(over_at).await;
+            let promised = witness.promised_until(&host);
+            if promised > Instant::now() {
+                tracing::info!(%host, wait = ?(promised - Instant::now()), "waiting out this monitor's failsafe consents before counting the writer's permit over");
+            }
+            witness.wait_out_promise(&host).await;
             if !*deposed.borrow() {
+                witness.fenced(&host);
                 let _ = events.send(Event::LeaseEnded { host }).await;
             }
         });

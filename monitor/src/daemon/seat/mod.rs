@@ -11,6 +11,7 @@ pub mod alone;
 pub mod campaign;
 pub mod forward;
 pub mod leader;
+pub mod roster;
 pub mod sealed;
 pub mod standby;
 

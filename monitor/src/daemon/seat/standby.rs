@@ -34,6 +34,9 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
     let timeout = c
         .session_ttl
         .clamp(Duration::from_millis(500), Duration::from_secs(2));
+    // Witness sessions to every agent, for the monitor's life: the writer's failsafe
+    // while etcd is out of reach (crate::witness).
+    let witness = crate::witness::Witness::start(&config, &process.key, &name);
     let mut unreachable_said = false;
     // This process's recent sessions: one counted lost may still hold our name in etcd.
     let mut earlier: Vec<i64> = Vec::new();
@@ -41,7 +44,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
     let mut name_taken: Option<tokio::time::Instant> = None;
     loop {
         let connected = tokio::select! {
-            stopped = serve_unconnected(process, "ERROR: This monitor cannot reach etcd and stands by, retrying: connecting to etcd") => return stopped,
+            stopped = serve_unconnected(process, &witness, "ERROR: This monitor cannot reach etcd and stands by, retrying: connecting to etcd") => return stopped,
             c = connect(&c, timeout) => c,
         };
         let (mut fleet, mut session) = match connected {
@@ -55,7 +58,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 let refusal =
                     format!("ERROR: This monitor cannot reach etcd and stands by, retrying: {why}");
                 tokio::select! {
-                    stopped = serve_unconnected(process, &refusal) => return stopped,
+                    stopped = serve_unconnected(process, &witness, &refusal) => return stopped,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
@@ -84,7 +87,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                     tracing::warn!(error = %crate::error_chain(&e), "waiting up to {wait:?} for the name to be released (a registration restored from an etcd snapshot expires), then stopping");
                 }
                 tokio::select! {
-                    stopped = serve_unconnected(process, "ERROR: This monitor's name is taken in the fleet and it waits for it to be released") => return stopped,
+                    stopped = serve_unconnected(process, &witness, "ERROR: This monitor's name is taken in the fleet and it waits for it to be released") => return stopped,
                     _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
                 }
             }
@@ -102,6 +105,45 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
             name: name.clone(),
             timeout: config.monitor.promotion_timeout * 3 + Duration::from_secs(10),
         };
+        // Only a monitor of the roster campaigns (roster.rs): the writer's failsafe has the
+        // consent of every monitor that may lead.
+        let mut unlisted_said = false;
+        let admitted = loop {
+            match super::roster::read(&mut fleet, &process.key).await {
+                Ok(r) if r.admits(&name) => {
+                    witness.listed();
+                    break true;
+                }
+                Ok(super::roster::Roster::Unusable(e)) => {
+                    if !unlisted_said {
+                        tracing::warn!(key = %fleet.keys().roster(), "the fleet's roster is unusable ({e}): nobody campaigns under it; a leader rewrites it, and without one delete the key (docs/operations.md)");
+                        unlisted_said = true;
+                    }
+                }
+                Ok(_) => {
+                    if !unlisted_said {
+                        tracing::info!("not in the fleet's roster yet: standing by without campaigning until the leader lists this monitor");
+                        unlisted_said = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %crate::error_chain(&e), "reading the fleet's roster failed; retrying")
+                }
+            }
+            if !session.alive() {
+                break false;
+            }
+            tokio::select! {
+                stopped = serve_standby(process, &forwarder) => {
+                    let _ = fleet.end(session).await;
+                    return stopped;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        if !admitted {
+            continue;
+        }
         let won = tokio::select! {
             won = fleet.campaign(&mut session, &name) => won,
             stopped = serve_standby(process, &forwarder) => {
@@ -116,10 +158,27 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 continue;
             }
         };
+        witness.reached_now();
         tracing::info!(
             term = leadership.term,
             "elected leader of the monitor fleet"
         );
+        // Removed from the roster while it campaigned (its registration had lapsed): not
+        // a monitor the writer's failsafe asked. Only the leader writes the roster, so this
+        // read holds for the term.
+        match super::roster::read(&mut fleet, &process.key).await {
+            Ok(r) if r.admits(&name) => {}
+            Ok(_) => {
+                tracing::warn!("elected, but no longer in the fleet's roster: resigning");
+                let _ = fleet.resign(leadership).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "reading the fleet's roster failed; standing by again");
+                let _ = fleet.resign(leadership).await;
+                continue;
+            }
+        }
         let term = match check_identity(&mut fleet, &leadership, &process.key, &c.prefix).await {
             Ok(term) => term,
             Err(e @ DaemonError::ForeignPrefix { .. }) => {
@@ -146,11 +205,11 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
         let leader = match Leader::start(
             fleet.clone(),
             leadership.clone(),
-            name.clone(),
             term.epoch,
             &session,
             etcd,
             process.key.clone(),
+            witness.clone(),
         )
         .await
         {
@@ -192,7 +251,7 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 // The others campaign first; this one joins the line again later, and
                 // leads again only if nobody else does.
                 tokio::select! {
-                    stopped = serve_unconnected(process, "ERROR: This monitor stepped down (it reached no agent) and stands by; ask another monitor of the fleet.") => return stopped,
+                    stopped = serve_unconnected(process, &witness, "ERROR: This monitor stepped down (it reached no agent) and stands by; ask another monitor of the fleet.") => return stopped,
                     _ = tokio::time::sleep(c.session_ttl * 3) => {}
                 }
             }
@@ -202,7 +261,11 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
 
 /// Answers control commands while etcd cannot be reached: `ping` here (the process is
 /// alive), everything else refused with the cause. Returns when the monitor must stop.
-async fn serve_unconnected(process: &mut Process, refusal: &str) -> Result<(), DaemonError> {
+async fn serve_unconnected(
+    process: &mut Process,
+    witness: &crate::witness::Witness,
+    refusal: &str,
+) -> Result<(), DaemonError> {
     loop {
         let (command, reply) = tokio::select! {
             stopped = process.life.stopped() => return stopped,
@@ -211,7 +274,10 @@ async fn serve_unconnected(process: &mut Process, refusal: &str) -> Result<(), D
         let text = if command == crate::control::Command::Ping {
             "OK: Pinged successfully!".to_string()
         } else {
-            refusal.to_string()
+            match witness.describe() {
+                Some(failsafe) => format!("{refusal}\n{failsafe}"),
+                None => refusal.to_string(),
+            }
         };
         let _ = reply.send(text);
     }
