@@ -48,7 +48,7 @@ struct Package {
 }
 
 /// Lintian tags that remain, with the reason for each (lintian reads `#` lines as
-/// comments), for package `name`.
+/// comments), for package `p`.
 fn lintian_overrides(p: &Package) -> String {
     let mut out = String::from(
         "# Man pages come with the clap-generated ones (issue 23 item 6); until then\n\
