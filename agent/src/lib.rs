@@ -5,7 +5,9 @@
 //! - [`garp`]: gratuitous ARP, built purely and sent from a send-only packet socket
 //! - [`caps`]: the four capabilities the agent keeps, and what each one enables
 //! - [`rst`]: a tc program that answers TCP to a just-released VIP with RST
-//! - [`sockdiag`]: resets the connections a dead mysqld leaves behind (SOCK_DESTROY)
+//! - [`sockdiag`]: resets the connections a dead mysqld leaves behind (SOCK_DESTROY), lists
+//!   who listens on a port
+//! - [`discover`]: the mysqld listening on mysql_port, for the probe (no pid file needed)
 //! - [`reconcile`]: desired state -> ordered steps, and their execution
 //! - [`lease`]: lease fencing: who renews, the deadline kept across restarts
 //! - [`term`]: a monitor fleet's leadership terms: the highest seen, kept across restarts
@@ -15,6 +17,7 @@
 //!   capabilities, the cluster interface)
 
 pub mod caps;
+pub mod discover;
 pub mod election;
 pub mod etcd;
 pub mod failsafe;

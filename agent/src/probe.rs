@@ -1,6 +1,12 @@
 //! The eBPF liveness probe: loads agent-ebpf's programs with aya, tells them the mysql
-//! port, the agent's network namespace and (from mysql_pid_file) mysqld's process, and
-//! forwards every event to the monitor connections the moment the ring buffer has it.
+//! port, the agent's network namespace and mysqld's process (from mysql_pid_file, or the
+//! process found listening on mysql_port: [`crate::discover`]), and forwards every event
+//! to the monitor connections the moment the ring buffer has it.
+//!
+//! A probe that watches no mysqld while one runs is blind to its death: while it
+//! watches nothing, it looks again every [`RESCAN`] (mysqld started before the agent, a
+//! race at start, a restart the programs did not see), and each reason it finds none
+//! is logged once.
 
 use crate::server::Agent;
 use aya::maps::{Array, MapData, RingBuf};
@@ -92,6 +98,8 @@ const ANY_UID: u32 = u32::MAX;
 struct Identity {
     uid: Option<u32>,
     tgid: Option<u32>,
+    /// The watched process was seen ended at the last rescan.
+    ended_seen: bool,
 }
 
 /// The real uid of a live process, from /proc.
@@ -111,7 +119,7 @@ fn proc_uid(pid: u32) -> Option<u32> {
 /// /proc/PID/exe (root, or the same user); an unprivileged agent may not (ptrace access),
 /// and then the process's name is what it has, which only mysqld's own user could set
 /// anyway once the uid matches.
-fn is_mysqld(pid: u32, uid: Option<u32>) -> Result<(), String> {
+pub(crate) fn is_mysqld(pid: u32, uid: Option<u32>) -> Result<(), String> {
     if let Some(want) = uid {
         match proc_uid(pid) {
             Some(got) if got == want => {}
@@ -159,7 +167,35 @@ fn mysqld_uid(pid: Option<u32>, pid_file: Option<&Path>) -> Option<u32> {
 pub struct Probe {
     _ebpf: Ebpf,
     ring: RingBuf<MapData>,
+    /// The programs' `watched` map: mysqld's tgid, 0 for none.
+    watched: Array<MapData, u32>,
+    mysql_port: u16,
     mysqld: Identity,
+}
+
+/// How often a probe that watches nothing looks for mysqld again: one sock_diag dump
+/// (a /proc scan only while something listens on the port), so cheap.
+pub const RESCAN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// mysqld's process when the agent starts: from the pid file when one is configured and
+/// readable, else the process found listening on the port.
+fn running_mysqld(mysql_port: u16, pid_file: Option<&Path>) -> Option<u32> {
+    if let Some(pid) = pid_file.and_then(pid_from_file) {
+        return Some(pid);
+    }
+    match crate::discover::find(mysql_port) {
+        Ok(found) => {
+            tracing::info!(pid = found.pid, proof = ?found.proof, port = mysql_port, "mysqld found listening on mysql_port");
+            Some(found.pid)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "probe: no mysqld to watch yet: {}",
+                mmm_common::error_chain(&e)
+            );
+            None
+        }
+    }
 }
 
 /// mysqld's process id from its pid file, if it names a live process.
@@ -186,10 +222,10 @@ impl Probe {
             .map_err(ProbeError::Netns)?
             .ino() as u32;
         let port = u32::from(mysql_port);
-        let running = pid_file.and_then(pid_from_file);
+        let running = running_mysqld(mysql_port, pid_file);
         let uid = mysqld_uid(running, pid_file);
         if uid.is_none() {
-            tracing::warn!("mysqld's uid is unknown (no mysql_pid_file, or neither it nor its directory exists): the probe learns mysqld from any process named mysqld or mariadbd");
+            tracing::info!("mysqld's uid is unknown (it is not running, and no mysql_pid_file names it): the probe learns mysqld from any process named mysqld or mariadbd");
         }
         let filter_uid = uid.unwrap_or(ANY_UID);
         let mut ebpf = EbpfLoader::new()
@@ -216,37 +252,27 @@ impl Probe {
             p.load(tracepoint, &btf).map_err(attach)?;
             p.attach().map_err(attach)?;
         }
-        // mysqld already running: learn it from its pid file (a restart is learned from
-        // its LISTEN by the program itself).
+        // mysqld already running: learn it here (a restart is learned from its LISTEN
+        // by the program itself).
         let running = running.filter(|pid| match is_mysqld(*pid, uid) {
             Ok(()) => true,
             Err(why) => {
-                tracing::warn!(
-                    pid,
-                    "mysql_pid_file names a process that is not mysqld ({why}): not watched"
-                );
+                tracing::warn!(pid, "process {pid} is not mysqld ({why}): not watched");
                 false
             }
         });
-        let known = match running {
-            Some(pid) => {
-                let map = ebpf
-                    .map_mut("watched")
-                    .ok_or(ProbeError::Missing("watched"))?;
-                let mut watched: Array<_, u32> =
-                    Array::try_from(map).map_err(|source| ProbeError::Map {
-                        name: "watched",
-                        source,
-                    })?;
-                watched.set(0, pid, 0).map_err(|source| ProbeError::Map {
-                    name: "watched",
-                    source,
-                })?;
-                tracing::info!(pid, "probe watches mysqld (from its pid file)");
-                true
-            }
-            None => false,
-        };
+        let map = ebpf
+            .take_map("watched")
+            .ok_or(ProbeError::Missing("watched"))?;
+        let mut watched: Array<_, u32> =
+            Array::try_from(map).map_err(|source| ProbeError::Map {
+                name: "watched",
+                source,
+            })?;
+        if let Some(pid) = running {
+            watch(&mut watched, pid)?;
+            tracing::info!(pid, "probe watches mysqld");
+        }
         let map = ebpf
             .take_map("events")
             .ok_or(ProbeError::Missing("events"))?;
@@ -254,14 +280,20 @@ impl Probe {
             name: "events",
             source,
         })?;
-        let mysqld = Identity { uid, tgid: running };
+        let mysqld = Identity {
+            uid,
+            tgid: running,
+            ended_seen: false,
+        };
         Ok((
             Probe {
                 _ebpf: ebpf,
                 ring,
+                watched,
+                mysql_port,
                 mysqld,
             },
-            known,
+            running.is_some(),
         ))
     }
 
@@ -271,14 +303,38 @@ impl Probe {
         let Probe {
             _ebpf,
             ring,
+            mut watched,
+            mysql_port,
             mut mysqld,
         } = self;
         // SAFETY: the RingBuf owns its map's descriptor, which stays open and the same for
         // as long as the AsyncFd owns the RingBuf.
         let mut ring =
             unsafe { AsyncFd::register(ring) }.map_err(|e| ProbeError::Poll(e.into()))?;
+        let mut rescan = tokio::time::interval(RESCAN);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_miss = String::new();
         loop {
-            let mut guard = ring.readable_mut().await.map_err(ProbeError::Poll)?;
+            let mut guard = tokio::select! {
+                ready = ring.readable_mut() => ready.map_err(ProbeError::Poll)?,
+                _ = rescan.tick() => {
+                    match mysqld.rescan(mysql_port, &mut last_miss).await {
+                        Rescan::Unchanged => {}
+                        Rescan::Forget => {
+                            // 0: the programs learn the next mysqld from its LISTEN.
+                            watch(&mut watched, 0)?;
+                            agent.set_probe_state(ProbeState::Searching);
+                        }
+                        Rescan::Watch(pid) => {
+                            watch(&mut watched, pid)?;
+                            agent.set_probe_state(ProbeState::Watching);
+                            agent.set_mysqld_exited(false);
+                            tracing::info!(pid, "probe watches mysqld (found listening on mysql_port)");
+                        }
+                    }
+                    continue;
+                }
+            };
             let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
                 let Some(event) = ProbeEventRaw::parse(&item) else {
@@ -323,7 +379,72 @@ impl Probe {
     }
 }
 
+/// Tells the programs which process is mysqld.
+fn watch(watched: &mut Array<MapData, u32>, pid: u32) -> Result<(), ProbeError> {
+    watched.set(0, pid, 0).map_err(|source| ProbeError::Map {
+        name: "watched",
+        source,
+    })
+}
+
+/// What a rescan changes in the programs' `watched` entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Rescan {
+    Unchanged,
+    /// The watched process ended without an exit event reaching us (it died between
+    /// the agent's look and its note to the programs): watch nothing.
+    Forget,
+    /// mysqld found listening on the port.
+    Watch(u32),
+}
+
 impl Identity {
+    /// While no mysqld is watched, looks for the one listening on the port; also
+    /// notices a watched process that ended unseen. Each new reason for finding none is
+    /// logged once.
+    async fn rescan(&mut self, port: u16, last_miss: &mut String) -> Rescan {
+        if let Some(pid) = self.tgid {
+            if !crate::discover::ended(pid) {
+                self.ended_seen = false;
+                return Rescan::Unchanged;
+            }
+            // Its exit event may still be in the ring buffer: wait one more round
+            // before forgetting it (the event, once read, forgets it itself).
+            if !self.ended_seen {
+                self.ended_seen = true;
+                return Rescan::Unchanged;
+            }
+            tracing::warn!(pid, "the watched mysqld ended without an exit event");
+            self.tgid = None;
+            self.ended_seen = false;
+            return Rescan::Forget;
+        }
+        let uid = self.uid;
+        // /proc reads: off the runtime's workers.
+        let found = tokio::task::spawn_blocking(move || {
+            let found = crate::discover::find(port).map_err(|e| mmm_common::error_chain(&e))?;
+            is_mysqld(found.pid, uid)
+                .map(|()| found.pid)
+                .map_err(|why| format!("process {} is not mysqld: {why}", found.pid))
+        })
+        .await
+        .unwrap_or_else(|join| Err(format!("the search task failed: {join}")));
+        match found {
+            Ok(pid) => {
+                last_miss.clear();
+                self.tgid = Some(pid);
+                Rescan::Watch(pid)
+            }
+            Err(why) => {
+                if *last_miss != why {
+                    tracing::warn!("probe watches no mysqld: {why}");
+                    *last_miss = why;
+                }
+                Rescan::Unchanged
+            }
+        }
+    }
+
     /// Only events of the mysqld the agent identified move anything: a ListenOpen must
     /// come from a process that /proc shows is mysqld; a close or an exit must be the
     /// watched process's.
@@ -364,6 +485,7 @@ mod tests {
         let mut id = Identity {
             uid: proc_uid(me),
             tgid: Some(4242),
+            ended_seen: false,
         };
         let ev = |kind, tgid| ProbeEvent {
             kind,
@@ -378,6 +500,26 @@ mod tests {
         // Not watching anything now: this test binary is not mysqld either.
         let err = id.admit(&ev(ProbeEventKind::ListenOpen, me)).unwrap_err();
         assert!(err.contains("not mysqld"), "{err}");
+        assert_eq!(id.tgid, None);
+    }
+
+    /// A watched process that ended unseen is forgotten at the second look (its exit
+    /// event may still be queued at the first); a live one stays watched.
+    #[tokio::test]
+    async fn a_watched_process_that_ended_unseen_is_forgotten_at_the_second_look() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let mut id = Identity {
+            uid: None,
+            tgid: Some(std::process::id()),
+            ended_seen: false,
+        };
+        let mut miss = String::new();
+        assert_eq!(id.rescan(1, &mut miss).await, Rescan::Unchanged);
+        id.tgid = Some(gone);
+        assert_eq!(id.rescan(1, &mut miss).await, Rescan::Unchanged);
+        assert_eq!(id.rescan(1, &mut miss).await, Rescan::Forget);
         assert_eq!(id.tgid, None);
     }
 

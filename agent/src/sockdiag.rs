@@ -9,8 +9,11 @@
 //! the process exit sends every client an RST at once: it reconnects while the writer
 //! VIP moves.
 //!
-//! The requests and the parsing are pure and tested byte for byte; [`reset_port`] is the
-//! only function that talks to the kernel.
+//! It also lists who listens on a port ([`listeners`]): the probe finds an already
+//! running mysqld from its listening socket's inode.
+//!
+//! The requests and the parsing are pure and tested byte for byte; [`dump_port`] and
+//! [`reset`] are the only functions that talk to the kernel.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -52,7 +55,14 @@ pub struct SockId {
     /// inet_diag_sockid, as the kernel sent it (ports big-endian, addresses, interface,
     /// cookie).
     pub id: [u8; 48],
+    /// The socket's owner (the fsuid of whoever created it) and its inode, as
+    /// /proc/PID/fd names it (`socket:[INODE]`); 0 where a record was too short.
+    pub uid: u32,
+    pub inode: u32,
 }
+
+/// TCP_LISTEN in the kernel's numbering (inet_diag's `state`).
+pub const TCP_LISTEN: u8 = 10;
 
 impl SockId {
     pub fn local_port(&self) -> u16 {
@@ -138,13 +148,21 @@ pub fn parse_dump(datagram: &[u8]) -> DumpPart {
                 return DumpPart::Error(-errno);
             }
             SOCK_DIAG_BY_FAMILY if len >= 16 + 52 => {
-                let m = &h[16..];
+                let m = &h[16..len];
                 let mut id = [0u8; 48];
                 id.copy_from_slice(&m[4..52]);
+                // inet_diag_msg goes on with expires, rqueue, wqueue, uid, inode.
+                let u32_at = |o: usize| {
+                    m.get(o..o + 4)
+                        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or(0)
+                };
                 socks.push(SockId {
                     family: m[0],
                     state: m[1],
                     id,
+                    uid: u32_at(64),
+                    inode: u32_at(68),
                 });
             }
             _ => {}
@@ -231,8 +249,19 @@ pub fn reset_remote_connections_to(
     })
 }
 
-/// Resets the sockets on local `port` that `wanted` picks.
-fn reset(port: u16, wanted: impl Fn(&SockId) -> bool) -> Result<usize, SockDiagError> {
+/// The sockets listening on `port` in this network namespace (IPv4 and IPv6): who
+/// owns them and their inodes. Needs no privilege.
+pub fn listeners(port: u16) -> Result<Vec<SockId>, SockDiagError> {
+    let (_fd, socks) = dump_port(port)?;
+    Ok(socks
+        .into_iter()
+        .filter(|s| s.state == TCP_LISTEN)
+        .collect())
+}
+
+/// Every TCP socket on local `port`, IPv4 and IPv6, with the sock_diag socket that
+/// listed them (to name them again in SOCK_DESTROY).
+fn dump_port(port: u16) -> Result<(OwnedFd, Vec<SockId>), SockDiagError> {
     // SAFETY: socket() takes no pointers; the result is checked and owned below.
     let raw = unsafe {
         libc::socket(
@@ -264,7 +293,7 @@ fn reset(port: u16, wanted: impl Fn(&SockId) -> bool) -> Result<usize, SockDiagE
         );
     }
     let mut buf = vec![0u8; 32 * 1024];
-    let mut targets = Vec::new();
+    let mut found = Vec::new();
     for (seq, family) in [(1, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
         send(&fd, &dump_request_for_port(family, seq, port))
             .map_err(io("asking for TCP sockets"))?;
@@ -273,15 +302,22 @@ fn reset(port: u16, wanted: impl Fn(&SockId) -> bool) -> Result<usize, SockDiagE
             match parse_dump(&buf[..n]) {
                 // The kernel filtered by port; checked again, cheaply, in case a kernel
                 // ignored the program.
-                DumpPart::Sockets(s) => targets.extend(
-                    s.into_iter()
-                        .filter(|s| s.local_port() == port && wanted(s)),
-                ),
+                DumpPart::Sockets(s) => {
+                    found.extend(s.into_iter().filter(|s| s.local_port() == port))
+                }
                 DumpPart::Done => break,
                 DumpPart::Error(errno) => return Err(SockDiagError::Dump { errno }),
             }
         }
     }
+    Ok((fd, found))
+}
+
+/// Resets the sockets on local `port` that `wanted` picks.
+fn reset(port: u16, wanted: impl Fn(&SockId) -> bool) -> Result<usize, SockDiagError> {
+    let (fd, socks) = dump_port(port)?;
+    let targets: Vec<SockId> = socks.into_iter().filter(|s| wanted(s)).collect();
+    let mut buf = vec![0u8; 4096];
     let mut reset = 0;
     for (i, sock) in targets.iter().enumerate() {
         send(&fd, &destroy_request(sock, 100 + i as u32)).map_err(io("destroying a socket"))?;
@@ -340,6 +376,8 @@ mod tests {
             family: libc::AF_INET6 as u8,
             state: 10, // LISTEN
             id,
+            uid: 0,
+            inode: 0,
         };
         let b = destroy_request(&sock, 3);
         assert_eq!(&b[4..6], &21u16.to_ne_bytes());
@@ -400,6 +438,8 @@ mod tests {
             family: libc::AF_INET as u8,
             state: 1,
             id,
+            uid: 0,
+            inode: 0,
         };
         assert_eq!(v4.local_v4(), Some(std::net::Ipv4Addr::new(192, 0, 2, 100)));
         let mut id6 = [0u8; 48];
@@ -409,6 +449,8 @@ mod tests {
             family: libc::AF_INET6 as u8,
             state: 1,
             id: id6,
+            uid: 0,
+            inode: 0,
         };
         assert_eq!(
             mapped.local_v4(),
@@ -423,6 +465,8 @@ mod tests {
             family: libc::AF_INET as u8,
             state: 1,
             id,
+            uid: 0,
+            inode: 0,
         };
         assert_eq!(
             peer.remote_v4(),
@@ -449,7 +493,10 @@ mod tests {
         let mut id = [0u8; 48];
         id[0..2].copy_from_slice(&3306u16.to_be_bytes());
         msg.extend_from_slice(&id);
-        msg.extend_from_slice(&[0; 20]);
+        // expires, rqueue, wqueue, then the owner's uid and the inode.
+        msg.extend_from_slice(&[0; 12]);
+        msg.extend_from_slice(&105u32.to_ne_bytes());
+        msg.extend_from_slice(&424_242u32.to_ne_bytes());
         let mut d = message(20, &msg);
         d.extend(message(20, &msg));
         assert_eq!(
@@ -458,7 +505,9 @@ mod tests {
                 SockId {
                     family: 2,
                     state: 1,
-                    id
+                    id,
+                    uid: 105,
+                    inode: 424_242,
                 };
                 2
             ])
@@ -479,6 +528,23 @@ mod tests {
 #[cfg(test)]
 mod kernel_filter {
     use super::*;
+
+    /// A listener is listed with the inode /proc/self/fd names it by (needs no privilege).
+    #[test]
+    fn listeners_names_the_socket_by_its_inode() {
+        use std::os::fd::AsRawFd as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+        let found = listeners(port).expect("listing listeners");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            link.to_str().unwrap(),
+            format!("socket:[{}]", found[0].inode)
+        );
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(found[0].uid, unsafe { libc::geteuid() });
+    }
 
     /// The kernel runs the port program: a dump for a port nobody uses returns nothing,
     /// while an unfiltered one lists the sockets that exist (dumping needs no privilege).

@@ -6,7 +6,7 @@ use crate::replica::{self, ReadError};
 use mmm_common::config::{Config, Host};
 use mmm_common::error_chain;
 use mmm_common::sql::{quote, Dialect};
-use mmm_common::types::HostMode;
+use mmm_common::types::{HostMode, ProbeMode};
 use mysql_async::prelude::Queryable;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,6 +35,44 @@ pub struct Facts {
     /// For the agent, monitor and replication users: the grants each holds, or why it
     /// could not log in.
     pub grants: BTreeMap<&'static str, Result<String, String>>,
+    /// What the running monitor says of this host's eBPF probe; `None` when it was not
+    /// asked (no monitor answered).
+    pub probe: Option<ProbeSeen>,
+}
+
+/// A host's probe as the monitor's `show --json` reports it (`probe_state`,
+/// `probe_blind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeSeen {
+    Watching,
+    /// Loaded, watching no mysqld process though mysqld answers.
+    Blind,
+    /// Loaded, mysqld not running.
+    Searching,
+    Off,
+    /// The monitor has not heard the agent.
+    Unknown,
+}
+
+/// Each host's probe from the monitor's `show --json` answer.
+pub fn probes_from_show(show: &serde_json::Value) -> BTreeMap<String, ProbeSeen> {
+    let hosts = show["hosts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    hosts
+        .iter()
+        .filter_map(|h| {
+            let seen = match (h["probe_state"].as_str()?, h["probe_blind"].as_bool()) {
+                (_, Some(true)) => ProbeSeen::Blind,
+                ("watching", _) => ProbeSeen::Watching,
+                ("searching", _) => ProbeSeen::Searching,
+                ("off", _) => ProbeSeen::Off,
+                _ => ProbeSeen::Unknown,
+            };
+            Some((h["name"].as_str()?.to_string(), seen))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -226,6 +264,17 @@ pub fn judge(config: &Config, facts: &[Facts]) -> Vec<Finding> {
             ));
         }
         topology(config, h, f, &mut out);
+        match f.probe {
+            Some(ProbeSeen::Blind) => out.push(err(
+                &f.host,
+                "the agent's eBPF probe watches no mysqld process though mysqld answers: a mysqld crash is detected by the mysql check only (seconds, not milliseconds); the agent's log says why (`probe watches no mysqld: ...`)".into(),
+            )),
+            Some(ProbeSeen::Off) if config.agent.probe != ProbeMode::Off => out.push(warn(
+                &f.host,
+                "the agent's eBPF probe is off (it lacks CAP_BPF or CAP_PERFMON, or the probe failed to load: see its log); deaths are seen by the monitor's checks only".into(),
+            )),
+            _ => {}
+        }
         for (user, needs) in NEEDS {
             match f.grants.get(user) {
                 None => {}
@@ -557,8 +606,41 @@ mod tests {
                     .into_iter()
                     .map(|u| (u, ok.clone()))
                     .collect(),
+                probe: Some(ProbeSeen::Watching),
             })
             .collect()
+    }
+
+    /// The monitor's `show --json` says which probe watches nothing while mysqld runs:
+    /// an error, as that host's crash would be seen seconds late.
+    #[test]
+    fn a_blind_probe_is_an_error_and_an_off_one_a_warning() {
+        let config = lab();
+        let show = serde_json::json!({"hosts": [
+            {"name": "db1", "probe_state": "searching", "probe_blind": true},
+            {"name": "db2", "probe_state": "off", "probe_blind": false},
+            {"name": "db3", "probe_state": "watching", "probe_blind": false},
+        ]});
+        let seen = probes_from_show(&show);
+        let mut facts = healthy_lab(&config);
+        for f in &mut facts {
+            f.probe = seen.get(&f.host).copied();
+        }
+        let found = lines(&judge(&config, &facts));
+        assert!(
+            found
+                .iter()
+                .any(|l| l
+                    .starts_with("ERROR: db1: the agent's eBPF probe watches no mysqld process")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|l| l.starts_with("WARNING: db2: the agent's eBPF probe is off")),
+            "{found:?}"
+        );
+        assert!(!found.iter().any(|l| l.contains("db3")), "{found:?}");
     }
 
     fn lines(findings: &[Finding]) -> Vec<String> {

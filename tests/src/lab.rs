@@ -93,6 +93,12 @@ impl Lab {
     /// Starts an agent as uid 65534 holding only its four capabilities.
     pub fn agent(&self, host: &str, log: &str) -> u32 {
         let pid = self.agent_with_caps(host, log, "-all,+net_admin,+net_raw,+bpf,+perfmon");
+        self.wait_agent_listening(host, log);
+        pid
+    }
+
+    /// Waits until `host`'s agent listens for the monitor; panics with its `log`.
+    pub fn wait_agent_listening(&self, host: &str, log: &str) {
         let addr = self.agent_addr(host);
         let up = wait_for(T, || {
             let out = self
@@ -105,7 +111,6 @@ impl Lab {
             "agent {host} did not listen on {addr}:\n{}",
             self.log(log)
         );
-        pid
     }
 
     /// Starts an agent as uid 65534 with the given capabilities (setpriv syntax).
@@ -197,6 +202,9 @@ pub struct Spec {
     pub append: String,
     /// Nodes on the bridge that run no server (etcd members, more monitors).
     pub nodes: Vec<(&'static str, u8)>,
+    /// Each host's `mysql_pid_file` in the config; without it the agent's probe finds
+    /// the running mysqld by its listening socket.
+    pub mysql_pid_file: bool,
 }
 
 impl Spec {
@@ -216,6 +224,7 @@ impl Spec {
             ],
             append: String::new(),
             nodes: Vec::new(),
+            mysql_pid_file: true,
         }
     }
 }
@@ -246,7 +255,8 @@ impl Cluster {
         text.push('\n');
         text.push_str(&spec.append);
         // The probe finds an already running mysqld through its pid file.
-        for (host, last) in spec.servers.iter().map(|s| (s.host, s.last)) {
+        let pid_files = spec.servers.iter().filter(|_| spec.mysql_pid_file);
+        for (host, last) in pid_files.map(|s| (s.host, s.last)) {
             let ip_line = format!("ip = \"192.0.2.{last}\"\n");
             let pid = lab.dir.path().join(format!("{host}.pid"));
             text = text.replacen(

@@ -200,7 +200,7 @@ impl Mariadb {
             );
         }
         // The agent reads the pid file (MariaDB writes it 0660): give it the agent's group,
-        // as SupplementaryGroups=mysql does in conf/systemd/mmm-agent.service.
+        // as the mmm-agent package does by putting mmm in mysqld's group.
         let pid_file = self.log_dir.join(format!("{}.pid", self.node));
         let _ = std::os::unix::fs::chown(&pid_file, None, Some(65534));
     }

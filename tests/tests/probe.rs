@@ -1,14 +1,19 @@
 //! The eBPF liveness probe in a real agent (uid 65534, four capabilities) watching a real
 //! mariadbd in its namespace: events arrive at the monitor's link unasked, name the right
 //! process, ignore other namespaces, follow a restarted mysqld, and stay silent for a
-//! frozen (SIGSTOP) one.
+//! frozen (SIGSTOP) one. Without mysql_pid_file the agent finds a running mysqld itself;
+//! a probe that watches none is shown in `show`, `checks`, check-cluster and metrics.
 
 use mmm_common::proto::{ProbeEventKind, ProbeState};
-use mmm_tests::lab::{probe_events, Lab, T};
-use mmm_tests::mariadb::Mariadb;
-use mmm_tests::netns::require_root;
+use mmm_tests::assert::assert_writer;
+use mmm_tests::lab::{probe_events, Cluster, Lab, Spec, T};
+use mmm_tests::mariadb::{Mariadb, Setup};
+use mmm_tests::netns::{require_root, wait_for};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// Bound on the waits of the full-lab tests.
+const LONG: Duration = Duration::from_secs(30);
 
 fn next(
     rx: &mpsc::Receiver<(Instant, ProbeEventKind, u32)>,
@@ -185,4 +190,157 @@ fn a_demotion_after_mysqld_exited_needs_no_sql() {
         "writer VIP still held"
     );
     assert!(log.contains("skipped: the probe saw mysqld exit"), "{log}");
+}
+
+/// The `checks` line of `host`'s probe.
+fn probe_check(c: &Cluster, host: &str) -> String {
+    let (_, out) = c.control(&["checks", host]);
+    out.lines()
+        .find(|l| l.contains(" probe "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The config names no mysql_pid_file (as docs/operations.md's operators leave it out)
+/// and mysqld runs before the agent: each agent, as nobody, finds its mysqld by the
+/// socket listening on mysql_port, and a SIGKILL of the writer's mysqld is failed over on
+/// the probe's event.
+#[test]
+fn without_a_pid_file_the_probe_finds_the_running_mysqld_and_drives_the_failover() {
+    if !require_root(
+        "without_a_pid_file_the_probe_finds_the_running_mysqld_and_drives_the_failover",
+    ) {
+        return;
+    }
+    let spec = Spec {
+        mysql_pid_file: false,
+        ..Spec::three(Setup::default())
+    };
+    let mut c = Cluster::start_spec("probe4", &[], &spec);
+    let config = std::fs::read_to_string(&c.lab.config).unwrap();
+    assert!(!config.contains("mysql_pid_file"), "{config}");
+    c.start_monitor("monitor.log");
+    c.bring_online();
+    for host in ["db1", "db2", "db3"] {
+        let watching = wait_for(LONG, || {
+            probe_check(&c, host)
+                .contains("OK: watching mysqld")
+                .then_some(())
+        });
+        assert!(
+            watching.is_some(),
+            "{host}: {}\n{}",
+            probe_check(&c, host),
+            c.lab.log(&format!("agent-{host}.log"))
+        );
+    }
+    let log = c.lab.log("agent-db1.log");
+    assert!(
+        log.contains("mysqld found listening on mysql_port"),
+        "{log}"
+    );
+
+    c.lab.net.signal(c.db("db1").pid, "KILL");
+    c.wait_show("db1", "master/HARD_OFFLINE", LONG);
+    let log = c.monitor_log("monitor.log");
+    let line = log
+        .lines()
+        .find(|l| l.contains("changed from ONLINE to HARD_OFFLINE"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("mysqld process exited (probe)"),
+        "{line}\n{log}"
+    );
+    assert_writer(&c, "db2", &["db3"]);
+}
+
+/// A probe that watches no mysqld while mysqld answers (here mysqld runs under another
+/// name, which neither the probe's program nor the agent's search accepts) is shown:
+/// a `show` warning, an ERROR in `checks` and in check-cluster, and the metrics.
+#[test]
+fn a_probe_that_watches_nothing_is_shown_everywhere() {
+    if !require_root("a_probe_that_watches_nothing_is_shown_everywhere") {
+        return;
+    }
+    let spec = Spec {
+        mysql_pid_file: false,
+        ..Spec::three(Setup::default())
+    };
+    let mut c = Cluster::start_spec(
+        "probe5",
+        &[("[monitor]\n", "[monitor]\nmetrics = \"127.0.0.1:9990\"\n")],
+        &spec,
+    );
+    c.start_monitor("monitor.log");
+    c.bring_online();
+    let renamed = c.lab.dir.path().join("sqld");
+    std::os::unix::fs::symlink("/usr/sbin/mariadbd", &renamed).unwrap();
+    c.dbs[2].restart_with(&c.lab.net, |args| {
+        args[0] = renamed.to_str().unwrap().into()
+    });
+
+    let warning =
+        "# Warning: on host db3, the eBPF probe watches no mysqld process though mysqld answers";
+    let shown = wait_for(LONG, || {
+        let (_, show) = c.control(&["show"]);
+        show.contains(warning).then_some(show)
+    });
+    assert!(
+        shown.is_some(),
+        "{}\n{}",
+        c.control(&["show"]).1,
+        c.lab.log("agent-db3.log")
+    );
+    assert!(
+        probe_check(&c, "db3").contains("ERROR: the eBPF probe watches no mysqld process"),
+        "{}",
+        probe_check(&c, "db3")
+    );
+    // The agent says why, at its next look (once per reason).
+    let said = wait_for(LONG, || {
+        let log = c.lab.log("agent-db3.log");
+        log.contains("probe watches no mysqld: port 3306 is listened on")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", c.lab.log("agent-db3.log"));
+
+    let out = c.lab.net.try_exec(
+        "mon",
+        &[
+            mmm_tests::bin("mmm-control").to_str().unwrap(),
+            "--config",
+            c.lab.config.to_str().unwrap(),
+            "--timeout",
+            "10",
+            "check-cluster",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("ERROR: db3: the agent's eBPF probe watches no mysqld process"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ERROR: db1: the agent's eBPF probe"),
+        "{text}"
+    );
+
+    let metrics = c.lab.net.exec(
+        "mon",
+        &[
+            "python3",
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9990/metrics').read().decode())",
+        ],
+    );
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    for needle in [
+        "mmm_probe_blind{host=\"db3\"} 1",
+        "mmm_probe_blind{host=\"db1\"} 0",
+        "mmm_probe_state{host=\"db3\",state=\"searching\"} 1",
+        "mmm_probe_state{host=\"db1\",state=\"watching\"} 1",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
 }

@@ -1,6 +1,8 @@
-//! `cargo xtask test | lab | bench | build-ebpf | ci`: the project's entry points.
+//! `cargo xtask test | lab | bench | build-ebpf | dist | ci`: the project's entry points.
 //! Each one installs the Debian packages it needs when run as root, and otherwise says
 //! exactly which `apt-get install` to run.
+
+mod dist;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -75,6 +77,23 @@ const TEST_NEEDS: &[Need] = &[
         command: "chromium",
         package: "chromium",
     },
+    // The packages' test (tests/tests/dist.rs); building them: DIST_NEEDS.
+    Need {
+        command: "lintian",
+        package: "lintian",
+    },
+];
+
+/// What `cargo xtask dist` needs beyond the Rust toolchain and the probe's compiler.
+const DIST_NEEDS: &[Need] = &[
+    Need {
+        command: "dpkg-shlibdeps",
+        package: "dpkg-dev",
+    },
+    Need {
+        command: "strip",
+        package: "binutils",
+    },
 ];
 
 /// The failover bench's plot: Debian's matplotlib for Debian's python3 (a python3 earlier
@@ -99,12 +118,18 @@ fn main() -> Result<()> {
         Some("lab") => lab(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("build-ebpf") => build_ebpf(),
+        Some("dist") => {
+            ensure(TEST_NEEDS)?;
+            ensure(DIST_NEEDS)?;
+            dist::dist().map(|_| ())
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n  test        fmt check, clippy -D warnings, every test (the README's test command)\n  \
                  ci          the same as test (what .ci/run calls)\n  lab         build and show the system (the README's first command)\n  \
                  lab --fleet the same with a monitor fleet: 3 etcd members, 2 monitors; the leading monitor is killed, then the writer\n  \
-                 bench [protocol|core|monitor|probe|agent|chaos|failover|fleet]  measurements, written to target/bench/\n  build-ebpf  compile the BPF programs"
+                 bench [protocol|core|monitor|probe|agent|chaos|failover|fleet]  measurements, written to target/bench/\n  build-ebpf  compile the BPF programs\n  \
+                 dist        Debian packages mmm-agent and mmm-monitor in target/dist/"
             );
             bail!("no command given")
         }
@@ -175,6 +200,13 @@ fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
+/// The workspace's target directory (respects CARGO_TARGET_DIR).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
@@ -191,8 +223,11 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // The integration tests drive the real binaries: build them first.
+    // The integration tests drive the real binaries: build them first, and the
+    // packages (tests/tests/dist.rs installs them).
     run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
+    ensure(DIST_NEEDS)?;
+    dist::dist()?;
     run(cargo().args(["test", "--workspace", "--locked"]))?;
     Ok(())
 }
@@ -221,10 +256,7 @@ fn lab(args: &[String]) -> Result<()> {
     run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
     // The lab tears itself down on success, failure and Ctrl-C (--keep: on Ctrl-C).
     // --fleet: the monitor fleet (etcd members and two monitors) instead of one monitor.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"));
-    run(Command::new(target.join("debug/mmm-lab")).args(args))
+    run(Command::new(target_dir().join("debug/mmm-lab")).args(args))
 }
 
 fn bench(args: &[String]) -> Result<()> {

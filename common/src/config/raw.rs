@@ -48,8 +48,9 @@ macro_rules! host_fields {
             pub replication_user: Option<String>,
             pub replication_password: Option<String>,
             pub replication_password_file: Option<String>,
-            /// Where mysqld writes its pid: the probe reads it to find mysqld before it
-            /// has seen a LISTEN transition.
+            /// Where mysqld writes its pid (optional): the probe reads it, when set, to
+            /// find a running mysqld instead of looking for the one listening on
+            /// mysql_port.
             pub mysql_pid_file: Option<String>,
         }
 

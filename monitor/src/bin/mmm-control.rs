@@ -93,11 +93,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         None
     };
     let addr = match &args.monitor {
-        Some(a) if a.starts_with('/') => ControlAddr::Unix(a.into()),
-        Some(a) => ControlAddr::Tcp(
-            a.parse()
-                .with_context(|| format!("--monitor {a:?} is not IP:PORT or a socket path"))?,
-        ),
+        Some(a) => given_addr(a)?,
         None => config
             .as_ref()
             .map(|c| c.monitor.control.clone())
@@ -142,7 +138,18 @@ fn check_cluster(args: &Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let per_host = Duration::from_secs(args.timeout.clamp(1, 30));
-    let facts = runtime.block_on(mmm_monitor::preflight::gather(&config, per_host));
+    let mut facts = runtime.block_on(mmm_monitor::preflight::gather(&config, per_host));
+    // The agents' probes, as the running monitor sees them: a probe that watches no
+    // mysqld is an error no server variable shows.
+    match monitor_show_json(args, &config) {
+        Ok(show) => {
+            let probes = mmm_monitor::preflight::probes_from_show(&show);
+            for f in &mut facts {
+                f.probe = probes.get(&f.host).copied();
+            }
+        }
+        Err(e) => println!("WARNING: the agents' eBPF probes were not checked: the monitor did not answer `show --json` ({e:#})"),
+    }
     let findings = mmm_monitor::preflight::judge(&config, &facts);
     for f in &findings {
         println!("{f}");
@@ -155,6 +162,31 @@ fn check_cluster(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--monitor`: a unix socket path or IP:PORT.
+fn given_addr(a: &str) -> anyhow::Result<ControlAddr> {
+    if a.starts_with('/') {
+        return Ok(ControlAddr::Unix(a.into()));
+    }
+    Ok(ControlAddr::Tcp(a.parse().with_context(|| {
+        format!("--monitor {a:?} is not IP:PORT or a socket path")
+    })?))
+}
+
+/// The monitor's `show --json`, at the control address `--monitor` or the config names.
+fn monitor_show_json(args: &Args, config: &Config) -> anyhow::Result<serde_json::Value> {
+    let addr = match &args.monitor {
+        Some(a) => given_addr(a)?,
+        None => config.monitor.control.clone(),
+    };
+    let key = if addr.keyed() {
+        Some(ClusterKey::load(&config.security.key).context("loading the cluster key")?)
+    } else {
+        None
+    };
+    let answer = client::request(&addr, "show --json", Duration::from_secs(5), key.as_ref())?;
+    serde_json::from_str(&answer).context("parsing the monitor's show --json")
 }
 
 fn import(files: &[String]) -> anyhow::Result<ExitCode> {

@@ -36,6 +36,37 @@ fn agent_cut_off(h: &super::HostRec) -> bool {
         && !h.probe_dead
 }
 
+impl super::HostRec {
+    /// The agent's probe is loaded but watches no mysqld process while mysqld answers
+    /// (the agent's own connection or the monitor's check): its death would be seen by
+    /// the mysql check only, a second or more later. The agent logs why.
+    pub fn probe_blind(&self) -> bool {
+        let answers = |v: &super::AgentView| {
+            let check = self.check(CheckKind::Mysql);
+            v.mysql_up || (check.failing.is_none() && check.last_ok.is_some())
+        };
+        !self.probe_dead
+            && self
+                .view
+                .as_ref()
+                .is_some_and(|v| v.probe == mmm_common::proto::ProbeState::Searching && answers(v))
+    }
+
+    /// The probe's state in one word (`show --json`'s `probe_state`, the metric's label).
+    pub fn probe_state(&self) -> &'static str {
+        use mmm_common::proto::ProbeState;
+        match self.view.as_ref().map(|v| v.probe) {
+            None => "unknown",
+            Some(ProbeState::Off) => "off",
+            Some(ProbeState::Searching) => "searching",
+            Some(ProbeState::Watching) => "watching",
+        }
+    }
+}
+
+/// What `show` says of a blind probe (see [`super::HostRec::probe_blind`]).
+const BLIND: &str = "the eBPF probe watches no mysqld process though mysqld answers: its death is seen by the mysql check only (seconds, not milliseconds); the agent's log says why";
+
 /// The probe's line in `checks` and its field in `show --json`.
 fn probe_text(h: &super::HostRec) -> String {
     use mmm_common::proto::ProbeState;
@@ -43,6 +74,7 @@ fn probe_text(h: &super::HostRec) -> String {
         (_, true) => "ERROR: mysqld died (probe event)".into(),
         (None, _) => "unknown (agent not heard)".into(),
         (Some(ProbeState::Watching), _) => "OK: watching mysqld".into(),
+        (Some(ProbeState::Searching), _) if h.probe_blind() => format!("ERROR: {BLIND}"),
         (Some(ProbeState::Searching), _) => "OK: loaded, waiting for mysqld to listen".into(),
         (Some(ProbeState::Off), _) => "off".into(),
     }
@@ -70,6 +102,9 @@ impl Cluster {
                     "# Warning: agent on host {} cannot reach its own mysqld (its grants must allow it from the host's ip or socket): the host cannot be promoted\n",
                     h.name
                 ));
+            }
+            if h.probe_blind() {
+                out.push_str(&format!("# Warning: on host {}, {BLIND}\n", h.name));
             }
         }
         for h in &hosts {
@@ -212,6 +247,8 @@ impl Cluster {
                     "roles": self.roles.host_role_labels(&h.name),
                     "agent_reachable": h.agent_up,
                     "probe": probe_text(h),
+                    "probe_state": h.probe_state(),
+                    "probe_blind": h.probe_blind(),
                     "flapping": h.flapping,
                     "errant": h.errant,
                     "checks": CheckKind::ALL.iter().map(|c| (c.to_string(), serde_json::json!({

@@ -1,6 +1,6 @@
 //! The Prometheus text (`/metrics` of `monitor.http`, and `monitor.metrics`): host
-//! states, role holders, check latencies, failover counts and durations. Served by
-//! http/.
+//! states, role holders, check latencies, failover counts and durations, each agent's
+//! probe. Served by http/.
 
 use mmm_common::types::HostState;
 use std::collections::BTreeMap;
@@ -18,7 +18,12 @@ pub struct Metrics {
     pub check_latency: BTreeMap<(String, String), f64>,
     pub failovers: u64,
     pub last_failover_seconds: f64,
+    /// (host, probe state, blind): see `HostRec::probe_blind`.
+    pub probes: Vec<(String, &'static str, bool)>,
 }
+
+/// Every value of `mmm_probe_state`'s `state` label (`HostRec::probe_state`).
+const PROBE_STATES: [&str; 4] = ["watching", "searching", "off", "unknown"];
 
 pub type Shared = Arc<Mutex<Metrics>>;
 
@@ -50,6 +55,22 @@ pub fn render(m: &Metrics) -> String {
             "mmm_check_latency_seconds{{host=\"{h}\",check=\"{c}\"}} {v}\n"
         ));
     }
+    out.push_str("# HELP mmm_probe_state 1 for the state of each agent's eBPF liveness probe.\n# TYPE mmm_probe_state gauge\n");
+    for (host, state, _) in &m.probes {
+        for s in PROBE_STATES {
+            out.push_str(&format!(
+                "mmm_probe_state{{host=\"{host}\",state=\"{s}\"}} {}\n",
+                u8::from(*state == s)
+            ));
+        }
+    }
+    out.push_str("# HELP mmm_probe_blind 1 while a host's probe watches no mysqld process though mysqld answers (its death would be seen by the mysql check only).\n# TYPE mmm_probe_blind gauge\n");
+    for (host, _, blind) in &m.probes {
+        out.push_str(&format!(
+            "mmm_probe_blind{{host=\"{host}\"}} {}\n",
+            u8::from(*blind)
+        ));
+    }
     out.push_str(&format!(
         "# HELP mmm_failovers_total Writer promotions completed.\n# TYPE mmm_failovers_total counter\nmmm_failovers_total {}\n",
         m.failovers
@@ -72,6 +93,7 @@ mod tests {
             hosts: vec![("db1".into(), HostState::Online)],
             roles: vec![("writer".into(), String::new(), "db1".into())],
             writer: Some(("db1".into(), "192.0.2.11".into())),
+            probes: vec![("db1".into(), "searching", true)],
             ..Default::default()
         };
         let text = render(&m);
@@ -87,5 +109,11 @@ mod tests {
             text.contains("mmm_host_state{host=\"db1\",state=\"ONLINE\"} 1\n"),
             "{text}"
         );
+        assert!(
+            text.contains("mmm_probe_state{host=\"db1\",state=\"searching\"} 1\n")
+                && text.contains("mmm_probe_state{host=\"db1\",state=\"watching\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("mmm_probe_blind{host=\"db1\"} 1\n"), "{text}");
     }
 }

@@ -219,6 +219,22 @@ impl<S: Seat> Shell<S> {
         });
     }
 
+    /// Refreshes the probes' metrics: agents report their probe in heartbeats, which
+    /// change nothing else and so call no `observe`. Once per Tick (at least every
+    /// IDLE_TICK), not per event: a heartbeat each second per host would make it
+    /// quadratic in the number of hosts.
+    fn observe_probes(&self, c: &Cluster) {
+        let probes = c
+            .hosts()
+            .iter()
+            .map(|h| (h.name.clone(), h.probe_state(), h.probe_blind()))
+            .collect();
+        self.metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .probes = probes;
+    }
+
     /// Refreshes the metrics after the core changed something.
     fn observe(&mut self, c: &Cluster, now: Millis) {
         let writer = c.active_master().map(str::to_string);
@@ -665,10 +681,14 @@ async fn event_loop<S: Seat>(
             }
         };
         let now = clock.now();
+        let tick = matches!(event, Event::Tick);
         let actions = cluster.handle(now, event);
         if !actions.is_empty() {
             shell.dispatch(actions).await;
             shell.observe(cluster, now);
+        }
+        if tick {
+            shell.observe_probes(cluster);
         }
         if shell.seat.gives_way_unheard() && !cluster.hosts().is_empty() {
             if cluster.hosts().iter().any(|h| h.agent_up) {
