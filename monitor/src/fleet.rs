@@ -63,7 +63,11 @@ pub struct Fleet {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FleetView {
     pub leader: Option<(String, u64)>,
+    /// The names registered under `<prefix>/monitors/`, each bound to a lease.
     pub members: Vec<String>,
+    /// Each of those names with the value it was registered with (sealed with the
+    /// cluster key by a monitor of this release: monitor/src/daemon/seat/roster.rs).
+    pub registrations: Vec<(String, Vec<u8>)>,
 }
 
 /// A key under a directory of the prefix, with the lease it is bound to (0: none).
@@ -370,12 +374,13 @@ impl Fleet {
         &mut self,
         session: &Session,
         name: &str,
+        value: &str,
         earlier: &[i64],
     ) -> Result<(), FleetError> {
         let key = self.keys.monitor(name);
         let put = TxnOp::put(
             key.clone(),
-            name,
+            value,
             Some(PutOptions::new().with_lease(session.lease)),
         );
         let absent = Compare::create_revision(key.clone(), CompareOp::Equal, 0);
@@ -419,14 +424,24 @@ impl Fleet {
         }?;
         // A name bound to no lease is no monitor's (each registers under its session): it
         // would sit in the roster for good and keep the writer's failsafe from holding.
-        let mut members: Vec<String> = r
+        let dir = self.keys.monitors();
+        let registrations: Vec<(String, Vec<u8>)> = r
             .kvs()
             .iter()
             .filter(|kv| kv.lease() != 0)
-            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .filter_map(|kv| {
+                let key = String::from_utf8_lossy(kv.key());
+                let name = key.strip_prefix(dir.as_str())?.to_string();
+                Some((name, kv.value().to_vec()))
+            })
             .collect();
+        let mut members: Vec<String> = registrations.iter().map(|(n, _)| n.clone()).collect();
         members.sort();
-        Ok(FleetView { leader, members })
+        Ok(FleetView {
+            leader,
+            members,
+            registrations,
+        })
     }
 
     /// The etcd lease an agent holds as its writer permit (`<prefix>/agents/<host>`), if

@@ -216,25 +216,28 @@ fn a_monitor_whose_session_was_lost_rejoins_under_its_name() {
     runtime().block_on(async {
         let mut fleet = Fleet::connect(&c, T).await.expect("connects");
         let first = fleet.session().await.expect("first session");
-        fleet.join(&first, "mon1", &[]).await.expect("joins");
+        fleet
+            .join(&first, "mon1", "mon1", &[])
+            .await
+            .expect("joins");
         let lost = first.lease;
         // Counted lost: the keeper stops; etcd still holds the lease and the name.
         drop(first);
         let mut again = Fleet::connect(&c, T).await.expect("connects again");
         let second = again.session().await.expect("second session");
-        let refused = again.join(&second, "mon1", &[]).await;
+        let refused = again.join(&second, "mon1", "mon1", &[]).await;
         assert!(
             matches!(refused, Err(FleetError::NameTaken { .. })),
             "without its earlier session a live name is a duplicate: {refused:?}"
         );
         again
-            .join(&second, "mon1", &[lost])
+            .join(&second, "mon1", "mon1", &[lost])
             .await
             .expect("this monitor's own earlier session does not make it a duplicate");
         let mut other = Fleet::connect(&c, T).await.expect("another monitor");
         let third = other.session().await.expect("its session");
         assert!(matches!(
-            other.join(&third, "mon1", &[]).await,
+            other.join(&third, "mon1", "mon1", &[]).await,
             Err(FleetError::NameTaken { .. })
         ));
     });

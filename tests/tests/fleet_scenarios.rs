@@ -28,7 +28,12 @@ fn db2_took_over(f: &Fleet, slot: &str, w: Writer) {
 }
 
 /// As [`up`], on a fleet lab already started.
-fn up_fleet(mut f: Fleet) -> Fleet {
+fn up_fleet(f: Fleet) -> Fleet {
+    up_fleet_with_standbys(f, &["mon2"])
+}
+
+/// As [`up_fleet`], where the leader lists `standbys` (sorted) besides itself.
+fn up_fleet_with_standbys(mut f: Fleet, standbys: &[&str]) -> Fleet {
     f.start_monitor("mon1");
     let (leader, _) = f.wait_leader("mon1", None, T);
     assert_eq!(leader, "mon1", "the first monitor started leads");
@@ -37,7 +42,7 @@ fn up_fleet(mut f: Fleet) -> Fleet {
     f.c.db("db1").sql(TABLE);
     let standby = wait_for(T, || {
         f.fleet_line("mon1")
-            .filter(|(_, _, s)| s == &["mon2".to_string()])
+            .filter(|(_, _, s)| s.iter().map(String::as_str).eq(standbys.iter().copied()))
     });
     assert!(
         standby.is_some(),
@@ -49,7 +54,7 @@ fn up_fleet(mut f: Fleet) -> Fleet {
     let v: serde_json::Value = serde_json::from_str(&json)
         .unwrap_or_else(|e| panic!("show --json through mon2 ({code}): {e}: {json}"));
     assert_eq!(v["fleet"]["leader"], "mon1", "{json}");
-    assert_eq!(v["fleet"]["standby"][0], "mon2", "{json}");
+    assert_eq!(v["fleet"]["standby"][standbys.len() - 1], "mon2", "{json}");
     assert!(v["fleet"]["term"].as_u64().is_some_and(|t| t > 0), "{json}");
     f
 }
@@ -1466,7 +1471,23 @@ fn f30_a_squatted_monitor_name_wedges_nothing() {
         let out = f.etcd.etcdctl(&["put", &keys().monitor(name), name]);
         assert!(out.status.success(), "{out:?}");
     }
-    let f = up_fleet(f);
+    // A name registered with a live lease but without the cluster key (someone who can
+    // write to etcd): listed as registered, never in the roster.
+    let granted = f.etcd.etcdctl(&["lease", "grant", "300"]);
+    let granted = String::from_utf8_lossy(&granted.stdout).to_string();
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("lease grant: {granted}"))
+        .to_string();
+    let out = f.etcd.etcdctl(&[
+        "put",
+        &format!("--lease={lease}"),
+        &keys().monitor("intruder"),
+        "intruder",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let f = up_fleet_with_standbys(f, &["intruder", "mon2"]);
     assert!(
         f.log("mon2").contains("held this monitor's name") && f.log("mon2").contains("taken over"),
         "mon2 log:\n{}",

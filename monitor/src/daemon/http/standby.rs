@@ -40,6 +40,7 @@ impl View {
             Ok(FleetView {
                 leader: Some((leader, term)),
                 members,
+                ..
             }) => (
                 serde_json::json!({
                     "leader": leader,

@@ -91,6 +91,38 @@ pub async fn write(
         .await
 }
 
+/// The value a monitor registers its name with at `at` (`<prefix>/monitors/<name>`):
+/// sealed with the cluster key, so that a name registered by whoever can write to etcd
+/// (with a lease kept alive) is not listed, and cannot keep the failsafe from holding.
+pub fn registration(key: &ClusterKey, at: &str, name: &str) -> String {
+    seal(key, at, name)
+}
+
+/// The registered names whose value is this cluster's sealed registration of that name;
+/// the others are named in the log once per leader.
+pub fn sealed_members(
+    key: &ClusterKey,
+    keys: &mmm_common::etcd::Keys,
+    registrations: &[(String, Vec<u8>)],
+    named: &mut std::collections::HashSet<String>,
+) -> Vec<String> {
+    registrations
+        .iter()
+        .filter_map(|(name, value)| {
+            let at = keys.monitor(name);
+            match open(key, &at, &String::from_utf8_lossy(value)) {
+                Ok(n) if n == name => Some(name.clone()),
+                Ok(_) | Err(_) => {
+                    if named.insert(name.clone()) {
+                        tracing::warn!(key = %at, "a monitor name registered without this cluster's key (or by a monitor of an earlier release): not listed in the roster");
+                    }
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 /// The roster a leader writes: the registered monitors and itself, sorted.
 pub fn of(members: &[String], leader: &str) -> Vec<String> {
     let mut names = members.to_vec();
@@ -112,6 +144,8 @@ pub const GRACE: Duration = Duration::from_secs(300);
 pub struct Keeper {
     /// Listed monitors not registered now, and since when this term has missed them.
     absent: HashMap<String, Instant>,
+    /// Registrations not sealed with the cluster key, already named in the log.
+    named: std::collections::HashSet<String>,
 }
 
 impl Keeper {
@@ -127,12 +161,13 @@ impl Keeper {
         written: &std::sync::Mutex<Option<Vec<String>>>,
     ) -> Result<(), FleetError> {
         let view = fleet.view().await?;
+        let members = sealed_members(key, fleet.keys(), &view.registrations, &mut self.named);
         let found = read(fleet, key).await?;
         let listed = match &found {
             Roster::Listed(names) => names.clone(),
             Roster::Absent | Roster::Unusable(_) => Vec::new(),
         };
-        let names = self.roster(&view.members, &listed, me, Instant::now());
+        let names = self.roster(&members, &listed, me, Instant::now());
         if found != Roster::Listed(names.clone()) {
             if let Roster::Unusable(e) = &found {
                 tracing::warn!(key = %fleet.keys().roster(), "the fleet's roster is unusable ({e}): rewriting it");

@@ -63,7 +63,9 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
                 }
             }
         };
-        let joined = fleet.join(&session, &name, &earlier).await;
+        let registration =
+            super::roster::registration(&process.key, &fleet.keys().monitor(&name), &name);
+        let joined = fleet.join(&session, &name, &registration, &earlier).await;
         // Kept whatever the outcome: a registration that failed on the way back may
         // still have been written.
         earlier.insert(0, session.lease);
