@@ -1,22 +1,38 @@
-//! Monitor fleet benchmark (measured, not asserted): the leading monitor lost three ways
-//! (SIGKILL; host frozen: SIGSTOP and its namespace's link down; SIGTERM), each under a
-//! client writing through the writer VIP every 5 ms, then a writer failure (db1's mysqld
-//! SIGKILL) handled by the new leader. Reports per scenario the client's failed writes
-//! (goal 0) and longest gap between acknowledged writes against its usual gap, the
-//! hand-over time (to the new leader's "elected leader" log line, and to `show` naming
-//! it), the failover under the new leader as `bench failover` does, and what the fleet
-//! costs in steady state (etcd requests and bytes per second, monitors' and agents' CPU
-//! and memory). Writes target/bench/fleet.{md,json} after every round.
+//! Monitor fleet benchmark (measured, not asserted), two groups of events, each under a
+//! client writing through the writer VIP every 5 ms and each followed by a writer failure
+//! (the writer's mysqld SIGKILL) measured as `bench failover` does:
 //!
-//! One lab serves every round: after each hand-over the lost monitor comes back as a
-//! standby (restarted, or woken up and reconnected), and after each writer failure db1's
-//! mysqld is started again, set online, given the writer role back (move_role) and the
-//! client's table emptied. The two monitors thus lead in turn. A round that fails starts
-//! a fresh lab for the next, and so does one whose db1 returns with an errant transaction
-//! (a write in flight at the kill that db1 alone committed): its measurements count.
+//! - `monitor`: the leading monitor lost three ways (SIGKILL; host frozen: SIGSTOP and its
+//!   namespace's link down; SIGTERM), the writer failure handled by the new leader. Reports
+//!   the hand-over time (to the new leader's "elected leader" log line, and to `show`
+//!   naming it). Lab: [`Fleet::start`] (session TTL 1 s).
+//! - `etcd` (issue 21's "Measured"): etcd's raft leader SIGKILLed, a follower SIGKILLed
+//!   (each started again after the writer failure, before the next round), etcd's
+//!   majority lost 30 s (both followers SIGKILLed, started again after 30 s), the writer
+//!   (db1) cut from every etcd member 30 s (blackhole routes on the members, as scenario
+//!   f22: the fleet fails it over by design, and the time until `show` names db2 is
+//!   reported; the writer failure that follows is then db2's, failed over to db1). Reports
+//!   whether the fleet's leader or term changed. Lab: [`Fleet::start_per_rule`] (etcd
+//!   500/50 ms, session TTL 4 s), see mmm_tests::etcd_events.
+//!
+//! Per scenario: the client's failed writes (goal 0), its longest gap between acknowledged
+//! writes against its usual gap, acknowledged writes lost or duplicated, the failover
+//! (p50/p99), and what the fleet costs in steady state (etcd requests and bytes per
+//! second, monitors' and agents' CPU and memory; on the first lab started). Writes
+//! target/bench/fleet.{md,json} after every round.
+//!
+//! One lab serves every round of a group (the monitor group's, then the etcd group's):
+//! after each hand-over the lost monitor comes back as a standby (restarted, or woken up
+//! and reconnected), and after each writer failure the killed mysqld is started again, set
+//! online, db1 given the writer role back (move_role) and the client's table emptied. A
+//! round that fails starts a fresh lab for the next, and so does one whose killed writer
+//! returns with an errant transaction (a write in flight at the kill that it alone
+//! committed): its measurements count.
 //!
 //! `cargo xtask bench fleet` (root). MMM_BENCH_ROUNDS: rounds (default 20);
-//! MMM_BENCH_SCENARIOS: leader-kill9,leader-frozen,leader-sigterm (default all).
+//! MMM_BENCH_SCENARIOS: a comma-separated list of scenarios or groups (default all):
+//! `monitor` = leader-kill9,leader-frozen,leader-sigterm; `etcd` =
+//! etcd-leader-kill9,etcd-follower-kill9,etcd-majority-lost,etcd-writer-cut.
 
 use mmm_tests::bench::{keep_logs, Machine, Summary};
 use mmm_tests::costs::{Costs, FleetCosts, FleetSnapshot};
@@ -26,7 +42,7 @@ use mmm_tests::failover::{
 };
 use mmm_tests::fleet::Fleet;
 use mmm_tests::handover::{
-    hand_over, rejoin, restore, up, up_fleet, watched, Handover, LeaderLoss,
+    hand_over, rejoin, restore, up, up_fleet, watched, ClientView, Handover, LeaderLoss,
 };
 use mmm_tests::netns::require_root;
 use serde::Serialize;
@@ -107,7 +123,7 @@ struct Run {
 
 impl Run {
     /// The client's view of the event.
-    fn client(&self) -> &mmm_tests::handover::ClientView {
+    fn client(&self) -> &ClientView {
         match (&self.handover, &self.etcd) {
             (Some(h), _) => &h.client,
             (None, Some(e)) => &e.client,
@@ -336,7 +352,7 @@ fn progress(r: &Run) -> String {
             h.old_leader, h.new_leader, h.old_term, h.new_term, h.elected_ms, h.show_ms
         ),
         (None, Some(e)) => format!(
-            "members killed {:?}; fleet {} term {} -> {} term {}; writer after it {}{}",
+            "members killed {:?}; fleet {} term {} -> {} term {}; writer after it {}{}{}",
             e.members,
             e.fleet_before.0,
             e.fleet_before.1,
@@ -345,7 +361,12 @@ fn progress(r: &Run) -> String {
             e.writer,
             e.writer_moved_ms
                 .map(|ms| format!(" (shown after {ms} ms)"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if e.rejoined_by_admin {
+                "; the old writer rejoined by set_offline + set_online"
+            } else {
+                ""
+            }
         ),
         (None, None) => String::new(),
     };
@@ -392,11 +413,27 @@ fn cell(s: Option<Summary>, f: impl Fn(&Summary) -> f64) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// The p50 of the clients' usual gaps, ms.
-fn usual_gap<'a>(c: impl Iterator<Item = &'a mmm_tests::handover::ClientView>) -> String {
-    summary(c.filter_map(|c| c.normal_gap_ms))
+/// A series' client columns: (failed writes | acked | longest gap p50 / max | usual gap
+/// p50, lost | duplicated).
+fn client_cells(c: Vec<&ClientView>) -> (String, String) {
+    let longest = summary(c.iter().filter_map(|c| c.longest_gap_ms));
+    let usual = summary(c.iter().filter_map(|c| c.normal_gap_ms))
         .map(|s| format!("{:.1}", s.p50))
-        .unwrap_or_else(|| "-".into())
+        .unwrap_or_else(|| "-".into());
+    (
+        format!(
+            "{} | {} | {} / {} | {usual}",
+            c.iter().map(|c| c.failed).sum::<usize>(),
+            c.iter().map(|c| c.acked).sum::<usize>(),
+            cell(longest, |s| s.p50),
+            cell(longest, |s| s.max),
+        ),
+        format!(
+            "{} | {}",
+            c.iter().map(|c| c.missing).sum::<usize>(),
+            c.iter().map(|c| c.duplicated).sum::<usize>()
+        ),
+    )
 }
 
 fn p50_p99(s: Option<Summary>) -> String {
@@ -409,7 +446,7 @@ fn write_report(machine: &Machine, rounds: usize, steady: &FleetCosts, series: &
     let _ = writeln!(md, "# Monitor fleet benchmark\n");
     let _ = writeln!(
         md,
-        "{done} of {rounds} rounds done. One namespace lab for every round: 3 etcd members (session TTL 1 s), two monitors (mon1, mon2) in their own namespaces, 3 MariaDB 10.11 (db1 <-> db2, db3 a slave; GTID, semi-sync), an agent on each, and a client writing one row every 5 ms through the writer VIP (500 ms per attempt). After each hand-over the lost monitor rejoins as a standby (restarted; the frozen one woken up and its link up again), and after each writer failure db1 is started again, set online and given the writer role back with move_role: the monitors lead in turn. Kernel {}, {} cores, revision {}.\n",
+        "{done} of {rounds} rounds done. One namespace lab for every round of the leader losses: 3 etcd members (session TTL 1 s), two monitors (mon1, mon2) in their own namespaces, 3 MariaDB 10.11 (db1 <-> db2, db3 a slave; GTID, semi-sync), an agent on each, and a client writing one row every 5 ms through the writer VIP (500 ms per attempt). After each hand-over the lost monitor rejoins as a standby (restarted; the frozen one woken up and its link up again), and after each writer failure db1 is started again, set online and given the writer role back with move_role: the monitors lead in turn. Kernel {}, {} cores, revision {}.\n",
         machine.kernel, machine.cores, machine.revision
     );
     let leader_series = || series.iter().filter(|(e, _)| !e.is_etcd());
@@ -419,44 +456,30 @@ fn write_report(machine: &Machine, rounds: usize, steady: &FleetCosts, series: &
         let _ = writeln!(md, "Times in ms after the signal. \"elected\": the new leader's `elected leader of the monitor fleet` log line; \"shown\": the first `mmm-control show` through the new leader (polled back to back) naming it. Client gaps: the longest time between two acknowledged writes over the client's whole run (warm-up, event, one second after), against the p50 of its gaps.\n\n| scenario | runs | failed runs | elected p50 / p99 | shown p50 / p99 | failed client writes (goal 0) | acked writes | longest gap p50 / max | usual gap p50 | lost | duplicated |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for (loss, s) in leader_series() {
             let h = || s.runs.iter().filter_map(|r| r.handover.as_ref());
-            let c = || h().map(|h| &h.client);
-            let longest = summary(c().filter_map(|c| c.longest_gap_ms));
+            let (client, data) = client_cells(h().map(|h| &h.client).collect());
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {client} | {data} |",
                 loss.key(),
                 s.runs.len(),
                 s.failed.len(),
                 p50_p99(summary(h().filter_map(|h| h.elected_ms).map(|x| x as f64))),
                 p50_p99(summary(h().filter_map(|h| h.show_ms).map(|x| x as f64))),
-                c().map(|c| c.failed).sum::<usize>(),
-                c().map(|c| c.acked).sum::<usize>(),
-                cell(longest, |s| s.p50),
-                cell(longest, |s| s.max),
-                usual_gap(c()),
-                c().map(|c| c.missing).sum::<usize>(),
-                c().map(|c| c.duplicated).sum::<usize>(),
             );
         }
     }
     if etcd_series().next().is_some() {
         let _ = writeln!(md, "\n## etcd events, under writes\n");
-        let _ = writeln!(md, "A lab of their own, with the timings docs/operations.md prescribes (etcd heartbeat 50 ms, election timeout 500 ms named in `[coordination]`, session_ttl left to its default: 4 s). Per round: etcd's raft leader (found with `etcdctl endpoint status`) or a follower SIGKILLed, the client writing 6 s more; or both followers SIGKILLed for 30 s (the majority lost), started again on their data, 5 s more; or blackhole routes to db1 on every etcd member for 30 s (as scenario f22; the fleet fails db1 over by design), healed, 5 s more. A killed member stays down through the writer failure that follows and is started again before the next round. Client gaps as above (the longest over the client's whole run against the p50 of its gaps; goal: within 50 ms of the usual gap). \"fleet leader changed\": runs whose fleet leader or term differed after the event. \"writer moved\": the cut only, ms from the cut to the first `show` naming db2 the writer.\n\n| event | runs | failed runs | failed client writes (goal 0) | acked writes | longest gap p50 / max | usual gap p50 | fleet leader changed | writer moved p50 / p99 | lost | duplicated |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        let _ = writeln!(md, "A lab of their own, with the timings docs/operations.md prescribes (etcd heartbeat 50 ms, election timeout 500 ms named in `[coordination]`, session_ttl left to its default: 4 s). Per round: etcd's raft leader (found with `etcdctl endpoint status`) or a follower SIGKILLed, the client writing 6 s more; or both followers SIGKILLed for 30 s (the majority lost), started again on their data, 5 s more; or blackhole routes to db1 on every etcd member for 30 s (as scenario f22; the fleet fails db1 over by design), healed, 5 s more. A killed member stays down through the writer failure that follows and is started again before the next round. Client gaps as above (the longest over the client's whole run against the p50 of its gaps; goal: within 50 ms of the usual gap). \"fleet leader changed\": runs whose fleet leader or term differed after the event. \"writer moved\": the cut only, ms from the cut to the first `show` naming db2 the writer; \"rejoined by admin\": the cut only, runs whose old writer did not replicate from the new one 5 s after the cut healed (seen: REPLICATION_FAIL, replication stopped), rejoined with `set_offline` and `set_online`.\n\n| event | runs | failed runs | failed client writes (goal 0) | acked writes | longest gap p50 / max | usual gap p50 | fleet leader changed | writer moved p50 / p99 | rejoined by admin | lost | duplicated |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for (event, s) in etcd_series() {
             let e = || s.runs.iter().filter_map(|r| r.etcd.as_ref());
-            let c = || e().map(|e| &e.client);
-            let longest = summary(c().filter_map(|c| c.longest_gap_ms));
+            let (client, data) = client_cells(e().map(|e| &e.client).collect());
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {client} | {} | {} | {} | {data} |",
                 event.key(),
                 s.runs.len(),
                 s.failed.len(),
-                c().map(|c| c.failed).sum::<usize>(),
-                c().map(|c| c.acked).sum::<usize>(),
-                cell(longest, |s| s.p50),
-                cell(longest, |s| s.max),
-                usual_gap(c()),
                 e().filter(|e| e.fleet_before != e.fleet_after).count(),
                 if *event == Event::Etcd(EtcdEvent::WriterCut) {
                     p50_p99(summary(
@@ -465,8 +488,7 @@ fn write_report(machine: &Machine, rounds: usize, steady: &FleetCosts, series: &
                 } else {
                     "-".into()
                 },
-                c().map(|c| c.missing).sum::<usize>(),
-                c().map(|c| c.duplicated).sum::<usize>(),
+                e().filter(|e| e.rejoined_by_admin).count(),
             );
         }
     }
@@ -532,12 +554,12 @@ fn write_report(machine: &Machine, rounds: usize, steady: &FleetCosts, series: &
         .collect();
     let _ = writeln!(
         md,
-        "\nRounds after which db1 could not rejoin, so a fresh lab served the next round: {}{}{}",
+        "\nRounds after which the killed writer could not rejoin, so a fresh lab served the next round: {}{}{}",
         fresh.len(),
         if fresh.is_empty() {
             ""
         } else {
-            ". A write in flight when mysqld was killed, committed by db1 alone and never acknowledged, is an errant transaction on its return; the monitor rightly keeps db1 out (set_online refuses it), and the bench does not rebuild it.\n"
+            ". A write in flight when mysqld was killed, committed by the killed writer alone and never acknowledged, is an errant transaction on its return; the monitor rightly keeps it out (set_online refuses it), and the bench does not rebuild it.\n"
         },
         fresh.join("\n")
     );

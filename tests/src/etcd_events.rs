@@ -83,6 +83,9 @@ pub struct EtcdOutcome {
     pub writer: String,
     /// The cut only: event -> the first `show` naming db2 the writer, ms.
     pub writer_moved_ms: Option<i64>,
+    /// The cut only: the old writer did not replicate from the new one 5 s after the
+    /// cut healed, and was rejoined with `set_offline` and `set_online`.
+    pub rejoined_by_admin: bool,
     #[serde(flatten)]
     pub client: ClientView,
 }
@@ -139,6 +142,16 @@ pub fn undergo(f: &mut Fleet, event: EtcdEvent) -> EtcdOutcome {
             std::thread::sleep(OUTAGE.saturating_sub(started.elapsed()));
             cut("del");
             std::thread::sleep(AFTER_HEAL);
+            if o.writer_moved_ms.is_some() && !replicates(f, "db1", "db2") {
+                // Seen: the old writer stays REPLICATION_FAIL with its replication
+                // stopped after a long cut; an operator's set_offline + set_online
+                // rejoins it to the new writer.
+                o.rejoined_by_admin = true;
+                for command in ["set_offline", "set_online"] {
+                    let (code, out) = f.control(&leader, &[command, "db1"]);
+                    assert_eq!(code, 0, "{command} db1 after the cut: {out}");
+                }
+            }
         }
     }
     let log = writer.stop();
@@ -157,6 +170,19 @@ pub fn undergo(f: &mut Fleet, event: EtcdEvent) -> EtcdOutcome {
     crate::assert::assert_servers(&f.c, &o.writer, &others);
     o.client = ClientView::of(f, &log);
     o
+}
+
+/// Whether `host` replicates from `source` with both threads running (given 5 s).
+fn replicates(f: &Fleet, host: &str, source: &str) -> bool {
+    let ip = f.c.lab.net.node(source).ip.to_string();
+    wait_for(Duration::from_secs(5), || {
+        let db = f.c.db(host);
+        (db.slave_status("Master_Host") == ip
+            && db.slave_status("Slave_IO_Running") == "Yes"
+            && db.slave_status("Slave_SQL_Running") == "Yes")
+            .then_some(())
+    })
+    .is_some()
 }
 
 /// The members [`undergo`] left down started again on their data; waits until every
