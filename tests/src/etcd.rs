@@ -393,7 +393,7 @@ impl EtcdCluster {
     }
 
     /// Waits until etcdctl reports every member healthy; panics with the members' logs.
-    fn wait_healthy(&self, within: Duration) {
+    pub fn wait_healthy(&self, within: Duration) {
         let start = Instant::now();
         while start.elapsed() < within {
             let ok = self.etcdctl(&["endpoint", "health"]).status.success();
@@ -454,6 +454,16 @@ impl EtcdCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("etcd has no raft leader:\n{}", self.logs());
+    }
+
+    /// The members that do not lead etcd's raft now (waits for a leader).
+    pub fn followers(&self, within: Duration) -> Vec<String> {
+        let leader = self.wait_raft_leader(within);
+        self.members
+            .iter()
+            .map(|m| m.name.clone())
+            .filter(|m| *m != leader)
+            .collect()
     }
 
     /// Sends `signal` (KILL, STOP, CONT) to a member's process.

@@ -302,9 +302,26 @@ pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &
 /// As [`measure`], with the monitor named: a fleet's leader, whose namespace and log are
 /// its own. A switchover goes through the lab's own control socket (`Cluster::control`).
 pub fn measure_on(c: &Cluster, scenario: Scenario, profile: Profile, m: Watched) -> Failover {
+    measure_move(c, scenario, profile, m, ("db1", "db2"))
+}
+
+/// As [`measure_on`], the writer `from` (db1 or db2) failing over to `to`, the other of
+/// the two masters; the remaining server (db3) is the slave to be re-pointed. The
+/// milestones keep their names (written for db1 -> db2).
+pub fn measure_move(
+    c: &Cluster,
+    scenario: Scenario,
+    profile: Profile,
+    m: Watched,
+    (from, to): (&str, &str),
+) -> Failover {
     let (monitor, monitor_log) = (m.pid, m.log);
+    let slave = ["db1", "db2", "db3"]
+        .into_iter()
+        .find(|h| *h != from && *h != to)
+        .expect("three servers");
     let net = &c.lab.net;
-    c.db("db1").sql(TABLE);
+    c.db(from).sql(TABLE);
     std::thread::sleep(Duration::from_millis(300));
     let client_ns = net.node("client").ns.clone();
     let writer = Writer::start(&client_ns, "192.0.2.100", Duration::from_millis(5));
@@ -329,35 +346,39 @@ pub fn measure_on(c: &Cluster, scenario: Scenario, profile: Profile, m: Watched)
 
     let event_wall = wall_ms();
     let event = Instant::now();
-    let prober = Prober::start(&client_ns, "192.0.2.100", 2, event);
+    let prober = Prober::start(&client_ns, "192.0.2.100", c.db(to).server_id, event);
     let t = profile.patience();
-    let db2_mac = net.node("db2").mac.clone();
+    let to_mac = net.node(to).mac.clone();
+    let to_ip = net.node(to).ip.to_string();
+    let agent = c.agents[c.dbs.iter().position(|d| d.node == from).expect("a server")];
     let (arp, resumed, repointed, during) = std::thread::scope(|s| {
         match scenario {
-            Scenario::Kill9 => net.signal(c.db("db1").pid, "KILL"),
-            Scenario::Term => net.signal(c.db("db1").pid, "TERM"),
+            Scenario::Kill9 => net.signal(c.db(from).pid, "KILL"),
+            Scenario::Term => net.signal(c.db(from).pid, "TERM"),
             Scenario::HostLost => {
-                net.signal(c.db("db1").pid, "STOP");
-                net.signal(c.agents[0], "STOP");
-                net.exec("db1", &["ip", "link", "set", "eth0", "down"]);
+                net.signal(c.db(from).pid, "STOP");
+                net.signal(agent, "STOP");
+                net.exec(from, &["ip", "link", "set", "eth0", "down"]);
             }
             Scenario::Switchover => {
                 s.spawn(|| {
-                    let (code, out) = c.control(&["move_role", "writer", "db2"]);
-                    assert_eq!(code, 0, "move_role writer db2: {out}");
+                    let (code, out) = c.control(&["move_role", "writer", to]);
+                    assert_eq!(code, 0, "move_role writer {to}: {out}");
                 });
             }
         }
         let arp = wait_for(t, || {
-            (net.neigh_mac("client", ip(100)).as_deref() == Some(db2_mac.as_str()))
+            (net.neigh_mac("client", ip(100)).as_deref() == Some(to_mac.as_str()))
                 .then(|| event.elapsed())
         });
         let first_on_db2 = |w: &Writer, range: (u64, u64)| {
             let first = c
-                .db("db2")
+                .db(to)
                 .try_sql(&format!(
-                    "SELECT MIN(id) FROM app.w WHERE sid = 2 AND id BETWEEN {} AND {}",
-                    range.0, range.1
+                    "SELECT MIN(id) FROM app.w WHERE sid = {} AND id BETWEEN {} AND {}",
+                    c.db(to).server_id,
+                    range.0,
+                    range.1
                 ))
                 .ok()?
                 .parse::<u64>()
@@ -375,8 +396,8 @@ pub fn measure_on(c: &Cluster, scenario: Scenario, profile: Profile, m: Watched)
             first_on_db2(&pool, (Policy::RETRYING.first_id, u64::MAX))
         });
         let repointed = wait_for(t, || {
-            (c.db("db3").slave_status("Master_Host") == "192.0.2.12"
-                && c.db("db3").slave_status("Slave_SQL_Running") == "Yes")
+            (c.db(slave).slave_status("Master_Host") == to_ip
+                && c.db(slave).slave_status("Slave_SQL_Running") == "Yes")
                 .then(|| event.elapsed())
         });
         let _ = wait_for(t, || prober.first_ok());
@@ -421,10 +442,10 @@ pub fn measure_on(c: &Cluster, scenario: Scenario, profile: Profile, m: Watched)
 
     // A lost host comes back (its link stays down): does it still hold the writer VIP?
     if scenario == Scenario::HostLost {
-        net.signal(c.agents[0], "CONT");
-        net.signal(c.db("db1").pid, "CONT");
+        net.signal(agent, "CONT");
+        net.signal(c.db(from).pid, "CONT");
         let _ = wait_for(Duration::from_secs(3), || {
-            (!holds_vip(c, "db1")).then_some(())
+            (!holds_vip(c, from)).then_some(())
         });
     }
     let vip_holders = ["db1", "db2", "db3"]
@@ -524,7 +545,7 @@ pub fn measure_on(c: &Cluster, scenario: Scenario, profile: Profile, m: Watched)
         during,
         ..Default::default()
     };
-    for h in ["db2", "db3"] {
+    for h in [to, slave] {
         let _ = wait_for(Duration::from_secs(10), || {
             verify(c.db(h), &all_acked).0.is_empty().then_some(())
         });

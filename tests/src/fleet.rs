@@ -313,6 +313,15 @@ impl Fleet {
         self.wait_show(slot, "db1", "writer(192.0.2.100)", t);
     }
 
+    /// The master that `show` through `slot` names as the writer, if any.
+    pub fn shown_writer(&self, slot: &str) -> Option<String> {
+        let (_, show) = self.control(slot, &["show"]);
+        show.lines()
+            .find(|l| l.contains("writer(192.0.2.100)"))
+            .and_then(|l| l.trim_start().split('(').next())
+            .map(str::to_string)
+    }
+
     /// Waits until `host`'s show line (through `slot`) contains `needle`.
     pub fn wait_show(&self, slot: &str, host: &str, needle: &str, within: Duration) {
         let ok = wait_for(within, || {

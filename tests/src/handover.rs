@@ -66,6 +66,13 @@ pub struct Handover {
     pub elected_ms: Option<i64>,
     /// Event -> the first `show` through the new leader that names it, ms.
     pub show_ms: Option<i64>,
+    #[serde(flatten)]
+    pub client: ClientView,
+}
+
+/// What the client writing through the writer VIP saw over an event.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClientView {
     pub acked: usize,
     /// Client writes that failed or got no answer.
     pub failed: usize,
@@ -78,10 +85,54 @@ pub struct Handover {
     pub duplicated: usize,
 }
 
+impl ClientView {
+    /// The client's log once it stopped: its gaps, and every acknowledged write looked
+    /// for on db1..db3 (each given 10 s to catch up).
+    pub fn of(f: &Fleet, log: &WriteLog) -> ClientView {
+        let (longest_gap_ms, normal_gap_ms) = gaps_ms(log);
+        let mut v = ClientView {
+            acked: log.acked.len(),
+            failed: log.failed.len(),
+            longest_gap_ms,
+            normal_gap_ms,
+            ..Default::default()
+        };
+        for db in ["db1", "db2", "db3"] {
+            let _ = wait_for(Duration::from_secs(10), || {
+                verify(f.c.db(db), &log.acked).0.is_empty().then_some(())
+            });
+            let (missing, dup) = verify(f.c.db(db), &log.acked);
+            v.missing += missing.len();
+            v.duplicated += dup.len();
+        }
+        v
+    }
+}
+
+/// A client writing a row through the writer VIP every 5 ms (ids from [`POLICY`]), once
+/// it has written 100.
+pub fn client(f: &Fleet) -> Writer {
+    let client_ns = f.c.lab.net.node("client").ns.clone();
+    let writer = Writer::with_policy(&client_ns, "192.0.2.100", Duration::from_millis(5), POLICY);
+    let warm = wait_for(Duration::from_secs(10), || {
+        (writer.log().acked.len() > 100).then_some(())
+    });
+    assert!(
+        warm.is_some(),
+        "the client cannot write through the writer VIP: {:?}",
+        writer.log().failed.last()
+    );
+    writer
+}
+
 /// The fleet lab with two monitors, mon1 leading and mon2 standing by, the cluster
 /// online through mon1 (db1 the writer) and the client's table created.
 pub fn up(tag: &str) -> Fleet {
-    let mut f = Fleet::start(tag);
+    up_fleet(Fleet::start(tag))
+}
+
+/// As [`up`], on a fleet lab already started (say [`Fleet::start_per_rule`]).
+pub fn up_fleet(mut f: Fleet) -> Fleet {
     f.start_monitor("mon1");
     let (leader, _) = f.wait_leader("mon1", None, T);
     assert_eq!(leader, "mon1", "the first monitor started leads");
@@ -138,16 +189,7 @@ pub fn hand_over(f: &mut Fleet, leader: &str, loss: LeaderLoss) -> Handover {
     let standby = other(f, leader);
     let (was, old_term, _) = f.fleet_line(&standby).expect("a fleet line in show");
     assert_eq!(was, leader, "{leader} must lead before it is lost");
-    let client_ns = f.c.lab.net.node("client").ns.clone();
-    let writer = Writer::with_policy(&client_ns, "192.0.2.100", Duration::from_millis(5), POLICY);
-    let warm = wait_for(Duration::from_secs(10), || {
-        (writer.log().acked.len() > 100).then_some(())
-    });
-    assert!(
-        warm.is_some(),
-        "the client cannot write through the writer VIP: {:?}",
-        writer.log().failed.last()
-    );
+    let writer = client(f);
     let pid = f.monitors[leader].pid.expect("the leader runs");
     let node = f.monitors[leader].node.clone();
     let net = &f.c.lab.net;
@@ -191,8 +233,7 @@ pub fn hand_over(f: &mut Fleet, leader: &str, loss: LeaderLoss) -> Handover {
         .find(|l| l.contains("elected leader of the monitor fleet"))
         .and_then(log_time_ms)
         .map(|ms| ms as i64 - event_wall);
-    let (longest_gap_ms, normal_gap_ms) = gaps_ms(&log);
-    let mut h = Handover {
+    Handover {
         old_leader: leader.to_string(),
         new_leader: if shown.is_some() {
             standby
@@ -203,21 +244,8 @@ pub fn hand_over(f: &mut Fleet, leader: &str, loss: LeaderLoss) -> Handover {
         new_term,
         elected_ms,
         show_ms,
-        acked: log.acked.len(),
-        failed: log.failed.len(),
-        longest_gap_ms,
-        normal_gap_ms,
-        ..Default::default()
-    };
-    for db in ["db1", "db2", "db3"] {
-        let _ = wait_for(Duration::from_secs(10), || {
-            verify(f.c.db(db), &log.acked).0.is_empty().then_some(())
-        });
-        let (missing, dup) = verify(f.c.db(db), &log.acked);
-        h.missing += missing.len();
-        h.duplicated += dup.len();
+        client: ClientView::of(f, &log),
     }
-    h
 }
 
 /// The lost leader back as a standby: restarted (SIGKILL, SIGTERM) or woken up and
@@ -254,11 +282,23 @@ pub fn rejoin(f: &mut Fleet, slot: &str, loss: LeaderLoss) {
 /// never acknowledged; the monitor rightly keeps such a host out, and the lab has no
 /// rebuild of it.
 pub fn restore_db1(f: &mut Fleet, leader: &str) -> Result<(), String> {
+    restore(f, leader, "db1")
+}
+
+/// As [`restore_db1`] after the mysqld of `killed` (db1 or db2, the writer then) was
+/// killed: it is started again and set online, and the writer role goes back to db1
+/// unless db1 already holds it.
+pub fn restore(f: &mut Fleet, leader: &str, killed: &str) -> Result<(), String> {
     let net = &f.c.lab.net;
-    f.c.dbs[0].restart(net);
-    f.wait_show(leader, "db1", "master/AWAITING_RECOVERY", T);
+    let i =
+        f.c.dbs
+            .iter()
+            .position(|d| d.node == killed)
+            .unwrap_or_else(|| panic!("no server {killed}"));
+    f.c.dbs[i].restart(net);
+    f.wait_show(leader, killed, "master/AWAITING_RECOVERY", T);
     let online = wait_for(T, || {
-        let (code, out) = f.control(leader, &["set_online", "db1"]);
+        let (code, out) = f.control(leader, &["set_online", killed]);
         if out.contains("has errant transactions") {
             return Some(Err(out.trim().to_string()));
         }
@@ -268,11 +308,30 @@ pub fn restore_db1(f: &mut Fleet, leader: &str) -> Result<(), String> {
         Some(Ok(())) => {}
         Some(Err(errant)) => return Err(errant),
         None => panic!(
-            "set_online db1: {}",
-            f.control(leader, &["set_online", "db1"]).1
+            "set_online {killed}: {}",
+            f.control(leader, &["set_online", killed]).1
         ),
     }
-    f.wait_show(leader, "db1", "master/ONLINE", T);
+    f.wait_show(leader, killed, "master/ONLINE", T);
+    if killed == "db1" {
+        move_writer_to_db1(f, leader);
+    } else {
+        // Whatever the round left: db1 writes again, db2 and db3 replicate from it.
+        f.wait_show(leader, "db1", "writer(192.0.2.100)", T);
+    }
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+    f.c.db("db1").sql("TRUNCATE TABLE app.w");
+    for db in ["db2", "db3"] {
+        let empty = wait_for(T, || {
+            (f.c.db(db).try_sql("SELECT COUNT(*) FROM app.w").ok()? == "0").then_some(())
+        });
+        assert!(empty.is_some(), "app.w not emptied on {db}");
+    }
+    Ok(())
+}
+
+/// `move_role writer db1` through `leader`, until `show` names db1 the writer.
+fn move_writer_to_db1(f: &Fleet, leader: &str) {
     let moved = wait_for(T, || {
         let (code, out) = f.control(leader, &["move_role", "writer", "db1"]);
         (code == 0).then_some(out)
@@ -283,13 +342,4 @@ pub fn restore_db1(f: &mut Fleet, leader: &str) -> Result<(), String> {
         f.control(leader, &["move_role", "writer", "db1"]).1
     );
     f.wait_show(leader, "db1", "writer(192.0.2.100)", T);
-    assert_servers(&f.c, "db1", &["db2", "db3"]);
-    f.c.db("db1").sql("TRUNCATE TABLE app.w");
-    for db in ["db2", "db3"] {
-        let empty = wait_for(T, || {
-            (f.c.db(db).try_sql("SELECT COUNT(*) FROM app.w").ok()? == "0").then_some(())
-        });
-        assert!(empty.is_some(), "app.w not emptied on {db}");
-    }
-    Ok(())
 }

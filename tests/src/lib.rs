@@ -7,6 +7,7 @@ pub mod browser;
 pub mod client;
 pub mod costs;
 pub mod etcd;
+pub mod etcd_events;
 pub mod failover;
 pub mod fleet;
 pub mod handover;

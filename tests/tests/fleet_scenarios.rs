@@ -753,15 +753,6 @@ fn push_revisions(f: &Fleet, n: usize) {
     );
 }
 
-/// The master that `show` through `slot` names as the writer, if any.
-fn shown_writer(f: &Fleet, slot: &str) -> Option<String> {
-    let (_, show) = f.control(slot, &["show"]);
-    show.lines()
-        .find(|l| l.contains("writer(192.0.2.100)"))
-        .and_then(|l| l.trim_start().split('(').next())
-        .map(str::to_string)
-}
-
 /// Issue #21 item 5: etcd wiped and re-created on the same addresses (same names and
 /// token, so the same cluster and member ids) after the agents saw a term of about 500.
 /// The new etcd counts revisions from 1: before epochs every agent refused every new
@@ -857,7 +848,7 @@ fn f20_etcd_wiped_and_recreated_recovers() {
     for h in ["db1", "db2", "db3"] {
         f.wait_show("mon2", h, "/ONLINE", T);
     }
-    let writer_host = wait_for(T, || shown_writer(&f, "mon2")).unwrap_or_else(|| {
+    let writer_host = wait_for(T, || f.shown_writer("mon2")).unwrap_or_else(|| {
         panic!(
             "no writer after the wipe:\n{}",
             f.control("mon2", &["show"]).1
@@ -887,7 +878,7 @@ fn f20_etcd_wiped_and_recreated_recovers() {
         "the thawed monitor took over"
     );
     assert_eq!(
-        shown_writer(&f, "mon2").as_deref(),
+        f.shown_writer("mon2").as_deref(),
         Some(writer_host.as_str())
     );
     let two = watch.stop();
@@ -1010,7 +1001,7 @@ fn f21_etcd_restored_from_a_snapshot_recovers() {
     for h in ["db1", "db2", "db3"] {
         f.wait_show(&leader, h, "/ONLINE", T);
     }
-    let writer_host = wait_for(T, || shown_writer(&f, &leader)).unwrap_or_else(|| {
+    let writer_host = wait_for(T, || f.shown_writer(&leader)).unwrap_or_else(|| {
         panic!(
             "no writer after the restore:\n{}",
             f.control(&leader, &["show"]).1
@@ -1248,12 +1239,7 @@ fn f28_etcd_majority_killed_writes_go_on() {
 
 /// The members of etcd that do not lead its raft now.
 fn etcd_followers(f: &Fleet) -> Vec<String> {
-    let leader = f.etcd.wait_raft_leader(T);
-    ["etcd1", "etcd2", "etcd3"]
-        .into_iter()
-        .filter(|m| *m != leader)
-        .map(str::to_string)
-        .collect()
+    f.etcd.followers(T)
 }
 
 /// etcd's majority lost, then the writer's mysqld killed: nothing is promoted without

@@ -128,7 +128,9 @@ fn main() -> Result<()> {
                 "usage: cargo xtask <command>\n\n  test        fmt check, clippy -D warnings, every test (the README's test command)\n  \
                  ci          the same as test (what .ci/run calls)\n  lab         build and show the system (the README's first command)\n  \
                  lab --fleet the same with a monitor fleet: 3 etcd members, 2 monitors; the leading monitor is killed, then the writer\n  \
-                 bench [protocol|core|monitor|probe|agent|chaos|failover|fleet]  measurements, written to target/bench/\n  build-ebpf  compile the BPF programs\n  \
+                 bench [protocol|core|monitor|probe|agent|chaos|failover|fleet]  measurements, written to target/bench/\n              \
+                 (MMM_BENCH_ROUNDS, MMM_BENCH_SCENARIOS; fleet's groups: monitor = leader-kill9,leader-frozen,leader-sigterm,\n              \
+                 etcd = etcd-leader-kill9,etcd-follower-kill9,etcd-majority-lost,etcd-writer-cut; default both)\n  build-ebpf  compile the BPF programs\n  \
                  dist        Debian packages mmm-agent and mmm-monitor in target/dist/"
             );
             bail!("no command given")

@@ -178,12 +178,12 @@ fn run_fleet(keep: bool) {
     );
     println!(
         "  client: {} writes acknowledged, {} failed; longest gap between acknowledged writes {:.0} ms (usual {:.1} ms); {} missing, {} duplicated on db1..db3",
-        h.acked,
-        h.failed,
-        h.longest_gap_ms.unwrap_or(f64::NAN),
-        h.normal_gap_ms.unwrap_or(f64::NAN),
-        h.missing,
-        h.duplicated
+        h.client.acked,
+        h.client.failed,
+        h.client.longest_gap_ms.unwrap_or(f64::NAN),
+        h.client.normal_gap_ms.unwrap_or(f64::NAN),
+        h.client.missing,
+        h.client.duplicated
     );
     assert!(!h.new_leader.is_empty(), "no new leader");
     let new = h.new_leader.clone();
@@ -202,9 +202,9 @@ fn run_fleet(keep: bool) {
     print!("{}", f.control(&new, &["show"]).1);
     section("data");
     print_data(&fo);
-    let ok = h.failed == 0
-        && h.missing == 0
-        && h.duplicated == 0
+    let ok = h.client.failed == 0
+        && h.client.missing == 0
+        && h.client.duplicated == 0
         && fo.missing == 0
         && fo.duplicated == 0
         && fo.replication_errors.is_empty();
