@@ -1065,8 +1065,22 @@ fn f33_writer_cut_from_etcd_30s_rejoins_when_healed() {
     writer_cut_from_etcd("f33", Duration::from_secs(30));
 }
 
+/// f33 with the timings docs/operations.md prescribes (`session_ttl` 4 s), as the fleet
+/// bench runs it.
+#[test]
+fn f34_writer_cut_from_etcd_30s_rejoins_with_the_default_ttl() {
+    if !require_root("f34") {
+        return;
+    }
+    writer_cut_from_etcd("f34", Duration::from_secs(30));
+}
+
 fn writer_cut_from_etcd(tag: &str, hold: Duration) {
-    let f = up(tag);
+    let f = if tag == "f34" {
+        up_fleet(Fleet::start_per_rule(tag))
+    } else {
+        up(tag)
+    };
     let w = writer(&f.c);
     let cut = |on: bool| {
         for member in ["etcd1", "etcd2", "etcd3"] {
