@@ -338,4 +338,47 @@ mod tests {
             "no replication, no series"
         );
     }
+
+    /// Every family rendered is in docs/operations.md's table of agent metrics.
+    #[test]
+    fn every_metric_is_documented() {
+        let s = Snapshot {
+            answered_ago: Some(Duration::from_millis(100)),
+            read_only: Some(false),
+            permit: Permit {
+                enforced: true,
+                ..Permit::default()
+            },
+            replication: Some(mmm_common::proto::Replication {
+                source_host: "10.0.0.11".into(),
+                source_port: 3306,
+                io_running: true,
+                sql_running: true,
+                seconds_behind: Some(0),
+                last_error: String::new(),
+            }),
+            etcd: Some(EtcdRenewal {
+                ok: true,
+                ago: Some(Duration::ZERO),
+            }),
+            ..Snapshot::default()
+        };
+        let text = render("db1", &s, &Counters::default());
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+        )
+        .expect("docs/operations.md");
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert!(families.len() >= 20, "{families:?}");
+        for name in families {
+            assert!(
+                docs.contains(&format!("`{name}")),
+                "{name} is not in docs/operations.md"
+            );
+        }
+    }
 }
