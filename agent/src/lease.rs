@@ -495,6 +495,13 @@ impl Lease {
         at.0 != 0 && at.after(within) > Boot::now()
     }
 
+    /// How long ago etcd last renewed the agent's own lease (None: never), for `/metrics`.
+    pub fn etcd_renewed_ago(&self) -> Option<Duration> {
+        let at = Boot(self.etcd_renewed.load(std::sync::atomic::Ordering::Relaxed));
+        let now = Boot::now();
+        (at.0 != 0).then(|| Duration::from_nanos(now.0.saturating_sub(at.0)))
+    }
+
     /// The failsafe (crate::failsafe) allows the writer role until `until`: the permit runs
     /// on to then if it is still running, with no fence, in a fleet. Never revives an
     /// ended permit, never shortens one. Returns the time left when it extended it.

@@ -13,6 +13,8 @@
 //! - [`term`]: a monitor fleet's leadership terms: the highest seen, kept across restarts
 //! - [`etcd`]: the agent's own etcd lease, its writer permit in a fleet
 //! - [`server`]: the authenticated protocol towards the monitor, the lease's task
+//! - [`http`]: read-only health checks for load balancers (`/writer`, `/reader`,
+//!   `/health`) and `/metrics`
 //! - [`startup`]: what is refused at start rather than minutes later (state_dir, files,
 //!   capabilities, the cluster interface)
 
@@ -22,6 +24,7 @@ pub mod election;
 pub mod etcd;
 pub mod failsafe;
 pub mod garp;
+pub mod http;
 pub mod lease;
 pub mod mysql;
 pub mod probe;

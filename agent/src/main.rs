@@ -147,6 +147,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .await
             ?;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening for the monitor");
+        if let Some(addr) = mmm_agent::http::start(agent.clone()).await? {
+            tracing::info!(%addr, "HTTP listening (/writer, /reader, /health, /metrics)");
+        }
         match probe {
             None => agent.set_probe_state(ProbeState::Off),
             Some((probe, known)) => {

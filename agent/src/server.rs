@@ -55,7 +55,7 @@ impl Throttle {
     }
 }
 /// How often the status snapshot is refreshed from the kernel and the server.
-const REFRESH: Duration = Duration::from_millis(500);
+pub(crate) const REFRESH: Duration = Duration::from_millis(500);
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What the agent reports; refreshed by the reconciler and read by every connection.
@@ -85,6 +85,9 @@ pub struct Status {
     /// the moment it answers. Reported as self-fenced: the demotion is confirmed by that,
     /// never by mysqld being unreachable.
     pub stall_fenced: bool,
+    /// When mysqld last answered (its read_only read): the HTTP health checks count an
+    /// older answer as none, so a stalled refresh never keeps a host in a load balancer.
+    pub answered: Option<std::time::Instant>,
 }
 
 impl Status {
@@ -216,6 +219,8 @@ pub struct Agent {
     routes: crate::route::Routes,
     /// In a fleet: the monitors' consents and the leader's vouch (crate::failsafe).
     pub(crate) failsafe: crate::witness::FailsafeState,
+    /// Actions done, by kind and outcome (`/metrics`).
+    pub(crate) counters: crate::http::metrics::Counters,
 }
 
 /// The kernel resources opened at start (the last two while capabilities allowed it).
@@ -370,6 +375,7 @@ impl Agent {
             replication_changes: tokio::sync::Mutex::new(()),
             routes,
             failsafe: Default::default(),
+            counters: Default::default(),
         });
         let woken = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(
@@ -534,6 +540,16 @@ impl Agent {
 
     pub(crate) fn timing(&self) -> &Timing {
         &self.timing
+    }
+
+    pub(crate) fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The probe saw mysqld's process exit and no new one listening yet.
+    pub(crate) fn mysqld_exited(&self) -> bool {
+        self.mysqld_exited
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Accepts monitor connections: only from `agent.monitor_ips` when set, and at most
@@ -879,7 +895,9 @@ impl Agent {
                 let out = out.clone();
                 tokio::spawn(
                     async move {
+                        let kind = crate::http::metrics::action_kind(&req.action);
                         let result = agent.action(req).await;
+                        agent.counters.action(kind, result.outcome);
                         let _ = out.send(reply(Message::ActionResult(result))).await;
                     }
                     .instrument(tracing::info_span!("action", id)),
@@ -1635,6 +1653,9 @@ async fn publish(
         s.server = Some(seen.kind);
         s.mysql_up = observed.read_only.is_some();
         s.read_only = observed.read_only;
+        if observed.read_only.is_some() {
+            s.answered = Some(std::time::Instant::now());
+        }
         s.possibly_writable = possibly_writable;
         s.stall_fenced = stall_fenced;
         s.held_vips = observed.vips.iter().copied().collect();

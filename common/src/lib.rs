@@ -8,6 +8,8 @@ pub mod epoch;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod gtid;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod legacy;
 pub mod proto;
 pub mod sql;

@@ -77,6 +77,11 @@ const TEST_NEEDS: &[Need] = &[
         command: "chromium",
         package: "chromium",
     },
+    // The agent's health checks' test routes writes through Debian's HAProxy.
+    Need {
+        command: "haproxy",
+        package: "haproxy",
+    },
     // The packages' test (tests/tests/dist.rs); building them: DIST_NEEDS.
     Need {
         command: "lintian",

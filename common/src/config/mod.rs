@@ -222,6 +222,10 @@ pub struct AgentConfig {
     /// SQL LIKE patterns of accounts locked on a demoted master (sessions killed) and
     /// unlocked on promotion; the agent, monitor and replication users never match.
     pub block_users: Vec<String>,
+    /// The agent's read-only HTTP listener for load balancers and Prometheus (`/writer`,
+    /// `/reader`, `/health`, `/metrics`), off when unset. One address for every agent, so
+    /// an unspecified IP (`0.0.0.0:9991`) or one every database host has (127.0.0.1).
+    pub http: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -153,6 +153,7 @@ pub struct RawAgent {
     pub monitor_ips: Option<Vec<String>>,
     pub mysql_socket: Option<String>,
     pub block_users: Option<Vec<String>>,
+    pub http: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -509,6 +509,40 @@ fn the_http_listener_and_its_token() {
     assert_has(&p, "monitor.http_token_file: set without monitor.http");
 }
 
+/// The agent's listener is optional, and its port must be free on every database host;
+/// every problem is reported at once.
+#[test]
+fn the_agent_http_listener() {
+    let with = |http: &str| {
+        MINIMAL.replace(
+            "[security]\n",
+            &format!("[agent]\nhttp = {http:?}\n\n[security]\n"),
+        )
+    };
+    let c = parse(&with("0.0.0.0:9991")).expect("valid");
+    assert_eq!(c.agent.http, Some("0.0.0.0:9991".parse().expect("addr")));
+    assert_eq!(parse(MINIMAL).expect("valid").agent.http, None);
+    // Another host's ip on db1's agent_port is no conflict; the same port on any ip is.
+    parse(&with("10.0.0.12:19989")).expect("valid: db2 listens on 9989");
+    let p =
+        problems(&with("0.0.0.0:19989").replace("[monitor]\n", "[monitor]\nhttp = \"nowhere\"\n"));
+    assert_has(
+        &p,
+        "agent.http: 0.0.0.0:19989 takes hosts.db1.agent_port (19989)",
+    );
+    assert_has(&p, "monitor.http: \"nowhere\" is not IP:PORT");
+    let p = problems(&with("10.0.0.13:3306"));
+    assert_has(
+        &p,
+        "agent.http: 10.0.0.13:3306 takes hosts.db3.mysql_port (3306)",
+    );
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_has(
+        &problems(&with(":9991")),
+        "agent.http: \":9991\" is not IP:PORT",
+    );
+}
+
 proptest::proptest! {
     /// Whatever etcd's timings, the derived TTL satisfies the rule it is derived from:
     /// an election shorter than 3/8 of it.

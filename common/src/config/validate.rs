@@ -165,6 +165,7 @@ pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, P
     let monitor = monitor(&mut c, &raw);
     let checks = checks(&mut c, &raw.checks);
     let agent = agent(&mut c, &raw);
+    check_agent_http(&mut c, agent.http, &hosts);
     let security = SecurityConfig {
         key: match (&raw.security.key, &raw.security.key_file) {
             (Some(_), Some(_)) => {
@@ -746,6 +747,7 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
         state_dir,
         monitor_ips,
         mysql_socket,
+        http: c.address("agent.http", &a.http),
         block_users: {
             let list = a.block_users.clone().unwrap_or_default();
             for (i, p) in list.iter().enumerate() {
@@ -758,6 +760,24 @@ fn agent(c: &mut Collector, raw: &RawConfig) -> AgentConfig {
             }
             list
         },
+    }
+}
+
+/// `agent.http` is bound by every agent: its port must be free on each database host,
+/// where the agent's own port and mysqld's already listen (at the host's ip, which an
+/// unspecified address covers too).
+fn check_agent_http(c: &mut Collector, http: Option<SocketAddr>, hosts: &[Host]) {
+    let Some(addr) = http else { return };
+    for h in hosts {
+        let overlaps = addr.ip().is_unspecified() || addr.ip() == IpAddr::V4(h.ip);
+        for (key, port) in [("agent_port", h.agent_port), ("mysql_port", h.mysql_port)] {
+            if overlaps && addr.port() == port {
+                c.problem(
+                    "agent.http",
+                    format!("{addr} takes hosts.{}.{key} ({port}): give the HTTP listener a port of its own", h.name),
+                );
+            }
+        }
     }
 }
 

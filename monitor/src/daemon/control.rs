@@ -17,18 +17,7 @@ pub type Request = (Command, oneshot::Sender<String>);
 /// READ_TIMEOUT for its line, so an idle flood could otherwise pin descriptors).
 const MAX_CONNECTIONS: usize = 32;
 
-/// An accepted connection, or None after a failed accept (EMFILE, ECONNABORTED...): the
-/// listener keeps serving after a pause instead of ending (and with it the monitor).
-pub async fn accepted<T>(result: std::io::Result<T>, what: &str) -> Option<T> {
-    match result {
-        Ok(x) => Some(x),
-        Err(e) => {
-            tracing::warn!(error = %e, "accepting a {what} connection failed; retrying");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            None
-        }
-    }
-}
+pub use mmm_common::http::accepted;
 
 /// A command line, or the `ERROR: ` line that refuses it.
 pub fn parse_line(line: &str) -> Result<Command, String> {

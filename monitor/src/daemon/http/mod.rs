@@ -5,30 +5,25 @@
 //! Every answer about the cluster is `show --json`, asked of the event loop through the
 //! control channel as `mmm-control show --json` is: one message per request, answered
 //! from the core in the loop's own time, so no client can hold the loop. A client is
-//! bounded instead: 32 connections at once (more are answered 503 and closed), 5 s to
-//! send its request head (8 KiB at most), 10 s to take the answer, one request per
-//! connection. A fleet's standby drives nothing: it serves its own view (standing by,
+//! bounded instead (`mmm_common::http::serve`, shared with the agent's listener): 32
+//! connections at once (more are answered 503 and closed), 5 s to send its request head
+//! (8 KiB at most), 10 s to take the answer, one request per connection. A fleet's standby drives nothing: it serves its own view (standing by,
 //! who leads) from etcd (standby.rs).
 
-pub mod request;
 pub mod route;
 mod standby;
 
 use super::{control, metrics};
 use crate::control::Command;
-use request::{BadRequest, Request, MAX_HEAD};
+use mmm_common::http::{Limits, Request};
 use route::{Exposure, Response, Route, JSON};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-const MAX_CONNECTIONS: usize = 32;
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request waits for the event loop's answer (it may be hearing the agents
 /// at the start of a term).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -143,76 +138,16 @@ pub async fn start(
 }
 
 async fn serve(l: tokio::net::TcpListener, hub: Arc<Hub>, exposure: Exposure) {
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Some((s, peer)) = control::accepted(l.accept().await, "HTTP").await else {
-            continue;
-        };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "HTTP connection refused: {MAX_CONNECTIONS} already open");
-            let busy = Response::error(503, "too many connections at once; retry shortly");
-            // Never waits: a client that does not read gets nothing.
-            let _ = s.try_write(&busy.encode(false));
-            continue;
-        };
+    mmm_common::http::serve(l, Limits::default(), move |r: Request| {
         let hub = hub.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            connection(s, &hub, exposure).await;
-        });
-    }
-}
-
-async fn connection(mut s: tokio::net::TcpStream, hub: &Hub, exposure: Exposure) {
-    let (response, head_only) = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut s)).await {
-        Err(_elapsed) => (
-            Response::error(408, "no complete request head within 5s"),
-            false,
-        ),
-        Ok(None) => return,
-        Ok(Some(Err(e @ BadRequest::TooLarge))) => (Response::error(431, &e.to_string()), false),
-        Ok(Some(Err(e))) => (Response::error(400, &e.to_string()), false),
-        Ok(Some(Ok(r))) => {
-            let head_only = r.method == "HEAD";
-            let response = match route::route(&r, exposure, hub.token.as_deref()) {
-                Ok(to) => answer(hub, to).await,
+        async move {
+            match route::route(&r, exposure, hub.token.as_deref()) {
+                Ok(to) => answer(&hub, to).await,
                 Err(refusal) => refusal,
-            };
-            log_request(&r, &response);
-            (response, head_only)
+            }
         }
-    };
-    let bytes = response.encode(head_only);
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-        s.write_all(&bytes).await?;
-        s.shutdown().await
     })
-    .await;
-}
-
-fn log_request(r: &Request, response: &Response) {
-    if response.status >= 400 {
-        tracing::debug!(method = %r.method, path = %r.path, status = response.status, "HTTP request refused");
-    }
-}
-
-/// The request head, bounded; `None` when the client closed before sending one.
-async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Result<Request, BadRequest>> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = request::head_end(&buf) {
-            return Some(request::parse(&buf[..end]));
-        }
-        if buf.len() > MAX_HEAD {
-            return Some(Err(BadRequest::TooLarge));
-        }
-    }
+    .await
 }
 
 /// The monitor's answer to a route it may serve.
@@ -223,7 +158,7 @@ async fn answer(hub: &Hub, to: Route) -> Response {
         Route::Style => Response::ok("text/css; charset=utf-8", STYLE),
         Route::Metrics => {
             let text = metrics::render(&hub.metrics.lock().unwrap_or_else(|p| p.into_inner()));
-            Response::ok("text/plain; version=0.0.4", text)
+            Response::ok(mmm_common::http::response::PROMETHEUS, text)
         }
         Route::Status => match status(hub).await {
             Ok(View::Driving(json)) => Response::ok(JSON, json),
@@ -322,6 +257,7 @@ fn events(status: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const STATUS: &str = r#"{"hosts":[{"name":"db1","state":"ONLINE"},{"name":"db2","state":"ONLINE"}],"transitions":[{"host":"db1"}],"failovers":[],"promotion":null}"#;
 

@@ -3,7 +3,8 @@
 //! and HEAD are served; anything that changes the cluster stays on the keyed control
 //! protocol.
 
-use super::request::Request;
+use mmm_common::http::response::read_only;
+pub use mmm_common::http::{Request, Response, JSON};
 
 /// What the listener serves: everything (`monitor.http`), or the metrics alone on any
 /// path (`monitor.metrics`, as it always answered).
@@ -28,89 +29,11 @@ pub enum Route {
     Metrics,
 }
 
-/// A response: status, content type, body, and any header a refusal needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-pub const JSON: &str = "application/json";
-
-impl Response {
-    pub fn ok(content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
-        Response {
-            status: 200,
-            content_type,
-            body: body.into(),
-            headers: Vec::new(),
-        }
-    }
-
-    /// A JSON error: `{"error": message}`.
-    pub fn error(status: u16, message: &str) -> Response {
-        Response {
-            status,
-            content_type: JSON,
-            body: serde_json::json!({ "error": message })
-                .to_string()
-                .into_bytes(),
-            headers: Vec::new(),
-        }
-    }
-
-    /// The bytes on the wire; a HEAD request's without the body.
-    pub fn encode(&self, head_only: bool) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len()
-        );
-        for (name, value) in &self.headers {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-        out.push_str("\r\n");
-        let mut bytes = out.into_bytes();
-        if !head_only {
-            bytes.extend_from_slice(&self.body);
-        }
-        bytes
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
-}
-
 /// The route of `r`, or the response that refuses it: a method other than GET or HEAD
 /// (405), a missing or wrong token (401), an unknown path (404). Authentication comes
 /// before the path, so an unauthenticated client learns nothing of the routes.
 pub fn route(r: &Request, exposure: Exposure, token: Option<&str>) -> Result<Route, Response> {
-    if r.method != "GET" && r.method != "HEAD" {
-        let mut refusal = Response::error(
-            405,
-            &format!(
-                "{} is not served: this API is read-only (GET, HEAD); changes go through mmm-control",
-                r.method
-            ),
-        );
-        refusal.headers.push(("Allow", "GET, HEAD".into()));
-        return Err(refusal);
-    }
+    read_only(r)?;
     if exposure == Exposure::MetricsOnly {
         return Ok(Route::Metrics);
     }
@@ -237,18 +160,13 @@ mod tests {
     }
 
     #[test]
-    fn anything_but_get_and_head_is_refused_with_405() {
-        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
-            let r = Request {
-                method: method.into(),
-                ..get("/status", None)
-            };
-            for exposure in [Exposure::Full, Exposure::MetricsOnly] {
-                let refusal = route(&r, exposure, None).expect_err(method);
-                assert_eq!(refusal.status, 405);
-                assert!(refusal.headers.contains(&("Allow", "GET, HEAD".into())));
-                assert!(String::from_utf8_lossy(&refusal.body).contains("read-only"));
-            }
+    fn anything_but_get_and_head_is_refused_with_405_on_either_listener() {
+        let r = Request {
+            method: "POST".into(),
+            ..get("/status", None)
+        };
+        for exposure in [Exposure::Full, Exposure::MetricsOnly] {
+            assert_eq!(route(&r, exposure, None).expect_err("POST").status, 405);
         }
     }
 
@@ -297,14 +215,5 @@ mod tests {
         assert_eq!(base64_decode("").as_deref(), Some(&b""[..]));
         assert_eq!(base64_decode("YQ"), None);
         assert_eq!(base64_decode("Y==="), None);
-    }
-
-    #[test]
-    fn a_head_response_has_the_headers_without_the_body() {
-        let r = Response::ok(JSON, "{}");
-        let full = String::from_utf8(r.encode(false)).expect("text");
-        let head = String::from_utf8(r.encode(true)).expect("text");
-        assert!(full.starts_with("HTTP/1.1 200 OK\r\n") && full.ends_with("\r\n\r\n{}"));
-        assert!(head.contains("Content-Length: 2\r\n") && head.ends_with("\r\n\r\n"));
     }
 }

@@ -1,6 +1,6 @@
 //! An HTTP/1.x request head, parsed without IO: the request line and the one header the
-//! API reads (Authorization). Everything is bounded before it is parsed (see `read_head`
-//! in mod.rs); a body is never read, since only GET and HEAD are served.
+//! monitor's API reads (Authorization). Everything is bounded before it is parsed (see
+//! `read_head` in serve.rs); a body is never read, since only GET and HEAD are served.
 
 /// The longest request head read (request line and headers).
 pub const MAX_HEAD: usize = 8 * 1024;
