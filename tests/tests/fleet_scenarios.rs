@@ -1607,3 +1607,40 @@ fn f32_a_monitor_with_a_wrong_prefix_moves_nothing() {
     f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
     db2_took_over(&f, "mon1", w);
 }
+
+/// An etcd member that answers slowly (the first of every client's list, stopped 150 ms
+/// of every 300 ms for 12 s: each request to it waits up to 150 ms; this kernel has no
+/// netem): no client write fails, the fleet keeps its leader and term, and a writer
+/// failure right after is failed over as usual.
+#[test]
+fn f35_a_slow_etcd_member_changes_nothing() {
+    if !require_root("f35") {
+        return;
+    }
+    let f = up_fleet(Fleet::start_per_rule("f35"));
+    assert_servers(&f.c, "db1", &["db2", "db3"]);
+    let w = writer(&f.c);
+    std::thread::sleep(Duration::from_secs(1));
+    let since = Instant::now();
+    let before = f.wait_leader("mon2", None, T);
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        f.etcd.signal("etcd1", "STOP");
+        std::thread::sleep(Duration::from_millis(150));
+        f.etcd.signal("etcd1", "CONT");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let mut log = w.log();
+    log.failed.retain(|(t, _)| *t >= since);
+    f.assert_no_failed_writes(&log, "while etcd1 answered slowly");
+    let now = f.wait_leader("mon2", None, T);
+    assert_eq!(
+        now,
+        before,
+        "the fleet's leader or term changed while etcd1 answered slowly\n{}",
+        f.logs(40)
+    );
+    f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
+    db2_took_over(&f, "mon1", w);
+}
