@@ -1504,7 +1504,7 @@ fn f30_a_squatted_monitor_name_wedges_nothing() {
         "intruder",
     ]);
     assert!(out.status.success(), "{out:?}");
-    let f = up_fleet_with_standbys(f, &["intruder", "mon2"]);
+    let f = up_fleet(f);
     assert!(
         f.log("mon2").contains("held this monitor's name") && f.log("mon2").contains("taken over"),
         "mon2 log:\n{}",

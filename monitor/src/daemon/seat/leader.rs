@@ -50,6 +50,8 @@ pub struct Leader {
     inbox: Inbox,
     /// The writer's failsafe: this term's vouch, and the consents' promise.
     witness: Arc<crate::witness::Witness>,
+    /// To tell this cluster's monitor registrations from others' in `show`.
+    key: ClusterKey,
 }
 
 impl Drop for Leader {
@@ -213,6 +215,7 @@ impl Leader {
             status: Some(status),
             inbox,
             witness,
+            key,
         })
     }
 }
@@ -390,16 +393,36 @@ impl Seat for Leader {
     /// The fleet line of `show`.
     fn show(&self) -> Option<FleetShow> {
         let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // A name registered without the cluster key is no standby of this fleet: named on
+        // the `# etcd:` line instead (the roster's keeper logs its key).
+        let sealed =
+            super::roster::sealed_members(&self.key, self.fleet.keys(), &view.registrations, None);
+        let unsealed: Vec<&String> = view
+            .members
+            .iter()
+            .filter(|m| !sealed.contains(m))
+            .collect();
+        let mut etcd = self.fleet.etcd_trouble();
+        if !unsealed.is_empty() {
+            let note = format!(
+                "monitor names registered without the cluster key (not in the roster): {}",
+                unsealed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            etcd = Some(match etcd {
+                Some(t) => format!("{t}; {note}"),
+                None => note,
+            });
+        }
         Some(FleetShow {
             leader: self.name.clone(),
             term: self.lead.term,
             epoch: self.epoch,
-            etcd: self.fleet.etcd_trouble(),
-            standbys: view
-                .members
-                .into_iter()
-                .filter(|m| *m != self.name)
-                .collect(),
+            etcd,
+            standbys: sealed.into_iter().filter(|m| *m != self.name).collect(),
         })
     }
 

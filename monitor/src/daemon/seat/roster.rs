@@ -99,12 +99,12 @@ pub fn registration(key: &ClusterKey, at: &str, name: &str) -> String {
 }
 
 /// The registered names whose value is this cluster's sealed registration of that name;
-/// the others are named in the log once per leader.
+/// with `named`, the others are named in the log once each.
 pub fn sealed_members(
     key: &ClusterKey,
     keys: &mmm_common::etcd::Keys,
     registrations: &[(String, Vec<u8>)],
-    named: &mut std::collections::HashSet<String>,
+    mut named: Option<&mut std::collections::HashSet<String>>,
 ) -> Vec<String> {
     registrations
         .iter()
@@ -113,7 +113,7 @@ pub fn sealed_members(
             match open(key, &at, &String::from_utf8_lossy(value)) {
                 Ok(n) if n == name => Some(name.clone()),
                 Ok(_) | Err(_) => {
-                    if named.insert(name.clone()) {
+                    if named.as_mut().is_some_and(|n| n.insert(name.clone())) {
                         tracing::warn!(key = %at, "a monitor name registered without this cluster's key (or by a monitor of an earlier release): not listed in the roster");
                     }
                     None
@@ -161,7 +161,12 @@ impl Keeper {
         written: &std::sync::Mutex<Option<Vec<String>>>,
     ) -> Result<(), FleetError> {
         let view = fleet.view().await?;
-        let members = sealed_members(key, fleet.keys(), &view.registrations, &mut self.named);
+        let members = sealed_members(
+            key,
+            fleet.keys(),
+            &view.registrations,
+            Some(&mut self.named),
+        );
         let found = read(fleet, key).await?;
         let listed = match &found {
             Roster::Listed(names) => names.clone(),
