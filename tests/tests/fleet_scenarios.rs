@@ -1367,31 +1367,12 @@ fn f27_a_monitor_that_reaches_etcd_vetoes_the_failsafe() {
         f.c.lab.log("agent-db1.log")
     );
     // Healed: one writer again (whichever the fleet chose), nothing acknowledged lost.
-    let one = wait_for(T, || {
-        let w: Vec<&str> = ["db1", "db2", "db3"]
-            .into_iter()
-            .filter(|h| !f.c.db(h).read_only())
-            .collect();
-        (w.len() == 1).then(|| w[0].to_string())
-    });
-    let Some(writer_host) = one else {
-        panic!("no single writer after the heal:\n{}", f.logs(60));
-    };
-    f.wait_show("mon2", &writer_host, "writer(192.0.2.100)", T);
-    std::thread::sleep(Duration::from_secs(2));
-    let log = w.stop();
-    eprintln!(
-        "f27: {} writes failed while the leader and the databases were cut from etcd; writer after: {writer_host}",
-        log.failed.len()
+    one_writer_again(
+        &f,
+        w,
+        "f27",
+        "while the leader and the databases were cut from etcd",
     );
-    let others: Vec<&str> = ["db1", "db2", "db3"]
-        .into_iter()
-        .filter(|h| *h != writer_host)
-        .collect();
-    assert_servers(&f.c, &writer_host, &others);
-    let mut all = vec![writer_host.as_str()];
-    all.extend(others);
-    assert_data(&f.c, &log, &all);
 }
 
 /// The leader frozen during a failsafe: its vouch stops, so db1's permit ends about 3/4
@@ -1446,31 +1427,7 @@ fn f29_the_leader_frozen_during_a_failsafe() {
         "db1 kept (gave up: {db1_gave_up}) or got back (after the thaw: {db1_after_thaw}) the writer role without the leader's vouch:\n{}",
         f.logs(40)
     );
-    let one = wait_for(T, || {
-        let hs: Vec<&str> = ["db1", "db2", "db3"]
-            .into_iter()
-            .filter(|h| !f.c.db(h).read_only())
-            .collect();
-        (hs.len() == 1).then(|| hs[0].to_string())
-    });
-    let Some(writer_host) = one else {
-        panic!("no single writer once etcd was back:\n{}", f.logs(60));
-    };
-    f.wait_show("mon2", &writer_host, "writer(192.0.2.100)", T);
-    std::thread::sleep(Duration::from_secs(2));
-    let log = w.stop();
-    eprintln!(
-        "f29: {} writes failed (the leader frozen during the failsafe); writer after: {writer_host}",
-        log.failed.len()
-    );
-    let others: Vec<&str> = ["db1", "db2", "db3"]
-        .into_iter()
-        .filter(|h| *h != writer_host)
-        .collect();
-    assert_servers(&f.c, &writer_host, &others);
-    let mut all = vec![writer_host.as_str()];
-    all.extend(others);
-    assert_data(&f.c, &log, &all);
+    one_writer_again(&f, w, "f29", "the leader frozen during the failsafe");
 }
 
 /// Someone who can write to etcd squats a monitor's name with a key bound to no lease
@@ -1643,4 +1600,34 @@ fn f35_a_slow_etcd_member_changes_nothing() {
     );
     f.c.lab.net.signal(f.c.db("db1").pid, "KILL");
     db2_took_over(&f, "mon1", w);
+}
+
+/// After an outage that stopped writes: one writer again (whichever the fleet chose), the
+/// others replicating from it, every acknowledged write of `w` on all three, once.
+fn one_writer_again(f: &Fleet, w: Writer, tag: &str, during: &str) {
+    let one = wait_for(T, || {
+        let hs: Vec<&str> = ["db1", "db2", "db3"]
+            .into_iter()
+            .filter(|h| !f.c.db(h).read_only())
+            .collect();
+        (hs.len() == 1).then(|| hs[0].to_string())
+    });
+    let Some(writer_host) = one else {
+        panic!("{tag}: no single writer after the outage:\n{}", f.logs(60));
+    };
+    f.wait_show("mon2", &writer_host, "writer(192.0.2.100)", T);
+    std::thread::sleep(Duration::from_secs(2));
+    let log = w.stop();
+    eprintln!(
+        "{tag}: {} writes failed {during}; writer after: {writer_host}",
+        log.failed.len()
+    );
+    let others: Vec<&str> = ["db1", "db2", "db3"]
+        .into_iter()
+        .filter(|h| *h != writer_host)
+        .collect();
+    assert_servers(&f.c, &writer_host, &others);
+    let mut all = vec![writer_host.as_str()];
+    all.extend(others);
+    assert_data(&f.c, &log, &all);
 }
