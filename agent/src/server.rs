@@ -879,6 +879,12 @@ impl Agent {
                         };
                         let _ = out.send(reply(Message::Applied(applied))).await;
                     });
+                } else {
+                    let stopped = Applied {
+                        epoch,
+                        failures: vec!["the reconciler stopped".into()],
+                    };
+                    let _ = out.send(reply(Message::Applied(stopped))).await;
                 }
             }
             Message::StatusQuery => {
@@ -1155,8 +1161,19 @@ async fn reconciler(
                             Ok(d) => {
                                 desired = Some((d, stamp));
                                 let failures = converge(&agent, &exec, current(&desired), &mut seen).await;
-                                // Superseded meanwhile: the newer order answers.
-                                exec.lease.current(stamp).then_some(Applied { epoch, failures })
+                                if exec.lease.current(stamp) {
+                                    Some(Applied { epoch, failures })
+                                } else if let Some(reason) = exec.lease.fenced() {
+                                    // The fence answers no request: say it here, or the
+                                    // monitor would wait out its timeout for nothing.
+                                    Some(Applied {
+                                        epoch,
+                                        failures: vec![format!("self-fenced before state {epoch} was applied: {reason}")],
+                                    })
+                                } else {
+                                    // Superseded by a newer order, which answers.
+                                    None
+                                }
                             }
                         };
                         let _ = reply.send(applied);

@@ -142,6 +142,29 @@ impl Lab {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
+    /// Every log file in the lab's directory whose name mentions `host`, last lines
+    /// first-to-last, for a failing test's message.
+    pub fn logs_of(&self, host: &str) -> String {
+        let mut names: Vec<_> = std::fs::read_dir(self.dir.path())
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        names.sort();
+        let mut out = String::new();
+        for name in names.iter().filter_map(|n| n.to_str()) {
+            if name.contains(host) && name.ends_with(".log") {
+                let text = self.log(name);
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(60)..];
+                out.push_str(&format!(
+                    "--- {name} (last {} lines)\n{}\n",
+                    tail.len(),
+                    tail.join("\n")
+                ));
+            }
+        }
+        out
+    }
+
     /// Runs `f` with a link to `host`'s agent from the monitor's namespace.
     pub fn with_link<T: Send + 'static, Fut: std::future::Future<Output = T>>(
         &self,

@@ -13,8 +13,17 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(5);
 
 fn apply_ok(lab: &Lab, host: &str, d: DesiredState) {
-    let applied = lab.with_link(host, move |mut l| async move { l.apply(d, T).await });
-    let applied = applied.unwrap_or_else(|e| panic!("applying on {host}: {e}"));
+    // A bound against a hang, not a timing: a first pass after a restart may wait on a
+    // loaded server's connection set-up.
+    let bound = Duration::from_secs(20);
+    let applied = lab.with_link(host, move |mut l| async move { l.apply(d, bound).await });
+    let applied = applied.unwrap_or_else(|e| {
+        panic!(
+            "applying on {host}: {}\n{}",
+            mmm_common::error_chain(&e),
+            lab.logs_of(host)
+        )
+    });
     assert!(
         applied.failures.is_empty(),
         "{host} failed to apply: {:?}",
