@@ -1163,16 +1163,14 @@ async fn reconciler(
                                 let failures = converge(&agent, &exec, current(&desired), &mut seen).await;
                                 if exec.lease.current(stamp) {
                                     Some(Applied { epoch, failures })
-                                } else if let Some(reason) = exec.lease.fenced() {
+                                } else {
                                     // The fence answers no request: say it here, or the
-                                    // monitor would wait out its timeout for nothing.
-                                    Some(Applied {
+                                    // monitor would wait out its timeout for nothing. A
+                                    // newer order answers for itself (None).
+                                    exec.lease.fenced().map(|reason| Applied {
                                         epoch,
                                         failures: vec![format!("self-fenced before state {epoch} was applied: {reason}")],
                                     })
-                                } else {
-                                    // Superseded by a newer order, which answers.
-                                    None
                                 }
                             }
                         };
