@@ -16,7 +16,19 @@ fn apply_ok(lab: &Lab, host: &str, d: DesiredState) {
     // A bound against a hang, not a timing: a first pass after a restart may wait on a
     // loaded server's connection set-up.
     let bound = Duration::from_secs(20);
-    let applied = lab.with_link(host, move |mut l| async move { l.apply(d, bound).await });
+    // A session the agent closed (its freeze detection, on a loaded machine) is opened
+    // again and the state re-sent, as the monitor does.
+    let attempt = || {
+        let d = d.clone();
+        lab.with_link(host, move |mut l| async move { l.apply(d, bound).await })
+    };
+    let mut applied = attempt();
+    for _ in 0..2 {
+        if !matches!(applied, Err(LinkError::Conn { .. })) {
+            break;
+        }
+        applied = attempt();
+    }
     let applied = applied.unwrap_or_else(|e| {
         panic!(
             "applying on {host}: {}\n{}",
