@@ -82,6 +82,12 @@ pub struct BootTimer {
     fd: Option<AsyncFd<OwnedFd>>,
 }
 
+impl Default for BootTimer {
+    fn default() -> BootTimer {
+        BootTimer::new()
+    }
+}
+
 impl BootTimer {
     pub fn new() -> BootTimer {
         match timerfd() {
@@ -126,18 +132,17 @@ fn timerfd() -> Result<AsyncFd<OwnedFd>, TimerError> {
     // SAFETY: timerfd_create takes no pointers; a non-negative return is a new file
     // descriptor that nothing else owns, handed to OwnedFd at once.
     let raw = unsafe {
-        libc::timerfd_create(
-            libc::CLOCK_BOOTTIME,
-            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-        )
+        libc::timerfd_create(libc::CLOCK_BOOTTIME, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
     };
     if raw < 0 {
         return Err(failed("creating the timer")(io::Error::last_os_error()));
     }
     // SAFETY: `raw` is a valid descriptor returned above and owned by nobody else.
     let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-    AsyncFd::with_interest(owned, tokio::io::Interest::READABLE)
-        .map_err(failed("registering the timer with the runtime"))
+    // SAFETY: the OwnedFd keeps the timerfd open for as long as the AsyncFd holds it, and
+    // always answers the same descriptor.
+    unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
+        .map_err(|e| failed("registering the timer with the runtime")(e.into()))
 }
 
 async fn wait_on(fd: &AsyncFd<OwnedFd>, deadline: Boot) -> Result<(), TimerError> {
@@ -207,7 +212,9 @@ mod tests {
     async fn a_passed_deadline_returns_at_once_and_a_rearm_replaces_the_last() {
         let mut timer = BootTimer::new();
         assert!(timer.uses_the_boot_clock());
-        timer.wait_until(Boot::now().before(Duration::from_secs(1))).await;
+        timer
+            .wait_until(Boot::now().before(Duration::from_secs(1)))
+            .await;
         // Armed far away, then re-armed near: the near one is what is waited for.
         let far = Boot::now().after(Duration::from_secs(3600));
         let waited = tokio::time::timeout(Duration::from_millis(20), timer.wait_until(far)).await;

@@ -618,7 +618,9 @@ impl Lease {
         if !self.enforced {
             return Some(Boot(u64::MAX));
         }
-        self.lock().deadline.filter(|d| d.left(Boot::now()).is_some())
+        self.lock()
+            .deadline
+            .filter(|d| d.left(Boot::now()).is_some())
     }
 
     pub fn fenced(&self) -> Option<String> {
@@ -907,12 +909,14 @@ mod tests {
         let before = lease.fences();
         assert!(lease.renew_until(Boot::now().after(Duration::from_millis(40)), before));
         assert!(lease.left().is_some());
-        lease.expire_now();
+        let expiry = lease.expire_now();
         assert!(
             lease.left().is_none(),
             "a lost etcd lease ends the permit at once"
         );
         assert!(lease.try_fence(|| "lost".into()).is_some());
+        // As the lease task does once it has fenced.
+        lease.mark_judged(expiry);
         assert!(
             !lease.renew_until(Boot::now().after(Duration::from_secs(1)), before),
             "the lease from before the fence renews nothing"
@@ -1103,7 +1107,10 @@ mod tests {
         assert!(lease.term_leads(old));
         lease.enter_term(2);
         let (new, _) = lease.new_session(2).unwrap();
-        assert!(!lease.term_leads(old), "a deposed term's session still leads");
+        assert!(
+            !lease.term_leads(old),
+            "a deposed term's session still leads"
+        );
         assert_eq!(lease.supersede_for(old), Err(NotFollowed::TermOver));
         assert_eq!(lease.permit(lift).await.err(), Some(Refused::TermOver));
         assert!(lease.term_leads(new) && lease.supersede_for(new).is_ok());
@@ -1126,7 +1133,10 @@ mod tests {
         );
         assert_eq!(lease.running_deadline(), None);
         let settled = tokio::time::timeout(Duration::from_millis(50), lease.settled()).await;
-        assert!(settled.is_err(), "settled before the lease task judged the loss");
+        assert!(
+            settled.is_err(),
+            "settled before the lease task judged the loss"
+        );
         // The lease task judges (nothing held here, so no fence): renewals count again.
         lease.mark_judged(expiry);
         lease.settled().await;
