@@ -19,7 +19,14 @@ pub const MAGIC: [u8; 2] = *b"MM";
 /// 7: witness sessions and consents (the fleet's failsafe).
 /// 8: a message larger than one frame goes in several ([`FLAG_CONTINUED`]); GTID sets are
 ///    carried up to [`MAX_MESSAGE`].
-pub const VERSION: u8 = 8;
+/// 9: versions are negotiated: an agent answers a Hello of any version from [`MIN_VERSION`]
+///    in the lower of the Hello's and its own, and every frame of the session carries that
+///    version. The Hello's layout is frozen (version 6's), so any later monitor's Hello is
+///    read; the payloads of 8 and 9 are identical.
+pub const VERSION: u8 = 9;
+/// The oldest version this side speaks: the previous release's, so that an agent and a
+/// monitor one release apart work together during a rolling upgrade.
+pub const MIN_VERSION: u8 = 8;
 pub const HEADER_LEN: usize = 16;
 pub const MAC_LEN: usize = 16;
 /// The one bound on a frame's payload, for senders and receivers alike: the most the
@@ -45,6 +52,8 @@ const KNOWN_FLAGS: u8 = FLAG_RESPONSE | FLAG_CONTINUED;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The protocol version the frame was sealed in: the session's (the MAC covers it).
+    pub version: u8,
     pub msg_type: MessageType,
     pub flags: u8,
     pub len: u16,
@@ -56,7 +65,7 @@ impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..2].copy_from_slice(&MAGIC);
-        b[2] = VERSION;
+        b[2] = self.version;
         b[3] = self.msg_type as u8;
         b[4] = self.flags;
         b[5] = 0;
@@ -74,10 +83,14 @@ impl Header {
                 found: [b[0], b[1]],
             });
         }
-        if b[2] != VERSION {
+        // A Hello of a later version is read (its layout is frozen) and answered in this
+        // side's newest; any other frame must be of a version this side speaks.
+        let later_hello = b[2] > VERSION && b[3] == MessageType::Hello as u8;
+        if b[2] < MIN_VERSION || (b[2] > VERSION && !later_hello) {
             return Err(FrameError::UnsupportedVersion {
                 found: b[2],
-                supported: VERSION,
+                min: MIN_VERSION,
+                max: VERSION,
             });
         }
         let msg_type = MessageType::from_u8(b[3]).ok_or(FrameError::UnknownType { found: b[3] })?;
@@ -95,6 +108,7 @@ impl Header {
             });
         }
         Ok(Header {
+            version: b[2],
             msg_type,
             flags: b[4],
             len,
@@ -114,8 +128,10 @@ impl Header {
 pub enum FrameError {
     #[error("bad magic {found:02x?}: not an mmm peer")]
     BadMagic { found: [u8; 2] },
-    #[error("unsupported protocol version {found} (this side speaks {supported})")]
-    UnsupportedVersion { found: u8, supported: u8 },
+    #[error("unsupported protocol version {found} (this side speaks {min} to {max})")]
+    UnsupportedVersion { found: u8, min: u8, max: u8 },
+    #[error("a frame of protocol version {found} where version {expected} was due")]
+    VersionMismatch { found: u8, expected: u8 },
     #[error("unknown message type 0x{found:02x}")]
     UnknownType { found: u8 },
     #[error("reserved header bits set (flags 0x{flags:02x}, reserved 0x{reserved:02x})")]

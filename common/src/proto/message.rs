@@ -266,7 +266,9 @@ impl StatusReport {
     /// set, naming the cause) instead of the link failing.
     pub fn fit_message(&mut self) {
         let mut scratch = Vec::new();
-        let len = match Message::StatusReport(self.clone()).encode_payload(&mut scratch) {
+        let len = match Message::StatusReport(self.clone())
+            .encode_payload(super::frame::VERSION, &mut scratch)
+        {
             Ok(()) if scratch.len() <= MAX_MESSAGE => return,
             Ok(()) => scratch.len(),
             // Only the set can outgrow its length bound: count it whole.
@@ -397,8 +399,11 @@ impl Message {
         }
     }
 
-    /// Appends the payload to `out`.
-    pub fn encode_payload(&self, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    /// Appends the payload, as protocol `version` lays it out, to `out`.
+    pub fn encode_payload(&self, version: u8, out: &mut Vec<u8>) -> Result<(), FrameError> {
+        // Versions 8 and 9 lay out every payload alike: a later change branches on
+        // `version` here and in `decode_payload`, nowhere else.
+        debug_assert!(version >= super::frame::MIN_VERSION, "version {version}");
         let mut w = Writer {
             out,
             msg_type: self.msg_type(),
@@ -560,8 +565,14 @@ impl Message {
         Ok(())
     }
 
-    /// Decodes a payload of the given type; rejects short, long and ill-valued input.
-    pub fn decode_payload(msg_type: MessageType, payload: &[u8]) -> Result<Message, FrameError> {
+    /// Decodes a payload of the given type, as protocol `version` lays it out; rejects
+    /// short, long and ill-valued input.
+    pub fn decode_payload(
+        version: u8,
+        msg_type: MessageType,
+        payload: &[u8],
+    ) -> Result<Message, FrameError> {
+        debug_assert!(version >= super::frame::MIN_VERSION, "version {version}");
         let mut r = Reader::new(payload, msg_type);
         let msg = match msg_type {
             MessageType::Hello => Message::Hello(Hello {

@@ -18,9 +18,17 @@
 //! fleet) is part of the session keys: every frame of the session is authenticated under
 //! it, so no frame can be moved into a session of another term or epoch, and an agent that
 //! refuses a term refuses every frame sent under it.
+//!
+//! Versions are negotiated in the same exchange: the Hello goes out in the monitor's
+//! newest version (its layout is frozen), the agent answers in the lower of that and its
+//! own, and every later frame of both directions carries that version, authenticated by
+//! its MAC like the rest of the header. A monitor whose Hello an agent of the previous
+//! release drops (it refuses a frame of any other version) tries once more in the
+//! previous version: `monitor/src/agents/link.rs`.
 
 use super::frame::{
     FrameError, Header, RawFrame, FLAG_CONTINUED, HEADER_LEN, MAC_LEN, MAX_MESSAGE, MAX_PAYLOAD,
+    MIN_VERSION, VERSION,
 };
 use super::message::{Auth, Challenge, Hello, Message, MessageType, Nonce, Welcome, NONCE_LEN};
 use crate::config::ClusterKey;
@@ -63,16 +71,21 @@ pub fn fresh_nonce() -> Result<Nonce, getrandom::Error> {
     Ok(n)
 }
 
-/// The sending half of a direction: its key and next sequence number.
+/// The sending half of a direction: its key, protocol version and next sequence number.
 #[derive(Debug)]
 pub struct Sealer {
     key: Key,
+    version: u8,
     seq: Option<u32>,
 }
 
 impl Sealer {
-    fn new(key: Key) -> Self {
-        Sealer { key, seq: Some(0) }
+    fn new(key: Key, version: u8) -> Self {
+        Sealer {
+            key,
+            version,
+            seq: Some(0),
+        }
     }
 
     /// Appends the frames for `msg` to `out`: one (header, payload, MAC) for a payload that
@@ -88,7 +101,7 @@ impl Sealer {
         let seq = self.seq.ok_or(FrameError::SequenceExhausted)?;
         let start = out.len();
         out.extend_from_slice(&[0u8; HEADER_LEN]);
-        if let Err(e) = msg.encode_payload(out) {
+        if let Err(e) = msg.encode_payload(self.version, out) {
             out.truncate(start);
             return Err(e);
         }
@@ -138,6 +151,7 @@ impl Sealer {
     ) {
         let len = out.len() - start - HEADER_LEN;
         let header = Header {
+            version: self.version,
             msg_type,
             flags,
             len: u16::try_from(len).expect("pieces are cut at MAX_PAYLOAD"),
@@ -161,11 +175,13 @@ impl Sealer {
     }
 }
 
-/// The receiving half of a direction: its key, the sequence number it expects, and the
-/// pieces of a message that goes on in later frames.
+/// The receiving half of a direction: its key, the protocol version every frame must
+/// carry, the sequence number it expects, and the pieces of a message that goes on in
+/// later frames.
 #[derive(Debug)]
 pub struct Opener {
     key: Key,
+    version: u8,
     expected: u32,
     handshake: bool,
     pending: Option<Pending>,
@@ -180,9 +196,10 @@ struct Pending {
 }
 
 impl Opener {
-    fn new(key: Key, handshake: bool) -> Self {
+    fn new(key: Key, version: u8, handshake: bool) -> Self {
         Opener {
             key,
+            version,
             expected: 0,
             handshake,
             pending: None,
@@ -211,7 +228,7 @@ impl Opener {
         let continued = h.flags & FLAG_CONTINUED != 0;
         let Some(mut p) = self.pending.take() else {
             if !continued {
-                return Message::decode_payload(h.msg_type, frame.payload()).map(Some);
+                return Message::decode_payload(h.version, h.msg_type, frame.payload()).map(Some);
             }
             self.pending = Some(Pending {
                 msg_type: h.msg_type,
@@ -241,7 +258,7 @@ impl Opener {
             self.pending = Some(p);
             return Ok(None);
         }
-        Message::decode_payload(p.msg_type, &p.payload).map(Some)
+        Message::decode_payload(self.version, p.msg_type, &p.payload).map(Some)
     }
 
     fn verify(&mut self, frame: &RawFrame) -> Result<(), FrameError> {
@@ -253,6 +270,13 @@ impl Opener {
                 FrameError::Forged {
                     seq: frame.header.seq,
                 }
+            });
+        }
+        // The sender sealed another version than the session's: never a frame of ours.
+        if frame.header.version != self.version {
+            return Err(FrameError::VersionMismatch {
+                found: frame.header.version,
+                expected: self.version,
             });
         }
         let seq = frame.header.seq;
@@ -290,6 +314,8 @@ pub struct Session {
     pub peer: String,
     /// The monitor's leadership term (`Term::NONE`: no fleet); bound into the session keys.
     pub term: Term,
+    /// The protocol version both sides speak in this session, carried by every frame.
+    pub version: u8,
 }
 
 fn unexpected(msg: &Message, state: &'static str) -> FrameError {
@@ -303,6 +329,8 @@ fn unexpected(msg: &Message, state: &'static str) -> FrameError {
 #[derive(Debug)]
 pub struct MonitorHandshake {
     cluster: ClusterKey,
+    /// The version of the Hello: the newest the agent may answer in.
+    version: u8,
     nonce: Nonce,
     term: Term,
     agent: String,
@@ -312,7 +340,7 @@ pub struct MonitorHandshake {
 
 impl MonitorHandshake {
     /// Starts a handshake with the agent of host `agent` under `term` (`Term::NONE`: no
-    /// fleet); returns the Hello frame to send.
+    /// fleet) in this side's newest version; returns the Hello frame to send.
     pub fn start(
         cluster: &ClusterKey,
         monitor: &str,
@@ -320,7 +348,21 @@ impl MonitorHandshake {
         term: Term,
         nonce: Nonce,
     ) -> Result<(Self, Vec<u8>), FrameError> {
-        let mut sealer = Sealer::new(derive(HS_M2A, cluster, None));
+        MonitorHandshake::start_in(cluster, monitor, agent, term, nonce, VERSION)
+    }
+
+    /// As [`MonitorHandshake::start`], offering at most `version` (from [`MIN_VERSION`]):
+    /// the retry for an agent of the previous release, which drops a later Hello.
+    pub fn start_in(
+        cluster: &ClusterKey,
+        monitor: &str,
+        agent: &str,
+        term: Term,
+        nonce: Nonce,
+        version: u8,
+    ) -> Result<(Self, Vec<u8>), FrameError> {
+        let version = version.clamp(MIN_VERSION, VERSION);
+        let mut sealer = Sealer::new(derive(HS_M2A, cluster, None), version);
         let hello = sealer.seal(
             &Message::Hello(Hello {
                 nonce,
@@ -333,18 +375,29 @@ impl MonitorHandshake {
         )?;
         let hs = MonitorHandshake {
             cluster: cluster.clone(),
+            version,
             nonce,
             term,
             agent: agent.into(),
             sealer,
-            opener: Opener::new(derive(HS_A2M, cluster, None), true),
+            opener: Opener::new(derive(HS_A2M, cluster, None), version, true),
         };
         Ok((hs, hello))
     }
 
     /// Takes the agent's Challenge; returns the session and the Auth frame to send. The
-    /// session's first received message must then be the agent's Welcome.
+    /// session's first received message must then be the agent's Welcome. The agent's
+    /// answer names the session's version: any this side speaks up to the Hello's.
     pub fn on_challenge(mut self, frame: &RawFrame) -> Result<(Session, Vec<u8>), FrameError> {
+        let version = frame.header.version;
+        if !(MIN_VERSION..=self.version).contains(&version) {
+            return Err(FrameError::VersionMismatch {
+                found: version,
+                expected: self.version,
+            });
+        }
+        self.opener.version = version;
+        self.sealer.version = version;
         let msg = self.opener.open(frame)?;
         if let Message::Error(e) = msg {
             return Err(FrameError::PeerRejected { message: e.message });
@@ -373,6 +426,7 @@ impl MonitorHandshake {
                 opener: self.opener,
                 peer: ch.agent,
                 term: self.term,
+                version,
             },
             auth,
         ))
@@ -383,6 +437,11 @@ impl MonitorHandshake {
 #[derive(Debug)]
 pub struct AgentHandshake {
     cluster: ClusterKey,
+    /// The newest version this side speaks ([`VERSION`] but in tests of older peers).
+    max_version: u8,
+    /// The session's version once the Hello is read (the lower of the two sides'),
+    /// `max_version` until then.
+    version: u8,
     agent: String,
     nonce: Nonce,
     /// The monitor's nonce, name and term, from its Hello.
@@ -393,19 +452,47 @@ pub struct AgentHandshake {
 
 impl AgentHandshake {
     pub fn new(cluster: &ClusterKey, agent: &str, nonce: Nonce) -> Self {
+        AgentHandshake::speaking(cluster, agent, nonce, VERSION)
+    }
+
+    /// An agent whose newest version is `max_version`: it stands in for an agent of an
+    /// earlier release in the protocol's tests.
+    pub(crate) fn speaking(
+        cluster: &ClusterKey,
+        agent: &str,
+        nonce: Nonce,
+        max_version: u8,
+    ) -> Self {
         AgentHandshake {
             cluster: cluster.clone(),
+            max_version,
+            version: max_version,
             agent: agent.into(),
             nonce,
             peer_nonce: None,
-            sealer: Sealer::new(derive(HS_A2M, cluster, None)),
-            opener: Opener::new(derive(HS_M2A, cluster, None), true),
+            sealer: Sealer::new(derive(HS_A2M, cluster, None), max_version),
+            opener: Opener::new(derive(HS_M2A, cluster, None), max_version, true),
         }
     }
 
-    /// Takes the monitor's Hello; returns the Challenge frame to send.
+    /// Takes the monitor's Hello; returns the Challenge frame to send. A Hello of any
+    /// version from [`MIN_VERSION`] is read (its layout is frozen, also for versions
+    /// after this side's) and the session speaks the lower of its version and this
+    /// side's, from the Challenge on.
     pub fn on_hello(&mut self, frame: &RawFrame) -> Result<Vec<u8>, FrameError> {
+        let hello_version = frame.header.version;
+        if hello_version < MIN_VERSION {
+            return Err(FrameError::UnsupportedVersion {
+                found: hello_version,
+                min: MIN_VERSION,
+                max: self.max_version,
+            });
+        }
+        self.version = hello_version.min(self.max_version);
+        self.opener.version = hello_version;
         let msg = self.opener.open(frame)?;
+        self.opener.version = self.version;
+        self.sealer.version = self.version;
         let Message::Hello(hello) = msg else {
             return Err(unexpected(&msg, "from a monitor before its Hello"));
         };
@@ -443,7 +530,8 @@ impl AgentHandshake {
         let msg = Message::Error(super::message::ErrorMessage {
             message: reason.into(),
         });
-        Sealer::new(derive(HS_A2M, &self.cluster, None))
+        // In the Hello's version where this side speaks it: an older monitor reads it.
+        Sealer::new(derive(HS_A2M, &self.cluster, None), self.version)
             .seal(&msg, 0, 0)
             .ok()
     }
@@ -483,8 +571,13 @@ impl AgentHandshake {
                 opener: self.opener,
                 peer: monitor,
                 term,
+                version: self.version,
             },
             welcome,
         ))
     }
 }
+
+#[cfg(test)]
+#[path = "negotiation_tests.rs"]
+mod negotiation_tests;

@@ -371,15 +371,19 @@ fn header_errors_are_distinct_and_come_before_the_payload_is_read() {
             found: [b'X', b'M']
         }
     );
-    let mut b = good.clone();
-    b[2] = 9;
-    assert_eq!(
-        first_error(&b),
-        FrameError::UnsupportedVersion {
-            found: 9,
-            supported: crate::proto::frame::VERSION
-        }
-    );
+    // Below the oldest version spoken, and above the newest for anything but a Hello.
+    for version in [frame::MIN_VERSION - 1, frame::VERSION + 1] {
+        let mut b = good.clone();
+        b[2] = version;
+        assert_eq!(
+            first_error(&b),
+            FrameError::UnsupportedVersion {
+                found: version,
+                min: frame::MIN_VERSION,
+                max: frame::VERSION,
+            }
+        );
+    }
     let mut b = good.clone();
     b[3] = 0x66;
     assert_eq!(first_error(&b), FrameError::UnknownType { found: 0x66 });
@@ -493,7 +497,7 @@ proptest! {
     #[test]
     fn arbitrary_payloads_never_panic_any_message_decoder(t in any::<u8>(), payload in proptest::collection::vec(any::<u8>(), 0..300)) {
         if let Some(mt) = MessageType::from_u8(t) {
-            let _ = Message::decode_payload(mt, &payload);
+            let _ = Message::decode_payload(frame::VERSION, mt, &payload);
         }
     }
 
@@ -813,7 +817,7 @@ proptest! {
     ) {
         // A well-formed header, so the bytes reach the MAC check and the decoders.
         let len = body.len().saturating_sub(MAC_LEN) as u16;
-        let header = Header { msg_type: MessageType::from_u8(t).unwrap(), flags: 0, len, request_id: 0, seq };
+        let header = Header { version: frame::VERSION, msg_type: MessageType::from_u8(t).unwrap(), flags: 0, len, request_id: 0, seq };
         let mut frame = header.encode().to_vec();
         frame.extend_from_slice(&body);
         prop_assert!(!handshake_with(s, |_| frame));
@@ -902,7 +906,7 @@ fn the_term_reaches_the_agent_and_binds_every_frame() {
     assert!(same.opener.open(&one(&frame)).is_ok(), "the same term");
 }
 
-/// The Hello byte for byte (protocol version 8; its layout is version 6's): an agent and a monitor built apart agree
+/// The Hello byte for byte (its layout is version 6's, frozen from version 9 on): an agent and a monitor built apart agree
 /// on where the term's revision and epoch are, and a version-5 peer is refused by the
 /// version byte, never misread.
 #[test]
@@ -912,7 +916,7 @@ fn the_hello_is_laid_out_byte_for_byte() {
         rev: 0x1112_1314_1516_1718,
     };
     let (_, hello) = MonitorHandshake::start(&key(1), "mon", "db1", term, [0xaa; 16]).unwrap();
-    let mut expected = vec![b'M', b'M', 8, MessageType::Hello as u8, 0, 0];
+    let mut expected = vec![b'M', b'M', frame::VERSION, MessageType::Hello as u8, 0, 0];
     let payload_len = 16 + 1 + 3 + 1 + 3 + 8 + 8;
     expected.extend_from_slice(&(payload_len as u16).to_be_bytes());
     expected.extend_from_slice(&[0, 0, 0, 0]); // request id
@@ -929,6 +933,7 @@ fn the_hello_is_laid_out_byte_for_byte() {
     // A Hello one byte shorter (a version-5 Hello with the version byte patched) is
     // malformed, not a term without an epoch.
     let short = Message::decode_payload(
+        frame::VERSION,
         MessageType::Hello,
         &expected[HEADER_LEN..expected.len() - 8],
     );
@@ -969,7 +974,7 @@ fn a_consent_is_laid_out_byte_for_byte() {
         roster: vec!["m1".into(), "mon2".into()],
     });
     let mut payload = Vec::new();
-    m.encode_payload(&mut payload).unwrap();
+    m.encode_payload(frame::VERSION, &mut payload).unwrap();
     let mut expected = vec![0x0a, 0x0b, 0x0c, 0x0d];
     expected.extend_from_slice(&[0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38]);
     expected.extend_from_slice(&[0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28]);
@@ -978,13 +983,16 @@ fn a_consent_is_laid_out_byte_for_byte() {
     expected.extend_from_slice(&[2, 2, b'm', b'1', 4, b'm', b'o', b'n', b'2']);
     assert_eq!(payload, expected);
     assert_eq!(
-        Message::decode_payload(MessageType::Consent, &payload).unwrap(),
+        Message::decode_payload(frame::VERSION, MessageType::Consent, &payload).unwrap(),
         m
     );
     // A witness is never a term an agent could enter.
     assert!(Term::WITNESS.is_witness() && !Term::NONE.is_witness());
     // Cut anywhere, it is malformed, never a shorter roster.
     for cut in 0..expected.len() {
-        assert!(Message::decode_payload(MessageType::Consent, &expected[..cut]).is_err());
+        assert!(
+            Message::decode_payload(frame::VERSION, MessageType::Consent, &expected[..cut])
+                .is_err()
+        );
     }
 }
