@@ -673,7 +673,7 @@ impl Agent {
         };
         write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
         handshake.authenticated();
-        tracing::info!(monitor = %session.peer, %term, "monitor authenticated");
+        tracing::info!(monitor = %session.peer, %term, protocol = session.version, "monitor authenticated");
         let Session {
             mut sealer,
             mut opener,

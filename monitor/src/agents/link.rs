@@ -47,6 +47,8 @@ pub enum LinkError {
 pub struct AgentLink {
     agent: String,
     agent_version: String,
+    /// The protocol version of the session.
+    protocol: u8,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     buf: FrameBuffer,
@@ -58,6 +60,44 @@ pub struct AgentLink {
     next_id: u32,
     events: VecDeque<Message>,
     out: Vec<u8>,
+}
+
+/// How one handshake failed: the connection closed before any answer to the Hello (an
+/// agent of the previous release drops a Hello of a later version), or otherwise.
+enum Attempt {
+    HelloDropped(LinkError),
+    Failed(LinkError),
+}
+
+impl Attempt {
+    fn into_error(self) -> LinkError {
+        match self {
+            Attempt::HelloDropped(e) | Attempt::Failed(e) => e,
+        }
+    }
+}
+
+impl From<LinkError> for Attempt {
+    fn from(e: LinkError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+/// The agent closed or reset the connection without a word: how an agent of the previous
+/// release drops a Hello of a version it does not speak. (A refusal it means, such as
+/// a term, comes as an Error frame.)
+fn hello_dropped(e: &ConnError) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    match e {
+        ConnError::Closed => true,
+        ConnError::Io { source, .. } => {
+            matches!(
+                source.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe
+            )
+        }
+        _ => false,
+    }
 }
 
 /// One message from the agent, with the request it answers (0: unsolicited).
@@ -85,6 +125,11 @@ impl AgentLink {
     /// As [`AgentLink::connect`], for a fleet's leader: every frame of the session is
     /// authenticated under `term`, and an agent that has seen a later term refuses it, as
     /// it refuses a term of an epoch that etcd does not show.
+    ///
+    /// The Hello offers this release's protocol version. An agent of the previous release
+    /// drops a Hello of any version but its own, closing the connection before any
+    /// answer: then the handshake is tried once more at once, offering the previous
+    /// version (one more round trip per connect while such an agent runs).
     pub async fn connect_in_term(
         addr: SocketAddr,
         key: &ClusterKey,
@@ -93,9 +138,30 @@ impl AgentLink {
         term: Term,
         timeout: Duration,
     ) -> Result<AgentLink, LinkError> {
+        let newest = frame::VERSION;
+        match Self::handshake(addr, key, monitor, agent, term, timeout, newest).await {
+            Err(Attempt::HelloDropped(e)) if newest > frame::MIN_VERSION => {
+                tracing::debug!(error = %crate::error_chain(&e), "the agent dropped a version {newest} Hello: offering {}", newest - 1);
+                Self::handshake(addr, key, monitor, agent, term, timeout, newest - 1)
+                    .await
+                    .map_err(Attempt::into_error)
+            }
+            r => r.map_err(Attempt::into_error),
+        }
+    }
+
+    async fn handshake(
+        addr: SocketAddr,
+        key: &ClusterKey,
+        monitor: &str,
+        agent: &str,
+        term: Term,
+        timeout: Duration,
+        version: u8,
+    ) -> Result<AgentLink, Attempt> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Err(_elapsed) => return Err(LinkError::ConnectTimeout { addr, timeout }),
-            Ok(Err(source)) => return Err(LinkError::Connect { addr, source }),
+            Err(_elapsed) => return Err(LinkError::ConnectTimeout { addr, timeout }.into()),
+            Ok(Err(source)) => return Err(LinkError::Connect { addr, source }.into()),
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
@@ -111,21 +177,28 @@ impl AgentLink {
             agent: agent.into(),
             reason: e.to_string(),
         })?;
-        let (hs, hello) = MonitorHandshake::start(key, monitor, agent, term, nonce)
+        let (hs, hello) = MonitorHandshake::start_in(key, monitor, agent, term, nonce, version)
             .map_err(|e| conn(e.into()))?;
-        write_frames(&mut writer, &hello, timeout)
-            .await
-            .map_err(conn)?;
         let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
-        let challenge = read_frame(&mut reader, &mut buf, timeout)
-            .await
-            .map_err(conn)?;
+        let sent = write_frames(&mut writer, &hello, timeout).await;
+        let challenge = match sent {
+            Ok(()) => read_frame(&mut reader, &mut buf, timeout).await,
+            Err(e) => Err(e),
+        };
+        let challenge = match challenge {
+            Ok(c) => c,
+            Err(e) if hello_dropped(&e) => return Err(Attempt::HelloDropped(conn(e))),
+            Err(e) => return Err(conn(e).into()),
+        };
         let (session, auth) = hs.on_challenge(&challenge).map_err(|e| conn(e.into()))?;
         write_frames(&mut writer, &auth, timeout)
             .await
             .map_err(conn)?;
         let Session {
-            sealer, mut opener, ..
+            sealer,
+            mut opener,
+            version: protocol,
+            ..
         } = session;
         let welcome = read_frame(&mut reader, &mut buf, timeout)
             .await
@@ -136,19 +209,22 @@ impl AgentLink {
                 return Err(LinkError::Remote {
                     agent: agent.into(),
                     message: e.message,
-                })
+                }
+                .into())
             }
             other => {
                 return Err(LinkError::Mismatch {
                     agent: agent.into(),
                     sent: MessageType::Auth,
                     got: other.msg_type(),
-                })
+                }
+                .into())
             }
         };
         Ok(AgentLink {
             agent: agent.into(),
             agent_version,
+            protocol,
             reader,
             writer,
             buf,
@@ -164,6 +240,11 @@ impl AgentLink {
     /// The version the agent announced in its Welcome.
     pub fn agent_version(&self) -> &str {
         &self.agent_version
+    }
+
+    /// The protocol version the agent and this monitor speak in this session.
+    pub fn protocol(&self) -> u8 {
+        self.protocol
     }
 
     /// A fresh request id (never 0, which marks unsolicited frames).

@@ -77,6 +77,7 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
         let mut backoff = Duration::from_millis(50);
         let mut reported_down = false;
         let mut hold = Hold::No;
+        let mut spoken = None;
         loop {
             loop {
                 // Fenced by lease: stay away until it has surely run out (a Disconnect
@@ -96,7 +97,16 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
                     Drained::Elapsed => hold = Hold::No,
                 }
             }
-            match session(&p, &mut cmds, &mut desired, &events, &mut reported_down).await {
+            let ended = session(
+                &p,
+                &mut cmds,
+                &mut desired,
+                &events,
+                &mut reported_down,
+                &mut spoken,
+            )
+            .await;
+            match ended {
                 SessionEnded::Shutdown => return,
                 SessionEnded::Disconnected => {
                     hold = Hold::Until(Instant::now() + p.lease);
@@ -234,6 +244,7 @@ async fn session(
     desired: &mut Option<DesiredState>,
     events: &mpsc::Sender<Event>,
     reported_down: &mut bool,
+    spoken: &mut Option<(u8, String)>,
 ) -> SessionEnded {
     let t = p.io_timeout;
     let link = match AgentLink::connect_in_term(p.addr, &p.key, &p.monitor_name, &p.host, p.term, t)
@@ -242,7 +253,18 @@ async fn session(
         Ok(l) => l,
         Err(e) => return SessionEnded::Failed(crate::error_chain(&e)),
     };
-    tracing::info!(agent_version = %link.agent_version(), "agent authenticated");
+    tracing::info!(agent_version = %link.agent_version(), protocol = link.protocol(), "agent authenticated");
+    // Said once, and again when an upgrade (or a downgrade) changes it.
+    let now = (link.protocol(), link.agent_version().to_string());
+    if spoken.as_ref() != Some(&now) {
+        tracing::info!(
+            "speaking protocol {} with {} (agent {})",
+            now.0,
+            p.host,
+            now.1
+        );
+        *spoken = Some(now);
+    }
     // Commands queued while connecting come first: the desired state sent below must be
     // the newest one, and a Disconnect queued meanwhile still holds.
     loop {
