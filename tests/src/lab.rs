@@ -10,12 +10,14 @@ use mmm_common::types::HostState;
 use mmm_monitor::agents::link::AgentLink;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Bound on each wait of the lab's helpers.
 pub const T: Duration = Duration::from_secs(5);
 const NOBODY: u32 = 65534;
+/// The agent's capabilities in the lab, as its unit gives them.
+const AGENT_CAPS: &str = "-all,+net_admin,+net_raw,+bpf,+perfmon";
 
 pub fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, last)
@@ -92,7 +94,12 @@ impl Lab {
 
     /// Starts an agent as uid 65534 holding only its four capabilities.
     pub fn agent(&self, host: &str, log: &str) -> u32 {
-        let pid = self.agent_with_caps(host, log, "-all,+net_admin,+net_raw,+bpf,+perfmon");
+        self.agent_from(host, log, &bin("mmm-agent"))
+    }
+
+    /// As [`Lab::agent`], from the binary at `agent` (another release's, say).
+    pub fn agent_from(&self, host: &str, log: &str, agent: &Path) -> u32 {
+        let pid = self.spawn_agent(host, log, AGENT_CAPS, agent);
         self.wait_agent_listening(host, log);
         pid
     }
@@ -115,7 +122,10 @@ impl Lab {
 
     /// Starts an agent as uid 65534 with the given capabilities (setpriv syntax).
     pub fn agent_with_caps(&self, host: &str, log: &str, caps: &str) -> u32 {
-        let agent = bin("mmm-agent");
+        self.spawn_agent(host, log, caps, &bin("mmm-agent"))
+    }
+
+    fn spawn_agent(&self, host: &str, log: &str, caps: &str, agent: &Path) -> u32 {
         let args = [
             "setpriv",
             "--reuid=65534",
@@ -260,6 +270,16 @@ impl Cluster {
 
     /// As [`Cluster::start`], with the servers and config additions of `spec`.
     pub fn start_spec(tag: &str, replace: &[(&str, &str)], spec: &Spec) -> Cluster {
+        Cluster::start_spec_from(tag, replace, spec, &bin("mmm-agent"))
+    }
+
+    /// As [`Cluster::start_spec`], every agent run from the binary at `agent`.
+    pub fn start_spec_from(
+        tag: &str,
+        replace: &[(&str, &str)],
+        spec: &Spec,
+        agent: &Path,
+    ) -> Cluster {
         let more: Vec<(&str, u8)> = spec
             .servers
             .iter()
@@ -323,7 +343,7 @@ impl Cluster {
         let agents = spec
             .servers
             .iter()
-            .map(|s| lab.agent(s.host, &format!("agent-{}.log", s.host)))
+            .map(|s| lab.agent_from(s.host, &format!("agent-{}.log", s.host), agent))
             .collect();
         Cluster {
             lab,
@@ -342,7 +362,11 @@ impl Cluster {
 
     /// Starts mmm-monitor in the monitor's namespace; waits until it answers `ping`.
     pub fn start_monitor(&mut self, log: &str) -> u32 {
-        let bin = bin("mmm-monitor");
+        self.start_monitor_from(log, &bin("mmm-monitor"))
+    }
+
+    /// As [`Cluster::start_monitor`], from the binary at `bin` (another release's, say).
+    pub fn start_monitor_from(&mut self, log: &str, bin: &Path) -> u32 {
         let pid = self.lab.net.spawn(
             "mon",
             &[
@@ -362,6 +386,26 @@ impl Cluster {
             self.lab.log(log)
         );
         pid
+    }
+
+    /// Replaces `host`'s agent: SIGTERM, and once it has exited the binary at `agent`
+    /// starts with the same config, logging to `log`. The agent keeps its VIPs and
+    /// read_only across the restart (its lease deadline is in its state_dir).
+    pub fn restart_agent(&mut self, host: &str, log: &str, agent: &Path) {
+        let i = self
+            .dbs
+            .iter()
+            .position(|d| d.node == host)
+            .unwrap_or_else(|| panic!("no server {host}"));
+        self.lab.net.signal(self.agents[i], "TERM");
+        assert!(
+            self.lab
+                .net
+                .wait_exit(self.agents[i], Duration::from_secs(10)),
+            "{host}'s agent ignored SIGTERM:\n{}",
+            self.lab.logs_of(host)
+        );
+        self.agents[i] = self.lab.agent_from(host, log, agent);
     }
 
     /// Stops the monitor with SIGTERM and waits for it.
