@@ -11,6 +11,8 @@ pub mod gtid;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod legacy;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod proto;
 pub mod sql;
 pub mod timing;
