@@ -18,6 +18,7 @@ use crate::reconcile::{error_chain, plan, Desired, Executor, Observed, Scope, St
 use crate::term::{Accepted, Admitted, Shown, Terms};
 use crate::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config, Host};
+use mmm_common::mysql::Target;
 use mmm_common::proto::io::{read_frame, write_frames, ConnError};
 use mmm_common::proto::*;
 use mmm_common::timing::Timing;
@@ -247,22 +248,11 @@ impl Agent {
         let timeout = config.checks.mysql.timeout.max(Duration::from_millis(500));
         // Its own server at the host's ip (or socket), as MMM's agent reached it: grants
         // like 'mmm_agent'@'10.0.0.%' and a bind-address of the host's ip keep working.
-        let server_ip = host.ip.to_string();
-        let mysql = |t| match config
-            .agent
-            .mysql_socket
-            .as_deref()
-            .and_then(|p| p.to_str())
-        {
-            Some(socket) => Mysql::socket(socket, &host.agent_user, &agent_password, t),
-            None => Mysql::new(
-                &server_ip,
-                host.mysql_port,
-                &host.agent_user,
-                &agent_password,
-                t,
-            ),
+        let target = match config.agent.mysql_socket.as_deref() {
+            Some(socket) => Target::socket(socket, &host.agent_user, &agent_password),
+            None => Target::tcp(&host, &host.agent_user, &agent_password),
         };
+        let mysql = |t| Mysql::new(target.clone(), t);
         let (commands, rx) = mpsc::channel(16);
         let addr = SocketAddr::from((host.ip, host.agent_port));
         let listener = TcpListener::bind(addr)
