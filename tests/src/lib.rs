@@ -14,6 +14,7 @@ pub mod handover;
 pub mod lab;
 pub mod mariadb;
 pub mod netns;
+pub mod pki;
 pub mod vipwatch;
 
 use std::os::unix::fs::PermissionsExt;

@@ -67,7 +67,7 @@ const TEST_NEEDS: &[Need] = &[
         command: "etcdctl",
         package: "etcd-client",
     },
-    // Certificates for the TLS-to-etcd test.
+    // Certificates for the TLS tests (to etcd, to MySQL).
     Need {
         command: "openssl",
         package: "openssl",
