@@ -96,10 +96,10 @@ impl Target {
     async fn plain(&self, transport: Transport) -> Result<Conn, ConnectError> {
         Conn::new(self.opts.clone())
             .await
-            .map_err(|source| ConnectError::Driver {
+            .map_err(|e| ConnectError::Driver {
                 addr: self.addr.clone(),
                 transport,
-                source,
+                source: Cause(e),
             })
     }
 
@@ -149,32 +149,42 @@ impl Target {
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
             _ => None,
         };
-        match (&source, rustls_error) {
-            (_, Some(rustls::Error::InvalidCertificate(_))) => ConnectError::Verify {
+        // The certificate's verdict is rustls's own error: keep it, not the driver's
+        // wrapping, which repeats it three times over.
+        match (&source, rustls_error.cloned()) {
+            (_, Some(source @ rustls::Error::InvalidCertificate(_))) => ConnectError::Verify {
                 addr,
                 mode,
-                ca: self.tls.ca.clone(),
+                ca: self.tls.ca.clone().filter(|_| mode.verifies()),
                 source,
             },
-            (_, Some(rustls::Error::AlertReceived(_))) => ConnectError::Refused {
+            (_, Some(source @ rustls::Error::AlertReceived(_))) => ConnectError::Refused {
                 addr,
                 mode,
                 client_cert: self.tls.client.is_some(),
                 source,
             },
             (mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer), _) => {
-                ConnectError::NoTls { addr, mode, source }
+                ConnectError::NoTls {
+                    addr,
+                    mode,
+                    source: Cause(source),
+                }
             }
             (
                 mysql_async::Error::Io(IoError::Tls(_))
                 | mysql_async::Error::Driver(DriverError::NoKeyFound),
                 _,
             )
-            | (_, Some(_)) => ConnectError::Handshake { addr, mode, source },
+            | (_, Some(_)) => ConnectError::Handshake {
+                addr,
+                mode,
+                source: Cause(source),
+            },
             _ => ConnectError::Driver {
                 addr,
                 transport: Transport::Tls(mode),
-                source,
+                source: Cause(source),
             },
         }
     }
@@ -203,20 +213,20 @@ impl fmt::Display for Transport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("connecting to MySQL at {addr} {transport}{}", plain_hint(*transport, source))]
+    #[error("connecting to MySQL at {addr} {transport}{}", plain_hint(*transport, &source.0))]
     Driver {
         addr: String,
         transport: Transport,
         #[source]
-        source: mysql_async::Error,
+        source: Cause,
     },
-    #[error("TLS to MySQL at {addr} (mysql_tls = \"{mode}\"): the server's certificate failed verification{}", ca.as_ref().map(|p| format!(" against mysql_ca {}", p.display())).unwrap_or_default())]
+    #[error("TLS to MySQL at {addr} (mysql_tls = \"{mode}\"): the server's certificate failed verification{}{}", ca.as_ref().map(|p| format!(" against mysql_ca {}", p.display())).unwrap_or_default(), name_note(*mode, source))]
     Verify {
         addr: String,
         mode: TlsMode,
         ca: Option<PathBuf>,
         #[source]
-        source: mysql_async::Error,
+        source: rustls::Error,
     },
     #[error("TLS to MySQL at {addr} (mysql_tls = \"{mode}\"): the server refused the handshake{}", if *client_cert { " (does its ssl_ca sign mysql_cert?)" } else { " (does it require a client certificate? set mysql_cert and mysql_key)" })]
     Refused {
@@ -224,21 +234,21 @@ pub enum ConnectError {
         mode: TlsMode,
         client_cert: bool,
         #[source]
-        source: mysql_async::Error,
+        source: rustls::Error,
     },
     #[error("TLS to MySQL at {addr} (mysql_tls = \"{mode}\"): the server offers no TLS (MariaDB and MySQL offer it once ssl_cert and ssl_key are set)")]
     NoTls {
         addr: String,
         mode: TlsMode,
         #[source]
-        source: mysql_async::Error,
+        source: Cause,
     },
     #[error("TLS to MySQL at {addr} (mysql_tls = \"{mode}\"): the handshake failed")]
     Handshake {
         addr: String,
         mode: TlsMode,
         #[source]
-        source: mysql_async::Error,
+        source: Cause,
     },
     #[error("reading {key} {path} for TLS to MySQL at {addr}")]
     ReadFile {
@@ -248,6 +258,37 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The driver's error as its most specific part alone: its own messages repeat their
+/// sources' ("Input/output error: Input/output error: ...: Connection refused").
+#[derive(Debug)]
+pub struct Cause(pub mysql_async::Error);
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut deepest: &dyn std::error::Error = &self.0;
+        while let Some(next) = deepest.source() {
+            deepest = next;
+        }
+        write!(f, "{deepest}")
+    }
+}
+
+impl std::error::Error for Cause {}
+
+/// verify_ca should not check the name, but the driver cannot skip only that check
+/// (mysql_async 0.37.1 with rustls 0.23: blackbeam/mysql_async#404): say so where it
+/// is the reason.
+fn name_note(mode: TlsMode, e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+    match (mode, e) {
+        (
+            TlsMode::VerifyCa,
+            rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. }),
+        ) => " (verify_ca checks the name too with this MySQL driver: put the host's ip in the certificate, or use required)",
+        _ => "",
+    }
 }
 
 /// An account refused without TLS may be one that requires it: say so, since the
@@ -264,15 +305,15 @@ fn plain_hint(transport: Transport, e: &mysql_async::Error) -> &'static str {
 }
 
 impl ConnectError {
-    /// The driver's error, where the driver failed (not reading our own files).
+    /// The driver's error, where the driver failed and TLS is not known to be why.
     pub fn driver(&self) -> Option<&mysql_async::Error> {
         match self {
             ConnectError::Driver { source, .. }
-            | ConnectError::Verify { source, .. }
-            | ConnectError::Refused { source, .. }
             | ConnectError::NoTls { source, .. }
-            | ConnectError::Handshake { source, .. } => Some(source),
-            ConnectError::ReadFile { .. } => None,
+            | ConnectError::Handshake { source, .. } => Some(&source.0),
+            ConnectError::Verify { .. }
+            | ConnectError::Refused { .. }
+            | ConnectError::ReadFile { .. } => None,
         }
     }
 
@@ -281,7 +322,7 @@ impl ConnectError {
         match self {
             ConnectError::Driver {
                 transport, source, ..
-            } => Some(plain_hint(*transport, source)).filter(|h| !h.is_empty()),
+            } => Some(plain_hint(*transport, &source.0)).filter(|h| !h.is_empty()),
             _ => None,
         }
     }
