@@ -48,8 +48,9 @@ pub enum MysqlError {
     #[error("{op}")]
     Connect {
         op: String,
+        /// Boxed: every step's error carries this type, and a connection's is large.
         #[source]
-        source: ConnectError,
+        source: Box<ConnectError>,
     },
     #[error("{op}: no answer within {timeout:?}")]
     Timeout { op: String, timeout: Duration },
@@ -344,7 +345,7 @@ impl Mysql {
             .await
             .map_err(|source| MysqlError::Connect {
                 op: op.into(),
-                source,
+                source: Box::new(source),
             })?;
         let (version, comment) = conn
             .query_first::<(Option<String>, Option<String>), _>(sql::DETECT)

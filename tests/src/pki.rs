@@ -72,22 +72,7 @@ impl Pki {
         let cert = self.dir.join(format!("{name}.pem"));
         let ext_file = self.dir.join(format!("{name}.ext"));
         std::fs::write(&ext_file, ext).expect("writing the extensions");
-        sh(&[
-            "openssl",
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            p(&key),
-            "-out",
-            p(&csr),
-            "-subj",
-            &format!("/CN={cn}"),
-        ]);
+        req("-new", &key, &csr, cn, &[]);
         sh(&[
             "openssl",
             "x509",
@@ -112,10 +97,31 @@ impl Pki {
 }
 
 fn self_signed(cert: &Path, key: &Path, cn: &str) {
-    sh(&[
+    req(
+        "-x509",
+        key,
+        cert,
+        cn,
+        &[
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    std::fs::set_permissions(cert, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+}
+
+/// `openssl req` with a new P-256 key in `key`: a request (`-new`) or a self-signed
+/// certificate (`-x509`) in `out`.
+fn req(what: &str, key: &Path, out: &Path, cn: &str, extra: &[&str]) {
+    let subject = format!("/CN={cn}");
+    let mut args = vec![
         "openssl",
         "req",
-        "-x509",
+        what,
         "-newkey",
         "ec",
         "-pkeyopt",
@@ -124,15 +130,10 @@ fn self_signed(cert: &Path, key: &Path, cn: &str) {
         "-keyout",
         p(key),
         "-out",
-        p(cert),
-        "-days",
-        "2",
+        p(out),
         "-subj",
-        &format!("/CN={cn}"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    std::fs::set_permissions(cert, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        &subject,
+    ];
+    args.extend_from_slice(extra);
+    sh(&args);
 }
