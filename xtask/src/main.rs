@@ -318,6 +318,10 @@ fn bench(args: &[String]) -> Result<()> {
         run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
         run(cargo()
             .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "chaos"])
+            .env("MMM_BIN_PROFILE", "release"))?;
+        // The hung-then-woken writer (issue 22): two writers, two VIPs, failover.
+        run(cargo()
+            .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "hung"])
             .env("MMM_BIN_PROFILE", "release"))
     };
     let fleet = || -> Result<()> {
