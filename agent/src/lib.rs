@@ -19,11 +19,13 @@
 //!   capabilities, the cluster interface)
 
 pub mod admission;
+pub mod actions;
 pub mod caps;
 pub mod clock;
 pub mod discover;
 pub mod election;
 pub mod etcd;
+pub mod fence;
 pub mod failsafe;
 pub mod garp;
 pub mod http;
@@ -31,11 +33,13 @@ pub mod lease;
 pub mod mysql;
 pub mod probe;
 pub mod reconcile;
+pub mod reconciler;
 pub mod route;
 pub mod rst;
 pub mod server;
 pub mod sockdiag;
 pub mod startup;
+pub mod status;
 pub mod term;
 pub mod vip;
 pub mod witness;
