@@ -2,6 +2,7 @@
 //! agent runs. Covers start-up from a corrupt status file, the keyed control socket,
 //! the metrics endpoint, and SIGTERM writing the status.
 
+use mmm_tests::free_port;
 use mmm_tests::netns::wait_for;
 use mmm_tests::*;
 use std::io::{Read, Write};
@@ -19,14 +20,6 @@ impl Drop for Monitor {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start(tag: &str, control: &str, metrics: u16, status: Option<&str>) -> Monitor {
