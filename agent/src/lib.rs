@@ -10,6 +10,7 @@
 //! - [`discover`]: the mysqld listening on mysql_port, for the probe (no pid file needed)
 //! - [`reconcile`]: desired state -> ordered steps, and their execution
 //! - [`lease`]: lease fencing: who renews, the deadline kept across restarts
+//! - [`fence`]: the lease task's netlink steps, each given up at its own bound
 //! - [`term`]: a monitor fleet's leadership terms: the highest seen, kept across restarts
 //! - [`etcd`]: the agent's own etcd lease, its writer permit in a fleet
 //! - [`server`]: the authenticated protocol towards the monitor, the lease's task
@@ -25,6 +26,7 @@ pub mod discover;
 pub mod election;
 pub mod etcd;
 pub mod failsafe;
+pub mod fence;
 pub mod garp;
 pub mod http;
 pub mod lease;

@@ -1308,7 +1308,8 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
         if lease.fenced().is_none() {
             let gate = lease.gate().await;
             let last_seen = agent.status.borrow().held_vips.clone();
-            let held = held_writer_vips(&netlink, &interface, &writer, &last_seen).await;
+            let held =
+                crate::fence::held_writer_vips(&netlink, &interface, &writer, &last_seen).await;
             // Possibly writable counts: a server that said read_only = 0 and then hung
             // may run anything when it wakes up.
             let writable = agent.status.borrow().possibly_writable || agent.grants.may_still_run();
@@ -1345,7 +1346,7 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
                         }
                     }
                 }
-                remove_vips(&netlink, &interface, &held).await;
+                crate::fence::remove_vips(&netlink, &interface, &held).await;
                 drop(gate);
                 lease.mark_judged(expiries);
                 if agent.commands.send(Command::Fenced(stamp)).await.is_err() {
@@ -1464,71 +1465,6 @@ async fn wake_task(agent: Arc<Agent>, mysql: Mysql, woken: Arc<tokio::sync::Noti
         woken.notify_one();
         // The reconciler's report of the hang may still be on its way: not a new one.
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Bound on one netlink request of the fence.
-const FENCE_STEP: Duration = Duration::from_millis(500);
-
-/// The writer VIPs on the interface now; if the kernel cannot be asked, the ones the last
-/// refresh saw (removing one not held is harmless, fencing a host that held none is not:
-/// it would close every monitor session for nothing).
-async fn held_writer_vips(
-    netlink: &Netlink,
-    interface: &str,
-    writer: &std::collections::BTreeSet<Ipv4Addr>,
-    last_seen: &[Ipv4Addr],
-) -> Vec<Ipv4Addr> {
-    let fallback = || -> Vec<Ipv4Addr> {
-        last_seen
-            .iter()
-            .copied()
-            .filter(|ip| writer.contains(ip))
-            .collect()
-    };
-    let read = async {
-        let link = netlink.link(interface).await?;
-        netlink.addresses(link.index, interface).await
-    };
-    match tokio::time::timeout(FENCE_STEP, read).await {
-        Ok(Ok(addrs)) => addrs
-            .into_iter()
-            .map(|(ip, _)| ip)
-            .filter(|ip| writer.contains(ip))
-            .collect(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %error_chain(&e), "reading addresses for the fence: using the last refresh's");
-            fallback()
-        }
-        Err(_elapsed) => {
-            tracing::warn!("reading addresses for the fence timed out: using the last refresh's");
-            fallback()
-        }
-    }
-}
-
-async fn remove_vips(netlink: &Netlink, interface: &str, vips: &[Ipv4Addr]) {
-    let link = match tokio::time::timeout(FENCE_STEP, netlink.link(interface)).await {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) => {
-            tracing::error!(error = %error_chain(&e), "fence: the cluster interface cannot be read; writer VIPs not removed");
-            return;
-        }
-        Err(_elapsed) => {
-            tracing::error!(
-                "fence: reading the cluster interface timed out; writer VIPs not removed"
-            );
-            return;
-        }
-    };
-    for ip in vips {
-        match tokio::time::timeout(FENCE_STEP, netlink.remove(link.index, interface, *ip)).await {
-            Ok(Ok(_)) => tracing::info!(%ip, "fence: writer VIP removed"),
-            Ok(Err(e)) => {
-                tracing::error!(%ip, error = %error_chain(&e), "fence: removing the writer VIP failed")
-            }
-            Err(_elapsed) => tracing::error!(%ip, "fence: removing the writer VIP timed out"),
-        }
     }
 }
 
