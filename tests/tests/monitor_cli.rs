@@ -2,7 +2,6 @@
 //! agent runs. Covers start-up from a corrupt status file, the keyed control socket,
 //! the metrics endpoint, and SIGTERM writing the status.
 
-use mmm_tests::free_port;
 use mmm_tests::netns::wait_for;
 use mmm_tests::*;
 use std::io::{Read, Write};
