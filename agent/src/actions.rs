@@ -17,7 +17,7 @@ impl Agent {
     /// semi-sync's kill-connection to a vanished source fails at once instead of waiting
     /// for its timeout. Without the route (unknown source, no CAP_NET_ADMIN) the stop
     /// just takes longer.
-    async fn stop_io_thread_of_vanished_source(
+    pub(crate) async fn stop_io_thread_of_vanished_source(
         &self,
         vanished: Ipv4Addr,
         deadline: Duration,
@@ -68,7 +68,7 @@ impl Agent {
     /// Runs an order that came on `session`. An order read after a monitor of a later
     /// term connected (it waited in the deposed monitor's socket) is refused, here and
     /// again when the reconciler runs it (its stamp carries the session's term).
-    async fn action(&self, session: u64, req: ActionRequest) -> ActionResult {
+    pub(crate) async fn action(&self, session: u64, req: ActionRequest) -> ActionResult {
         let deadline = Duration::from_millis(req.deadline_ms.into());
         tracing::info!(action = ?req.action, ?deadline, "action requested");
         if !self.lease.term_leads(session) {

@@ -8,6 +8,7 @@ use crate::reconcile::{error_chain, plan, Desired, Executor, Observed, Scope, St
 use crate::server::{Agent, REFRESH};
 use mmm_common::proto::*;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Each carries the lease's stamp of when it was accepted: the plan it leads to dies when
@@ -336,4 +337,3 @@ pub(crate) async fn publish(
         };
     });
 }
-

@@ -1,23 +1,26 @@
-//! The agent's side of the protocol, the reconciler task and lease fencing.
+//! The agent's side of the protocol: the accept loop, each monitor connection's handshake
+//! and its reader and writer, and the dispatch of what a monitor sends. The agent's state
+//! (`Agent`) is built and its tasks started here.
 //!
 //! In a fleet (`[coordination]`) each handshake is judged by the monitor's term
 //! (`crate::term`) before the Challenge goes out, and the lease is renewed by the agent's
 //! own etcd lease (`crate::etcd`), not by the monitor.
 //!
 //! Tasks: one accept loop; per monitor connection a reader and a writer; one reconciler
-//! that alone changes VIPs and read_only (so two desired states never interleave); the
-//! lease's task, which fences without SQL; the wake task, which waits on a hung mysqld
-//! that may be writable and makes it read-only the moment it answers (docs/fencing.md, "A
-//! hung mysqld that wakes up"). Heartbeats are answered by the connection's reader from the
-//! status snapshot at once, never waiting on SQL or netlink.
+//! (`crate::reconciler`) that alone changes VIPs and read_only (so two desired states never
+//! interleave); the lease's task, which fences without SQL, and the wake task, which waits
+//! on a hung mysqld that may be writable and makes it read-only the moment it answers
+//! (`crate::fence`). Heartbeats are answered by the connection's reader from the status
+//! snapshot (`crate::status`) at once, never waiting on SQL or netlink; actions run in
+//! `crate::actions`.
 
 use crate::fence::{lease_task, wake_task};
 use crate::garp::GarpSender;
+use crate::lease::{Lease, Renewal};
+use crate::mysql::{Mysql, SemiSyncHold};
+use crate::reconcile::{error_chain, Executor, Scope};
 use crate::reconciler::{reconciler, Command};
 use crate::status::Status;
-use crate::lease::{Lease, Renewal, Stamp};
-use crate::mysql::{CatchUp, Mysql, SemiSyncHold};
-use crate::reconcile::{error_chain, plan, Desired, Executor, Observed, Scope, Step};
 use crate::term::{Accepted, Admitted, Shown, Terms};
 use crate::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config, Host};
@@ -25,7 +28,7 @@ use mmm_common::proto::io::{read_frame, write_frames, ConnError};
 use mmm_common::proto::*;
 use mmm_common::timing::Timing;
 use mmm_common::types::Fencing;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -776,7 +779,6 @@ async fn tell_monitor(out: &mpsc::Sender<(Message, u32, u8)>, e: &impl std::fmt:
         ))
         .await;
 }
-
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

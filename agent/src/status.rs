@@ -38,7 +38,7 @@ pub struct Status {
 }
 
 impl Status {
-    fn heartbeat(&self) -> AgentHeartbeat {
+    pub(crate) fn heartbeat(&self) -> AgentHeartbeat {
         let mut flags = 0;
         if self.read_only == Some(true) && !self.possibly_writable {
             flags |= hb_flags::READ_ONLY;
@@ -72,7 +72,7 @@ impl Status {
         }
     }
 
-    fn report(&self) -> StatusReport {
+    pub(crate) fn report(&self) -> StatusReport {
         StatusReport {
             applied_epoch: self.applied_epoch,
             uptime_s: host_uptime_s(),
@@ -105,4 +105,3 @@ pub(crate) fn host_uptime_s() -> u32 {
         .and_then(|s| s.split('.').next()?.parse().ok())
         .unwrap_or(0)
 }
-

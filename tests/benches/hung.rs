@@ -197,7 +197,10 @@ fn write_report(machine: &Machine, runs: &[Run], failed: &[String]) {
     for (name, s) in [
         ("time with two writers (ms)", two_writers),
         ("time with the writer VIP on two hosts (ms)", two_vips),
-        ("failover at the client, hang to first write on the new writer (ms)", failover),
+        (
+            "failover at the client, hang to first write on the new writer (ms)",
+            failover,
+        ),
     ] {
         if let Some(s) = s {
             md.push_str(&format!(

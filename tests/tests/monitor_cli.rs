@@ -21,14 +21,6 @@ impl Drop for Monitor {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(tag: &str, control: &str, metrics: u16, status: Option<&str>) -> Monitor {
     start_with(tag, control, metrics, status, "")
 }

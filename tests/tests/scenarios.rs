@@ -986,7 +986,11 @@ fn s21_hung_writer_wakes_up_at_every_point_of_the_failover() {
         // and that errant transaction would keep it out of the next round. Writes sent
         // during the hang wait in their handshake and never reach it.
         c.lab.net.signal(c.db(old).pid, "STOP");
-        let clients = mmm_tests::client::hang_clients(&c.lab.net.node("client").ns, "192.0.2.100", round as u64);
+        let clients = mmm_tests::client::hang_clients(
+            &c.lab.net.node("client").ns,
+            "192.0.2.100",
+            round as u64,
+        );
         let failed = wait_for(T, || {
             (c.monitor_log("monitor.log")
                 .matches(&format!(

@@ -235,7 +235,8 @@ fn test() -> Result<()> {
     run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
     ensure(DIST_NEEDS)?;
     dist::dist()?;
-    run(cargo().args(["test", "--workspace", "--locked"]))?;
+    // Every test binary runs even after one fails: one run shows every failure.
+    run(cargo().args(["test", "--workspace", "--locked", "--no-fail-fast"]))?;
     Ok(())
 }
 
