@@ -113,7 +113,7 @@ fn control_cmd(m: &Monitor, args: &[&str]) -> (i32, String) {
     let mut full = vec!["--config", m.config.to_str().unwrap()];
     full.extend_from_slice(args);
     let out = run("mmm-control", &full);
-    (out.status.code().unwrap_or(-1), stdout(&out))
+    (out.status.code().unwrap_or(-1), shown(&out))
 }
 
 #[test]
