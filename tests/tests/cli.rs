@@ -287,7 +287,7 @@ fn completions_and_man_pages_are_generated() {
         for daemon in ["mmm-monitor", "mmm-agent"] {
             let out = run(daemon, &["--completions", shell]);
             assert_eq!(out.status.code(), Some(0), "{daemon} {shell}");
-            assert!(stdout(&out).contains("--config"), "{daemon} {shell}");
+            assert!(stdout(&out).contains("config"), "{daemon} {shell}");
         }
     }
     let out = run("mmm-control", &["completions", "tcsh"]);
@@ -307,6 +307,7 @@ fn completions_and_man_pages_are_generated() {
             "the man page lacks {name}"
         );
     }
+    assert!(man.contains("Exit status"), "{man}");
     for daemon in ["mmm-monitor", "mmm-agent"] {
         let out = run(daemon, &["--man"]);
         assert_eq!(out.status.code(), Some(0), "{daemon}");

@@ -46,8 +46,15 @@ fn full_help() -> String {
     )
 }
 
-/// The clap definition with every command as a subcommand, for completions and the man
-/// page: the parser itself takes the command as words, as MMM's did.
+/// The exit codes (`Exit`), for the man page.
+const EXIT_STATUS: &str = "
+Exit status: 0 success; 1 the monitor refused the command, or check-cluster found an
+error; 2 usage (unknown command, wrong arguments); 3 the config or the key file is
+invalid or unreadable; 4 the monitor cannot be reached.
+";
+
+/// The clap definition with every command as a subcommand, for completions: the parser
+/// itself takes the command as words, as MMM's did.
 fn cli_with_commands() -> clap::Command {
     let mut cmd = Args::command().mut_arg("command", |a| a.hide(true));
     for (name, args, about) in COMMANDS.iter().chain(&LOCAL_COMMANDS) {
@@ -118,7 +125,10 @@ fn local(name: &str) -> Option<fn(&Args) -> Result<Exit, Failure>> {
         "check-cluster" => check_cluster,
         "completions" => completions,
         "man" => |_| {
-            cli::print_man(cli_with_commands(), "1").context("writing the man page")?;
+            // The commands are words after the options, as MMM's were: the page lists
+            // them in its text, not as subcommands with pages of their own.
+            let page = Args::command().after_long_help(format!("{}{EXIT_STATUS}", full_help()));
+            cli::print_man(page, "1").context("writing the man page")?;
             Ok(Exit::Ok)
         },
         _ => return None,
@@ -354,8 +364,7 @@ mod tests {
         assert!(local("show").is_none());
     }
 
-    /// Completions and the man page come from the same definitions: every command is a
-    /// subcommand there.
+    /// Completions come from the same definitions: every command is a subcommand there.
     #[test]
     fn the_generated_definition_has_every_command() {
         let cmd = cli_with_commands();

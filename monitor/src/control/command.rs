@@ -86,7 +86,7 @@ pub const LOCAL_COMMANDS: [(&str, &str, &str); 5] = [
     (
         "check-cluster",
         "",
-        "check every configured server (GTID, grants, server_id,\nreplication, read_only; each agent's probe)",
+        "check every configured server\n(grants, GTID, replication, probes)",
     ),
     (
         "import-mmm",
@@ -97,9 +97,9 @@ pub const LOCAL_COMMANDS: [(&str, &str, &str); 5] = [
     (
         "completions",
         "<shell>",
-        "print completions for bash, zsh, fish, elvish or powershell",
+        "print shell completions\n(bash, zsh, fish, elvish, powershell)",
     ),
-    ("man", "", "print mmm-control's man page (roff)"),
+    ("man", "", "print the man page (roff)"),
 ];
 
 /// `help`'s text for the monitor's commands: MMM's layout, one line per command.
