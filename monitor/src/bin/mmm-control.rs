@@ -113,8 +113,10 @@ fn main() -> ExitCode {
     }
 }
 
+type LocalCommand = fn(&Args) -> Result<Exit, Failure>;
+
 /// The commands that need no monitor, by name (every one of LOCAL_COMMANDS: tested).
-fn local(name: &str) -> Option<fn(&Args) -> Result<Exit, Failure>> {
+fn local(name: &str) -> Option<LocalCommand> {
     Some(match name {
         "gen-key" => |_| {
             let key = ClusterKey::generate_hex().context("reading random bytes for the key")?;
