@@ -29,9 +29,13 @@ const REMEMBERED: usize = 32;
 pub enum Refused {
     #[error("{KNOWN_SLOTS} handshakes from known monitor addresses already under way")]
     KnownBusy,
-    #[error("{STRANGER_SLOTS} handshakes from addresses that never authenticated already under way")]
+    #[error(
+        "{STRANGER_SLOTS} handshakes from addresses that never authenticated already under way"
+    )]
     StrangersBusy,
-    #[error("{PER_STRANGER} handshakes from this address, which never authenticated, already under way")]
+    #[error(
+        "{PER_STRANGER} handshakes from this address, which never authenticated, already under way"
+    )]
     StrangerBusy,
 }
 
@@ -142,7 +146,9 @@ mod tests {
             .collect();
         assert_eq!(a.admit(ip(200)).err(), Some(Refused::StrangersBusy));
         // The monitor reconnects: its slots are untouched.
-        let mine: Vec<Slot> = (0..KNOWN_SLOTS).map(|_| a.admit(monitor).unwrap()).collect();
+        let mine: Vec<Slot> = (0..KNOWN_SLOTS)
+            .map(|_| a.admit(monitor).unwrap())
+            .collect();
         assert_eq!(a.admit(monitor).err(), Some(Refused::KnownBusy));
         drop(mine);
         assert!(a.admit(monitor).is_ok());

@@ -126,10 +126,7 @@ fn timerfd() -> Result<AsyncFd<OwnedFd>, TimerError> {
     // SAFETY: timerfd_create takes no pointers; a non-negative return is a new file
     // descriptor that nothing else owns, handed to OwnedFd at once.
     let raw = unsafe {
-        libc::timerfd_create(
-            libc::CLOCK_BOOTTIME,
-            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-        )
+        libc::timerfd_create(libc::CLOCK_BOOTTIME, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
     };
     if raw < 0 {
         return Err(failed("creating the timer")(io::Error::last_os_error()));
@@ -207,7 +204,9 @@ mod tests {
     async fn a_passed_deadline_returns_at_once_and_a_rearm_replaces_the_last() {
         let mut timer = BootTimer::new();
         assert!(timer.uses_the_boot_clock());
-        timer.wait_until(Boot::now().before(Duration::from_secs(1))).await;
+        timer
+            .wait_until(Boot::now().before(Duration::from_secs(1)))
+            .await;
         // Armed far away, then re-armed near: the near one is what is waited for.
         let far = Boot::now().after(Duration::from_secs(3600));
         let waited = tokio::time::timeout(Duration::from_millis(20), timer.wait_until(far)).await;

@@ -618,7 +618,9 @@ impl Lease {
         if !self.enforced {
             return Some(Boot(u64::MAX));
         }
-        self.lock().deadline.filter(|d| d.left(Boot::now()).is_some())
+        self.lock()
+            .deadline
+            .filter(|d| d.left(Boot::now()).is_some())
     }
 
     pub fn fenced(&self) -> Option<String> {
@@ -1103,7 +1105,10 @@ mod tests {
         assert!(lease.term_leads(old));
         lease.enter_term(2);
         let (new, _) = lease.new_session(2).unwrap();
-        assert!(!lease.term_leads(old), "a deposed term's session still leads");
+        assert!(
+            !lease.term_leads(old),
+            "a deposed term's session still leads"
+        );
         assert_eq!(lease.supersede_for(old), Err(NotFollowed::TermOver));
         assert_eq!(lease.permit(lift).await.err(), Some(Refused::TermOver));
         assert!(lease.term_leads(new) && lease.supersede_for(new).is_ok());
@@ -1126,7 +1131,10 @@ mod tests {
         );
         assert_eq!(lease.running_deadline(), None);
         let settled = tokio::time::timeout(Duration::from_millis(50), lease.settled()).await;
-        assert!(settled.is_err(), "settled before the lease task judged the loss");
+        assert!(
+            settled.is_err(),
+            "settled before the lease task judged the loss"
+        );
         // The lease task judges (nothing held here, so no fence): renewals count again.
         lease.mark_judged(expiry);
         lease.settled().await;

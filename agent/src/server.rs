@@ -568,7 +568,9 @@ impl Agent {
                     let permit = match admission.admit(peer.ip()) {
                         Ok(slot) => slot,
                         Err(why) => {
-                            refusals.warn(|n| tracing::warn!(%peer, refused = n, "connection refused: {why}"));
+                            refusals.warn(
+                                |n| tracing::warn!(%peer, refused = n, "connection refused: {why}"),
+                            );
                             continue;
                         }
                     };
@@ -1658,9 +1660,8 @@ async fn publish(
     // A silent server whose read_only this agent never read (it started while mysqld
     // hung) may be writable: only a read back read_only = 1, or the process gone, says
     // it is not.
-    let possibly_writable = observed.read_only == Some(false)
-        || grant_live
-        || (silent && seen.read_only != Some(true));
+    let possibly_writable =
+        observed.read_only == Some(false) || grant_live || (silent && seen.read_only != Some(true));
     // A hung server that may be writable: the wake task waits for its answer (and makes
     // it read-only then, unless this host is to be the writer); nothing else queues SQL
     // behind it meanwhile.

@@ -6,8 +6,8 @@
 //! [`Consent`] (and, from the leader of the agent's current term, its vouch). The failsafe
 //! itself, and why it is safe, is `crate::failsafe`.
 
-use crate::failsafe::{Counted, Failsafe};
 use crate::clock::Boot;
+use crate::failsafe::{Counted, Failsafe};
 use crate::server::{Agent, ConnectionEnded, HANDSHAKE_TIMEOUT};
 use mmm_common::proto::io::{read_frame, write_frames, ConnError};
 use mmm_common::proto::{

@@ -187,3 +187,28 @@ pub fn print_man(cmd: clap::Command, section: &str) -> std::io::Result<()> {
         .section(section)
         .render(&mut std::io::stdout())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/operations.md's table has a row for every code, and no other.
+    #[test]
+    fn every_exit_code_is_documented() {
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+        )
+        .expect("docs/operations.md");
+        let section = docs
+            .split("\n## ")
+            .find(|s| s.starts_with("Exit codes"))
+            .expect("a section on exit codes");
+        let rows: Vec<u8> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| "))
+            .filter_map(|l| l.split(' ').next()?.parse().ok())
+            .collect();
+        let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(rows, codes);
+    }
+}

@@ -708,7 +708,8 @@ fn during_a_flood<T>(lab: &Lab, host: &str, f: impl FnOnce() -> T) -> (usize, T)
 fn a_flood_from_a_stranger_does_not_keep_a_monitor_out_with_the_default_config() {
     // Issue 22 item 4: with `monitor_ips` left out (the default), a host without the key
     // held every handshake slot while the monitor restarted; the lease ran out.
-    if !require_root("a_flood_from_a_stranger_does_not_keep_a_monitor_out_with_the_default_config") {
+    if !require_root("a_flood_from_a_stranger_does_not_keep_a_monitor_out_with_the_default_config")
+    {
         return;
     }
     let lab = Lab::new("flood-default", "");
