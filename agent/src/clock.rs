@@ -82,6 +82,12 @@ pub struct BootTimer {
     fd: Option<AsyncFd<OwnedFd>>,
 }
 
+impl Default for BootTimer {
+    fn default() -> BootTimer {
+        BootTimer::new()
+    }
+}
+
 impl BootTimer {
     pub fn new() -> BootTimer {
         match timerfd() {
@@ -133,8 +139,10 @@ fn timerfd() -> Result<AsyncFd<OwnedFd>, TimerError> {
     }
     // SAFETY: `raw` is a valid descriptor returned above and owned by nobody else.
     let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-    AsyncFd::with_interest(owned, tokio::io::Interest::READABLE)
-        .map_err(failed("registering the timer with the runtime"))
+    // SAFETY: the OwnedFd keeps the timerfd open for as long as the AsyncFd holds it, and
+    // always answers the same descriptor.
+    unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
+        .map_err(|e| failed("registering the timer with the runtime")(e.into()))
 }
 
 async fn wait_on(fd: &AsyncFd<OwnedFd>, deadline: Boot) -> Result<(), TimerError> {

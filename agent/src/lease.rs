@@ -909,12 +909,14 @@ mod tests {
         let before = lease.fences();
         assert!(lease.renew_until(Boot::now().after(Duration::from_millis(40)), before));
         assert!(lease.left().is_some());
-        lease.expire_now();
+        let expiry = lease.expire_now();
         assert!(
             lease.left().is_none(),
             "a lost etcd lease ends the permit at once"
         );
         assert!(lease.try_fence(|| "lost".into()).is_some());
+        // As the lease task does once it has fenced.
+        lease.mark_judged(expiry);
         assert!(
             !lease.renew_until(Boot::now().after(Duration::from_secs(1)), before),
             "the lease from before the fence renews nothing"

@@ -902,7 +902,7 @@ fn the_term_reaches_the_agent_and_binds_every_frame() {
     assert!(same.opener.open(&one(&frame)).is_ok(), "the same term");
 }
 
-/// The Hello byte for byte (protocol version 7; its layout is version 6's): an agent and a monitor built apart agree
+/// The Hello byte for byte (protocol version 8; its layout is version 6's): an agent and a monitor built apart agree
 /// on where the term's revision and epoch are, and a version-5 peer is refused by the
 /// version byte, never misread.
 #[test]
@@ -912,7 +912,7 @@ fn the_hello_is_laid_out_byte_for_byte() {
         rev: 0x1112_1314_1516_1718,
     };
     let (_, hello) = MonitorHandshake::start(&key(1), "mon", "db1", term, [0xaa; 16]).unwrap();
-    let mut expected = vec![b'M', b'M', 7, MessageType::Hello as u8, 0, 0];
+    let mut expected = vec![b'M', b'M', 8, MessageType::Hello as u8, 0, 0];
     let payload_len = 16 + 1 + 3 + 1 + 3 + 8 + 8;
     expected.extend_from_slice(&(payload_len as u16).to_be_bytes());
     expected.extend_from_slice(&[0, 0, 0, 0]); // request id
