@@ -73,6 +73,14 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// What a terminal shows of a command: stdout, then stderr. mmm-control prints the
+/// monitor's answers on stdout and its refusals (`ERROR: ...`) on stderr.
+pub fn shown(o: &Output) -> String {
+    let mut text = stdout(o);
+    text.push_str(&String::from_utf8_lossy(&o.stderr));
+    text
+}
+
 /// A private (0700) directory removed on drop, even when the test panics.
 pub struct TempDir(PathBuf);
 
