@@ -85,9 +85,6 @@ fn member_args(
     .collect()
 }
 
-/// A port nobody listens on now (the kernel picks it; the race with another taker is
-/// harmless in a test: etcd then fails to start and says why).
-
 impl EtcdCluster {
     /// Starts `n` members and waits until the cluster answers (bounded).
     pub fn start(tag: &str, n: usize) -> EtcdCluster {
