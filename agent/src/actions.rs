@@ -121,6 +121,13 @@ impl Agent {
                 }
                 _ => None,
             };
+        // A later term may have connected while this order waited for the lock: a deposed
+        // leader's re-point must not run after the new leader's.
+        if _serialized.is_some() && !self.lease.term_leads(session) {
+            let over = crate::lease::NotFollowed::TermOver;
+            tracing::warn!(action = ?req.action, reason = %over, "monitor order refused");
+            return failed(over.to_string());
+        }
         let result = match req.action {
             Action::SetReadOnly { on: true } => Ok(failures_to_result(
                 via_reconciler(|stamp, tx| Command::ReadOnly(true, stamp, tx)).await,

@@ -257,11 +257,13 @@ pub(crate) fn unanswered_but_running(
     observed: &Observed,
     errors: &[crate::reconcile::StepError],
 ) -> bool {
-    let refused = errors.iter().any(|e| match e {
-        crate::reconcile::StepError::Mysql(m) => m.refused(),
+    // Refused (nothing listens) or answered with an error (access denied, too many
+    // connections, host blocked): a server that says something is not hung.
+    let heard = errors.iter().any(|e| match e {
+        crate::reconcile::StepError::Mysql(m) => m.refused() || m.code().is_some(),
         _ => false,
     });
-    observed.read_only.is_none() && !exec.mysqld_exited() && !refused
+    observed.read_only.is_none() && !exec.mysqld_exited() && !heard
 }
 
 pub(crate) async fn publish(

@@ -382,7 +382,12 @@ impl Agent {
     /// authenticated before (crate::admission), so a flood of idle connections can neither
     /// exhaust descriptors nor keep a monitor out long enough to fence the writer.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        let admission = Arc::new(crate::admission::Admission::default());
+        let admission = Arc::new(crate::admission::Admission::new(Some(
+            self.config
+                .agent
+                .state_dir
+                .join(format!("{}.monitors", self.host.name)),
+        )));
         let allowed = self.config.agent.monitor_ips.clone();
         let mut refusals = Throttle::default();
         loop {
@@ -663,6 +668,18 @@ impl Agent {
             Message::Consent(_) => {}
             Message::DesiredState(d) => {
                 let epoch = d.epoch;
+                // A state this host cannot take (a VIP or role its config does not know)
+                // is refused before it is stamped: it must not supersede the plan under
+                // way for the state it would have replaced.
+                if let Err(problems) = self.scope.check(&d) {
+                    tracing::warn!(epoch, ?problems, "desired state refused; nothing changed");
+                    let refusal = Applied {
+                        epoch,
+                        failures: problems,
+                    };
+                    let _ = out.send(reply(Message::Applied(refusal))).await;
+                    return Ok(());
+                }
                 let decided = {
                     let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
                     let unchanged = followed.as_ref() == Some(&d);
