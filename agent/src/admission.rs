@@ -8,11 +8,15 @@
 //! addresses that have completed a handshake before (a monitor reconnecting, restarted,
 //! or a standby of the fleet) have a budget of their own that strangers cannot touch, and
 //! a stranger holds at most [`PER_STRANGER`] slots of the strangers' budget, so one noisy
-//! address does not lock out a monitor that has never connected yet either. This holds
-//! with the default configuration; `agent.monitor_ips` closes the port to others at once.
+//! address does not lock out a monitor that has never connected yet either. The known
+//! addresses are kept in `<state_dir>/<host>.monitors`, so an agent restarted during a
+//! flood still knows its monitors. This holds with the default configuration; a flood
+//! from many addresses can still keep out a monitor that never connected before, which
+//! `agent.monitor_ips` prevents (it closes the port to every other address at once).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Handshakes at once from addresses that authenticated before.
@@ -50,6 +54,8 @@ struct Inner {
 #[derive(Default)]
 pub struct Admission {
     inner: Mutex<Inner>,
+    /// Where the known addresses are kept across restarts (None: in memory only).
+    store: Option<PathBuf>,
 }
 
 /// One handshake under way; its slot is given back when this is dropped.
@@ -60,6 +66,32 @@ pub struct Slot {
 }
 
 impl Admission {
+    /// Known addresses from `store` (one per line; a missing or unreadable file is an
+    /// empty list: the monitors become known again at their next handshake).
+    pub fn new(store: Option<PathBuf>) -> Admission {
+        let known = store
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|text| {
+                text.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .rev()
+                    .take(REMEMBERED)
+                    .collect::<Vec<IpAddr>>()
+                    .into_iter()
+                    .rev()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Admission {
+            inner: Mutex::new(Inner {
+                known,
+                ..Inner::default()
+            }),
+            store,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -94,10 +126,18 @@ impl Admission {
     /// `ip` completed a handshake: its later ones use the known addresses' budget.
     pub fn authenticated(&self, ip: IpAddr) {
         let mut s = self.lock();
+        let new = !s.known.contains(&ip);
         s.known.retain(|k| *k != ip);
         s.known.push_back(ip);
         if s.known.len() > REMEMBERED {
             s.known.pop_front();
+        }
+        // Written only when an address joins: a reconnection rewrites nothing.
+        if let (true, Some(path)) = (new, &self.store) {
+            let text: String = s.known.iter().map(|ip| format!("{ip}\n")).collect();
+            if let Err(e) = crate::term::replace_file(path, &text) {
+                tracing::warn!(path = %path.display(), error = %e, "known monitor addresses not saved: after a restart they count as strangers until they connect again");
+            }
         }
     }
 }
@@ -166,6 +206,25 @@ mod tests {
         assert!(a.admit(ip(5)).is_ok());
         drop(held);
         assert!(a.admit(noisy).is_ok());
+    }
+
+    #[test]
+    fn known_addresses_outlive_a_restart() {
+        let dir = std::env::temp_dir().join(format!("mmm-admission-{}", std::process::id()));
+        let path = dir.join("db1.monitors");
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = Arc::new(Admission::new(Some(path.clone())));
+        a.authenticated(ip(5));
+        a.authenticated(ip(6));
+        drop(a);
+        let again = Arc::new(Admission::new(Some(path)));
+        let held: Vec<Slot> = (0..STRANGER_SLOTS as u8)
+            .map(|i| again.admit(ip(100 + i)).unwrap())
+            .collect();
+        assert!(again.admit(ip(5)).is_ok() && again.admit(ip(6)).is_ok());
+        assert_eq!(again.admit(ip(7)).err(), Some(Refused::StrangersBusy));
+        drop(held);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

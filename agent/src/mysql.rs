@@ -20,12 +20,13 @@
 //! client session after setting read_only, and application users must not hold SUPER.
 
 use crate::clock::Boot;
+use mmm_common::mysql::{ConnectError, Target};
 use mmm_common::proto::{Position, Replication, ServerKind};
 use mmm_common::sql::{
     self, quote, ChangeSource, Dialect, DialectError, GtidStart, ReplicaStatus, SourceStart,
 };
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Row};
+use mysql_async::{Conn, Row};
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -43,6 +44,13 @@ pub enum MysqlError {
         op: String,
         #[source]
         source: mysql_async::Error,
+    },
+    #[error("{op}")]
+    Connect {
+        op: String,
+        /// Boxed: every step's error carries this type, and a connection's is large.
+        #[source]
+        source: Box<ConnectError>,
     },
     #[error("{op}: no answer within {timeout:?}")]
     Timeout { op: String, timeout: Duration },
@@ -75,6 +83,10 @@ impl MysqlError {
     pub fn code(&self) -> Option<u16> {
         match self {
             MysqlError::Server { code, .. } => Some(*code),
+            MysqlError::Connect { source, .. } => match source.driver() {
+                Some(mysql_async::Error::Server(s)) => Some(s.code),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -309,7 +321,7 @@ impl Grants {
 
 /// One reused connection to the local server.
 pub struct Mysql {
-    opts: OptsBuilder,
+    target: Target,
     /// The connection and the dialect its server speaks, detected when it opened.
     conn: Mutex<Option<(Conn, Dialect)>>,
     /// Bound on ordinary statements.
@@ -317,28 +329,9 @@ pub struct Mysql {
 }
 
 impl Mysql {
-    pub fn new(host: &str, port: u16, user: &str, password: &str, timeout: Duration) -> Mysql {
-        let opts = OptsBuilder::default()
-            .ip_or_hostname(host)
-            .tcp_port(port)
-            .user(Some(user))
-            .pass(Some(password))
-            .prefer_socket(false);
+    pub fn new(target: Target, timeout: Duration) -> Mysql {
         Mysql {
-            opts,
-            conn: Mutex::new(None),
-            timeout,
-        }
-    }
-
-    /// Through a unix socket (`[agent] mysql_socket`).
-    pub fn socket(path: &str, user: &str, password: &str, timeout: Duration) -> Mysql {
-        let opts = OptsBuilder::default()
-            .socket(Some(path))
-            .user(Some(user))
-            .pass(Some(password));
-        Mysql {
-            opts,
+            target,
             conn: Mutex::new(None),
             timeout,
         }
@@ -346,9 +339,14 @@ impl Mysql {
 
     /// Opens a connection and learns its server's dialect.
     async fn connect(&self, op: &str) -> Result<(Conn, Dialect), MysqlError> {
-        let mut conn = Conn::new(self.opts.clone())
+        let mut conn = self
+            .target
+            .connect()
             .await
-            .map_err(|e| MysqlError::from_driver(op, e))?;
+            .map_err(|source| MysqlError::Connect {
+                op: op.into(),
+                source: Box::new(source),
+            })?;
         let (version, comment) = conn
             .query_first::<(Option<String>, Option<String>), _>(sql::DETECT)
             .await

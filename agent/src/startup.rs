@@ -29,6 +29,8 @@ const UNIT: &str = "conf/systemd/mmm-agent.service";
 /// `.tmp` ones are left only by a crash between writing a replacement and renaming it.
 const STATE_FILES: &[&str] = &[
     "lease",
+    "monitors",
+    "monitors.tmp",
     "term",
     "term.tmp",
     "etcd-lease",

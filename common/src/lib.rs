@@ -2,6 +2,8 @@
 //! MySQL-MMM 2.2.1 configurations, the authenticated wire protocol between monitor and
 //! agents, and the enums every crate agrees on.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod epoch;
@@ -11,6 +13,8 @@ pub mod gtid;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod legacy;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod proto;
 pub mod sql;
 pub mod timing;

@@ -105,6 +105,29 @@ named_enum!(
     }
 );
 
+named_enum!(
+    /// TLS to MySQL, spelled as the MySQL clients' `--ssl-mode` (lower case).
+    TlsMode, "TLS mode" {
+        /// Plaintext.
+        Disabled => "disabled",
+        /// TLS when the server offers it, plaintext otherwise; nothing verified.
+        Preferred => "preferred",
+        /// TLS or no connection; the server's certificate is not verified.
+        Required => "required",
+        /// TLS with a server certificate signed by `mysql_ca`.
+        VerifyCa => "verify_ca",
+        /// As verify_ca, and the certificate names the address connected to.
+        VerifyIdentity => "verify_identity",
+    }
+);
+
+impl TlsMode {
+    /// Whether the server's certificate is checked against the CA.
+    pub fn verifies(self) -> bool {
+        matches!(self, TlsMode::VerifyCa | TlsMode::VerifyIdentity)
+    }
+}
+
 /// The lease margin, defined with the rest of the fencing timing in [`crate::timing`].
 pub use crate::timing::margin as lease_margin;
 

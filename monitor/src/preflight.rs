@@ -5,6 +5,7 @@
 use crate::replica::{self, ReadError};
 use mmm_common::config::{Config, Host};
 use mmm_common::error_chain;
+use mmm_common::mysql::Target;
 use mmm_common::sql::{quote, Dialect};
 use mmm_common::types::{HostMode, ProbeMode};
 use mysql_async::prelude::Queryable;
@@ -373,15 +374,6 @@ pub async fn gather(config: &Config, timeout: Duration) -> Vec<Facts> {
     out
 }
 
-fn opts(h: &Host, user: &str, password: &str) -> mysql_async::OptsBuilder {
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname(h.ip.to_string())
-        .tcp_port(h.mysql_port)
-        .user(Some(user))
-        .pass(Some(password))
-        .prefer_socket(false)
-}
-
 async fn read_host(h: &Host) -> Facts {
     let mut f = Facts {
         host: h.name.clone(),
@@ -395,9 +387,10 @@ async fn read_host(h: &Host) -> Facts {
     for (role, user, secret) in users {
         let grants = async {
             let password = secret.reveal().map_err(|e| e.to_string())?;
-            let mut c = mysql_async::Conn::new(opts(h, user, &password))
+            let mut c = Target::tcp(h, user, &password)
+                .connect()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| error_chain(&e))?;
             let rows: Vec<String> = c
                 .query("SHOW GRANTS FOR CURRENT_USER()")
                 .await

@@ -2,6 +2,7 @@
 //! a [`sql::DETECT`] row and the replica status from a status row, for the checks and
 //! for check-cluster alike.
 
+use mmm_common::mysql::ConnectError;
 use mmm_common::sql::{self, Dialect, DialectError, ReplicaStatus};
 use mysql_async::prelude::Queryable;
 use mysql_async::Row;
@@ -15,6 +16,8 @@ pub enum ReadError {
         #[source]
         source: mysql_async::Error,
     },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error(transparent)]
     Dialect(#[from] DialectError),
 }

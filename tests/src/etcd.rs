@@ -31,7 +31,7 @@ pub struct EtcdCluster {
     token: String,
 }
 
-/// Certificates for TLS to etcd, made with openssl: a CA, the member's certificate (for
+/// Certificates for TLS to etcd ([`crate::pki`]): a CA, the member's certificate (for
 /// 127.0.0.1) and a client certificate, all signed by the CA; and a second CA that
 /// signed nothing, to show a wrong CA is refused.
 pub struct TlsFiles {
@@ -45,80 +45,15 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     pub fn generate(dir: &std::path::Path) -> TlsFiles {
-        let p = |name: &str| dir.join(name);
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .output()
-                .unwrap_or_else(|e| panic!("running openssl {args:?}: {e}"));
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let s = |p: &std::path::Path| p.to_str().expect("UTF-8 path").to_string();
-        for ca in ["ca", "other-ca"] {
-            openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                &format!("/CN=mmm test {ca}"),
-                "-keyout",
-                &s(&p(&format!("{ca}.key"))),
-                "-out",
-                &s(&p(&format!("{ca}.pem"))),
-            ]);
-        }
-        let ext = p("san.ext");
-        std::fs::write(
-            &ext,
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-        )
-        .expect("writing the certificate extensions");
-        for who in ["server", "client"] {
-            openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN=mmm test {who}"),
-                "-keyout",
-                &s(&p(&format!("{who}.key"))),
-                "-out",
-                &s(&p(&format!("{who}.csr"))),
-            ]);
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &s(&p(&format!("{who}.csr"))),
-                "-CA",
-                &s(&p("ca.pem")),
-                "-CAkey",
-                &s(&p("ca.key")),
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                &s(&ext),
-                "-out",
-                &s(&p(&format!("{who}.pem"))),
-            ]);
-        }
+        let pki = crate::pki::Pki::new(dir);
+        let server = pki.server("server", std::net::Ipv4Addr::LOCALHOST);
         TlsFiles {
-            ca: p("ca.pem"),
-            other_ca: p("other-ca.pem"),
-            server_cert: p("server.pem"),
-            server_key: p("server.key"),
-            client_cert: p("client.pem"),
-            client_key: p("client.key"),
+            ca: pki.ca,
+            other_ca: pki.wrong_ca,
+            server_cert: server.cert,
+            server_key: server.key,
+            client_cert: pki.client_cert,
+            client_key: pki.client_key,
         }
     }
 }
@@ -148,15 +83,6 @@ fn member_args(
     .into_iter()
     .flat_map(|(k, v)| [k.to_string(), v])
     .collect()
-}
-
-/// A port nobody listens on now (the kernel picks it; the race with another taker is
-/// harmless in a test: etcd then fails to start and says why).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl EtcdCluster {
@@ -197,7 +123,7 @@ impl EtcdCluster {
             })
             .unwrap_or_default();
         let peers: Vec<(String, u16, u16)> = (1..=n)
-            .map(|i| (format!("m{i}"), free_port(), free_port()))
+            .map(|i| (format!("m{i}"), crate::free_port(), crate::free_port()))
             .collect();
         let initial: Vec<String> = peers
             .iter()

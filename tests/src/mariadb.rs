@@ -61,6 +61,10 @@ pub struct Setup {
     /// mysqld's bind-address ("0.0.0.0": answers on VIPs too).
     pub bind: String,
     pub log_slave_updates: bool,
+    /// TLS on the server: its CA, certificate and key (ssl_ca, ssl_cert, ssl_key).
+    pub tls: Option<crate::pki::ServerTls>,
+    /// What the agent's and the monitor's accounts REQUIRE ("SSL", "X509"; empty: nothing).
+    pub require: String,
 }
 
 impl Default for Setup {
@@ -70,6 +74,8 @@ impl Default for Setup {
             repl: (REPL.0.into(), REPL.1.into()),
             bind: "0.0.0.0".into(),
             log_slave_updates: true,
+            tls: None,
+            require: String::new(),
         }
     }
 }
@@ -101,7 +107,7 @@ impl Mariadb {
             data.to_str().expect("UTF-8 path"),
         ]);
         let socket = dir.join(format!("{node}.sock"));
-        let args = vec![
+        let mut args = vec![
             "mariadbd".to_string(),
             "--no-defaults".into(),
             format!("--datadir={}", data.display()),
@@ -137,6 +143,13 @@ impl Mariadb {
             // failover waits that long for the candidate's IO thread (docs/operations.md).
             "--rpl-semi-sync-slave-kill-conn-timeout=1".into(),
         ];
+        if let Some(t) = &setup.tls {
+            args.extend([
+                format!("--ssl-ca={}", t.ca.display()),
+                format!("--ssl-cert={}", t.cert.display()),
+                format!("--ssl-key={}", t.key.display()),
+            ]);
+        }
         let mut db = Mariadb {
             node: node.into(),
             dir: data,
@@ -148,19 +161,24 @@ impl Mariadb {
         };
         db.launch(net);
         let h = &setup.account_host;
-        let user = |(u, p): (&str, &str), grants: &str| {
+        let user = |(u, p): (&str, &str), require: &str, grants: &str| {
+            let require = match require {
+                "" => String::new(),
+                r => format!(" REQUIRE {r}"),
+            };
             format!(
-                "CREATE USER '{u}'@'{h}' IDENTIFIED BY '{p}'; GRANT {grants} ON *.* TO '{u}'@'{h}';"
+                "CREATE USER '{u}'@'{h}' IDENTIFIED BY '{p}'{require}; GRANT {grants} ON *.* TO '{u}'@'{h}';"
             )
         };
         db.sql(&format!(
             "SET sql_log_bin = 0; {} {} {} CREATE USER '{}'@'%' IDENTIFIED BY '{}'; CREATE DATABASE app; GRANT ALL ON app.* TO '{}'@'%'; GRANT SELECT ON mysql.user TO '{}'@'{}';",
             user(
                 AGENT,
+                &setup.require,
                 "SUPER, PROCESS, RELOAD, REPLICATION CLIENT, REPLICATION SLAVE ADMIN, READ_ONLY ADMIN, CONNECTION ADMIN, BINLOG MONITOR, SLAVE MONITOR, CREATE USER"
             ),
-            user(MONITOR, "REPLICATION CLIENT, SLAVE MONITOR"),
-            user((&setup.repl.0, &setup.repl.1), "REPLICATION SLAVE"),
+            user(MONITOR, &setup.require, "REPLICATION CLIENT, SLAVE MONITOR"),
+            user((&setup.repl.0, &setup.repl.1), "", "REPLICATION SLAVE"),
             // The application's account is no MMM account: the same in every lab.
             APP.0,
             APP.1,

@@ -7,11 +7,13 @@
 
 mod raw;
 mod secret;
+mod tls;
 mod validate;
 
 pub use secret::{ClusterKey, KeyError, Secret, SecretError};
+pub use tls::MysqlTls;
 
-use crate::types::{CheckKind, Fencing, HostMode, MonitorMode, ProbeMode, RoleMode};
+use crate::types::{CheckKind, Fencing, HostMode, MonitorMode, ProbeMode, RoleMode, TlsMode};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -103,6 +105,8 @@ pub struct Host {
     pub replication_user: String,
     pub replication_password: Secret,
     pub mysql_pid_file: Option<PathBuf>,
+    /// TLS for every connection the agent and the monitor open to this host's server.
+    pub mysql_tls: MysqlTls,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -327,7 +331,7 @@ impl Config {
 
     /// Reads, parses and validates a config file, and checks what needs the file system:
     /// the file and every secret file it names must not be readable by group or others,
-    /// and must exist.
+    /// and must exist; the TLS files to MySQL must be readable PEM of their kind.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
@@ -375,6 +379,20 @@ impl Config {
                 ));
             }
         }
+        let verify_ca: Vec<&str> = self
+            .hosts
+            .iter()
+            .filter(|h| h.mysql_tls.mode == TlsMode::VerifyCa)
+            .map(|h| h.name.as_str())
+            .collect();
+        if !verify_ca.is_empty() {
+            // mysql_async 0.37.1 cannot skip only the name check with rustls 0.23
+            // (blackbeam/mysql_async#404, fixed after that release).
+            out.push(format!(
+                "mysql_tls: \"verify_ca\" on {} also checks that the server's certificate names the host's ip (the MySQL driver cannot yet skip only that check): a certificate without it is refused; say verify_identity to mean it",
+                verify_ca.join(", ")
+            ));
+        }
         out
     }
 
@@ -386,7 +404,8 @@ impl Config {
         self.roles.iter().find(|r| r.name == name)
     }
 
-    /// Secret files named by the config that are missing or too open.
+    /// Secret files named by the config that are missing or too open, and TLS files that
+    /// are missing or not what their key says.
     fn secret_file_problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
@@ -411,6 +430,10 @@ impl Config {
                 &h.replication_password,
                 format!("hosts.{}.replication_password_file", h.name),
             );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for h in &self.hosts {
+            out.extend(tls::file_problems(h, &mut seen));
         }
         out
     }

@@ -52,6 +52,13 @@ macro_rules! host_fields {
             /// find a running mysqld instead of looking for the one listening on
             /// mysql_port.
             pub mysql_pid_file: Option<String>,
+            /// TLS to MySQL (`disabled`, `preferred`, `required`, `verify_ca`,
+            /// `verify_identity`) and its files, for the agent's and the monitor's
+            /// connections to this host's server.
+            pub mysql_tls: Option<String>,
+            pub mysql_ca: Option<String>,
+            pub mysql_cert: Option<String>,
+            pub mysql_key: Option<String>,
         }
 
         // Generated for both tables; only hosts use it.
@@ -73,6 +80,10 @@ macro_rules! host_fields {
                     replication_password: secret_or(&self.replication_password, &self.replication_password_file, &fallback.replication_password, &fallback.replication_password_file).0,
                     replication_password_file: secret_or(&self.replication_password, &self.replication_password_file, &fallback.replication_password, &fallback.replication_password_file).1,
                     mysql_pid_file: self.mysql_pid_file.clone().or_else(|| fallback.mysql_pid_file.clone()),
+                    mysql_tls: self.mysql_tls.clone().or_else(|| fallback.mysql_tls.clone()),
+                    mysql_ca: self.mysql_ca.clone().or_else(|| fallback.mysql_ca.clone()),
+                    mysql_cert: self.mysql_cert.clone().or_else(|| fallback.mysql_cert.clone()),
+                    mysql_key: self.mysql_key.clone().or_else(|| fallback.mysql_key.clone()),
                 }
             }
         }

@@ -106,6 +106,9 @@ fn every_file_in_conf_parses() {
                 legacy += 1;
             }
             "service" | "target" | "timer" => {}
+            // The Grafana dashboard and Prometheus rules: parsed, and checked against the
+            // metrics the binaries export, by tests/tests/dashboards.rs.
+            "json" | "yml" => {}
             // Example hooks (notify_command, kill_host_bin): shell, checked by sh -n below.
             "sh" => {
                 let ok = std::process::Command::new("sh")
@@ -552,4 +555,153 @@ proptest::proptest! {
         let ttl = crate::config::min_session_ttl(election);
         proptest::prop_assert!(election * 8 < ttl * 3, "{election:?} vs {ttl:?}");
     }
+}
+
+/// TLS to MySQL: the keys in [defaults] reach every host, a host overrides them, a CA
+/// alone means verify_ca (as in the MySQL clients), and no TLS by default.
+#[test]
+fn mysql_tls_keys() {
+    use crate::types::TlsMode;
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.host("db1").unwrap().mysql_tls, MysqlTls::default());
+    assert_eq!(MysqlTls::default().mode, TlsMode::Disabled);
+
+    let text = MINIMAL
+        .replacen(
+            "[defaults]\n",
+            "[defaults]\nmysql_tls = \"verify_identity\"\nmysql_ca = \"/etc/mmm/mysql-ca.pem\"\nmysql_cert = \"/etc/mmm/mysql-client.pem\"\nmysql_key = \"/etc/mmm/mysql-client.key\"\n",
+            1,
+        )
+        .replacen(
+            "agent_password_file = \"/etc/mmm/db3-agent.password\"\n",
+            "agent_password_file = \"/etc/mmm/db3-agent.password\"\nmysql_tls = \"disabled\"\n",
+            1,
+        )
+        .replacen("agent_port = 19989\n", "agent_port = 19989\nmysql_tls = \"required\"\n", 1);
+    let c = parse(&text).unwrap();
+    let db2 = &c.host("db2").unwrap().mysql_tls;
+    assert_eq!(db2.mode, TlsMode::VerifyIdentity);
+    assert_eq!(db2.ca.as_deref(), Some(Path::new("/etc/mmm/mysql-ca.pem")));
+    assert_eq!(
+        db2.client,
+        Some((
+            PathBuf::from("/etc/mmm/mysql-client.pem"),
+            PathBuf::from("/etc/mmm/mysql-client.key")
+        ))
+    );
+    assert_eq!(c.host("db1").unwrap().mysql_tls.mode, TlsMode::Required);
+    // A host that opts out keeps no client certificate it would never send.
+    let db3 = &c.host("db3").unwrap().mysql_tls;
+    assert_eq!((db3.mode, &db3.client), (TlsMode::Disabled, &None));
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+
+    let ca_only = MINIMAL.replacen("[defaults]\n", "[defaults]\nmysql_ca = \"ca.pem\"\n", 1);
+    let c = parse(&ca_only).unwrap();
+    assert_eq!(c.host("db1").unwrap().mysql_tls.mode, TlsMode::VerifyCa);
+    assert!(
+        c.warnings().iter().any(|w| w.contains("verify_ca")),
+        "{:?}",
+        c.warnings()
+    );
+}
+
+/// Every TLS mistake is reported at once, each under the host's key.
+#[test]
+fn mysql_tls_problems_all_at_once() {
+    let text = MINIMAL
+        .replacen(
+            "[defaults]\n",
+            "[defaults]\nmysql_tls = \"verify_identity\"\nmysql_cert = \"/etc/mmm/c.pem\"\n",
+            1,
+        )
+        .replacen(
+            "agent_port = 19989\n",
+            "agent_port = 19989\nmysql_tls = \"ssl\"\nmysql_key = \"\"\n",
+            1,
+        );
+    let found = problems(&text);
+    for needle in [
+        "hosts.db2.mysql_ca: missing: mysql_tls = \"verify_identity\" checks",
+        "hosts.db2.mysql_key: missing: a client certificate needs both mysql_cert and mysql_key",
+        "hosts.db1.mysql_tls: unknown TLS mode \"ssl\" (expected one of: disabled preferred required verify_ca verify_identity)",
+        "hosts.db1.mysql_key: is empty",
+    ] {
+        assert_has(&found, needle);
+    }
+}
+
+/// `load` reads the TLS files a host uses: missing, not PEM of their kind, a client key
+/// others can read.
+#[test]
+fn load_checks_mysql_tls_files() {
+    let dir = std::env::temp_dir().join(format!("mmm-config-tls-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = (dir.join("ca.pem"), dir.join("c.pem"), dir.join("c.key"));
+    let pem = |label: &str| format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n");
+    // The key where the CA belongs, and the other way round.
+    std::fs::write(&ca, pem("PRIVATE KEY")).unwrap();
+    std::fs::write(&cert, pem("CERTIFICATE")).unwrap();
+    std::fs::write(&key, pem("RSA PRIVATE KEY")).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let secret = dir.join("db3.password");
+    std::fs::write(&secret, "s").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = MINIMAL
+        .replace("/etc/mmm/db3-agent.password", secret.to_str().unwrap())
+        .replacen(
+            "[defaults]\n",
+            &format!(
+                "[defaults]\nmysql_tls = \"verify_ca\"\nmysql_ca = {ca:?}\nmysql_cert = {cert:?}\nmysql_key = {key:?}\n"
+            ),
+            1,
+        );
+    let path = dir.join("mmm.toml");
+    std::fs::write(&path, &text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let lines = Config::load(&path).unwrap_err().lines().join("\n");
+    assert!(
+        lines.contains(&format!(
+            "hosts.db2.mysql_ca: {} holds no PEM \"CERTIFICATE\" block",
+            ca.display()
+        )),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("c.key is readable by group or others (mode 644)"),
+        "{lines}"
+    );
+    // Each file once, under the first host that uses it.
+    assert_eq!(lines.matches("holds no PEM").count(), 1, "{lines}");
+
+    std::fs::write(&ca, pem("CERTIFICATE")).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&cert).unwrap();
+    let lines = Config::load(&path).unwrap_err().lines().join("\n");
+    assert!(
+        lines.contains(&format!(
+            "hosts.db2.mysql_cert: cannot read {}",
+            cert.display()
+        )),
+        "{lines}"
+    );
+    std::fs::write(&cert, pem("CERTIFICATE")).unwrap();
+    Config::load(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// conf/mmm.toml's commented TLS example is valid once uncommented.
+#[test]
+fn mmm_toml_tls_example_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/mmm.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut example = text.clone();
+    for key in ["mysql_tls", "mysql_ca", "mysql_cert", "mysql_key"] {
+        let commented = format!("\n# {key} = ");
+        assert!(text.contains(&commented), "the example lost {key}");
+        example = example.replace(&commented, &format!("\n{key} = "));
+    }
+    let c = parse(&example).unwrap();
+    let t = &c.host("db1").unwrap().mysql_tls;
+    assert_eq!(t.mode, crate::types::TlsMode::VerifyIdentity);
+    assert!(t.client.is_some());
 }

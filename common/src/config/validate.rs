@@ -17,12 +17,12 @@ const MAX_GARP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Collects problems while converting values; each conversion yields a usable fallback
 /// so that validation can go on and find the rest.
-struct Collector {
+pub(super) struct Collector {
     problems: Vec<Problem>,
 }
 
 impl Collector {
-    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             key: key.into(),
             message: message.into(),
@@ -79,7 +79,7 @@ impl Collector {
         d
     }
 
-    fn named<T: FromStr<Err = crate::types::UnknownName>>(
+    pub(super) fn named<T: FromStr<Err = crate::types::UnknownName>>(
         &mut self,
         key: &str,
         value: &Option<String>,
@@ -323,6 +323,7 @@ fn hosts(c: &mut Collector, raw: &RawConfig) -> Vec<Host> {
                 &f.replication_password_file,
             ),
             mysql_pid_file: f.mysql_pid_file.clone().map(PathBuf::from),
+            mysql_tls: super::tls::validate(c, name, &f),
         });
     }
     out

@@ -9,10 +9,11 @@ use crate::core::{CheckResult, Event};
 use crate::replica::{self, ReadError};
 use mmm_common::config::{CheckConfig, Host};
 use mmm_common::error_chain;
+use mmm_common::mysql::{ConnectError, Target};
 use mmm_common::sql::{self, Dialect, ReplicaStatus};
 use mmm_common::types::CheckKind;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Row};
+use mysql_async::{Conn, Row};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -65,21 +66,54 @@ fn classify(e: &mysql_async::Error) -> CheckResult {
     }
 }
 
+/// A check's connection failing, or its statement: a failed connection keeps its own
+/// error, which names the server and any TLS failure.
+#[derive(Debug)]
+enum Failure {
+    Connect(ConnectError),
+    Query(mysql_async::Error),
+}
+
+impl Failure {
+    fn read_error(self, op: &'static str) -> ReadError {
+        match self {
+            Failure::Connect(e) => ReadError::Connect(e),
+            Failure::Query(source) => ReadError::Query { op, source },
+        }
+    }
+}
+
+/// A connection failure judged as the driver's error would be, with our words where
+/// they say more: a TLS failure, an account that may require TLS.
+fn classify_failure(f: &Failure) -> CheckResult {
+    let e = match f {
+        Failure::Query(e) => return classify(e),
+        Failure::Connect(e) => e,
+    };
+    match (e.is_tls(), e.driver(), e.hint()) {
+        (false, Some(d), None) => classify(d),
+        _ => CheckResult::Failed {
+            message: error_chain(e),
+            refused: false,
+        },
+    }
+}
+
 struct Mysql {
-    opts: OptsBuilder,
+    target: Target,
     conn: Option<Conn>,
     /// The dialect of `conn`'s server, detected once per connection.
     dialect: Option<Dialect>,
 }
 
 impl Mysql {
-    async fn rows(&mut self, sql: &str) -> Result<Vec<Row>, mysql_async::Error> {
+    async fn rows(&mut self, sql: &str) -> Result<Vec<Row>, Failure> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
             None => {
                 // A new connection may reach a restarted, even upgraded, server.
                 self.dialect = None;
-                Conn::new(self.opts.clone()).await?
+                self.target.connect().await.map_err(Failure::Connect)?
             }
         };
         let r = conn.query::<Row, _>(sql).await;
@@ -87,7 +121,7 @@ impl Mysql {
         if r.is_ok() || matches!(r, Err(mysql_async::Error::Server(_))) {
             self.conn = Some(conn);
         }
-        r
+        r.map_err(Failure::Query)
     }
 
     /// The replica status row (`None`: no replica), in the server's dialect.
@@ -98,10 +132,7 @@ impl Mysql {
                 let rows = self
                     .rows(sql::DETECT)
                     .await
-                    .map_err(|source| ReadError::Query {
-                        op: replica::DETECTING,
-                        source,
-                    })?;
+                    .map_err(|f| f.read_error(replica::DETECTING))?;
                 let d = replica::dialect_of(rows.first())?;
                 self.dialect = Some(d);
                 d
@@ -110,10 +141,7 @@ impl Mysql {
         let rows = self
             .rows(&dialect.show_replica_status())
             .await
-            .map_err(|source| ReadError::Query {
-                op: replica::READING_STATUS,
-                source,
-            })?;
+            .map_err(|f| f.read_error(replica::READING_STATUS))?;
         Ok(rows.first().map(replica::status_of))
     }
 
@@ -166,12 +194,7 @@ pub async fn run(
     let span = tracing::info_span!("check", host = %host.name, check = %names.join("+"));
     async move {
         let mut mysql = Mysql {
-            opts: OptsBuilder::default()
-                .ip_or_hostname(host.ip.to_string())
-                .tcp_port(host.mysql_port)
-                .user(Some(host.monitor_user.clone()))
-                .pass(Some(monitor_password))
-                .prefer_socket(false),
+            target: Target::tcp(&host, &host.monitor_user, &monitor_password),
             conn: None,
             dialect: None,
         };
@@ -389,7 +412,7 @@ async fn single(
         CheckKind::Ping => ping_result(pinger.ping(host.ip, cfg.timeout).await),
         CheckKind::Mysql => match mysql.rows("SELECT 1").await {
             Ok(_) => CheckResult::Ok,
-            Err(e) => classify(&e),
+            Err(e) => classify_failure(&e),
         },
         CheckKind::RepThreads | CheckKind::RepBacklog => {
             let status = mysql.replica_status().await;
