@@ -29,7 +29,8 @@
 //!   etcd answers, a resumed deadline is still one a live renewal of that lease gave, so
 //!   it ends before etcd could have expired the lease.)
 
-use crate::lease::{etcd_permit_until, Boot, Lease};
+use crate::clock::Boot;
+use crate::lease::{etcd_permit_until, Lease};
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use mmm_common::config::Coordination;
 use mmm_common::etcd::{Keys, LazyMembers};
@@ -320,6 +321,12 @@ impl Keeper {
                 .lease
                 .renew_until(etcd_permit_until(sent, ttl), h.fences)
             {
+                if self.lease.fences() == h.fences {
+                    // A forced expiry waits for the lease task: renew once it is judged
+                    // (a fence it decides then replaces this lease at the next tick).
+                    self.lease.settled().await;
+                    continue;
+                }
                 return Ok(Some(h));
             }
             *progressed = true;
@@ -344,10 +351,12 @@ impl Keeper {
         } else {
             tracing::info!(lease = h.id, "the saved etcd lease is gone: the writer permit starts expired; granting a new lease");
         }
-        if !self.lease.judged(expiry, self.ttl).await {
+        // No new lease until the loss is judged, however long that takes: a permit
+        // granted before would void the fence the loss calls for.
+        while !self.lease.judged(expiry, self.ttl).await {
             tracing::warn!(
                 lease = h.id,
-                "the lease task did not judge the lost lease in time"
+                "the lease task has not judged the lost lease yet: no new lease until it has"
             );
         }
     }
@@ -357,6 +366,9 @@ impl Keeper {
     /// wait for).
     async fn grant(&self, client: &mut Client) -> Result<Held, EtcdError> {
         let t = self.request_timeout();
+        // A fence still pending for an earlier loss is decided first, so `fences` below
+        // already counts it and the new permit is not voided by it (nor voids it).
+        self.lease.settled().await;
         let fences = self.lease.fences();
         let ttl_s = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
         let sent = Boot::now();

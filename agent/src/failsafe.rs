@@ -28,7 +28,7 @@
 //! that ended (a fence stays a fence), and only while this agent's own etcd lease is not
 //! renewed (a writer that reaches etcd renews it there). docs/fencing.md has the argument.
 
-use crate::lease::Boot;
+use crate::clock::Boot;
 use mmm_common::epoch::Term;
 use mmm_common::timing::held_for;
 use std::collections::{HashMap, VecDeque};

@@ -39,6 +39,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+use crate::clock::Boot;
 use mmm_common::timing::held_for;
 pub use mmm_common::timing::margin;
 
@@ -49,47 +50,6 @@ pub use mmm_common::timing::margin;
 /// clock rates of two machines), so it never holds it after etcd has let the lease go.
 pub fn etcd_permit_until(sent: Boot, ttl: Duration) -> Boot {
     sent.after(held_for(ttl))
-}
-
-/// Nanoseconds of CLOCK_BOOTTIME: monotonic, counts suspended time, shared by every
-/// process of this boot (an agent's successor reads the same clock).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Boot(u64);
-
-impl Boot {
-    #[cfg(test)]
-    pub const ZERO: Boot = Boot(0);
-
-    pub fn now() -> Boot {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed
-        // `ts`; CLOCK_BOOTTIME exists on every kernel this agent supports.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        debug_assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME)");
-        Boot(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-    }
-
-    pub fn after(self, d: Duration) -> Boot {
-        Boot(
-            self.0
-                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
-        )
-    }
-
-    pub fn before(self, d: Duration) -> Boot {
-        Boot(
-            self.0
-                .saturating_sub(d.as_nanos().min(u64::MAX as u128) as u64),
-        )
-    }
-
-    /// Time left until `self`, or None once it has passed.
-    fn left(self, now: Boot) -> Option<Duration> {
-        (self.0 > now.0).then(|| Duration::from_nanos(self.0 - now.0))
-    }
 }
 
 /// Why a desired state was not followed.
@@ -306,10 +266,11 @@ impl Lease {
     }
 
     /// Notes the agent running now; true when it had not run for the freeze gap, in which
-    /// case the open sessions are told to close and renew nothing more.
-    fn note_running(&self, s: &mut State) -> bool {
+    /// case the open sessions are told to close and renew nothing more. `now` is the clock
+    /// read the caller renews from, if it does: a renewal stamped from a later read could
+    /// count time the freeze check never saw.
+    fn note_running_at(&self, s: &mut State, now: Boot) -> bool {
         use std::sync::atomic::Ordering;
-        let now = Boot::now();
         let last = Boot(self.alive.swap(now.0, Ordering::Relaxed));
         let frozen = self.freeze_gap.is_some_and(|gap| {
             last.after(gap) < now && self.enforced && self.renewal == Renewal::Monitor
@@ -324,6 +285,10 @@ impl Lease {
             self.kick.send_modify(|g| *g += 1);
         }
         frozen
+    }
+
+    fn note_running(&self, s: &mut State) -> bool {
+        self.note_running_at(s, Boot::now())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -370,8 +335,11 @@ impl Lease {
         if session < s.term_from {
             return Err(NotFollowed::TermOver);
         }
+        let now = Boot::now();
         if self.renewal == Renewal::Monitor
-            && (self.note_running(&mut s) || session < s.renew_from || self.unjudged_expiry(&s))
+            && (self.note_running_at(&mut s, now)
+                || session < s.renew_from
+                || self.unjudged_expiry(&s, now))
         {
             return Err(NotFollowed::Stale);
         }
@@ -387,7 +355,7 @@ impl Lease {
         }
         s.controlling = Some(session);
         if self.renewal == Renewal::Monitor {
-            self.set_deadline(&mut s, Some(Boot::now().after(self.length)));
+            self.set_deadline(&mut s, Some(now.after(self.length)));
         }
         let now = Stamp {
             generation: s.generation,
@@ -409,10 +377,22 @@ impl Lease {
         }
     }
 
-    /// An order that takes the writer role away (a demotion, read_only forced): every
-    /// plan made before it dies. Its stamp goes with the order to the reconciler.
-    pub fn supersede(&self) -> Stamp {
-        Self::bump(&mut self.lock())
+    /// An order that came on `session` (a demotion, read_only forced or lifted): every
+    /// plan made before it dies; its stamp goes with the order to the reconciler. Refused
+    /// when the session's term is over (a monitor of a later term connected since): an
+    /// order that waited in a deposed monitor's socket must not run, and never under the
+    /// later term's stamp.
+    pub fn supersede_for(&self, session: u64) -> Result<Stamp, NotFollowed> {
+        let mut s = self.lock();
+        if session < s.term_from {
+            return Err(NotFollowed::TermOver);
+        }
+        Ok(Self::bump(&mut s))
+    }
+
+    /// Whether `session`'s term still leads (no monitor of a later term connected since).
+    pub fn term_leads(&self, session: u64) -> bool {
+        session >= self.lock().term_from
     }
 
     /// Whether a plan made under `stamp` may still run: no desired state, fence or
@@ -460,10 +440,14 @@ impl Lease {
         if self.renewal != Renewal::Monitor || s.fence.is_some() || s.controlling != Some(session) {
             return false;
         }
-        if self.note_running(&mut s) || session < s.renew_from || self.unjudged_expiry(&s) {
+        let now = Boot::now();
+        if self.note_running_at(&mut s, now)
+            || session < s.renew_from
+            || self.unjudged_expiry(&s, now)
+        {
             return false;
         }
-        self.set_deadline(&mut s, Some(Boot::now().after(self.length)));
+        self.set_deadline(&mut s, Some(now.after(self.length)));
         true
     }
 
@@ -475,9 +459,12 @@ impl Lease {
     /// The etcd lease was renewed: the permit holds until `until`, unless a fence
     /// happened since `fences` was read (a lease from before a fence renews nothing).
     /// Never moves the deadline back: the latest renewal wins.
+    /// Refused too while a forced expiry (a lost etcd lease) waits for the lease task's
+    /// judgement: a permit granted then would void the fence the loss calls for, and a
+    /// monitor that revoked the lost lease counts this host fenced ([`Lease::settled`]).
     pub fn renew_until(&self, until: Boot, fences: u64) -> bool {
         let mut s = self.lock();
-        if s.fences != fences {
+        if s.fences != fences || (self.enforced && s.expiries > *self.judged.borrow()) {
             return false;
         }
         self.etcd_renewed
@@ -558,14 +545,32 @@ impl Lease {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Waits until the lease task has judged every forced expiry so far: a fence the
+    /// last loss calls for is then decided and counted in [`Lease::fences`]. Unbounded on
+    /// purpose: a permit granted before that would void the fence. Without enforcement
+    /// nothing judges, and nothing needs to.
+    pub async fn settled(&self) {
+        if !self.enforced {
+            return;
+        }
+        let expiries = self.lock().expiries;
+        let mut rx = self.judged.subscribe();
+        let _ = rx.wait_for(|j| *j >= expiries).await;
+    }
+
+    /// Whether a forced expiry still waits for the lease task's judgement.
+    pub fn expiry_pending(&self) -> bool {
+        self.enforced && self.lock().expiries > *self.judged.borrow()
+    }
+
     /// The deadline passed and the lease task has not judged it yet. A renewal read now
     /// may have waited in the socket while this process (or its whole host) was frozen:
     /// counted from now it would outlive the monitor's count (docs/fencing.md). So the
     /// lease task fences first if there is anything to fence, and only then may a
     /// renewal count again.
-    fn unjudged_expiry(&self, s: &State) -> bool {
+    fn unjudged_expiry(&self, s: &State, now: Boot) -> bool {
         let unjudged = self.enforced
-            && matches!(s.deadline, Some(d) if d.left(Boot::now()).is_none() && s.judged_deadline != Some(d));
+            && matches!(s.deadline, Some(d) if d.left(now).is_none() && s.judged_deadline != Some(d));
         if unjudged {
             self.changed.notify_one();
         }
@@ -605,6 +610,17 @@ impl Lease {
             return Some(Duration::MAX);
         }
         self.lock().deadline.and_then(|d| d.left(Boot::now()))
+    }
+
+    /// The deadline while the lease runs: what the lease task's CLOCK_BOOTTIME timer is
+    /// armed with (None: expired; never None with fencing = "none").
+    pub fn running_deadline(&self) -> Option<Boot> {
+        if !self.enforced {
+            return Some(Boot(u64::MAX));
+        }
+        self.lock()
+            .deadline
+            .filter(|d| d.left(Boot::now()).is_some())
     }
 
     pub fn fenced(&self) -> Option<String> {
@@ -893,12 +909,14 @@ mod tests {
         let before = lease.fences();
         assert!(lease.renew_until(Boot::now().after(Duration::from_millis(40)), before));
         assert!(lease.left().is_some());
-        lease.expire_now();
+        let expiry = lease.expire_now();
         assert!(
             lease.left().is_none(),
             "a lost etcd lease ends the permit at once"
         );
         assert!(lease.try_fence(|| "lost".into()).is_some());
+        // As the lease task does once it has fenced.
+        lease.mark_judged(expiry);
         assert!(
             !lease.renew_until(Boot::now().after(Duration::from_secs(1)), before),
             "the lease from before the fence renews nothing"
@@ -981,7 +999,7 @@ mod tests {
         );
         assert!(lease.permit(demotion).await.is_ok());
         // An order that takes the writer role away supersedes too.
-        lease.supersede();
+        lease.supersede_for(session).unwrap();
         assert!(!lease.current(demotion));
     }
 
@@ -1069,10 +1087,61 @@ mod tests {
         assert_eq!(lease.on_desired(session, true).unwrap().stamp, first);
         assert!(lease.current(first));
         // Anything stamped since makes even the same state a new order.
-        lease.supersede();
+        lease.supersede_for(session).unwrap();
         let again = lease.on_desired(session, true).unwrap().stamp;
         assert_ne!(again, first);
         assert_eq!(lease.permit(first).await.err(), Some(Refused::Superseded));
         assert!(lease.permit(again).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_order_queued_in_a_deposed_terms_session_never_runs() {
+        // Issue 22 item 3: an order that waited in a deposed monitor's socket is read
+        // after a later term connected. It is refused, and a stamp taken before the term
+        // changed admits no writer step after it.
+        let d = dir("queued-order");
+        let lease = Lease::new(Duration::from_secs(5), true, Renewal::Monitor, &d, "db1");
+        let (old, _) = lease.new_session(1).unwrap();
+        lease.on_desired(old, false).unwrap();
+        let lift = lease.supersede_for(old).unwrap();
+        assert!(lease.term_leads(old));
+        lease.enter_term(2);
+        let (new, _) = lease.new_session(2).unwrap();
+        assert!(
+            !lease.term_leads(old),
+            "a deposed term's session still leads"
+        );
+        assert_eq!(lease.supersede_for(old), Err(NotFollowed::TermOver));
+        assert_eq!(lease.permit(lift).await.err(), Some(Refused::TermOver));
+        assert!(lease.term_leads(new) && lease.supersede_for(new).is_ok());
+    }
+
+    #[tokio::test]
+    async fn no_etcd_permit_while_a_lost_ones_fence_is_pending() {
+        // Issue 22 item 3: etcd says the lease is gone (a monitor revoked it and counts
+        // this host fenced). Until the lease task has judged that, no renewal counts: a
+        // new lease's permit would otherwise extend the deadline past the fence.
+        let d = dir("pending-fence");
+        let lease = Lease::new(Duration::from_secs(5), true, Renewal::Etcd, &d, "db1");
+        let fences = lease.fences();
+        assert!(lease.renew_until(Boot::now().after(Duration::from_secs(3)), fences));
+        let expiry = lease.expire_now();
+        assert!(lease.expiry_pending());
+        assert!(
+            !lease.renew_until(Boot::now().after(Duration::from_secs(3)), fences),
+            "a permit was granted while the lost one's fence was pending"
+        );
+        assert_eq!(lease.running_deadline(), None);
+        let settled = tokio::time::timeout(Duration::from_millis(50), lease.settled()).await;
+        assert!(
+            settled.is_err(),
+            "settled before the lease task judged the loss"
+        );
+        // The lease task judges (nothing held here, so no fence): renewals count again.
+        lease.mark_judged(expiry);
+        lease.settled().await;
+        assert!(!lease.expiry_pending());
+        assert!(lease.renew_until(Boot::now().after(Duration::from_secs(3)), fences));
+        assert!(lease.running_deadline().is_some());
     }
 }

@@ -18,7 +18,9 @@
 //! - [`startup`]: what is refused at start rather than minutes later (state_dir, files,
 //!   capabilities, the cluster interface)
 
+pub mod admission;
 pub mod caps;
+pub mod clock;
 pub mod discover;
 pub mod election;
 pub mod etcd;

@@ -19,7 +19,7 @@
 //! `read_only`, which users with SUPER or READ_ONLY ADMIN bypass; so demotion kills every
 //! client session after setting read_only, and application users must not hold SUPER.
 
-use crate::lease::Boot;
+use crate::clock::Boot;
 use mmm_common::proto::{Position, Replication, ServerKind};
 use mmm_common::sql::{
     self, quote, ChangeSource, Dialect, DialectError, GtidStart, ReplicaStatus, SourceStart,

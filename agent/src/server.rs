@@ -26,13 +26,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::Instrument;
 
 /// Bound on each handshake step: a peer that does not answer in time is dropped.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Unauthenticated connections at once; a monitor needs one per reconnect.
-const MAX_HANDSHAKES: usize = 8;
 
 /// Logs a repeated refusal at most once a second, with how many were refused meanwhile.
 #[derive(Default)]
@@ -552,11 +550,12 @@ impl Agent {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Accepts monitor connections: only from `agent.monitor_ips` when set, and at most
-    /// MAX_HANDSHAKES unauthenticated at once, so a flood of idle connections can neither
-    /// exhaust descriptors nor keep the real monitor out long enough to fence the writer.
+    /// Accepts monitor connections: only from `agent.monitor_ips` when set, and a bounded
+    /// number of handshakes at once, with a budget of their own for addresses that
+    /// authenticated before (crate::admission), so a flood of idle connections can neither
+    /// exhaust descriptors nor keep a monitor out long enough to fence the writer.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let admission = Arc::new(crate::admission::Admission::default());
         let allowed = self.config.agent.monitor_ips.clone();
         let mut refusals = Throttle::default();
         loop {
@@ -566,9 +565,14 @@ impl Agent {
                         refusals.warn(|n| tracing::warn!(%peer, refused = n, "connection refused: not one of agent.monitor_ips"));
                         continue;
                     }
-                    let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                        refusals.warn(|n| tracing::warn!(%peer, refused = n, "connection refused: {MAX_HANDSHAKES} handshakes already under way"));
-                        continue;
+                    let permit = match admission.admit(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(why) => {
+                            refusals.warn(
+                                |n| tracing::warn!(%peer, refused = n, "connection refused: {why}"),
+                            );
+                            continue;
+                        }
                     };
                     let agent = self.clone();
                     tokio::spawn(
@@ -593,7 +597,7 @@ impl Agent {
     async fn connection(
         self: Arc<Self>,
         stream: TcpStream,
-        handshake: OwnedSemaphorePermit,
+        handshake: crate::admission::Slot,
     ) -> Result<ConnectionEnded, ConnError> {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
@@ -668,7 +672,7 @@ impl Agent {
             return Ok(ConnectionEnded::Refused);
         };
         write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
-        drop(handshake);
+        handshake.authenticated();
         tracing::info!(monitor = %session.peer, %term, "monitor authenticated");
         let Session {
             mut sealer,
@@ -730,8 +734,10 @@ impl Agent {
                 Err(ConnError::Closed) => break Ok(()),
                 Err(e) => break Err(e),
             };
-            let msg = match opener.open(&frame) {
-                Ok(m) => m,
+            let msg = match opener.open_part(&frame) {
+                Ok(Some(m)) => m,
+                // A message in several frames comes out with its last.
+                Ok(None) => continue,
                 Err(e) => {
                     tell_monitor(&out_tx, &e).await;
                     break Err(e.into());
@@ -892,7 +898,7 @@ impl Agent {
                 let out = out.clone();
                 tokio::spawn(async move {
                     let mut report = agent.fresh_report().await;
-                    report.fit_frame();
+                    report.fit_message();
                     let _ = out.send(reply(Message::StatusReport(report))).await;
                 });
             }
@@ -902,7 +908,7 @@ impl Agent {
                 tokio::spawn(
                     async move {
                         let kind = crate::http::metrics::action_kind(&req.action);
-                        let result = agent.action(req).await;
+                        let result = agent.action(session, req).await;
                         agent.counters.action(kind, result.outcome);
                         let _ = out.send(reply(Message::ActionResult(result))).await;
                     }
@@ -922,9 +928,17 @@ impl Agent {
         Ok(())
     }
 
-    async fn action(&self, req: ActionRequest) -> ActionResult {
+    /// Runs an order that came on `session`. An order read after a monitor of a later
+    /// term connected (it waited in the deposed monitor's socket) is refused, here and
+    /// again when the reconciler runs it (its stamp carries the session's term).
+    async fn action(&self, session: u64, req: ActionRequest) -> ActionResult {
         let deadline = Duration::from_millis(req.deadline_ms.into());
         tracing::info!(action = ?req.action, ?deadline, "action requested");
+        if !self.lease.term_leads(session) {
+            let over = crate::lease::NotFollowed::TermOver;
+            tracing::warn!(action = ?req.action, reason = %over, "monitor order refused");
+            return failed(over.to_string());
+        }
         let failures_to_result = |failures: Vec<String>| ActionResult {
             outcome: if failures.is_empty() {
                 ActionOutcome::Ok
@@ -937,7 +951,10 @@ impl Agent {
         let via_reconciler = |make: fn(Stamp, oneshot::Sender<Vec<String>>) -> Command| async move {
             let (tx, rx) = oneshot::channel();
             // Whatever the reconciler was doing for an older order is over.
-            let stamp = self.lease.supersede();
+            let stamp = match self.lease.supersede_for(session) {
+                Ok(stamp) => stamp,
+                Err(over) => return vec![over.to_string()],
+            };
             if self.commands.send(make(stamp, tx)).await.is_err() {
                 return vec!["the reconciler stopped".to_string()];
             }
@@ -1276,10 +1293,13 @@ async fn lease_task(agent: Arc<Agent>, netlink: Netlink, guards: crate::reconcil
     // Expired with nothing to fence: look again now and then. The executor adds no writer
     // VIP without the lease, so this only catches one added by hand or a writable server.
     let idle = lease.length().max(Duration::from_millis(100));
+    // The deadline is on CLOCK_BOOTTIME, and so is its timer (crate::clock): a suspended
+    // host fences the moment it wakes, not a suspension later.
+    let mut timer = crate::clock::BootTimer::new();
     loop {
-        if let Some(left) = lease.left() {
+        if let Some(deadline) = lease.running_deadline() {
             tokio::select! {
-                _ = tokio::time::sleep(left) => {}
+                _ = timer.wait_until(deadline) => {}
                 _ = lease.changed() => {}
             }
             continue;
@@ -1637,9 +1657,11 @@ async fn publish(
         None => {}
     }
     let grant_live = exec.grants.may_still_run();
-    let possibly_writable = observed.read_only == Some(false)
-        || grant_live
-        || (silent && seen.read_only == Some(false));
+    // A silent server whose read_only this agent never read (it started while mysqld
+    // hung) may be writable: only a read back read_only = 1, or the process gone, says
+    // it is not.
+    let possibly_writable =
+        observed.read_only == Some(false) || grant_live || (silent && seen.read_only != Some(true));
     // A hung server that may be writable: the wake task waits for its answer (and makes
     // it read-only then, unless this host is to be the writer); nothing else queues SQL
     // behind it meanwhile.

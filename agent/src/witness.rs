@@ -6,8 +6,8 @@
 //! [`Consent`] (and, from the leader of the agent's current term, its vouch). The failsafe
 //! itself, and why it is safe, is `crate::failsafe`.
 
+use crate::clock::Boot;
 use crate::failsafe::{Counted, Failsafe};
-use crate::lease::Boot;
 use crate::server::{Agent, ConnectionEnded, HANDSHAKE_TIMEOUT};
 use mmm_common::proto::io::{read_frame, write_frames, ConnError};
 use mmm_common::proto::{
@@ -16,7 +16,6 @@ use mmm_common::proto::{
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::OwnedSemaphorePermit;
 
 /// The agent's failsafe bookkeeping.
 #[derive(Default)]
@@ -47,7 +46,7 @@ pub(crate) async fn serve(
     mut hs: AgentHandshake,
     challenge: Vec<u8>,
     mut io: Io,
-    handshake: OwnedSemaphorePermit,
+    handshake: crate::admission::Slot,
     monitor: String,
 ) -> Result<ConnectionEnded, ConnError> {
     let Some(etcd) = agent.timing().etcd else {
@@ -62,7 +61,7 @@ pub(crate) async fn serve(
     let auth = read_frame(&mut io.reader, &mut io.buf, HANDSHAKE_TIMEOUT).await?;
     let (session, welcome) = hs.on_auth(&auth, env!("CARGO_PKG_VERSION"))?;
     write_frames(&mut io.writer, &welcome, HANDSHAKE_TIMEOUT).await?;
-    drop(handshake);
+    handshake.authenticated();
     let id = agent.failsafe.next.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%monitor, "witness session open");
     let mmm_common::proto::Session {
@@ -79,8 +78,10 @@ pub(crate) async fn serve(
             Err(ConnError::Closed) => break Ok(()),
             Err(e) => break Err(e),
         };
-        let msg = match opener.open(&frame) {
-            Ok(m) => m,
+        let msg = match opener.open_part(&frame) {
+            Ok(Some(m)) => m,
+            // A message in several frames comes out with its last.
+            Ok(None) => continue,
             Err(e) => break Err(e.into()),
         };
         let request = frame.header.request_id;

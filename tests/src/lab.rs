@@ -461,7 +461,9 @@ impl Cluster {
 }
 
 /// A link to `host`'s agent from the monitor's namespace that heartbeats continuously in
-/// the background and passes on every probe event with the moment it arrived.
+/// the background and passes on every probe event with the moment it arrived. Like the
+/// monitor's own links it reconnects at once when the agent closes the session (a loaded
+/// test machine can stall the agent long enough for its freeze detection to do that).
 pub fn probe_events(
     lab: &Lab,
     host: &str,
@@ -482,7 +484,12 @@ pub fn probe_events(
             let _ = ready_tx.send(());
             loop {
                 if link.heartbeat(0, T).await.is_err() {
-                    return;
+                    // The agent closed the session: come back, as the monitor does.
+                    match AgentLink::connect(addr, &key, "mon", &host, T).await {
+                        Ok(again) => link = again,
+                        Err(_) => return,
+                    }
+                    continue;
                 }
                 for m in link.take_events() {
                     if let mmm_common::proto::Message::ProbeEvent(e) = m {

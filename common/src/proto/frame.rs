@@ -16,23 +16,32 @@ pub const MAGIC: [u8; 2] = *b"MM";
 /// 4: every session frame is authenticated under the fleet's term.
 /// 5: DesiredState carries the writer VIPs to park.
 /// 6: the Hello's term carries its epoch (crate::epoch), bound into the session keys too.
-pub const VERSION: u8 = 7;
+/// 7: witness sessions and consents (the fleet's failsafe).
+/// 8: a message larger than one frame goes in several ([`FLAG_CONTINUED`]); GTID sets are
+///    carried up to [`MAX_MESSAGE`].
+pub const VERSION: u8 = 8;
 pub const HEADER_LEN: usize = 16;
 pub const MAC_LEN: usize = 16;
-/// The one bound on a payload, for senders and receivers alike: the most the header's
-/// 16-bit length can say. The largest message is a status report, whose size is
-/// dominated by the GTID set: 200 MariaDB domains take about 9 KiB even with 20-digit
-/// sequence numbers, a MySQL set of 600 server UUIDs with a few intervals each about
-/// 40 KiB. Sealing refuses anything larger with an error naming the message (the sender
-/// learns why); the receiver, agreeing on the same bound, never drops a link over a frame
-/// its peer was allowed to send. A hostile length costs at most this much buffer.
+/// The one bound on a frame's payload, for senders and receivers alike: the most the
+/// header's 16-bit length can say. A hostile length costs at most this much buffer.
 pub const MAX_PAYLOAD: usize = u16::MAX as usize;
+/// The bound on one message, carried in as many frames as it needs. The largest message
+/// is a status report (or a re-point's position), dominated by the GTID set: 200 MariaDB
+/// domains take about 9 KiB, a MySQL set of 600 server UUIDs with a few intervals each
+/// about 40 KiB, and a server that went through thousands of clones and failovers more
+/// than one frame holds. Such a set is carried, not refused: 4 MiB is some 50,000 UUIDs.
+/// Sealing refuses a larger message naming it; the receiver, agreeing on the bound,
+/// never buffers more for one message.
+pub const MAX_MESSAGE: usize = 4 << 20;
 /// The bound receivers pass to [`FrameBuffer::new`]; the same as [`MAX_PAYLOAD`].
 pub const DEFAULT_MAX_PAYLOAD: usize = MAX_PAYLOAD;
 
 /// Header flag: the frame answers the request with the same request id.
 pub const FLAG_RESPONSE: u8 = 0x01;
-const KNOWN_FLAGS: u8 = FLAG_RESPONSE;
+/// Header flag: the message goes on in the next frame, which has the same type and request
+/// id (and is the next in sequence); the receiver joins the payloads and decodes the last.
+pub const FLAG_CONTINUED: u8 = 0x02;
+const KNOWN_FLAGS: u8 = FLAG_RESPONSE | FLAG_CONTINUED;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {

@@ -1,6 +1,6 @@
 //! The messages monitor and agent exchange, and their payload encodings.
 
-use super::frame::{FrameError, MAX_PAYLOAD};
+use super::frame::{FrameError, MAX_MESSAGE};
 use super::wire::{Reader, Writer};
 use crate::gtid::{GtidError, GtidSet};
 use crate::types::HostState;
@@ -260,19 +260,20 @@ impl StatusReport {
         GtidSet::parse(&self.gtid_executed)
     }
 
-    /// Makes the report fit one frame: a GTID set too large to send becomes unknown, with
-    /// `gtid_unreadable` saying why, so the status reply still goes out (and the monitor
-    /// refuses what needs the set, naming the cause) instead of the link failing.
-    pub fn fit_frame(&mut self) {
+    /// Makes the report fit one message ([`MAX_MESSAGE`], however many frames it takes):
+    /// a GTID set too large even for that becomes unknown, with `gtid_unreadable` saying
+    /// why, so the status reply still goes out (and the monitor refuses what needs the
+    /// set, naming the cause) instead of the link failing.
+    pub fn fit_message(&mut self) {
         let mut scratch = Vec::new();
         let len = match Message::StatusReport(self.clone()).encode_payload(&mut scratch) {
-            Ok(()) if scratch.len() <= MAX_PAYLOAD => return,
+            Ok(()) if scratch.len() <= MAX_MESSAGE => return,
             Ok(()) => scratch.len(),
-            // Only the set can outgrow its length prefix: count it whole.
+            // Only the set can outgrow its length bound: count it whole.
             Err(_) => scratch.len() + self.gtid_executed.len(),
         };
         self.gtid_unreadable = format!(
-            "the status report with a GTID set of {} bytes is {len} bytes, over the frame limit of {MAX_PAYLOAD}",
+            "the status report with a GTID set of {} bytes is {len} bytes, over the message limit of {MAX_MESSAGE}",
             self.gtid_executed.len()
         );
         self.gtid_executed.clear();
@@ -487,7 +488,7 @@ impl Message {
                         w.str16("last_error", &r.last_error)?;
                     }
                 }
-                w.str16("gtid_executed", &m.gtid_executed)?;
+                w.str32("gtid_executed", &m.gtid_executed)?;
                 w.str16("gtid_unreadable", &m.gtid_unreadable)?;
                 match &m.binlog {
                     None => w.u8(0),
@@ -686,7 +687,7 @@ impl Message {
                     }),
                     v => return Err(r.malformed(format!("replication tag {v}"))),
                 };
-                let gtid_executed = r.str16("gtid_executed")?;
+                let gtid_executed = r.str32("gtid_executed")?;
                 let gtid_unreadable = r.str16("gtid_unreadable")?;
                 let binlog = match r.u8("binlog")? {
                     0 => None,
@@ -790,7 +791,7 @@ fn put_position(w: &mut Writer<'_>, p: &Position) -> Result<(), FrameError> {
     match p {
         Position::Gtid(set) => {
             w.u8(1);
-            w.str16("gtid set", set)
+            w.str32("gtid set", set)
         }
         Position::FilePos { file, pos } => {
             w.u8(2);
@@ -807,7 +808,7 @@ fn put_position(w: &mut Writer<'_>, p: &Position) -> Result<(), FrameError> {
 
 fn get_position(r: &mut Reader<'_>) -> Result<Position, FrameError> {
     match r.u8("position kind")? {
-        1 => Ok(Position::Gtid(r.str16("gtid set")?)),
+        1 => Ok(Position::Gtid(r.str32("gtid set")?)),
         2 => Ok(Position::FilePos {
             file: r.str8("binlog file")?,
             pos: r.u64("binlog pos")?,

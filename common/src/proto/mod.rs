@@ -10,8 +10,8 @@ mod wire;
 
 pub use crate::epoch::Term;
 pub use frame::{
-    FrameBuffer, FrameError, Header, RawFrame, DEFAULT_MAX_PAYLOAD, FLAG_RESPONSE, HEADER_LEN,
-    MAC_LEN, MAX_PAYLOAD,
+    FrameBuffer, FrameError, Header, RawFrame, DEFAULT_MAX_PAYLOAD, FLAG_CONTINUED, FLAG_RESPONSE,
+    HEADER_LEN, MAC_LEN, MAX_MESSAGE, MAX_PAYLOAD,
 };
 pub use message::*;
 pub use session::{fresh_nonce, AgentHandshake, MonitorHandshake, Opener, Sealer, Session};

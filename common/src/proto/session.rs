@@ -19,7 +19,9 @@
 //! it, so no frame can be moved into a session of another term or epoch, and an agent that
 //! refuses a term refuses every frame sent under it.
 
-use super::frame::{FrameError, Header, RawFrame, HEADER_LEN, MAC_LEN, MAX_PAYLOAD};
+use super::frame::{
+    FrameError, Header, RawFrame, FLAG_CONTINUED, HEADER_LEN, MAC_LEN, MAX_MESSAGE, MAX_PAYLOAD,
+};
 use super::message::{Auth, Challenge, Hello, Message, MessageType, Nonce, Welcome, NONCE_LEN};
 use crate::config::ClusterKey;
 use crate::epoch::Term;
@@ -73,7 +75,9 @@ impl Sealer {
         Sealer { key, seq: Some(0) }
     }
 
-    /// Appends one complete frame (header, payload, MAC) for `msg` to `out`.
+    /// Appends the frames for `msg` to `out`: one (header, payload, MAC) for a payload that
+    /// fits [`MAX_PAYLOAD`], several flagged [`FLAG_CONTINUED`] but the last for one up to
+    /// [`MAX_MESSAGE`]. Nothing is appended, and no sequence number used, on an error.
     pub fn seal_into(
         &mut self,
         msg: &Message,
@@ -89,29 +93,60 @@ impl Sealer {
             return Err(e);
         }
         let payload_len = out.len() - start - HEADER_LEN;
-        let len = match u16::try_from(payload_len) {
-            Ok(len) if payload_len <= MAX_PAYLOAD => len,
-            _ => {
-                out.truncate(start);
-                return Err(FrameError::TooLarge {
-                    msg_type: msg.msg_type(),
-                    len: payload_len,
-                    max: MAX_PAYLOAD,
-                });
-            }
-        };
+        if payload_len <= MAX_PAYLOAD {
+            self.finish_frame(msg.msg_type(), flags, request_id, seq, out, start);
+            self.seq = seq.checked_add(1);
+            return Ok(());
+        }
+        // The rare large message: re-emitted in pieces, each a frame of its own.
+        let payload = out.split_off(start + HEADER_LEN);
+        out.truncate(start);
+        let parts = payload.len().div_ceil(MAX_PAYLOAD);
+        let last_seq = u32::try_from(parts - 1)
+            .ok()
+            .and_then(|n| seq.checked_add(n));
+        if payload.len() > MAX_MESSAGE || last_seq.is_none() {
+            return Err(FrameError::TooLarge {
+                msg_type: msg.msg_type(),
+                len: payload.len(),
+                max: MAX_MESSAGE,
+            });
+        }
+        let mut seq = seq;
+        for (i, piece) in payload.chunks(MAX_PAYLOAD).enumerate() {
+            let more = if i + 1 < parts { FLAG_CONTINUED } else { 0 };
+            let at = out.len();
+            out.extend_from_slice(&[0u8; HEADER_LEN]);
+            out.extend_from_slice(piece);
+            self.finish_frame(msg.msg_type(), flags | more, request_id, seq, out, at);
+            self.seq = seq.checked_add(1);
+            seq = seq.wrapping_add(1);
+        }
+        Ok(())
+    }
+
+    /// Writes the header of the frame that starts at `out[start]` (its payload follows
+    /// it to the end of `out`) and appends its MAC.
+    fn finish_frame(
+        &self,
+        msg_type: MessageType,
+        flags: u8,
+        request_id: u32,
+        seq: u32,
+        out: &mut Vec<u8>,
+        start: usize,
+    ) {
+        let len = out.len() - start - HEADER_LEN;
         let header = Header {
-            msg_type: msg.msg_type(),
+            msg_type,
             flags,
-            len,
+            len: u16::try_from(len).expect("pieces are cut at MAX_PAYLOAD"),
             request_id,
             seq,
         };
         out[start..start + HEADER_LEN].copy_from_slice(&header.encode());
         let tag = mac(&self.key, &out[start..]);
         out.extend_from_slice(&tag);
-        self.seq = seq.checked_add(1);
-        Ok(())
     }
 
     pub fn seal(
@@ -126,12 +161,22 @@ impl Sealer {
     }
 }
 
-/// The receiving half of a direction: its key and the sequence number it expects.
+/// The receiving half of a direction: its key, the sequence number it expects, and the
+/// pieces of a message that goes on in later frames.
 #[derive(Debug)]
 pub struct Opener {
     key: Key,
     expected: u32,
     handshake: bool,
+    pending: Option<Pending>,
+}
+
+/// The frames of one message received so far ([`FLAG_CONTINUED`]).
+#[derive(Debug)]
+struct Pending {
+    msg_type: MessageType,
+    request_id: u32,
+    payload: Vec<u8>,
 }
 
 impl Opener {
@@ -140,11 +185,66 @@ impl Opener {
             key,
             expected: 0,
             handshake,
+            pending: None,
         }
     }
 
-    /// Verifies a frame's MAC and sequence number, then decodes its payload.
+    /// Verifies a frame's MAC and sequence number, then decodes its payload. For a
+    /// message that must come whole in one frame (the handshake's).
     pub fn open(&mut self, frame: &RawFrame) -> Result<Message, FrameError> {
+        match self.open_part(frame)? {
+            Some(m) => Ok(m),
+            None => Err(FrameError::Unexpected {
+                msg_type: frame.header.msg_type,
+                state: "in more than one frame here",
+            }),
+        }
+    }
+
+    /// Verifies a frame's MAC and sequence number; returns the message it completes, or
+    /// None when the message goes on in the next frame ([`FLAG_CONTINUED`]). A frame of
+    /// another message inside a continued one, or a message over [`MAX_MESSAGE`], is an
+    /// error: the sender never makes either.
+    pub fn open_part(&mut self, frame: &RawFrame) -> Result<Option<Message>, FrameError> {
+        self.verify(frame)?;
+        let h = frame.header;
+        let continued = h.flags & FLAG_CONTINUED != 0;
+        let Some(mut p) = self.pending.take() else {
+            if !continued {
+                return Message::decode_payload(h.msg_type, frame.payload()).map(Some);
+            }
+            self.pending = Some(Pending {
+                msg_type: h.msg_type,
+                request_id: h.request_id,
+                payload: frame.payload().to_vec(),
+            });
+            return Ok(None);
+        };
+        if p.msg_type != h.msg_type || p.request_id != h.request_id {
+            return Err(FrameError::Malformed {
+                msg_type: p.msg_type,
+                reason: format!(
+                    "a {:?} frame (request {}) came inside this message (request {}), which was not finished",
+                    h.msg_type, h.request_id, p.request_id
+                ),
+            });
+        }
+        let len = p.payload.len() + frame.payload().len();
+        if len > MAX_MESSAGE {
+            return Err(FrameError::Oversized {
+                len,
+                max: MAX_MESSAGE,
+            });
+        }
+        p.payload.extend_from_slice(frame.payload());
+        if continued {
+            self.pending = Some(p);
+            return Ok(None);
+        }
+        Message::decode_payload(p.msg_type, &p.payload).map(Some)
+    }
+
+    fn verify(&mut self, frame: &RawFrame) -> Result<(), FrameError> {
         let tag = mac(&self.key, frame.authenticated_part());
         if !ct_eq(&tag, frame.mac()) {
             return Err(if self.handshake {
@@ -172,7 +272,7 @@ impl Opener {
             .expected
             .checked_add(1)
             .ok_or(FrameError::SequenceExhausted)?;
-        Message::decode_payload(frame.header.msg_type, frame.payload())
+        Ok(())
     }
 
     fn rekey(&mut self, key: Key) {

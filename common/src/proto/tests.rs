@@ -560,7 +560,7 @@ fn status_with_gtid(gtid: String) -> Message {
 }
 
 #[test]
-fn a_200_domain_gtid_set_round_trips_and_a_too_large_one_is_refused_at_seal() {
+fn a_200_domain_gtid_set_round_trips_a_larger_one_is_carried_and_only_an_oversized_one_refused() {
     let k = key(13);
     let (mut monitor, mut agent) = connect(&k, &k).unwrap();
     // A binlog state: 200 domains, written by each of four servers in turn, 12-digit
@@ -581,47 +581,98 @@ fn a_200_domain_gtid_set_round_trips_and_a_too_large_one_is_refused_at_seal() {
     let f = one(&agent.sealer.seal(&msg, 3, FLAG_RESPONSE).unwrap());
     assert_eq!(monitor.opener.open(&f).unwrap(), msg);
 
-    // A set that cannot fit: refused where it is sealed, naming the message and its
-    // size, and the sequence number is not used up (the next frame still verifies).
-    let huge = status_with_gtid("0-1-1,".repeat(10_910));
-    let Err(err) = agent.sealer.seal(&huge, 4, FLAG_RESPONSE) else {
-        panic!("a payload over the limit was sealed");
+    // A set larger than one frame (issue 22: a server that went through thousands of
+    // failovers) is carried in several frames, the first ones flagged CONTINUED, and
+    // comes out whole with the last; a heartbeat sealed after it still verifies.
+    let set = "0-1-1,".repeat(30_000);
+    let huge = status_with_gtid(set.clone());
+    let bytes = agent.sealer.seal(&huge, 4, FLAG_RESPONSE).unwrap();
+    let parts = frames(&bytes);
+    assert_eq!(parts.len(), 3, "180 KB in frames of at most 64 KiB");
+    for (i, f) in parts.iter().enumerate() {
+        assert_eq!(f.header.msg_type, MessageType::StatusReport);
+        assert_eq!(f.header.request_id, 4);
+        let continued = if i < 2 { FLAG_CONTINUED } else { 0 };
+        assert_eq!(f.header.flags, FLAG_RESPONSE | continued, "frame {i}");
+        assert!(f.payload().len() <= MAX_PAYLOAD);
+    }
+    assert_eq!(monitor.opener.open_part(&parts[0]).unwrap(), None);
+    assert_eq!(monitor.opener.open_part(&parts[1]).unwrap(), None);
+    assert_eq!(monitor.opener.open_part(&parts[2]).unwrap(), Some(huge));
+    let next = one(&agent.sealer.seal(&hb(9), 5, 0).unwrap());
+    assert_eq!(monitor.opener.open_part(&next).unwrap(), Some(hb(9)));
+
+    // A set over the message limit: refused where it is sealed, naming the message and
+    // its size, and no sequence number is used up (the next frame still verifies).
+    let giant = status_with_gtid("0-1-1,".repeat(MAX_MESSAGE / 6 + 1));
+    let Err(err) = agent.sealer.seal(&giant, 6, FLAG_RESPONSE) else {
+        panic!("a message over the limit was sealed");
     };
     match &err {
         FrameError::TooLarge {
             msg_type: MessageType::StatusReport,
-            len,
-            max: MAX_PAYLOAD,
-        } => assert!(*len > MAX_PAYLOAD),
+            max: MAX_MESSAGE,
+            ..
+        }
+        | FrameError::Encode {
+            msg_type: MessageType::StatusReport,
+            ..
+        } => {}
         other => panic!("expected TooLarge, got {other:?}"),
     }
     assert!(err.to_string().contains("StatusReport"), "{err}");
+    let next = one(&agent.sealer.seal(&hb(10), 7, 0).unwrap());
+    assert_eq!(monitor.opener.open(&next).unwrap(), hb(10));
 
     // What an agent sends instead: the same report with the set marked unknown, which
     // the monitor refuses to compare, naming the size.
-    let Message::StatusReport(mut fitted) = huge else {
+    let Message::StatusReport(mut fitted) = giant else {
         unreachable!()
     };
-    fitted.fit_frame();
+    fitted.fit_message();
     assert!(fitted.gtid_executed.is_empty());
     let why = fitted.gtid_set().unwrap_err().to_string();
-    assert!(why.contains("GTID set of 65460 bytes"), "{why}");
+    assert!(why.contains("over the message limit"), "{why}");
     let fitted = Message::StatusReport(fitted);
-    let f = one(&agent.sealer.seal(&fitted, 4, FLAG_RESPONSE).unwrap());
+    let f = one(&agent.sealer.seal(&fitted, 8, FLAG_RESPONSE).unwrap());
     assert_eq!(monitor.opener.open(&f).unwrap(), fitted);
-    // A report that fits is left alone; one whose set outgrows its own length prefix
-    // is fitted too.
-    let Message::StatusReport(mut small) = status_with_gtid("0-1-5".into()) else {
+    // A report that fits, even in several frames, is left alone.
+    let Message::StatusReport(mut big) = status_with_gtid(set) else {
         unreachable!()
     };
-    let before = small.clone();
-    small.fit_frame();
-    assert_eq!(small, before);
-    let Message::StatusReport(mut giant) = status_with_gtid("0-1-1,".repeat(20_000)) else {
-        unreachable!()
-    };
-    giant.fit_frame();
-    assert!(giant.gtid_executed.is_empty() && !giant.gtid_unreadable.is_empty());
+    let before = big.clone();
+    big.fit_message();
+    assert_eq!(big, before);
+}
+
+#[test]
+fn a_continued_message_is_never_mixed_with_another() {
+    let k = key(14);
+    // The handshake's nonces are fixed here, so two connections share their keys: the
+    // second one's frames verify in the first, which lets a test put a well-sealed frame
+    // of another message where the rest of a continued one belongs.
+    let (mut monitor, mut agent) = connect(&k, &k).unwrap();
+    let (_, mut other) = connect(&k, &k).unwrap();
+    let big = status_with_gtid("0-1-1,".repeat(12_000));
+    let parts = frames(&agent.sealer.seal(&big, 4, FLAG_RESPONSE).unwrap());
+    assert_eq!(parts.len(), 2);
+    let _first = other.sealer.seal(&hb(1), 5, 0).unwrap();
+    let intruder = one(&other.sealer.seal(&hb(2), 6, 0).unwrap());
+    assert_eq!(monitor.opener.open_part(&parts[0]).unwrap(), None);
+    let err = monitor.opener.open_part(&intruder).unwrap_err();
+    assert!(
+        matches!(&err, FrameError::Malformed { reason, .. } if reason.contains("came inside")),
+        "{err:?}"
+    );
+    // The handshake's `open` takes no message in pieces.
+    let (mut monitor, mut agent) = connect(&k, &k).unwrap();
+    let parts = frames(&agent.sealer.seal(&big, 4, FLAG_RESPONSE).unwrap());
+    let err = monitor.opener.open(&parts[0]).unwrap_err();
+    assert!(matches!(err, FrameError::Unexpected { .. }), "{err:?}");
+}
+
+fn hb(epoch: u32) -> Message {
+    Message::Heartbeat(Heartbeat { epoch })
 }
 
 /// The frames of one handshake between a monitor and an agent sharing key `k`.
@@ -851,7 +902,7 @@ fn the_term_reaches_the_agent_and_binds_every_frame() {
     assert!(same.opener.open(&one(&frame)).is_ok(), "the same term");
 }
 
-/// The Hello byte for byte (protocol version 7; its layout is version 6's): an agent and a monitor built apart agree
+/// The Hello byte for byte (protocol version 8; its layout is version 6's): an agent and a monitor built apart agree
 /// on where the term's revision and epoch are, and a version-5 peer is refused by the
 /// version byte, never misread.
 #[test]
@@ -861,7 +912,7 @@ fn the_hello_is_laid_out_byte_for_byte() {
         rev: 0x1112_1314_1516_1718,
     };
     let (_, hello) = MonitorHandshake::start(&key(1), "mon", "db1", term, [0xaa; 16]).unwrap();
-    let mut expected = vec![b'M', b'M', 7, MessageType::Hello as u8, 0, 0];
+    let mut expected = vec![b'M', b'M', 8, MessageType::Hello as u8, 0, 0];
     let payload_len = 16 + 1 + 3 + 1 + 3 + 8 + 8;
     expected.extend_from_slice(&(payload_len as u16).to_be_bytes());
     expected.extend_from_slice(&[0, 0, 0, 0]); // request id

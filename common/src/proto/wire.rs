@@ -53,6 +53,18 @@ impl Writer<'_> {
         self.bytes(v.as_bytes());
         Ok(())
     }
+    /// A string of at most [`MAX_MESSAGE`](super::frame::MAX_MESSAGE) bytes (GTID sets,
+    /// which may need several frames).
+    pub fn str32(&mut self, field: &str, v: &str) -> Result<(), FrameError> {
+        let max = super::frame::MAX_MESSAGE;
+        let len = u32::try_from(v.len())
+            .ok()
+            .filter(|_| v.len() <= max)
+            .ok_or_else(|| self.too_long(field, v.len(), max))?;
+        self.u32(len);
+        self.bytes(v.as_bytes());
+        Ok(())
+    }
     /// A list length of at most 255 items.
     pub fn count8(&mut self, field: &str, n: usize) -> Result<(), FrameError> {
         let n = u8::try_from(n).map_err(|_overflow| FrameError::Encode {
@@ -126,6 +138,12 @@ impl<'a> Reader<'a> {
     pub fn str16(&mut self, field: &str) -> Result<String, FrameError> {
         let n = self.u16(field)?;
         let b = self.take(field, n.into())?;
+        self.utf8(field, b)
+    }
+    pub fn str32(&mut self, field: &str) -> Result<String, FrameError> {
+        let n = self.u32(field)?;
+        let n = usize::try_from(n).map_err(|e| self.malformed(format!("{field} length: {e}")))?;
+        let b = self.take(field, n)?;
         self.utf8(field, b)
     }
     pub fn finish(self) -> Result<(), FrameError> {

@@ -225,7 +225,14 @@ impl AgentLink {
                 source: e.into(),
             })?;
             if let Some(frame) = frame {
-                let message = self.opener.open(&frame).map_err(|e| self.conn(e.into()))?;
+                let opened = self
+                    .opener
+                    .open_part(&frame)
+                    .map_err(|e| self.conn(e.into()));
+                // A message in several frames comes out with its last.
+                let Some(message) = opened? else {
+                    continue;
+                };
                 return Ok(Received {
                     request_id: frame.header.request_id,
                     response: frame.header.flags & FLAG_RESPONSE != 0,

@@ -185,6 +185,10 @@ impl Cluster {
             return;
         };
         let vip_gone = !writer_ip.is_some_and(|ip| view.held_vips.contains(&ip));
+        // MYSQL_UP clear is not "mysqld cannot be reached": the agent keeps it set while
+        // the server may be writable (it last said read_only = 0, a lift may still run,
+        // or it never answered), so clear means read_only = 1 read back before the
+        // silence, or the process gone.
         if !t.fence.confirmed && vip_gone && (view.read_only || !view.mysql_up || view.self_fenced)
         {
             t.fence.confirmed = true;
