@@ -3,8 +3,7 @@
 //! event is then dropped whole), and lists the hosts whose evidence changed: those are
 //! judged at once, never left for a later Tick.
 
-use super::hosts::HostRec;
-use super::{Action, AgentView, CheckResult, Cluster, Command, Millis};
+use super::{ms, Action, AgentView, CheckResult, Cluster, Command, Millis};
 use mmm_common::proto::{ActionOutcome, ProbeEventKind, StatusReport};
 use mmm_common::types::{CheckKind, HostState};
 
@@ -12,6 +11,31 @@ use mmm_common::types::{CheckKind, HostState};
 pub(super) type Evaluate = Vec<String>;
 
 impl Cluster {
+    /// Events arrive at least every ping pace (agent_timeout / 3 per host): a longer quiet
+    /// means the monitor did not run (swapped out, throttled, stopped), and the silence
+    /// it then sees in every host is its own. Counted from now, as after the network
+    /// guard.
+    pub(super) fn notice_stall(&mut self, now: Millis, out: &mut Vec<Action>) {
+        let limit = ms(self.timing.stall_after);
+        let quiet = self.last_event.map_or(0, |t| now.saturating_sub(t));
+        self.last_event = Some(now);
+        if quiet > limit && !self.hosts.is_empty() {
+            self.blind_for(now, quiet);
+            out.push(Action::Notify {
+                host: None,
+                message: format!("The monitor heard nothing for {quiet} ms (it did not run): silence before now is not held against any host"),
+            });
+        }
+    }
+
+    /// The monitor could not observe for `paused` until `now`: trap_period pauses for that
+    /// long (a failure counts only the time it was seen from a working monitor), and
+    /// silence counts from now.
+    pub(super) fn blind_for(&mut self, now: Millis, paused: Millis) {
+        self.network_back = self.network_back.max(now);
+        self.hosts.blind_for(now, paused);
+    }
+
     pub(super) fn on_check(
         &mut self,
         now: Millis,
@@ -24,37 +48,7 @@ impl Cluster {
         let trap = self.trap(check);
         let back = self.network_back;
         let h = self.hosts.get_mut(&host)?;
-        let agent_up = h.agent_up;
-        let judged = |h: &HostRec| {
-            let from = h.trap_start(check, back);
-            let track = h.check(check);
-            (
-                track.verdict_from(now, trap, from),
-                track.trap_expires(trap, from),
-            )
-        };
-        let before = judged(h);
-        let track = h.check_mut(check);
-        match result {
-            // Older than a newer result, or asked while the network guard held.
-            _ if track.stale(started) || started < back => {}
-            CheckResult::Ok => {
-                track.record_ok(now, started, trap);
-                if check == CheckKind::Mysql {
-                    h.probe_dead = false;
-                }
-            }
-            // Overload is not death: the server answered, it is alive.
-            CheckResult::Unknown { .. } => track.record_unknown(started),
-            CheckResult::Failed { message, refused } => {
-                // Refused while the agent answers: mysqld is not there. Definitive.
-                let definitive = refused && check == CheckKind::Mysql && agent_up;
-                track.record_failure(now, started, message, definitive);
-            }
-        }
-        // A changed verdict, or a changed deadline: a failure that turned definitive
-        // just as its trap ran out has no Tick announced any more.
-        if judged(h) != before {
+        if h.record_check(now, check, result, started, trap, back) {
             evaluate.push(host);
         }
         Some(())
@@ -67,26 +61,8 @@ impl Cluster {
         kind: ProbeEventKind,
         evaluate: &mut Evaluate,
     ) -> Option<()> {
-        let h = self.hosts.get_mut(&host)?;
-        match kind {
-            ProbeEventKind::ProcessExit | ProbeEventKind::ListenClose => {
-                if !h.probe_dead {
-                    h.probe_dead = true;
-                    let what = if kind == ProbeEventKind::ProcessExit {
-                        "mysqld process exited"
-                    } else {
-                        "mysqld stopped listening"
-                    };
-                    h.check_mut(CheckKind::Mysql).record_failure(
-                        now,
-                        now,
-                        format!("{what} (probe)"),
-                        true,
-                    );
-                    evaluate.push(host);
-                }
-            }
-            ProbeEventKind::ListenOpen => h.probe_dead = false,
+        if self.hosts.get_mut(&host)?.record_probe(now, kind) {
+            evaluate.push(host);
         }
         Some(())
     }
@@ -101,16 +77,7 @@ impl Cluster {
     ) -> Option<()> {
         let h = self.hosts.get_mut(&host)?;
         let was_up = h.agent_up;
-        h.agent_up = true;
-        h.agent_seen = Some(now);
-        // What it reports changed (it replicates again, mysqld came up...): judged now.
-        // Its uptime alone changes every second and decides nothing by itself.
-        let changed = h.view.as_ref().is_none_or(|v| !v.same_but_uptime(&view));
-        h.self_fenced_since = match (view.self_fenced, h.self_fenced_since) {
-            (false, _) => None,
-            (true, since) => since.or(Some(now)),
-        };
-        h.view = Some(view);
+        let changed = h.record_heartbeat(now, view);
         if changed && was_up {
             evaluate.push(host.clone());
         }
@@ -119,8 +86,6 @@ impl Cluster {
                 host: Some(host.clone()),
                 message: format!("Agent on host '{host}' is reachable again"),
             });
-            // It needs to hear its desired state again on the new connection.
-            h.last_sent = None;
             evaluate.push(host.clone());
         }
         self.promotion_on_heartbeat(now, &host, out);
@@ -135,15 +100,7 @@ impl Cluster {
         evaluate: &mut Evaluate,
         out: &mut Vec<Action>,
     ) -> Option<()> {
-        let h = self.hosts.get_mut(&host)?;
-        let news = h.agent_up || h.agent_seen.is_none();
-        // What a silent agent's server does is not known: not its self-fence either.
-        h.self_fenced_since = None;
-        if let Some(t) = last_heard {
-            h.agent_seen = Some(h.agent_seen.map_or(t, |s| s.max(t)));
-        }
-        if news {
-            h.agent_up = false;
+        if self.hosts.get_mut(&host)?.record_unreachable(last_heard) {
             out.push(Action::Notify {
                 host: Some(host.clone()),
                 message: format!("Can't reach agent on host '{host}': {reason}"),
@@ -162,18 +119,7 @@ impl Cluster {
         out: &mut Vec<Action>,
     ) -> Option<()> {
         if let Some(h) = self.hosts.get_mut(&host) {
-            match report.gtid_set() {
-                Ok(set) => {
-                    h.gtid = Some(set);
-                    h.gtid_unknown = None;
-                }
-                // Fail closed: an unknown set is not an empty one.
-                Err(e) => {
-                    h.gtid = None;
-                    h.gtid_unknown = Some(e.to_string());
-                }
-            }
-            h.gtid_at = Some(now);
+            h.record_status(now, &report);
         }
         self.check_errant(now, &host, out);
         self.promotion_on_status(now, &host, &report, out);

@@ -2,10 +2,10 @@
 //! state changes ([`Hosts::set_state`]), which counts transitions and flaps.
 
 use super::health::{CheckTrack, Flaps};
-use super::{Action, AgentView, Millis};
+use super::{Action, AgentView, CheckResult, Millis};
 use mmm_common::config::{Config, Host as HostConfig};
 use mmm_common::gtid::GtidSet;
-use mmm_common::proto::DesiredState;
+use mmm_common::proto::{DesiredState, ProbeEventKind, StatusReport};
 use mmm_common::types::{CheckKind, HostMode, HostState};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -111,6 +111,129 @@ impl HostRec {
         (c == CheckKind::Ping)
             .then(|| self.silent_since(network_back))
             .flatten()
+    }
+}
+
+/// Evidence: what each kind of report tells of the host.
+impl HostRec {
+    /// A check's result. Returns whether its verdict or its deadline changed: a failure
+    /// that turned definitive just as its trap ran out has no Tick announced any more.
+    pub(super) fn record_check(
+        &mut self,
+        now: Millis,
+        check: CheckKind,
+        result: CheckResult,
+        started: Millis,
+        trap: Millis,
+        network_back: Millis,
+    ) -> bool {
+        let judged = |h: &HostRec| {
+            let from = h.trap_start(check, network_back);
+            let track = h.check(check);
+            (
+                track.verdict_from(now, trap, from),
+                track.trap_expires(trap, from),
+            )
+        };
+        let before = judged(self);
+        let agent_up = self.agent_up;
+        let track = self.check_mut(check);
+        match result {
+            // Older than a newer result, or asked while the network guard held.
+            _ if track.stale(started) || started < network_back => {}
+            CheckResult::Ok => {
+                track.record_ok(now, started, trap);
+                if check == CheckKind::Mysql {
+                    self.probe_dead = false;
+                }
+            }
+            // Overload is not death: the server answered, it is alive.
+            CheckResult::Unknown { .. } => track.record_unknown(started),
+            CheckResult::Failed { message, refused } => {
+                // Refused while the agent answers: mysqld is not there. Definitive.
+                let definitive = refused && check == CheckKind::Mysql && agent_up;
+                track.record_failure(now, started, message, definitive);
+            }
+        }
+        judged(self) != before
+    }
+
+    /// The agent's probe saw mysqld go or come back. Returns whether it died just now.
+    pub(super) fn record_probe(&mut self, now: Millis, kind: ProbeEventKind) -> bool {
+        match kind {
+            ProbeEventKind::ProcessExit | ProbeEventKind::ListenClose => {
+                if self.probe_dead {
+                    return false;
+                }
+                self.probe_dead = true;
+                let what = if kind == ProbeEventKind::ProcessExit {
+                    "mysqld process exited"
+                } else {
+                    "mysqld stopped listening"
+                };
+                self.check_mut(CheckKind::Mysql).record_failure(
+                    now,
+                    now,
+                    format!("{what} (probe)"),
+                    true,
+                );
+                true
+            }
+            ProbeEventKind::ListenOpen => {
+                self.probe_dead = false;
+                false
+            }
+        }
+    }
+
+    /// The agent answered with `view`. Returns whether what it reports changed (it
+    /// replicates again, mysqld came up...): its uptime alone changes every second and
+    /// decides nothing by itself.
+    pub(super) fn record_heartbeat(&mut self, now: Millis, view: AgentView) -> bool {
+        let was_up = self.agent_up;
+        self.agent_up = true;
+        self.agent_seen = Some(now);
+        let changed = self.view.as_ref().is_none_or(|v| !v.same_but_uptime(&view));
+        self.self_fenced_since = match (view.self_fenced, self.self_fenced_since) {
+            (false, _) => None,
+            (true, since) => since.or(Some(now)),
+        };
+        self.view = Some(view);
+        if !was_up {
+            // It needs to hear its desired state again on the new connection.
+            self.last_sent = None;
+        }
+        changed
+    }
+
+    /// Its agent does not answer (it last did at `last_heard`, if the link knows).
+    /// Returns whether that is news.
+    pub(super) fn record_unreachable(&mut self, last_heard: Option<Millis>) -> bool {
+        let news = self.agent_up || self.agent_seen.is_none();
+        // What a silent agent's server does is not known: not its self-fence either.
+        self.self_fenced_since = None;
+        if let Some(t) = last_heard {
+            self.agent_seen = Some(self.agent_seen.map_or(t, |s| s.max(t)));
+        }
+        if news {
+            self.agent_up = false;
+        }
+        news
+    }
+
+    /// Its full status: the GTID set, failing closed (an unknown set is not an empty one).
+    pub(super) fn record_status(&mut self, now: Millis, report: &StatusReport) {
+        match report.gtid_set() {
+            Ok(set) => {
+                self.gtid = Some(set);
+                self.gtid_unknown = None;
+            }
+            Err(e) => {
+                self.gtid = None;
+                self.gtid_unknown = Some(e.to_string());
+            }
+        }
+        self.gtid_at = Some(now);
     }
 }
 

@@ -36,7 +36,6 @@ pub mod status;
 mod timers;
 
 use events::Evaluate;
-use health::Verdict;
 use hosts::Hosts;
 use isolation::Isolation;
 use mmm_common::config::Config;
@@ -434,66 +433,8 @@ impl Cluster {
         self.hosts.get_mut(name)
     }
 
-    fn trap(&self, c: CheckKind) -> Millis {
-        ms(self.config.checks.get(c).trap_period)
-    }
-
-    /// MMM's `$checks->X($host)`: the check counts as passing.
-    pub fn check_ok(&self, h: &HostRec, c: CheckKind, now: Millis) -> bool {
-        self.verdict(h, c, now) != Verdict::Failed
-    }
-
-    pub fn verdict(&self, h: &HostRec, c: CheckKind, now: Millis) -> Verdict {
-        h.check(c)
-            .verdict_from(now, self.trap(c), h.trap_start(c, self.network_back))
-    }
-
-    /// Events arrive at least every ping pace (agent_timeout / 3 per host): a longer quiet
-    /// means the monitor did not run (swapped out, throttled, stopped), and the silence
-    /// it then sees in every host is its own. Counted from now, as after the network
-    /// guard.
-    fn notice_stall(&mut self, now: Millis, out: &mut Vec<Action>) {
-        let limit = ms(self.timing.stall_after);
-        let quiet = self.last_event.map_or(0, |t| now.saturating_sub(t));
-        self.last_event = Some(now);
-        if quiet > limit && !self.hosts.is_empty() {
-            self.blind_for(now, quiet);
-            out.push(Action::Notify {
-                host: None,
-                message: format!("The monitor heard nothing for {quiet} ms (it did not run): silence before now is not held against any host"),
-            });
-        }
-    }
-
-    /// The monitor could not observe for `paused` until `now`: trap_period pauses for that
-    /// long (a failure counts only the time it was seen from a working monitor), and
-    /// silence counts from now.
-    fn blind_for(&mut self, now: Millis, paused: Millis) {
-        self.network_back = self.network_back.max(now);
-        self.hosts.blind_for(now, paused);
-    }
-
-    /// Whether the host is alive as far as the decision logic is concerned.
-    fn alive(&self, h: &HostRec, now: Millis) -> bool {
-        !h.probe_dead
-            && self.check_ok(h, CheckKind::Ping, now)
-            && self.check_ok(h, CheckKind::Mysql, now)
-    }
-
     pub fn active_master(&self) -> Option<&str> {
         self.roles.writer_holder()
-    }
-
-    /// Eligible for roles: ONLINE and its agent reachable (MMM's agent_down check).
-    /// May take a role: ONLINE, its agent heard, and that agent able to reach its mysqld
-    /// (else every action of a promotion would fail).
-    pub(crate) fn eligible(&self, name: &str) -> bool {
-        self.host(name).is_some_and(|h| {
-            h.state == HostState::Online
-                && h.agent_up
-                && h.errant.is_none()
-                && h.view.as_ref().is_some_and(|v| v.mysql_up)
-        })
     }
 
     /// The single entry point: one event in, the actions it calls for out. Each event

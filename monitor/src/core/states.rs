@@ -1,16 +1,48 @@
-//! Host states from evidence: MMM's _check_host_states with evidence grading, the
-//! transitions it makes (each logged once, with its reason), errant-transaction checks,
-//! WAIT mode, and the silent writer whose link is held down while trap_period counts.
-//! Every transition goes through [`Cluster::set_state`]; after any of them every host is
-//! judged again ([`Cluster::settle`]), since a replica's state depends on its source's.
+//! Host states from evidence: what a check's verdict is now, MMM's _check_host_states
+//! with evidence grading, the transitions it makes and errant-transaction checks. Every
+//! transition goes through [`Cluster::set_state`]; after any of them every host is judged
+//! again ([`Cluster::settle`]), since a replica's state depends on its source's.
 
 use super::health::Verdict;
-use super::hosts::FlapRule;
+use super::hosts::{FlapRule, HostRec};
 use super::timers::Deadlines;
 use super::{ms, Action, Cluster, Millis, RECOVERING_REFRESH, SOURCE_SETTLE};
 use mmm_common::types::{CheckKind, HostMode, HostState};
 
 impl Cluster {
+    pub(super) fn trap(&self, c: CheckKind) -> Millis {
+        ms(self.config.checks.get(c).trap_period)
+    }
+
+    /// MMM's `$checks->X($host)`: the check counts as passing.
+    pub fn check_ok(&self, h: &HostRec, c: CheckKind, now: Millis) -> bool {
+        self.verdict(h, c, now) != Verdict::Failed
+    }
+
+    pub fn verdict(&self, h: &HostRec, c: CheckKind, now: Millis) -> Verdict {
+        h.check(c)
+            .verdict_from(now, self.trap(c), h.trap_start(c, self.network_back))
+    }
+
+    /// Whether the host is alive as far as the decision logic is concerned.
+    pub(super) fn alive(&self, h: &HostRec, now: Millis) -> bool {
+        !h.probe_dead
+            && self.check_ok(h, CheckKind::Ping, now)
+            && self.check_ok(h, CheckKind::Mysql, now)
+    }
+
+    /// Eligible for roles: ONLINE and its agent reachable (MMM's agent_down check).
+    /// May take a role: ONLINE, its agent heard, and that agent able to reach its mysqld
+    /// (else every action of a promotion would fail).
+    pub(crate) fn eligible(&self, name: &str) -> bool {
+        self.host(name).is_some_and(|h| {
+            h.state == HostState::Online
+                && h.agent_up
+                && h.errant.is_none()
+                && h.view.as_ref().is_some_and(|v| v.mysql_up)
+        })
+    }
+
     /// A host's state depends on others' (a replica's source went down, the writer moved):
     /// after any transition every host is judged again until nothing changes, so nothing
     /// waits for a later Tick. Bounded: each pass needs a new transition to continue.
@@ -34,7 +66,7 @@ impl Cluster {
 
     /// Re-evaluates every host, then distributes roles and advances the promotion.
     pub(super) fn evaluate_all(&mut self, now: Millis, out: &mut Vec<Action>) {
-        let names: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
+        let names = self.hosts.names();
         for name in &names {
             self.evaluate_host(now, name, out);
         }
