@@ -36,6 +36,22 @@ impl Cluster {
         self.hosts.blind_for(now, paused);
     }
 
+    /// Time passed: every host is judged against its deadlines.
+    pub(super) fn on_tick(&mut self, now: Millis, out: &mut Vec<Action>) -> Option<()> {
+        self.evaluate_all(now, out);
+        Some(())
+    }
+
+    pub(super) fn on_lease_ended(
+        &mut self,
+        now: Millis,
+        host: String,
+        out: &mut Vec<Action>,
+    ) -> Option<()> {
+        self.promotion_on_lease_ended(now, &host, out);
+        Some(())
+    }
+
     pub(super) fn on_check(
         &mut self,
         now: Millis,

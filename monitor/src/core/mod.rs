@@ -454,7 +454,7 @@ impl Cluster {
         let ev = &mut evaluate;
         let o = &mut out;
         let known = match event {
-            Event::Tick => Some(self.evaluate_all(now, o)),
+            Event::Tick => self.on_tick(now, o),
             Event::Check {
                 host,
                 check,
@@ -481,7 +481,7 @@ impl Cluster {
                 detail,
                 ..
             } => self.on_action_done(now, host, id, outcome, detail, o),
-            Event::LeaseEnded { host } => Some(self.promotion_on_lease_ended(now, &host, o)),
+            Event::LeaseEnded { host } => self.on_lease_ended(now, host, o),
             Event::KillHostDone { host, ok, output } => {
                 self.on_kill_host_done(now, host, ok, output, o)
             }

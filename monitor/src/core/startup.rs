@@ -14,7 +14,7 @@ impl Cluster {
     pub fn startup(&mut self, now: Millis, reports: &[(String, AgentView)]) -> Vec<Action> {
         let mut out = Vec::new();
         let writer_ip = self.roles.writer_ip();
-        let masters = self.roles.role_hosts(&self.roles.writer_role().to_string());
+        let masters = self.roles.role_hosts(self.roles.writer_role());
         let stored = self.active_master().map(str::to_string);
         let mut claims: Vec<String> = Vec::new();
         for (host, view) in reports {

@@ -272,7 +272,7 @@ impl Cluster {
                 }
                 let can_be_master = self
                     .roles
-                    .role_hosts(&self.roles.writer_role().to_string())
+                    .role_hosts(self.roles.writer_role())
                     .contains(&h.name);
                 // A master comes back through AWAITING_RECOVERY: its replication must be
                 // rejoined to the writer (set_online does it) and its GTID set checked.
