@@ -1,7 +1,7 @@
 //! mmm-agent: the per-host agent (foreground, logs to stderr).
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use mmm_agent::caps::{self, Capability};
 use mmm_agent::garp::GarpSender;
 use mmm_agent::probe::Probe;
@@ -10,7 +10,8 @@ use mmm_agent::rst::Rst;
 use mmm_agent::server::{Agent, Resources};
 use mmm_agent::startup;
 use mmm_agent::vip::Netlink;
-use mmm_common::config::{ClusterKey, Config};
+use mmm_common::cli::{init_logging, Exit, Generate, LogFormat};
+use mmm_common::config::{ClusterKey, Config, Host};
 use mmm_common::proto::ProbeState;
 use mmm_common::types::ProbeMode;
 use std::path::PathBuf;
@@ -27,48 +28,62 @@ struct Args {
     #[arg(long, short, default_value = "/etc/mmm/mmm.toml")]
     config: PathBuf,
     /// The host this agent serves, as named in the config (MMM's `this`).
-    #[arg(long)]
-    host: String,
+    #[arg(long, required_unless_present_any = ["man", "completions"])]
+    host: Option<String>,
+    /// Log lines as text or as one JSON object each (on stderr either way).
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
+    #[command(flatten)]
+    generate: Generate,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing::Level::INFO.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: log files and journald get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+    if let Some(exit) = args.generate.run(Args::command(), "8") {
+        return exit;
+    }
+    init_logging(args.log_format);
+    let (config, key) = match load(&args) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return Exit::Config.into();
+        }
+    };
+    match run(&args, config, key) {
+        Ok(()) => Exit::Ok.into(),
         Err(e) => {
             // `{:#}`: the whole chain, "op: cause: cause".
             tracing::error!("{e:#}");
-            ExitCode::FAILURE
+            Exit::Failed.into()
         }
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
+/// The config, with this agent's host in it, and the cluster key: what exit code 3 covers.
+fn load(args: &Args) -> anyhow::Result<(Config, ClusterKey)> {
     // Every problem of the file, one per line.
     let config = Config::load(&args.config).map_err(|e| anyhow::anyhow!(e.lines().join("\n")))?;
-    for w in config.warnings() {
-        tracing::warn!("{w}");
-    }
-    let Some(host) = config.host(&args.host) else {
+    let host = args.host.as_deref().unwrap_or_default();
+    if config.host(host).is_none() {
         let known: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
         anyhow::bail!(
-            "--host {:?} is not in {} (hosts: {})",
-            args.host,
+            "--host {host:?} is not in {} (hosts: {})",
             args.config.display(),
             known.join(", ")
         );
-    };
+    }
     let key = ClusterKey::load(&config.security.key)?;
+    Ok((config, key))
+}
+
+fn run(args: &Args, config: Config, key: ClusterKey) -> anyhow::Result<()> {
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    let host: &Host = config
+        .host(args.host.as_deref().unwrap_or_default())
+        .context("the host vanished from the loaded config")?;
     let _span = tracing::info_span!("agent", host = %host.name).entered();
 
     let held = caps::restrict()?;

@@ -2,6 +2,8 @@
 //! MySQL-MMM 2.2.1 configurations, the authenticated wire protocol between monitor and
 //! agents, and the enums every crate agrees on.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod epoch;

@@ -162,6 +162,33 @@ impl Writer {
     }
 }
 
+/// Two clients through `vip` from `client_ns`: the lab's (an attempt every 5 ms, 500 ms
+/// each) and a pool's (1 s attempts, retried at once), so that some attempt is always
+/// waiting when an address moves. Ids start at `(round + 1) * 10,000,000`.
+pub fn hang_clients(client_ns: &str, vip: &str, round: u64) -> Vec<Writer> {
+    let base = (round + 1) * 10_000_000;
+    vec![
+        Writer::with_policy(
+            client_ns,
+            vip,
+            Duration::from_millis(5),
+            Policy {
+                first_id: base,
+                ..Policy::LAB
+            },
+        ),
+        Writer::with_policy(
+            client_ns,
+            vip,
+            Duration::from_millis(5),
+            Policy {
+                first_id: base + 5_000_000,
+                ..Policy::RETRYING
+            },
+        ),
+    ]
+}
+
 /// Acknowledged ids missing from, or present more than once on, a server: (missing, duplicated).
 pub fn verify(db: &crate::mariadb::Mariadb, acked: &[(u64, Instant)]) -> (Vec<u64>, Vec<u64>) {
     let rows = db.sql("SELECT id, COUNT(*) FROM app.w GROUP BY id");

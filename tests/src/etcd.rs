@@ -152,12 +152,6 @@ fn member_args(
 
 /// A port nobody listens on now (the kernel picks it; the race with another taker is
 /// harmless in a test: etcd then fails to start and says why).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 impl EtcdCluster {
     /// Starts `n` members and waits until the cluster answers (bounded).
@@ -197,7 +191,7 @@ impl EtcdCluster {
             })
             .unwrap_or_default();
         let peers: Vec<(String, u16, u16)> = (1..=n)
-            .map(|i| (format!("m{i}"), free_port(), free_port()))
+            .map(|i| (format!("m{i}"), crate::free_port(), crate::free_port()))
             .collect();
         let initial: Vec<String> = peers
             .iter()

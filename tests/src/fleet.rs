@@ -211,10 +211,7 @@ impl Fleet {
         ];
         full.extend_from_slice(args);
         let out = self.c.lab.net.try_exec(&m.node, &full);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        (out.status.code().unwrap_or(-1), crate::shown(&out))
     }
 
     /// The fleet line of `show` asked through `slot`: (leader, term, standbys).

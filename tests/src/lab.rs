@@ -388,10 +388,7 @@ impl Cluster {
         ];
         full.extend_from_slice(args);
         let out = self.lab.net.try_exec("mon", &full);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        (out.status.code().unwrap_or(-1), crate::shown(&out))
     }
 
     /// The `show` line of one host.

@@ -73,6 +73,14 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// What a terminal shows of a command: stdout, then stderr. mmm-control prints the
+/// monitor's answers on stdout and its refusals (`ERROR: ...`) on stderr.
+pub fn shown(o: &Output) -> String {
+    let mut text = stdout(o);
+    text.push_str(&String::from_utf8_lossy(&o.stderr));
+    text
+}
+
 /// A private (0700) directory removed on drop, even when the test panics.
 pub struct TempDir(PathBuf);
 
@@ -124,4 +132,27 @@ pub fn lab_config(dir: &TempDir) -> PathBuf {
         ),
         0o600,
     )
+}
+
+/// A free loopback port for a server a test starts (etcd members, a monitor's
+/// listeners). Not one the kernel hands out itself (bind to port
+/// 0): that port is back in the ephemeral range (32768-60999) the moment it is released,
+/// and any connect() on the machine may take it before etcd binds it ("address already in
+/// use", seen in CI). These come from below that range, never twice in one process, from
+/// an offset per process so parallel test processes rarely meet; a port found taken is
+/// skipped.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 15_000;
+    const SPAN: u32 = 15_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = (std::process::id() % 150) * 100;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (offset + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }

@@ -19,7 +19,7 @@ fn check_config_accepts_the_lab_config() {
 }
 
 #[test]
-fn check_config_lists_every_problem_and_exits_1() {
+fn check_config_lists_every_problem_on_stderr_and_exits_3() {
     let dir = TempDir::new("check-bad");
     let config = lab_config(&dir);
     let text = std::fs::read_to_string(&config)
@@ -32,8 +32,9 @@ fn check_config_lists_every_problem_and_exits_1() {
         .replace("[agent]", "[agent]\nwings = 2");
     let bad = dir.write("bad.toml", &text, 0o644);
     let out = run("mmm-monitor", &["--check-config", bad.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout(&out), "");
+    let text = String::from_utf8_lossy(&out.stderr);
     for needle in [
         "(file): ",
         "readable by group or others (mode 644)",
@@ -51,11 +52,11 @@ fn check_config_reports_a_missing_key_file() {
     let config = lab_config(&dir);
     std::fs::remove_file(dir.path().join("cluster.key")).unwrap();
     let out = run("mmm-monitor", &["--check-config", config.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(
-        stdout(&out).contains("security.key_file: cannot read"),
+        shown(&out).contains("security.key_file: cannot read"),
         "{}",
-        stdout(&out)
+        shown(&out)
     );
 }
 
@@ -106,8 +107,12 @@ fn import_mmm_prints_a_config_that_checks_ok() {
     assert_eq!(stdout(&check), "OK\n");
 
     let out = run("mmm-control", &["import-mmm", &legacy("mmm_common.conf")]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).starts_with("ERROR: usage: mmm-control import-mmm"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("ERROR: usage: mmm-control import-mmm"),
+        "{err}"
+    );
 }
 
 /// Every MMM installation in conf/legacy (a directory with an mmm_common.conf: the
@@ -185,22 +190,185 @@ fn gen_key_prints_64_hex_digits_and_differs_each_time() {
 
 #[test]
 fn control_refuses_unknown_commands_and_unreachable_monitors() {
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    // Usage errors: exit 2, on stderr, with the list of commands.
     let out = run("mmm-control", &["--monitor", "127.0.0.1:9", "explode"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "");
     assert!(
-        stdout(&out).starts_with("ERROR: Unknown command 'explode'"),
+        err(&out).starts_with("ERROR: Unknown command 'explode'")
+            && err(&out).contains("set_online <host>"),
         "{}",
-        stdout(&out)
+        err(&out)
     );
 
     let out = run("mmm-control", &["--monitor", "127.0.0.1:9", "set_online"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).starts_with("ERROR: Wrong arguments for 'set_online'"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err(&out).starts_with("ERROR: Wrong arguments for 'set_online'"));
+
+    // clap's own usage errors share the code.
+    let out = run("mmm-control", &["--timeout", "soon", "show"]);
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    let out = run("mmm-control", &["@../x", "show"]);
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
 
     // Port 9 (discard) on loopback: nothing listens there in the test environment.
+    // MMM's line, on stderr, and exit 4: the monitor was not reached.
     let out = run("mmm-control", &["--monitor", "127.0.0.1:9", "show"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stdout(&out), "ERROR: Can't connect to monitor daemon!\n");
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(stdout(&out), "");
+    assert!(
+        err(&out).starts_with(
+            "ERROR: Can't connect to monitor daemon!\nconnecting to the monitor at 127.0.0.1:9: "
+        ),
+        "{}",
+        err(&out)
+    );
+}
+
+/// A config that does not validate is exit 3 for every binary, its problems on stderr.
+#[test]
+fn an_invalid_config_is_exit_3_everywhere() {
+    let dir = TempDir::new("config-3");
+    let config = lab_config(&dir);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[agent]", "[agent]\nwings = 2");
+    let bad = dir.write("bad.toml", &text, 0o600);
+    let bad = bad.to_str().unwrap();
+    for (binary, args) in [
+        ("mmm-control", vec!["--config", bad, "show"]),
+        ("mmm-control", vec!["--config", bad, "check-cluster"]),
+        ("mmm-monitor", vec!["--config", bad]),
+        ("mmm-agent", vec!["--config", bad, "--host", "db1"]),
+    ] {
+        let out = run(binary, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{binary} {args:?}:\n{err}");
+        assert!(err.contains("agent.wings: unknown key"), "{binary}:\n{err}");
+        assert_eq!(stdout(&out), "", "{binary}: errors go to stderr");
+    }
+    // A missing file too.
+    let out = run(
+        "mmm-control",
+        &["--config", "/nonexistent/mmm.toml", "show"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", shown(&out));
+}
+
+/// `help` (and no command at all) lists every command: the monitor's, then mmm-control's own.
+#[test]
+fn control_help_lists_every_command() {
+    use mmm_monitor::control::command::{COMMANDS, LOCAL_COMMANDS};
+    for args in [&["help"][..], &[][..], &["--help"][..]] {
+        let out = run("mmm-control", args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let text = stdout(&out);
+        for (name, _, _) in COMMANDS.iter().chain(&LOCAL_COMMANDS) {
+            assert!(
+                text.contains(&format!("\n    {name}")),
+                "{args:?} lacks {name}:\n{text}"
+            );
+        }
+    }
+}
+
+/// Completions and man pages come from the clap definitions of the three binaries.
+#[test]
+fn completions_and_man_pages_are_generated() {
+    use mmm_monitor::control::command::{COMMANDS, LOCAL_COMMANDS};
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run("mmm-control", &["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", shown(&out));
+        let text = stdout(&out);
+        for (name, _, _) in COMMANDS.iter().chain(&LOCAL_COMMANDS) {
+            assert!(text.contains(name), "{shell} completions lack {name}");
+        }
+        for daemon in ["mmm-monitor", "mmm-agent"] {
+            let out = run(daemon, &["--completions", shell]);
+            assert_eq!(out.status.code(), Some(0), "{daemon} {shell}");
+            assert!(stdout(&out).contains("config"), "{daemon} {shell}");
+        }
+    }
+    let out = run("mmm-control", &["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = run("mmm-control", &["man"]);
+    assert_eq!(out.status.code(), Some(0));
+    let man = stdout(&out);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH mmm-control 1"),
+        "{man}"
+    );
+    for (name, _, _) in COMMANDS.iter().chain(&LOCAL_COMMANDS) {
+        // roff escapes '-' as '\-'.
+        assert!(
+            man.contains(&name.replace('-', "\\-")),
+            "the man page lacks {name}"
+        );
+    }
+    assert!(man.contains("Exit status"), "{man}");
+    for daemon in ["mmm-monitor", "mmm-agent"] {
+        let out = run(daemon, &["--man"]);
+        assert_eq!(out.status.code(), Some(0), "{daemon}");
+        let man = stdout(&out);
+        assert!(man.contains(&format!(".TH {daemon} 8")), "{daemon}:\n{man}");
+        assert!(man.contains("\\-\\-log\\-format"), "{daemon}:\n{man}");
+    }
+}
+
+/// `--log-format json`: one JSON object per line; on the journal (JOURNAL_STREAM names
+/// stderr), each line starts with its sd-daemon priority.
+#[test]
+fn log_format_json_and_journal_priorities() {
+    let dir = TempDir::new("log-format");
+    let config = lab_config(&dir);
+    let args = ["--config", config.to_str().unwrap(), "--host", "db9"];
+    let mut json = vec!["--log-format", "json"];
+    json.extend(args);
+    let out = run("mmm-agent", &json);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().next().expect("a log line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_eq!(v["level"], "ERROR", "{line}");
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--host \"db9\" is not in"),
+        "{line}"
+    );
+
+    // stderr to a file whose device and inode JOURNAL_STREAM names, as systemd sets it.
+    for format in ["text", "json"] {
+        let log = dir.path().join(format!("journal-{format}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let meta = file.metadata().unwrap();
+        let stream = format!(
+            "{}:{}",
+            std::os::unix::fs::MetadataExt::dev(&meta),
+            std::os::unix::fs::MetadataExt::ino(&meta)
+        );
+        let status = std::process::Command::new(bin("mmm-agent"))
+            .args(["--log-format", format])
+            .args(args)
+            .env("JOURNAL_STREAM", &stream)
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(3));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.starts_with("<3>"), "{format}: {text}");
+        assert!(text.lines().all(|l| l.starts_with('<')), "{format}: {text}");
+    }
+    // Elsewhere (a JOURNAL_STREAM inherited by a process whose stderr is a pipe): no prefix.
+    let out = std::process::Command::new(bin("mmm-agent"))
+        .args(args)
+        .env("JOURNAL_STREAM", "1:1")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).starts_with('<'));
 }
 
 #[test]
@@ -211,7 +379,7 @@ fn agent_refuses_a_host_not_in_the_config() {
         "mmm-agent",
         &["--config", config.to_str().unwrap(), "--host", "db9"],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--host \"db9\" is not in") && err.contains("db1, db2, db3"),

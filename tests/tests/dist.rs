@@ -67,6 +67,10 @@ fn the_packages_hold_what_operators_need_and_lintian_passes() {
         "./etc/mmm/",
         "./usr/share/doc/mmm-agent/examples/mmm.toml",
         "./usr/share/doc/mmm-agent/copyright",
+        "./usr/share/man/man8/mmm-agent.8.gz",
+        "./usr/share/bash-completion/completions/mmm-agent",
+        "./usr/share/zsh/vendor-completions/_mmm-agent",
+        "./usr/share/fish/vendor_completions.d/mmm-agent.fish",
     ] {
         assert!(a.contains(path), "mmm-agent lacks {path}:\n{a}");
     }
@@ -78,6 +82,11 @@ fn the_packages_hold_what_operators_need_and_lintian_passes() {
         "./lib/systemd/system/mmm-monitor@.service",
         "./etc/mmm/mmm.toml.example",
         "./usr/lib/sysctl.d/60-mmm-monitor.conf",
+        "./usr/share/man/man8/mmm-monitor.8.gz",
+        "./usr/share/man/man1/mmm-control.1.gz",
+        "./usr/share/bash-completion/completions/mmm-control",
+        "./usr/share/zsh/vendor-completions/_mmm-control",
+        "./usr/share/fish/vendor_completions.d/mmm-control.fish",
     ] {
         assert!(m.contains(path), "mmm-monitor lacks {path}:\n{m}");
     }

@@ -21,14 +21,6 @@ impl Drop for Monitor {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(tag: &str, control: &str, metrics: u16, status: Option<&str>) -> Monitor {
     start_with(tag, control, metrics, status, "")
 }
@@ -113,7 +105,7 @@ fn control_cmd(m: &Monitor, args: &[&str]) -> (i32, String) {
     let mut full = vec!["--config", m.config.to_str().unwrap()];
     full.extend_from_slice(args);
     let out = run("mmm-control", &full);
-    (out.status.code().unwrap_or(-1), stdout(&out))
+    (out.status.code().unwrap_or(-1), shown(&out))
 }
 
 #[test]
@@ -133,6 +125,30 @@ fn corrupt_status_file_starts_passive_and_says_why() {
     );
     assert!(show.contains("corrupt or truncated"), "{show}");
     assert_eq!(control_cmd(&m, &["mode"]).1, "PASSIVE\n");
+}
+
+/// The monitor's answers keep MMM's lines: `OK: ` and reports on stdout with exit 0, a
+/// refusal (`ERROR: `) on stderr with exit 1.
+#[test]
+fn answers_on_stdout_refusals_on_stderr() {
+    let port = free_port();
+    let m = start("streams", &format!("127.0.0.1:{port}"), free_port(), None);
+    let control = |args: &[&str]| {
+        let mut full = vec!["--config", m.config.to_str().unwrap()];
+        full.extend_from_slice(args);
+        run("mmm-control", &full)
+    };
+    let out = control(&["ping"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "OK: Pinged successfully!\n");
+    assert!(out.stderr.is_empty());
+    let out = control(&["set_online", "db9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ERROR: Unknown host name 'db9'!\n"
+    );
 }
 
 #[test]

@@ -986,7 +986,11 @@ fn s21_hung_writer_wakes_up_at_every_point_of_the_failover() {
         // and that errant transaction would keep it out of the next round. Writes sent
         // during the hang wait in their handshake and never reach it.
         c.lab.net.signal(c.db(old).pid, "STOP");
-        let clients = hang_clients(&c, round as u64);
+        let clients = mmm_tests::client::hang_clients(
+            &c.lab.net.node("client").ns,
+            "192.0.2.100",
+            round as u64,
+        );
         let failed = wait_for(T, || {
             (c.monitor_log("monitor.log")
                 .matches(&format!(
@@ -1142,35 +1146,6 @@ fn s21_hung_writer_wakes_up_at_every_point_of_the_failover() {
         mmm_tests::assert::assert_servers(&c, new, &[old, "db3"]);
         std::mem::swap(&mut old, &mut new);
     }
-}
-
-/// Two clients through the writer VIP from the moment the writer hangs: the lab's (an
-/// attempt every 5 ms, 500 ms each) and a pool's (1 s attempts, retried at once), so
-/// that some attempt is always waiting when an address moves.
-fn hang_clients(c: &Cluster, round: u64) -> Vec<mmm_tests::client::Writer> {
-    use mmm_tests::client::{Policy, Writer};
-    let ns = &c.lab.net.node("client").ns;
-    let base = (round + 1) * 10_000_000;
-    vec![
-        Writer::with_policy(
-            ns,
-            "192.0.2.100",
-            Duration::from_millis(5),
-            Policy {
-                first_id: base,
-                ..Policy::LAB
-            },
-        ),
-        Writer::with_policy(
-            ns,
-            "192.0.2.100",
-            Duration::from_millis(5),
-            Policy {
-                first_id: base + 5_000_000,
-                ..Policy::RETRYING
-            },
-        ),
-    ]
 }
 
 /// The last `n` lines of a log.

@@ -235,7 +235,8 @@ fn test() -> Result<()> {
     run(cargo().args(["build", "--workspace", "--bins", "--locked"]))?;
     ensure(DIST_NEEDS)?;
     dist::dist()?;
-    run(cargo().args(["test", "--workspace", "--locked"]))?;
+    // Every test binary runs even after one fails: one run shows every failure.
+    run(cargo().args(["test", "--workspace", "--locked", "--no-fail-fast"]))?;
     Ok(())
 }
 
@@ -318,6 +319,10 @@ fn bench(args: &[String]) -> Result<()> {
         run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
         run(cargo()
             .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "chaos"])
+            .env("MMM_BIN_PROFILE", "release"))?;
+        // The hung-then-woken writer (issue 22): two writers, two VIPs, failover.
+        run(cargo()
+            .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "hung"])
             .env("MMM_BIN_PROFILE", "release"))
     };
     let fleet = || -> Result<()> {

@@ -8,6 +8,32 @@ use mmm_common::proto::{Action, ActionOutcome, ProbeState};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Every metric family `render` can write (some only in some states: replication,
+/// fencing, a fleet): what dashboards and alert rules may reference
+/// (conf/grafana-dashboard.json and conf/alerts.yml are tested against it).
+pub const FAMILIES: [&str; 20] = [
+    "mmm_agent_info",
+    "mmm_agent_writer",
+    "mmm_agent_reader",
+    "mmm_agent_mysql_up",
+    "mmm_agent_writer_wanted",
+    "mmm_agent_writer_permit",
+    "mmm_agent_lease_fenced",
+    "mmm_agent_lease_seconds_left",
+    "mmm_agent_lease_fences_total",
+    "mmm_agent_mysql_read_only",
+    "mmm_agent_mysql_answered_age_seconds",
+    "mmm_agent_probe_state",
+    "mmm_agent_probe_mysqld_exited",
+    "mmm_agent_vip_held",
+    "mmm_agent_replication_io_running",
+    "mmm_agent_replication_sql_running",
+    "mmm_agent_replication_lag_seconds",
+    "mmm_agent_actions_total",
+    "mmm_agent_etcd_lease_renewed",
+    "mmm_agent_etcd_lease_renewal_age_seconds",
+];
+
 /// Action kinds, as labelled (`action=`).
 const ACTIONS: [&str; 9] = [
     "set_read_only",
@@ -373,7 +399,13 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split(' ').next())
             .collect();
-        assert!(families.len() >= 20, "{families:?}");
+        // With every optional part present, exactly FAMILIES, each named per the conventions.
+        assert_eq!(families, FAMILIES);
+        for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = line.split_once(' ').expect("TYPE name kind");
+            let problem = mmm_common::http::metric_name_problem(name, kind);
+            assert!(problem.is_none(), "{problem:?}");
+        }
         for name in families {
             assert!(
                 docs.contains(&format!("`{name}")),

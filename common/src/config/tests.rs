@@ -106,6 +106,9 @@ fn every_file_in_conf_parses() {
                 legacy += 1;
             }
             "service" | "target" | "timer" => {}
+            // The Grafana dashboard and Prometheus rules: parsed, and checked against the
+            // metrics the binaries export, by tests/tests/dashboards.rs.
+            "json" | "yml" => {}
             // Example hooks (notify_command, kill_host_bin): shell, checked by sh -n below.
             "sh" => {
                 let ok = std::process::Command::new("sh")

@@ -1,6 +1,7 @@
 //! mmm-monitor: the monitor daemon (foreground, logs to stderr).
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use mmm_common::cli::{init_logging, Exit, Generate, LogFormat};
 use mmm_common::config::{ClusterKey, Config};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,17 +16,25 @@ struct Args {
     /// Config file.
     #[arg(long, short, default_value = "/etc/mmm/mmm.toml")]
     config: PathBuf,
-    /// Check the config (this file, or --config's) and exit: prints `OK` or every
-    /// problem found, one per line, and exits 1 on problems.
+    /// Check the config (this file, or --config's) and exit: prints `OK`, or every
+    /// problem found on stderr, one per line, and exits 3.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     check_config: Option<PathBuf>,
     /// This monitor's name in a fleet (`[coordination]`); default: the hostname.
     #[arg(long)]
     name: Option<String>,
+    /// Log lines as text or as one JSON object each (on stderr either way).
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
+    #[command(flatten)]
+    generate: Generate,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(exit) = args.generate.run(Args::command(), "8") {
+        return exit;
+    }
     if let Some(path) = &args.check_config {
         // `-` stands for "no FILE given": check --config's file.
         let path = if path.as_os_str() == "-" {
@@ -35,16 +44,7 @@ fn main() -> ExitCode {
         };
         return check_config(path);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing::Level::INFO.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: log files and journald get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(args.log_format);
     let config = match Config::load(&args.config) {
         Ok(c) => {
             for w in c.warnings() {
@@ -56,14 +56,14 @@ fn main() -> ExitCode {
             for line in e.lines() {
                 tracing::error!("{line}");
             }
-            return ExitCode::FAILURE;
+            return Exit::Config.into();
         }
     };
     let key = match ClusterKey::load(&config.security.key) {
         Ok(k) => k,
         Err(e) => {
             tracing::error!("{}", mmm_monitor::error_chain(&e));
-            return ExitCode::FAILURE;
+            return Exit::Config.into();
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("starting the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     let result = runtime.block_on(async move {
@@ -96,28 +96,30 @@ fn main() -> ExitCode {
         mmm_monitor::daemon::run(config, key, name, shutdown).await
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Ok.into(),
         Err(e) => {
             tracing::error!("{}", mmm_monitor::error_chain(&e));
-            ExitCode::FAILURE
+            Exit::Failed.into()
         }
     }
 }
 
+/// `--check-config`: `OK` on stdout; warnings and problems on stderr, one per line,
+/// and exit 3 on problems.
 fn check_config(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
             for w in c.warnings() {
-                println!("WARNING: {w}");
+                eprintln!("WARNING: {w}");
             }
             println!("OK");
-            ExitCode::SUCCESS
+            Exit::Ok.into()
         }
         Err(e) => {
             for line in e.lines() {
-                println!("{line}");
+                eprintln!("{line}");
             }
-            ExitCode::FAILURE
+            Exit::Config.into()
         }
     }
 }

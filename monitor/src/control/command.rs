@@ -60,23 +60,74 @@ pub enum CommandError {
     BadIp { got: String },
 }
 
-/// One line per command, as `help` prints it (MMM's layout, our additions at the end).
-pub const HELP: &str = "\
-Valid commands are:
-    help                              - show this message
-    ping                              - ping monitor
-    show [--json]                     - show status
-    checks [<host>|all [<check>|all]] - show checks status
-    set_online <host>                 - set host <host> online
-    set_offline <host>                - set host <host> offline
-    mode                              - print current mode.
-    set_active                        - switch into active mode.
-    set_manual                        - switch into manual mode.
-    set_passive                       - switch into passive mode.
-    move_role [--force] <role> <host> - move exclusive role <role> to host <host>
-                                        (Only use --force if you know what you are doing!)
-    set_ip <ip> <host>                - set role with ip <ip> to host <host>
-";
+/// Every command the monitor answers, as `help` lists them: (name, arguments, what it
+/// does), MMM's order and wording. `Command::parse` knows exactly these names (tested).
+pub const COMMANDS: [(&str, &str, &str); 12] = [
+    ("help", "", "show this message"),
+    ("ping", "", "ping monitor"),
+    ("show", "[--json]", "show status"),
+    ("checks", "[<host>|all [<check>|all]]", "show checks status"),
+    ("set_online", "<host>", "set host <host> online"),
+    ("set_offline", "<host>", "set host <host> offline"),
+    ("mode", "", "print current mode."),
+    ("set_active", "", "switch into active mode."),
+    ("set_manual", "", "switch into manual mode."),
+    ("set_passive", "", "switch into passive mode."),
+    (
+        "move_role",
+        "[--force] <role> <host>",
+        "move exclusive role <role> to host <host>\n(Only use --force if you know what you are doing!)",
+    ),
+    ("set_ip", "<ip> <host>", "set role with ip <ip> to host <host>"),
+];
+
+/// mmm-control's commands that need no monitor, listed after MMM's by its `help`.
+pub const LOCAL_COMMANDS: [(&str, &str, &str); 5] = [
+    (
+        "check-cluster",
+        "",
+        "check every configured server\n(grants, GTID, replication, probes)",
+    ),
+    (
+        "import-mmm",
+        "<common> <mon> [<agent>]",
+        "print the TOML for an MMM 2.2.1 installation",
+    ),
+    ("gen-key", "", "print a fresh cluster key"),
+    (
+        "completions",
+        "<shell>",
+        "print shell completions\n(bash, zsh, fish, elvish, powershell)",
+    ),
+    ("man", "", "print the man page (roff)"),
+];
+
+/// `help`'s text for the monitor's commands: MMM's layout, one line per command.
+pub fn help() -> String {
+    format!("Valid commands are:\n{}", help_lines(&COMMANDS))
+}
+
+/// One line per command in `help`'s layout (`    name args - what`), continuation lines
+/// under the description.
+pub fn help_lines(commands: &[(&str, &str, &str)]) -> String {
+    let mut out = String::new();
+    for (name, args, about) in commands {
+        let usage = if args.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name} {args}")
+        };
+        let mut lines = about.lines();
+        out.push_str(&format!(
+            "    {usage:<33} - {}\n",
+            lines.next().unwrap_or_default()
+        ));
+        for more in lines {
+            out.push_str(&format!("{:40}{more}\n", ""));
+        }
+    }
+    out
+}
 
 impl Command {
     pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Command, CommandError> {
@@ -231,6 +282,74 @@ mod tests {
             let mut words = vec![word.to_string()];
             words.extend(args);
             let _ = Command::parse(&words);
+        }
+    }
+
+    /// MMM's `help`, word for word: scripts and operators know it.
+    #[test]
+    fn help_keeps_mmm_layout() {
+        assert_eq!(
+            help(),
+            "\
+Valid commands are:
+    help                              - show this message
+    ping                              - ping monitor
+    show [--json]                     - show status
+    checks [<host>|all [<check>|all]] - show checks status
+    set_online <host>                 - set host <host> online
+    set_offline <host>                - set host <host> offline
+    mode                              - print current mode.
+    set_active                        - switch into active mode.
+    set_manual                        - switch into manual mode.
+    set_passive                       - switch into passive mode.
+    move_role [--force] <role> <host> - move exclusive role <role> to host <host>
+                                        (Only use --force if you know what you are doing!)
+    set_ip <ip> <host>                - set role with ip <ip> to host <host>
+"
+        );
+    }
+
+    /// `help` lists every command the parser accepts, and the parser knows every name
+    /// `help` lists: a name is in COMMANDS exactly when parse does not call it unknown.
+    #[test]
+    fn help_lists_every_command_the_parser_accepts() {
+        let names: Vec<&str> = COMMANDS.iter().map(|c| c.0).collect();
+        for name in &names {
+            assert!(
+                !matches!(parse(name), Err(CommandError::Unknown(_))),
+                "{name} is in help but the parser does not know it"
+            );
+            assert!(help().contains(&format!("\n    {name}")), "{name}");
+        }
+        // Every variant, through its canonical line, names a listed command.
+        for line in [
+            "help",
+            "ping",
+            "show",
+            "checks",
+            "mode",
+            "set_online a",
+            "set_offline a",
+            "move_role r h",
+            "set_ip 10.0.0.1 h",
+            "set_active",
+            "set_manual",
+            "set_passive",
+        ] {
+            let cmd = parse(line).expect(line);
+            let word = cmd.to_string();
+            let word = word.split(' ').next().unwrap_or_default();
+            assert!(names.contains(&word), "{word} is not in help");
+        }
+    }
+
+    proptest! {
+        /// Any word the parser does not call unknown is in help.
+        #[test]
+        fn a_word_the_parser_knows_is_in_help(word in "[a-z_-]{1,12}") {
+            if !matches!(parse(&word), Err(CommandError::Unknown(_)) | Err(CommandError::Empty)) {
+                prop_assert!(COMMANDS.iter().any(|c| c.0 == word), "{} parses but is not in help", word);
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! keep MMM's style.
 
 use super::{Action, Cluster, Command, Millis};
-use crate::control::command::{CheckSelector, HELP};
+use crate::control::command::{help, CheckSelector};
 use mmm_common::proto;
 use mmm_common::types::{CheckKind, HostMode, HostState, MonitorMode, RoleMode};
 use std::time::Duration;
@@ -19,7 +19,7 @@ impl Cluster {
         out: &mut Vec<Action>,
     ) -> Option<String> {
         let text = match command {
-            Command::Help => HELP.trim_end().to_string(),
+            Command::Help => help().trim_end().to_string(),
             Command::Ping => "OK: Pinged successfully!".into(),
             Command::Show { json: false } => self.show(now),
             Command::Show { json: true } => self.show_json(now),

@@ -22,6 +22,19 @@ pub struct Metrics {
     pub probes: Vec<(String, &'static str, bool)>,
 }
 
+/// Every metric family `render` writes: what dashboards and alert rules may reference
+/// (conf/grafana-dashboard.json and conf/alerts.yml are tested against it).
+pub const FAMILIES: [&str; 8] = [
+    "mmm_host_state",
+    "mmm_writer",
+    "mmm_role_holder",
+    "mmm_check_latency_seconds",
+    "mmm_probe_state",
+    "mmm_probe_blind",
+    "mmm_failovers_total",
+    "mmm_last_failover_duration_seconds",
+];
+
 /// Every value of `mmm_probe_state`'s `state` label (`HostRec::probe_state`).
 const PROBE_STATES: [&str; 4] = ["watching", "searching", "off", "unknown"];
 
@@ -76,7 +89,7 @@ pub fn render(m: &Metrics) -> String {
         m.failovers
     ));
     out.push_str(&format!(
-        "# HELP mmm_last_failover_seconds Duration of the last promotion.\n# TYPE mmm_last_failover_seconds gauge\nmmm_last_failover_seconds {}\n",
+        "# HELP mmm_last_failover_duration_seconds Duration of the last promotion.\n# TYPE mmm_last_failover_duration_seconds gauge\nmmm_last_failover_duration_seconds {}\n",
         m.last_failover_seconds
     ));
     out
@@ -85,6 +98,31 @@ pub fn render(m: &Metrics) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `render` writes is exactly FAMILIES, each named per Prometheus' conventions.
+    #[test]
+    fn families_are_the_exported_list_and_follow_the_conventions() {
+        let m = Metrics {
+            hosts: vec![("db1".into(), HostState::Online)],
+            roles: vec![("writer".into(), "10.0.0.100".into(), "db1".into())],
+            writer: Some(("db1".into(), "10.0.0.11".into())),
+            check_latency: [(("db1".into(), "ping".into()), 0.001)].into(),
+            probes: vec![("db1".into(), "watching", false)],
+            ..Default::default()
+        };
+        let text = render(&m);
+        let typed: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect();
+        let names: Vec<&str> = typed.iter().map(|t| t.0).collect();
+        assert_eq!(names, FAMILIES);
+        for (name, kind) in typed {
+            let problem = mmm_common::http::metric_name_problem(name, kind);
+            assert!(problem.is_none(), "{problem:?}");
+        }
+    }
 
     /// The writer is published even when its role has no VIP: proxies route by it.
     #[test]
