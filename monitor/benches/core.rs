@@ -4,7 +4,7 @@
 
 use mmm_common::config::Config;
 use mmm_common::types::CheckKind;
-use mmm_monitor::core::{AgentView, CheckResult, Cluster, Command, Event};
+use mmm_monitor::core::{AgentView, CheckResult, Cluster, Command, Event, FencingMethod};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,7 +43,8 @@ fn main() {
     let config = Arc::new(config(slaves));
     let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
     let mut now = 1_000_000u64;
-    let mut c = Cluster::new(config, now);
+    let fencing = FencingMethod::alone(config.agent.fencing);
+    let mut c = Cluster::new(config, fencing, now);
     for n in &names {
         c.handle(
             now,

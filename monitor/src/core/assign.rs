@@ -2,8 +2,10 @@
 //! for the agents, slaves re-pointed at the active master, GTID refreshes of waiting
 //! hosts, and the status record.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{ms, Action, Cluster, Millis, RECOVERING_REFRESH};
+use mmm_common::proto::{self, DesiredState, Position};
+use mmm_common::types::{HostMode, HostState, MonitorMode};
+use std::time::Duration;
 
 impl Cluster {
     /// Hosts waiting in AWAITING_RECOVERY may gain errant transactions while they wait
@@ -40,7 +42,7 @@ impl Cluster {
     /// while the slaves were re-pointed, or someone changed it) is re-pointed; retried
     /// after promotion_timeout if it still is not.
     pub(super) fn fix_slave_sources(&mut self, now: Millis, out: &mut Vec<Action>) {
-        if self.promotion.is_some() || self.mode == MonitorMode::Passive || !self.network_ok {
+        if self.promotion.is_some() || self.mode.is(MonitorMode::Passive) || !self.network_ok {
             return;
         }
         let Some(active) = self.active_master().and_then(|a| self.host(a)).cloned() else {
@@ -99,7 +101,7 @@ impl Cluster {
 
     /// MMM's _distribute_roles: orphans, preferences (only with failback), balance.
     pub(super) fn distribute(&mut self, now: Millis, out: &mut Vec<Action>) {
-        if self.mode == MonitorMode::Passive || !self.network_ok {
+        if self.mode.is(MonitorMode::Passive) || !self.network_ok {
             return;
         }
         // A set: balancing asks about every host of a role, and roles span hundreds.
@@ -123,11 +125,11 @@ impl Cluster {
             });
         }
         // The writer: orphaned -> promote the eligible host; with failback, back to prefer.
-        if self.promotion.is_none() && self.mode == MonitorMode::Active {
+        if self.promotion.is_none() && self.mode.is(MonitorMode::Active) {
             let blocked = self.blocked.as_ref().is_some_and(|(until, _)| now < *until);
             match self.active_master().map(str::to_string) {
                 None if !blocked => {
-                    let writer = self.roles.writer_role.clone();
+                    let writer = self.roles.writer_role().to_string();
                     if let Some(to) = self.roles.eligible_host(&writer, &is_eligible) {
                         self.start_promotion(
                             now,
@@ -163,10 +165,10 @@ impl Cluster {
 
     /// Emits the desired state of every host whose desired state changed.
     pub(super) fn send_desired(&mut self, out: &mut Vec<Action>) {
-        if self.mode == MonitorMode::Passive && self.network_ok {
+        if self.mode.is(MonitorMode::Passive) && self.network_ok {
             self.unpark_while_passive(out);
         }
-        if self.mode == MonitorMode::Passive || !self.network_ok {
+        if self.mode.is(MonitorMode::Passive) || !self.network_ok {
             return;
         }
         let writer = self.active_master().map(str::to_string).unwrap_or_default();

@@ -30,7 +30,7 @@ impl Cluster {
                 };
                 self.checks(host.as_deref(), check).unwrap_or_else(|e| e)
             }
-            Command::Mode => self.mode.to_string().to_uppercase(),
+            Command::Mode => self.mode.get().to_string().to_uppercase(),
             Command::SetOnline { host } => self.set_online(now, &host, out),
             Command::SetOffline { host } => self.set_offline(now, &host, out),
             Command::MoveRole { force, role, host } => {
@@ -93,16 +93,14 @@ impl Cluster {
             message: format!("Admin changed state of '{host}' from {} to ONLINE", h.state),
         });
         let from = h.state;
+        let reason = format!("set online by admin (was {from})");
+        self.hosts.force_state(now, host, HostState::Online, reason);
         if let Some(r) = self.host_mut(host) {
-            r.state = HostState::Online;
-            r.since = now;
             r.online_since = now;
-            r.reason = format!("set online by admin (was {from})");
             r.flapping = false;
             r.flaps.clear();
         }
         self.remember_transition(now, host, from, HostState::Online, "set online by admin");
-        self.transitions += 1;
         self.rejoin_replication(now, host, out);
         self.after_changes(now, out);
         format!("OK: State of '{host}' changed to ONLINE. Now you can wait some time and check its new roles!")
@@ -199,11 +197,12 @@ impl Cluster {
                 h.state
             ),
         });
-        if let Some(r) = self.host_mut(host) {
-            r.state = HostState::AdminOffline;
-            r.since = now;
-            r.reason = "set offline by admin".into();
-        }
+        self.hosts.force_state(
+            now,
+            host,
+            HostState::AdminOffline,
+            "set offline by admin".into(),
+        );
         self.remember_transition(
             now,
             host,
@@ -211,7 +210,6 @@ impl Cluster {
             HostState::AdminOffline,
             "set offline by admin",
         );
-        self.transitions += 1;
         self.clear_roles(now, host, out);
         // MMM's turn_off_slave: an offline host stops replicating (maintenance, backups);
         // set_online re-points it at the active master and starts it again.
@@ -235,7 +233,7 @@ impl Cluster {
         host: &str,
         out: &mut Vec<Action>,
     ) -> Option<String> {
-        if self.mode == MonitorMode::Passive {
+        if self.mode.is(MonitorMode::Passive) {
             return Some("ERROR: This command is not allowed in passive mode".into());
         }
         if !self.roles.role_exists(role) {
@@ -244,21 +242,14 @@ impl Cluster {
         let Some(h) = self.host(host).cloned() else {
             return Some(format!("ERROR: Unknown host name '{host}'!"));
         };
-        let writer = self.roles.writer_role.clone();
+        let writer = self.roles.writer_role().to_string();
         if force && role != writer {
             return Some(
                 "ERROR: move_role --forced may be used for the active master role only!".into(),
             );
         }
         if self.roles.role_mode(role) == Some(RoleMode::Balanced) {
-            for r in self
-                .roles
-                .ips
-                .iter_mut()
-                .filter(|r| r.role == role && r.holder.as_deref() == Some(host))
-            {
-                r.holder = None;
-            }
+            self.roles.take_role_from(role, host);
             self.after_changes(now, out);
             return Some(format!("OK: Balanced role {role} has been removed from host '{host}'. Now you can wait some time and check new roles info!"));
         }
@@ -287,12 +278,7 @@ impl Cluster {
                 hosts.join(", ")
             ));
         }
-        let owner = self
-            .roles
-            .ips
-            .iter()
-            .find(|r| r.role == role)
-            .and_then(|r| r.holder.clone());
+        let owner = self.roles.first_of(role).and_then(|r| r.holder.clone());
         if owner.as_deref() == Some(host) {
             return Some(format!(
                 "OK: Role is on '{host}' already. Skipping command."
@@ -305,14 +291,9 @@ impl Cluster {
         }
         // With failback the role would go straight back to its preferred host: MMM refused
         // the move instead of letting it be undone a moment later.
-        let preferred = self
-            .roles
-            .ips
-            .iter()
-            .find(|r| r.role == role)
-            .and_then(|r| r.prefer.clone());
+        let preferred = self.roles.first_of(role).and_then(|r| r.prefer.clone());
         if !force
-            && self.mode == MonitorMode::Active
+            && self.mode.is(MonitorMode::Active)
             && self.config.monitor.failback
             && owner.is_some()
             && preferred == owner
@@ -323,9 +304,7 @@ impl Cluster {
             ));
         }
         if role != writer {
-            if let Some(r) = self.roles.ips.iter_mut().find(|r| r.role == role) {
-                r.holder = Some(host.into());
-            }
+            self.roles.give_first(role, host);
             self.after_changes(now, out);
             return Some(format!(
                 "OK: Role '{role}' has been moved from '{}' to '{host}'. Now you can wait some time and check new roles info!",
@@ -345,12 +324,8 @@ impl Cluster {
                     owner.clone().unwrap_or_default()
                 ),
             });
-            if let Some(r) = self.host_mut(host) {
-                r.state = HostState::Online;
-                r.since = now;
-                r.reason = "move_role --force".into();
-            }
-            self.transitions += 1;
+            self.hosts
+                .force_state(now, host, HostState::Online, "move_role --force".into());
         } else {
             out.push(Action::Notify {
                 host: Some(host.into()),
@@ -380,7 +355,7 @@ impl Cluster {
         host: &str,
         out: &mut Vec<Action>,
     ) -> String {
-        if self.mode != MonitorMode::Passive {
+        if !self.mode.is(MonitorMode::Passive) {
             return "ERROR: This command is only allowed in passive mode".into();
         }
         let Some(i) = self.roles.find_ip(ip) else {
@@ -389,11 +364,11 @@ impl Cluster {
         let Some(h) = self.host(host).cloned() else {
             return format!("ERROR: Unknown host name '{host}'!");
         };
-        let role = self.roles.ips[i].role.clone();
-        if !self.roles.ips[i].hosts.iter().any(|x| x == host) {
+        let role = self.roles.ip_at(i).role.clone();
+        if !self.roles.ip_at(i).hosts.iter().any(|x| x == host) {
             return format!(
                 "ERROR: Host '{host}' can't handle role '{role}'. Following hosts could: {}",
-                self.roles.ips[i].hosts.join(", ")
+                self.roles.ip_at(i).hosts.join(", ")
             );
         }
         if h.state != HostState::Online {
@@ -403,7 +378,7 @@ impl Cluster {
             );
         }
         // An exclusive role has one holder: the writer is never on two hosts, even here.
-        self.roles.ips[i].holder = Some(host.into());
+        self.roles.set_holder(i, Some(host.into()));
         out.push(Action::Notify {
             host: Some(host.into()),
             message: format!("Admin set role '{role}({ip})' to host '{host}'"),
@@ -414,10 +389,10 @@ impl Cluster {
 
     fn set_mode(&mut self, now: Millis, mode: MonitorMode, out: &mut Vec<Action>) -> String {
         let name = mode.to_string();
-        if self.mode == mode {
+        if self.mode.is(mode) {
             return format!("OK: Already in {name} mode.");
         }
-        let old = self.mode;
+        let old = self.mode.get();
         out.push(Action::Notify {
             host: None,
             message: format!(
@@ -426,21 +401,15 @@ impl Cluster {
                 name.to_uppercase()
             ),
         });
-        self.mode = mode;
-        match mode {
-            MonitorMode::Passive => self.passive_cause = "Admin switched to passive mode.".into(),
-            _ => {
-                self.passive_cause.clear();
-                if old == MonitorMode::Passive {
-                    // Agents hear the whole picture again.
-                    for h in &mut self.hosts {
-                        h.last_sent = None;
-                    }
-                }
-                if mode == MonitorMode::Active {
-                    self.cleanup_offline_roles(now, out);
-                }
+        self.mode.switch(mode);
+        if old == MonitorMode::Passive {
+            // Agents hear the whole picture again.
+            for h in &mut self.hosts {
+                h.last_sent = None;
             }
+        }
+        if mode == MonitorMode::Active {
+            self.cleanup_offline_roles(now, out);
         }
         self.after_changes(now, out);
         format!("OK: Switched into {name} mode.")

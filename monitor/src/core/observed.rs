@@ -51,7 +51,7 @@ impl Cluster {
         at_ms: Millis,
         read: Result<Replication, String>,
     ) {
-        if !self.index.contains_key(host) {
+        if !self.hosts.contains(host) {
             return;
         }
         let reading = match read {

@@ -14,9 +14,39 @@
 //! once the old writer cannot be serving any more. A writer that answers again unparks it
 //! (and its own gratuitous ARP ends the parking at the agent too).
 
-#[allow(unused_imports)]
-use super::*;
-use promote::Phase;
+use super::promote::Phase;
+use super::timers::Deadlines;
+use super::{ms, Action, Cluster, FencingMethod, Millis};
+use mmm_common::types::{CheckKind, MonitorMode};
+use std::net::Ipv4Addr;
+
+/// Where the writer VIP is parked, as the desired states say.
+#[derive(Debug, Clone, Default)]
+pub struct Parking {
+    parked: Option<String>,
+}
+
+impl Parking {
+    /// Parks `vip` on `target` (or nowhere); the change, told once.
+    fn park(&mut self, target: Option<String>, vip: &str) -> Action {
+        let message = match (&self.parked, &target) {
+            (Some(from), Some(to)) => format!(
+                "Writer VIP {vip} parked on '{to}' instead of '{from}' (the next writer changed)"
+            ),
+            (None, Some(to)) => format!(
+                "Writer VIP {vip} parked on '{to}': the old writer is gone and has given the role up, so '{to}' answers its clients with RST until it takes the role"
+            ),
+            (Some(from), None) => format!("Writer VIP {vip} no longer parked on '{from}'"),
+            (None, None) => unreachable!("equal to the current parking"),
+        };
+        let told = Action::Notify {
+            host: target.clone().or_else(|| self.parked.clone()),
+            message,
+        };
+        self.parked = target;
+        told
+    }
+}
 
 impl Cluster {
     /// When the old writer's agent gave the writer up by its own lease, so that its
@@ -28,11 +58,11 @@ impl Cluster {
     /// in a fleet, whose agent holds its own etcd lease that no monitor counts, waits for
     /// the promotion's LeaseEnded.
     pub(super) fn park_due(&self) -> Option<Millis> {
-        if self.config.agent.fencing != Fencing::Lease {
+        if !self.fencing.lease() {
             return None;
         }
         match &self.promotion {
-            None if self.config.coordination.is_none() => {
+            None if self.fencing == FencingMethod::MonitorLease => {
                 let writer = self.host(self.roles.writer_holder()?)?;
                 let gives_up = ms(self.timing.agent_gives_up);
                 writer.isolated_since.map(|held| held + gives_up)
@@ -49,6 +79,13 @@ impl Cluster {
         }
     }
 
+    /// Its successor parks the VIP once a held-down writer's lease has run out.
+    pub(super) fn parking_deadlines(&self, d: &mut Deadlines) {
+        if let Some(t) = self.park_due() {
+            d.at(t);
+        }
+    }
+
     /// A ping of `host` has failed (not merely gone unanswered for agent_timeout): a
     /// writer whose agent alone is hung is never parked over.
     fn ping_failed(&self, host: &str) -> bool {
@@ -60,7 +97,7 @@ impl Cluster {
 
     /// The host that should park the writer VIP now, if any.
     fn park_target(&self, now: Millis) -> Option<String> {
-        if self.config.agent.fencing != Fencing::Lease || self.mode != MonitorMode::Active {
+        if !self.fencing.lease() || !self.mode.is(MonitorMode::Active) {
             return None;
         }
         self.roles.writer_ip()?;
@@ -97,7 +134,7 @@ impl Cluster {
     /// it), telling each change once.
     pub(super) fn update_parking(&mut self, now: Millis, out: &mut Vec<Action>) {
         let target = self.park_target(now);
-        if target == self.parked {
+        if target == self.parking.parked {
             return;
         }
         let vip = self
@@ -105,21 +142,7 @@ impl Cluster {
             .writer_ip()
             .map(|ip| ip.to_string())
             .unwrap_or_default();
-        let message = match (&self.parked, &target) {
-            (Some(from), Some(to)) => format!(
-                "Writer VIP {vip} parked on '{to}' instead of '{from}' (the next writer changed)"
-            ),
-            (None, Some(to)) => format!(
-                "Writer VIP {vip} parked on '{to}': the old writer is gone and has given the role up, so '{to}' answers its clients with RST until it takes the role"
-            ),
-            (Some(from), None) => format!("Writer VIP {vip} no longer parked on '{from}'"),
-            (None, None) => unreachable!("equal to the current parking"),
-        };
-        out.push(Action::Notify {
-            host: target.clone().or_else(|| self.parked.clone()),
-            message,
-        });
-        self.parked = target;
+        out.push(self.parking.park(target, &vip));
     }
 
     /// What `host`'s desired state parks: the writer VIP, unless it holds it or writes.
@@ -131,7 +154,7 @@ impl Cluster {
     ) -> Vec<Ipv4Addr> {
         match self.roles.writer_ip() {
             Some(ip)
-                if self.parked.as_deref() == Some(host)
+                if self.parking.parked.as_deref() == Some(host)
                     && !writable
                     && !roles.iter().any(|(_, held)| *held == ip) =>
             {

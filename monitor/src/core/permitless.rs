@@ -11,8 +11,10 @@
 //! wait for its lease. Nothing is promoted without etcd: the candidate takes the role
 //! only with a permit of its own, and a leader has one only while etcd answers it.
 
+use super::timers::Deadlines;
+use super::FencingMethod;
 use super::{Action, Cluster, Millis};
-use mmm_common::types::{CheckKind, Fencing, MonitorMode};
+use mmm_common::types::{CheckKind, MonitorMode};
 
 impl Cluster {
     /// When the writer, self-fenced in its agent's own words since `self_fenced_since`,
@@ -20,9 +22,8 @@ impl Cluster {
     /// the monitor's next heartbeat renews a lease that ran out, and the self-fence ends
     /// at once), only while its agent is heard, and not during a promotion.
     pub(super) fn permitless_writer_due(&self) -> Option<Millis> {
-        if self.config.coordination.is_none()
-            || self.config.agent.fencing != Fencing::Lease
-            || self.mode != MonitorMode::Active
+        if self.fencing != FencingMethod::EtcdLease
+            || !self.mode.is(MonitorMode::Active)
             || self.promotion.is_some()
             || !self.network_ok
         {
@@ -35,6 +36,13 @@ impl Cluster {
         Some(w.self_fenced_since? + self.trap(CheckKind::Ping))
     }
 
+    /// A fleet's writer without a writer permit is failed over after trap_period.
+    pub(super) fn permitless_deadlines(&self, d: &mut Deadlines) {
+        if let Some(t) = self.permitless_writer_due() {
+            d.at(t);
+        }
+    }
+
     /// Moves the writer role off a writer that has held no permit for trap_period.
     pub(super) fn fail_permitless_writer(&mut self, now: Millis, out: &mut Vec<Action>) {
         if self.permitless_writer_due().is_none_or(|due| now < due) {
@@ -43,7 +51,7 @@ impl Cluster {
         let Some(old) = self.roles.writer_holder().map(str::to_string) else {
             return;
         };
-        let writer = self.roles.writer_role.clone();
+        let writer = self.roles.writer_role().to_string();
         match self.next_writer(&old) {
             Some(to) => self.start_promotion(
                 now,

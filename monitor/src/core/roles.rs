@@ -30,10 +30,12 @@ impl RoleIp {
     }
 }
 
+/// Who holds which role IP. Its fields are its own: a holder changes only through the
+/// methods below, so an exclusive role never has two holders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleTable {
-    pub ips: Vec<RoleIp>,
-    pub writer_role: String,
+    ips: Vec<RoleIp>,
+    writer_role: String,
 }
 
 impl RoleTable {
@@ -60,6 +62,68 @@ impl RoleTable {
         RoleTable {
             ips,
             writer_role: config.active_master_role.clone(),
+        }
+    }
+
+    /// Every role IP, in config order.
+    pub fn ips(&self) -> &[RoleIp] {
+        &self.ips
+    }
+
+    /// The active-master role's name.
+    pub fn writer_role(&self) -> &str {
+        &self.writer_role
+    }
+
+    /// The role IP at `i` (an index from [`RoleTable::find_ip`]).
+    pub fn ip_at(&self, i: usize) -> &RoleIp {
+        &self.ips[i]
+    }
+
+    /// The index of `role`'s entry without a VIP.
+    pub fn find_without_ip(&self, role: &str) -> Option<usize> {
+        self.ips
+            .iter()
+            .position(|r| r.role == role && r.ip.is_none())
+    }
+
+    /// The first entry of `role`: its holder, for an exclusive role.
+    pub fn first_of(&self, role: &str) -> Option<&RoleIp> {
+        self.ips.iter().find(|r| r.role == role)
+    }
+
+    /// Gives the role IP at `i` to `host` (or to nobody).
+    pub fn set_holder(&mut self, i: usize, host: Option<String>) {
+        self.ips[i].holder = host;
+    }
+
+    /// Gives `role`'s first entry to `host`.
+    pub fn give_first(&mut self, role: &str, host: &str) {
+        if let Some(r) = self.ips.iter_mut().find(|r| r.role == role) {
+            r.holder = Some(host.into());
+        }
+    }
+
+    /// Takes every IP of `role` from `host`.
+    pub fn take_role_from(&mut self, role: &str, host: &str) {
+        for r in self
+            .ips
+            .iter_mut()
+            .filter(|r| r.role == role && r.holder.as_deref() == Some(host))
+        {
+            r.holder = None;
+        }
+    }
+
+    /// A VIP `host` reports holding at start-up is kept there, if nobody holds it, the
+    /// host may hold it, and it is not the writer's (only the start-up vote decides that).
+    pub fn adopt(&mut self, ip: Ipv4Addr, host: &str) {
+        let Some(i) = self.find_ip(ip) else {
+            return;
+        };
+        let r = &mut self.ips[i];
+        if r.role != self.writer_role && r.holder.is_none() && r.hosts.iter().any(|h| h == host) {
+            r.holder = Some(host.into());
         }
     }
 

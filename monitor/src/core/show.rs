@@ -85,9 +85,9 @@ impl Cluster {
     /// name), preference notes; then our notes (promotion, refusals, errant hosts).
     pub fn show(&self, now: Millis) -> String {
         let mut out = String::new();
-        if self.mode == MonitorMode::Passive {
+        if self.mode.is(MonitorMode::Passive) {
             out.push_str("# --- Monitor is in PASSIVE MODE ---\n");
-            out.push_str(&format!("# Cause: {}\n", self.passive_cause));
+            out.push_str(&format!("# Cause: {}\n", self.mode.passive_cause()));
         }
         let mut hosts: Vec<_> = self.hosts.iter().collect();
         hosts.sort_by(|a, b| a.name.cmp(&b.name));
@@ -132,7 +132,7 @@ impl Cluster {
         if let Some(p) = &self.promotion {
             out.push_str(&format!(
                 "# Moving the {} role to '{}' ({}): {}\n",
-                self.roles.writer_role,
+                self.roles.writer_role(),
                 p.to,
                 p.reason,
                 p.timeline.last().map(|(_, s)| s.as_str()).unwrap_or("")
@@ -257,7 +257,7 @@ impl Cluster {
                         "last_change_ms": h.check(*c).last_change,
                     }))).collect::<serde_json::Map<_, _>>(),
                     "state_since_ms": h.since,
-                    "vips": self.roles.ips.iter()
+                    "vips": self.roles.ips().iter()
                         .filter(|r| r.holder.as_deref() == Some(h.name.as_str()))
                         .map(|r| serde_json::json!({"role": r.role, "ip": r.ip.map(|ip| ip.to_string())}))
                         .collect::<Vec<_>>(),
@@ -277,7 +277,7 @@ impl Cluster {
             })
             .collect();
         serde_json::to_string_pretty(&serde_json::json!({
-            "mode": self.mode.to_string().to_uppercase(),
+            "mode": self.mode.get().to_string().to_uppercase(),
             "active_master": self.active_master(),
             // Where to write, for proxies and applications that do not use a VIP.
             "writer": self.active_master().and_then(|w| self.host(w)).map(|h| serde_json::json!({

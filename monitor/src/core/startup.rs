@@ -1,8 +1,8 @@
 //! The start-up vote (MMM's careful_startup, made explicit): who holds the writer role
 //! when the monitor starts, from the stored status and what the agents report.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{Action, AgentView, Cluster, Millis};
+use mmm_common::types::{HostState, MonitorMode};
 
 impl Cluster {
     /// The start-up vote (MMM's careful_startup, made explicit): who is the writer, from
@@ -14,7 +14,7 @@ impl Cluster {
     pub fn startup(&mut self, now: Millis, reports: &[(String, AgentView)]) -> Vec<Action> {
         let mut out = Vec::new();
         let writer_ip = self.roles.writer_ip();
-        let masters = self.roles.role_hosts(&self.roles.writer_role.clone());
+        let masters = self.roles.role_hosts(self.roles.writer_role());
         let stored = self.active_master().map(str::to_string);
         let mut claims: Vec<String> = Vec::new();
         for (host, view) in reports {
@@ -48,11 +48,13 @@ impl Cluster {
             many => {
                 let names = many.join(" and ");
                 if self.config.monitor.careful_startup {
-                    self.mode = MonitorMode::Passive;
-                    self.passive_cause = format!("the {} role is claimed by {names} at startup (careful_startup): check them, then use set_ip and set_active", self.roles.writer_role);
+                    self.mode.go_passive(format!("the {} role is claimed by {names} at startup (careful_startup): check them, then use set_ip and set_active", self.roles.writer_role()));
                     out.push(Action::Notify {
                         host: None,
-                        message: format!("Switching to passive mode: {}", self.passive_cause),
+                        message: format!(
+                            "Switching to passive mode: {}",
+                            self.mode.passive_cause()
+                        ),
                     });
                     None
                 } else {
@@ -63,7 +65,7 @@ impl Cluster {
                         host: None,
                         message: format!(
                             "The {} role is claimed by {names} at startup; keeping it on {}",
-                            self.roles.writer_role,
+                            self.roles.writer_role(),
                             best.clone().unwrap_or_default()
                         ),
                     });
@@ -81,12 +83,12 @@ impl Cluster {
         let resume = decided
             .clone()
             .filter(|d| !claims.contains(d) && !unheard.is_empty());
-        if self.mode != MonitorMode::Passive && resume.is_some() {
+        if !self.mode.is(MonitorMode::Passive) && resume.is_some() {
             out.push(Action::Notify {
                 host: None,
                 message: format!(
                     "The {} role goes to {} through a promotion: {} not heard from at startup",
-                    self.roles.writer_role,
+                    self.roles.writer_role(),
                     resume.clone().unwrap_or_default(),
                     unheard
                         .iter()
@@ -96,7 +98,7 @@ impl Cluster {
                 ),
             });
         }
-        if self.mode != MonitorMode::Passive {
+        if !self.mode.is(MonitorMode::Passive) {
             self.roles
                 .set_writer_holder(decided.clone().filter(|_| resume.is_none()));
             // Reader VIPs where they are, if the table has no holder for them.
@@ -112,15 +114,7 @@ impl Cluster {
                     continue;
                 }
                 for ip in &view.held_vips {
-                    if let Some(i) = self.roles.find_ip(*ip) {
-                        let r = &mut self.roles.ips[i];
-                        if r.role != self.roles.writer_role
-                            && r.holder.is_none()
-                            && r.hosts.contains(host)
-                        {
-                            r.holder = Some(host.clone());
-                        }
-                    }
+                    self.roles.adopt(*ip, host);
                 }
             }
             // A host that holds roles and reports in order is ONLINE, whatever the file said.
@@ -143,7 +137,7 @@ impl Cluster {
                 }
             }
         }
-        if let Some(to) = resume.filter(|_| self.mode != MonitorMode::Passive) {
+        if let Some(to) = resume.filter(|_| !self.mode.is(MonitorMode::Passive)) {
             let reason = "resuming the writer role at monitor start".to_string();
             self.start_promotion(now, None, to, reason, None, &mut out);
         }

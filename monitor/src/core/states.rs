@@ -1,13 +1,48 @@
-//! Host states from evidence: MMM's _check_host_states with evidence grading, the
-//! transitions it makes (each logged once, with its reason), errant-transaction checks,
-//! WAIT mode, and the silent writer whose link is held down while trap_period counts.
-//! Every transition goes through [`Cluster::set_state`]; after any of them every host is
-//! judged again ([`Cluster::settle`]), since a replica's state depends on its source's.
+//! Host states from evidence: what a check's verdict is now, MMM's _check_host_states
+//! with evidence grading, the transitions it makes and errant-transaction checks. Every
+//! transition goes through [`Cluster::set_state`]; after any of them every host is judged
+//! again ([`Cluster::settle`]), since a replica's state depends on its source's.
 
-#[allow(unused_imports)]
-use super::*;
+use super::health::Verdict;
+use super::hosts::{FlapRule, HostRec};
+use super::timers::Deadlines;
+use super::{ms, Action, Cluster, Millis, RECOVERING_REFRESH, SOURCE_SETTLE};
+use mmm_common::types::{CheckKind, HostMode, HostState};
 
 impl Cluster {
+    pub(super) fn trap(&self, c: CheckKind) -> Millis {
+        ms(self.config.checks.get(c).trap_period)
+    }
+
+    /// MMM's `$checks->X($host)`: the check counts as passing.
+    pub fn check_ok(&self, h: &HostRec, c: CheckKind, now: Millis) -> bool {
+        self.verdict(h, c, now) != Verdict::Failed
+    }
+
+    pub fn verdict(&self, h: &HostRec, c: CheckKind, now: Millis) -> Verdict {
+        h.check(c)
+            .verdict_from(now, self.trap(c), h.trap_start(c, self.network_back))
+    }
+
+    /// Whether the host is alive as far as the decision logic is concerned.
+    pub(super) fn alive(&self, h: &HostRec, now: Millis) -> bool {
+        !h.probe_dead
+            && self.check_ok(h, CheckKind::Ping, now)
+            && self.check_ok(h, CheckKind::Mysql, now)
+    }
+
+    /// Eligible for roles: ONLINE and its agent reachable (MMM's agent_down check).
+    /// May take a role: ONLINE, its agent heard, and that agent able to reach its mysqld
+    /// (else every action of a promotion would fail).
+    pub(crate) fn eligible(&self, name: &str) -> bool {
+        self.host(name).is_some_and(|h| {
+            h.state == HostState::Online
+                && h.agent_up
+                && h.errant.is_none()
+                && h.view.as_ref().is_some_and(|v| v.mysql_up)
+        })
+    }
+
     /// A host's state depends on others' (a replica's source went down, the writer moved):
     /// after any transition every host is judged again until nothing changes, so nothing
     /// waits for a later Tick. Bounded: each pass needs a new transition to continue.
@@ -20,10 +55,10 @@ impl Cluster {
     ) {
         for _ in 0..8 {
             let moved = self.roles.writer_holder() != writer.as_deref();
-            if self.transitions == transitions && !moved {
+            if self.hosts.transitions() == transitions && !moved {
                 return;
             }
-            transitions = self.transitions;
+            transitions = self.hosts.transitions();
             writer = self.roles.writer_holder().map(str::to_string);
             self.evaluate_all(now, out);
         }
@@ -31,13 +66,15 @@ impl Cluster {
 
     /// Re-evaluates every host, then distributes roles and advances the promotion.
     pub(super) fn evaluate_all(&mut self, now: Millis, out: &mut Vec<Action>) {
-        let names: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
+        let names = self.hosts.names();
         for name in &names {
             self.evaluate_host(now, name, out);
         }
         self.after_changes(now, out);
     }
 
+    /// Moves a host to another state (see [`super::hosts::Hosts::set_state`]): the transition is
+    /// remembered, and a host leaving ONLINE loses its roles unless the mode keeps them.
     pub(super) fn set_state(
         &mut self,
         now: Millis,
@@ -46,50 +83,16 @@ impl Cluster {
         reason: String,
         out: &mut Vec<Action>,
     ) {
-        let flap_window = ms(self.config.monitor.flap_duration);
-        let flap_count = self.config.monitor.flap_count;
-        let Some(h) = self.host(name) else { return };
-        if h.state == to {
+        let flaps = FlapRule {
+            window: ms(self.config.monitor.flap_duration),
+            count: self.config.monitor.flap_count,
+        };
+        let Some(from) = self.hosts.set_state(now, name, to, &reason, flaps, out) else {
             return;
-        }
-        self.transitions += 1;
-        let Some(h) = self.host_mut(name) else { return };
-        let from = h.state;
-        if from == HostState::Online {
-            h.uptime_at_failure = h.view.as_ref().map(|v| v.uptime_s);
-            if h.flaps.depart(now, flap_window, flap_count) && !h.flapping {
-                h.flapping = true;
-                out.push(Action::Notify {
-                    host: Some(name.into()),
-                    message: format!("Host '{name}' is flapping!"),
-                });
-            }
-        }
-        if to == HostState::Online {
-            h.online_since = now;
-        }
-        h.state = to;
-        h.since = now;
-        h.reason = reason.clone();
-        out.push(Action::Notify {
-            host: Some(name.into()),
-            message: format!(
-                "State of host '{name}' changed from {from} to {to}{}",
-                if reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({reason})")
-                }
-            ),
-        });
+        };
         self.remember_transition(now, name, from, to, &reason);
         // Roles live only on ONLINE hosts; MMM kept them in manual mode.
-        if to != HostState::Online
-            && !matches!(
-                self.mode,
-                MonitorMode::Manual | MonitorMode::Wait | MonitorMode::Passive
-            )
-        {
+        if to != HostState::Online && !self.mode.keeps_roles_of_failed_hosts() {
             self.clear_roles(now, name, out);
         }
     }
@@ -103,135 +106,10 @@ impl Cluster {
                 host: Some(name.into()),
                 message: format!(
                     "Removed the {} role from host '{name}'",
-                    self.roles.writer_role
+                    self.roles.writer_role()
                 ),
             });
             self.writer_lost(now, name, out);
-        }
-    }
-
-    /// When the writer, silent on every channel, is to be held down (`None`: not the
-    /// writer, already held, or it answers). Silence counts from the later of its agent's
-    /// last answer and its last answered ping; agent_timeout of it is enough, since the
-    /// ping check keeps asking (every heartbeat_interval while held) and the first
-    /// answer releases it.
-    pub(super) fn isolation_due(&self, h: &HostRec) -> Option<Millis> {
-        let eligible = self.config.agent.fencing == Fencing::Lease
-            && self.promotion.is_none()
-            && self.network_ok
-            && h.isolated_since.is_none()
-            && self.roles.writer_holder() == Some(h.name.as_str());
-        if !eligible {
-            return None;
-        }
-        let agent_timeout = ms(self.timing.agent_timeout);
-        Self::silent_since(h, self.network_back).map(|t| t + agent_timeout)
-    }
-
-    /// The writer's agent and its ping both silent: its lease starts now, in parallel with
-    /// trap_period, by holding its link down (nothing can renew the lease until Release).
-    /// If trap_period then fails the host, the promotion counts the lease from here instead
-    /// of waiting it out afterwards. If a ping sent after the hold answers (or pings stop
-    /// telling anything), the link is released: a blip costs the writer at most a
-    /// self-fence and its undoing, never a failover.
-    pub(super) fn isolate_silent_writer(&mut self, now: Millis, out: &mut Vec<Action>) {
-        self.unhold_former_writers(out);
-        let Some(w) = self.roles.writer_holder().map(str::to_string) else {
-            return;
-        };
-        let Some(h) = self.host(&w) else {
-            return;
-        };
-        let ping = h.check(CheckKind::Ping);
-        let silent = self.isolation_due(h).is_some_and(|t| now >= t);
-        let ping_failing = ping.failing.is_some() && !ping.unknown;
-        let released = |held: Millis| ping.unknown || ping.last_ok.is_some_and(|ok| ok >= held);
-        match h.isolated_since {
-            None if silent => {
-                if let Some(h) = self.host_mut(&w) {
-                    h.isolated_since = Some(now);
-                }
-                out.push(Action::Isolate { host: w.clone() });
-                out.push(Action::Notify {
-                    host: Some(w.clone()),
-                    message: format!("Agent and ping of writer '{w}' are silent: its link is held down, so its lease runs out while trap_period is counted"),
-                });
-                // Its replicas keep their IO threads: it may still commit until its
-                // lease is over (`early_stop_due`), and a replica stopped before that
-                // lets semi-sync fall back to async and lose what it acknowledges.
-                self.early_stopped = None;
-            }
-            Some(held) if self.promotion.is_none() && released(held) => {
-                if let Some(h) = self.host_mut(&w) {
-                    h.isolated_since = None;
-                }
-                out.push(Action::Release { host: w.clone() });
-                out.push(Action::Notify {
-                    host: Some(w.clone()),
-                    message: format!("Writer '{w}' answers ping again: its link is released"),
-                });
-                let deadline = Duration::from_millis(ms(self.config.monitor.promotion_timeout));
-                for s in self.early_stopped.take().unwrap_or_default() {
-                    let id = self.next_id();
-                    out.push(Action::AgentAction {
-                        host: s,
-                        id,
-                        action: proto::Action::StartReplication,
-                        deadline,
-                    });
-                }
-            }
-            Some(_) if ping_failing && self.early_stop_due().is_some_and(|due| now >= due) => {
-                self.stop_replicas_early(&w, out);
-            }
-            _ => {}
-        }
-    }
-
-    /// When the held-down writer's replicas may stop their IO threads ahead of the
-    /// promotion: once it can commit nothing more. A replica's IO thread stopped while its
-    /// master may still commit lets semi-sync time out and fall back to async, and the
-    /// master then acknowledges writes that no replica has (lost at the failover). Alone,
-    /// the hold renews nothing, so the lease is over `lease + heartbeat_interval` after it
-    /// (the promotion's own count). In a fleet the permit is the agent's etcd lease, which
-    /// no hold ends: only the promotion's EndLease does, so nothing stops early. `None`:
-    /// nothing to stop, or not yet known when.
-    pub(super) fn early_stop_due(&self) -> Option<Millis> {
-        if self.config.agent.fencing != Fencing::Lease
-            || self.config.coordination.is_some()
-            || self.promotion.is_some()
-            || self.early_stopped.is_some()
-            || !self.network_ok
-        {
-            return None;
-        }
-        let held = self.host(self.roles.writer_holder()?)?.isolated_since?;
-        Some(held + ms(self.timing.monitor_counts_lease_over))
-    }
-
-    /// Their STOP SLAVE would wait for the vanished master (semi-sync's kill-connection):
-    /// started while trap_period is counted, once the writer's lease is over and a ping has
-    /// failed too (an agent that merely died, or one lost echo reply, stops no replica).
-    fn stop_replicas_early(&mut self, writer: &str, out: &mut Vec<Action>) {
-        let stopped = self.stop_io_threads_of(writer, out);
-        self.early_stopped = Some(stopped.into_iter().collect());
-    }
-
-    /// A held host that lost the writer role with no promotion to fence it (no candidate,
-    /// a refused promotion) gets the link's bounded stay-away instead of an endless hold:
-    /// its agent may come back and be heard.
-    fn unhold_former_writers(&mut self, out: &mut Vec<Action>) {
-        if self.promotion.is_some() {
-            return;
-        }
-        let writer = self.roles.writer_holder().map(str::to_string);
-        for h in &mut self.hosts {
-            if h.isolated_since.is_some() && writer.as_deref() != Some(h.name.as_str()) {
-                h.isolated_since = None;
-                out.push(Action::Disconnect {
-                    host: h.name.clone(),
-                });
-            }
         }
     }
 
@@ -394,7 +272,7 @@ impl Cluster {
                 }
                 let can_be_master = self
                     .roles
-                    .role_hosts(&self.roles.writer_role.clone())
+                    .role_hosts(self.roles.writer_role())
                     .contains(&h.name);
                 // A master comes back through AWAITING_RECOVERY: its replication must be
                 // rejoined to the writer (set_online does it) and its GTID set checked.
@@ -504,39 +382,39 @@ impl Cluster {
         }
     }
 
-    /// MMM's WAIT mode: act like manual until both masters are ONLINE, or one has been
-    /// ONLINE for wait_for_other_master.
-    pub(super) fn wait_mode(&mut self, now: Millis, out: &mut Vec<Action>) {
-        if self.mode != MonitorMode::Wait {
-            return;
-        }
-        let masters = self.roles.role_hosts(&self.roles.writer_role.clone());
-        let online: Vec<&HostRec> = masters
-            .iter()
-            .filter_map(|m| self.host(m))
-            .filter(|h| h.state == HostState::Online)
-            .collect();
-        let wait = ms(self.config.monitor.wait_for_other_master);
-        let switch = if online.len() >= 2 {
-            Some(format!(
-                "Nodes {} are ONLINE, switching from mode 'WAIT' to 'ACTIVE'.",
-                masters.join(" and ")
-            ))
-        } else if wait > 0
-            && online.len() == 1
-            && now.saturating_sub(online[0].online_since.max(self.wait_since)) >= wait
-        {
-            Some(format!("The other master did not come online for {}s (wait_for_other_master). Switching from mode 'WAIT' to 'ACTIVE'", wait / 1000))
-        } else {
-            None
-        };
-        if let Some(message) = switch {
-            self.mode = MonitorMode::Active;
-            out.push(Action::Notify {
-                host: None,
-                message,
-            });
-            self.cleanup_offline_roles(now, out);
+    /// Each host's own deadlines: traps running out, a source settling, a waiting host's
+    /// auto_set_online, flap window and GTID refresh, a re-point's retry.
+    pub(super) fn host_deadlines(&self, d: &mut Deadlines) {
+        let auto = self.config.monitor.auto_set_online.map(ms);
+        let flap = ms(self.config.monitor.flap_duration);
+        let retry = ms(self.config.monitor.promotion_timeout);
+        for h in &self.hosts {
+            for c in CheckKind::ALL {
+                if let Some(t) = h
+                    .check(*c)
+                    .trap_expires(self.trap(*c), h.trap_start(*c, self.network_back))
+                {
+                    d.at(t);
+                }
+            }
+            // Replication failures count again once a source has settled.
+            if h.state == HostState::Online {
+                d.at(h.online_since + SOURCE_SETTLE);
+            }
+            if h.state == HostState::AwaitingRecovery {
+                if let Some(a) = auto {
+                    d.at(h.since + a);
+                }
+                if h.flapping {
+                    d.at(h.flaps.departures.last().copied().unwrap_or(0) + flap);
+                }
+                if let Some(t) = h.status_asked {
+                    d.at(t + RECOVERING_REFRESH);
+                }
+            }
+            if let Some((_, t)) = h.repointed {
+                d.at(t + retry);
+            }
         }
     }
 

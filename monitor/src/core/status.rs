@@ -73,7 +73,7 @@ impl StatusRecord {
 impl Cluster {
     pub fn status_record(&self, now: Millis) -> StatusRecord {
         let mut roles: BTreeMap<String, Vec<(String, Option<String>)>> = BTreeMap::new();
-        for r in &self.roles.ips {
+        for r in self.roles.ips() {
             roles
                 .entry(r.role.clone())
                 .or_default()
@@ -86,7 +86,7 @@ impl Cluster {
         StatusRecord {
             version: 1,
             written_at: now,
-            mode: self.mode.to_string(),
+            mode: self.mode.get().to_string(),
             hosts: self
                 .hosts
                 .iter()
@@ -135,10 +135,7 @@ impl Cluster {
             for (ip, holder) in ips {
                 let found = if ip.is_empty() {
                     // A role without a VIP.
-                    self.roles
-                        .ips
-                        .iter()
-                        .position(|r| r.role == *role && r.ip.is_none())
+                    self.roles.find_without_ip(role)
                 } else {
                     let Ok(ip) = ip.parse() else {
                         return Err(RestoreError::Content(format!(
@@ -150,18 +147,15 @@ impl Cluster {
                 if let Some(i) = found {
                     let valid = holder
                         .as_ref()
-                        .is_none_or(|h| self.roles.ips[i].hosts.contains(h));
-                    if self.roles.ips[i].role == *role && valid {
-                        self.roles.ips[i].holder = holder.clone();
+                        .is_none_or(|h| self.roles.ip_at(i).hosts.contains(h));
+                    if self.roles.ip_at(i).role == *role && valid {
+                        self.roles.set_holder(i, holder.clone());
                     }
                 }
             }
         }
         if let Ok(mode) = record.mode.parse::<MonitorMode>() {
-            // A monitor configured passive stays passive; otherwise resume the stored mode.
-            if self.mode != MonitorMode::Passive {
-                self.mode = mode;
-            }
+            self.mode.resume(mode);
         }
         Ok(())
     }

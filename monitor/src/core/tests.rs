@@ -5,11 +5,23 @@
 use super::*;
 use crate::control::command::CheckSelector;
 use mmm_common::proto::{ActionOutcome, StatusReport};
+use mmm_common::types::MonitorMode;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 
 const TICK: Millis = 50;
+
+/// A cluster fenced as the daemon's seat would fence it: a fleet's leader with the
+/// agents' etcd leases, a monitor alone with the lease its heartbeats renew.
+fn cluster(config: Arc<Config>, now: Millis) -> Cluster {
+    let fencing = if config.coordination.is_some() {
+        FencingMethod::in_fleet(config.agent.fencing)
+    } else {
+        FencingMethod::alone(config.agent.fencing)
+    };
+    Cluster::new(config, fencing, now)
+}
 
 fn config(extra: &[(&str, &str)]) -> Arc<Config> {
     let mut text =
@@ -139,7 +151,7 @@ impl Sim {
             lease_ends: Vec::new(),
             monitor_cut: false,
             link_desired: BTreeMap::new(),
-            c: Cluster::new(config, 1_000_000),
+            c: cluster(config, 1_000_000),
         }
     }
 
@@ -175,7 +187,7 @@ impl Sim {
     /// its term); a revoke it already made still ends that agent's permit.
     fn new_leader(&mut self) {
         let config = self.c.config.clone();
-        let mut c = Cluster::new(config, self.now);
+        let mut c = cluster(config, self.now);
         if let Some(r) = &self.persisted {
             c.restore(r)
                 .expect("the record the last leader wrote restores");
@@ -650,13 +662,13 @@ impl Sim {
         let writers = self
             .c
             .roles
-            .ips
+            .ips()
             .iter()
-            .filter(|r| r.role == self.c.roles.writer_role && r.holder.is_some())
+            .filter(|r| r.role == self.c.roles.writer_role() && r.holder.is_some())
             .count();
         assert!(writers <= 1);
-        if self.c.mode == MonitorMode::Active {
-            for r in &self.c.roles.ips {
+        if self.c.mode.get() == MonitorMode::Active {
+            for r in self.c.roles.ips() {
                 if let Some(h) = &r.holder {
                     let state = self.state(h);
                     assert!(
@@ -1678,7 +1690,7 @@ fn flapping_host_stays_awaiting_recovery_and_the_flap_state_survives_a_restart()
     // Restart: a new monitor from the persisted record still knows db3 is flapping.
     let record = s.persisted.clone().unwrap();
     let record = status::StatusRecord::from_json(&record.to_json()).unwrap();
-    let mut c = Cluster::new(s.c.config.clone(), s.now);
+    let mut c = cluster(s.c.config.clone(), s.now);
     c.restore(&record).unwrap();
     assert!(c.host("db3").unwrap().flapping);
     assert_eq!(c.host("db3").unwrap().state, HostState::AwaitingRecovery);
@@ -1688,17 +1700,17 @@ fn flapping_host_stays_awaiting_recovery_and_the_flap_state_survives_a_restart()
 #[test]
 fn monitor_restart_keeps_every_role_where_it_was() {
     let mut s = Sim::online(config(&[]));
-    let before: Vec<_> = s.c.roles.ips.clone();
+    let before: Vec<_> = s.c.roles.ips().to_vec();
     let record = s.persisted.clone().unwrap();
-    let mut c = Cluster::new(s.c.config.clone(), s.now);
+    let mut c = cluster(s.c.config.clone(), s.now);
     c.restore(&record).unwrap();
     let reports: Vec<(String, AgentView)> = ["db1", "db2", "db3"]
         .iter()
         .map(|h| (h.to_string(), s.view(h)))
         .collect();
     let actions = c.startup(s.now, &reports);
-    assert_eq!(c.roles.ips, before);
-    assert_eq!(c.mode, MonitorMode::Active);
+    assert_eq!(c.roles.ips(), before);
+    assert_eq!(c.mode.get(), MonitorMode::Active);
     // What it sends is what the agents hold already: nothing moves.
     for a in &actions {
         if let Action::SendDesired { host, desired } = a {
@@ -1709,7 +1721,7 @@ fn monitor_restart_keeps_every_role_where_it_was() {
     }
     s.c = c;
     s.run_for(1000);
-    assert_eq!(s.c.roles.ips, before);
+    assert_eq!(s.c.roles.ips(), before);
 }
 
 #[test]
@@ -1720,9 +1732,9 @@ fn careful_startup_with_the_writer_vip_on_two_hosts_goes_passive() {
         .map(|h| (h.to_string(), s.view(h)))
         .collect();
     reports[1].1.held_vips.push(s.writer_vip);
-    let mut c = Cluster::new(s.c.config.clone(), s.now);
+    let mut c = cluster(s.c.config.clone(), s.now);
     let actions = c.startup(s.now, &reports);
-    assert_eq!(c.mode, MonitorMode::Passive);
+    assert_eq!(c.mode.get(), MonitorMode::Passive);
     assert!(
         !actions
             .iter()
@@ -2234,7 +2246,7 @@ proptest! {
         }
         s.run_for(8000);
         let any_master_online = ["db1", "db2"].iter().any(|h| s.c.eligible(h));
-        for r in &s.c.roles.ips {
+        for r in s.c.roles.ips() {
             let eligible = r.hosts.iter().any(|h| s.c.eligible(h));
             if eligible && (r.role != "writer" || any_master_online) {
                 prop_assert!(r.holder.is_some(), "{} unassigned though {:?} could hold it; show:\n{}", r.label(), r.hosts, s.c.show(s.now));
@@ -2303,7 +2315,7 @@ fn wait_mode_turns_active_when_both_masters_are_online_or_after_wait_for_other_m
     s.tick(TICK);
     s.command(Command::SetOnline { host: "db1".into() });
     s.run_for(1000);
-    assert_eq!(s.c.mode, MonitorMode::Wait);
+    assert_eq!(s.c.mode.get(), MonitorMode::Wait);
     assert_eq!(
         s.c.active_master(),
         None,
@@ -2311,7 +2323,7 @@ fn wait_mode_turns_active_when_both_masters_are_online_or_after_wait_for_other_m
     );
     s.run_for(1500);
     assert_eq!(
-        s.c.mode,
+        s.c.mode.get(),
         MonitorMode::Active,
         "db2 did not come within wait_for_other_master"
     );
@@ -2354,7 +2366,7 @@ fn replication_states_still_change_after_a_monitor_restart() {
     let mut s = Sim::online(config(&[]));
     s.run_for(15_000);
     let record = s.persisted.clone().unwrap();
-    let mut c = Cluster::new(s.c.config.clone(), s.now);
+    let mut c = cluster(s.c.config.clone(), s.now);
     c.restore(&record).unwrap();
     let reports: Vec<(String, AgentView)> = ["db1", "db2", "db3"]
         .iter()
@@ -2451,7 +2463,7 @@ fn a_writer_role_without_a_vip_fails_over_and_is_published() {
         record.roles["writer"],
         vec![(String::new(), Some("db2".to_string()))]
     );
-    let mut again = Cluster::new(s.c.config.clone(), s.now);
+    let mut again = cluster(s.c.config.clone(), s.now);
     again.restore(&record).unwrap();
     assert_eq!(again.active_master(), Some("db2"));
 }

@@ -267,7 +267,7 @@ impl<S: Seat> Shell<S> {
             .collect();
         m.roles = c
             .roles()
-            .ips
+            .ips()
             .iter()
             .filter_map(|r| {
                 let ip = r.ip.map(|ip| ip.to_string()).unwrap_or_default();

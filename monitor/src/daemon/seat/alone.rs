@@ -4,7 +4,7 @@
 use super::{Deposition, Seat};
 use crate::control::Command;
 use crate::core::status::StatusRecord;
-use crate::core::{Cluster, Event, FleetShow, Millis};
+use crate::core::{Cluster, Event, FencingMethod, FleetShow, Millis};
 use crate::daemon::{persist, Clock, DaemonError, Process};
 use mmm_common::config::Config;
 use std::net::Ipv4Addr;
@@ -32,7 +32,8 @@ pub async fn run(process: &mut Process, name: String) -> Result<(), DaemonError>
 /// The cluster as the status file left it, or passive mode (with the cause shown) when
 /// the file cannot be trusted.
 fn restore_from_file(config: &Arc<Config>, now: Millis) -> Cluster {
-    let mut cluster = Cluster::new(config.clone(), now);
+    let fencing = FencingMethod::alone(config.agent.fencing);
+    let mut cluster = Cluster::new(config.clone(), fencing, now);
     let path = &config.monitor.status_path;
     match persist::read(path, now) {
         Ok(Some(record)) => match cluster.restore(&record) {

@@ -3,7 +3,7 @@
 //! status etcd keeps for it.
 
 use crate::core::status::StatusRecord;
-use crate::core::Cluster;
+use crate::core::{Cluster, FencingMethod};
 use crate::daemon::DaemonError;
 use crate::fleet::{Fleet, FleetError, Leadership, Session};
 use mmm_common::config::{ClusterKey, Config};
@@ -73,7 +73,8 @@ pub async fn restore_from_etcd(
     cluster_key: &ClusterKey,
     now: crate::core::Millis,
 ) -> Result<Cluster, FleetError> {
-    let mut cluster = Cluster::new(config.clone(), now);
+    let fencing = FencingMethod::in_fleet(config.agent.fencing);
+    let mut cluster = Cluster::new(config.clone(), fencing, now);
     let key = fleet.keys().status();
     match fleet.get(&key).await? {
         None => tracing::info!(%key, "no status in etcd: first start, hosts AWAITING_RECOVERY"),
