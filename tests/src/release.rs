@@ -62,25 +62,41 @@ pub fn previous_tag() -> Result<String, String> {
         .ok_or_else(|| format!("no release tag v* other than {this} is reachable from HEAD"))
 }
 
-/// Checks out the previous release's tag in a worktree under target/ (reused when it
-/// is there already) and builds its binaries with their own target dir,
-/// target/prev-release, so that a rerun is incremental. The error says why there is no
-/// previous release to build (no git, no tag); a build that fails panics.
+/// Extracts the previous release's tag under target/ (`git archive`: nothing is
+/// registered in the repository; reused when it is there already) and builds its binaries
+/// with their own target dir, target/prev-release, so that a rerun is incremental. The
+/// error says why there is no previous release to build (no git, no tag); a build that
+/// fails panics.
 pub fn previous() -> Result<Release, String> {
     let tag = previous_tag()?;
     let root = workspace_root();
     let commit = text(&git(&root, &["rev-parse", &format!("{tag}^{{commit}}")])?);
     let src = target_dir().join("prev-release-src").join(&tag);
-    let current = git(&src, &["rev-parse", "HEAD"]).map(|o| text(&o));
-    if current.as_deref() != Ok(commit.as_str()) {
-        // A checkout left half-made, or a directory removed under git's feet.
+    let marker = src.join(".mmm-release-commit");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(commit.as_str()) {
+        // A tree left half-extracted is extracted again.
         let _ = std::fs::remove_dir_all(&src);
-        git(&root, &["worktree", "prune"])?;
-        let path = src.to_str().ok_or("the target dir's path is not UTF-8")?;
-        git(
-            &root,
-            &["worktree", "add", "--detach", "--force", path, &tag],
-        )?;
+        std::fs::create_dir_all(&src).map_err(|e| format!("creating {}: {e}", src.display()))?;
+        let archive = git(&root, &["archive", "--format=tar", &commit])?;
+        let mut tar = Command::new("tar")
+            .args(["-x", "-C"])
+            .arg(&src)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running tar: {e}"))?;
+        {
+            use std::io::Write;
+            let mut stdin = tar.stdin.take().expect("piped stdin");
+            stdin
+                .write_all(&archive.stdout)
+                .map_err(|e| format!("extracting {tag}: {e}"))?;
+        }
+        let status = tar.wait().map_err(|e| format!("running tar: {e}"))?;
+        if !status.success() {
+            return Err(format!("extracting {tag} with tar failed"));
+        }
+        std::fs::write(&marker, &commit)
+            .map_err(|e| format!("writing {}: {e}", marker.display()))?;
     }
     let bin_target = target_dir().join("prev-release");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
