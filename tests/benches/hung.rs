@@ -76,6 +76,7 @@ fn one_run(round: u64, wake_ms: u64) -> Result<Run, String> {
     let mut c = Cluster::start("hung", &[]);
     c.start_monitor("monitor.log");
     c.bring_online();
+    c.db("db1").sql(mmm_tests::client::TABLE);
     let (old, new) = ("db1", "db2");
     let vips = mmm_tests::vipwatch::VipWatch::start(&c.lab, &[old, new], ip(100), "bench");
     let hung_at = Instant::now();
@@ -150,7 +151,9 @@ fn one_run(round: u64, wake_ms: u64) -> Result<Run, String> {
         .doubly_held()
         .iter()
         .map(|(from, to, _)| (to - from) * 1e3)
-        .sum();
+        .sum::<f64>()
+        // An empty sum is -0.0.
+        + 0.0;
     Ok(Run {
         wake_ms,
         two_writers_ms,
