@@ -19,7 +19,6 @@ use mmm_tests::lab::{ip, Cluster};
 use mmm_tests::netns::{require_root, wait_for};
 use serde::Serialize;
 use serde_json::json;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
@@ -113,19 +112,7 @@ fn one_run(round: u64, wake_ms: u64) -> Result<Run, String> {
     c.stop_monitor();
     settled.ok_or_else(|| format!("{new} never became the writer with {old} fenced"))?;
     // Which server took each acknowledged write: its sid column, read where it is.
-    let sids: HashMap<u64, u32> = [old, new]
-        .iter()
-        .flat_map(|h| {
-            c.db(h)
-                .sql("SELECT id, sid FROM app.w")
-                .lines()
-                .filter_map(|l| {
-                    let (id, sid) = l.split_once('\t')?;
-                    Some((id.parse::<u64>().ok()?, sid.parse::<u32>().ok()?))
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let sids = mmm_tests::assert::writers_of_rows(&c, &[old, new]);
     let (old_id, new_id) = (c.db(old).server_id, c.db(new).server_id);
     let acked: Vec<(Instant, Option<u32>)> = logs
         .iter()

@@ -172,3 +172,21 @@ impl WriterWatch {
         self.thread.join().expect("the writer watch")
     }
 }
+
+/// Which server took each write in app.w (its `sid` column, the server_id that ran the
+/// INSERT), read on each of `hosts`: id -> server_id.
+pub fn writers_of_rows(c: &Cluster, hosts: &[&str]) -> std::collections::HashMap<u64, u32> {
+    hosts
+        .iter()
+        .flat_map(|h| {
+            c.db(h)
+                .sql("SELECT id, sid FROM app.w")
+                .lines()
+                .filter_map(|l| {
+                    let (id, sid) = l.split_once('\t')?;
+                    Some((id.parse::<u64>().ok()?, sid.parse::<u32>().ok()?))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

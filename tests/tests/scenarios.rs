@@ -1051,19 +1051,7 @@ fn s21_hung_writer_wakes_up_at_every_point_of_the_failover() {
             watched.describe()
         );
         // Which server took each acknowledged write: its sid column, read where it is.
-        let sids = [old, new]
-            .iter()
-            .flat_map(|h| {
-                c.db(h)
-                    .sql("SELECT id, sid FROM app.w")
-                    .lines()
-                    .filter_map(|l| {
-                        let (id, sid) = l.split_once('\t')?;
-                        Some((id.parse::<u64>().ok()?, sid.parse::<u32>().ok()?))
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect::<std::collections::HashMap<u64, u32>>();
+        let sids = mmm_tests::assert::writers_of_rows(&c, &[old, new]);
         let (old_id, new_id) = (c.db(old).server_id, c.db(new).server_id);
         let acked: Vec<(u64, std::time::Instant, Option<u32>)> = logs
             .iter()
