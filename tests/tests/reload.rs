@@ -85,7 +85,11 @@ fn sighup_reloads_what_it_can_names_the_rest_and_refuses_an_invalid_file() {
     );
     edit(&c, "agent_timeout = \"300ms\"", "agent_timeout = \"400ms\"");
     c.lab.net.signal(monitor, "HUP");
-    wait_log(&c, "monitor.log", &["config reloaded: applied monitor.notify_command"]);
+    wait_log(
+        &c,
+        "monitor.log",
+        &["config reloaded: applied monitor.notify_command"],
+    );
     let restart = wait_log(&c, "monitor.log", &["needs a restart"]);
     assert!(
         restart.contains("monitor.agent_timeout") && restart.contains("monitor.http"),
@@ -102,7 +106,10 @@ fn sighup_reloads_what_it_can_names_the_rest_and_refuses_an_invalid_file() {
             .ok()
             .filter(|t| t.contains("\"host\":\"db1\""))
     });
-    assert!(notified.is_some(), "notify_command did not run after the reload");
+    assert!(
+        notified.is_some(),
+        "notify_command did not run after the reload"
+    );
 
     // An invalid file: two problems, one error line naming both, nothing changes.
     edit(
@@ -116,13 +123,20 @@ fn sighup_reloads_what_it_can_names_the_rest_and_refuses_an_invalid_file() {
         refused.contains("monitor.bogus_key") && refused.contains("monitor.flap_count"),
         "{refused}"
     );
-    let refusals = c.lab.log("monitor.log").matches("config reload refused").count();
+    let refusals = c
+        .lab
+        .log("monitor.log")
+        .matches("config reload refused")
+        .count();
     assert_eq!(refusals, 1, "the refusal is logged once");
     assert_eq!(metric(&c, "mmm_config_reload_success"), "0");
     let last: f64 = metric(&c, "mmm_config_last_reload_timestamp_seconds")
         .parse()
         .expect("a timestamp");
-    assert!(last >= started, "the last successful load is still the reload's");
+    assert!(
+        last >= started,
+        "the last successful load is still the reload's"
+    );
     let (code, show) = c.control(&["show"]);
     assert_eq!(code, 0, "{show}");
     assert!(show.contains("writer(192.0.2.100)"), "{show}");
@@ -162,12 +176,16 @@ fn every_unit_reloads_with_sighup() {
         if path.extension().is_some_and(|e| e == "service") {
             let text = std::fs::read_to_string(&path).expect("a unit file");
             assert!(
-                text.lines().any(|l| l == "ExecReload=/bin/kill -HUP $MAINPID"),
+                text.lines()
+                    .any(|l| l == "ExecReload=/bin/kill -HUP $MAINPID"),
                 "{} has no ExecReload",
                 path.display()
             );
             units += 1;
         }
     }
-    assert_eq!(units, 4, "the plain and @NAME units of the agent and the monitor");
+    assert_eq!(
+        units, 4,
+        "the plain and @NAME units of the agent and the monitor"
+    );
 }

@@ -261,7 +261,14 @@ pub fn changed(old: &Config, new: &Config) -> Vec<String> {
             http,
         ]
     );
-    compare!(out, "security", SecurityConfig, security, new.security, [key]);
+    compare!(
+        out,
+        "security",
+        SecurityConfig,
+        security,
+        new.security,
+        [key]
+    );
     match (coordination, &new.coordination) {
         (None, None) => {}
         (Some(a), Some(b)) => compare!(
@@ -412,11 +419,16 @@ pub fn reread(
         Ok(c) => c,
         Err(e) => {
             state.record(false);
+            // One log line: a TOML syntax error spans several (the line, a caret).
+            let problems: Vec<String> = e
+                .lines()
+                .iter()
+                .map(|l| l.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                .collect();
             tracing::error!(
                 path = %path.display(),
-                problems = ?e.lines(),
                 "config reload refused, still running on the config loaded before: {}",
-                e.lines().join("; ")
+                problems.join("; ")
             );
             return None;
         }

@@ -31,9 +31,15 @@ pub fn spawn(
         let mut running = running;
         while hup.recv().await.is_some() {
             tracing::info!(path = %path.display(), "SIGHUP: reloading the config");
-            let mut state = metrics.lock().unwrap_or_else(|p| p.into_inner()).config_load;
+            let mut state = metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .config_load;
             let next = reload::reread(Daemon::Monitor, &path, &running, &mut state);
-            metrics.lock().unwrap_or_else(|p| p.into_inner()).config_load = state;
+            metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .config_load = state;
             if let Some(next) = next {
                 running = Arc::new(next);
                 tx.send_replace(running.clone());
@@ -46,7 +52,9 @@ pub fn spawn(
 /// Applies a reloaded config in the event loop: the core reads its thresholds at each
 /// use, the shell runs the new kill_host_bin and notify_command from the next event on.
 pub(super) fn apply<S: Seat>(config: Arc<Config>, cluster: &mut Cluster, shell: &mut Shell<S>) {
-    shell.kill_host_bin.clone_from(&config.monitor.kill_host_bin);
+    shell
+        .kill_host_bin
+        .clone_from(&config.monitor.kill_host_bin);
     // The old notifier's task ends once the notices queued to it have run.
     shell.notifier = config
         .monitor

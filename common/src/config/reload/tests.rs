@@ -67,10 +67,9 @@ fn the_monitor_applies_notify_failback_flapping_and_trap_period() {
 #[test]
 fn addresses_hosts_timing_and_keys_need_a_restart_and_stay_as_they_were() {
     let old = config(MONITOR);
-    let text = BASE.replace("10.0.0.12", "10.0.0.22").replace(
-        "key = \"0000",
-        "key = \"1111",
-    );
+    let text = BASE
+        .replace("10.0.0.12", "10.0.0.22")
+        .replace("key = \"0000", "key = \"1111");
     let new_text = format!(
         "{text}{MONITOR}heartbeat_interval = \"50ms\"\nfailback = true\n[agent]\nlease = \"2s\"\n[hosts.db3]\nip = \"10.0.0.13\"\nmode = \"slave\"\n[coordination]\netcd = [\"http://10.0.0.5:2379\"]\nprefix = \"/mmm/t\"\n"
     );
@@ -144,7 +143,10 @@ fn no_reloadable_key_feeds_the_fencing_timing() {
     ));
     let p = plan(Daemon::Monitor, &old, &new);
     assert_eq!(p.applied.len(), 3, "{p:?}");
-    assert_eq!(p.config.monitor.auto_set_online, Some(Duration::from_secs(30)));
+    assert_eq!(
+        p.config.monitor.auto_set_online,
+        Some(Duration::from_secs(30))
+    );
     assert_eq!(Timing::from_config(&p.config), Timing::from_config(&old));
 }
 
@@ -153,7 +155,10 @@ fn patterns_match_one_component_per_star() {
     assert!(matches("checks.*.trap_period", "checks.ping.trap_period"));
     assert!(!matches("checks.*.trap_period", "checks.ping.timeout"));
     assert!(!matches("checks.*", "checks.ping.timeout"));
-    assert!(matches("hosts.*.mysql_pid_file", "hosts.db1.mysql_pid_file"));
+    assert!(matches(
+        "hosts.*.mysql_pid_file",
+        "hosts.db1.mysql_pid_file"
+    ));
 }
 
 /// The bullets under `heading` in docs/operations.md's "Reloading the configuration":
