@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod notify;
 pub mod persist;
 pub mod ping;
+pub mod reload;
 pub mod seat;
 
 use crate::core::{Action, AgentView, Cluster, Event, Millis};
@@ -300,6 +301,8 @@ pub struct Process {
     /// Held while this process drives the agents: the HTTP listener asks the event loop
     /// then, and serves a standby's own view otherwise.
     pub driving: http::Driving,
+    /// Each config reloaded on SIGHUP ([`reload`]).
+    pub reloads: tokio::sync::watch::Receiver<Arc<Config>>,
 }
 
 /// What ends the process.
@@ -328,6 +331,7 @@ impl Life {
 /// drives the agents; in a fleet (`[coordination]`) it stands by until etcd elects it.
 pub async fn run(
     config: Config,
+    path: std::path::PathBuf,
     key: ClusterKey,
     name: String,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -352,6 +356,7 @@ pub async fn run(
     let metrics: metrics::Shared = Default::default();
     let driving = http::Driving::default();
     http::start(&config, &name, ctl_tx, metrics.clone(), driving.clone()).await?;
+    let reloads = reload::spawn(path, config.clone(), metrics.clone());
     let mut process = Process {
         config: config.clone(),
         timing: Timing::from_config(&config),
@@ -364,6 +369,7 @@ pub async fn run(
             stop,
         },
         driving,
+        reloads,
     };
     place.run(&mut process, name).await
 }
@@ -652,6 +658,11 @@ async fn event_loop<S: Seat>(
                 Ok(s.event)
             }
             Some((command, reply)) = process.control.recv() => Err((command, Asker::Local(reply))),
+            Ok(()) = process.reloads.changed() => {
+                process.config = process.reloads.borrow_and_update().clone();
+                reload::apply(process.config.clone(), cluster, shell);
+                continue;
+            }
             (command, id) = shell.seat.forwarded() => Err((command, Asker::Forwarded(id))),
             _ = tokio::time::sleep_until(wake) => {
                 last_tick = tokio::time::Instant::now();
