@@ -89,6 +89,12 @@ fn no_fencing_path_reads_the_wall_clock() {
              the wake-up bounds it whatever the clock did",
         ),
         (
+            "common/src/config/reload.rs",
+            2,
+            "the time of the last reload, for mmm_config_last_reload_timestamp_seconds: a \
+             metric an operator reads, nothing decides on it",
+        ),
+        (
             "common/src/sql/dialect.rs",
             1,
             "the SQL of that same deadline (UNIX_TIMESTAMP(SYSDATE(6)))",
