@@ -18,8 +18,6 @@
 mod convert;
 mod read;
 pub mod status;
-#[cfg(test)]
-mod tests;
 
 use convert::Converter;
 use read::Mmm;
@@ -63,3 +61,6 @@ pub fn import(files: &[PathBuf]) -> Result<Import, ImportError> {
     }
     Converter::new(std::mem::take(&mut mmm.warnings)).convert(&mmm)
 }
+
+#[cfg(test)]
+mod tests;
