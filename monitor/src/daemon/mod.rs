@@ -38,7 +38,7 @@ pub enum DaemonError {
     #[error("claiming the status file")]
     Lock(#[from] persist::LockError),
     #[error("the monitor fleet on etcd")]
-    Fleet(#[source] crate::fleet::FleetError),
+    Fleet(#[source] crate::etcd::FleetError),
     #[error("etcd key {key} belongs to another cluster (another cluster key under the same prefix): give each cluster its own [coordination] prefix")]
     ForeignPrefix { key: String },
     #[error("the fleet's epoch")]
