@@ -5,7 +5,7 @@
 
 pub mod checks;
 mod clock;
-pub mod control;
+pub mod control_socket;
 mod event_loop;
 pub mod http;
 mod lead;
@@ -71,7 +71,7 @@ pub struct Process {
     pub timing: Timing,
     pub key: ClusterKey,
     pub metrics: metrics::Shared,
-    pub control: mpsc::Receiver<control::Request>,
+    pub control: mpsc::Receiver<control_socket::Request>,
     pub life: Life,
     /// Held while this process drives the agents: the HTTP listener asks the event loop
     /// then, and serves a standby's own view otherwise.
@@ -115,11 +115,11 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let place = Place::claim(&config)?;
-    let (ctl_tx, control) = mpsc::channel::<control::Request>(64);
+    let (ctl_tx, control) = mpsc::channel::<control_socket::Request>(64);
     let control_key = config.monitor.control.keyed().then(|| key.clone());
     let reply_timeout = config.monitor.promotion_timeout * 3 + Duration::from_secs(10);
     let ctl_addr = config.monitor.control.clone();
-    let listener = tokio::spawn(control::serve(
+    let listener = tokio::spawn(control_socket::serve(
         ctl_addr.clone(),
         control_key,
         reply_timeout,

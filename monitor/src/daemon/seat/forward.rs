@@ -196,7 +196,7 @@ impl Inbox {
             tracing::warn!(id = %f.id, "a forwarded command replayed or too old: not run");
             return None;
         }
-        Some(crate::daemon::control::parse_line(&line))
+        Some(crate::daemon::control_socket::parse_line(&line))
     }
 
     /// Answers a forwarded command (the reply lives in this leader's session).
