@@ -252,6 +252,15 @@ fn installed_packages_run_the_lab_from_the_units_command_lines() {
             );
         }
     }
+    // `systemctl reload` is a SIGHUP, which both daemons take for a re-read of the config.
+    for unit in [
+        "mmm-agent.service",
+        "mmm-monitor.service",
+        "mmm-agent@.service",
+        "mmm-monitor@.service",
+    ] {
+        assert_eq!(unit_value(unit, "ExecReload"), "/bin/kill -HUP $MAINPID");
+    }
     let wants = std::fs::read_dir("/etc/systemd/system/multi-user.target.wants")
         .into_iter()
         .flatten()

@@ -82,7 +82,7 @@ fn no_fencing_path_reads_the_wall_clock() {
     // (file, lines that read the wall clock, why no fence moves with a step).
     let allowed: &[(&str, usize, &str)] = &[
         (
-            "agent/src/mysql.rs",
+            "agent/src/mysql/read_only.rs",
             2,
             "the lift of read_only carries its permit's end as a wall-clock deadline the \
              server checks (SYSDATE); fencing.md says what a step does to it, and the kill at \

@@ -2,6 +2,7 @@
 
 use super::checks;
 use super::clock;
+use super::reload;
 use super::seat::Seat;
 use super::shell::Shell;
 use super::{DaemonError, LeadEnded, Process};
@@ -63,6 +64,11 @@ pub(super) async fn event_loop<S: Seat>(
                 Ok(s.event)
             }
             Some((command, reply)) = process.control.recv() => Err((command, Asker::Local(reply))),
+            Ok(()) = process.reloads.changed() => {
+                process.config = process.reloads.borrow_and_update().clone();
+                reload::apply(process.config.clone(), cluster, shell);
+                continue;
+            }
             (command, id) = shell.seat.forwarded() => Err((command, Asker::Forwarded(id))),
             _ = tokio::time::sleep_until(wake) => {
                 last_tick = tokio::time::Instant::now();

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod notify;
 pub mod persist;
 pub mod ping;
+pub mod reload;
 pub mod seat;
 mod shell;
 
@@ -76,6 +77,8 @@ pub struct Process {
     /// Held while this process drives the agents: the HTTP listener asks the event loop
     /// then, and serves a standby's own view otherwise.
     pub driving: http::Driving,
+    /// Each config reloaded on SIGHUP ([`reload`]).
+    pub reloads: tokio::sync::watch::Receiver<Arc<Config>>,
 }
 
 /// What ends the process.
@@ -104,6 +107,7 @@ impl Life {
 /// drives the agents; in a fleet (`[coordination]`) it stands by until etcd elects it.
 pub async fn run(
     config: Config,
+    path: std::path::PathBuf,
     key: ClusterKey,
     name: String,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -128,6 +132,7 @@ pub async fn run(
     let metrics: metrics::Shared = Default::default();
     let driving = http::Driving::default();
     http::start(&config, &name, ctl_tx, metrics.clone(), driving.clone()).await?;
+    let reloads = reload::spawn(path, config.clone(), metrics.clone());
     let mut process = Process {
         config: config.clone(),
         timing: Timing::from_config(&config),
@@ -140,6 +145,7 @@ pub async fn run(
             stop,
         },
         driving,
+        reloads,
     };
     place.run(&mut process, name).await
 }
