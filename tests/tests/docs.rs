@@ -100,7 +100,7 @@ fn no_fencing_path_reads_the_wall_clock() {
             "the SQL of that same deadline (UNIX_TIMESTAMP(SYSDATE(6)))",
         ),
         (
-            "monitor/src/daemon/mod.rs",
+            "monitor/src/daemon/clock.rs",
             5,
             "the monitor's Clock reads the wall clock once at start for the timestamps of \
              `show` and the status file, monotonic after; the UTC offset of `show`'s times",
