@@ -19,6 +19,7 @@ const STATE_FILES: &[&str] = &[
     "etcd-lease",
     "etcd-lease.tmp",
     "semisync-held",
+    "semisync-held.tmp",
 ];
 
 /// What the state_dir check was doing when it failed.
