@@ -173,7 +173,7 @@ fn run(args: &Args, config: Config, key: ClusterKey) -> anyhow::Result<()> {
                 agent.set_probe_state(if known { ProbeState::Watching } else { ProbeState::Searching });
                 let a = agent.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = probe.run(a.clone()).await {
+                    if let Err(e) = probe.run(&*a).await {
                         tracing::error!("{}: probe=off", error_chain(&e));
                         a.set_probe_state(ProbeState::Off);
                     }

@@ -8,14 +8,12 @@
 //! race at start, a restart the programs did not see), and each reason it finds none
 //! is logged once.
 
-use crate::server::Agent;
 use aya::maps::{Array, MapData, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use mmm_common::proto::{ProbeEvent, ProbeEventKind, ProbeState};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 
 /// The compiled programs (agent/build.rs).
@@ -161,6 +159,17 @@ fn mysqld_uid(pid: Option<u32>, pid_file: Option<&Path>) -> Option<u32> {
     })
 }
 
+/// What the probe tells the rest of the agent, and nothing else it could reach: the
+/// agent implements it, a test can record it.
+pub trait ProbeSink: Send + Sync {
+    /// To the monitor at once (an event nobody listens for is dropped).
+    fn event(&self, event: ProbeEvent);
+    /// The probe's state, for heartbeats and status reports.
+    fn probe_state(&self, state: ProbeState);
+    /// mysqld's process exited (true), or a new mysqld listens (false).
+    fn mysqld_exited(&self, exited: bool);
+}
+
 /// The loaded probe; its programs stay attached while it lives. Loading needs CAP_BPF
 /// and CAP_PERFMON and no async runtime, so the agent loads it first and then drops both
 /// (capabilities are per thread: the runtime's threads must start without them).
@@ -298,8 +307,7 @@ impl Probe {
     }
 
     /// Forwards events until the agent stops; keeps the probe state up to date.
-    pub async fn run(self, agent: Arc<Agent>) -> Result<(), ProbeError> {
-        let events = agent.probe_sender();
+    pub async fn run(self, sink: &dyn ProbeSink) -> Result<(), ProbeError> {
         let Probe {
             _ebpf,
             ring,
@@ -323,12 +331,12 @@ impl Probe {
                         Rescan::Forget => {
                             // 0: the programs learn the next mysqld from its LISTEN.
                             watch(&mut watched, 0)?;
-                            agent.set_probe_state(ProbeState::Searching);
+                            sink.probe_state(ProbeState::Searching);
                         }
                         Rescan::Watch(pid) => {
                             watch(&mut watched, pid)?;
-                            agent.set_probe_state(ProbeState::Watching);
-                            agent.set_mysqld_exited(false);
+                            sink.probe_state(ProbeState::Watching);
+                            sink.mysqld_exited(false);
                             tracing::info!(pid, "probe watches mysqld (found listening on mysql_port)");
                         }
                     }
@@ -349,7 +357,7 @@ impl Probe {
                 // before the monitor hears of it, while the VIP is still here to send the
                 // RSTs from (once it is removed, they could not leave). Well under 1 ms.
                 if event.kind == ProbeEventKind::ProcessExit {
-                    match crate::sockdiag::reset_port(agent.host.mysql_port) {
+                    match crate::sockdiag::reset_port(mysql_port) {
                         Ok(n) => {
                             tracing::info!(sockets = n, "connections of the dead mysqld reset")
                         }
@@ -359,17 +367,17 @@ impl Probe {
                     }
                 }
                 // Then at once to the monitor, before anything is logged.
-                let _ = events.send(event);
+                sink.event(event);
                 let state = match event.kind {
                     ProbeEventKind::ListenOpen => ProbeState::Watching,
                     ProbeEventKind::ProcessExit | ProbeEventKind::ListenClose => {
                         ProbeState::Searching
                     }
                 };
-                agent.set_probe_state(state);
+                sink.probe_state(state);
                 match event.kind {
-                    ProbeEventKind::ProcessExit => agent.set_mysqld_exited(true),
-                    ProbeEventKind::ListenOpen => agent.set_mysqld_exited(false),
+                    ProbeEventKind::ProcessExit => sink.mysqld_exited(true),
+                    ProbeEventKind::ListenOpen => sink.mysqld_exited(false),
                     ProbeEventKind::ListenClose => {}
                 }
                 tracing::warn!(kind = ?event.kind, tgid = event.tgid, port = event.port, "probe event");

@@ -101,22 +101,27 @@ pub struct Resources {
     pub rst: Option<crate::rst::Rst>,
 }
 
-impl Agent {
-    /// Where the liveness probe publishes what it sees; each monitor connection forwards
-    /// the events unasked, ahead of anything queued behind them.
-    pub fn probe_sender(&self) -> broadcast::Sender<ProbeEvent> {
-        self.probe_events.clone()
+impl crate::probe::ProbeSink for Agent {
+    /// Each monitor connection forwards the events unasked, ahead of anything queued
+    /// behind them.
+    fn event(&self, event: ProbeEvent) {
+        let _ = self.probe_events.send(event);
     }
 
+    fn probe_state(&self, state: ProbeState) {
+        self.set_probe_state(state);
+    }
+
+    fn mysqld_exited(&self, exited: bool) {
+        self.mysqld_exited
+            .store(exited, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Agent {
     /// Records the probe's state for heartbeats and status reports.
     pub fn set_probe_state(&self, state: ProbeState) {
         self.status.send_modify(|s| s.probe = Some(state));
-    }
-
-    /// The probe saw mysqld's process exit (true) or a new mysqld listening (false).
-    pub fn set_mysqld_exited(&self, exited: bool) {
-        self.mysqld_exited
-            .store(exited, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn status(&self) -> Status {
