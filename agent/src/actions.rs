@@ -5,7 +5,7 @@
 use crate::lease::Stamp;
 use crate::mysql::CatchUp;
 use crate::reconcile::error_chain;
-use crate::reconciler::Command;
+use crate::reconciler::ReconcilerCommand;
 use crate::server::Agent;
 use mmm_common::proto::*;
 use std::net::Ipv4Addr;
@@ -85,22 +85,23 @@ impl Agent {
             detail: failures.join("; "),
             position: None,
         };
-        let via_reconciler = |make: fn(Stamp, oneshot::Sender<Vec<String>>) -> Command| async move {
-            let (tx, rx) = oneshot::channel();
-            // Whatever the reconciler was doing for an older order is over.
-            let stamp = match self.lease.supersede_for(session) {
-                Ok(stamp) => stamp,
-                Err(over) => return vec![over.to_string()],
+        let via_reconciler =
+            |make: fn(Stamp, oneshot::Sender<Vec<String>>) -> ReconcilerCommand| async move {
+                let (tx, rx) = oneshot::channel();
+                // Whatever the reconciler was doing for an older order is over.
+                let stamp = match self.lease.supersede_for(session) {
+                    Ok(stamp) => stamp,
+                    Err(over) => return vec![over.to_string()],
+                };
+                if self.commands.send(make(stamp, tx)).await.is_err() {
+                    return vec!["the reconciler stopped".to_string()];
+                }
+                match tokio::time::timeout(deadline, rx).await {
+                    Ok(Ok(f)) => f,
+                    Ok(Err(_dropped)) => vec!["the reconciler stopped".to_string()],
+                    Err(_elapsed) => vec![format!("not done within {deadline:?}")],
+                }
             };
-            if self.commands.send(make(stamp, tx)).await.is_err() {
-                return vec!["the reconciler stopped".to_string()];
-            }
-            match tokio::time::timeout(deadline, rx).await {
-                Ok(Ok(f)) => f,
-                Ok(Err(_dropped)) => vec!["the reconciler stopped".to_string()],
-                Err(_elapsed) => vec![format!("not done within {deadline:?}")],
-            }
-        };
         // STOP SLAVE IO_THREAD is not queued: it is sent when the source died, to be done
         // at once, and a re-point it interleaves with is simply retried by the monitor.
         let _serialized =
@@ -130,12 +131,12 @@ impl Agent {
         }
         let result = match req.action {
             Action::SetReadOnly { on: true } => Ok(failures_to_result(
-                via_reconciler(|stamp, tx| Command::ReadOnly(true, stamp, tx)).await,
+                via_reconciler(|stamp, tx| ReconcilerCommand::ReadOnly(true, stamp, tx)).await,
             )),
             Action::SetReadOnly { on: false } => Ok(failures_to_result(
-                via_reconciler(|stamp, tx| Command::ReadOnly(false, stamp, tx)).await,
+                via_reconciler(|stamp, tx| ReconcilerCommand::ReadOnly(false, stamp, tx)).await,
             )),
-            Action::Demote => Ok(failures_to_result(via_reconciler(Command::Demote).await)),
+            Action::Demote => Ok(failures_to_result(via_reconciler(ReconcilerCommand::Demote).await)),
             Action::KillSessions => self
                 .actions_mysql
                 .kill_sessions(

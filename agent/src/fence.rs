@@ -15,7 +15,7 @@
 
 use crate::mysql::Mysql;
 use crate::reconcile::error_chain;
-use crate::reconciler::Command;
+use crate::reconciler::ReconcilerCommand;
 use crate::server::Agent;
 use crate::vip::{Netlink, VipError};
 use std::collections::BTreeSet;
@@ -96,7 +96,12 @@ pub(crate) async fn lease_task(
                 remove_vips(&netlink, &interface, &held).await;
                 drop(gate);
                 lease.mark_judged(expiries);
-                if agent.commands.send(Command::Fenced(stamp)).await.is_err() {
+                if agent
+                    .commands
+                    .send(ReconcilerCommand::Fenced(stamp))
+                    .await
+                    .is_err()
+                {
                     tracing::error!("the reconciler stopped: read_only not set after the fence");
                 }
                 continue;

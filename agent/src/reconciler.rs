@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Each carries the lease's stamp of when it was accepted: the plan it leads to dies when
 /// anything newer arrives (`Lease::current`), even while it waits in this queue.
-pub(crate) enum Command {
+pub(crate) enum ReconcilerCommand {
     /// Answered with None when a newer order superseded it before it was done: that
     /// order answers for itself (an Applied for this epoch with the plan's remaining
     /// steps as failures would tell a promotion the candidate failed).
@@ -31,7 +31,7 @@ pub(crate) enum Command {
 pub(crate) async fn reconciler(
     agent: Arc<Agent>,
     exec: Executor,
-    mut rx: mpsc::Receiver<Command>,
+    mut rx: mpsc::Receiver<ReconcilerCommand>,
     woken: Arc<tokio::sync::Notify>,
 ) {
     let scope = &agent.scope;
@@ -51,7 +51,7 @@ pub(crate) async fn reconciler(
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { return };
                 match cmd {
-                    Command::Apply(d, stamp, reply) => {
+                    ReconcilerCommand::Apply(d, stamp, reply) => {
                         let epoch = d.epoch;
                         let applied = match scope.check(&d) {
                             Err(problems) => {
@@ -76,7 +76,7 @@ pub(crate) async fn reconciler(
                         };
                         let _ = reply.send(applied);
                     }
-                    Command::ReadOnly(on, stamp, reply) => {
+                    ReconcilerCommand::ReadOnly(on, stamp, reply) => {
                         let (mut d, _) = desired.take().unwrap_or_else(|| (empty_desired(0), stamp));
                         if on {
                             drop_writer(&mut d, scope);
@@ -86,13 +86,13 @@ pub(crate) async fn reconciler(
                         desired = Some((d, stamp));
                         let _ = reply.send(converge(&agent, &exec, current(&desired), &mut seen).await);
                     }
-                    Command::Demote(stamp, reply) => {
+                    ReconcilerCommand::Demote(stamp, reply) => {
                         let (mut d, _) = desired.take().unwrap_or_else(|| (empty_desired(0), stamp));
                         drop_writer(&mut d, scope);
                         desired = Some((d, stamp));
                         let _ = reply.send(converge(&agent, &exec, current(&desired), &mut seen).await);
                     }
-                    Command::Fenced(fence) => {
+                    ReconcilerCommand::Fenced(fence) => {
                         match desired.take() {
                             // A desired state accepted after the fence (on a session made
                             // after it, which alone may lift it) is what holds now.

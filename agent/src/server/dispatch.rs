@@ -2,7 +2,7 @@
 //! then heartbeats, desired states, status queries and actions are answered.
 
 use crate::reconcile::error_chain;
-use crate::reconciler::Command;
+use crate::reconciler::ReconcilerCommand;
 use crate::term::{Accepted, Admitted, Shown};
 use mmm_common::proto::{
     Action, ActionOutcome, ActionResult, Applied, FrameError, Message, StatusReport, Term,
@@ -177,7 +177,7 @@ impl Agent {
                 let out = out.clone();
                 if self
                     .commands
-                    .send(Command::Apply(d, stamp, tx))
+                    .send(ReconcilerCommand::Apply(d, stamp, tx))
                     .await
                     .is_ok()
                 {

@@ -23,7 +23,7 @@ use crate::garp::GarpSender;
 use crate::lease::Lease;
 use crate::mysql::{Mysql, SemiSyncHold};
 use crate::reconcile::Scope;
-use crate::reconciler::Command;
+use crate::reconciler::ReconcilerCommand;
 use crate::status::Status;
 use crate::term::Terms;
 use crate::vip::Netlink;
@@ -74,7 +74,7 @@ pub struct Agent {
     pub(crate) grants: Arc<crate::mysql::Grants>,
     /// The last desired state followed: the same one re-sent keeps its plan going.
     pub(crate) followed: std::sync::Mutex<Option<DesiredState>>,
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::Sender<ReconcilerCommand>,
     pub(crate) actions_mysql: Mysql,
     /// For status queries: promotion decisions need the server's state now, not the
     /// snapshot of up to REFRESH ago, and must not wait behind a long action.
