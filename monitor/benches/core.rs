@@ -4,7 +4,7 @@
 
 use mmm_common::config::Config;
 use mmm_common::types::CheckKind;
-use mmm_monitor::core::{AgentView, CheckResult, Cluster, Command, Event, FencingMethod};
+use mmm_monitor::core::{AgentView, CheckResult, Cluster, ControlCommand, Event, FencingMethod};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,7 +72,7 @@ fn main() {
             now,
             Event::Command {
                 reply: 0,
-                command: Command::SetOnline { host: n.clone() },
+                command: ControlCommand::SetOnline { host: n.clone() },
             },
         );
     }

@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser};
 use mmm_common::cli::{self as cli, Exit};
 use mmm_common::config::{ClusterKey, Config, ControlAddr};
 use mmm_monitor::control::command::{help, help_lines, COMMANDS, LOCAL_COMMANDS};
-use mmm_monitor::control::{client, Command, CommandError};
+use mmm_monitor::control::{client, CommandError, ControlCommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -164,7 +164,7 @@ fn run(args: &Args) -> Result<Exit, Failure> {
     if let Some(command) = args.command.first().and_then(|c| local(c)) {
         return command(args);
     }
-    let command = match Command::parse(&args.command) {
+    let command = match ControlCommand::parse(&args.command) {
         Ok(c) => c,
         Err(CommandError::Empty) => {
             print!("{}", full_help());
@@ -176,7 +176,7 @@ fn run(args: &Args) -> Result<Exit, Failure> {
             return Ok(Exit::Usage);
         }
     };
-    if command == Command::Help {
+    if command == ControlCommand::Help {
         print!("{}", full_help());
         return Ok(Exit::Ok);
     }

@@ -11,7 +11,7 @@ pub enum CheckSelector {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum ControlCommand {
     Help,
     Ping,
     Show {
@@ -61,7 +61,7 @@ pub enum CommandError {
 }
 
 /// Every command the monitor answers, as `help` lists them: (name, arguments, what it
-/// does), MMM's order and wording. `Command::parse` knows exactly these names (tested).
+/// does), MMM's order and wording. `ControlCommand::parse` knows exactly these names (tested).
 pub const COMMANDS: [(&str, &str, &str); 12] = [
     ("help", "", "show this message"),
     ("ping", "", "ping monitor"),
@@ -129,15 +129,15 @@ pub fn help_lines(commands: &[(&str, &str, &str)]) -> String {
     out
 }
 
-impl Command {
-    pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Command, CommandError> {
+impl ControlCommand {
+    pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<ControlCommand, CommandError> {
         let words: Vec<&str> = words.iter().map(AsRef::as_ref).collect();
         let Some((&name, args)) = words.split_first() else {
             return Err(CommandError::Empty);
         };
         let usage =
             |command: &'static str, usage: &'static str| CommandError::Usage { command, usage };
-        let no_args = |cmd: Command, command: &'static str| {
+        let no_args = |cmd: ControlCommand, command: &'static str| {
             if args.is_empty() {
                 Ok(cmd)
             } else {
@@ -145,15 +145,15 @@ impl Command {
             }
         };
         match name {
-            "help" => no_args(Command::Help, "help"),
-            "ping" => no_args(Command::Ping, "ping"),
-            "mode" => no_args(Command::Mode, "mode"),
-            "set_active" => no_args(Command::SetActive, "set_active"),
-            "set_manual" => no_args(Command::SetManual, "set_manual"),
-            "set_passive" => no_args(Command::SetPassive, "set_passive"),
+            "help" => no_args(ControlCommand::Help, "help"),
+            "ping" => no_args(ControlCommand::Ping, "ping"),
+            "mode" => no_args(ControlCommand::Mode, "mode"),
+            "set_active" => no_args(ControlCommand::SetActive, "set_active"),
+            "set_manual" => no_args(ControlCommand::SetManual, "set_manual"),
+            "set_passive" => no_args(ControlCommand::SetPassive, "set_passive"),
             "show" => match args {
-                [] => Ok(Command::Show { json: false }),
-                ["--json"] => Ok(Command::Show { json: true }),
+                [] => Ok(ControlCommand::Show { json: false }),
+                ["--json"] => Ok(ControlCommand::Show { json: true }),
                 _ => Err(usage("show", "show [--json]")),
             },
             "checks" => {
@@ -166,15 +166,15 @@ impl Command {
                 };
                 let host = |s: &str| (s != "all").then(|| s.to_string());
                 match args {
-                    [] => Ok(Command::Checks {
+                    [] => Ok(ControlCommand::Checks {
                         host: None,
                         check: CheckSelector::All,
                     }),
-                    [h] => Ok(Command::Checks {
+                    [h] => Ok(ControlCommand::Checks {
                         host: host(h),
                         check: CheckSelector::All,
                     }),
-                    [h, c] => Ok(Command::Checks {
+                    [h, c] => Ok(ControlCommand::Checks {
                         host: host(h),
                         check: check(c)?,
                     }),
@@ -183,11 +183,11 @@ impl Command {
             }
             "set_online" | "set_offline" => match args {
                 [h] => Ok(if name == "set_online" {
-                    Command::SetOnline {
+                    ControlCommand::SetOnline {
                         host: h.to_string(),
                     }
                 } else {
-                    Command::SetOffline {
+                    ControlCommand::SetOffline {
                         host: h.to_string(),
                     }
                 }),
@@ -195,12 +195,12 @@ impl Command {
                 _ => Err(usage("set_offline", "set_offline <host>")),
             },
             "move_role" => match args {
-                ["--force", role, host] => Ok(Command::MoveRole {
+                ["--force", role, host] => Ok(ControlCommand::MoveRole {
                     force: true,
                     role: role.to_string(),
                     host: host.to_string(),
                 }),
-                [role, host] if !role.starts_with("--") => Ok(Command::MoveRole {
+                [role, host] if !role.starts_with("--") => Ok(ControlCommand::MoveRole {
                     force: false,
                     role: role.to_string(),
                     host: host.to_string(),
@@ -208,7 +208,7 @@ impl Command {
                 _ => Err(usage("move_role", "move_role [--force] <role> <host>")),
             },
             "set_ip" => match args {
-                [ip, host] => Ok(Command::SetIp {
+                [ip, host] => Ok(ControlCommand::SetIp {
                     ip: ip.parse().map_err(|_e| CommandError::BadIp {
                         got: ip.to_string(),
                     })?,
@@ -222,34 +222,34 @@ impl Command {
 }
 
 /// The canonical line sent over the control socket; parses back to the same command.
-impl fmt::Display for Command {
+impl fmt::Display for ControlCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Help => f.write_str("help"),
-            Command::Ping => f.write_str("ping"),
-            Command::Show { json: false } => f.write_str("show"),
-            Command::Show { json: true } => f.write_str("show --json"),
-            Command::Checks { host, check } => {
+            ControlCommand::Help => f.write_str("help"),
+            ControlCommand::Ping => f.write_str("ping"),
+            ControlCommand::Show { json: false } => f.write_str("show"),
+            ControlCommand::Show { json: true } => f.write_str("show --json"),
+            ControlCommand::Checks { host, check } => {
                 write!(f, "checks {}", host.as_deref().unwrap_or("all"))?;
                 match check {
                     CheckSelector::All => f.write_str(" all"),
                     CheckSelector::One(c) => write!(f, " {c}"),
                 }
             }
-            Command::Mode => f.write_str("mode"),
-            Command::SetOnline { host } => write!(f, "set_online {host}"),
-            Command::SetOffline { host } => write!(f, "set_offline {host}"),
-            Command::MoveRole { force, role, host } => {
+            ControlCommand::Mode => f.write_str("mode"),
+            ControlCommand::SetOnline { host } => write!(f, "set_online {host}"),
+            ControlCommand::SetOffline { host } => write!(f, "set_offline {host}"),
+            ControlCommand::MoveRole { force, role, host } => {
                 write!(
                     f,
                     "move_role {}{role} {host}",
                     if *force { "--force " } else { "" }
                 )
             }
-            Command::SetIp { ip, host } => write!(f, "set_ip {ip} {host}"),
-            Command::SetActive => f.write_str("set_active"),
-            Command::SetManual => f.write_str("set_manual"),
-            Command::SetPassive => f.write_str("set_passive"),
+            ControlCommand::SetIp { ip, host } => write!(f, "set_ip {ip} {host}"),
+            ControlCommand::SetActive => f.write_str("set_active"),
+            ControlCommand::SetManual => f.write_str("set_manual"),
+            ControlCommand::SetPassive => f.write_str("set_passive"),
         }
     }
 }
@@ -259,8 +259,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn parse(line: &str) -> Result<Command, CommandError> {
-        Command::parse(&line.split_whitespace().collect::<Vec<_>>())
+    fn parse(line: &str) -> Result<ControlCommand, CommandError> {
+        ControlCommand::parse(&line.split_whitespace().collect::<Vec<_>>())
     }
 
     proptest! {
@@ -281,7 +281,7 @@ mod tests {
         ) {
             let mut words = vec![word.to_string()];
             words.extend(args);
-            let _ = Command::parse(&words);
+            let _ = ControlCommand::parse(&words);
         }
     }
 
@@ -379,7 +379,7 @@ Valid commands are:
         }
         assert_eq!(
             parse("checks"),
-            Ok(Command::Checks {
+            Ok(ControlCommand::Checks {
                 host: None,
                 check: CheckSelector::All
             })

@@ -5,4 +5,4 @@ pub mod auth;
 pub mod client;
 pub mod command;
 
-pub use command::{Command, CommandError};
+pub use command::{CommandError, ControlCommand};

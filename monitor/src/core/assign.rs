@@ -2,7 +2,7 @@
 //! for the agents, slaves re-pointed at the active master, GTID refreshes of waiting
 //! hosts, and the status record.
 
-use super::{ms, Action, Cluster, Millis, RECOVERING_REFRESH};
+use super::{ms, Cluster, CoreAction, Millis, RECOVERING_REFRESH};
 use mmm_common::proto::{self, DesiredState, Position};
 use mmm_common::types::{HostMode, HostState, MonitorMode};
 use std::time::Duration;
@@ -11,7 +11,7 @@ impl Cluster {
     /// Hosts waiting in AWAITING_RECOVERY may gain errant transactions while they wait
     /// (a SUPER user writing): their GTID sets and the writer's are asked for again
     /// every few seconds, so `show` and set_online judge a recent picture.
-    pub(super) fn refresh_recovering(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn refresh_recovering(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         const EVERY: Millis = RECOVERING_REFRESH;
         let due: Vec<String> = self
             .hosts
@@ -34,14 +34,14 @@ impl Cluster {
             if let Some(h) = self.host_mut(&name) {
                 h.status_asked = Some(now);
             }
-            out.push(Action::QueryStatus { host: name });
+            out.push(CoreAction::QueryStatus { host: name });
         }
     }
 
     /// A live slave that replicates from anything but the active master (it was down
     /// while the slaves were re-pointed, or someone changed it) is re-pointed; retried
     /// after promotion_timeout if it still is not.
-    pub(super) fn fix_slave_sources(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn fix_slave_sources(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         if self.promotion.is_some() || self.mode.is(MonitorMode::Passive) || !self.network_ok {
             return;
         }
@@ -79,14 +79,14 @@ impl Cluster {
             if let Some(h) = self.host_mut(&name) {
                 h.repointed = Some((active.ip, now));
             }
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: Some(name.clone()),
                 message: format!(
                     "Slave '{name}' does not replicate from the active master '{}': re-pointing it",
                     active.name
                 ),
             });
-            out.push(Action::AgentAction {
+            out.push(CoreAction::AgentAction {
                 host: name,
                 id,
                 action: proto::Action::ChangeMaster {
@@ -100,7 +100,7 @@ impl Cluster {
     }
 
     /// MMM's _distribute_roles: orphans, preferences (only with failback), balance.
-    pub(super) fn distribute(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn distribute(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         if self.mode.is(MonitorMode::Passive) || !self.network_ok {
             return;
         }
@@ -113,13 +113,13 @@ impl Cluster {
             .collect();
         let is_eligible = |n: &str| eligible.contains(n);
         for (role, host) in self.roles.assign_orphans(&is_eligible) {
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: Some(host.clone()),
                 message: format!("Orphaned role '{role}' has been assigned to '{host}'"),
             });
         }
         for (role, from, to) in self.roles.balance(&is_eligible) {
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: Some(to.clone()),
                 message: format!("Moving role '{role}' from host '{from}' to host '{to}'"),
             });
@@ -159,12 +159,12 @@ impl Cluster {
         }
     }
 
-    pub(crate) fn send_desired_now(&mut self, out: &mut Vec<Action>) {
+    pub(crate) fn send_desired_now(&mut self, out: &mut Vec<CoreAction>) {
         self.send_desired(out);
     }
 
     /// Emits the desired state of every host whose desired state changed.
-    pub(super) fn send_desired(&mut self, out: &mut Vec<Action>) {
+    pub(super) fn send_desired(&mut self, out: &mut Vec<CoreAction>) {
         if self.mode.is(MonitorMode::Passive) && self.network_ok {
             self.unpark_while_passive(out);
         }
@@ -204,7 +204,7 @@ impl Cluster {
             if let Some(h) = self.host_mut(&name) {
                 h.last_sent = Some(desired.clone());
             }
-            out.push(Action::SendDesired {
+            out.push(CoreAction::SendDesired {
                 host: name,
                 desired,
             });
@@ -213,7 +213,7 @@ impl Cluster {
 
     /// A passive monitor changes nothing on the hosts, except a parking it asked for: the
     /// links re-send the last desired state, which would keep it forever.
-    fn unpark_while_passive(&mut self, out: &mut Vec<Action>) {
+    fn unpark_while_passive(&mut self, out: &mut Vec<CoreAction>) {
         let parked: Vec<(String, DesiredState)> = self
             .hosts
             .iter()
@@ -229,14 +229,14 @@ impl Cluster {
             if let Some(h) = self.host_mut(&name) {
                 h.last_sent = Some(desired.clone());
             }
-            out.push(Action::SendDesired {
+            out.push(CoreAction::SendDesired {
                 host: name,
                 desired,
             });
         }
     }
 
-    pub(super) fn persist(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn persist(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let record = self.status_record(now);
         if self
             .last_persisted
@@ -246,6 +246,6 @@ impl Cluster {
             return;
         }
         self.last_persisted = Some(record.clone());
-        out.push(Action::Persist(record));
+        out.push(CoreAction::Persist(record));
     }
 }

@@ -2,7 +2,7 @@
 //! texts; our additions (errant transactions, the fenced promotion behind move_role)
 //! keep MMM's style.
 
-use super::{Action, Cluster, Command, Millis};
+use super::{Cluster, ControlCommand, CoreAction, Millis};
 use crate::control::command::{help, CheckSelector};
 use mmm_common::proto;
 use mmm_common::types::{CheckKind, HostMode, HostState, MonitorMode, RoleMode};
@@ -15,36 +15,36 @@ impl Cluster {
         &mut self,
         now: Millis,
         reply: u64,
-        command: Command,
-        out: &mut Vec<Action>,
+        command: ControlCommand,
+        out: &mut Vec<CoreAction>,
     ) -> Option<String> {
         let text = match command {
-            Command::Help => help().trim_end().to_string(),
-            Command::Ping => "OK: Pinged successfully!".into(),
-            Command::Show { json: false } => self.show(now),
-            Command::Show { json: true } => self.show_json(now),
-            Command::Checks { host, check } => {
+            ControlCommand::Help => help().trim_end().to_string(),
+            ControlCommand::Ping => "OK: Pinged successfully!".into(),
+            ControlCommand::Show { json: false } => self.show(now),
+            ControlCommand::Show { json: true } => self.show_json(now),
+            ControlCommand::Checks { host, check } => {
                 let check = match check {
                     CheckSelector::All => None,
                     CheckSelector::One(c) => Some(c),
                 };
                 self.checks(host.as_deref(), check).unwrap_or_else(|e| e)
             }
-            Command::Mode => self.mode.get().to_string().to_uppercase(),
-            Command::SetOnline { host } => self.set_online(now, &host, out),
-            Command::SetOffline { host } => self.set_offline(now, &host, out),
-            Command::MoveRole { force, role, host } => {
+            ControlCommand::Mode => self.mode.get().to_string().to_uppercase(),
+            ControlCommand::SetOnline { host } => self.set_online(now, &host, out),
+            ControlCommand::SetOffline { host } => self.set_offline(now, &host, out),
+            ControlCommand::MoveRole { force, role, host } => {
                 return self.move_role(now, reply, force, &role, &host, out)
             }
-            Command::SetIp { ip, host } => self.set_ip(now, ip, &host, out),
-            Command::SetActive => self.set_mode(now, MonitorMode::Active, out),
-            Command::SetManual => self.set_mode(now, MonitorMode::Manual, out),
-            Command::SetPassive => self.set_mode(now, MonitorMode::Passive, out),
+            ControlCommand::SetIp { ip, host } => self.set_ip(now, ip, &host, out),
+            ControlCommand::SetActive => self.set_mode(now, MonitorMode::Active, out),
+            ControlCommand::SetManual => self.set_mode(now, MonitorMode::Manual, out),
+            ControlCommand::SetPassive => self.set_mode(now, MonitorMode::Passive, out),
         };
         Some(text)
     }
 
-    fn set_online(&mut self, now: Millis, host: &str, out: &mut Vec<Action>) -> String {
+    fn set_online(&mut self, now: Millis, host: &str, out: &mut Vec<CoreAction>) -> String {
         let Some(h) = self.host(host).cloned() else {
             return format!("ERROR: Unknown host name '{host}'!");
         };
@@ -88,7 +88,7 @@ impl Cluster {
         if !h.agent_up {
             return format!("ERROR: Can't reach agent daemon on '{host}'! Can't switch its state!");
         }
-        out.push(Action::Notify {
+        out.push(CoreAction::Notify {
             host: Some(host.into()),
             message: format!("Admin changed state of '{host}' from {} to ONLINE", h.state),
         });
@@ -108,7 +108,12 @@ impl Cluster {
 
     /// A master coming back next to the active master replicates from it again, and the
     /// active master from it (master-master restored); MMM left that to the operator.
-    pub(crate) fn rejoin_replication(&mut self, now: Millis, host: &str, out: &mut Vec<Action>) {
+    pub(crate) fn rejoin_replication(
+        &mut self,
+        now: Millis,
+        host: &str,
+        out: &mut Vec<CoreAction>,
+    ) {
         // A promotion re-points and stops replication itself: a rejoin now would race it
         // (two re-points of one slave, or a back link the promotion then stops). It is
         // done when the promotion ends.
@@ -142,7 +147,7 @@ impl Cluster {
                 r.repointed = Some((a.ip, now));
             }
             let id = self.next_id();
-            out.push(Action::AgentAction {
+            out.push(CoreAction::AgentAction {
                 host: host.into(),
                 id,
                 action: proto::Action::ChangeMaster {
@@ -161,7 +166,7 @@ impl Cluster {
             // The active master resumes from what it applied from this host; asking with
             // its own newest GTIDs would find the passive behind (error 1236).
             let back = proto::Position::GtidSlavePos;
-            out.push(Action::AgentAction {
+            out.push(CoreAction::AgentAction {
                 host: active,
                 id,
                 action: proto::Action::ChangeMaster {
@@ -174,7 +179,7 @@ impl Cluster {
         }
     }
 
-    fn set_offline(&mut self, now: Millis, host: &str, out: &mut Vec<Action>) -> String {
+    fn set_offline(&mut self, now: Millis, host: &str, out: &mut Vec<CoreAction>) -> String {
         let Some(h) = self.host(host).cloned() else {
             return format!("ERROR: Unknown host name '{host}'!");
         };
@@ -190,7 +195,7 @@ impl Cluster {
         if !h.agent_up {
             return format!("ERROR: Can't reach agent daemon on '{host}'! Can't switch its state!");
         }
-        out.push(Action::Notify {
+        out.push(CoreAction::Notify {
             host: Some(host.into()),
             message: format!(
                 "Admin changed state of '{host}' from {} to ADMIN_OFFLINE",
@@ -214,7 +219,7 @@ impl Cluster {
         // MMM's turn_off_slave: an offline host stops replicating (maintenance, backups);
         // set_online re-points it at the active master and starts it again.
         let id = self.next_id();
-        out.push(Action::AgentAction {
+        out.push(CoreAction::AgentAction {
             host: host.into(),
             id,
             action: proto::Action::StopReplication,
@@ -231,7 +236,7 @@ impl Cluster {
         force: bool,
         role: &str,
         host: &str,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Option<String> {
         if self.mode.is(MonitorMode::Passive) {
             return Some("ERROR: This command is not allowed in passive mode".into());
@@ -317,7 +322,7 @@ impl Cluster {
             ));
         }
         if force {
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: Some(host.into()),
                 message: format!(
                     "Admin forced move of role '{role}' from '{}' to '{host}'",
@@ -327,7 +332,7 @@ impl Cluster {
             self.hosts
                 .force_state(now, host, HostState::Online, "move_role --force".into());
         } else {
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: Some(host.into()),
                 message: format!(
                     "Admin moved role '{role}' from '{}' to '{host}'",
@@ -353,7 +358,7 @@ impl Cluster {
         now: Millis,
         ip: std::net::Ipv4Addr,
         host: &str,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> String {
         if !self.mode.is(MonitorMode::Passive) {
             return "ERROR: This command is only allowed in passive mode".into();
@@ -379,7 +384,7 @@ impl Cluster {
         }
         // An exclusive role has one holder: the writer is never on two hosts, even here.
         self.roles.set_holder(i, Some(host.into()));
-        out.push(Action::Notify {
+        out.push(CoreAction::Notify {
             host: Some(host.into()),
             message: format!("Admin set role '{role}({ip})' to host '{host}'"),
         });
@@ -387,13 +392,13 @@ impl Cluster {
         format!("OK: Set role '{role}({ip})' to host '{host}'.")
     }
 
-    fn set_mode(&mut self, now: Millis, mode: MonitorMode, out: &mut Vec<Action>) -> String {
+    fn set_mode(&mut self, now: Millis, mode: MonitorMode, out: &mut Vec<CoreAction>) -> String {
         let name = mode.to_string();
         if self.mode.is(mode) {
             return format!("OK: Already in {name} mode.");
         }
         let old = self.mode.get();
-        out.push(Action::Notify {
+        out.push(CoreAction::Notify {
             host: None,
             message: format!(
                 "Admin changed mode from '{}' to '{}'",

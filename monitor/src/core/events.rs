@@ -3,7 +3,7 @@
 //! event is then dropped whole), and lists the hosts whose evidence changed: those are
 //! judged at once, never left for a later Tick.
 
-use super::{ms, Action, AgentView, CheckResult, Cluster, Command, Millis};
+use super::{ms, AgentView, CheckResult, Cluster, ControlCommand, CoreAction, Millis};
 use mmm_common::proto::{ActionOutcome, ProbeEventKind, StatusReport};
 use mmm_common::types::{CheckKind, HostState};
 
@@ -15,13 +15,13 @@ impl Cluster {
     /// means the monitor did not run (swapped out, throttled, stopped), and the silence
     /// it then sees in every host is its own. Counted from now, as after the network
     /// guard.
-    pub(super) fn notice_stall(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn notice_stall(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let limit = ms(self.timing.stall_after);
         let quiet = self.last_event.map_or(0, |t| now.saturating_sub(t));
         self.last_event = Some(now);
         if quiet > limit && !self.hosts.is_empty() {
             self.blind_for(now, quiet);
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: None,
                 message: format!("The monitor heard nothing for {quiet} ms (it did not run): silence before now is not held against any host"),
             });
@@ -37,7 +37,7 @@ impl Cluster {
     }
 
     /// Time passed: every host is judged against its deadlines.
-    pub(super) fn on_tick(&mut self, now: Millis, out: &mut Vec<Action>) -> Option<()> {
+    pub(super) fn on_tick(&mut self, now: Millis, out: &mut Vec<CoreAction>) -> Option<()> {
         self.evaluate_all(now, out);
         Some(())
     }
@@ -46,7 +46,7 @@ impl Cluster {
         &mut self,
         now: Millis,
         host: String,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Option<()> {
         self.promotion_on_lease_ended(now, &host, out);
         Some(())
@@ -89,7 +89,7 @@ impl Cluster {
         host: String,
         view: AgentView,
         evaluate: &mut Evaluate,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Option<()> {
         let h = self.hosts.get_mut(&host)?;
         let was_up = h.agent_up;
@@ -98,7 +98,7 @@ impl Cluster {
             evaluate.push(host.clone());
         }
         if !was_up {
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: Some(host.clone()),
                 message: format!("Agent on host '{host}' is reachable again"),
             });
@@ -114,10 +114,10 @@ impl Cluster {
         reason: String,
         last_heard: Option<Millis>,
         evaluate: &mut Evaluate,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Option<()> {
         if self.hosts.get_mut(&host)?.record_unreachable(last_heard) {
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: Some(host.clone()),
                 message: format!("Can't reach agent on host '{host}': {reason}"),
             });
@@ -132,7 +132,7 @@ impl Cluster {
         host: String,
         report: StatusReport,
         evaluate: &mut Evaluate,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Option<()> {
         if let Some(h) = self.hosts.get_mut(&host) {
             h.record_status(now, &report);
@@ -159,10 +159,10 @@ impl Cluster {
         host: String,
         epoch: u32,
         failures: Vec<String>,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Option<()> {
         if !failures.is_empty() {
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: Some(host.clone()),
                 message: format!(
                     "Agent on '{host}' could not apply state {epoch}: {}",
@@ -181,7 +181,7 @@ impl Cluster {
         id: u64,
         outcome: ActionOutcome,
         detail: String,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Option<()> {
         self.promotion_on_action(now, &host, id, outcome, &detail, out);
         Some(())
@@ -193,9 +193,9 @@ impl Cluster {
         host: String,
         ok: bool,
         output: String,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Option<()> {
-        out.push(Action::Notify {
+        out.push(CoreAction::Notify {
             host: Some(host.clone()),
             message: if ok {
                 format!(
@@ -218,7 +218,7 @@ impl Cluster {
         &mut self,
         now: Millis,
         ok: bool,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Option<()> {
         if ok == self.network_ok {
             return Some(());
@@ -227,7 +227,7 @@ impl Cluster {
         if !ok {
             self.network_lost_at = now;
         }
-        out.push(Action::Notify {
+        out.push(CoreAction::Notify {
             host: None,
             message: if ok {
                 "Network is reachable again: state changes resume".into()
@@ -250,11 +250,11 @@ impl Cluster {
         &mut self,
         now: Millis,
         reply: u64,
-        command: Command,
-        out: &mut Vec<Action>,
+        command: ControlCommand,
+        out: &mut Vec<CoreAction>,
     ) -> Option<()> {
         if let Some(text) = self.command(now, reply, command, out) {
-            out.push(Action::Reply { id: reply, text });
+            out.push(CoreAction::Reply { id: reply, text });
         }
         Some(())
     }

@@ -2,7 +2,7 @@
 //! state changes ([`Hosts::set_state`]), which counts transitions and flaps.
 
 use super::health::{CheckTrack, Flaps};
-use super::{Action, AgentView, CheckResult, Millis};
+use super::{AgentView, CheckResult, CoreAction, Millis};
 use mmm_common::config::{Config, Host as HostConfig};
 use mmm_common::gtid::GtidSet;
 use mmm_common::proto::{DesiredState, ProbeEventKind, StatusReport};
@@ -338,7 +338,7 @@ impl Hosts {
         to: HostState,
         reason: &str,
         flaps: FlapRule,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Option<HostState> {
         let h = self.get_mut(name)?;
         if h.state == to {
@@ -349,7 +349,7 @@ impl Hosts {
             h.uptime_at_failure = h.view.as_ref().map(|v| v.uptime_s);
             if h.flaps.depart(now, flaps.window, flaps.count) && !h.flapping {
                 h.flapping = true;
-                out.push(Action::Notify {
+                out.push(CoreAction::Notify {
                     host: Some(name.into()),
                     message: format!("Host '{name}' is flapping!"),
                 });
@@ -361,7 +361,7 @@ impl Hosts {
         h.state = to;
         h.since = now;
         h.reason = reason.to_string();
-        out.push(Action::Notify {
+        out.push(CoreAction::Notify {
             host: Some(name.into()),
             message: format!(
                 "State of host '{name}' changed from {from} to {to}{}",

@@ -5,7 +5,7 @@
 
 use super::hosts::HostRec;
 use super::timers::Deadlines;
-use super::{ms, Action, Cluster, FencingMethod, Millis};
+use super::{ms, Cluster, CoreAction, FencingMethod, Millis};
 use mmm_common::proto;
 use mmm_common::types::CheckKind;
 use std::collections::BTreeSet;
@@ -66,7 +66,7 @@ impl Cluster {
     /// of waiting it out afterwards. If a ping sent after the hold answers (or pings stop
     /// telling anything), the link is released: a blip costs the writer at most a
     /// self-fence and its undoing, never a failover.
-    pub(super) fn isolate_silent_writer(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn isolate_silent_writer(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         self.unhold_former_writers(out);
         let Some(w) = self.roles.writer_holder().map(str::to_string) else {
             return;
@@ -83,8 +83,8 @@ impl Cluster {
                 if let Some(h) = self.host_mut(&w) {
                     h.isolated_since = Some(now);
                 }
-                out.push(Action::Isolate { host: w.clone() });
-                out.push(Action::Notify {
+                out.push(CoreAction::Isolate { host: w.clone() });
+                out.push(CoreAction::Notify {
                     host: Some(w.clone()),
                     message: format!("Agent and ping of writer '{w}' are silent: its link is held down, so its lease runs out while trap_period is counted"),
                 });
@@ -97,15 +97,15 @@ impl Cluster {
                 if let Some(h) = self.host_mut(&w) {
                     h.isolated_since = None;
                 }
-                out.push(Action::Release { host: w.clone() });
-                out.push(Action::Notify {
+                out.push(CoreAction::Release { host: w.clone() });
+                out.push(CoreAction::Notify {
                     host: Some(w.clone()),
                     message: format!("Writer '{w}' answers ping again: its link is released"),
                 });
                 let deadline = Duration::from_millis(ms(self.config.monitor.promotion_timeout));
                 for s in self.isolation.take_early_stopped() {
                     let id = self.next_id();
-                    out.push(Action::AgentAction {
+                    out.push(CoreAction::AgentAction {
                         host: s,
                         id,
                         action: proto::Action::StartReplication,
@@ -143,7 +143,7 @@ impl Cluster {
     /// Their STOP SLAVE would wait for the vanished master (semi-sync's kill-connection):
     /// started while trap_period is counted, once the writer's lease is over and a ping has
     /// failed too (an agent that merely died, or one lost echo reply, stops no replica).
-    fn stop_replicas_early(&mut self, writer: &str, out: &mut Vec<Action>) {
+    fn stop_replicas_early(&mut self, writer: &str, out: &mut Vec<CoreAction>) {
         let stopped = self.stop_io_threads_of(writer, out);
         self.isolation.record_early_stopped(stopped);
     }
@@ -151,7 +151,7 @@ impl Cluster {
     /// A held host that lost the writer role with no promotion to fence it (no candidate,
     /// a refused promotion) gets the link's bounded stay-away instead of an endless hold:
     /// its agent may come back and be heard.
-    fn unhold_former_writers(&mut self, out: &mut Vec<Action>) {
+    fn unhold_former_writers(&mut self, out: &mut Vec<CoreAction>) {
         if self.promotion.is_some() {
             return;
         }
@@ -159,7 +159,7 @@ impl Cluster {
         for h in &mut self.hosts {
             if h.isolated_since.is_some() && writer.as_deref() != Some(h.name.as_str()) {
                 h.isolated_since = None;
-                out.push(Action::Disconnect {
+                out.push(CoreAction::Disconnect {
                     host: h.name.clone(),
                 });
             }

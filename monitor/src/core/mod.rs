@@ -52,7 +52,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::control::Command;
+pub use crate::control::ControlCommand;
 pub use hosts::HostRec;
 
 /// Milliseconds on the monitor's clock (anchored to wall time at start, monotonic after),
@@ -215,12 +215,12 @@ pub enum Event {
     },
     Command {
         reply: u64,
-        command: Command,
+        command: ControlCommand,
     },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum CoreAction {
     SendDesired {
         host: String,
         desired: DesiredState,
@@ -449,7 +449,7 @@ impl Cluster {
     /// updates what it concerns; then the fixed pipeline: the silent or permitless
     /// writer, hosts judged, roles and promotion moved on, states settled, the status
     /// persisted, the timer set.
-    pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
+    pub fn handle(&mut self, now: Millis, event: Event) -> Vec<CoreAction> {
         let mut out = Vec::new();
         // Cheap to keep: promotions are rare and small.
         let promotion_before = self.promotion.clone();
@@ -532,7 +532,7 @@ impl Cluster {
     }
 
     /// Mode changes, role distribution, promotion progress, desired states, persistence.
-    pub(crate) fn after_changes(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(crate) fn after_changes(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         self.wait_mode(now, out);
         self.distribute(now, out);
         self.promotion_tick(now, out);

@@ -2,7 +2,7 @@
 //! through [`Mode`], which keeps the cause of a passive mode and the start of a WAIT.
 
 use super::timers::Deadlines;
-use super::{ms, Action, Cluster, HostRec, Millis};
+use super::{ms, Cluster, CoreAction, HostRec, Millis};
 use mmm_common::types::{HostState, MonitorMode};
 
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ impl Mode {
 impl Cluster {
     /// MMM's WAIT mode: act like manual until both masters are ONLINE, or one has been
     /// ONLINE for wait_for_other_master.
-    pub(super) fn wait_mode(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn wait_mode(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         if !self.mode.is(MonitorMode::Wait) {
             return;
         }
@@ -104,7 +104,7 @@ impl Cluster {
         };
         if let Some(message) = switch {
             self.mode.current = MonitorMode::Active;
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: None,
                 message,
             });

@@ -16,7 +16,7 @@
 
 use super::promote::Phase;
 use super::timers::Deadlines;
-use super::{ms, Action, Cluster, FencingMethod, Millis};
+use super::{ms, Cluster, CoreAction, FencingMethod, Millis};
 use mmm_common::types::{CheckKind, MonitorMode};
 use std::net::Ipv4Addr;
 
@@ -28,7 +28,7 @@ pub struct Parking {
 
 impl Parking {
     /// Parks `vip` on `target` (or nowhere); the change, told once.
-    fn park(&mut self, target: Option<String>, vip: &str) -> Action {
+    fn park(&mut self, target: Option<String>, vip: &str) -> CoreAction {
         let message = match (&self.parked, &target) {
             (Some(from), Some(to)) => format!(
                 "Writer VIP {vip} parked on '{to}' instead of '{from}' (the next writer changed)"
@@ -39,7 +39,7 @@ impl Parking {
             (Some(from), None) => format!("Writer VIP {vip} no longer parked on '{from}'"),
             (None, None) => unreachable!("equal to the current parking"),
         };
-        let told = Action::Notify {
+        let told = CoreAction::Notify {
             host: target.clone().or_else(|| self.parked.clone()),
             message,
         };
@@ -132,7 +132,7 @@ impl Cluster {
 
     /// Parks the writer VIP where [`Cluster::park_target`] says (the desired states carry
     /// it), telling each change once.
-    pub(super) fn update_parking(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn update_parking(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let target = self.park_target(now);
         if target == self.parking.parked {
             return;

@@ -13,7 +13,7 @@
 
 use super::timers::Deadlines;
 use super::FencingMethod;
-use super::{Action, Cluster, Millis};
+use super::{Cluster, CoreAction, Millis};
 use mmm_common::types::{CheckKind, MonitorMode};
 
 impl Cluster {
@@ -44,7 +44,7 @@ impl Cluster {
     }
 
     /// Moves the writer role off a writer that has held no permit for trap_period.
-    pub(super) fn fail_permitless_writer(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn fail_permitless_writer(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         if self.permitless_writer_due().is_none_or(|due| now < due) {
             return;
         }
@@ -66,7 +66,7 @@ impl Cluster {
                 if let Some(h) = self.host_mut(&old) {
                     h.self_fenced_since = Some(now);
                 }
-                out.push(Action::Notify {
+                out.push(CoreAction::Notify {
                     host: Some(old.clone()),
                     message: format!(
                         "'{old}' holds no writer permit and no host can take over the {writer} role at the moment"

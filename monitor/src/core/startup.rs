@@ -1,7 +1,7 @@
 //! The start-up vote (MMM's careful_startup, made explicit): who holds the writer role
 //! when the monitor starts, from the stored status and what the agents report.
 
-use super::{Action, AgentView, Cluster, Millis};
+use super::{AgentView, Cluster, CoreAction, Millis};
 use mmm_common::types::{HostState, MonitorMode};
 
 impl Cluster {
@@ -11,7 +11,7 @@ impl Cluster {
     /// answers put the monitor in passive mode with careful_startup (an operator decides
     /// with set_ip / set_active), or keep the stored writer and demote the others without
     /// it. Hosts holding VIPs they may hold keep them, so a monitor restart moves nothing.
-    pub fn startup(&mut self, now: Millis, reports: &[(String, AgentView)]) -> Vec<Action> {
+    pub fn startup(&mut self, now: Millis, reports: &[(String, AgentView)]) -> Vec<CoreAction> {
         let mut out = Vec::new();
         let writer_ip = self.roles.writer_ip();
         let masters = self.roles.role_hosts(self.roles.writer_role());
@@ -49,7 +49,7 @@ impl Cluster {
                 let names = many.join(" and ");
                 if self.config.monitor.careful_startup {
                     self.mode.go_passive(format!("the {} role is claimed by {names} at startup (careful_startup): check them, then use set_ip and set_active", self.roles.writer_role()));
-                    out.push(Action::Notify {
+                    out.push(CoreAction::Notify {
                         host: None,
                         message: format!(
                             "Switching to passive mode: {}",
@@ -61,7 +61,7 @@ impl Cluster {
                     let best = stored
                         .filter(|s| many.contains(s))
                         .or_else(|| many.iter().max_by_key(|m| votes(m, self)).cloned());
-                    out.push(Action::Notify {
+                    out.push(CoreAction::Notify {
                         host: None,
                         message: format!(
                             "The {} role is claimed by {names} at startup; keeping it on {}",
@@ -84,7 +84,7 @@ impl Cluster {
             .clone()
             .filter(|d| !claims.contains(d) && !unheard.is_empty());
         if !self.mode.is(MonitorMode::Passive) && resume.is_some() {
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: None,
                 message: format!(
                     "The {} role goes to {} through a promotion: {} not heard from at startup",

@@ -6,7 +6,7 @@
 use super::health::Verdict;
 use super::hosts::{FlapRule, HostRec};
 use super::timers::Deadlines;
-use super::{ms, Action, Cluster, Millis, RECOVERING_REFRESH, SOURCE_SETTLE};
+use super::{ms, Cluster, CoreAction, Millis, RECOVERING_REFRESH, SOURCE_SETTLE};
 use mmm_common::types::{CheckKind, HostMode, HostState};
 
 impl Cluster {
@@ -51,7 +51,7 @@ impl Cluster {
         now: Millis,
         mut transitions: u64,
         mut writer: Option<String>,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         for _ in 0..8 {
             let moved = self.roles.writer_holder() != writer.as_deref();
@@ -65,7 +65,7 @@ impl Cluster {
     }
 
     /// Re-evaluates every host, then distributes roles and advances the promotion.
-    pub(super) fn evaluate_all(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn evaluate_all(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let names = self.hosts.names();
         for name in &names {
             self.evaluate_host(now, name, out);
@@ -81,7 +81,7 @@ impl Cluster {
         name: &str,
         to: HostState,
         reason: String,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         let flaps = FlapRule {
             window: ms(self.config.monitor.flap_duration),
@@ -97,12 +97,12 @@ impl Cluster {
         }
     }
 
-    pub(crate) fn clear_roles(&mut self, now: Millis, name: &str, out: &mut Vec<Action>) {
+    pub(crate) fn clear_roles(&mut self, now: Millis, name: &str, out: &mut Vec<CoreAction>) {
         if self.promotion.as_ref().is_some_and(|p| p.to == name) {
             self.abort_promotion(now, format!("'{name}' is no longer ONLINE"), out);
         }
         if self.roles.clear_host(name) {
-            out.push(Action::Notify {
+            out.push(CoreAction::Notify {
                 host: Some(name.into()),
                 message: format!(
                     "Removed the {} role from host '{name}'",
@@ -115,7 +115,7 @@ impl Cluster {
 
     /// MMM's _check_host_states for one host, with evidence grading: definitive failures
     /// are already `Failed` without waiting trap_period (see [`health::CheckTrack`]).
-    pub(super) fn evaluate_host(&mut self, now: Millis, name: &str, out: &mut Vec<Action>) {
+    pub(super) fn evaluate_host(&mut self, now: Millis, name: &str, out: &mut Vec<CoreAction>) {
         if !self.network_ok {
             return;
         }
@@ -215,7 +215,7 @@ impl Cluster {
                         .repointed
                         .is_none_or(|(ip, t)| ip != a.ip || now.saturating_sub(t) >= retry);
                     if due {
-                        out.push(Action::Notify {
+                        out.push(CoreAction::Notify {
                             host: Some(name.into()),
                             message: format!("Rejoining '{name}' to the active master '{}': its GTID set holds nothing the writer lacks", a.name),
                         });
@@ -288,9 +288,9 @@ impl Cluster {
                 }
                 self.set_state(now, name, HostState::AwaitingRecovery, String::new(), out);
                 // Before it may rejoin: does it hold transactions the writer lacks?
-                out.push(Action::QueryStatus { host: name.into() });
+                out.push(CoreAction::QueryStatus { host: name.into() });
                 if let Some(w) = active {
-                    out.push(Action::QueryStatus { host: w });
+                    out.push(CoreAction::QueryStatus { host: w });
                 }
             }
             HostState::ReplicationFail | HostState::ReplicationDelay => {
@@ -326,7 +326,7 @@ impl Cluster {
 
     /// A host's GTID set compared with the writer's: one holding transactions the writer
     /// lacks must not rejoin (an errant transaction).
-    pub(super) fn check_errant(&mut self, _now: Millis, name: &str, out: &mut Vec<Action>) {
+    pub(super) fn check_errant(&mut self, _now: Millis, name: &str, out: &mut Vec<CoreAction>) {
         let Some(writer) = self.active_master().map(str::to_string) else {
             return;
         };
@@ -371,7 +371,7 @@ impl Cluster {
             let h = self.host_mut(&t).expect("host exists");
             if h.errant != errant {
                 if let Some(reason) = &errant {
-                    out.push(Action::Notify {
+                    out.push(CoreAction::Notify {
                         host: Some(t.clone()),
                         message: format!("Host '{t}' stays AWAITING_RECOVERY: {reason}"),
                     });
@@ -419,7 +419,7 @@ impl Cluster {
     }
 
     /// Removes roles from hosts that are not ONLINE (on entering active mode).
-    pub(crate) fn cleanup_offline_roles(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(crate) fn cleanup_offline_roles(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let names: Vec<String> = self
             .hosts
             .iter()

@@ -70,7 +70,7 @@ struct Sim {
     now: Millis,
     hosts: BTreeMap<String, SimHost>,
     queue: VecDeque<Event>,
-    log: Vec<(Millis, Action)>,
+    log: Vec<(Millis, CoreAction)>,
     replies: BTreeMap<u64, String>,
     persisted: Option<status::StatusRecord>,
     writer_vip: Ipv4Addr,
@@ -220,7 +220,7 @@ impl Sim {
         let mut s = Sim::new(config);
         s.tick(TICK);
         for h in ["db1", "db2", "db3"] {
-            let r = s.command(Command::SetOnline { host: h.into() });
+            let r = s.command(ControlCommand::SetOnline { host: h.into() });
             assert!(r.starts_with("OK: State of"), "{r}");
         }
         s.settle();
@@ -330,15 +330,15 @@ impl Sim {
         self.queue.push_back(Event::AgentHeartbeat { host, view });
     }
 
-    fn apply(&mut self, a: Action) {
+    fn apply(&mut self, a: CoreAction) {
         self.log.push((self.now, a.clone()));
         let lease = self.c.config.agent.lease.as_millis() as u64;
         match a {
-            Action::SendDesired { host, desired } => {
+            CoreAction::SendDesired { host, desired } => {
                 self.link_desired.insert(host.clone(), desired.clone());
                 self.deliver(host, desired);
             }
-            Action::AgentAction {
+            CoreAction::AgentAction {
                 host, id, action, ..
             } => {
                 let cut = self.monitor_cut;
@@ -370,7 +370,7 @@ impl Sim {
                     position: None,
                 });
             }
-            Action::QueryStatus { host } => {
+            CoreAction::QueryStatus { host } => {
                 let h = &self.hosts[&host];
                 if !h.reachable || self.monitor_cut {
                     return;
@@ -391,22 +391,22 @@ impl Sim {
                 };
                 self.queue.push_back(Event::AgentStatus { host, report });
             }
-            Action::Disconnect { host } => {
+            CoreAction::Disconnect { host } => {
                 let h = self.hosts.get_mut(&host).unwrap();
                 h.disconnected = true;
                 h.isolated = false;
             }
-            Action::Isolate { host } => {
+            CoreAction::Isolate { host } => {
                 let h = self.hosts.get_mut(&host).unwrap();
                 h.disconnected = true;
                 h.isolated = true;
             }
-            Action::Release { host } => {
+            CoreAction::Release { host } => {
                 let h = self.hosts.get_mut(&host).unwrap();
                 h.disconnected = false;
                 h.isolated = false;
             }
-            Action::KillHost { host, .. } => {
+            CoreAction::KillHost { host, .. } => {
                 let h = self.hosts.get_mut(&host).unwrap();
                 h.mysql_alive = false;
                 h.writable = false;
@@ -417,17 +417,17 @@ impl Sim {
                     output: String::new(),
                 });
             }
-            Action::EndLease { host } => {
+            CoreAction::EndLease { host } => {
                 assert!(self.fleet, "EndLease without a fleet");
                 // Waited out or revoked: either way the permit is over a TTL from now.
                 let at = self.now + self.ttl();
                 self.lease_ends.push((at, host, true));
             }
-            Action::Persist(r) => self.persisted = Some(r),
-            Action::Reply { id, text } => {
+            CoreAction::Persist(r) => self.persisted = Some(r),
+            CoreAction::Reply { id, text } => {
                 self.replies.insert(id, text);
             }
-            Action::Notify { .. } => {}
+            CoreAction::Notify { .. } => {}
         }
         let _ = lease;
     }
@@ -577,7 +577,7 @@ impl Sim {
         panic!("promotion did not finish: {:?}", self.c.promotion);
     }
 
-    fn command(&mut self, command: Command) -> String {
+    fn command(&mut self, command: ControlCommand) -> String {
         let id = self.next_reply;
         self.next_reply += 1;
         self.event(Event::Command { reply: id, command });
@@ -605,7 +605,7 @@ impl Sim {
     }
 
     /// Position in the log of the first action matching `f`, after `from`.
-    fn find(&self, from: usize, f: impl Fn(&Action) -> bool) -> Option<usize> {
+    fn find(&self, from: usize, f: impl Fn(&CoreAction) -> bool) -> Option<usize> {
         self.log
             .iter()
             .skip(from)
@@ -682,12 +682,12 @@ impl Sim {
     }
 }
 
-fn is_desired(a: &Action, host: &str, writable: bool) -> bool {
-    matches!(a, Action::SendDesired { host: h, desired } if h == host && desired.writable == writable)
+fn is_desired(a: &CoreAction, host: &str, writable: bool) -> bool {
+    matches!(a, CoreAction::SendDesired { host: h, desired } if h == host && desired.writable == writable)
 }
 
-fn is_agent_action(a: &Action, host: &str, pred: impl Fn(&proto::Action) -> bool) -> bool {
-    matches!(a, Action::AgentAction { host: h, action, .. } if h == host && pred(action))
+fn is_agent_action(a: &CoreAction, host: &str, pred: impl Fn(&proto::Action) -> bool) -> bool {
+    matches!(a, CoreAction::AgentAction { host: h, action, .. } if h == host && pred(action))
 }
 
 #[test]
@@ -856,7 +856,7 @@ fn lost_master_is_replaced_only_after_its_lease() {
         .log
         .iter()
         .find(|(_, a)| {
-            matches!(a, Action::Disconnect { host } | Action::Isolate { host } if host == "db1")
+            matches!(a, CoreAction::Disconnect { host } | CoreAction::Isolate { host } if host == "db1")
         })
         .map(|(t, _)| *t)
         .expect("db1 disconnected");
@@ -889,7 +889,7 @@ fn a_silent_writers_lease_runs_during_trap_period() {
     let isolated = s
         .log
         .iter()
-        .find(|(_, a)| matches!(a, Action::Isolate { host } if host == "db1"))
+        .find(|(_, a)| matches!(a, CoreAction::Isolate { host } if host == "db1"))
         .map(|(t, _)| *t)
         .expect("db1's link held down once its agent and ping were silent");
     let writable_at = s.writable_since["db2"];
@@ -932,7 +932,7 @@ fn writer_falls_silent(s: &mut Sim) -> (Millis, Millis) {
     assert!(
         s.log
             .iter()
-            .any(|(_, a)| matches!(a, Action::Isolate { host } if host == "db1")),
+            .any(|(_, a)| matches!(a, CoreAction::Isolate { host } if host == "db1")),
         "db1 silent everywhere for agent_timeout: held down at once"
     );
     s.now = heard + agent_timeout + 200;
@@ -993,7 +993,9 @@ fn parked_on(s: &Sim, from: usize) -> Vec<(String, Vec<Ipv4Addr>)> {
         .iter()
         .skip(from)
         .filter_map(|(_, a)| match a {
-            Action::SendDesired { host, desired } => Some((host.clone(), desired.parked.clone())),
+            CoreAction::SendDesired { host, desired } => {
+                Some((host.clone(), desired.parked.clone()))
+            }
             _ => None,
         })
         .collect()
@@ -1033,7 +1035,7 @@ fn a_vanished_writers_successor_parks_the_vip_once_its_lease_ran_out_until_it_ta
     assert_eq!(s.vip_holders(vip), vec!["db2".to_string()]);
     assert!(s.hosts.values().all(|h| h.parked.is_empty()));
     assert!(
-        s.log.iter().any(|(_, a)| matches!(a, Action::Notify { message, .. } if message.starts_with("Writer VIP 192.0.2.100 parked on 'db2'"))),
+        s.log.iter().any(|(_, a)| matches!(a, CoreAction::Notify { message, .. } if message.starts_with("Writer VIP 192.0.2.100 parked on 'db2'"))),
         "parking is told"
     );
 }
@@ -1083,7 +1085,7 @@ fn a_late_answer_to_an_old_ping_neither_releases_nor_clears_a_silent_writer() {
     assert!(!s
         .log
         .iter()
-        .any(|(_, a)| matches!(a, Action::Release { .. })));
+        .any(|(_, a)| matches!(a, CoreAction::Release { .. })));
     advance_to(&mut s, heard + trap);
     assert_eq!(s.state("db1"), HostState::HardOffline);
 }
@@ -1095,7 +1097,7 @@ fn a_ping_sent_after_the_hold_releases_the_writer_before_its_trap() {
     let isolated = s
         .log
         .iter()
-        .find(|(_, a)| matches!(a, Action::Isolate { .. }))
+        .find(|(_, a)| matches!(a, CoreAction::Isolate { .. }))
         .map(|(t, _)| *t)
         .unwrap();
     advance_to(&mut s, heard + trap - 60);
@@ -1109,7 +1111,7 @@ fn a_ping_sent_after_the_hold_releases_the_writer_before_its_trap() {
     assert!(
         s.log
             .iter()
-            .any(|(_, a)| matches!(a, Action::Release { host } if host == "db1")),
+            .any(|(_, a)| matches!(a, CoreAction::Release { host } if host == "db1")),
         "db1 answered a ping sent after it was held down"
     );
     advance_to(&mut s, heard + trap + 10);
@@ -1155,9 +1157,10 @@ fn a_writer_whose_agent_died_but_answers_ping_is_not_held_down() {
         s.event(Event::Tick);
     }
     assert!(
-        !s.log
-            .iter()
-            .any(|(_, a)| matches!(a, Action::Isolate { .. } | Action::AgentAction { .. })),
+        !s.log.iter().any(|(_, a)| matches!(
+            a,
+            CoreAction::Isolate { .. } | CoreAction::AgentAction { .. }
+        )),
         "{:#?}",
         s.log
     );
@@ -1200,13 +1203,13 @@ fn silence_seen_while_the_network_guard_held_counts_only_from_its_end() {
     assert!(!s
         .log
         .iter()
-        .any(|(_, a)| matches!(a, Action::Isolate { .. })));
+        .any(|(_, a)| matches!(a, CoreAction::Isolate { .. })));
     assert_eq!(s.c.next_deadline(), Some(back + agent_timeout));
     advance_to(&mut s, back + trap - 1);
     assert!(
         s.log
             .iter()
-            .any(|(_, a)| matches!(a, Action::Isolate { host } if host == "db1")),
+            .any(|(_, a)| matches!(a, CoreAction::Isolate { host } if host == "db1")),
         "held agent_timeout after the guard lifted"
     );
     assert_eq!(
@@ -1251,13 +1254,13 @@ fn a_monitor_that_stalled_does_not_hold_its_silence_against_the_writer() {
     });
     s.event(Event::Tick);
     assert_eq!(s.state("db1"), HostState::Online, "{:#?}", s.log);
-    assert!(!s
-        .log
-        .iter()
-        .any(|(_, a)| matches!(a, Action::Isolate { .. } | Action::AgentAction { .. })));
+    assert!(!s.log.iter().any(|(_, a)| matches!(
+        a,
+        CoreAction::Isolate { .. } | CoreAction::AgentAction { .. }
+    )));
     assert!(s.log.iter().any(|(_, a)| matches!(
         a,
-        Action::Notify { message, .. } if message.contains("heard nothing for")
+        CoreAction::Notify { message, .. } if message.contains("heard nothing for")
     )));
 }
 
@@ -1289,7 +1292,7 @@ fn a_writer_is_not_held_down_when_pings_tell_nothing() {
     assert!(!s
         .log
         .iter()
-        .any(|(_, a)| matches!(a, Action::Isolate { .. })));
+        .any(|(_, a)| matches!(a, CoreAction::Isolate { .. })));
     assert_eq!(s.c.active_master(), Some("db1"));
 }
 
@@ -1302,7 +1305,7 @@ fn a_writer_blip_shorter_than_trap_period_moves_nothing() {
     assert!(
         s.log
             .iter()
-            .any(|(_, a)| matches!(a, Action::Isolate { host } if host == "db1")),
+            .any(|(_, a)| matches!(a, CoreAction::Isolate { host } if host == "db1")),
         "the silent writer's link is held down"
     );
     s.hosts.get_mut("db1").unwrap().reachable = true;
@@ -1310,7 +1313,7 @@ fn a_writer_blip_shorter_than_trap_period_moves_nothing() {
     assert!(
         s.log
             .iter()
-            .any(|(_, a)| matches!(a, Action::Release { host } if host == "db1")),
+            .any(|(_, a)| matches!(a, CoreAction::Release { host } if host == "db1")),
         "released once it answers again"
     );
     // Shorter than its lease: its replicas kept their IO threads (it could still commit).
@@ -1349,7 +1352,7 @@ fn without_any_fencing_an_unreachable_writer_is_not_replaced() {
         !s.writable_since.contains_key("db2"),
         "db2 never told to write"
     );
-    assert!(s.log.iter().any(|(_, a)| matches!(a, Action::Notify { message, .. } if message.contains("Cannot fence 'db1'"))));
+    assert!(s.log.iter().any(|(_, a)| matches!(a, CoreAction::Notify { message, .. } if message.contains("Cannot fence 'db1'"))));
     // kill_host_bin changes that: it fences, then db2 is promoted.
     let mut s = Sim::online(config(&[
         ("fencing = \"lease\"", "fencing = \"none\""),
@@ -1364,7 +1367,7 @@ fn without_any_fencing_an_unreachable_writer_is_not_replaced() {
     assert!(s
         .log
         .iter()
-        .any(|(_, a)| matches!(a, Action::KillHost { host, ping_ok: false } if host == "db1")));
+        .any(|(_, a)| matches!(a, CoreAction::KillHost { host, ping_ok: false } if host == "db1")));
 }
 
 #[test]
@@ -1498,7 +1501,7 @@ fn returning_old_master_with_errant_transactions_stays_awaiting_recovery() {
         HostState::AwaitingRecovery,
         "auto_set_online must not apply"
     );
-    let reply = s.command(Command::SetOnline { host: "db1".into() });
+    let reply = s.command(ControlCommand::SetOnline { host: "db1".into() });
     assert_eq!(reply, "ERROR: Host 'db1' has errant transactions 0-1-101..105 not on the writer db2. It can't be switched to ONLINE until they are resolved.");
     assert!(s
         .c
@@ -1521,7 +1524,7 @@ fn an_unparseable_gtid_set_keeps_a_returning_host_awaiting_recovery() {
     s.hosts.get_mut("db1").unwrap().uptime_s = 5;
     s.run_for(3000);
     assert_eq!(s.state("db1"), HostState::AwaitingRecovery);
-    let reply = s.command(Command::SetOnline { host: "db1".into() });
+    let reply = s.command(ControlCommand::SetOnline { host: "db1".into() });
     assert!(
         reply.starts_with("ERROR: Host 'db1' has possible errant transactions (its GTID set cannot be compared with the writer's: \"0-1-105,garbage\" is not a GTID set"),
         "{reply}"
@@ -1533,7 +1536,7 @@ fn an_unparseable_gtid_set_keeps_a_returning_host_awaiting_recovery() {
     // Once it reports a set the writer contains, it may come back.
     s.hosts.get_mut("db1").unwrap().gtid = "0-1-100".into();
     s.run_for(3000);
-    let reply = s.command(Command::SetOnline { host: "db1".into() });
+    let reply = s.command(ControlCommand::SetOnline { host: "db1".into() });
     assert!(reply.starts_with("OK: "), "{reply}");
 }
 
@@ -1569,7 +1572,7 @@ fn old_master_back_without_errant_transactions_is_rejoined_by_itself() {
     assert!(s.find(mark, |a| is_agent_action(a, "db1", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 12)))).is_some(), "{:#?}", &s.log[mark..]);
     assert!(s.find(mark, |a| is_agent_action(a, "db2", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 11)))).is_some());
     assert_eq!(s.state("db1"), HostState::AwaitingRecovery);
-    let reply = s.command(Command::SetOnline { host: "db1".into() });
+    let reply = s.command(ControlCommand::SetOnline { host: "db1".into() });
     assert_eq!(
         reply,
         "OK: State of 'db1' changed to ONLINE. Now you can wait some time and check its new roles!"
@@ -1595,7 +1598,7 @@ fn failback_to_prefer_only_when_enabled() {
     s.hosts.get_mut("db1").unwrap().mysql_alive = true;
     s.hosts.get_mut("db1").unwrap().uptime_s = 5;
     s.run_for(2000);
-    s.command(Command::SetOnline { host: "db1".into() });
+    s.command(ControlCommand::SetOnline { host: "db1".into() });
     s.settle();
     assert_eq!(
         s.c.active_master(),
@@ -1611,7 +1614,7 @@ fn with_failback_the_writer_is_not_moved_away_from_its_preferred_host() {
         "promotion_timeout = \"5s\"\nfailback = true",
     )]));
     assert_eq!(s.c.active_master(), Some("db1"));
-    let reply = s.command(Command::MoveRole {
+    let reply = s.command(ControlCommand::MoveRole {
         force: false,
         role: "writer".into(),
         host: "db2".into(),
@@ -1624,7 +1627,7 @@ fn with_failback_the_writer_is_not_moved_away_from_its_preferred_host() {
     assert_eq!(s.c.active_master(), Some("db1"), "nothing moved");
     // Without failback the same move is a switchover.
     let mut s = Sim::online(config(&[]));
-    let reply = s.command(Command::MoveRole {
+    let reply = s.command(ControlCommand::MoveRole {
         force: false,
         role: "writer".into(),
         host: "db2".into(),
@@ -1713,7 +1716,7 @@ fn monitor_restart_keeps_every_role_where_it_was() {
     assert_eq!(c.mode.get(), MonitorMode::Active);
     // What it sends is what the agents hold already: nothing moves.
     for a in &actions {
-        if let Action::SendDesired { host, desired } = a {
+        if let CoreAction::SendDesired { host, desired } = a {
             let held: BTreeSet<Ipv4Addr> = desired.roles.iter().map(|(_, ip)| *ip).collect();
             assert_eq!(held, s.hosts[host].vips, "{host}");
             assert_eq!(desired.writable, s.hosts[host].writable, "{host}");
@@ -1738,41 +1741,41 @@ fn careful_startup_with_the_writer_vip_on_two_hosts_goes_passive() {
     assert!(
         !actions
             .iter()
-            .any(|a| matches!(a, Action::SendDesired { .. })),
+            .any(|a| matches!(a, CoreAction::SendDesired { .. })),
         "passive sends nothing"
     );
     let show = c.show(s.now);
     assert!(show.starts_with("# --- Monitor is in PASSIVE MODE ---\n# Cause: the writer role is claimed by db1 and db2"), "{show}");
     // The operator decides: set_ip in passive mode, then set_active.
     let mut out = Vec::new();
-    assert_eq!(c.command(s.now, 1, Command::SetIp { ip: s.writer_vip, host: "db2".into() }, &mut out).unwrap(), "ERROR: Host 'db2' is 'AWAITING_RECOVERY' at the moment. Can't move role with ip '192.0.2.100' there.");
+    assert_eq!(c.command(s.now, 1, ControlCommand::SetIp { ip: s.writer_vip, host: "db2".into() }, &mut out).unwrap(), "ERROR: Host 'db2' is 'AWAITING_RECOVERY' at the moment. Can't move role with ip '192.0.2.100' there.");
 }
 
 #[test]
 fn control_commands_answer_with_mmm_texts() {
     let mut s = Sim::online(config(&[]));
-    assert_eq!(s.command(Command::Ping), "OK: Pinged successfully!");
-    assert_eq!(s.command(Command::Mode), "ACTIVE");
+    assert_eq!(s.command(ControlCommand::Ping), "OK: Pinged successfully!");
+    assert_eq!(s.command(ControlCommand::Mode), "ACTIVE");
     assert_eq!(
-        s.command(Command::SetOnline { host: "db9".into() }),
+        s.command(ControlCommand::SetOnline { host: "db9".into() }),
         "ERROR: Unknown host name 'db9'!"
     );
     assert_eq!(
-        s.command(Command::SetOnline { host: "db2".into() }),
+        s.command(ControlCommand::SetOnline { host: "db2".into() }),
         "OK: This host is already ONLINE. Skipping command."
     );
-    assert_eq!(s.command(Command::SetOffline { host: "db3".into() }), "OK: State of 'db3' changed to ADMIN_OFFLINE. Now you can wait some time and check all roles!");
+    assert_eq!(s.command(ControlCommand::SetOffline { host: "db3".into() }), "OK: State of 'db3' changed to ADMIN_OFFLINE. Now you can wait some time and check all roles!");
     assert_eq!(
-        s.command(Command::SetOffline { host: "db3".into() }),
+        s.command(ControlCommand::SetOffline { host: "db3".into() }),
         "OK: This host is already ADMIN_OFFLINE. Skipping command."
     );
     assert!(s.c.roles.host_roles("db3").is_empty());
     assert_eq!(
-        s.command(Command::SetOnline { host: "db3".into() }),
+        s.command(ControlCommand::SetOnline { host: "db3".into() }),
         "OK: State of 'db3' changed to ONLINE. Now you can wait some time and check its new roles!"
     );
     assert_eq!(
-        s.command(Command::MoveRole {
+        s.command(ControlCommand::MoveRole {
             force: false,
             role: "writer".into(),
             host: "db3".into()
@@ -1780,7 +1783,7 @@ fn control_commands_answer_with_mmm_texts() {
         "ERROR: Host 'db3' can't handle role 'writer'. Only following hosts could: db1, db2"
     );
     assert_eq!(
-        s.command(Command::MoveRole {
+        s.command(ControlCommand::MoveRole {
             force: false,
             role: "boss".into(),
             host: "db2".into()
@@ -1788,7 +1791,7 @@ fn control_commands_answer_with_mmm_texts() {
         "ERROR: Unknown role name 'boss'!"
     );
     assert_eq!(
-        s.command(Command::MoveRole {
+        s.command(ControlCommand::MoveRole {
             force: false,
             role: "writer".into(),
             host: "db1".into()
@@ -1796,7 +1799,7 @@ fn control_commands_answer_with_mmm_texts() {
         "OK: Role is on 'db1' already. Skipping command."
     );
     assert_eq!(
-        s.command(Command::MoveRole {
+        s.command(ControlCommand::MoveRole {
             force: true,
             role: "writer".into(),
             host: "db2".into()
@@ -1804,23 +1807,26 @@ fn control_commands_answer_with_mmm_texts() {
         "ERROR: Can't force move of role to host with state ONLINE."
     );
     assert_eq!(
-        s.command(Command::SetIp {
+        s.command(ControlCommand::SetIp {
             ip: Ipv4Addr::new(192, 0, 2, 101),
             host: "db1".into()
         }),
         "ERROR: This command is only allowed in passive mode"
     );
     assert_eq!(
-        s.command(Command::SetManual),
+        s.command(ControlCommand::SetManual),
         "OK: Switched into manual mode."
     );
-    assert_eq!(s.command(Command::SetManual), "OK: Already in manual mode.");
     assert_eq!(
-        s.command(Command::SetPassive),
+        s.command(ControlCommand::SetManual),
+        "OK: Already in manual mode."
+    );
+    assert_eq!(
+        s.command(ControlCommand::SetPassive),
         "OK: Switched into passive mode."
     );
     assert_eq!(
-        s.command(Command::MoveRole {
+        s.command(ControlCommand::MoveRole {
             force: false,
             role: "writer".into(),
             host: "db2".into()
@@ -1830,27 +1836,27 @@ fn control_commands_answer_with_mmm_texts() {
     // set_ip in passive mode moves a reader, sends nothing to agents.
     let mark = s.log.len();
     assert_eq!(
-        s.command(Command::SetIp {
+        s.command(ControlCommand::SetIp {
             ip: Ipv4Addr::new(192, 0, 2, 101),
             host: "db3".into()
         }),
         "OK: Set role 'reader(192.0.2.101)' to host 'db3'."
     );
     assert!(s
-        .find(mark, |a| matches!(a, Action::SendDesired { .. }))
+        .find(mark, |a| matches!(a, CoreAction::SendDesired { .. }))
         .is_none());
     assert_eq!(
-        s.command(Command::SetIp {
+        s.command(ControlCommand::SetIp {
             ip: Ipv4Addr::new(192, 0, 2, 99),
             host: "db3".into()
         }),
         "ERROR: Unknown ip '192.0.2.99'!"
     );
     assert_eq!(
-        s.command(Command::SetActive),
+        s.command(ControlCommand::SetActive),
         "OK: Switched into active mode."
     );
-    let checks = s.command(Command::Checks {
+    let checks = s.command(ControlCommand::Checks {
         host: Some("db1".into()),
         check: CheckSelector::All,
     });
@@ -1868,7 +1874,7 @@ fn control_commands_answer_with_mmm_texts() {
         "{checks}"
     );
     assert_eq!(
-        s.command(Command::Checks {
+        s.command(ControlCommand::Checks {
             host: Some("db7".into()),
             check: CheckSelector::All
         }),
@@ -1880,7 +1886,7 @@ fn control_commands_answer_with_mmm_texts() {
 fn checks_print_the_monitor_hosts_local_time() {
     let mut s = Sim::online(config(&[]));
     let line = |s: &mut Sim| {
-        s.command(Command::Checks {
+        s.command(ControlCommand::Checks {
             host: Some("db1".into()),
             check: CheckSelector::All,
         })
@@ -1904,7 +1910,7 @@ fn set_offline_stops_replication_and_set_online_starts_it() {
     let mut s = Sim::online(config(&[]));
     let mark = s.log.len();
     assert!(s
-        .command(Command::SetOffline { host: "db3".into() })
+        .command(ControlCommand::SetOffline { host: "db3".into() })
         .starts_with("OK: State of 'db3' changed to ADMIN_OFFLINE"));
     assert!(
         s.find(mark, |a| is_agent_action(a, "db3", |x| *x
@@ -1915,7 +1921,7 @@ fn set_offline_stops_replication_and_set_online_starts_it() {
     s.run_for(1000);
     let mark = s.log.len();
     assert!(s
-        .command(Command::SetOnline { host: "db3".into() })
+        .command(ControlCommand::SetOnline { host: "db3".into() })
         .starts_with("OK: State of 'db3' changed to ONLINE"));
     assert!(
         s.find(mark, |a| is_agent_action(a, "db3", |x| matches!(x, proto::Action::ChangeMaster { host, .. } if *host == Ipv4Addr::new(192, 0, 2, 11))))
@@ -1957,7 +1963,7 @@ fn an_agent_that_cannot_reach_its_mysqld_is_a_failed_check_and_no_candidate() {
         host: "db2".into(),
         view,
     });
-    let checks = s.command(Command::Checks {
+    let checks = s.command(ControlCommand::Checks {
         host: Some("db2".into()),
         check: CheckSelector::All,
     });
@@ -1983,7 +1989,7 @@ fn switchover_with_move_role_replies_when_done() {
     s.next_reply += 1;
     s.event(Event::Command {
         reply: id,
-        command: Command::MoveRole {
+        command: ControlCommand::MoveRole {
             force: false,
             role: "writer".into(),
             host: "db2".into(),
@@ -1994,7 +2000,10 @@ fn switchover_with_move_role_replies_when_done() {
         .find(0, |a| is_desired(a, "db2", true))
         .expect("db2 promoted");
     let replied = s
-        .find(0, |a| matches!(a, Action::Reply { id: r, .. } if *r == id))
+        .find(
+            0,
+            |a| matches!(a, CoreAction::Reply { id: r, .. } if *r == id),
+        )
         .expect("a reply");
     assert!(
         promoted < replied,
@@ -2005,7 +2014,7 @@ fn switchover_with_move_role_replies_when_done() {
         "no reply; log:\n{:#?}",
         s.log
             .iter()
-            .filter(|(_, a)| !matches!(a, Action::Persist(_)))
+            .filter(|(_, a)| !matches!(a, CoreAction::Persist(_)))
             .collect::<Vec<_>>()
     );
     assert_eq!(s.replies[&id], "OK: Role 'writer' has been moved from 'db1' to 'db2'. Now you can wait some time and check new roles info!");
@@ -2019,7 +2028,7 @@ fn switchover_with_move_role_replies_when_done() {
     assert!(s
         .find(0, |a| matches!(
             a,
-            Action::AgentAction {
+            CoreAction::AgentAction {
                 action: proto::Action::StopIoThread { .. },
                 ..
             }
@@ -2043,7 +2052,7 @@ fn network_guard_freezes_states() {
 #[test]
 fn manual_mode_keeps_roles_of_failed_hosts() {
     let mut s = Sim::online(config(&[]));
-    s.command(Command::SetManual);
+    s.command(ControlCommand::SetManual);
     s.hosts.get_mut("db1").unwrap().mysql_alive = false;
     s.hosts.get_mut("db1").unwrap().writable = false;
     s.run_for(1000);
@@ -2122,17 +2131,17 @@ impl Sim {
             Chaos::RepThreads(h, ok) => self.hosts.get_mut(&name(h)).unwrap().rep_threads = ok,
             Chaos::RepBacklog(h, ok) => self.hosts.get_mut(&name(h)).unwrap().rep_backlog = ok,
             Chaos::MoveWriter(h) => {
-                self.command(Command::MoveRole {
+                self.command(ControlCommand::MoveRole {
                     force: false,
                     role: "writer".into(),
                     host: name(h),
                 });
             }
             Chaos::SetOnline(h) => {
-                self.command(Command::SetOnline { host: name(h) });
+                self.command(ControlCommand::SetOnline { host: name(h) });
             }
             Chaos::SetOffline(h) => {
-                self.command(Command::SetOffline { host: name(h) });
+                self.command(ControlCommand::SetOffline { host: name(h) });
             }
             Chaos::EtcdCut(h) => {
                 let now = self.now;
@@ -2173,7 +2182,7 @@ fn a_fleet_waits_for_the_writers_etcd_lease_before_promoting() {
     assert!(
         s.log
             .iter()
-            .any(|(_, a)| matches!(a, Action::EndLease { host } if host == "db1")),
+            .any(|(_, a)| matches!(a, CoreAction::EndLease { host } if host == "db1")),
         "the writer's lease must be ended through etcd"
     );
     s.settle();
@@ -2205,7 +2214,7 @@ fn a_fleet_writer_cut_from_etcd_alone_is_failed_over() {
     assert!(
         !s.log
             .iter()
-            .any(|(_, a)| matches!(a, Action::EndLease { host } if host == "db1")),
+            .any(|(_, a)| matches!(a, CoreAction::EndLease { host } if host == "db1")),
         "its own report fenced it: no lease to wait for"
     );
 }
@@ -2241,7 +2250,7 @@ proptest! {
         s.run_for(8000);
         for h in ["db1", "db2", "db3"] {
             if s.state(h) != HostState::Online && s.state(h) != HostState::AdminOffline {
-                s.command(Command::SetOnline { host: h.into() });
+                s.command(ControlCommand::SetOnline { host: h.into() });
             }
         }
         s.run_for(8000);
@@ -2262,20 +2271,20 @@ fn a_refused_candidate_is_fenced_before_the_next_promotion() {
     let mut s = Sim::online(config(&[]));
     s.hosts.get_mut("db1").unwrap().mysql_alive = false;
     s.hosts.get_mut("db1").unwrap().writable = false;
-    s.command(Command::MoveRole {
+    s.command(ControlCommand::MoveRole {
         force: false,
         role: "writer".into(),
         host: "db2".into(),
     });
     // db1 still looks ONLINE (no check has run): the move back is accepted, then fails
     // because db1 cannot become writable.
-    s.command(Command::MoveRole {
+    s.command(ControlCommand::MoveRole {
         force: false,
         role: "writer".into(),
         host: "db1".into(),
     });
     s.hosts.get_mut("db1").unwrap().reachable = false;
-    s.command(Command::MoveRole {
+    s.command(ControlCommand::MoveRole {
         force: false,
         role: "writer".into(),
         host: "db2".into(),
@@ -2313,7 +2322,7 @@ fn wait_mode_turns_active_when_both_masters_are_online_or_after_wait_for_other_m
     )]));
     s.hosts.get_mut("db2").unwrap().mysql_alive = false;
     s.tick(TICK);
-    s.command(Command::SetOnline { host: "db1".into() });
+    s.command(ControlCommand::SetOnline { host: "db1".into() });
     s.run_for(1000);
     assert_eq!(s.c.mode.get(), MonitorMode::Wait);
     assert_eq!(
@@ -2339,7 +2348,7 @@ fn move_role_force_moves_the_writer_to_a_replication_fail_host() {
     s.run_for(1500);
     assert_eq!(s.state("db2"), HostState::ReplicationFail);
     assert_eq!(
-        s.command(Command::MoveRole {
+        s.command(ControlCommand::MoveRole {
             force: false,
             role: "writer".into(),
             host: "db2".into()
@@ -2350,7 +2359,7 @@ fn move_role_force_moves_the_writer_to_a_replication_fail_host() {
     s.next_reply += 1;
     s.event(Event::Command {
         reply: id,
-        command: Command::MoveRole {
+        command: ControlCommand::MoveRole {
             force: true,
             role: "writer".into(),
             host: "db2".into(),

@@ -4,14 +4,14 @@
 //! (control::auth).
 
 use crate::control::auth::{self, Part};
-use crate::control::{Command, CommandError};
+use crate::control::{CommandError, ControlCommand};
 use mmm_common::config::{ClusterKey, ControlAddr};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 /// A parsed command and where its answer goes.
-pub type Request = (Command, oneshot::Sender<String>);
+pub type Request = (ControlCommand, oneshot::Sender<String>);
 
 /// Control connections open at once; more are closed at once (each waits up to
 /// READ_TIMEOUT for its line, so an idle flood could otherwise pin descriptors).
@@ -20,9 +20,9 @@ const MAX_CONNECTIONS: usize = 32;
 pub use mmm_common::http::accepted;
 
 /// A command line, or the `ERROR: ` line that refuses it.
-pub fn parse_line(line: &str) -> Result<Command, String> {
+pub fn parse_line(line: &str) -> Result<ControlCommand, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
-    Command::parse(&words).map_err(|e| match e {
+    ControlCommand::parse(&words).map_err(|e| match e {
         CommandError::Empty => "ERROR: No command given. Use 'help' for the list.".to_string(),
         e => format!("ERROR: {e}"),
     })

@@ -4,7 +4,7 @@
 use super::links::LinkCmd;
 use super::seat::Seat;
 use super::{metrics, notify, Clock};
-use crate::core::{Action, Cluster, Event, Millis};
+use crate::core::{Cluster, CoreAction, Event, Millis};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -34,14 +34,14 @@ impl<S: Seat> Shell<S> {
         }
     }
 
-    pub(super) async fn dispatch(&mut self, actions: Vec<Action>) {
+    pub(super) async fn dispatch(&mut self, actions: Vec<CoreAction>) {
         for a in actions {
             match a {
-                Action::SendDesired { host, desired } => {
+                CoreAction::SendDesired { host, desired } => {
                     tracing::debug!(%host, epoch = desired.epoch, writable = desired.writable, roles = ?desired.roles, "desired state");
                     self.link(&host, LinkCmd::Desired(desired)).await;
                 }
-                Action::AgentAction {
+                CoreAction::AgentAction {
                     host,
                     id,
                     action,
@@ -58,23 +58,23 @@ impl<S: Seat> Shell<S> {
                     )
                     .await;
                 }
-                Action::QueryStatus { host } => self.link(&host, LinkCmd::Query).await,
-                Action::Disconnect { host } => {
+                CoreAction::QueryStatus { host } => self.link(&host, LinkCmd::Query).await,
+                CoreAction::Disconnect { host } => {
                     self.hold(&host, false);
                     self.link(&host, LinkCmd::Disconnect).await
                 }
-                Action::Isolate { host } => {
+                CoreAction::Isolate { host } => {
                     self.hold(&host, true);
                     self.link(&host, LinkCmd::Isolate).await
                 }
-                Action::Release { host } => {
+                CoreAction::Release { host } => {
                     self.hold(&host, false);
                     self.link(&host, LinkCmd::Release).await
                 }
-                Action::KillHost { host, ping_ok } => self.kill_host(host, ping_ok),
-                Action::EndLease { host } => self.seat.end_lease(host, self.events.clone()),
-                Action::Persist(record) => self.seat.persist(record),
-                Action::Notify { host, message } => {
+                CoreAction::KillHost { host, ping_ok } => self.kill_host(host, ping_ok),
+                CoreAction::EndLease { host } => self.seat.end_lease(host, self.events.clone()),
+                CoreAction::Persist(record) => self.seat.persist(record),
+                CoreAction::Notify { host, message } => {
                     match &host {
                         Some(h) => tracing::warn!(host = %h, "{message}"),
                         None => tracing::warn!("{message}"),
@@ -87,7 +87,7 @@ impl<S: Seat> Shell<S> {
                         });
                     }
                 }
-                Action::Reply { id, text } => {
+                CoreAction::Reply { id, text } => {
                     if let Some(tx) = self.replies.remove(&id) {
                         let _ = tx.send(text);
                     }

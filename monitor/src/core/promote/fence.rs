@@ -3,7 +3,7 @@
 //! in a fleet), or by kill_host_bin.
 
 use super::{ms, KillState, Phase};
-use crate::core::{Action, Cluster, FencingMethod, Millis};
+use crate::core::{Cluster, CoreAction, FencingMethod, Millis};
 use mmm_common::proto;
 use mmm_common::types::CheckKind;
 use std::time::Duration;
@@ -24,7 +24,7 @@ impl Cluster {
         &mut self,
         from: Option<&str>,
         now: Millis,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         let Some(old) = from.and_then(|f| self.host(f)).cloned() else {
             return;
@@ -41,7 +41,7 @@ impl Cluster {
     pub(crate) fn stop_io_threads_of(
         &mut self,
         master: &str,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Vec<String> {
         let Some(old) = self.host(master).cloned() else {
             return Vec::new();
@@ -60,7 +60,7 @@ impl Cluster {
             .collect();
         for s in &slaves {
             let id = self.next_id();
-            out.push(Action::AgentAction {
+            out.push(CoreAction::AgentAction {
                 host: s.clone(),
                 id,
                 action: proto::Action::StopIoThread { source: old.ip },
@@ -70,7 +70,7 @@ impl Cluster {
         slaves
     }
 
-    pub(super) fn fence_by_lease(&mut self, now: Millis, target: &str, out: &mut Vec<Action>) {
+    pub(super) fn fence_by_lease(&mut self, now: Millis, target: &str, out: &mut Vec<CoreAction>) {
         let lease = ms(self.timing.monitor_counts_lease_over);
         // The Disconnect below turns the hold into the link's usual lease-long stay-away.
         let isolated = self.host_mut(target).and_then(|h| h.isolated_since.take());
@@ -88,7 +88,7 @@ impl Cluster {
         }
         // Held down since its agent and ping fell silent: nothing renewed its lease since.
         let since = isolated.unwrap_or(now);
-        out.push(Action::Disconnect {
+        out.push(CoreAction::Disconnect {
             host: target.to_string(),
         });
         // In a fleet the agent's permit is its own etcd lease, which no monitor renews:
@@ -100,13 +100,13 @@ impl Cluster {
         });
         f.awaiting_etcd = fleet;
         if fleet {
-            out.push(Action::EndLease {
+            out.push(CoreAction::EndLease {
                 host: target.to_string(),
             });
         }
         if f.kill == KillState::NotNeeded {
             f.kill = KillState::Running;
-            out.push(Action::KillHost {
+            out.push(CoreAction::KillHost {
                 host: target.to_string(),
                 ping_ok,
             });
@@ -124,7 +124,7 @@ impl Cluster {
         &mut self,
         now: Millis,
         host: &str,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         let Some(mut t) = self.fencing_target(host) else {
             return;
@@ -140,7 +140,7 @@ impl Cluster {
     }
 
     /// Moves on to catch-up once every target is fenced; reports targets that cannot be.
-    pub(super) fn fencing_progress(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn fencing_progress(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let fencing = self.fencing;
         let Some(p) = self.promotion.as_mut() else {
             return;
@@ -162,7 +162,7 @@ impl Cluster {
                 && !f.stuck_reported
             {
                 f.stuck_reported = true;
-                out.push(Action::Notify {
+                out.push(CoreAction::Notify {
                     host: Some(t.clone()),
                     message: format!("Cannot fence '{t}': its agent is unreachable, fencing = \"none\" and no kill_host_bin; not promoting while it may still write"),
                 });
@@ -175,7 +175,7 @@ impl Cluster {
         &mut self,
         now: Millis,
         host: &str,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         let writer_ip = self.roles.writer_ip();
         let Some(view) = self.host(host).and_then(|h| h.view.clone()) else {
@@ -205,7 +205,7 @@ impl Cluster {
         now: Millis,
         host: &str,
         ok: bool,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         if let Some(mut t) = self.fencing_target(host) {
             t.fence.kill = KillState::Done { ok };

@@ -17,7 +17,7 @@ mod steps;
 
 use super::history::{Failover, Outcome};
 use super::timers::Deadlines;
-use super::{Action, Cluster, FencingMethod, Millis};
+use super::{Cluster, CoreAction, FencingMethod, Millis};
 use mmm_common::gtid::GtidSet;
 use mmm_common::types::HostState;
 use std::collections::{BTreeMap, BTreeSet};
@@ -198,7 +198,7 @@ impl Cluster {
 
     /// The writer's host left ONLINE (its role was cleared): fence it and promote the
     /// best candidate, if there is one.
-    pub(crate) fn writer_lost(&mut self, now: Millis, old: &str, out: &mut Vec<Action>) {
+    pub(crate) fn writer_lost(&mut self, now: Millis, old: &str, out: &mut Vec<CoreAction>) {
         if self.promotion.is_some() {
             return;
         }
@@ -213,7 +213,7 @@ impl Cluster {
                 out,
             ),
             None => {
-                out.push(Action::Notify {
+                out.push(CoreAction::Notify {
                     host: Some(old.into()),
                     message: format!(
                         "No host can take over the {writer} role from '{old}' at the moment"
@@ -268,7 +268,7 @@ impl Cluster {
         to: String,
         reason: String,
         reply: Option<u64>,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         let mut targets: BTreeSet<String> = self.writer_suspects(&to);
         targets.extend(from.iter().cloned());
@@ -324,7 +324,7 @@ impl Cluster {
                 ),
             );
         }
-        out.push(Action::Notify {
+        out.push(CoreAction::Notify {
             host: Some(to.clone()),
             message: format!(
                 "Moving the {} role to '{to}'{}: {reason}",
@@ -351,7 +351,7 @@ impl Cluster {
 
     /// The candidate is the writer: the timeline is told, the peer rejoins, the operator's
     /// command (move_role) is answered.
-    fn finish_promotion(&mut self, now: Millis, out: &mut Vec<Action>) {
+    fn finish_promotion(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let Some(p) = self.promotion.take() else {
             return;
         };
@@ -367,7 +367,7 @@ impl Cluster {
             .iter()
             .map(|(t, s)| format!("+{t}ms {s}"))
             .collect();
-        out.push(Action::Notify {
+        out.push(CoreAction::Notify {
             host: Some(p.to.clone()),
             message: format!(
                 "'{}' is the new writer after {total} ms: {}",
@@ -393,13 +393,13 @@ impl Cluster {
                 ),
                 None => format!("OK: Role '{}' has been assigned to '{}'.", self.roles.writer_role(), p.to),
             };
-            out.push(Action::Reply { id, text });
+            out.push(CoreAction::Reply { id, text });
         }
     }
 
     /// Gives up this promotion: the writer stays unassigned, the reason is shown, and a
     /// new attempt waits promotion_timeout.
-    fn refuse(&mut self, now: Millis, reason: String, out: &mut Vec<Action>) {
+    fn refuse(&mut self, now: Millis, reason: String, out: &mut Vec<CoreAction>) {
         let Some(p) = self.promotion.take() else {
             return;
         };
@@ -410,7 +410,7 @@ impl Cluster {
             Outcome::Refused,
             Some(reason.clone()),
         ));
-        out.push(Action::Notify {
+        out.push(CoreAction::Notify {
             host: Some(p.to.clone()),
             message: format!("Refusing to promote '{}': {reason}", p.to),
         });
@@ -432,7 +432,7 @@ impl Cluster {
             _ => None,
         };
         if let Some(id) = p.reply {
-            out.push(Action::Reply {
+            out.push(CoreAction::Reply {
                 id,
                 text: format!("ERROR: {reason}"),
             });
@@ -440,7 +440,7 @@ impl Cluster {
     }
 
     /// Time-driven progress: fencing deadlines, leases, phase timeouts.
-    pub(crate) fn promotion_tick(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(crate) fn promotion_tick(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let Some(p) = self.promotion.clone() else {
             return;
         };

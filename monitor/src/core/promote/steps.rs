@@ -3,7 +3,7 @@
 //! role, and the slaves are re-pointed at it.
 
 use super::Phase;
-use crate::core::{Action, Cluster, Millis};
+use crate::core::{Cluster, CoreAction, Millis};
 use mmm_common::gtid::GtidSet;
 use mmm_common::proto::{self, ActionOutcome, Position, StatusReport};
 use mmm_common::types::{HostMode, HostState};
@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 impl Cluster {
-    pub(super) fn begin_catch_up(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn begin_catch_up(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let id = self.next_id();
         let deadline = self.promotion_timeout();
         let Some(p) = self.promotion.as_mut() else {
@@ -22,7 +22,7 @@ impl Cluster {
             id,
             deadline: now + deadline + 2000,
         };
-        out.push(Action::AgentAction {
+        out.push(CoreAction::AgentAction {
             host: p.to.clone(),
             id,
             action: proto::Action::CatchUp { target: None },
@@ -30,7 +30,7 @@ impl Cluster {
         });
     }
 
-    pub(super) fn begin_survey(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn begin_survey(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let Some(to) = self.promotion.as_ref().map(|p| p.to.clone()) else {
             return;
         };
@@ -42,7 +42,7 @@ impl Cluster {
             }
         }
         for host in &pending {
-            out.push(Action::QueryStatus { host: host.clone() });
+            out.push(CoreAction::QueryStatus { host: host.clone() });
         }
         let deadline = now + self.fence_wait();
         if let Some(p) = self.promotion.as_mut() {
@@ -60,7 +60,7 @@ impl Cluster {
         now: Millis,
         host: &str,
         report: &StatusReport,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         // Fail closed: a set that cannot be read or parsed is unknown, never empty (an
         // empty set would pass every "is anyone ahead" comparison).
@@ -109,7 +109,7 @@ impl Cluster {
         host: &str,
         mysql_up: bool,
         why: String,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         let Some(p) = self.promotion.as_mut() else {
             return;
@@ -146,7 +146,7 @@ impl Cluster {
 
     /// Is a slave ahead of the candidate? Then fetch from the most advanced one first, so
     /// no slave is left with transactions the new master lacks.
-    pub(super) fn after_survey(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn after_survey(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let Some(p) = self.promotion.as_ref() else {
             return;
         };
@@ -187,7 +187,7 @@ impl Cluster {
                     target: target.clone(),
                     deadline: now + deadline,
                 };
-                out.push(Action::AgentAction {
+                out.push(CoreAction::AgentAction {
                     host: to,
                     id,
                     action: proto::Action::ChangeMaster {
@@ -202,7 +202,7 @@ impl Cluster {
         }
     }
 
-    pub(super) fn begin_stop_replication(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn begin_stop_replication(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let id = self.next_id();
         let deadline = self.promotion_timeout();
         let Some(p) = self.promotion.as_mut() else {
@@ -213,7 +213,7 @@ impl Cluster {
             id,
             deadline: now + deadline + 2000,
         };
-        out.push(Action::AgentAction {
+        out.push(CoreAction::AgentAction {
             host: p.to.clone(),
             id,
             action: proto::Action::StopReplication,
@@ -228,11 +228,11 @@ impl Cluster {
         id: u64,
         outcome: ActionOutcome,
         detail: &str,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         let Some(p) = self.promotion.as_ref() else {
             if outcome != ActionOutcome::Ok {
-                out.push(Action::Notify {
+                out.push(CoreAction::Notify {
                     host: Some(host.into()),
                     message: format!("Action on '{host}' did not succeed ({outcome:?}): {detail}"),
                 });
@@ -275,7 +275,7 @@ impl Cluster {
                         deadline: now + deadline + 2000,
                     };
                 }
-                out.push(Action::AgentAction {
+                out.push(CoreAction::AgentAction {
                     host: to,
                     id: wait_id,
                     action: proto::Action::CatchUp {
@@ -309,7 +309,7 @@ impl Cluster {
             }
             _ => {
                 if !ok {
-                    out.push(Action::Notify {
+                    out.push(CoreAction::Notify {
                         host: Some(host.into()),
                         message: format!(
                             "Action on '{host}' did not succeed ({outcome:?}): {detail}"
@@ -321,13 +321,18 @@ impl Cluster {
     }
 
     /// Ends a promotion whose candidate became unfit.
-    pub(crate) fn abort_promotion(&mut self, now: Millis, reason: String, out: &mut Vec<Action>) {
+    pub(crate) fn abort_promotion(
+        &mut self,
+        now: Millis,
+        reason: String,
+        out: &mut Vec<CoreAction>,
+    ) {
         self.refuse(now, reason, out);
         // Not the candidate's lag: another candidate may be tried at once.
         self.blocked = None;
     }
 
-    pub(super) fn begin_promote(&mut self, now: Millis, out: &mut Vec<Action>) {
+    pub(super) fn begin_promote(&mut self, now: Millis, out: &mut Vec<CoreAction>) {
         let deadline = now + self.promotion_timeout();
         let Some(to) = self.promotion.as_ref().map(|p| p.to.clone()) else {
             return;
@@ -394,7 +399,7 @@ impl Cluster {
         host: &str,
         epoch: u32,
         failures: &[String],
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         let Some(p) = self.promotion.as_ref() else {
             return;
@@ -435,7 +440,7 @@ impl Cluster {
             return;
         }
         p.phase = Phase::Position { deadline };
-        out.push(Action::QueryStatus { host: p.to.clone() });
+        out.push(CoreAction::QueryStatus { host: p.to.clone() });
     }
 
     /// Sends every slave the one position of the new master, then ends the promotion.
@@ -443,7 +448,7 @@ impl Cluster {
         &mut self,
         now: Millis,
         position: Position,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) {
         let Some(to) = self.promotion.as_ref().map(|p| p.to.clone()) else {
             return;
@@ -472,7 +477,7 @@ impl Cluster {
         now: Millis,
         to: &str,
         position: Position,
-        out: &mut Vec<Action>,
+        out: &mut Vec<CoreAction>,
     ) -> Vec<String> {
         let Some((ip, port)) = self.host(to).map(|h| (h.ip, h.mysql_port)) else {
             return Vec::new();
@@ -491,7 +496,7 @@ impl Cluster {
                 h.repointed = Some((ip, now));
             }
             let id = self.next_id();
-            out.push(Action::AgentAction {
+            out.push(CoreAction::AgentAction {
                 host: s.clone(),
                 id,
                 action: proto::Action::ChangeMaster {

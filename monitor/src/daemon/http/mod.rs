@@ -14,7 +14,7 @@ pub mod route;
 mod standby;
 
 use super::{control_socket, metrics};
-use crate::control::Command;
+use crate::control::ControlCommand;
 use mmm_common::http::{Limits, Request};
 use route::{Exposure, Response, Route, JSON};
 use std::net::SocketAddr;
@@ -202,7 +202,7 @@ async fn status(hub: &Hub) -> Result<View, Response> {
     let (tx, rx) = oneshot::channel();
     let asked = tokio::time::timeout(
         ANSWER_TIMEOUT,
-        hub.control.send((Command::Show { json: true }, tx)),
+        hub.control.send((ControlCommand::Show { json: true }, tx)),
     );
     match asked.await {
         Ok(Ok(())) => {}
@@ -290,7 +290,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<control_socket::Request>(8);
         tokio::spawn(async move {
             while let Some((command, reply)) = rx.recv().await {
-                assert_eq!(command, Command::Show { json: true });
+                assert_eq!(command, ControlCommand::Show { json: true });
                 let _ = reply.send(STATUS.to_string());
             }
         });

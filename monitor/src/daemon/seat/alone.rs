@@ -2,7 +2,7 @@
 //! monitor decides. Its seat is never lost, and it has nobody to give way to.
 
 use super::{Deposition, Seat};
-use crate::control::Command;
+use crate::control::ControlCommand;
 use crate::core::status::StatusRecord;
 use crate::core::{Cluster, Event, FencingMethod, FleetShow, Millis};
 use crate::daemon::{persist, Clock, DaemonError, Process};
@@ -102,7 +102,7 @@ impl Seat for Alone {
 
     async fn hear_forwarded(&mut self) {}
 
-    async fn forwarded(&mut self) -> (Command, String) {
+    async fn forwarded(&mut self) -> (ControlCommand, String) {
         std::future::pending().await
     }
 

@@ -7,7 +7,7 @@
 //! later leader is refused), it is less than a minute old and it was not run before, and
 //! MACs its answer the same way.
 
-use crate::control::Command;
+use crate::control::ControlCommand;
 use crate::daemon::{DaemonError, Process};
 use crate::etcd::{DirChange, Fleet};
 use mmm_common::config::ClusterKey;
@@ -111,7 +111,7 @@ impl Inbox {
 
     /// The next forwarded command to run, and its id; a refused one is answered here.
     /// Never resolves before [`Inbox::hear`], nor once the feed has ended.
-    pub async fn next(&mut self) -> (Command, String) {
+    pub async fn next(&mut self) -> (ControlCommand, String) {
         loop {
             let next = match self.commands.as_mut() {
                 Some(commands) => commands.recv().await,
@@ -171,7 +171,10 @@ impl Inbox {
     /// A forwarded line as a command, or the refusal to send back.
     /// Refused (None, logged) unless its MAC verifies under the cluster key, it was
     /// issued within the last minute and it was not run before.
-    fn parse_forwarded(&self, f: &Forwarded) -> Option<Result<crate::control::Command, String>> {
+    fn parse_forwarded(
+        &self,
+        f: &Forwarded,
+    ) -> Option<Result<crate::control::ControlCommand, String>> {
         let Some(line) = verified(
             &self.key,
             &f.id,
@@ -251,7 +254,7 @@ pub async fn serve_standby(process: &mut Process, s: &Forwarder) -> Result<(), D
             stopped = process.life.stopped() => return stopped,
             Some(r) = process.control.recv() => r,
         };
-        if command == crate::control::Command::Ping {
+        if command == crate::control::ControlCommand::Ping {
             let _ = reply.send("OK: Pinged successfully!".to_string());
             continue;
         }

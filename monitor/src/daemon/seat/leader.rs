@@ -8,7 +8,7 @@
 
 use super::forward::Inbox;
 use super::{Deposition, Seat};
-use crate::control::Command;
+use crate::control::ControlCommand;
 use crate::core::status::StatusRecord;
 use crate::core::{Event, FleetShow};
 use crate::etcd::{DirChange, Fleet, FleetError, FleetView, Leadership, Session};
@@ -430,7 +430,7 @@ impl Seat for Leader {
         self.inbox.hear().await
     }
 
-    async fn forwarded(&mut self) -> (Command, String) {
+    async fn forwarded(&mut self) -> (ControlCommand, String) {
         self.inbox.next().await
     }
 

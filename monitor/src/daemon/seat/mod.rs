@@ -16,7 +16,7 @@ pub mod sealed;
 pub mod standby;
 
 use super::{persist, DaemonError, Process};
-use crate::control::Command;
+use crate::control::ControlCommand;
 use crate::core::status::StatusRecord;
 use crate::core::{Event, FleetShow};
 use mmm_common::config::Config;
@@ -71,7 +71,7 @@ pub trait Seat: Send {
     /// The next command given to another monitor, verified, and its id; one refused is
     /// answered here. Never resolves alone. Cancel-safe: no command is lost when another
     /// event comes first.
-    fn forwarded(&mut self) -> impl Future<Output = (Command, String)> + Send;
+    fn forwarded(&mut self) -> impl Future<Output = (ControlCommand, String)> + Send;
 
     /// Where the answer to forwarded command `id` goes.
     fn answer_to(&self, id: String) -> oneshot::Sender<String>;

@@ -273,7 +273,7 @@ async fn serve_unconnected(
             stopped = process.life.stopped() => return stopped,
             Some(r) = process.control.recv() => r,
         };
-        let text = if command == crate::control::Command::Ping {
+        let text = if command == crate::control::ControlCommand::Ping {
             "OK: Pinged successfully!".to_string()
         } else {
             match witness.describe() {
