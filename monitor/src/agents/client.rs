@@ -4,7 +4,11 @@
 
 use mmm_common::config::ClusterKey;
 use mmm_common::proto::io::{read_frame, write_frames, ConnError};
-use mmm_common::proto::*;
+use mmm_common::proto::{
+    frame, fresh_nonce, Action, ActionRequest, ActionResult, AgentHeartbeat, Applied, DesiredState,
+    FrameBuffer, Heartbeat, Message, MessageType, MonitorHandshake, Opener, Sealer, Session,
+    StatusReport, Term, DEFAULT_MAX_PAYLOAD, FLAG_RESPONSE,
+};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
