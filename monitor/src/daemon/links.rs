@@ -10,7 +10,7 @@ use crate::agents::client::{AgentLink, LinkError};
 use crate::core::{AgentView, Event};
 use mmm_common::config::ClusterKey;
 use mmm_common::proto::io::ConnError;
-use mmm_common::proto::*;
+use mmm_common::proto::{Action, ActionOutcome, ActionRequest, DesiredState, Heartbeat, Message};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
