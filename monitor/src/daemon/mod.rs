@@ -7,6 +7,7 @@ pub mod checks;
 pub mod control;
 pub mod http;
 pub mod links;
+mod localtime;
 pub mod metrics;
 pub mod notify;
 pub mod persist;
@@ -668,7 +669,7 @@ async fn event_loop<S: Seat>(
             Ok(e) => e,
             Err((command, asker)) => {
                 // `checks` prints local time; the offset can change (DST) while we run.
-                cluster.set_utc_offset(local_utc_offset_s());
+                cluster.set_utc_offset(localtime::utc_offset_s());
                 cluster.set_fleet(shell.seat.show());
                 let id = next_reply;
                 next_reply += 1;
@@ -711,21 +712,4 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_unreadable| "mmm-monitor".into())
-}
-
-/// This host's offset from UTC now, in seconds (the TZ environment or /etc/localtime).
-fn local_utc_offset_s() -> i64 {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
-        .unwrap_or(0);
-    // SAFETY: localtime_r reads `now` and fills `tm`, both valid and exclusively ours for
-    // the call; a null return (no such time) leaves the offset at 0.
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&now, &mut tm).is_null() {
-            return 0;
-        }
-        tm.tm_gmtoff
-    }
 }
