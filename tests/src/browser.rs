@@ -34,8 +34,73 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Browser {
-    /// Chromium in namespace `ns`, with its profile in `profile`, showing `url`.
+    /// Chromium in namespace `ns`, with its profile in `profile`, showing `url`. A
+    /// Chromium that exits before it answered (seen once in CI, with nothing in its log)
+    /// is started again, up to three times; the error names each exit status.
     pub fn open(ns: &str, profile: &Path, url: &str, log: &Path) -> Result<Browser> {
+        let mut exits = Vec::new();
+        for attempt in 1..=3 {
+            // A fresh profile too: a crashed Chromium may leave its profile locked.
+            let (log, profile) = if attempt == 1 {
+                (log.to_path_buf(), profile.to_path_buf())
+            } else {
+                (
+                    log.with_extension(format!("{attempt}.log")),
+                    profile.with_extension(attempt.to_string()),
+                )
+            };
+            let mut b = Self::start(ns, &profile, &log)?;
+            let e = match b.show(url) {
+                Ok(()) => return Ok(b),
+                Err(e) => e,
+            };
+            match b.exit_status(Duration::from_secs(2)) {
+                Some(status) => exits.push(format!(
+                    "attempt {attempt}: {status} ({e:#}); its log: {:?}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )),
+                // Still running and not answering: not a start-up crash.
+                None => return Err(e),
+            }
+        }
+        bail!("chromium exited before it answered, three times: {exits:#?}")
+    }
+
+    /// The child's exit status if it ends within `within`.
+    fn exit_status(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Opens `url` in a new tab and attaches to it.
+    fn show(&mut self, url: &str) -> Result<()> {
+        let target = self.call("Target.createTarget", json!({ "url": url }), None)?;
+        let target_id = target["targetId"]
+            .as_str()
+            .context("no targetId")?
+            .to_string();
+        let attached = self.call(
+            "Target.attachToTarget",
+            json!({ "targetId": target_id, "flatten": true }),
+            None,
+        )?;
+        self.session = attached["sessionId"]
+            .as_str()
+            .context("no sessionId")?
+            .to_string();
+        Ok(())
+    }
+
+    /// Chromium started on about:blank, its pipes connected.
+    fn start(ns: &str, profile: &Path, log: &Path) -> Result<Browser> {
         let (cmd_read, cmd_write) = pipe()?;
         let (out_read, out_write) = pipe()?;
         let (r3, w4) = (cmd_read.as_raw_fd(), out_write.as_raw_fd());
@@ -52,6 +117,8 @@ impl Browser {
                 "--no-sandbox",
             ])
             .args(["--remote-debugging-pipe", "--disable-gpu", "--no-first-run"])
+            // A container's /dev/shm is often 64 MiB, too small for Chromium.
+            .arg("--disable-dev-shm-usage")
             .args(["--window-size=1280,1500", "--hide-scrollbars"])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
@@ -89,28 +156,13 @@ impl Browser {
                 }
             }
         });
-        let mut b = Browser {
+        Ok(Browser {
             child,
             to: std::fs::File::from(cmd_write),
             from,
             next: 1,
             session: String::new(),
-        };
-        let target = b.call("Target.createTarget", json!({ "url": url }), None)?;
-        let target_id = target["targetId"]
-            .as_str()
-            .context("no targetId")?
-            .to_string();
-        let attached = b.call(
-            "Target.attachToTarget",
-            json!({ "targetId": target_id, "flatten": true }),
-            None,
-        )?;
-        b.session = attached["sessionId"]
-            .as_str()
-            .context("no sessionId")?
-            .to_string();
-        Ok(b)
+        })
     }
 
     fn call(&mut self, method: &str, params: Value, session: Option<&str>) -> Result<Value> {

@@ -1,4 +1,4 @@
-//! Rolling upgrades: the previous release (its tag built by `mmm_tests::release`) and this
+//! Rolling upgrades: the previous release (its archive built by `mmm_tests::release`) and this
 //! revision work together both ways, an old agent under this monitor and this revision's
 //! agents under the old monitor, through a failover; and a cluster upgraded one daemon at
 //! a time under a client's writes loses none.
@@ -17,17 +17,11 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(30);
 const HOSTS: [&str; 3] = ["db1", "db2", "db3"];
 
-/// The previous release, built once for the whole file; None (after saying why) when git
-/// or its tag is not available here.
-fn previous(test: &str) -> Option<&'static Release> {
-    static BUILT: OnceLock<Result<Release, String>> = OnceLock::new();
-    match BUILT.get_or_init(release::previous) {
-        Ok(r) => Some(r),
-        Err(why) => {
-            eprintln!("SKIPPED {test}: no previous release to run against: {why}");
-            None
-        }
-    }
+/// The previous release, built once for the whole file from its archive in
+/// tests/releases (part of the repository: its absence is a failure, never a skip).
+fn previous() -> &'static Release {
+    static BUILT: OnceLock<Release> = OnceLock::new();
+    BUILT.get_or_init(|| release::previous().unwrap_or_else(|why| panic!("{why}")))
 }
 
 /// The log's text without terminal colours: fields are matched as `name=value`.
@@ -85,9 +79,7 @@ fn agents_of_the_previous_release_under_this_monitor_fail_over() {
     if !require_root("agents_of_the_previous_release_under_this_monitor_fail_over") {
         return;
     }
-    let Some(prev) = previous("agents_of_the_previous_release_under_this_monitor_fail_over") else {
-        return;
-    };
+    let prev = previous();
     let spec = Spec::three(Setup::default());
     let mut c = Cluster::start_spec_from("upgA", &[], &spec, &prev.bin("mmm-agent"));
     c.start_monitor("monitor.log");
@@ -116,9 +108,7 @@ fn this_revisions_agents_under_a_monitor_of_the_previous_release_fail_over() {
     if !require_root(name) {
         return;
     }
-    let Some(prev) = previous(name) else {
-        return;
-    };
+    let prev = previous();
     let mut c = Cluster::start("upgB", &[]);
     c.start_monitor_from("monitor.log", &prev.bin("mmm-monitor"));
     c.bring_online();
@@ -148,9 +138,7 @@ fn a_rolling_upgrade_under_writes_fails_no_write() {
     if !require_root(name) {
         return;
     }
-    let Some(prev) = previous(name) else {
-        return;
-    };
+    let prev = previous();
     let spec = Spec::three(Setup::default());
     let lease = [("lease = \"600ms\"", "lease = \"2s\"")];
     let mut c = Cluster::start_spec_from("upgC", &lease, &spec, &prev.bin("mmm-agent"));
