@@ -40,6 +40,7 @@ pub mod mysql;
 pub mod probe;
 pub mod reconcile;
 pub mod reconciler;
+pub mod reload;
 pub mod route;
 pub mod rst;
 pub mod server;

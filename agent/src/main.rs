@@ -156,7 +156,9 @@ fn run(args: &Args, config: Config, key: ClusterKey) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let host_name = host.name.clone();
+    let (config_path, running) = (args.config.clone(), config.clone());
     runtime.block_on(async move {
+        mmm_agent::reload::spawn(config_path, running);
         let netlink = Netlink::connect()?;
         let (agent, listener) = Agent::start(config, &host_name, key, Resources { netlink, garp, rst })
             .await

@@ -9,7 +9,7 @@ pub mod costs;
 pub mod etcd;
 pub mod etcd_events;
 pub mod failover;
-pub mod fleet;
+pub mod fleet_lab;
 pub mod handover;
 pub mod lab;
 pub mod mariadb;

@@ -79,7 +79,7 @@ fn register_pid(pid: u32) {
         .push(pid);
 }
 
-/// Sends a signal by name (TERM, KILL, STOP, CONT, INT) to a process, without needing
+/// Sends a signal by name (TERM, KILL, STOP, CONT, INT, HUP) to a process, without needing
 /// procps' `kill` on the machine.
 pub fn send_signal(pid: u32, name: &str) -> std::io::Result<()> {
     let sig = match name {
@@ -88,6 +88,7 @@ pub fn send_signal(pid: u32, name: &str) -> std::io::Result<()> {
         "STOP" => libc::SIGSTOP,
         "CONT" => libc::SIGCONT,
         "INT" => libc::SIGINT,
+        "HUP" => libc::SIGHUP,
         other => return Err(std::io::Error::other(format!("unknown signal {other}"))),
     };
     // SAFETY: kill() takes no pointers; the pid belongs to a process this harness started.

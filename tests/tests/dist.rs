@@ -27,7 +27,11 @@ fn deb(name: &str) -> PathBuf {
         .find(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{name}_")) && n.ends_with(".deb"))
+                // This revision's version: target/dist may hold an older release's too.
+                .is_some_and(|n| {
+                    n.starts_with(&format!("{name}_{}-", env!("CARGO_PKG_VERSION")))
+                        && n.ends_with(".deb")
+                })
         })
         .unwrap_or_else(|| {
             panic!(
@@ -251,6 +255,15 @@ fn installed_packages_run_the_lab_from_the_units_command_lines() {
                 "systemd-analyze verify {unit}:\n{said}"
             );
         }
+    }
+    // `systemctl reload` is a SIGHUP, which both daemons take for a re-read of the config.
+    for unit in [
+        "mmm-agent.service",
+        "mmm-monitor.service",
+        "mmm-agent@.service",
+        "mmm-monitor@.service",
+    ] {
+        assert_eq!(unit_value(unit, "ExecReload"), "/bin/kill -HUP $MAINPID");
     }
     let wants = std::fs::read_dir("/etc/systemd/system/multi-user.target.wants")
         .into_iter()

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Every metric family `render` can write (some only in some states: replication,
 /// fencing, a fleet): what dashboards and alert rules may reference
 /// (conf/grafana-dashboard.json and conf/alerts.yml are tested against it).
-pub const FAMILIES: [&str; 20] = [
+pub const FAMILIES: [&str; 22] = [
     "mmm_agent_info",
     "mmm_agent_writer",
     "mmm_agent_reader",
@@ -32,6 +32,8 @@ pub const FAMILIES: [&str; 20] = [
     "mmm_agent_actions_total",
     "mmm_agent_etcd_lease_renewed",
     "mmm_agent_etcd_lease_renewal_age_seconds",
+    "mmm_agent_config_reload_success",
+    "mmm_agent_config_last_reload_timestamp_seconds",
 ];
 
 /// Action kinds, as labelled (`action=`).
@@ -275,6 +277,7 @@ pub fn render(host: &str, s: &Snapshot, counters: &Counters) -> String {
             );
         }
     }
+    out.push_str(&s.config_load.render("mmm_agent"));
     out
 }
 

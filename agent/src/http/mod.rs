@@ -142,6 +142,7 @@ pub fn snapshot(agent: &Agent) -> Snapshot {
             ok: agent.etcd_ok(),
             ago: lease.etcd_renewed_ago(),
         }),
+        config_load: crate::reload::load_state(),
     }
 }
 

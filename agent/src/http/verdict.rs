@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub fences: u64,
     /// In a fleet: the agent's etcd lease.
     pub etcd: Option<EtcdRenewal>,
+    /// The config file's loads (start, SIGHUP): crate::reload.
+    pub config_load: mmm_common::config::reload::LoadState,
 }
 
 /// In a fleet: whether etcd renews the agent's own lease.

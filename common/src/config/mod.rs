@@ -6,6 +6,7 @@
 //! [`Config::load`] adds what needs the file system (the file's own mode, secret files).
 
 mod raw;
+pub mod reload;
 mod secret;
 mod tls;
 mod validate;

@@ -93,7 +93,7 @@ fn main() -> ExitCode {
             }
         };
         let name = args.name.unwrap_or_else(mmm_monitor::daemon::hostname);
-        mmm_monitor::daemon::run(config, key, name, shutdown).await
+        mmm_monitor::daemon::run(config, args.config, key, name, shutdown).await
     });
     match result {
         Ok(()) => Exit::Ok.into(),

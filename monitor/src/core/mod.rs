@@ -390,6 +390,14 @@ impl Cluster {
         }
     }
 
+    /// Takes a config re-read on SIGHUP. It differs from the running one only in keys the
+    /// core reads at each use (`mmm_common::config::reload::MONITOR_RELOADS`): hosts, roles
+    /// and the fencing timing stay what they were.
+    pub fn reload(&mut self, config: Arc<Config>) {
+        debug_assert_eq!(Timing::from_config(&config), self.timing);
+        self.config = config;
+    }
+
     pub(crate) fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;

@@ -6,7 +6,7 @@
 //! `Disconnect` (lease fencing) closes abortively (SO_LINGER 0: queued heartbeats are
 //! discarded, none can renew the lease later) and reconnects no sooner than the lease.
 
-use crate::agents::link::{AgentLink, LinkError};
+use crate::agents::client::{AgentLink, LinkError};
 use crate::core::{AgentView, Event};
 use mmm_common::config::ClusterKey;
 use mmm_common::proto::io::ConnError;
@@ -69,6 +69,17 @@ const REASSERT: Duration = Duration::from_secs(2);
 /// forwarded at once, and silence is detected here. Ten identical views a second per host
 /// were most of the core's work.
 const HEARTBEAT_REFRESH: Duration = Duration::from_secs(1);
+
+/// The longest wait between two connection attempts to an agent that is down. An agent
+/// restarted on the writer (a routine upgrade) resumes the lease it had, with what is
+/// left of it: the monitor must be back before that runs out or the agent fences itself
+/// and the writer VIP flaps. So an eighth of the lease, never more than a second, never
+/// less than a heartbeat (a refused connection costs the monitor next to nothing).
+fn max_backoff(lease: Duration, heartbeat_interval: Duration) -> Duration {
+    (lease / 8)
+        .min(Duration::from_secs(1))
+        .max(heartbeat_interval.min(Duration::from_secs(1)))
+}
 
 pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc::Sender<Event>) {
     let span = tracing::info_span!("agent", host = %p.host);
@@ -144,7 +155,7 @@ pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc:
                         Drained::Isolate => hold = Hold::Isolated,
                         Drained::Elapsed | Drained::Release => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff = (backoff * 2).min(max_backoff(p.lease, p.heartbeat_interval));
                 }
                 SessionEnded::Lost(e, last_reply) => {
                     if !reported_down {
@@ -431,5 +442,23 @@ async fn connected(
                 Some(LinkCmd::Release) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn reconnects_come_well_within_the_lease() {
+        let ms = Duration::from_millis;
+        // The default lease (1 s; docs/operations.md: an agent back within 750 ms keeps
+        // the writer role): attempts every 125 ms at the slowest.
+        assert_eq!(max_backoff(ms(1000), ms(100)), ms(125));
+        assert_eq!(max_backoff(ms(2000), ms(100)), ms(250));
+        assert_eq!(max_backoff(ms(600), ms(100)), ms(100));
+        assert_eq!(max_backoff(ms(60_000), ms(100)), ms(1000));
+        assert_eq!(max_backoff(ms(600), ms(5000)), ms(1000));
     }
 }

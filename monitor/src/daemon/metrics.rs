@@ -20,11 +20,13 @@ pub struct Metrics {
     pub last_failover_seconds: f64,
     /// (host, probe state, blind): see `HostRec::probe_blind`.
     pub probes: Vec<(String, &'static str, bool)>,
+    /// The config file's loads (start, SIGHUP): daemon/reload.rs.
+    pub config_load: mmm_common::config::reload::LoadState,
 }
 
 /// Every metric family `render` writes: what dashboards and alert rules may reference
 /// (conf/grafana-dashboard.json and conf/alerts.yml are tested against it).
-pub const FAMILIES: [&str; 8] = [
+pub const FAMILIES: [&str; 10] = [
     "mmm_host_state",
     "mmm_writer",
     "mmm_role_holder",
@@ -33,6 +35,8 @@ pub const FAMILIES: [&str; 8] = [
     "mmm_probe_blind",
     "mmm_failovers_total",
     "mmm_last_failover_duration_seconds",
+    "mmm_config_reload_success",
+    "mmm_config_last_reload_timestamp_seconds",
 ];
 
 /// Every value of `mmm_probe_state`'s `state` label (`HostRec::probe_state`).
@@ -92,6 +96,7 @@ pub fn render(m: &Metrics) -> String {
         "# HELP mmm_last_failover_duration_seconds Duration of the last promotion.\n# TYPE mmm_last_failover_duration_seconds gauge\nmmm_last_failover_duration_seconds {}\n",
         m.last_failover_seconds
     ));
+    out.push_str(&m.config_load.render("mmm"));
     out
 }
 
