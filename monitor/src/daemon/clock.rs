@@ -44,20 +44,3 @@ impl Clock {
             .map_or(latest, |t| t.min(latest))
     }
 }
-
-/// This host's offset from UTC now, in seconds (the TZ environment or /etc/localtime).
-pub(super) fn local_utc_offset_s() -> i64 {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
-        .unwrap_or(0);
-    // SAFETY: localtime_r reads `now` and fills `tm`, both valid and exclusively ours for
-    // the call; a null return (no such time) leaves the offset at 0.
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&now, &mut tm).is_null() {
-            return 0;
-        }
-        tm.tm_gmtoff
-    }
-}

@@ -1,7 +1,7 @@
 //! The one owner of the `Cluster` while this monitor drives the agents.
 
 use super::checks;
-use super::clock;
+use super::localtime;
 use super::reload;
 use super::seat::Seat;
 use super::shell::Shell;
@@ -85,7 +85,7 @@ pub(super) async fn event_loop<S: Seat>(
             Ok(e) => e,
             Err((command, asker)) => {
                 // `checks` prints local time; the offset can change (DST) while we run.
-                cluster.set_utc_offset(clock::local_utc_offset_s());
+                cluster.set_utc_offset(localtime::utc_offset_s());
                 cluster.set_fleet(shell.seat.show());
                 let id = next_reply;
                 next_reply += 1;

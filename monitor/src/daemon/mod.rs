@@ -10,6 +10,7 @@ mod event_loop;
 pub mod http;
 mod lead;
 pub mod links;
+mod localtime;
 pub mod metrics;
 pub mod notify;
 pub mod persist;
