@@ -20,8 +20,12 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
 
-pub const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IP: u16 = 0x0800;
+use pnet_base::MacAddr;
+use pnet_packet::arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket};
+use pnet_packet::ethernet::{EtherTypes, MutableEthernetPacket};
+use pnet_packet::MutablePacket;
+
+pub const ETH_P_ARP: u16 = EtherTypes::Arp.0;
 /// Ethernet's minimum frame size without the FCS; shorter frames are padded.
 pub const FRAME_LEN: usize = 60;
 
@@ -30,20 +34,23 @@ pub type Mac = [u8; 6];
 /// Builds the gratuitous ARP request announcing `ip` at `mac`, padded to 60 bytes.
 pub fn build_garp(mac: Mac, ip: Ipv4Addr) -> [u8; FRAME_LEN] {
     let mut f = [0u8; FRAME_LEN];
-    // Ethernet: broadcast destination, our source, ARP.
-    f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
-    // ARP: Ethernet/IPv4, request.
-    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // htype Ethernet
-    f[16..18].copy_from_slice(&ETH_P_IP.to_be_bytes()); // ptype IPv4
-    f[18] = 6; // hlen
-    f[19] = 4; // plen
-    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // oper request
-    f[22..28].copy_from_slice(&mac); // sender MAC
-    f[28..32].copy_from_slice(&ip.octets()); // sender IP
-    f[32..38].copy_from_slice(&mac); // target MAC = sender MAC (see module docs)
-    f[38..42].copy_from_slice(&ip.octets()); // target IP = sender IP
+    let src = MacAddr::from(mac);
+    let mut eth = MutableEthernetPacket::new(&mut f).expect("60 bytes hold an Ethernet header");
+    eth.set_destination(MacAddr::broadcast());
+    eth.set_source(src);
+    eth.set_ethertype(EtherTypes::Arp);
+    let mut arp = MutableArpPacket::new(eth.payload_mut()).expect("46 bytes hold an ARP packet");
+    arp.set_hardware_type(ArpHardwareTypes::Ethernet);
+    arp.set_protocol_type(EtherTypes::Ipv4);
+    arp.set_hw_addr_len(6);
+    arp.set_proto_addr_len(4);
+    arp.set_operation(ArpOperations::Request);
+    arp.set_sender_hw_addr(src);
+    arp.set_sender_proto_addr(ip);
+    // Target = sender, MAC included: the request form Linux always accepts (module docs).
+    arp.set_target_hw_addr(src);
+    arp.set_target_proto_addr(ip);
+    // The rest of the 60 bytes stays zero: Ethernet's padding.
     f
 }
 

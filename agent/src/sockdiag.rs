@@ -17,18 +17,28 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-const NETLINK_SOCK_DIAG: libc::c_int = 4;
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const SOCK_DESTROY: u16 = 21;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
+use netlink_packet_core::{
+    DefaultNla, Emitable, ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NetlinkSerializable, Parseable, ParseableParametrized, NLMSG_DONE, NLMSG_ERROR,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags,
+};
+use netlink_packet_sock_diag::{
+    SockDiagDestroy, SockDiagMessage, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY,
+};
+
+const NETLINK_SOCK_DIAG: libc::c_int = libc::NETLINK_SOCK_DIAG;
 /// nlmsghdr (16) + inet_diag_req_v2 (56).
 const REQ_LEN: usize = 72;
-/// Every TCP state.
+/// Every TCP state, the bits of states yet to come included.
 const ALL_STATES: u32 = 0xffff_ffff;
+/// The request's attribute carrying a filter program (linux/inet_diag.h); the crate
+/// builds requests without attributes and knows nothing of the programs.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// The program's comparison "source port equals" (linux/inet_diag.h).
+const INET_DIAG_BC_S_EQ: u8 = 11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SockDiagError {
@@ -62,7 +72,7 @@ pub struct SockId {
 }
 
 /// TCP_LISTEN in the kernel's numbering (inet_diag's `state`).
-pub const TCP_LISTEN: u8 = 10;
+pub const TCP_LISTEN: u8 = netlink_packet_sock_diag::TCP_LISTEN;
 
 impl SockId {
     pub fn local_port(&self) -> u16 {
@@ -70,52 +80,93 @@ impl SockId {
     }
 }
 
-fn header(buf: &mut [u8; REQ_LEN], kind: u16, flags: u16, seq: u32) {
-    buf[0..4].copy_from_slice(&(REQ_LEN as u32).to_ne_bytes());
-    buf[4..6].copy_from_slice(&kind.to_ne_bytes());
-    buf[6..8].copy_from_slice(&flags.to_ne_bytes());
-    buf[8..12].copy_from_slice(&seq.to_ne_bytes());
+/// A TCP request of `family` for the sockets in `states`, named by `id`.
+fn inet_request(family: u8, states: u32, id: SocketId) -> InetRequest {
+    InetRequest {
+        family,
+        protocol: IPPROTO_TCP,
+        extensions: ExtensionFlags::empty(),
+        // Retained as given: the crate names only the states it knows.
+        states: StateFlags::from_bits_retain(states),
+        socket_id: id,
+    }
+}
+
+/// `payload` framed as one netlink request, its length and type filled in.
+fn serialize<I: NetlinkSerializable, const N: usize>(payload: I, flags: u16, seq: u32) -> [u8; N] {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    header.sequence_number = seq;
     // nlmsg_pid 0: the kernel.
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
+    msg.finalize();
+    let mut b = [0u8; N];
+    msg.serialize(&mut b);
+    b
 }
 
 /// A dump of every TCP socket of `family` (AF_INET or AF_INET6).
 pub fn dump_request(family: u8, seq: u32) -> [u8; REQ_LEN] {
-    let mut b = [0u8; REQ_LEN];
-    header(&mut b, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq);
-    b[16] = family;
-    b[17] = libc::IPPROTO_TCP as u8;
-    b[20..24].copy_from_slice(&ALL_STATES.to_ne_bytes());
-    b
+    // The id is all zeros for either family: nothing of it filters a dump.
+    let request = inet_request(family, ALL_STATES, SocketId::new_v6());
+    serialize(
+        SockDiagMessage::InetRequest(request),
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+    )
+}
+
+/// A dump request followed by its filter program, which the crate's request cannot carry.
+struct FilteredDump {
+    request: InetRequest,
+    program: DefaultNla,
+}
+
+impl NetlinkSerializable for FilteredDump {
+    fn message_type(&self) -> u16 {
+        SOCK_DIAG_BY_FAMILY
+    }
+
+    fn buffer_len(&self) -> usize {
+        self.request.buffer_len() + self.program.buffer_len()
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        let (request, program) = buffer.split_at_mut(self.request.buffer_len());
+        self.request.emit(request);
+        self.program.emit(program);
+    }
 }
 
 /// The dump of `family`'s TCP sockets whose local port is `port`, filtered by the kernel
 /// (an INET_DIAG_REQ_BYTECODE program: "sport == port"), so a host with thousands of
 /// connections answers with only mysqld's.
 pub fn dump_request_for_port(family: u8, seq: u32, port: u16) -> [u8; REQ_LEN + 12] {
-    let mut b = [0u8; REQ_LEN + 12];
-    b[..REQ_LEN].copy_from_slice(&dump_request(family, seq));
-    b[0..4].copy_from_slice(&((REQ_LEN + 12) as u32).to_ne_bytes());
-    // nlattr: length 12, type INET_DIAG_REQ_BYTECODE (1).
-    b[72..74].copy_from_slice(&12u16.to_ne_bytes());
-    b[74..76].copy_from_slice(&1u16.to_ne_bytes());
-    // op 0: INET_DIAG_BC_S_EQ (11); yes: jump 8 (past the end: accept); no: jump 12
-    // (beyond it: reject). op 1 carries the port, in host order, in its `no` field.
-    b[76] = 11;
-    b[77] = 8;
-    b[78..80].copy_from_slice(&12u16.to_ne_bytes());
-    b[82..84].copy_from_slice(&port.to_ne_bytes());
-    b
+    // op 0: INET_DIAG_BC_S_EQ; yes: jump 8 (past the end: accept); no: jump 12 (beyond
+    // it: reject). op 1 carries the port, in host order, in its `no` field.
+    let mut program = vec![INET_DIAG_BC_S_EQ, 8];
+    program.extend_from_slice(&12u16.to_ne_bytes());
+    program.extend_from_slice(&[0, 0]);
+    program.extend_from_slice(&port.to_ne_bytes());
+    let dump = FilteredDump {
+        request: inet_request(family, ALL_STATES, SocketId::new_v6()),
+        program: DefaultNla::new(INET_DIAG_REQ_BYTECODE, program),
+    };
+    serialize(dump, NLM_F_REQUEST | NLM_F_DUMP, seq)
 }
 
 /// SOCK_DESTROY of one socket, named as the dump named it.
 pub fn destroy_request(sock: &SockId, seq: u32) -> [u8; REQ_LEN] {
-    let mut b = [0u8; REQ_LEN];
-    header(&mut b, SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, seq);
-    b[16] = sock.family;
-    b[17] = libc::IPPROTO_TCP as u8;
-    b[20..24].copy_from_slice(&(1u32 << sock.state).to_ne_bytes());
-    b[24..72].copy_from_slice(&sock.id);
-    b
+    // Read as AF_INET6, whose addresses fill all 16 bytes: the id goes back to the kernel
+    // exactly as it came, whatever the family (an AF_INET address is in the first 4).
+    let id = SocketId::parse_with_param(&sock.id[..], AF_INET6)
+        .expect("48 bytes are an inet_diag_sockid");
+    let request = inet_request(sock.family, 1u32 << sock.state, id);
+    serialize(
+        SockDiagDestroy::new(SockDiagMessage::InetRequest(request)),
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+    )
 }
 
 /// What one datagram of a dump said.
@@ -126,49 +177,46 @@ pub enum DumpPart {
     Error(i32),
 }
 
+impl From<&InetResponseHeader> for SockId {
+    fn from(h: &InetResponseHeader) -> SockId {
+        let mut id = [0u8; 48];
+        h.socket_id.emit(&mut id);
+        SockId {
+            family: h.family,
+            state: h.state,
+            id,
+            uid: h.uid,
+            inode: h.inode,
+        }
+    }
+}
+
 /// Parses one datagram of a dump: inet_diag_msg records, then NLMSG_DONE. Truncated or
-/// foreign messages are skipped, never read past.
+/// foreign messages are skipped, never read past. Only each record's fixed part is read:
+/// attributes the kernel adds (and we never asked for) cannot hide a socket.
 pub fn parse_dump(datagram: &[u8]) -> DumpPart {
     let mut socks = Vec::new();
     let mut at = 0;
-    while datagram.len() >= at + 16 {
-        let h = &datagram[at..];
-        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let kind = u16::from_ne_bytes([h[4], h[5]]);
-        if len < 16 || at + len > datagram.len() {
-            break;
-        }
-        match kind {
+    // A length claiming more than the datagram ends the walk.
+    while let Some(Ok(msg)) = datagram.get(at..).map(NetlinkBuffer::new_checked) {
+        match msg.message_type() {
             NLMSG_DONE => return DumpPart::Done,
             NLMSG_ERROR => {
-                let errno = h
-                    .get(16..20)
-                    .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
-                    .unwrap_or(0);
+                let errno = ErrorBuffer::new_checked(msg.payload())
+                    .ok()
+                    .and_then(|e| e.code())
+                    .map_or(0, |c| c.get());
                 return DumpPart::Error(-errno);
             }
-            SOCK_DIAG_BY_FAMILY if len >= 16 + 52 => {
-                let m = &h[16..len];
-                let mut id = [0u8; 48];
-                id.copy_from_slice(&m[4..52]);
-                // inet_diag_msg goes on with expires, rqueue, wqueue, uid, inode.
-                let u32_at = |o: usize| {
-                    m.get(o..o + 4)
-                        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                        .unwrap_or(0)
-                };
-                socks.push(SockId {
-                    family: m[0],
-                    state: m[1],
-                    id,
-                    uid: u32_at(64),
-                    inode: u32_at(68),
-                });
+            SOCK_DIAG_BY_FAMILY => {
+                if let Ok(h) = InetResponseHeader::parse(msg.payload()) {
+                    socks.push(SockId::from(&h));
+                }
             }
             _ => {}
         }
         // Messages are 4-byte aligned.
-        at += (len + 3) & !3;
+        at += (msg.length() as usize + 3) & !3;
     }
     DumpPart::Sockets(socks)
 }

@@ -5,7 +5,7 @@ pub mod agents;
 pub mod control;
 pub mod core;
 pub mod daemon;
-pub mod fleet;
+pub mod etcd;
 pub mod preflight;
 pub mod replica;
 pub mod witness;

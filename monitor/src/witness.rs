@@ -18,7 +18,7 @@
 //! consent names the newest term its monitor knows, and counts only toward a failsafe of
 //! that term. docs/fencing.md ("Failsafe") has every interleaving.
 
-use crate::agents::link::AgentLink;
+use crate::agents::client::AgentLink;
 use mmm_common::config::{ClusterKey, Config, Coordination};
 use mmm_common::epoch::Term;
 use mmm_common::etcd::LazyMembers;

@@ -8,7 +8,7 @@
 //! Run as root: `cargo xtask bench agent` (or `cargo bench -p mmm-tests --bench agent`).
 
 use futures::TryStreamExt;
-use mmm_monitor::agents::link::AgentLink;
+use mmm_monitor::agents::client::AgentLink;
 use mmm_tests::bench::stats;
 use mmm_tests::lab::{desired, ip, Lab, T};
 use mmm_tests::mariadb::Mariadb;

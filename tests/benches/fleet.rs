@@ -5,14 +5,14 @@
 //! - `monitor`: the leading monitor lost three ways (SIGKILL; host frozen: SIGSTOP and its
 //!   namespace's link down; SIGTERM), the writer failure handled by the new leader. Reports
 //!   the hand-over time (to the new leader's "elected leader" log line, and to `show`
-//!   naming it). Lab: [`Fleet::start`] (session TTL 1 s).
+//!   naming it). Lab: [`FleetLab::start`] (session TTL 1 s).
 //! - `etcd` (issue 21's "Measured"): etcd's raft leader SIGKILLed, a follower SIGKILLed
 //!   (each started again after the writer failure, before the next round), etcd's
 //!   majority lost 30 s (both followers SIGKILLed, started again after 30 s), the writer
 //!   (db1) cut from every etcd member 30 s (blackhole routes on the members, as scenario
 //!   f22: the fleet fails it over by design, and the time until `show` names db2 is
 //!   reported; the writer failure that follows is then db2's, failed over to db1). Reports
-//!   whether the fleet's leader or term changed. Lab: [`Fleet::start_per_rule`] (etcd
+//!   whether the fleet's leader or term changed. Lab: [`FleetLab::start_per_rule`] (etcd
 //!   500/50 ms, session TTL 4 s), see mmm_tests::etcd_events.
 //!
 //! Per scenario: the client's failed writes (goal 0), its longest gap between acknowledged
@@ -40,7 +40,7 @@ use mmm_tests::etcd_events::{recover, undergo, EtcdEvent, EtcdOutcome};
 use mmm_tests::failover::{
     measure_move, Failover, Profile, Scenario, DETECTED, NEW_CONNECTION, RETRYING, WRITABLE,
 };
-use mmm_tests::fleet::Fleet;
+use mmm_tests::fleet_lab::FleetLab;
 use mmm_tests::handover::{
     hand_over, rejoin, restore, up, up_fleet, watched, ClientView, Handover, LeaderLoss,
 };
@@ -54,9 +54,9 @@ use std::time::{Duration, Instant};
 /// What a round does before the writer failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Event {
-    /// The leading monitor lost (lab: [`Fleet::start`], session TTL 1 s).
+    /// The leading monitor lost (lab: [`FleetLab::start`], session TTL 1 s).
     Leader(LeaderLoss),
-    /// etcd loses members or the writer (lab: [`Fleet::start_per_rule`], TTL 4 s).
+    /// etcd loses members or the writer (lab: [`FleetLab::start_per_rule`], TTL 4 s).
     Etcd(EtcdEvent),
 }
 
@@ -98,9 +98,9 @@ impl Event {
     }
 
     /// A fleet lab for this kind of event, up: mon1 leading, db1 the writer.
-    fn lab(self) -> Fleet {
+    fn lab(self) -> FleetLab {
         if self.is_etcd() {
-            up_fleet(Fleet::start_per_rule("betcd"))
+            up_fleet(FleetLab::start_per_rule("betcd"))
         } else {
             up("bfleet")
         }
@@ -161,7 +161,7 @@ fn peer(writer: &str) -> &'static str {
 
 /// One round: the event, then the writer's mysqld SIGKILLed and measured. `leader`: the
 /// monitor leading before a hand-over.
-fn round(f: &mut Fleet, leader: &str, event: Event) -> Run {
+fn round(f: &mut FleetLab, leader: &str, event: Event) -> Run {
     match event {
         Event::Leader(loss) => {
             let handover = hand_over(f, leader, loss);
@@ -386,7 +386,7 @@ fn progress(r: &Run) -> String {
 }
 
 /// The fleet's costs over 10 s of steady state (two monitors, no client writing).
-fn steady_costs(f: &Fleet) -> FleetCosts {
+fn steady_costs(f: &FleetLab) -> FleetCosts {
     let members: Vec<(String, String)> = f
         .etcd
         .members

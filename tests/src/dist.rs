@@ -21,7 +21,11 @@ pub fn deb(name: &str) -> PathBuf {
         .find(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{name}_")) && n.ends_with(".deb"))
+                // This revision's version: target/dist may hold an older release's too.
+                .is_some_and(|n| {
+                    n.starts_with(&format!("{name}_{}-", env!("CARGO_PKG_VERSION")))
+                        && n.ends_with(".deb")
+                })
         })
         .unwrap_or_else(|| {
             panic!(

@@ -5,13 +5,13 @@
 //! it over by design). What the client writing through the writer VIP saw (failed writes,
 //! its longest gap against its usual one, acknowledged writes lost or duplicated), the
 //! fleet's leader and term before and after, and for the cut when `show` named the new
-//! writer. Runs on [`Fleet::start_per_rule`] (etcd 500/50 ms, session_ttl 4 s).
+//! writer. Runs on [`FleetLab::start_per_rule`] (etcd 500/50 ms, session_ttl 4 s).
 //!
 //! [`undergo`] leaves the lab ready for a writer failure right after the event: a killed
 //! member stays down (the failure is handled with one member of three lost) until
 //! [`recover`]; the majority comes back, and the cut heals, within the event.
 
-use crate::fleet::Fleet;
+use crate::fleet_lab::FleetLab;
 use crate::handover::{client, ClientView};
 use crate::netns::wait_for;
 use serde::Serialize;
@@ -92,7 +92,7 @@ pub struct EtcdOutcome {
 
 /// The event under the hand-over client (a row every 5 ms through the writer VIP), db1
 /// the writer and two monitors running; waits until it is over and measures.
-pub fn undergo(f: &mut Fleet, event: EtcdEvent) -> EtcdOutcome {
+pub fn undergo(f: &mut FleetLab, event: EtcdEvent) -> EtcdOutcome {
     let fleet_before = f.wait_leader("mon1", None, T);
     let leader = fleet_before.0.clone();
     f.etcd.wait_raft_leader(T);
@@ -173,7 +173,7 @@ pub fn undergo(f: &mut Fleet, event: EtcdEvent) -> EtcdOutcome {
 }
 
 /// Whether `host` replicates from `source` with both threads running (given 5 s).
-fn replicates(f: &Fleet, host: &str, source: &str) -> bool {
+fn replicates(f: &FleetLab, host: &str, source: &str) -> bool {
     let ip = f.c.lab.net.node(source).ip.to_string();
     wait_for(Duration::from_secs(5), || {
         let db = f.c.db(host);
@@ -187,7 +187,7 @@ fn replicates(f: &Fleet, host: &str, source: &str) -> bool {
 
 /// The members [`undergo`] left down started again on their data; waits until every
 /// member is healthy.
-pub fn recover(f: &mut Fleet, o: &EtcdOutcome) {
+pub fn recover(f: &mut FleetLab, o: &EtcdOutcome) {
     for m in &o.down {
         f.etcd.restart_in(&f.c.lab.net, m);
     }

@@ -8,7 +8,7 @@
 use crate::assert::assert_servers;
 use crate::client::{verify, Policy, WriteLog, Writer};
 use crate::failover::{log_time_ms, wall_ms, Watched};
-use crate::fleet::Fleet;
+use crate::fleet_lab::FleetLab;
 use crate::netns::wait_for;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -88,7 +88,7 @@ pub struct ClientView {
 impl ClientView {
     /// The client's log once it stopped: its gaps, and every acknowledged write looked
     /// for on db1..db3 (each given 10 s to catch up).
-    pub fn of(f: &Fleet, log: &WriteLog) -> ClientView {
+    pub fn of(f: &FleetLab, log: &WriteLog) -> ClientView {
         let (longest_gap_ms, normal_gap_ms) = gaps_ms(log);
         let mut v = ClientView {
             acked: log.acked.len(),
@@ -111,7 +111,7 @@ impl ClientView {
 
 /// A client writing a row through the writer VIP every 5 ms (ids from [`POLICY`]), once
 /// it has written 100.
-pub fn client(f: &Fleet) -> Writer {
+pub fn client(f: &FleetLab) -> Writer {
     let client_ns = f.c.lab.net.node("client").ns.clone();
     let writer = Writer::with_policy(&client_ns, "192.0.2.100", Duration::from_millis(5), POLICY);
     let warm = wait_for(Duration::from_secs(10), || {
@@ -127,12 +127,12 @@ pub fn client(f: &Fleet) -> Writer {
 
 /// The fleet lab with two monitors, mon1 leading and mon2 standing by, the cluster
 /// online through mon1 (db1 the writer) and the client's table created.
-pub fn up(tag: &str) -> Fleet {
-    up_fleet(Fleet::start(tag))
+pub fn up(tag: &str) -> FleetLab {
+    up_fleet(FleetLab::start(tag))
 }
 
-/// As [`up`], on a fleet lab already started (say [`Fleet::start_per_rule`]).
-pub fn up_fleet(mut f: Fleet) -> Fleet {
+/// As [`up`], on a fleet lab already started (say [`FleetLab::start_per_rule`]).
+pub fn up_fleet(mut f: FleetLab) -> FleetLab {
     f.start_monitor("mon1");
     let (leader, _) = f.wait_leader("mon1", None, T);
     assert_eq!(leader, "mon1", "the first monitor started leads");
@@ -163,7 +163,7 @@ pub fn gaps_ms(log: &WriteLog) -> (Option<f64>, Option<f64>) {
 }
 
 /// The other running monitor of a two-monitor fleet.
-pub fn other(f: &Fleet, slot: &str) -> String {
+pub fn other(f: &FleetLab, slot: &str) -> String {
     f.monitors
         .iter()
         .find(|(k, m)| k.as_str() != slot && m.pid.is_some())
@@ -172,7 +172,7 @@ pub fn other(f: &Fleet, slot: &str) -> String {
 }
 
 /// The monitor `slot` as a failover measurement watches it.
-pub fn watched<'a>(f: &'a Fleet, slot: &str) -> Watched<'a> {
+pub fn watched<'a>(f: &'a FleetLab, slot: &str) -> Watched<'a> {
     let m = &f.monitors[slot];
     Watched {
         pid: m.pid.expect("the monitor runs"),
@@ -185,7 +185,7 @@ pub fn watched<'a>(f: &'a Fleet, slot: &str) -> Watched<'a> {
 /// says while a client writes through the VIP every 5 ms; waits for the standby to lead
 /// and measures. The old leader stays down (frozen: stopped and cut off) until
 /// [`rejoin`]. The client's rows stay in app.w (ids from [`POLICY`]).
-pub fn hand_over(f: &mut Fleet, leader: &str, loss: LeaderLoss) -> Handover {
+pub fn hand_over(f: &mut FleetLab, leader: &str, loss: LeaderLoss) -> Handover {
     let standby = other(f, leader);
     let (was, old_term, _) = f.fleet_line(&standby).expect("a fleet line in show");
     assert_eq!(was, leader, "{leader} must lead before it is lost");
@@ -250,7 +250,7 @@ pub fn hand_over(f: &mut Fleet, leader: &str, loss: LeaderLoss) -> Handover {
 
 /// The lost leader back as a standby: restarted (SIGKILL, SIGTERM) or woken up and
 /// reconnected (frozen); waits until `show` through it lists it as a standby.
-pub fn rejoin(f: &mut Fleet, slot: &str, loss: LeaderLoss) {
+pub fn rejoin(f: &mut FleetLab, slot: &str, loss: LeaderLoss) {
     match loss {
         LeaderLoss::Kill | LeaderLoss::Term => {
             f.start_monitor(slot);
@@ -281,14 +281,14 @@ pub fn rejoin(f: &mut Fleet, slot: &str, loss: LeaderLoss) {
 /// with an errant transaction: a write in flight at the kill, committed by db1 alone and
 /// never acknowledged; the monitor rightly keeps such a host out, and the lab has no
 /// rebuild of it.
-pub fn restore_db1(f: &mut Fleet, leader: &str) -> Result<(), String> {
+pub fn restore_db1(f: &mut FleetLab, leader: &str) -> Result<(), String> {
     restore(f, leader, "db1")
 }
 
 /// As [`restore_db1`] after the mysqld of `killed` (db1 or db2, the writer then) was
 /// killed: it is started again and set online, and the writer role goes back to db1
 /// unless db1 already holds it.
-pub fn restore(f: &mut Fleet, leader: &str, killed: &str) -> Result<(), String> {
+pub fn restore(f: &mut FleetLab, leader: &str, killed: &str) -> Result<(), String> {
     let net = &f.c.lab.net;
     let i =
         f.c.dbs
@@ -331,7 +331,7 @@ pub fn restore(f: &mut Fleet, leader: &str, killed: &str) -> Result<(), String> 
 }
 
 /// `move_role writer db1` through `leader`, until `show` names db1 the writer.
-fn move_writer_to_db1(f: &Fleet, leader: &str) {
+fn move_writer_to_db1(f: &FleetLab, leader: &str) {
     let moved = wait_for(T, || {
         let (code, out) = f.control(leader, &["move_role", "writer", "db1"]);
         (code == 0).then_some(out)

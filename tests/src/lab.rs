@@ -7,7 +7,7 @@ use crate::{bin, TempDir};
 use mmm_common::config::ClusterKey;
 use mmm_common::proto::DesiredState;
 use mmm_common::types::HostState;
-use mmm_monitor::agents::link::AgentLink;
+use mmm_monitor::agents::client::AgentLink;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ pub mod dist;
 pub mod etcd;
 pub mod etcd_events;
 pub mod failover;
-pub mod fleet;
+pub mod fleet_lab;
 pub mod handover;
 pub mod haproxy;
 pub mod lab;

@@ -4,7 +4,7 @@
 
 use mmm_common::config::ClusterKey;
 use mmm_common::proto::*;
-use mmm_monitor::agents::link::{AgentLink, LinkError};
+use mmm_monitor::agents::client::{AgentLink, LinkError};
 use mmm_tests::lab::{desired, ip, Lab};
 use mmm_tests::mariadb::Mariadb;
 use mmm_tests::netns::{block_on_in, require_root, wait_for};

@@ -7,7 +7,7 @@
 use mmm_common::epoch::{fresh_epoch, EpochRecord};
 use mmm_common::etcd::Keys;
 use mmm_common::proto::*;
-use mmm_monitor::agents::link::{AgentLink, LinkError};
+use mmm_monitor::agents::client::{AgentLink, LinkError};
 use mmm_tests::etcd::EtcdCluster;
 use mmm_tests::lab::{desired, Lab};
 use mmm_tests::mariadb::Mariadb;

@@ -5,7 +5,7 @@
 
 use mmm_tests::assert::{assert_data, assert_servers, writer, WriterWatch};
 use mmm_tests::client::{verify, Writer, TABLE};
-use mmm_tests::fleet::{keys, Fleet};
+use mmm_tests::fleet_lab::{keys, FleetLab};
 use mmm_tests::netns::{require_root, wait_for};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 const T: Duration = Duration::from_secs(30);
 
 /// Two monitors (mon1 leads, mon2 stands by), the cluster online, the table created.
-fn up(tag: &str) -> Fleet {
-    up_fleet(Fleet::start(tag))
+fn up(tag: &str) -> FleetLab {
+    up_fleet(FleetLab::start(tag))
 }
 
 /// After db1's mysqld died: `slot` shows db2 as the writer, db3 replicates from it, and
 /// every write `w` had acknowledged is on both, once.
-fn db2_took_over(f: &Fleet, slot: &str, w: Writer) {
+fn db2_took_over(f: &FleetLab, slot: &str, w: Writer) {
     f.wait_show(slot, "db2", "writer(192.0.2.100)", T);
     assert_servers(&f.c, "db2", &["db3"]);
     std::thread::sleep(Duration::from_millis(500));
@@ -28,12 +28,12 @@ fn db2_took_over(f: &Fleet, slot: &str, w: Writer) {
 }
 
 /// As [`up`], on a fleet lab already started.
-fn up_fleet(f: Fleet) -> Fleet {
+fn up_fleet(f: FleetLab) -> FleetLab {
     up_fleet_with_standbys(f, &["mon2"])
 }
 
 /// As [`up_fleet`], where the leader lists `standbys` (sorted) besides itself.
-fn up_fleet_with_standbys(mut f: Fleet, standbys: &[&str]) -> Fleet {
+fn up_fleet_with_standbys(mut f: FleetLab, standbys: &[&str]) -> FleetLab {
     f.start_monitor("mon1");
     let (leader, _) = f.wait_leader("mon1", None, T);
     assert_eq!(leader, "mon1", "the first monitor started leads");
@@ -154,7 +154,7 @@ fn f04_same_name_twice_is_refused() {
     if !require_root("f04") {
         return;
     }
-    let mut f = Fleet::start("f04");
+    let mut f = FleetLab::start("f04");
     f.start_monitor("mon1");
     f.wait_leader("mon1", None, T);
     let out = f.run_monitor_to_exit("mon2", "mon1");
@@ -288,7 +288,7 @@ fn f09_etcd_unreachable_at_start() {
     if !require_root("f09") {
         return;
     }
-    let mut f = Fleet::start("f09");
+    let mut f = FleetLab::start("f09");
     f.cut("mon1", &[31, 32, 33], true);
     f.start_monitor("mon1");
     let (code, out) = f.control("mon1", &["show"]);
@@ -319,7 +319,7 @@ fn f10_corrupt_status_key_means_passive() {
     if !require_root("f10") {
         return;
     }
-    let mut f = Fleet::start("f10");
+    let mut f = FleetLab::start("f10");
     let put = f.etcd.etcdctl(&["put", &keys().status(), "{not json"]);
     assert!(put.status.success(), "{put:?}");
     f.start_monitor("mon1");
@@ -339,7 +339,7 @@ fn f11_prefix_of_another_cluster_is_refused() {
     if !require_root("f11") {
         return;
     }
-    let f = Fleet::start("f11");
+    let f = FleetLab::start("f11");
     let put = f
         .etcd
         .etcdctl(&["put", &keys().cluster(), "another cluster"]);
@@ -484,7 +484,7 @@ fn f14_writer_cut_from_every_monitor_loses_no_acknowledged_write() {
 
 /// One iteration of f14: `old`, the writer, is cut from every monitor until `new` leads
 /// the writes, then healed and brought back.
-fn cut_writer_once(f: &Fleet, w: &Writer, old: &str, new: &str) {
+fn cut_writer_once(f: &FleetLab, w: &Writer, old: &str, new: &str) {
     f.cut_from_monitors(old, true);
     f.wait_show("mon1", new, "writer(192.0.2.100)", T);
     // Never two writers: `new` is made writable only once `old` is fenced.
@@ -589,7 +589,7 @@ fn f16_an_etcd_member_lost_changes_nothing() {
     if !require_root("f16") {
         return;
     }
-    let mut f = up_fleet(Fleet::start_per_rule("f16"));
+    let mut f = up_fleet(FleetLab::start_per_rule("f16"));
     // Settled first: the writer's replicas connected (a semi-sync commit waits for one),
     // and only failures from the first member's loss on count.
     assert_servers(&f.c, "db1", &["db2", "db3"]);
@@ -601,7 +601,7 @@ fn f16_an_etcd_member_lost_changes_nothing() {
         log
     };
     let before = f.wait_leader("mon2", None, T);
-    let same_leader = |f: &Fleet, during: &str| {
+    let same_leader = |f: &FleetLab, during: &str| {
         let now = f.wait_leader("mon2", None, T);
         assert_eq!(
             now,
@@ -652,7 +652,7 @@ fn f17_a_raft_leader_frozen_past_the_ttl_costs_a_pause_not_a_failover() {
     if !require_root("f17") {
         return;
     }
-    let f = up_fleet(Fleet::start_per_rule("f17"));
+    let f = up_fleet(FleetLab::start_per_rule("f17"));
     let w = writer(&f.c);
     let leader = f.etcd.wait_raft_leader(T);
     f.etcd.signal(&leader, "STOP");
@@ -674,7 +674,7 @@ fn f17_a_raft_leader_frozen_past_the_ttl_costs_a_pause_not_a_failover() {
 /// lease to wait for must not make it wait for the wrong thing: the agent re-reads its own
 /// key after every renewal and gives its permit up (and publishes a new lease) as soon as
 /// the key does not name its lease, so db2 is never promoted while db1 still writes.
-fn tampered_agent_key_is_not_waited_out(tag: &str, tamper: &dyn Fn(&Fleet, &str)) {
+fn tampered_agent_key_is_not_waited_out(tag: &str, tamper: &dyn Fn(&FleetLab, &str)) {
     let f = up(tag);
     let key = keys().agent("db1");
     let published = wait_for(T, || (!f.etcd_get(&key).is_empty()).then_some(()));
@@ -741,7 +741,7 @@ fn f19_a_foreign_lease_on_the_agent_key_is_not_waited_out() {
 
 /// `n` puts outside the fleet's prefix, from an etcd member's namespace: etcd's revision,
 /// and so the term of the next leader elected, grows by `n`.
-fn push_revisions(f: &Fleet, n: usize) {
+fn push_revisions(f: &FleetLab, n: usize) {
     let script = format!(
         "for i in $(seq {n}); do etcdctl --endpoints http://192.0.2.31:2379 put /filler $i >/dev/null || exit 1; done"
     );
@@ -780,7 +780,7 @@ fn f20_etcd_wiped_and_recreated_recovers() {
     let (leader, old_term) = f.wait_leader("mon1", Some("mon2"), T);
     assert_eq!(leader, "mon1");
     assert!(old_term > 500, "term {old_term}");
-    let old_epoch = mmm_tests::fleet::parse_fleet_epoch(&f.control("mon1", &["show"]).1)
+    let old_epoch = mmm_tests::fleet_lab::parse_fleet_epoch(&f.control("mon1", &["show"]).1)
         .expect("an epoch in show");
     for h in ["db1", "db2", "db3"] {
         let log = format!("agent-{h}.log");
@@ -817,7 +817,7 @@ fn f20_etcd_wiped_and_recreated_recovers() {
             f.logs(40)
         )
     });
-    let new_epoch = mmm_tests::fleet::parse_fleet_epoch(&f.control("mon2", &["show"]).1)
+    let new_epoch = mmm_tests::fleet_lab::parse_fleet_epoch(&f.control("mon2", &["show"]).1)
         .expect("an epoch in show");
     assert_ne!(
         new_epoch, old_epoch,
@@ -925,7 +925,7 @@ fn f20_etcd_wiped_and_recreated_recovers() {
 }
 
 /// The leader of the fleet through either monitor's `show` whose term is below `below`.
-fn leader_below(f: &Fleet, below: u64) -> Option<(String, u64)> {
+fn leader_below(f: &FleetLab, below: u64) -> Option<(String, u64)> {
     ["mon1", "mon2"].iter().find_map(|slot| {
         f.fleet_line(slot)
             .filter(|(_, t, _)| *t < below)
@@ -934,7 +934,7 @@ fn leader_below(f: &Fleet, below: u64) -> Option<(String, u64)> {
 }
 
 /// Waits until every agent's log says it took `term` of `epoch` from etcd's word.
-fn agents_take(f: &Fleet, term: u64, epoch: u64) {
+fn agents_take(f: &FleetLab, term: u64, epoch: u64) {
     for h in ["db1", "db2", "db3"] {
         let log = format!("agent-{h}.log");
         let taken = wait_for(T, || {
@@ -976,7 +976,7 @@ fn f21_etcd_restored_from_a_snapshot_recovers() {
     let (leader, late_term) = f.wait_leader("mon1", Some("mon2"), T);
     assert_eq!(leader, "mon1");
     assert!(late_term > 300, "term {late_term}");
-    let late_epoch = mmm_tests::fleet::parse_fleet_epoch(&f.control("mon1", &["show"]).1)
+    let late_epoch = mmm_tests::fleet_lab::parse_fleet_epoch(&f.control("mon1", &["show"]).1)
         .expect("an epoch in show");
     agents_take(&f, late_term, late_epoch);
     f.start_monitor("mon2");
@@ -990,7 +990,7 @@ fn f21_etcd_restored_from_a_snapshot_recovers() {
             f.logs(40)
         )
     });
-    let new_epoch = mmm_tests::fleet::parse_fleet_epoch(&f.control(&leader, &["show"]).1)
+    let new_epoch = mmm_tests::fleet_lab::parse_fleet_epoch(&f.control(&leader, &["show"]).1)
         .expect("an epoch in show");
     assert_ne!(new_epoch, late_epoch);
     eprintln!(
@@ -1077,7 +1077,7 @@ fn f34_writer_cut_from_etcd_30s_rejoins_with_the_default_ttl() {
 
 fn writer_cut_from_etcd(tag: &str, hold: Duration) {
     let f = if tag == "f34" {
-        up_fleet(Fleet::start_per_rule(tag))
+        up_fleet(FleetLab::start_per_rule(tag))
     } else {
         up(tag)
     };
@@ -1162,7 +1162,7 @@ fn f24_a_lease_less_key_in_the_election_wedges_nothing() {
     if !require_root("f24") {
         return;
     }
-    let mut f = Fleet::start("f24");
+    let mut f = FleetLab::start("f24");
     let squatter = format!("{}squatter", keys().candidates());
     let put = f.etcd.etcdctl(&["put", &squatter, "nobody"]);
     assert!(put.status.success(), "{put:?}");
@@ -1189,7 +1189,7 @@ fn f24_a_lease_less_key_in_the_election_wedges_nothing() {
 /// leader frozen past the TTL revokes every lease when it wakes, the etcd 3.4 flaw f17
 /// covers.)
 fn majority_lost_writes_go_on(tag: &str, how: &str) {
-    let mut f = up_fleet(Fleet::start_per_rule(tag));
+    let mut f = up_fleet(FleetLab::start_per_rule(tag));
     assert_servers(&f.c, "db1", &["db2", "db3"]);
     let w = writer(&f.c);
     std::thread::sleep(Duration::from_secs(1));
@@ -1269,7 +1269,7 @@ fn f28_etcd_majority_killed_writes_go_on() {
 }
 
 /// The members of etcd that do not lead its raft now.
-fn etcd_followers(f: &Fleet) -> Vec<String> {
+fn etcd_followers(f: &FleetLab) -> Vec<String> {
     f.etcd.followers(T)
 }
 
@@ -1281,7 +1281,7 @@ fn f26_a_writer_failure_without_etcd_waits_for_etcd() {
     if !require_root("f26") {
         return;
     }
-    let f = up_fleet(Fleet::start_per_rule("f26"));
+    let f = up_fleet(FleetLab::start_per_rule("f26"));
     assert_servers(&f.c, "db1", &["db2", "db3"]);
     let w = writer(&f.c);
     let followers = etcd_followers(&f);
@@ -1317,7 +1317,7 @@ fn f27_a_monitor_that_reaches_etcd_vetoes_the_failsafe() {
     if !require_root("f27") {
         return;
     }
-    let f = up_fleet(Fleet::start_per_rule("f27"));
+    let f = up_fleet(FleetLab::start_per_rule("f27"));
     assert_servers(&f.c, "db1", &["db2", "db3"]);
     let w = writer(&f.c);
     // mon1 is .2, the databases .11-.13.
@@ -1384,14 +1384,14 @@ fn f29_the_leader_frozen_during_a_failsafe() {
     if !require_root("f29") {
         return;
     }
-    let mut f = up_fleet(Fleet::start_per_rule("f29"));
+    let mut f = up_fleet(FleetLab::start_per_rule("f29"));
     assert_servers(&f.c, "db1", &["db2", "db3"]);
     let w = writer(&f.c);
     let followers = etcd_followers(&f);
     for m in &followers {
         f.etcd.signal(m, "STOP");
     }
-    let writers = |f: &Fleet| {
+    let writers = |f: &FleetLab| {
         ["db1", "db2", "db3"]
             .into_iter()
             .filter(|h| !f.c.db(h).read_only())
@@ -1440,7 +1440,7 @@ fn f30_a_squatted_monitor_name_wedges_nothing() {
     if !require_root("f30") {
         return;
     }
-    let f = Fleet::start("f30");
+    let f = FleetLab::start("f30");
     for name in ["mon2", "ghost"] {
         let out = f.etcd.etcdctl(&["put", &keys().monitor(name), name]);
         assert!(out.status.success(), "{out:?}");
@@ -1487,7 +1487,7 @@ fn f31_every_monitor_cut_from_etcd_stops_no_write() {
     if !require_root("f31") {
         return;
     }
-    let f = up_fleet(Fleet::start_per_rule("f31"));
+    let f = up_fleet(FleetLab::start_per_rule("f31"));
     assert_servers(&f.c, "db1", &["db2", "db3"]);
     let w = writer(&f.c);
     std::thread::sleep(Duration::from_secs(1));
@@ -1530,7 +1530,7 @@ fn f32_a_monitor_with_a_wrong_prefix_moves_nothing() {
     let config = f.monitors["mon3"].config.clone();
     let text = std::fs::read_to_string(&config).expect("mon3's config");
     let wrong = text.replace(
-        &format!("prefix = \"{}\"", mmm_tests::fleet::PREFIX),
+        &format!("prefix = \"{}\"", mmm_tests::fleet_lab::PREFIX),
         "prefix = \"/mmm/typo\"",
     );
     assert_ne!(text, wrong, "mon3's prefix rewritten");
@@ -1574,7 +1574,7 @@ fn f35_a_slow_etcd_member_changes_nothing() {
     if !require_root("f35") {
         return;
     }
-    let f = up_fleet(Fleet::start_per_rule("f35"));
+    let f = up_fleet(FleetLab::start_per_rule("f35"));
     assert_servers(&f.c, "db1", &["db2", "db3"]);
     let w = writer(&f.c);
     std::thread::sleep(Duration::from_secs(1));
@@ -1604,7 +1604,7 @@ fn f35_a_slow_etcd_member_changes_nothing() {
 
 /// After an outage that stopped writes: one writer again (whichever the fleet chose), the
 /// others replicating from it, every acknowledged write of `w` on all three, once.
-fn one_writer_again(f: &Fleet, w: Writer, tag: &str, during: &str) {
+fn one_writer_again(f: &FleetLab, w: Writer, tag: &str, during: &str) {
     let one = wait_for(T, || {
         let hs: Vec<&str> = ["db1", "db2", "db3"]
             .into_iter()

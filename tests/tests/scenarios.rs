@@ -579,7 +579,7 @@ fn s14_wrong_key_and_garbage_at_an_agent() {
                 &mmm_common::config::ClusterKey::generate_hex().unwrap(),
             )
             .unwrap();
-            mmm_monitor::agents::link::AgentLink::connect(
+            mmm_monitor::agents::client::AgentLink::connect(
                 addr,
                 &other,
                 "intruder",

@@ -24,7 +24,7 @@
 //! own, and every later frame of both directions carries that version, authenticated by
 //! its MAC like the rest of the header. A monitor whose Hello an agent of the previous
 //! release drops (it refuses a frame of any other version) tries once more in the
-//! previous version: `monitor/src/agents/link.rs`.
+//! previous version: `monitor/src/agents/client.rs`.
 
 use super::frame::{
     FrameError, Header, RawFrame, FLAG_CONTINUED, HEADER_LEN, MAC_LEN, MAX_MESSAGE, MAX_PAYLOAD,

@@ -130,6 +130,11 @@ impl<'a> Reader<'a> {
         String::from_utf8(b.to_vec())
             .map_err(|e| self.malformed(format!("{field} is not UTF-8: {e}")))
     }
+    /// A count byte, then that many addresses, all named `field`.
+    pub fn ipv4_list(&mut self, field: &str) -> Result<Vec<Ipv4Addr>, FrameError> {
+        let n = self.u8(field)?;
+        (0..n).map(|_| self.ipv4(field)).collect()
+    }
     pub fn str8(&mut self, field: &str) -> Result<String, FrameError> {
         let n = self.u8(field)?;
         let b = self.take(field, n.into())?;

@@ -1,3 +1,3 @@
 //! The monitor's side of the agent protocol.
 
-pub mod link;
+pub mod client;

@@ -6,7 +6,7 @@
 //! `Disconnect` (lease fencing) closes abortively (SO_LINGER 0: queued heartbeats are
 //! discarded, none can renew the lease later) and reconnects no sooner than the lease.
 
-use crate::agents::link::{AgentLink, LinkError};
+use crate::agents::client::{AgentLink, LinkError};
 use crate::core::{AgentView, Event};
 use mmm_common::config::ClusterKey;
 use mmm_common::proto::io::ConnError;

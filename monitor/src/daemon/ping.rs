@@ -7,6 +7,11 @@
 //! them: with 500 hosts that fan-out alone took more than a core. Here one receiver task
 //! reads the replies and wakes the ping waiting for that (address, sequence).
 
+use pnet_packet::icmp::echo_reply::EchoReplyPacket;
+use pnet_packet::icmp::echo_request::MutableEchoRequestPacket;
+use pnet_packet::icmp::{self, IcmpPacket, IcmpTypes};
+use pnet_packet::ipv4::Ipv4Packet;
+use pnet_packet::Packet;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -87,26 +92,24 @@ fn open(kind: libc::c_int) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The one's-complement sum over the whole of `data`, checksum field included: 0 for a
+/// packet that carries its checksum.
+#[cfg(test)]
 fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    // No 16-bit word is beyond every packet: nothing is skipped.
+    pnet_packet::util::checksum(data, usize::MAX)
 }
 
 /// An echo request: type 8, our identifier and sequence, a fixed payload.
 fn echo_request(ident: u16, seq: u16) -> [u8; 16] {
     let mut pkt = [0u8; 16];
-    pkt[0] = 8;
-    pkt[4..6].copy_from_slice(&ident.to_be_bytes());
-    pkt[6..8].copy_from_slice(&seq.to_be_bytes());
-    pkt[8..16].copy_from_slice(b"mmmping!");
-    let sum = checksum(&pkt);
-    pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut req = MutableEchoRequestPacket::new(&mut pkt).expect("16 bytes hold an echo request");
+    req.set_icmp_type(IcmpTypes::EchoRequest);
+    req.set_identifier(ident);
+    req.set_sequence_number(seq);
+    req.set_payload(b"mmmping!");
+    let sum = icmp::checksum(&IcmpPacket::new(req.packet()).expect("an echo request is ICMP"));
+    req.set_checksum(sum);
     pkt
 }
 
@@ -115,19 +118,21 @@ fn echo_request(ident: u16, seq: u16) -> [u8; 16] {
 /// identifier (the kernel demultiplexes on it), so only a raw one checks it.
 fn echo_reply_seq(datagram: &[u8], raw: bool, ident: u16) -> Option<u16> {
     let icmp = if raw {
-        let ihl = usize::from(*datagram.first()? & 0x0f) * 4;
+        // Only the header length is read: the raw socket's total length is not relied on.
+        let ihl = usize::from(Ipv4Packet::new(datagram)?.get_header_length()) * 4;
         datagram.get(ihl..)?
     } else {
         datagram
     };
-    // A short or foreign datagram is not our echo reply; never index past it.
-    if icmp.len() < 8 || icmp[0] != 0 {
+    // The parser refuses a datagram shorter than the echo header: never read past it.
+    let reply = EchoReplyPacket::new(icmp)?;
+    if reply.get_icmp_type() != IcmpTypes::EchoReply {
         return None;
     }
-    if raw && u16::from_be_bytes([icmp[4], icmp[5]]) != ident {
+    if raw && reply.get_identifier() != ident {
         return None;
     }
-    Some(u16::from_be_bytes([icmp[6], icmp[7]]))
+    Some(reply.get_sequence_number())
 }
 
 impl Socket {

@@ -3,7 +3,9 @@
 //! a watch channel the event loop listens to; the rest is named in the log and waits for a
 //! restart; an invalid file changes nothing.
 
-use super::{metrics, seat::Seat, Cluster, Shell};
+use super::shell::Shell;
+use super::{metrics, seat::Seat};
+use crate::core::Cluster;
 use mmm_common::config::reload::{self, Daemon};
 use mmm_common::config::Config;
 use std::path::PathBuf;

@@ -12,7 +12,7 @@
 //! and shows the new leader's failover, and checks the data.
 
 use mmm_tests::failover::{self, kill_writer, Failover};
-use mmm_tests::fleet::keys;
+use mmm_tests::fleet_lab::keys;
 use mmm_tests::handover::{hand_over, watched, LeaderLoss};
 use mmm_tests::lab::Cluster;
 use mmm_tests::netns::{cleanup_everything, require_root};

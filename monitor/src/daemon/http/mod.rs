@@ -13,7 +13,7 @@
 pub mod route;
 mod standby;
 
-use super::{control, metrics};
+use super::{control_socket, metrics};
 use crate::control::Command;
 use mmm_common::http::{Limits, Request};
 use route::{Exposure, Response, Route, JSON};
@@ -76,7 +76,7 @@ impl Drop for DrivingGuard {
 
 /// What every connection shares.
 struct Hub {
-    control: mpsc::Sender<control::Request>,
+    control: mpsc::Sender<control_socket::Request>,
     metrics: metrics::Shared,
     driving: Driving,
     token: Option<String>,
@@ -90,7 +90,7 @@ struct Hub {
 pub async fn start(
     config: &mmm_common::config::Config,
     name: &str,
-    control: mpsc::Sender<control::Request>,
+    control: mpsc::Sender<control_socket::Request>,
     metrics: metrics::Shared,
     driving: Driving,
 ) -> Result<(), StartError> {
@@ -287,7 +287,7 @@ mod tests {
     /// not keep others waiting.
     #[tokio::test]
     async fn serves_the_api_and_refuses_bad_requests() {
-        let (tx, mut rx) = mpsc::channel::<control::Request>(8);
+        let (tx, mut rx) = mpsc::channel::<control_socket::Request>(8);
         tokio::spawn(async move {
             while let Some((command, reply)) = rx.recv().await {
                 assert_eq!(command, Command::Show { json: true });

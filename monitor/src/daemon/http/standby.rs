@@ -2,7 +2,7 @@
 //! who leads, read from etcd on a client of its own (the seat's is busy campaigning), at
 //! most once a second however many requests come.
 
-use crate::fleet::{Fleet, FleetView};
+use crate::etcd::{Fleet, FleetView};
 use mmm_common::config::Coordination;
 use std::time::Duration;
 use tokio::sync::Mutex;

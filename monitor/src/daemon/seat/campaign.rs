@@ -5,7 +5,7 @@
 use crate::core::status::StatusRecord;
 use crate::core::{Cluster, FencingMethod};
 use crate::daemon::DaemonError;
-use crate::fleet::{Fleet, FleetError, Leadership, Session};
+use crate::etcd::{Fleet, FleetError, Leadership, Session};
 use mmm_common::config::{ClusterKey, Config};
 use mmm_common::epoch::{EpochRecord, RecordError, Term};
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 
 use crate::control::Command;
 use crate::daemon::{DaemonError, Process};
-use crate::fleet::{DirChange, Fleet};
+use crate::etcd::{DirChange, Fleet};
 use mmm_common::config::ClusterKey;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -148,7 +148,7 @@ impl Inbox {
                     return;
                 }
             };
-            let as_forwarded = |e: crate::fleet::DirEntry| Forwarded {
+            let as_forwarded = |e: crate::etcd::DirEntry| Forwarded {
                 id: e.name,
                 line: String::from_utf8_lossy(&e.value).into_owned(),
             };
@@ -196,7 +196,7 @@ impl Inbox {
             tracing::warn!(id = %f.id, "a forwarded command replayed or too old: not run");
             return None;
         }
-        Some(crate::daemon::control::parse_line(&line))
+        Some(crate::daemon::control_socket::parse_line(&line))
     }
 
     /// Answers a forwarded command (the reply lives in this leader's session).

@@ -11,7 +11,7 @@ use super::{Deposition, Seat};
 use crate::control::Command;
 use crate::core::status::StatusRecord;
 use crate::core::{Event, FleetShow};
-use crate::fleet::{DirChange, Fleet, FleetError, FleetView, Leadership, Session};
+use crate::etcd::{DirChange, Fleet, FleetError, FleetView, Leadership, Session};
 use mmm_common::config::ClusterKey;
 use mmm_common::epoch::Term;
 use mmm_common::timing::EtcdTiming;

@@ -24,7 +24,7 @@
 //!   consenting just before, and its last consents may still hold the writer.
 
 use super::sealed::{open, seal, SealError};
-use crate::fleet::{Fleet, FleetError, Leadership};
+use crate::etcd::{Fleet, FleetError, Leadership};
 use mmm_common::config::ClusterKey;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -17,7 +17,7 @@ use super::campaign::{check_identity, connect, restore_from_etcd};
 use super::forward::{serve_standby, Forwarder};
 use super::leader::Leader;
 use crate::daemon::{Clock, DaemonError, LeadEnded, Process};
-use crate::fleet::FleetError;
+use crate::etcd::FleetError;
 use std::time::Duration;
 
 /// Stands by and leads in turn until the monitor stops.

@@ -5,7 +5,7 @@
 
 use mmm_common::config::Coordination;
 use mmm_common::config::EtcdTls;
-use mmm_monitor::fleet::{Fleet, FleetError};
+use mmm_monitor::etcd::{Fleet, FleetError};
 use mmm_tests::etcd::{EtcdCluster, TlsFiles};
 use std::time::Duration;
 

@@ -31,7 +31,7 @@ pub struct Monitor {
     pub pid: Option<u32>,
 }
 
-pub struct Fleet {
+pub struct FleetLab {
     /// Before `c`: fields drop in order, and etcd members are killed outright (their
     /// data is a temp dir) rather than left to the lab's SIGTERM and its 5 s wait.
     pub etcd: EtcdCluster,
@@ -72,26 +72,26 @@ impl Drop for Slot {
     }
 }
 
-impl Fleet {
+impl FleetLab {
     /// The cluster with `[coordination]` (session_ttl 1 s) and etcd running; no monitor.
     /// The TTL is shorter than an etcd leader election can last (the lab's etcd runs with
     /// a 500 ms election timeout): scenarios about monitors and agents run faster on it;
-    /// those that lose etcd members use [`Fleet::start_per_rule`].
-    pub fn start(tag: &str) -> Fleet {
-        Fleet::start_coordination(tag, "session_ttl = \"1s\"\n")
+    /// those that lose etcd members use [`FleetLab::start_per_rule`].
+    pub fn start(tag: &str) -> FleetLab {
+        FleetLab::start_coordination(tag, "session_ttl = \"1s\"\n")
     }
 
-    /// As [`Fleet::start`], the config naming the lab etcd's timings and leaving
+    /// As [`FleetLab::start`], the config naming the lab etcd's timings and leaving
     /// `session_ttl` to its default, the least that outlives an etcd leader election (4 s
     /// here): what docs/operations.md tells operators to do.
-    pub fn start_per_rule(tag: &str) -> Fleet {
-        Fleet::start_coordination(
+    pub fn start_per_rule(tag: &str) -> FleetLab {
+        FleetLab::start_coordination(
             tag,
             "etcd_election_timeout = \"500ms\"\netcd_heartbeat_interval = \"50ms\"\n",
         )
     }
 
-    fn start_coordination(tag: &str, timing: &str) -> Fleet {
+    fn start_coordination(tag: &str, timing: &str) -> FleetLab {
         let slot = Slot::take();
         let mut spec = Spec::three(Setup::default());
         let endpoints: Vec<String> = ETCD
@@ -135,7 +135,7 @@ impl Fleet {
                 },
             );
         }
-        Fleet {
+        FleetLab {
             c,
             etcd,
             monitors,
@@ -267,7 +267,7 @@ impl Fleet {
         }
     }
 
-    /// [`Fleet::cut`] of `host` in every running monitor's namespace (or, with `cut =
+    /// [`FleetLab::cut`] of `host` in every running monitor's namespace (or, with `cut =
     /// false`, healed): no monitor reaches its agent, mysqld or address, while its
     /// replicas, the client and etcd still do.
     pub fn cut_from_monitors(&self, host: &str, cut: bool) {
@@ -364,7 +364,7 @@ impl Fleet {
     }
 }
 
-impl Drop for Fleet {
+impl Drop for FleetLab {
     fn drop(&mut self) {
         for m in self.monitors.values_mut() {
             if let Some(pid) = m.pid.take() {
