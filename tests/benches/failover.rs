@@ -12,12 +12,18 @@
 //! `cargo xtask bench failover` (root). MMM_BENCH_ROUNDS: repetitions (default 20);
 //! MMM_BENCH_SCENARIOS: kill9,sigterm,host-lost,switchover (default all);
 //! MMM_BENCH_PROFILES: ours,mmm (default both).
+//!
+//! Every run also has an HAProxy client: a pool like the retrying client, connecting
+//! through Debian's HAProxy in the client's namespace, which routes by the agents'
+//! `/writer` check (mmm_tests::haproxy); its first write on the new writer is reported
+//! next to the retrying client's, which writes through the VIP.
 
 use mmm_tests::bench::{Machine, Summary};
 use mmm_tests::costs::Costs;
 use mmm_tests::failover::{
-    measure, Failover, Profile, Scenario, MILESTONES, NEW_CONNECTION, RETRYING,
+    measure_haproxy, Failover, Profile, Scenario, HAPROXY, MILESTONES, NEW_CONNECTION, RETRYING,
 };
+use mmm_tests::haproxy::{Haproxy, AGENT_HTTP};
 use mmm_tests::lab::Cluster;
 use mmm_tests::netns::require_root;
 use serde::Serialize;
@@ -50,6 +56,10 @@ fn main() {
     if !require_root("bench failover") {
         return;
     }
+    assert!(
+        mmm_tests::haproxy::installed(),
+        "haproxy is not installed: apt-get install haproxy (cargo xtask bench installs it)"
+    );
     let rounds: usize = std::env::var("MMM_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -69,10 +79,13 @@ fn main() {
         for (scenario, profile, s) in series.iter_mut() {
             let (scenario, profile) = (*scenario, *profile);
             let run = std::panic::catch_unwind(|| {
-                let mut c = Cluster::start("bfail", profile.config());
+                let mut config = profile.config().to_vec();
+                config.push(AGENT_HTTP);
+                let mut c = Cluster::start("bfail", &config);
                 c.start_monitor("monitor.log");
                 c.bring_online();
-                let f = measure(&c, scenario, profile, "monitor.log");
+                let _haproxy = Haproxy::start(&c, std::time::Duration::from_secs(30));
+                let f = measure_haproxy(&c, scenario, profile, "monitor.log");
                 c.stop_monitor();
                 keep_logs(
                     &c,
@@ -83,12 +96,13 @@ fn main() {
             match run {
                 Ok(f) => {
                     eprintln!(
-                        "[{:>5.0} s] round {}/{rounds} {} {}: retrying client's first write after {:?} ms, a new connection after {:?} ms, {} acked, {} lost, {} duplicated",
+                        "[{:>5.0} s] round {}/{rounds} {} {}: retrying client's first write after {:?} ms, the HAProxy client's after {:?} ms, a new connection after {:?} ms, {} acked, {} lost, {} duplicated",
                         started.elapsed().as_secs_f64(),
                         round + 1,
                         scenario.key(),
                         profile.key(),
                         f.step(RETRYING),
+                        f.step(HAPROXY),
                         f.step(NEW_CONNECTION),
                         f.acked,
                         f.missing,
@@ -235,6 +249,25 @@ fn write_report(machine: &Machine, rounds: usize, series: &[(Scenario, Profile, 
             cell(defaults, |s| s.p99),
             cell(mmm, |s| s.p50),
             cell(mmm, |s| s.p99)
+        );
+    }
+    let _ = writeln!(md);
+    let _ = writeln!(
+        md,
+        "## The HAProxy client next to the VIP client (p50 / p99 ms)\n\nThe same pool connecting through Debian's HAProxy in the client's namespace, which sends connections to the master whose agent answers 200 on `/writer` (checked every 200 ms, fall 1, rise 1; tests/src/haproxy.rs), and the retrying client through the writer VIP, in the same runs.\n\n| scenario | profile | runs | VIP client p50 | VIP client p99 | HAProxy client p50 | HAProxy client p99 |\n| --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for (sc, p, s) in series {
+        let (vip, proxied) = (milestone(s, RETRYING), milestone(s, HAPROXY));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            sc.key(),
+            p.key(),
+            s.runs.len(),
+            cell(vip, |s| s.p50),
+            cell(vip, |s| s.p99),
+            cell(proxied, |s| s.p50),
+            cell(proxied, |s| s.p99)
         );
     }
     let _ = writeln!(md);
@@ -424,7 +457,7 @@ fn write_report(machine: &Machine, rounds: usize, series: &[(Scenario, Profile, 
             "title": sc.title(),
             "profile": p.key(),
             "steps_ms": st.iter().map(|(k, v)| json!({"step": k, "summary": v})).collect::<Vec<_>>(),
-            "milestones_ms": MILESTONES.iter().map(|m| json!({"milestone": m, "summary": milestone(s, m)})).collect::<Vec<_>>(),
+            "milestones_ms": MILESTONES.iter().chain([&HAPROXY]).map(|m| json!({"milestone": m, "summary": milestone(s, m)})).collect::<Vec<_>>(),
             "runs": s.runs,
             "failed": s.failed,
         }));
@@ -434,7 +467,7 @@ fn write_report(machine: &Machine, rounds: usize, series: &[(Scenario, Profile, 
         "rounds": rounds,
         "rounds_done": done,
         "profiles": Profile::KNOWN.iter().map(|p| json!({"key": p.key(), "describe": p.describe()})).collect::<Vec<_>>(),
-        "milestones": MILESTONES,
+        "milestones": MILESTONES.iter().chain([&HAPROXY]).collect::<Vec<_>>(),
         "ratios_mmm_over_ours": ratios,
         "costs": costs_json,
         "probe": probe,

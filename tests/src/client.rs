@@ -60,9 +60,14 @@ impl Drop for Background {
 
 /// Connection options of the lab's application user through `vip`, database `app`.
 pub fn app_opts(vip: &str) -> mysql_async::OptsBuilder {
+    app_opts_at(vip, 3306)
+}
+
+/// As [`app_opts`], through `host:port` (a proxy in front of the servers).
+pub fn app_opts_at(host: &str, port: u16) -> mysql_async::OptsBuilder {
     mysql_async::OptsBuilder::default()
-        .ip_or_hostname(vip)
-        .tcp_port(3306)
+        .ip_or_hostname(host)
+        .tcp_port(port)
         .user(Some(crate::mariadb::APP.0))
         .pass(Some(crate::mariadb::APP.1))
         .db_name(Some("app"))
@@ -97,6 +102,11 @@ impl Policy {
         attempt: Duration::from_secs(1),
         retry_at_once: true,
     };
+    /// The same pool writing through HAProxy (its own ids).
+    pub const HAPROXY: Policy = Policy {
+        first_id: 2_000_000_000,
+        ..Policy::RETRYING
+    };
 }
 
 impl Writer {
@@ -105,8 +115,18 @@ impl Writer {
     }
 
     pub fn with_policy(client_ns: &str, vip: &str, interval: Duration, policy: Policy) -> Writer {
+        Writer::with_policy_at(client_ns, (vip, 3306), interval, policy)
+    }
+
+    /// As [`Writer::with_policy`], through `(host, port)`.
+    pub fn with_policy_at(
+        client_ns: &str,
+        (host, port): (&str, u16),
+        interval: Duration,
+        policy: Policy,
+    ) -> Writer {
         let log = Arc::new(Mutex::new(WriteLog::default()));
-        let (l, opts) = (log.clone(), app_opts(vip));
+        let (l, opts) = (log.clone(), app_opts_at(host, port));
         let task = Background::start(client_ns, move |s| async move {
             let mut conn: Option<mysql_async::Conn> = None;
             let mut id: u64 = policy.first_id - 1;

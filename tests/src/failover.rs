@@ -145,6 +145,9 @@ pub const NEW_CONNECTION: &str = "a new connection through the VIP reaches writa
 /// The headline: a client as a connection pool behaves (connect timeout 1 s, immediate
 /// retries), writing through the VIP all along.
 pub const RETRYING: &str = "the retrying client's first write accepted on db2";
+/// The same pool writing through HAProxy, which routes by the agents' `/writer` check
+/// (`crate::haproxy`); measured by [`measure_haproxy`] only.
+pub const HAPROXY: &str = "the HAProxy client's first write accepted on db2";
 pub const RESUMED: &str = "the running client's first write accepted on db2";
 pub const REPOINTED: &str = "db3 replicating from db2";
 /// The running client's session on the old writer ends with an error (a reset), not with
@@ -291,12 +294,37 @@ pub struct Watched<'a> {
 /// Runs `scenario` on a cluster started with `profile.config()` whose writer is db1, under
 /// a client writing through the VIP every 5 ms, and measures the failover to db2.
 pub fn measure(c: &Cluster, scenario: Scenario, profile: Profile, monitor_log: &str) -> Failover {
-    let monitor = Watched {
-        pid: c.monitor.expect("the monitor runs"),
-        node: "mon",
-        log: monitor_log,
-    };
-    measure_on(c, scenario, profile, monitor)
+    measure_on(c, scenario, profile, Watched::lab(c, monitor_log))
+}
+
+/// As [`measure`], with a third client, a pool as the retrying one, writing through the
+/// HAProxy of `crate::haproxy` (running in the client's namespace): its first write on
+/// db2 is the [`HAPROXY`] step.
+pub fn measure_haproxy(
+    c: &Cluster,
+    scenario: Scenario,
+    profile: Profile,
+    monitor_log: &str,
+) -> Failover {
+    measure_clients(
+        c,
+        scenario,
+        profile,
+        Watched::lab(c, monitor_log),
+        ("db1", "db2"),
+        Some(crate::haproxy::FRONTEND),
+    )
+}
+
+impl<'a> Watched<'a> {
+    /// The lab's own monitor, in `mon`, logging to `log`.
+    fn lab(c: &Cluster, log: &'a str) -> Watched<'a> {
+        Watched {
+            pid: c.monitor.expect("the monitor runs"),
+            node: "mon",
+            log,
+        }
+    }
 }
 
 /// As [`measure`], with the monitor named: a fleet's leader, whose namespace and log are
@@ -313,7 +341,20 @@ pub fn measure_move(
     scenario: Scenario,
     profile: Profile,
     m: Watched,
+    moving: (&str, &str),
+) -> Failover {
+    measure_clients(c, scenario, profile, m, moving, None)
+}
+
+/// As [`measure_move`], with a third client writing through the proxy at `proxy` when
+/// one is given.
+fn measure_clients(
+    c: &Cluster,
+    scenario: Scenario,
+    profile: Profile,
+    m: Watched,
     (from, to): (&str, &str),
+    proxy: Option<(&str, u16)>,
 ) -> Failover {
     let (monitor, monitor_log) = (m.pid, m.log);
     let slave = ["db1", "db2", "db3"]
@@ -331,14 +372,21 @@ pub fn measure_move(
         Duration::from_millis(5),
         Policy::RETRYING,
     );
-    let warm = wait_for(Duration::from_secs(10), || {
-        (writer.log().acked.len() > 20).then_some(())
+    let proxied = proxy.map(|addr| {
+        Writer::with_policy_at(&client_ns, addr, Duration::from_millis(5), Policy::HAPROXY)
     });
-    assert!(
-        warm.is_some(),
-        "the client cannot write through the writer VIP: {:?}",
-        writer.log().failed.last()
-    );
+    for (w, through) in std::iter::once((&writer, "the writer VIP"))
+        .chain(proxied.as_ref().map(|p| (p, "the proxy")))
+    {
+        let warm = wait_for(Duration::from_secs(10), || {
+            (w.log().acked.len() > 20).then_some(())
+        });
+        assert!(
+            warm.is_some(),
+            "the client cannot write through {through}: {:?}",
+            w.log().failed.last()
+        );
+    }
     let before = Snapshot::take_on(net, m.node, monitor, &c.agents);
     std::thread::sleep(Duration::from_secs(2));
     let steady = Snapshot::take_on(net, m.node, monitor, &c.agents);
@@ -393,8 +441,14 @@ pub fn measure_move(
             first_on_db2(&writer, (1, Policy::RETRYING.first_id - 1))
         });
         let retried = wait_for(t, || {
-            first_on_db2(&pool, (Policy::RETRYING.first_id, u64::MAX))
+            first_on_db2(
+                &pool,
+                (Policy::RETRYING.first_id, Policy::HAPROXY.first_id - 1),
+            )
         });
+        let proxied = proxied
+            .as_ref()
+            .map(|p| wait_for(t, || first_on_db2(p, (Policy::HAPROXY.first_id, u64::MAX))));
         let repointed = wait_for(t, || {
             (c.db(slave).slave_status("Master_Host") == to_ip
                 && c.db(slave).slave_status("Slave_SQL_Running") == "Yes")
@@ -404,16 +458,17 @@ pub fn measure_move(
         let after = Snapshot::take_on(net, m.node, monitor, &c.agents);
         (
             arp,
-            (resumed, retried),
+            (resumed, retried, proxied),
             repointed,
             Costs::between(&steady, &after, monitor, &c.agents),
         )
     });
-    let (resumed, retried) = resumed;
+    let (resumed, retried, proxied_first) = resumed;
     let vip_usable = prober.stop().map(|at| at - event);
     std::thread::sleep(Duration::from_millis(500));
     let log = writer.stop();
     let pool_log = pool.stop();
+    let proxied_log = proxied.map(Writer::stop).unwrap_or_default();
     // MMM_BENCH_TRACE=1: the retrying client's attempts around the event, to explain a
     // slow first write (which attempt failed how, and when the first one succeeded).
     if std::env::var_os("MMM_BENCH_TRACE").is_some() {
@@ -512,6 +567,9 @@ pub fn measure_move(
         (RESUMED.to_string(), ms(resumed)),
         (REPOINTED.to_string(), ms(repointed)),
     ];
+    if let Some(first) = proxied_first {
+        steps.push((HAPROXY.to_string(), ms(first)));
+    }
     let session_ended = log
         .failed
         .iter()
@@ -532,6 +590,7 @@ pub fn measure_move(
         .acked
         .iter()
         .chain(pool_log.acked.iter())
+        .chain(proxied_log.acked.iter())
         .copied()
         .collect();
     let mut f = Failover {

@@ -6,54 +6,18 @@
 //! over on the probe's event, and both packages purged again.
 
 use mmm_tests::assert::assert_writer;
+use mmm_tests::dist::{
+    deb, output, start_installed_agents, start_installed_monitor, stop_lab_agents, unit_value,
+    Installed,
+};
 use mmm_tests::lab::{Cluster, Spec};
 use mmm_tests::mariadb::Setup;
-use mmm_tests::netns::{require_root, sh, wait_for};
-use std::path::{Path, PathBuf};
+use mmm_tests::netns::{require_root, sh};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-
-/// target/dist/NAME_*.deb, as `cargo xtask dist` names it.
-fn deb(name: &str) -> PathBuf {
-    let dir = mmm_tests::target_dir().join("dist");
-    std::fs::read_dir(&dir)
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                // This revision's version: target/dist may hold an older release's too.
-                .is_some_and(|n| {
-                    n.starts_with(&format!("{name}_{}-", env!("CARGO_PKG_VERSION")))
-                        && n.ends_with(".deb")
-                })
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no {name} package in {}: run `cargo xtask dist` first (cargo xtask test does)",
-                dir.display()
-            )
-        })
-}
-
-fn output(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 #[test]
 fn the_packages_hold_what_operators_need_and_lintian_passes() {
@@ -130,76 +94,14 @@ fn the_packages_hold_what_operators_need_and_lintian_passes() {
     assert!(tags.is_empty(), "lintian:\n{verdict}");
 }
 
-/// Restores what installing the packages changed on this machine, even when the test
-/// panics: both packages purged, the mmm user removed if the test created it, the
-/// ping sysctl as it was.
-struct Installed {
-    user_existed: bool,
-    ping_range: String,
-}
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        let _ = Command::new("dpkg")
-            .args(["--purge", "mmm-agent", "mmm-monitor"])
-            .output();
-        if !self.user_existed {
-            let _ = Command::new("deluser")
-                .args(["--quiet", "--system", "mmm"])
-                .output();
-            let _ = Command::new("delgroup")
-                .args(["--quiet", "--system", "mmm"])
-                .output();
-        }
-        let _ = Command::new("sysctl")
-            .arg("-q")
-            .arg(format!("net.ipv4.ping_group_range={}", self.ping_range))
-            .output();
-    }
-}
-
-/// The unit's `KEY=` value (the first one).
-fn unit_value(unit: &str, key: &str) -> String {
-    let path = Path::new("/lib/systemd/system").join(unit);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{unit} has no {key}="))
-        .to_string()
-}
-
-/// `AmbientCapabilities=CAP_NET_ADMIN CAP_BPF` -> `-all,+net_admin,+bpf` (setpriv).
-fn setpriv_caps(ambient: &str) -> String {
-    let mut caps = String::from("-all");
-    for c in ambient.split_whitespace() {
-        caps.push_str(&format!(
-            ",+{}",
-            c.trim_start_matches("CAP_").to_lowercase()
-        ));
-    }
-    caps
-}
-
 #[test]
 fn installed_packages_run_the_lab_from_the_units_command_lines() {
     if !require_root("installed_packages_run_the_lab_from_the_units_command_lines") {
         return;
     }
     let (agent_deb, monitor_deb) = (deb("mmm-agent"), deb("mmm-monitor"));
-    let (_, installed) =
-        output(Command::new("dpkg-query").args(["-W", "mmm-agent", "mmm-monitor"]));
-    assert!(
-        !installed.contains("\t0."),
-        "mmm packages are already installed on this machine; this test installs and purges them:\n{installed}"
-    );
     // Declared before the lab: dropped (purged) after its processes are gone.
-    let _installed = Installed {
-        user_existed: output(Command::new("getent").args(["passwd", "mmm"])).0,
-        ping_range: output(Command::new("sysctl").args(["-n", "net.ipv4.ping_group_range"]))
-            .1
-            .trim()
-            .replace('\t', " "),
-    };
+    let _installed = Installed::before();
     let (ok, said) = output(
         Command::new("dpkg")
             .arg("-i")
@@ -280,11 +182,7 @@ fn installed_packages_run_the_lab_from_the_units_command_lines() {
         ..Spec::three(Setup::default())
     };
     let mut c = Cluster::start_spec("dist", &[], &spec);
-    for pid in c.agents.clone() {
-        c.lab.net.signal(pid, "TERM");
-        assert!(c.lab.net.wait_exit(pid, T));
-    }
-    c.agents.clear();
+    stop_lab_agents(&mut c);
     // What the operator does: config and key owned by mmm (the monitor's status file and
     // control socket live in the lab's directory here).
     let dir = c.lab.dir.path().to_str().expect("UTF-8 path").to_string();
@@ -297,76 +195,8 @@ fn installed_packages_run_the_lab_from_the_units_command_lines() {
         &format!("{dir}/cluster.key"),
     ]);
     sh(&["chown", "-R", "mmm:mmm", &format!("{dir}/state")]);
-    let command = |unit: &str, key: &str, host: &str| -> Vec<String> {
-        unit_value(unit, key)
-            .replace("/etc/mmm/mmm.toml", &config)
-            .replace("${MMM_HOST}", host)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect()
-    };
-    let caps = setpriv_caps(&unit_value("mmm-agent.service", "AmbientCapabilities"));
-    assert_eq!(unit_value("mmm-agent.service", "User"), "mmm");
-    for host in ["db1", "db2", "db3"] {
-        let mut argv: Vec<String> = [
-            "setpriv",
-            "--reuid=mmm",
-            "--regid=mmm",
-            "--init-groups",
-            &format!("--inh-caps={caps}"),
-            &format!("--ambient-caps={caps}"),
-            &format!("--bounding-set={caps}"),
-            "--",
-        ]
-        .map(str::to_string)
-        .to_vec();
-        argv.extend(command("mmm-agent.service", "ExecStart", host));
-        assert_eq!(argv[8], "/usr/bin/mmm-agent", "{argv:?}");
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let log = format!("agent-{host}.log");
-        let pid = c.lab.net.spawn(host, &argv, &c.lab.dir.path().join(&log));
-        c.agents.push(pid);
-        c.lab.wait_agent_listening(host, &log);
-    }
-    // The monitor's ping check: the installed sysctl in the monitor's namespace (each
-    // network namespace has its own).
-    c.lab.net.exec(
-        "mon",
-        &[
-            "sysctl",
-            "-q",
-            "-p",
-            "/usr/lib/sysctl.d/60-mmm-monitor.conf",
-        ],
-    );
-    let as_mmm = |cmd: Vec<String>| -> Vec<String> {
-        [
-            "setpriv",
-            "--reuid=mmm",
-            "--regid=mmm",
-            "--init-groups",
-            "--",
-        ]
-        .map(str::to_string)
-        .into_iter()
-        .chain(cmd)
-        .collect()
-    };
-    let pre = as_mmm(command("mmm-monitor.service", "ExecStartPre", ""));
-    let pre: Vec<&str> = pre.iter().map(String::as_str).collect();
-    let checked = c.lab.net.try_exec("mon", &pre);
-    assert!(checked.status.success(), "{checked:?}");
-    let start = as_mmm(command("mmm-monitor.service", "ExecStart", ""));
-    let start: Vec<&str> = start.iter().map(String::as_str).collect();
-    let monitor = c
-        .lab
-        .net
-        .spawn("mon", &start, &c.lab.dir.path().join("monitor.log"));
-    c.monitor = Some(monitor);
-    let up = wait_for(T, || {
-        (c.control(&["ping"]).1 == "OK: Pinged successfully!\n").then_some(())
-    });
-    assert!(up.is_some(), "{}", c.lab.log("monitor.log"));
+    start_installed_agents(&mut c, &config);
+    start_installed_monitor(&mut c, &config);
     c.bring_online();
     for host in ["db1", "db2", "db3"] {
         let log = c.lab.log(&format!("agent-{host}.log"));

@@ -8,40 +8,13 @@
 //! Nothing about time is asserted: every wait is generous (the machine is shared).
 
 use mmm_tests::client::TABLE;
+use mmm_tests::haproxy::{Haproxy, AGENT_HTTP, FRONTEND};
 use mmm_tests::lab::Cluster;
 use mmm_tests::mariadb::APP;
 use mmm_tests::netns::{require_root, wait_for};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
-/// HAProxy's frontend for writes, in the client's namespace.
-const FRONTEND: &str = "127.0.0.1:3307";
-
-/// HAProxy checks each master's agent every 200 ms and takes one answer as the truth
-/// (fall 1, rise 1): a host leaves the moment its agent says it is not the writer.
-/// `on-marked-down shutdown-sessions` ends the sessions of a server marked down.
-fn haproxy_config() -> String {
-    format!(
-        "global
-    maxconn 256
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout check 1s
-frontend writes
-    bind {FRONTEND}
-    default_backend masters
-backend masters
-    option httpchk GET /writer
-    http-check expect status 200
-    default-server inter 200ms fall 1 rise 1 on-marked-down shutdown-sessions
-    server db1 192.0.2.11:3306 check port 9991
-    server db2 192.0.2.12:3306 check port 9991
-"
-    )
-}
 
 /// (status code, body) of a GET made with curl in the client's namespace.
 fn curl(c: &Cluster, url: &str) -> (u16, String) {
@@ -73,7 +46,7 @@ fn wait_answer(c: &Cluster, url: &str, code: u16, needle: &str) -> String {
 /// One write on a new connection through HAProxy: the server_id that took it, or the
 /// client's error.
 fn write_through_haproxy(c: &Cluster, id: u64) -> Result<u32, String> {
-    let (host, port) = FRONTEND.split_once(':').expect("host:port");
+    let (host, port) = (FRONTEND.0, FRONTEND.1.to_string());
     let out = c.lab.net.try_exec(
         "client",
         &[
@@ -83,7 +56,7 @@ fn write_through_haproxy(c: &Cluster, id: u64) -> Result<u32, String> {
             "-h",
             host,
             "-P",
-            port,
+            &port,
             &format!("-u{}", APP.0),
             &format!("-p{}", APP.1),
             "-N",
@@ -108,16 +81,10 @@ fn haproxy_sends_new_connections_to_the_new_writer_by_its_writer_check() {
         return;
     }
     assert!(
-        std::process::Command::new("haproxy")
-            .arg("-v")
-            .output()
-            .is_ok(),
+        mmm_tests::haproxy::installed(),
         "haproxy is not installed: apt-get install haproxy (cargo xtask test installs it)"
     );
-    let mut c = Cluster::start(
-        "hap",
-        &[("[agent]\n", "[agent]\nhttp = \"0.0.0.0:9991\"\n")],
-    );
+    let mut c = Cluster::start("hap", &[AGENT_HTTP]);
     c.start_monitor("monitor.log");
     c.bring_online();
     c.db("db1").sql(TABLE);
@@ -139,23 +106,9 @@ fn haproxy_sends_new_connections_to_the_new_writer_by_its_writer_check() {
         "{metrics}"
     );
 
-    let config = c.lab.dir.write("haproxy.cfg", &haproxy_config(), 0o600);
-    let log = c.lab.dir.path().join("haproxy.log");
-    c.lab.net.spawn(
-        "client",
-        &["haproxy", "-db", "-f", config.to_str().expect("UTF-8 path")],
-        &log,
-    );
-    let haproxy_log = || std::fs::read_to_string(&log).unwrap_or_default();
     // db2 is read-only: HAProxy marks it down at its first check.
-    let down = wait_for(T, || {
-        haproxy_log().contains("masters/db2 is DOWN").then_some(())
-    });
-    assert!(
-        down.is_some(),
-        "HAProxy never marked db2 down:\n{}",
-        haproxy_log()
-    );
+    let haproxy = Haproxy::start(&c, T);
+    let haproxy_log = || haproxy.log();
 
     let mut acked = Vec::new();
     let mut next = 1u64;
@@ -185,11 +138,8 @@ fn haproxy_sends_new_connections_to_the_new_writer_by_its_writer_check() {
 
     c.lab.net.signal(c.db("db1").pid, "KILL");
     c.wait_show("db2", "writer(192.0.2.100)", T);
-    let gone = wait_for(T, || {
-        haproxy_log().contains("masters/db1 is DOWN").then_some(())
-    });
     assert!(
-        gone.is_some(),
+        haproxy.wait_log("masters/db1 is DOWN", T),
         "HAProxy never marked db1 down:\n{}",
         haproxy_log()
     );

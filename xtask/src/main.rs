@@ -133,7 +133,7 @@ fn main() -> Result<()> {
                 "usage: cargo xtask <command>\n\n  test        fmt check, clippy -D warnings, every test (the README's test command)\n  \
                  ci          the same as test (what .ci/run calls)\n  lab         build and show the system (the README's first command)\n  \
                  lab --fleet the same with a monitor fleet: 3 etcd members, 2 monitors; the leading monitor is killed, then the writer\n  \
-                 bench [protocol|core|monitor|probe|agent|chaos|failover|fleet]  measurements, written to target/bench/\n              \
+                 bench [protocol|core|monitor|probe|agent|chaos|failover|fleet|install]  measurements, written to target/bench/\n              \
                  (MMM_BENCH_ROUNDS, MMM_BENCH_SCENARIOS; fleet's groups: monitor = leader-kill9,leader-frozen,leader-sigterm,\n              \
                  etcd = etcd-leader-kill9,etcd-follower-kill9,etcd-majority-lost,etcd-writer-cut; default both)\n  build-ebpf  compile the BPF programs\n  \
                  dist        Debian packages mmm-agent and mmm-monitor in target/dist/"
@@ -333,6 +333,19 @@ fn bench(args: &[String]) -> Result<()> {
             .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "fleet"])
             .env("MMM_BIN_PROFILE", "release"))
     };
+    // From dpkg -i of freshly built packages to the first failover; the build is timed
+    // apart (an operator downloads the packages).
+    let install = || -> Result<()> {
+        ensure(TEST_NEEDS)?;
+        ensure(DIST_NEEDS)?;
+        let built = std::time::Instant::now();
+        dist::dist()?;
+        let dist_ms = built.elapsed().as_millis().to_string();
+        run(cargo()
+            .args(["bench", "--locked", "-p", "mmm-tests", "--bench", "install"])
+            .env("MMM_BIN_PROFILE", "release")
+            .env("MMM_BENCH_DIST_MS", dist_ms))
+    };
     let monitor = || -> Result<()> {
         run(cargo().args(["build", "--release", "--locked", "--bins"]))?;
         run(cargo()
@@ -348,6 +361,7 @@ fn bench(args: &[String]) -> Result<()> {
         "agent" => agent(),
         "chaos" => chaos(),
         "fleet" => fleet(),
+        "install" => install(),
         "all" => {
             protocol()?;
             core()?;
@@ -356,10 +370,11 @@ fn bench(args: &[String]) -> Result<()> {
             agent()?;
             chaos()?;
             fleet()?;
+            install()?;
             failover()
         }
         other => {
-            bail!("unknown benchmark {other:?} (known: protocol, core, monitor, probe, agent, chaos, failover, fleet)")
+            bail!("unknown benchmark {other:?} (known: protocol, core, monitor, probe, agent, chaos, failover, fleet, install)")
         }
     }
 }

@@ -40,7 +40,7 @@ pub async fn lead<S: Seat>(
         &process.key,
         &seat,
         clock,
-        &ev_tx,
+        (&ev_tx, &process.metrics),
         &mut tasks,
     );
     let (reports, early) = hear_agents(&config, &timing, &mut ev_rx).await;
@@ -108,7 +108,7 @@ fn start_links(
     key: &ClusterKey,
     seat: &impl Seat,
     clock: Clock,
-    events: &mpsc::Sender<Event>,
+    (events, metrics): (&mpsc::Sender<Event>, &super::metrics::Shared),
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> HashMap<String, mpsc::Sender<LinkCmd>> {
     let mut links = HashMap::new();
@@ -126,6 +126,7 @@ fn start_links(
             lease: timing.monitor_counts_lease_over,
             io_timeout: timing.link_io_timeout,
             clock,
+            metrics: metrics.clone(),
         };
         tasks.spawn(links::run(params, rx, events.clone()));
     }

@@ -59,6 +59,9 @@ pub struct LinkParams {
     pub io_timeout: Duration,
     /// The core's clock: an unreachable agent is reported with when it last answered.
     pub clock: super::Clock,
+    /// Where the agent's release and the protocol spoken with it are published
+    /// (`mmm_agent_link_info`): a rolling upgrade's progress.
+    pub metrics: super::metrics::Shared,
 }
 
 /// How often the desired state is sent again though unchanged.
@@ -274,6 +277,11 @@ async fn session(
             p.host,
             now.1
         );
+        p.metrics
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .agents
+            .insert(p.host.clone(), (now.1.clone(), now.0));
         *spoken = Some(now);
     }
     // Commands queued while connecting come first: the desired state sent below must be

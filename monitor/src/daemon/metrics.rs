@@ -1,6 +1,6 @@
 //! The Prometheus text (`/metrics` of `monitor.http`, and `monitor.metrics`): host
 //! states, role holders, check latencies, failover counts and durations, each agent's
-//! probe. Served by http/.
+//! probe, release and protocol. Served by http/.
 
 use mmm_common::types::HostState;
 use std::collections::BTreeMap;
@@ -20,19 +20,23 @@ pub struct Metrics {
     pub last_failover_seconds: f64,
     /// (host, probe state, blind): see `HostRec::probe_blind`.
     pub probes: Vec<(String, &'static str, bool)>,
+    /// host -> (the agent's release, the protocol spoken with it), as last negotiated
+    /// (daemon/links.rs): kept after a link drops, so an upgrade's progress stays visible.
+    pub agents: BTreeMap<String, (String, u8)>,
     /// The config file's loads (start, SIGHUP): daemon/reload.rs.
     pub config_load: mmm_common::config::reload::LoadState,
 }
 
 /// Every metric family `render` writes: what dashboards and alert rules may reference
 /// (conf/grafana-dashboard.json and conf/alerts.yml are tested against it).
-pub const FAMILIES: [&str; 10] = [
+pub const FAMILIES: [&str; 11] = [
     "mmm_host_state",
     "mmm_writer",
     "mmm_role_holder",
     "mmm_check_latency_seconds",
     "mmm_probe_state",
     "mmm_probe_blind",
+    "mmm_agent_link_info",
     "mmm_failovers_total",
     "mmm_last_failover_duration_seconds",
     "mmm_config_reload_success",
@@ -88,6 +92,14 @@ pub fn render(m: &Metrics) -> String {
             u8::from(*blind)
         ));
     }
+    // Named apart from the agent's own mmm_agent_info{host,version}: both are scraped,
+    // and a query counting releases must not count each agent twice.
+    out.push_str("# HELP mmm_agent_link_info Each agent's release and the protocol this monitor speaks with it, as last negotiated (always 1).\n# TYPE mmm_agent_link_info gauge\n");
+    for (host, (version, protocol)) in &m.agents {
+        out.push_str(&format!(
+            "mmm_agent_link_info{{host=\"{host}\",version=\"{version}\",protocol=\"{protocol}\"}} 1\n"
+        ));
+    }
     out.push_str(&format!(
         "# HELP mmm_failovers_total Writer promotions completed.\n# TYPE mmm_failovers_total counter\nmmm_failovers_total {}\n",
         m.failovers
@@ -113,6 +125,7 @@ mod tests {
             writer: Some(("db1".into(), "10.0.0.11".into())),
             check_latency: [(("db1".into(), "ping".into()), 0.001)].into(),
             probes: vec![("db1".into(), "watching", false)],
+            agents: [("db1".into(), ("0.2.0".into(), 9))].into(),
             ..Default::default()
         };
         let text = render(&m);
@@ -137,6 +150,11 @@ mod tests {
             roles: vec![("writer".into(), String::new(), "db1".into())],
             writer: Some(("db1".into(), "192.0.2.11".into())),
             probes: vec![("db1".into(), "searching", true)],
+            agents: [
+                ("db1".into(), ("0.2.0".into(), 9)),
+                ("db2".into(), ("0.1.0".into(), 8)),
+            ]
+            .into(),
             ..Default::default()
         };
         let text = render(&m);
@@ -158,5 +176,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("mmm_probe_blind{host=\"db1\"} 1\n"), "{text}");
+        // A rolling upgrade half done: one agent of each release.
+        assert!(
+            text.contains("mmm_agent_link_info{host=\"db1\",version=\"0.2.0\",protocol=\"9\"} 1\n")
+                && text.contains(
+                    "mmm_agent_link_info{host=\"db2\",version=\"0.1.0\",protocol=\"8\"} 1\n"
+                ),
+            "{text}"
+        );
     }
 }
