@@ -57,7 +57,7 @@ pub enum EtcdError {
     Save {
         path: String,
         #[source]
-        source: crate::state_file::ReplaceError,
+        source: std::io::Error,
     },
 }
 
@@ -462,8 +462,8 @@ fn read_id(path: &Path) -> Option<i64> {
     }
 }
 
-fn save_id(path: &Path, id: i64) -> Result<(), crate::state_file::ReplaceError> {
-    crate::state_file::replace(path, format!("{id}\n").as_bytes())
+fn save_id(path: &Path, id: i64) -> std::io::Result<()> {
+    crate::term::replace_file(path, &format!("{id}\n"))
 }
 
 #[cfg(test)]

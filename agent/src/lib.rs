@@ -16,7 +16,6 @@
 //! - [`reconciler`]: the one task that changes VIPs and read_only, running `reconcile`'s
 //!   pure plan; [`status`]: what heartbeats and status reports say; [`actions`]: the
 //!   monitor's actions
-//! - [`state_file`]: the one way a file in state_dir is replaced (temp, fsync, rename)
 //! - [`term`]: a monitor fleet's leadership terms: the highest seen, kept across restarts
 //! - [`etcd`]: the agent's own etcd lease, its writer permit in a fleet
 //! - [`server`]: the authenticated protocol towards the monitor
@@ -47,7 +46,6 @@ pub mod rst;
 pub mod server;
 pub mod sockdiag;
 pub mod startup;
-pub mod state_file;
 pub mod status;
 pub mod term;
 pub mod vip;

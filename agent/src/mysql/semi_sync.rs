@@ -41,8 +41,8 @@ impl SemiSyncHold {
     /// left without semi-sync.
     pub async fn suspend(&self, mysql: &Mysql) -> Result<bool, MysqlError> {
         if let Some(marker) = &self.marker {
-            if let Err(e) = crate::state_file::replace(marker.as_path(), b"held\n") {
-                tracing::warn!(marker = %marker.display(), error = %mmm_common::error_chain(&e), "semi-sync master wait left on: its hold cannot be recorded");
+            if let Err(e) = std::fs::write(marker.as_path(), b"held\n") {
+                tracing::warn!(marker = %marker.display(), error = %e, "semi-sync master wait left on: its hold cannot be recorded");
                 return Ok(false);
             }
         }

@@ -19,7 +19,6 @@ const STATE_FILES: &[&str] = &[
     "etcd-lease",
     "etcd-lease.tmp",
     "semisync-held",
-    "semisync-held.tmp",
 ];
 
 /// What the state_dir check was doing when it failed.
