@@ -125,13 +125,25 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
-        // SAFETY: between fork and exec only dup2 runs (async-signal-safe); the pipe ends
-        // become fds 3 and 4 without O_CLOEXEC, as Chromium's pipe mode expects.
+        // SAFETY: between fork and exec only fcntl, dup2 and close run (all
+        // async-signal-safe) on descriptors this child owns.
         unsafe {
             command.pre_exec(move || {
-                if libc::dup2(r3, 3) < 0 || libc::dup2(w4, 4) < 0 {
+                // The pipe ends may themselves be fds 3 or 4 (a test process with only
+                // 0-2 open gets exactly those): dup2 onto the same number is a no-op
+                // that keeps O_CLOEXEC, and a plain dup2(r3, 3) could overwrite w4.
+                // Copies above 9 first, then onto 3 and 4, which clears O_CLOEXEC.
+                let high_r = libc::fcntl(r3, libc::F_DUPFD, 10);
+                let high_w = libc::fcntl(w4, libc::F_DUPFD, 10);
+                if high_r < 0
+                    || high_w < 0
+                    || libc::dup2(high_r, 3) < 0
+                    || libc::dup2(high_w, 4) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
+                libc::close(high_r);
+                libc::close(high_w);
                 Ok(())
             });
         }
