@@ -1,7 +1,7 @@
 //! The start-up vote (MMM's careful_startup, made explicit): who holds the writer role
 //! when the monitor starts, from the stored status and what the agents report.
 
-use super::{AgentView, Cluster, CoreAction, Millis};
+use super::{ms, AgentView, Cluster, CoreAction, Millis};
 use mmm_common::types::{HostState, MonitorMode};
 
 impl Cluster {
@@ -137,6 +137,11 @@ impl Cluster {
                 }
             }
         }
+        if let Some(w) = decided.as_deref().filter(|_| resume.is_none()) {
+            if !self.mode.is(MonitorMode::Passive) {
+                self.restart_stopped_replicas(w, reports, &mut out);
+            }
+        }
         if let Some(to) = resume.filter(|_| !self.mode.is(MonitorMode::Passive)) {
             let reason = "resuming the writer role at monitor start".to_string();
             self.start_promotion(now, None, to, reason, None, &mut out);
@@ -147,5 +152,46 @@ impl Cluster {
         }
         self.timer = self.compute_next_deadline(self.last_tick);
         out
+    }
+
+    /// Servers that replicate from the adopted writer with their threads stopped: a
+    /// monitor before this one stopped them for a promotion or a silent writer and lost
+    /// its leadership (or stopped) before it re-pointed or restarted them, and nothing
+    /// else would (the writer is adopted, not promoted). Hosts an operator took offline
+    /// are left as they are.
+    fn restart_stopped_replicas(
+        &mut self,
+        writer: &str,
+        reports: &[(String, AgentView)],
+        out: &mut Vec<CoreAction>,
+    ) {
+        let Some(source) = self.host(writer).map(|w| (w.ip, w.mysql_port)) else {
+            return;
+        };
+        let deadline = std::time::Duration::from_millis(ms(self.config.monitor.promotion_timeout));
+        for (host, view) in reports {
+            let offline = self.host(host).is_none_or(|h| {
+                matches!(h.state, HostState::AdminOffline | HostState::HardOffline)
+            });
+            if host == writer
+                || offline
+                || !view.mysql_up
+                || view.replicating
+                || view.source != Some(source)
+            {
+                continue;
+            }
+            out.push(CoreAction::Notify {
+                host: Some(host.clone()),
+                message: format!("Replication on '{host}' from the writer '{writer}' is stopped at monitor start (an earlier monitor's unfinished promotion, say): starting it"),
+            });
+            let id = self.next_id();
+            out.push(CoreAction::AgentAction {
+                host: host.clone(),
+                id,
+                action: mmm_common::proto::Action::StartReplication,
+                deadline,
+            });
+        }
     }
 }

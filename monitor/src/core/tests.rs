@@ -360,6 +360,10 @@ impl Sim {
                         h.replicating = false;
                         (ActionOutcome::Ok, "stopped".into())
                     }
+                    proto::Action::StartReplication => {
+                        h.replicating = h.source.is_some();
+                        (ActionOutcome::Ok, "started".into())
+                    }
                     _ => (ActionOutcome::Ok, "done".into()),
                 };
                 self.queue.push_back(Event::ActionDone {
@@ -1725,6 +1729,32 @@ fn monitor_restart_keeps_every_role_where_it_was() {
     s.c = c;
     s.run_for(1000);
     assert_eq!(s.c.roles.ips(), before);
+}
+
+/// A leader lost its term between stopping a candidate's replication and persisting the
+/// promotion: its successor adopts the stored writer, and restarts what was stopped.
+#[test]
+fn a_new_leader_restarts_replication_an_earlier_leader_left_stopped() {
+    let mut s = Sim::online(config(&[]));
+    let writer = (
+        s.c.host("db1").unwrap().ip,
+        s.c.host("db1").unwrap().mysql_port,
+    );
+    assert_eq!(s.hosts["db2"].source, Some(writer));
+    s.hosts.get_mut("db2").unwrap().replicating = false;
+    s.new_leader();
+    s.settle();
+    assert_eq!(s.c.active_master(), Some("db1"));
+    assert!(s.hosts["db2"].replicating, "db2's replication left stopped");
+    assert_eq!(s.hosts["db2"].source, Some(writer));
+    // An operator's offline host is left alone.
+    let r = s.command(ControlCommand::SetOffline { host: "db3".into() });
+    assert!(r.starts_with("OK"), "{r}");
+    s.settle();
+    s.hosts.get_mut("db3").unwrap().replicating = false;
+    s.new_leader();
+    s.settle();
+    assert!(!s.hosts["db3"].replicating, "db3 is offline: not restarted");
 }
 
 #[test]
