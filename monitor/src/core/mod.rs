@@ -98,6 +98,8 @@ pub struct AgentView {
     pub source: Option<(Ipv4Addr, u16)>,
     /// Both replication threads run.
     pub replicating: bool,
+    /// The IO thread runs (or connects): a backup's safe-slave stop leaves it running.
+    pub io_running: bool,
     pub probe: proto::ProbeState,
 }
 
@@ -113,6 +115,7 @@ impl AgentView {
             held_vips,
             source,
             replicating,
+            io_running,
             probe,
         } = self;
         *applied_epoch == other.applied_epoch
@@ -122,6 +125,7 @@ impl AgentView {
             && *held_vips == other.held_vips
             && *source == other.source
             && *replicating == other.replicating
+            && *io_running == other.io_running
             && *probe == other.probe
     }
 
@@ -136,6 +140,7 @@ impl AgentView {
             held_vips: hb.held_vips.clone(),
             source: hb.source,
             replicating: hb.flags & f::IO_RUNNING != 0 && hb.flags & f::SQL_RUNNING != 0,
+            io_running: hb.flags & f::IO_RUNNING != 0,
             probe: hb.probe,
         }
     }

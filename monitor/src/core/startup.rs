@@ -154,11 +154,12 @@ impl Cluster {
         out
     }
 
-    /// Servers that replicate from the adopted writer with their threads stopped: a
-    /// monitor before this one stopped them for a promotion or a silent writer and lost
+    /// Servers that replicate from the adopted writer with their IO thread stopped: a
+    /// monitor before this one stopped it for a promotion or a silent writer and lost
     /// its leadership (or stopped) before it re-pointed or restarted them, and nothing
     /// else would (the writer is adopted, not promoted). Hosts an operator took offline
-    /// are left as they are.
+    /// are left as they are, and so is a stopped SQL thread alone (a backup's
+    /// safe-slave stop keeps the IO thread running).
     fn restart_stopped_replicas(
         &mut self,
         writer: &str,
@@ -176,7 +177,7 @@ impl Cluster {
             if host == writer
                 || offline
                 || !view.mysql_up
-                || view.replicating
+                || view.io_running
                 || view.source != Some(source)
             {
                 continue;

@@ -241,6 +241,7 @@ impl Sim {
             held_vips: h.vips.iter().copied().collect(),
             source: h.source,
             replicating: h.replicating && h.mysql_alive,
+            io_running: h.replicating && h.mysql_alive,
             probe: proto::ProbeState::Off,
         }
     }
