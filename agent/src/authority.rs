@@ -7,10 +7,10 @@
 //! - The lease's sessions (`crate::lease`): a newly accepted term closes every session of
 //!   the earlier ones, and a handshake overtaken by a later term opens none.
 //!
-//! These used to be called in pairs by the server (a term accepted, then the lease told);
-//! a pair forgotten at one call site would leave a deposed monitor's session open. Here
-//! accepting a term and entering it in the lease are one step ([`Authority::admit`],
-//! and the term etcd's election names when it refuses an order, [`Authority::confirm`]).
+//! A term accepted without the lease told would leave a deposed monitor's session open,
+//! so accepting a term and entering it in the lease are one step here, whether the term
+//! comes in a Hello ([`Authority::admit`]) or is the one etcd's election names when it
+//! refuses an order ([`Authority::confirm`]).
 
 use crate::election::{Election, NotLeader};
 use crate::lease::Lease;

@@ -47,9 +47,10 @@ mod etcd_permit;
 mod expiry;
 mod freeze;
 mod store;
+mod verdict;
+
 #[cfg(test)]
 mod tests;
-mod verdict;
 
 pub use etcd_permit::etcd_permit_until;
 pub use store::path;
