@@ -13,6 +13,8 @@
 //! The steps are generic over the request so that their bounds can be tested without a
 //! kernel that hangs.
 
+use crate::clock::Boot;
+use crate::lease::Verdict;
 use crate::mysql::Mysql;
 use crate::reconcile::error_chain;
 use crate::reconciler::ReconcilerCommand;
@@ -45,15 +47,18 @@ pub(crate) async fn lease_task(
     // host fences the moment it wakes, not a suspension later.
     let mut timer = crate::clock::BootTimer::new();
     loop {
-        if let Some(deadline) = lease.running_deadline() {
-            tokio::select! {
-                _ = timer.wait_until(deadline) => {}
-                _ = lease.changed() => {}
+        let (expiries, fenced) = match lease.judge(Boot::now()) {
+            Verdict::Keep { until } => {
+                tokio::select! {
+                    _ = timer.wait_until(until) => {}
+                    _ = lease.changed() => {}
+                }
+                continue;
             }
-            continue;
-        }
-        let expiries = lease.expiries();
-        if lease.fenced().is_none() {
+            Verdict::Fence { expiries } => (expiries, false),
+            Verdict::Fenced { expiries } => (expiries, true),
+        };
+        if !fenced {
             let gate = lease.gate().await;
             let last_seen = agent.status.borrow().held_vips.clone();
             let held = held_writer_vips(&netlink, &interface, &writer, &last_seen).await;

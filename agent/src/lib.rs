@@ -17,6 +17,8 @@
 //!   pure plan; [`status`]: what heartbeats and status reports say; [`actions`]: the
 //!   monitor's actions
 //! - [`term`]: a monitor fleet's leadership terms: the highest seen, kept across restarts
+//! - [`authority`]: whether a monitor may drive this host: its term, etcd's election and
+//!   the lease's sessions, admitted and confirmed in one place
 //! - [`etcd`]: the agent's own etcd lease, its writer permit in a fleet
 //! - [`server`]: the authenticated protocol towards the monitor
 //! - [`http`]: read-only health checks for load balancers (`/writer`, `/reader`,
@@ -26,6 +28,7 @@
 
 pub mod actions;
 pub mod admission;
+pub mod authority;
 pub mod caps;
 pub mod clock;
 pub mod discover;

@@ -15,8 +15,9 @@
 //! it is accepted. Term 0 is a monitor without a fleet: refused in a fleet, and the only
 //! term there is without one.
 //!
-//! This module decides and persists; the server asks etcd when [`Terms::needs_etcd`] says
-//! so and closes the sessions of earlier terms (`Lease::enter_term`).
+//! This module decides and persists; `crate::authority` asks etcd when
+//! [`Terms::needs_etcd`] says so and closes the sessions of earlier terms
+//! (`Lease::enter_term`).
 
 use mmm_common::epoch::{EpochRecord, Term};
 use std::collections::BTreeSet;

@@ -131,7 +131,7 @@ pub(crate) async fn serve(
 /// A monitor's consent (and vouch): extends the writer's permit when the failsafe now
 /// allows it and etcd does not renew this agent's lease.
 fn consent(agent: &Arc<Agent>, session: u64, monitor: &str, c: Consent, ttl: std::time::Duration) {
-    let current = agent.terms().highest();
+    let current = agent.authority().highest();
     let counted = agent.failsafe.lock().consent(
         session, monitor, c.echo, c.known, c.vouch, &c.roster, current, ttl,
     );

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Lease, Renewal, Stamp, State};
+use super::{Lease, Renewal, Stamp, State, Verdict};
 use crate::clock::Boot;
 
 impl Lease {
@@ -17,13 +17,8 @@ impl Lease {
         s.expiries
     }
 
-    /// Forced expiries so far; the lease task reads it before judging an expired lease.
-    pub fn expiries(&self) -> u64 {
-        self.lock().expiries
-    }
-
-    /// The lease task has judged every forced expiry up to `expiries`, and a passed
-    /// deadline ([`Lease::judge_deadline`]).
+    /// The lease task has judged every forced expiry up to `expiries` (the count its
+    /// [`Verdict`] carried), and a passed deadline ([`Lease::judge_deadline`]).
     pub fn mark_judged(&self, expiries: u64) {
         self.judge_deadline();
         self.judged.send_if_modified(|j| {
@@ -114,26 +109,13 @@ impl Lease {
         self.lock().deadline.and_then(|d| d.left(Boot::now()))
     }
 
-    /// The deadline while the lease runs: what the lease task's CLOCK_BOOTTIME timer is
-    /// armed with (None: expired; never None with fencing = "none").
-    pub fn running_deadline(&self) -> Option<Boot> {
-        if !self.enforced {
-            return Some(Boot(u64::MAX));
-        }
-        self.lock()
-            .deadline
-            .filter(|d| d.left(Boot::now()).is_some())
-    }
-
-    /// Decides the fence if the lease has expired and no fence holds yet. The caller holds
+    /// Decides the fence if the lease has expired and no fence holds yet (the verdict is
+    /// [`Verdict::Fence`] now). The caller holds
     /// the gate (from [`Lease::gate`]) and removes the writer VIPs while holding it.
     /// Returns the reason and the fence's stamp (every plan made before it dies).
     pub fn try_fence(&self, reason: impl FnOnce() -> String) -> Option<(String, Stamp)> {
-        if !self.enforced {
-            return None;
-        }
         let mut s = self.lock();
-        if s.fence.is_some() || s.deadline.and_then(|d| d.left(Boot::now())).is_some() {
+        if !matches!(self.judge_locked(&s, Boot::now()), Verdict::Fence { .. }) {
             return None;
         }
         let reason = reason();

@@ -6,7 +6,9 @@
 //! and a fence queued behind it would lag the moment the monitor counts this host fenced.
 //! At the deadline the task removes the writer VIPs through netlink first and only then
 //! asks the reconciler for read_only and the session kill. The timing argument is in
-//! docs/fencing.md.
+//! docs/fencing.md. What the task makes of the lease at a moment is [`Lease::judge`], a
+//! [`Verdict`] over this state with the time passed in (verdict.rs), so the rule is
+//! tested without a runtime or a clock.
 //!
 //! Who renews: only the session whose desired state the agent follows (a passive monitor,
 //! or a second one started by mistake, keeps nothing alive), and nothing renews a fenced
@@ -16,7 +18,8 @@
 //! In a fleet (`[coordination]`, [`Renewal::Etcd`]) the monitor renews nothing: the
 //! agent's own etcd lease does (`crate::etcd`), so a dead leader stops no write. Monitor
 //! sessions still choose the controlling session and lift a fence; a session of a term
-//! lower than the highest seen controls nothing ([`Lease::enter_term`]).
+//! lower than the highest seen controls nothing ([`Lease::enter_term`], called by
+//! `crate::authority` with every term it accepts).
 //!
 //! Generations: every desired state accepted, every fence and every order that takes the
 //! writer role away bumps a counter ([`Stamp`]). A plan is made under the stamp of the
@@ -44,12 +47,15 @@ mod etcd_permit;
 mod expiry;
 mod freeze;
 mod store;
+mod verdict;
+
 #[cfg(test)]
 mod tests;
 
 pub use etcd_permit::etcd_permit_until;
 pub use store::path;
 use store::Store;
+pub use verdict::Verdict;
 
 /// Why a desired state was not followed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -239,8 +245,11 @@ impl Lease {
     /// agent accepted terms in, `Terms::admit`): its id, and the receiver that tells
     /// it to close; None when a later term was entered meanwhile (the caller then
     /// refuses the session). Subscribed after any kick already sent: a session is never
-    /// closed by the term change that admitted it.
-    pub fn new_session(&self, term: u64) -> Option<(u64, tokio::sync::watch::Receiver<u64>)> {
+    /// closed by the term change that admitted it. Called by `crate::authority` only.
+    pub(crate) fn new_session(
+        &self,
+        term: u64,
+    ) -> Option<(u64, tokio::sync::watch::Receiver<u64>)> {
         let mut s = self.lock();
         if term < s.term {
             return None;
@@ -252,7 +261,8 @@ impl Lease {
 
     /// A monitor of a higher term was accepted: every open session (all of lower terms)
     /// is told to close and controls nothing from now on. A lower term changes nothing.
-    pub fn enter_term(&self, term: u64) {
+    /// Called by `crate::authority` only, with the term it accepted.
+    pub(crate) fn enter_term(&self, term: u64) {
         let mut s = self.lock();
         if term <= s.term {
             return;

@@ -104,7 +104,10 @@ fn a_renewal_read_after_the_deadline_waits_for_the_lease_task() {
     // The lease task found nothing to fence (no writer VIP, read-only): the open
     // session is told to close and renews nothing more (what waits in it may be from
     // before the freeze); a new one renews.
-    lease.mark_judged(lease.expiries());
+    let Verdict::Fence { expiries } = lease.judge(Boot::now()) else {
+        panic!("a passed deadline is not judged for a fence");
+    };
+    lease.mark_judged(expiries);
     assert!(!lease.on_heartbeat(session));
     assert_eq!(lease.on_desired(session, false), Err(NotFollowed::Stale));
     assert!(lease.left().is_none());
@@ -227,7 +230,11 @@ async fn a_forced_expiry_is_waited_for_until_the_lease_task_judged_it() {
         !lease.judged(expiry, Duration::from_millis(20)).await,
         "nothing judged it yet"
     );
-    lease.mark_judged(lease.expiries());
+    assert_eq!(
+        lease.judge(Boot::now()),
+        Verdict::Fence { expiries: expiry }
+    );
+    lease.mark_judged(expiry);
     assert!(lease.judged(expiry, Duration::from_millis(20)).await);
     let unenforced = Lease::new(Duration::from_secs(1), false, Renewal::Etcd, &d, "db2");
     let e = unenforced.expire_now();
@@ -388,7 +395,10 @@ async fn no_etcd_permit_while_a_lost_ones_fence_is_pending() {
         !lease.renew_until(Boot::now().after(Duration::from_secs(3)), fences),
         "a permit was granted while the lost one's fence was pending"
     );
-    assert_eq!(lease.running_deadline(), None);
+    assert_eq!(
+        lease.judge(Boot::now()),
+        Verdict::Fence { expiries: expiry }
+    );
     let settled = tokio::time::timeout(Duration::from_millis(50), lease.settled()).await;
     assert!(
         settled.is_err(),
@@ -399,5 +409,5 @@ async fn no_etcd_permit_while_a_lost_ones_fence_is_pending() {
     lease.settled().await;
     assert!(!lease.expiry_pending());
     assert!(lease.renew_until(Boot::now().after(Duration::from_secs(3)), fences));
-    assert!(lease.running_deadline().is_some());
+    assert!(matches!(lease.judge(Boot::now()), Verdict::Keep { .. }));
 }

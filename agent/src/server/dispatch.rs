@@ -1,9 +1,9 @@
 //! What a monitor's message does: in a fleet, etcd's election confirms the order first;
 //! then heartbeats, desired states, status queries and actions are answered.
 
+use crate::authority::Stake;
 use crate::reconcile::error_chain;
 use crate::reconciler::ReconcilerCommand;
-use crate::term::{Accepted, Admitted, Shown};
 use mmm_common::proto::{
     Action, ActionOutcome, ActionResult, Applied, FrameError, Message, StatusReport, Term,
     FLAG_RESPONSE,
@@ -59,11 +59,8 @@ impl Agent {
         out: &mpsc::Sender<(Message, u32, u8)>,
     ) -> Result<(), FrameError> {
         let reply = move |m: Message| (m, id, FLAG_RESPONSE);
-        // In a fleet an order is obeyed only from the term etcd's election says leads now
-        // (a deposed leader woken up may still hold a session here: crate::election).
-        if let (Some(election), Message::DesiredState(_) | Message::Action(_)) =
-            (&self.election, &msg)
-        {
+        // In a fleet an order is obeyed only from the term etcd's election says leads now.
+        if let Message::DesiredState(_) | Message::Action(_) = &msg {
             // What could make this host a writer: writable, a writer VIP, or lifting a
             // fence. Only that waits for etcd's word when etcd cannot be asked; a reader
             // role or a demotion is taken while etcd is away.
@@ -80,32 +77,13 @@ impl Agent {
                 Message::Action(a) => matches!(a.action, Action::SetReadOnly { on: false }),
                 _ => false,
             };
-            let verdict = match election.confirms(term, grants_writer).await {
-                Err(crate::election::NotLeader::Unknown { .. }) if !grants_writer => Ok(()),
-                other => other,
+            let stake = match grants_writer {
+                true => Stake::Writer,
+                false => Stake::NoWriter,
             };
-            if let Err(not) = verdict {
-                tracing::warn!(reason = %not, "monitor order refused");
-                // A later term leads: record it, so this session closes and the deposed
-                // monitor's reconnections are refused at the handshake from now on.
-                if let crate::election::NotLeader::Other {
-                    current, record, ..
-                } = &not
-                {
-                    if let Ok(Admitted {
-                        accepted: Accepted::Higher { .. } | Accepted::NewEpoch { .. },
-                        order,
-                    }) = self.terms.admit(
-                        "(etcd's election)",
-                        *current,
-                        &Shown::Etcd {
-                            record: *record,
-                            leading: Some(current.rev),
-                        },
-                    ) {
-                        self.lease.enter_term(order);
-                    }
-                }
+            // Refused (and logged) when another term leads; that term is then accepted,
+            // so this session closes.
+            if let Err(not) = self.authority.confirm(term, stake).await {
                 let refusal = match &msg {
                     Message::DesiredState(d) => Message::Applied(Applied {
                         epoch: d.epoch,

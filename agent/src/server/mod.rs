@@ -3,7 +3,7 @@
 //! (`Agent`) is built and its tasks started here.
 //!
 //! In a fleet (`[coordination]`) each handshake is judged by the monitor's term
-//! (`crate::term`) before the Challenge goes out, and the lease is renewed by the agent's
+//! (`crate::authority`) before the Challenge goes out, and the lease is renewed by the agent's
 //! own etcd lease (`crate::etcd`), not by the monitor.
 //!
 //! Tasks: one accept loop; per monitor connection a reader and a writer; one reconciler
@@ -19,13 +19,13 @@
 //! its tasks together; `session` accepts monitors, runs each handshake and decodes frames;
 //! `dispatch` answers each message.
 
+use crate::authority::Authority;
 use crate::garp::GarpSender;
 use crate::lease::Lease;
 use crate::mysql::{Mysql, SemiSyncHold};
 use crate::reconcile::Scope;
 use crate::reconciler::ReconcilerCommand;
 use crate::status::Status;
-use crate::term::Terms;
 use crate::vip::Netlink;
 use mmm_common::config::{ClusterKey, Config, Host};
 use mmm_common::proto::{hb_flags, AgentHeartbeat, DesiredState, ProbeEvent, ProbeState};
@@ -63,10 +63,10 @@ pub struct Agent {
     pub(crate) scope: Scope,
     pub(crate) status: watch::Sender<Status>,
     pub(crate) lease: Arc<Lease>,
-    /// The highest monitor term seen (a fleet's leadership term; 0 without a fleet).
-    pub(crate) terms: Terms,
-    /// In a fleet: etcd's election, which a monitor's term must lead to be obeyed.
-    pub(crate) election: Option<Arc<crate::election::Election>>,
+    /// Whether a monitor may drive this host: the highest monitor term seen (a fleet's
+    /// leadership term; 0 without a fleet), etcd's election in a fleet, and the lease's
+    /// sessions.
+    pub(crate) authority: Authority,
     /// The probe saw mysqld exit and no new one listening yet (see Executor).
     pub(crate) mysqld_exited: Arc<std::sync::atomic::AtomicBool>,
     /// Lifts of read_only whose outcome is unknown, and whether the server hung while it
@@ -149,8 +149,8 @@ impl Agent {
         &self.lease
     }
 
-    pub(crate) fn terms(&self) -> &Terms {
-        &self.terms
+    pub(crate) fn authority(&self) -> &Authority {
+        &self.authority
     }
 
     pub(crate) fn timing(&self) -> &Timing {

@@ -1,8 +1,8 @@
 //! Monitor sessions: the accept loop, each connection's handshake and term admission,
 //! its writer task and the reader that decodes frames into messages.
 
+use crate::authority::Opened;
 use crate::reconcile::error_chain;
-use crate::term::{Accepted, Admitted, Shown};
 use mmm_common::proto::io::{read_frame, write_frames, ConnError};
 use mmm_common::proto::{
     fresh_nonce, AgentHandshake, ErrorMessage, FrameBuffer, Message, Session, DEFAULT_MAX_PAYLOAD,
@@ -126,22 +126,8 @@ impl Agent {
             return crate::witness::serve(&self, hs, challenge, io, handshake, monitor).await;
         }
         // A term of another epoch is judged by what etcd shows now, read by this agent.
-        let shown = match &self.election {
-            Some(e) if self.terms.needs_etcd(term) => e.shown().await,
-            _ => Shown::NotAsked,
-        };
-        let order = match self.terms.admit(&monitor, term, &shown) {
-            Ok(Admitted {
-                accepted: Accepted::Higher { .. } | Accepted::NewEpoch { .. },
-                order,
-            }) => {
-                self.lease.enter_term(order);
-                order
-            }
-            Ok(Admitted {
-                accepted: Accepted::Same,
-                order,
-            }) => order,
+        let entry = match self.authority.admit(&monitor, term).await {
+            Ok(entry) => entry,
             Err(refused) => {
                 // The Challenge sealed by `on_hello` is never sent: the reject goes out
                 // as the first frame, and the monitor shows its text.
@@ -155,13 +141,19 @@ impl Agent {
         write_frames(&mut writer, &challenge, HANDSHAKE_TIMEOUT).await?;
         let auth = read_frame(&mut reader, &mut buf, HANDSHAKE_TIMEOUT).await?;
         let (session, welcome) = hs.on_auth(&auth, VERSION)?;
-        let Some((session_id, mut fenced)) = self.lease.new_session(order) else {
+        let Opened {
+            id: session_id,
+            closing: mut fenced,
+        } = match self.authority.open_session(entry, term) {
+            Ok(opened) => opened,
             // A later term was entered during this handshake: the session is already over.
-            tracing::info!(
-                %term,
-                "monitor refused: a later term began during its handshake"
-            );
-            return Ok(ConnectionEnded::Refused);
+            Err(_overtaken) => {
+                tracing::info!(
+                    %term,
+                    "monitor refused: a later term began during its handshake"
+                );
+                return Ok(ConnectionEnded::Refused);
+            }
         };
         write_frames(&mut writer, &welcome, HANDSHAKE_TIMEOUT).await?;
         handshake.authenticated();

@@ -1,5 +1,6 @@
 //! Wiring: the agent's state built from the config, and its tasks started.
 
+use crate::authority::Authority;
 use crate::fence::{lease_task, wake_task};
 use crate::lease::{Lease, Renewal};
 use crate::mysql::{Mysql, SemiSyncHold};
@@ -142,9 +143,8 @@ impl Agent {
             key,
             scope,
             status: watch::Sender::new(Status::default()),
+            authority: Authority::new(terms, election, lease.clone()),
             lease,
-            terms,
-            election,
             mysqld_exited,
             grants,
             followed: std::sync::Mutex::new(None),
