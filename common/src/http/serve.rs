@@ -75,7 +75,7 @@ where
         let handler = handler.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            connection(s, limits, move |r| handler(r)).await;
+            connection(s, limits, handler).await;
         });
     }
 }
@@ -83,7 +83,7 @@ where
 /// One request on `s`, in three bounded stages: the head within `limits.read`, the
 /// handler on its own bounds, the answer within `limits.write`. hyper's own header
 /// timeout would close a late client without a word; this one answers 408.
-async fn connection<H, F>(s: TcpStream, limits: Limits, handler: H)
+async fn connection<H, F>(s: TcpStream, limits: Limits, handler: Arc<H>)
 where
     H: Fn(Request) -> F + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
@@ -92,7 +92,6 @@ where
     let answered = Arc::new(Notify::new());
     let service = {
         let (head_read, answered) = (head_read.clone(), answered.clone());
-        let handler = Arc::new(handler);
         hyper::service::service_fn(move |r: hyper::Request<Incoming>| {
             head_read.notify_one();
             let (answered, handler) = (answered.clone(), handler.clone());
@@ -103,6 +102,9 @@ where
             }
         })
     };
+    // One request per connection, so a permit is held for one answer at most; header names
+    // in title case, as scripts matching `Content-Type:` have always read them; hyper's
+    // smallest buffer is the head's bound (431 past it).
     let mut conn = http1::Builder::new()
         .keep_alive(false)
         .title_case_headers(true)
