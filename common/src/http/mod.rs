@@ -1,7 +1,7 @@
 //! The read-only HTTP/1.x the agent (`agent.http`: `/writer`, `/reader`, `/health`,
-//! `/metrics`) and the monitor (`monitor.http`: the live page and its API) serve: the
-//! request head parsed without IO ([`request`]), the responses ([`response`]) and one
-//! bounded listener ([`serve`]). Each program routes on its own; nothing served here
+//! `/metrics`) and the monitor (`monitor.http`: the live page and its API) serve: what a
+//! handler sees of a request ([`request`]), the responses ([`response`]) and one bounded
+//! listener on hyper ([`serve`]). Each program routes on its own; nothing served here
 //! changes state: that stays on the keyed control protocol.
 
 pub mod request;

@@ -2,6 +2,10 @@
 //! without IO.
 
 use super::request::Request;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::HeaderValue;
+use hyper::StatusCode;
 
 /// A response: status, content type, body, and any header a refusal needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,38 +45,53 @@ impl Response {
         Response::with_status(status, JSON, body)
     }
 
-    /// The bytes on the wire; a HEAD request's without the body.
-    pub fn encode(&self, head_only: bool) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len()
-        );
-        for (name, value) in &self.headers {
+    /// The headers every answer carries, the content type first, then the refusal's own.
+    fn header_lines(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("Content-Type", self.content_type),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+        .into_iter()
+        .chain(self.headers.iter().map(|(n, v)| (*n, v.as_str())))
+    }
+
+    /// The response hyper sends: it adds Content-Length and Connection, and leaves a HEAD
+    /// request's body out.
+    pub fn into_hyper(self) -> hyper::Response<Full<Bytes>> {
+        let mut out = hyper::Response::new(Full::new(Bytes::new()));
+        *out.status_mut() =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        for (name, value) in self.header_lines() {
+            match HeaderValue::from_str(value) {
+                Ok(v) => {
+                    out.headers_mut().append(name, v);
+                }
+                Err(e) => tracing::warn!(name, error = %e, "HTTP header left out: not text"),
+            }
+        }
+        *out.body_mut() = Full::new(Bytes::from(self.body));
+        out
+    }
+
+    /// The bytes on the wire, for the answers written without hyper: to a connection over
+    /// the limit, or to one whose head did not come in time.
+    pub fn encode(&self) -> Vec<u8> {
+        let reason = StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let mut out = format!("HTTP/1.1 {} {reason}\r\n", self.status);
+        for (name, value) in self.header_lines() {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
-        out.push_str("\r\n");
+        out.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.body.len()
+        ));
         let mut bytes = out.into_bytes();
-        if !head_only {
-            bytes.extend_from_slice(&self.body);
-        }
+        bytes.extend_from_slice(&self.body);
         bytes
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
     }
 }
 
@@ -98,12 +117,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_head_response_has_the_headers_without_the_body() {
-        let r = Response::ok(JSON, "{}");
-        let full = String::from_utf8(r.encode(false)).expect("text");
-        let head = String::from_utf8(r.encode(true)).expect("text");
-        assert!(full.starts_with("HTTP/1.1 200 OK\r\n") && full.ends_with("\r\n\r\n{}"));
-        assert!(head.contains("Content-Length: 2\r\n") && head.ends_with("\r\n\r\n"));
+    fn the_raw_encoding_carries_the_headers_and_the_body() {
+        let mut r = Response::error(503, "busy");
+        r.headers.push(("Retry-After", "1".into()));
+        let text = String::from_utf8(r.encode()).expect("text");
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\r\nRetry-After: 1\r\n"), "{text}");
+        assert!(
+            text.ends_with("\r\nConnection: close\r\n\r\n{\"error\":\"busy\"}"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn hyper_gets_the_status_and_every_header() {
+        let mut r = Response::ok(PROMETHEUS, "x 1\n");
+        r.headers.push(("Allow", "GET, HEAD".into()));
+        let h = r.into_hyper();
+        assert_eq!(h.status(), StatusCode::OK);
+        assert_eq!(h.headers()["content-type"], PROMETHEUS);
+        assert_eq!(h.headers()["cache-control"], "no-store");
+        assert_eq!(h.headers()["allow"], "GET, HEAD");
+        let odd = Response::with_status(1000, JSON, "").into_hyper();
+        assert_eq!(odd.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]
