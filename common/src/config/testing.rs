@@ -194,7 +194,7 @@ fn written(d: Duration) -> String {
         "{d:?}: the config format stops at microseconds"
     );
     let us = d.as_micros();
-    if us % 1000 == 0 {
+    if us.is_multiple_of(1000) {
         format_duration(d)
     } else {
         format!("{}.{:03}ms", us / 1000, us % 1000)
