@@ -207,54 +207,26 @@ impl Timing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::ConfigBuilder;
     use proptest::prelude::*;
-    use std::path::Path;
 
-    /// Two masters and a writer role; the timings are appended as their sections.
-    const BASE: &str = r#"
-[defaults]
-agent_password = "a"
-monitor_password = "m"
-replication_password = "r"
-[hosts.db1]
-ip = "10.0.0.11"
-mode = "master"
-peer = "db2"
-[hosts.db2]
-ip = "10.0.0.12"
-mode = "master"
-peer = "db1"
-[roles.writer]
-mode = "exclusive"
-hosts = ["db1", "db2"]
-ips = ["10.0.0.100"]
-[security]
-key = "0000000000000000000000000000000000000000000000000000000000000000"
-"#;
-
-    /// Microseconds as the config writes them (sub-millisecond parts included).
-    fn written(us: u64) -> String {
-        format!("{}.{:03}ms", us / 1000, us % 1000)
-    }
-
+    /// Two masters and a writer role with the given timings; microseconds, as the config
+    /// writes sub-millisecond parts too.
     fn config(
         heartbeat_us: u64,
         agent_timeout_us: u64,
         lease_us: u64,
         session_ttl_s: Option<u64>,
     ) -> Result<Config, crate::config::ConfigError> {
-        let mut text = format!(
-            "{BASE}[monitor]\nping_ips = [\"10.0.0.1\"]\nheartbeat_interval = \"{}\"\nagent_timeout = \"{}\"\n[agent]\nlease = \"{}\"\n",
-            written(heartbeat_us),
-            written(agent_timeout_us),
-            written(lease_us)
-        );
+        let mut b = ConfigBuilder::new();
+        b.heartbeat_interval(Duration::from_micros(heartbeat_us))
+            .agent_timeout(Duration::from_micros(agent_timeout_us))
+            .lease(Duration::from_micros(lease_us));
         if let Some(s) = session_ttl_s {
-            text.push_str(&format!(
-                "[coordination]\netcd = [\"http://10.0.0.5:2379\"]\nprefix = \"/mmm/t\"\nsession_ttl = \"{s}s\"\n"
-            ));
+            b.coordination(&["http://10.0.0.5:2379"], "/mmm/t")
+                .session_ttl(Duration::from_secs(s));
         }
-        Config::parse(&text, Path::new("timing.toml"))
+        b.parse()
     }
 
     /// Every inequality of the contract, as the field docs state them.

@@ -145,10 +145,7 @@ fn main() {
     if !require_root("bench agent") {
         return;
     }
-    let rounds: usize = std::env::var("MMM_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let rounds = mmm_tests::bench::rounds(30);
     let lab = Lab::new("bench", "");
     let _db1 = Mariadb::start(&lab.net, "db1", 1, lab.dir.path());
     let _db2 = Mariadb::start(&lab.net, "db2", 2, lab.dir.path());

@@ -28,10 +28,7 @@ fn main() {
     if !require_root("bench chaos") {
         return;
     }
-    let rounds: usize = std::env::var("MMM_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let rounds = mmm_tests::bench::rounds(20);
     let machine = Machine::here();
     let mut runs = Vec::new();
     let mut failed = Vec::new();
@@ -124,7 +121,6 @@ fn write_report(machine: &Machine, runs: &[Run], failed: &[String]) {
     let gaps: Vec<f64> = runs.iter().map(|r| r.gap_ms).collect();
     let overlaps = gaps.iter().filter(|g| **g < 0.0).count();
     let summary = Summary::of(gaps.clone());
-    let dir = mmm_tests::bench::dir();
     let report = json!({
         "machine": machine,
         "runs": runs,
@@ -132,11 +128,6 @@ fn write_report(machine: &Machine, runs: &[Run], failed: &[String]) {
         "overlaps": overlaps,
         "gap_ms": summary,
     });
-    std::fs::write(
-        dir.join("chaos.json"),
-        serde_json::to_string_pretty(&report).expect("JSON"),
-    )
-    .expect("writing chaos.json");
     let mut md = format!(
         "# Chaos: hung mysqld on the writer + monitor cut from it\n\n\
          kernel {}, {} cores, revision {}\n\n\
@@ -156,7 +147,7 @@ fn write_report(machine: &Machine, runs: &[Run], failed: &[String]) {
     for f in failed {
         md.push_str(&format!("\n- failed: {f}"));
     }
-    std::fs::write(dir.join("chaos.md"), md).expect("writing chaos.md");
+    mmm_tests::bench::write_report("chaos", &md, &report);
 }
 
 #[cfg(test)]

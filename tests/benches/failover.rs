@@ -60,10 +60,7 @@ fn main() {
         mmm_tests::haproxy::installed(),
         "haproxy is not installed: apt-get install haproxy (cargo xtask bench installs it)"
     );
-    let rounds: usize = std::env::var("MMM_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let rounds = mmm_tests::bench::rounds(20);
     let scenarios = env_list("MMM_BENCH_SCENARIOS", &Scenario::ALL, Scenario::parse);
     let profiles = env_list("MMM_BENCH_PROFILES", &Profile::ALL, |s| {
         Profile::KNOWN.into_iter().find(|p| p.key() == s)
@@ -473,11 +470,5 @@ fn write_report(machine: &Machine, rounds: usize, series: &[(Scenario, Profile, 
         "probe": probe,
         "series": series_json,
     });
-    let dir = mmm_tests::bench::dir();
-    std::fs::write(dir.join("report.md"), &md).expect("writing report.md");
-    std::fs::write(
-        dir.join("report.json"),
-        serde_json::to_string_pretty(&report).expect("JSON"),
-    )
-    .expect("writing report.json");
+    mmm_tests::bench::write_report("report", &md, &report);
 }

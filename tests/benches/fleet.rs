@@ -215,10 +215,7 @@ fn main() {
     if !require_root("bench fleet") {
         return;
     }
-    let rounds: usize = std::env::var("MMM_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let rounds = mmm_tests::bench::rounds(20);
     let scenarios: Vec<Event> = match std::env::var("MMM_BENCH_SCENARIOS") {
         Err(_) => Event::all(),
         Ok(list) => {
@@ -635,11 +632,5 @@ fn write_report(machine: &Machine, rounds: usize, steady: &FleetCosts, series: &
             "fresh_labs": s.fresh_labs,
         })).collect::<Vec<_>>(),
     });
-    let dir = mmm_tests::bench::dir();
-    std::fs::write(dir.join("fleet.md"), &md).expect("writing fleet.md");
-    std::fs::write(
-        dir.join("fleet.json"),
-        serde_json::to_string_pretty(&report).expect("JSON"),
-    )
-    .expect("writing fleet.json");
+    mmm_tests::bench::write_report("fleet", &md, &report);
 }

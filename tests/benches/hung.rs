@@ -40,10 +40,7 @@ fn main() {
     if !require_root("bench hung") {
         return;
     }
-    let rounds: usize = std::env::var("MMM_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let rounds = mmm_tests::bench::rounds(20);
     let machine = Machine::here();
     let (mut runs, mut failed) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -158,7 +155,6 @@ fn write_report(machine: &Machine, runs: &[Run], failed: &[String]) {
     let failover = col(|r| r.failover_ms);
     let with_two_writers = runs.iter().filter(|r| r.late_writes > 0).count();
     let with_two_vips = runs.iter().filter(|r| r.vip_on_two_hosts_ms > 0.0).count();
-    let dir = mmm_tests::bench::dir();
     let report = json!({
         "machine": machine,
         "runs": runs,
@@ -169,11 +165,6 @@ fn write_report(machine: &Machine, runs: &[Run], failed: &[String]) {
         "vip_on_two_hosts_ms": two_vips,
         "failover_ms": failover,
     });
-    std::fs::write(
-        dir.join("hung.json"),
-        serde_json::to_string_pretty(&report).expect("JSON"),
-    )
-    .expect("writing hung.json");
     let mut md = format!(
         "# Hung-then-woken writer: mysqld SIGSTOPped, failed over, SIGCONTed\n\n\
          kernel {}, {} cores, revision {}\n\n\
@@ -202,5 +193,5 @@ fn write_report(machine: &Machine, runs: &[Run], failed: &[String]) {
     for f in failed {
         md.push_str(&format!("\n- failed: {f}"));
     }
-    std::fs::write(dir.join("hung.md"), md).expect("writing hung.md");
+    mmm_tests::bench::write_report("hung", &md, &report);
 }

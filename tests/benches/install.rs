@@ -135,10 +135,7 @@ fn main() {
     if !require_root("bench install") {
         return;
     }
-    let rounds: usize = std::env::var("MMM_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let rounds = mmm_tests::bench::rounds(5);
     let dist_ms: Option<f64> = std::env::var("MMM_BENCH_DIST_MS")
         .ok()
         .and_then(|s| s.parse().ok());
@@ -217,15 +214,9 @@ fn main() {
         "runs": runs,
         "failed": failed,
     });
-    let dir = mmm_tests::bench::dir();
-    std::fs::write(dir.join("install.md"), &md).expect("writing install.md");
-    std::fs::write(
-        dir.join("install.json"),
-        serde_json::to_string_pretty(&report).expect("JSON"),
-    )
-    .expect("writing install.json");
+    let written = mmm_tests::bench::write_report("install", &md, &report);
     print!("{md}");
-    println!("\nwritten: {}", dir.join("install.md").display());
+    println!("\nwritten: {}", written.display());
 }
 
 fn row(md: &mut String, name: &str, s: Option<Summary>) {

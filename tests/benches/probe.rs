@@ -15,10 +15,7 @@ fn main() {
     if !require_root("bench probe") {
         return;
     }
-    let rounds: usize = std::env::var("MMM_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let rounds = mmm_tests::bench::rounds(30);
     let lab = Lab::new("bprobe", "");
     let pid = lab.dir.path().join("db1.pid");
     let text = std::fs::read_to_string(&lab.config)

@@ -101,3 +101,26 @@ pub fn keep_logs(from: &std::path::Path, name: &str) {
         }
     }
 }
+
+/// How many rounds a bench runs: MMM_BENCH_ROUNDS, or `default` when unset or not a
+/// number.
+pub fn rounds(default: usize) -> usize {
+    std::env::var("MMM_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Writes target/bench/NAME.md and NAME.json (pretty), the two forms of every bench's
+/// report: the .md for people, the .json for plots and comparisons. Returns the .md's
+/// path.
+pub fn write_report(name: &str, md: &str, json: &serde_json::Value) -> std::path::PathBuf {
+    let dir = dir();
+    let md_path = dir.join(format!("{name}.md"));
+    std::fs::write(&md_path, md).unwrap_or_else(|e| panic!("writing {}: {e}", md_path.display()));
+    let json_path = dir.join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(json).expect("a JSON value renders");
+    std::fs::write(&json_path, text)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", json_path.display()));
+    md_path
+}

@@ -2,9 +2,12 @@
 //! agent runs. Covers start-up from a corrupt status file, the keyed control socket,
 //! the metrics endpoint, and SIGTERM writing the status.
 
+use mmm_common::config::testing::ConfigBuilder;
+use mmm_common::types::RoleMode;
 use mmm_tests::netns::wait_for;
 use mmm_tests::*;
 use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -22,16 +25,16 @@ impl Drop for Monitor {
 }
 
 fn start(tag: &str, control: &str, metrics: u16, status: Option<&str>) -> Monitor {
-    start_with(tag, control, metrics, status, "")
+    start_with(tag, control, metrics, status, |_| {})
 }
 
-/// `monitor_extra`: more `[monitor]` lines.
+/// `configure`: what a test changes in the config beyond the loopback cluster.
 fn start_with(
     tag: &str,
     control: &str,
     metrics: u16,
     status: Option<&str>,
-    monitor_extra: &str,
+    configure: impl FnOnce(&mut ConfigBuilder),
 ) -> Monitor {
     let dir = TempDir::new(tag);
     let key = dir.write(
@@ -43,46 +46,20 @@ fn start_with(
     if let Some(text) = status {
         std::fs::write(&status_path, text).unwrap();
     }
-    let config = dir.write(
-        "mmm.toml",
-        &format!(
-            r#"
-[defaults]
-agent_password = "a"
-monitor_password = "m"
-replication_password = "r"
-agent_port = {agent_port}
-[hosts.db1]
-ip = "127.0.0.11"
-mode = "master"
-peer = "db2"
-[hosts.db2]
-ip = "127.0.0.12"
-mode = "master"
-peer = "db1"
-[roles.writer]
-mode = "exclusive"
-hosts = ["db1", "db2"]
-ips = ["127.0.0.100"]
-[roles.reader]
-mode = "balanced"
-hosts = ["db1", "db2"]
-ips = ["127.0.0.101"]
-[monitor]
-control = "{control}"
-status_path = "{status}"
-ping_ips = ["127.0.0.1"]
-metrics = "127.0.0.1:{metrics}"
-{monitor_extra}
-[security]
-key_file = "{key}"
-"#,
-            agent_port = free_port(),
-            status = status_path.display(),
-            key = key.display(),
-        ),
-        0o600,
-    );
+    let lo = |last: u8| Ipv4Addr::new(127, 0, 0, last);
+    let mut b = ConfigBuilder::new();
+    b.set("defaults.agent_port", i64::from(free_port()))
+        .master("db1", lo(11), "db2")
+        .master("db2", lo(12), "db1")
+        .role("writer", RoleMode::Exclusive, &["db1", "db2"], &[lo(100)])
+        .reader(&["db1", "db2"], &[lo(101)])
+        .set("monitor.control", control)
+        .set("monitor.status_path", status_path.to_str().unwrap())
+        .ping_ips(&[IpAddr::V4(lo(1))])
+        .set("monitor.metrics", format!("127.0.0.1:{metrics}"))
+        .key_file(&key);
+    configure(&mut b);
+    let config = dir.write("mmm.toml", &b.toml(), 0o600);
     let child = Command::new(bin("mmm-monitor"))
         .args(["--config", config.to_str().unwrap()])
         .stdout(Stdio::null())
@@ -312,7 +289,9 @@ fn notify_command_gets_every_notice_as_json_in_order() {
         &format!("127.0.0.1:{}", free_port()),
         free_port(),
         None,
-        &format!("notify_command = \"{}\"", script.display()),
+        |b| {
+            b.set("monitor.notify_command", script.to_str().unwrap());
+        },
     );
     // No agent answers on these hosts: set_online is refused, set_passive is a notice-free
     // mode change; the agents' silence itself is noticed.

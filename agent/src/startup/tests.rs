@@ -1,6 +1,7 @@
 use super::*;
+use mmm_common::config::testing::ConfigBuilder;
 use mmm_common::config::Secret;
-use std::path::Path;
+use mmm_common::types::RoleMode;
 
 fn dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mmm-startup-{tag}-{}", std::process::id()));
@@ -120,39 +121,17 @@ fn interfaces_lists_loopback_with_its_address() {
 
 /// `reader`: db1 and db2 may hold a reader VIP; without it no host holds any VIP.
 fn config(interface: &str, reader: bool) -> Config {
-    let reader = if reader {
-        "[roles.reader]\nmode = \"balanced\"\nhosts = [\"db1\", \"db2\"]\nips = [\"10.0.0.101\"]"
-    } else {
-        ""
-    };
-    let text = format!(
-        r#"
-[defaults]
-cluster_interface = "{interface}"
-agent_password = "a"
-monitor_password = "m"
-replication_password = "r"
-[hosts.db1]
-ip = "10.0.0.11"
-mode = "master"
-peer = "db2"
-[hosts.db2]
-ip = "10.0.0.12"
-mode = "master"
-peer = "db1"
-[roles.writer]
-mode = "exclusive"
-hosts = ["db1", "db2"]
-ips = []
-{reader}
-[monitor]
-ping_ips = ["10.0.0.1"]
-[security]
-key = "{}"
-"#,
-        "ab".repeat(32)
+    let mut b = ConfigBuilder::new();
+    b.set("defaults.cluster_interface", interface).role(
+        "writer",
+        RoleMode::Exclusive,
+        &["db1", "db2"],
+        &[],
     );
-    Config::parse(&text, Path::new("test.toml")).unwrap()
+    if reader {
+        b.reader(&["db1", "db2"], &[Ipv4Addr::new(10, 0, 0, 101)]);
+    }
+    b.build()
 }
 
 fn iface(name: &str, ethernet: bool, ipv4: &[Ipv4Addr]) -> Interface {

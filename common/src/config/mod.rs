@@ -8,6 +8,8 @@
 mod raw;
 pub mod reload;
 mod secret;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod tls;
 mod validate;
 

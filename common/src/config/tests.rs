@@ -1,44 +1,26 @@
 use super::*;
+use crate::config::testing::ConfigBuilder;
 use std::os::unix::fs::PermissionsExt;
 
-const MINIMAL: &str = r#"
-[defaults]
-agent_password = "a"
-monitor_password = "m"
-replication_password = "r"
-
-[hosts.db2]
-ip = "10.0.0.12"
-mode = "master"
-peer = "db1"
-[hosts.db1]
-ip = "10.0.0.11"
-mode = "master"
-peer = "db2"
-agent_port = 19989
-[hosts.db3]
-ip = "10.0.0.13"
-mode = "slave"
-agent_password_file = "/etc/mmm/db3-agent.password"
-
-[roles.writer]
-mode = "exclusive"
-hosts = ["db1", "db2"]
-ips = ["10.0.0.100"]
-[roles.reader]
-mode = "balanced"
-hosts = ["db1", "db2", "db3"]
-ips = ["10.0.0.101", "10.0.0.102"]
-
-[monitor]
-ping_ips = ["10.0.0.1"]
-
-[checks.mysql]
-trap_period = "500ms"
-
-[security]
-key = "0000000000000000000000000000000000000000000000000000000000000000"
-"#;
+/// db2 then db1 (on its own agent port), slave db3 whose agent password is a file, a
+/// reader role over all three and a shorter mysql trap period.
+fn minimal() -> ConfigBuilder {
+    let mut b = ConfigBuilder::new();
+    b.without_host("db1")
+        .master("db1", Ipv4Addr::new(10, 0, 0, 11), "db2")
+        .set("hosts.db1.agent_port", 19989)
+        .host("db3", HostMode::Slave, Ipv4Addr::new(10, 0, 0, 13))
+        .set(
+            "hosts.db3.agent_password_file",
+            "/etc/mmm/db3-agent.password",
+        )
+        .reader(
+            &["db1", "db2", "db3"],
+            &[Ipv4Addr::new(10, 0, 0, 101), Ipv4Addr::new(10, 0, 0, 102)],
+        )
+        .duration("checks.mysql.trap_period", Duration::from_millis(500));
+    b
+}
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("test.toml"))
@@ -52,6 +34,11 @@ fn problems(text: &str) -> Vec<String> {
         }
         other => panic!("expected validation problems, got {other:?}"),
     }
+}
+
+/// The problems of a builder's config that does not validate.
+fn invalid(b: &ConfigBuilder) -> Vec<String> {
+    problems(&b.toml())
 }
 
 fn assert_has(problems: &[String], needle: &str) {
@@ -133,7 +120,7 @@ fn every_file_in_conf_parses() {
 
 #[test]
 fn minimal_config_gets_defaults_and_keeps_file_order() {
-    let c = parse(MINIMAL).unwrap();
+    let c = minimal().build();
     let names: Vec<_> = c.hosts.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(
         names,
@@ -243,10 +230,11 @@ key = "abcd"
 
 #[test]
 fn peers_must_point_back_and_slaves_have_none() {
-    let text = MINIMAL
-        .replace("peer = \"db1\"\n[hosts.db1]", "peer = \"db1\"\n[hosts.db9]\nip = \"10.0.0.19\"\nmode = \"master\"\npeer = \"db2\"\n[hosts.db1]")
-        .replace("mode = \"slave\"", "mode = \"slave\"\npeer = \"db1\"");
-    let p = problems(&text);
+    let p = invalid(
+        minimal()
+            .master("db9", Ipv4Addr::new(10, 0, 0, 19), "db2")
+            .set("hosts.db3.peer", "db1"),
+    );
     assert_has(
         &p,
         "hosts.db9.peer: \"db2\" does not name \"db9\" as its peer",
@@ -256,22 +244,28 @@ fn peers_must_point_back_and_slaves_have_none() {
 
 #[test]
 fn active_master_role_must_exist_be_exclusive_and_hold_only_masters() {
-    let p =
-        problems(&MINIMAL.replace("[defaults]", "active_master_role = \"primary\"\n[defaults]"));
+    let p = invalid(minimal().set("active_master_role", "primary"));
     assert_has(
         &p,
         "active_master_role: names no configured role (\"primary\")",
     );
-    let p = problems(&MINIMAL.replace("hosts = [\"db1\", \"db2\"]", "hosts = [\"db1\", \"db3\"]"));
+    let p = invalid(minimal().role(
+        "writer",
+        RoleMode::Exclusive,
+        &["db1", "db3"],
+        &[Ipv4Addr::new(10, 0, 0, 100)],
+    ));
     assert_has(&p, "\"db3\" is a slave and cannot be the active master");
 }
 
 #[test]
 fn missing_secrets_and_bad_intervals_are_named() {
-    let p = problems(&MINIMAL.replace("monitor_password = \"m\"\n", "").replace(
-        "[monitor]\n",
-        "[monitor]\nheartbeat_interval = \"1s\"\nagent_timeout = \"500ms\"\n",
-    ));
+    let p = invalid(
+        minimal()
+            .remove("defaults.monitor_password")
+            .heartbeat_interval(Duration::from_secs(1))
+            .agent_timeout(Duration::from_millis(500)),
+    );
     assert_has(&p, "hosts.db1.monitor_password: missing");
     assert_has(
         &p,
@@ -300,7 +294,7 @@ fn load_refuses_open_modes_and_missing_secret_files() {
     let dir = std::env::temp_dir().join(format!("mmm-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mmm.toml");
-    std::fs::write(&path, MINIMAL).unwrap();
+    std::fs::write(&path, minimal().toml()).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = Config::load(&path).unwrap_err();
     let lines = err.lines().join("\n");
@@ -318,7 +312,9 @@ fn load_refuses_open_modes_and_missing_secret_files() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
     std::fs::write(
         &path,
-        MINIMAL.replace("/etc/mmm/db3-agent.password", secret.to_str().unwrap()),
+        minimal()
+            .set("hosts.db3.agent_password_file", secret.to_str().unwrap())
+            .toml(),
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -339,10 +335,14 @@ fn load_refuses_open_modes_and_missing_secret_files() {
 
 #[test]
 fn garp_bounds_extreme_durations_and_state_dir_are_named() {
-    let p = problems(&MINIMAL.replace(
-        "[monitor]\n",
-        "[agent]\ngarp_count = 100000\ngarp_interval = \"0s\"\nlease = \"100000000h\"\nstate_dir = \"run/mmm\"\nmonitor_ips = [\"10.0.0.5\", \"mon1\"]\n\n[monitor]\n",
-    ));
+    let p = invalid(
+        minimal()
+            .set("agent.garp_count", 100000)
+            .duration("agent.garp_interval", Duration::ZERO)
+            .set("agent.lease", "100000000h")
+            .set("agent.state_dir", "run/mmm")
+            .set("agent.monitor_ips", vec!["10.0.0.5", "mon1"]),
+    );
     assert_has(&p, "agent.garp_count: must be at most 100");
     assert_has(&p, "agent.garp_interval: must be greater than zero");
     assert_has(
@@ -355,39 +355,44 @@ fn garp_bounds_extreme_durations_and_state_dir_are_named() {
 
 #[test]
 fn a_host_name_that_reads_as_an_option_is_refused() {
-    let text = MINIMAL.replace("[hosts.db1]", "[hosts.-db1]");
+    let p = invalid(minimal().without_host("db1").master(
+        "-db1",
+        Ipv4Addr::new(10, 0, 0, 11),
+        "db2",
+    ));
     assert!(
-        problems(&text)
-            .iter()
+        p.iter()
             .any(|p| p.starts_with("hosts.-db1: host names may use")),
-        "{:?}",
-        problems(&text)
+        "{p:?}"
     );
 }
 
 #[test]
 fn ipv6_ping_targets_are_refused_by_name() {
-    let text = MINIMAL.replace("ping_ips = [\"10.0.0.1\"]", "ping_ips = [\"::1\"]");
     assert_has(
-        &problems(&text),
+        &invalid(minimal().ping_ips(&["::1".parse().unwrap()])),
         "monitor.ping_ips: \"::1\" is IPv6: the network guard pings IPv4 addresses only",
     );
 }
 
 #[test]
 fn coordination_is_optional_and_checked_whole() {
-    assert_eq!(parse(MINIMAL).unwrap().coordination, None);
-    let good = format!(
-        "{MINIMAL}\n[coordination]\netcd = [\"http://10.0.0.5:2379\", \"http://etcd2:2379\"]\nprefix = \"/mmm/main\"\nsession_ttl = \"2s\"\n"
-    );
-    let c = parse(&good).unwrap().coordination.expect("coordination");
+    assert_eq!(minimal().build().coordination, None);
+    let c = minimal()
+        .coordination(&["http://10.0.0.5:2379", "http://etcd2:2379"], "/mmm/main")
+        .session_ttl(Duration::from_secs(2))
+        .build()
+        .coordination
+        .expect("coordination");
     assert_eq!(c.etcd.len(), 2);
     assert_eq!(c.prefix, "/mmm/main");
     assert_eq!(c.session_ttl, Duration::from_secs(2));
-    let bad = format!(
-        "{MINIMAL}\n[coordination]\netcd = [\"ftp://10.0.0.5:2379\", \"http://:2379\"]\nprefix = \"mmm/main/\"\nsession_ttl = \"500ms\"\nttl = 3\n"
+    let found = invalid(
+        minimal()
+            .coordination(&["ftp://10.0.0.5:2379", "http://:2379"], "mmm/main/")
+            .session_ttl(Duration::from_millis(500))
+            .set("coordination.ttl", 3),
     );
-    let found = problems(&bad);
     for needle in [
         "coordination.etcd: \"ftp://10.0.0.5:2379\" is not an etcd client URL",
         "coordination.etcd: \"http://:2379\" is not an etcd client URL",
@@ -398,14 +403,20 @@ fn coordination_is_optional_and_checked_whole() {
         assert_has(&found, needle);
     }
     assert_has(
-        &problems(&format!("{MINIMAL}\n[coordination]\nprefix = \"/x\"\n")),
+        &invalid(minimal().set("coordination.prefix", "/x")),
         "coordination.etcd: missing",
     );
     // TLS: https everywhere, the CA required, a client certificate whole or not at all.
-    let tls = format!(
-        "{MINIMAL}\n[coordination]\netcd = [\"https://10.0.0.5:2379\"]\nprefix = \"/mmm/main\"\nca_file = \"/etc/mmm/etcd-ca.pem\"\ncert_file = \"/etc/mmm/c.pem\"\nkey_file = \"/etc/mmm/c.key\"\n"
-    );
-    let t = parse(&tls).unwrap().coordination.unwrap().tls.expect("tls");
+    let t = minimal()
+        .coordination(&["https://10.0.0.5:2379"], "/mmm/main")
+        .set("coordination.ca_file", "/etc/mmm/etcd-ca.pem")
+        .set("coordination.cert_file", "/etc/mmm/c.pem")
+        .set("coordination.key_file", "/etc/mmm/c.key")
+        .build()
+        .coordination
+        .unwrap()
+        .tls
+        .expect("tls");
     assert_eq!(t.ca_file, PathBuf::from("/etc/mmm/etcd-ca.pem"));
     assert_eq!(
         t.client,
@@ -414,9 +425,11 @@ fn coordination_is_optional_and_checked_whole() {
             PathBuf::from("/etc/mmm/c.key")
         ))
     );
-    let found = problems(&format!(
-        "{MINIMAL}\n[coordination]\netcd = [\"https://10.0.0.5:2379\", \"http://10.0.0.6:2379\"]\nprefix = \"/x\"\ncert_file = \"c.pem\"\n"
-    ));
+    let found = invalid(
+        minimal()
+            .coordination(&["https://10.0.0.5:2379", "http://10.0.0.6:2379"], "/x")
+            .set("coordination.cert_file", "c.pem"),
+    );
     for needle in [
         "coordination.etcd: mixes http:// and https:// endpoints",
         "coordination.ca_file: missing: https:// endpoints need the CA",
@@ -425,9 +438,11 @@ fn coordination_is_optional_and_checked_whole() {
         assert_has(&found, needle);
     }
     assert_has(
-        &problems(&format!(
-            "{MINIMAL}\n[coordination]\netcd = [\"http://10.0.0.5:2379\"]\nprefix = \"/x\"\nca_file = \"ca.pem\"\n"
-        )),
+        &invalid(
+            minimal()
+                .coordination(&["http://10.0.0.5:2379"], "/x")
+                .set("coordination.ca_file", "ca.pem"),
+        ),
         "coordination.ca_file: only with https:// etcd endpoints",
     );
 }
@@ -436,13 +451,19 @@ fn coordination_is_optional_and_checked_whole() {
 /// with the ones given), and a shorter one is a warning naming the least that works.
 #[test]
 fn session_ttl_outlives_an_etcd_election_by_default() {
-    let coordination = |extra: &str| {
-        let text = format!(
-            "{MINIMAL}\n[coordination]\netcd = [\"http://10.0.0.5:2379\"]\nprefix = \"/mmm/main\"\n{extra}"
-        );
-        parse(&text).unwrap()
+    let coordination = |timings: &[(&str, Duration)]| {
+        let mut b = minimal();
+        b.coordination(&["http://10.0.0.5:2379"], "/mmm/main");
+        for (key, d) in timings {
+            b.duration(&format!("coordination.{key}"), *d);
+        }
+        b
     };
-    let etcd_defaults = coordination("");
+    let etcd_lan = [
+        ("etcd_election_timeout", Duration::from_millis(500)),
+        ("etcd_heartbeat_interval", Duration::from_millis(50)),
+    ];
+    let etcd_defaults = coordination(&[]).build();
     let c = etcd_defaults.coordination.as_ref().unwrap();
     assert_eq!(c.etcd_election_timeout, Duration::from_secs(1));
     assert_eq!(c.etcd_heartbeat_interval, Duration::from_millis(100));
@@ -452,15 +473,14 @@ fn session_ttl_outlives_an_etcd_election_by_default() {
         "3 x (2 x 1 s + 100 ms)"
     );
     assert!(etcd_defaults.warnings().is_empty());
-    let lan =
-        coordination("etcd_election_timeout = \"500ms\"\netcd_heartbeat_interval = \"50ms\"\n");
+    let lan = coordination(&etcd_lan).build();
     assert_eq!(
         lan.coordination.as_ref().unwrap().session_ttl,
         Duration::from_secs(4)
     );
-    let short = coordination(
-        "etcd_election_timeout = \"500ms\"\netcd_heartbeat_interval = \"50ms\"\nsession_ttl = \"1s\"\n",
-    );
+    let short = coordination(&etcd_lan)
+        .session_ttl(Duration::from_secs(1))
+        .build();
     let w = short.warnings();
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(
@@ -469,9 +489,10 @@ fn session_ttl_outlives_an_etcd_election_by_default() {
         "{w:?}"
     );
     assert_has(
-        &problems(&format!(
-            "{MINIMAL}\n[coordination]\netcd = [\"http://10.0.0.5:2379\"]\nprefix = \"/x\"\netcd_heartbeat_interval = \"2s\"\n"
-        )),
+        &invalid(&coordination(&[(
+            "etcd_heartbeat_interval",
+            Duration::from_secs(2),
+        )])),
         "coordination.etcd_heartbeat_interval: 2s: etcd's --heartbeat-interval, above zero and below its --election-timeout (1s)",
     );
 }
@@ -480,11 +501,11 @@ fn session_ttl_outlives_an_etcd_election_by_default() {
 /// address (the listener serves /metrics itself), and a token needs a listener.
 #[test]
 fn the_http_listener_and_its_token() {
-    let c = parse(&MINIMAL.replace(
-        "[monitor]\n",
-        "[monitor]\nhttp = \"127.0.0.1:9992\"\nhttp_token_file = \"/etc/mmm/http.token\"\nmetrics = \"127.0.0.1:9990\"\n",
-    ))
-    .expect("valid");
+    let c = minimal()
+        .set("monitor.http", "127.0.0.1:9992")
+        .set("monitor.http_token_file", "/etc/mmm/http.token")
+        .set("monitor.metrics", "127.0.0.1:9990")
+        .build();
     assert_eq!(
         c.monitor.http,
         Some("127.0.0.1:9992".parse().expect("addr"))
@@ -493,22 +514,22 @@ fn the_http_listener_and_its_token() {
         c.monitor.http_token_file.as_deref(),
         Some(Path::new("/etc/mmm/http.token"))
     );
-    assert_eq!(parse(MINIMAL).expect("valid").monitor.http, None);
-    let p = problems(&MINIMAL.replace(
-        "[monitor]\n",
-        "[monitor]\nhttp = \"localhost\"\nmetrics = \"127.0.0.1:1\"\nhttp_token_file = \"token\"\n",
-    ));
+    assert_eq!(minimal().build().monitor.http, None);
+    let p = invalid(
+        minimal()
+            .set("monitor.http", "localhost")
+            .set("monitor.metrics", "127.0.0.1:1")
+            .set("monitor.http_token_file", "token"),
+    );
     assert_has(&p, "monitor.http: \"localhost\" is not IP:PORT");
     assert_has(&p, "monitor.http_token_file: must be an absolute path");
-    let p = problems(&MINIMAL.replace(
-        "[monitor]\n",
-        "[monitor]\nhttp = \"127.0.0.1:9992\"\nmetrics = \"127.0.0.1:9992\"\n",
-    ));
+    let p = invalid(
+        minimal()
+            .set("monitor.http", "127.0.0.1:9992")
+            .set("monitor.metrics", "127.0.0.1:9992"),
+    );
     assert_has(&p, "monitor.metrics: is monitor.http's address");
-    let p = problems(&MINIMAL.replace(
-        "[monitor]\n",
-        "[monitor]\nhttp_token_file = \"/etc/mmm/http.token\"\n",
-    ));
+    let p = invalid(minimal().set("monitor.http_token_file", "/etc/mmm/http.token"));
     assert_has(&p, "monitor.http_token_file: set without monitor.http");
 }
 
@@ -517,31 +538,31 @@ fn the_http_listener_and_its_token() {
 #[test]
 fn the_agent_http_listener() {
     let with = |http: &str| {
-        MINIMAL.replace(
-            "[security]\n",
-            &format!("[agent]\nhttp = {http:?}\n\n[security]\n"),
-        )
+        let mut b = minimal();
+        b.set("agent.http", http);
+        b
     };
-    let c = parse(&with("0.0.0.0:9991")).expect("valid");
+    let c = with("0.0.0.0:9991").build();
     assert_eq!(c.agent.http, Some("0.0.0.0:9991".parse().expect("addr")));
-    assert_eq!(parse(MINIMAL).expect("valid").agent.http, None);
+    assert_eq!(minimal().build().agent.http, None);
     // Another host's ip on db1's agent_port is no conflict; the same port on any ip is.
-    parse(&with("10.0.0.12:19989")).expect("valid: db2 listens on 9989");
-    let p =
-        problems(&with("0.0.0.0:19989").replace("[monitor]\n", "[monitor]\nhttp = \"nowhere\"\n"));
+    with("10.0.0.12:19989")
+        .parse()
+        .expect("valid: db2 listens on 9989");
+    let p = invalid(with("0.0.0.0:19989").set("monitor.http", "nowhere"));
     assert_has(
         &p,
         "agent.http: 0.0.0.0:19989 takes hosts.db1.agent_port (19989)",
     );
     assert_has(&p, "monitor.http: \"nowhere\" is not IP:PORT");
-    let p = problems(&with("10.0.0.13:3306"));
+    let p = invalid(&with("10.0.0.13:3306"));
     assert_has(
         &p,
         "agent.http: 10.0.0.13:3306 takes hosts.db3.mysql_port (3306)",
     );
     assert_eq!(p.len(), 1, "{p:?}");
     assert_has(
-        &problems(&with(":9991")),
+        &invalid(&with(":9991")),
         "agent.http: \":9991\" is not IP:PORT",
     );
 }
@@ -562,23 +583,18 @@ proptest::proptest! {
 #[test]
 fn mysql_tls_keys() {
     use crate::types::TlsMode;
-    let c = parse(MINIMAL).unwrap();
+    let c = minimal().build();
     assert_eq!(c.host("db1").unwrap().mysql_tls, MysqlTls::default());
     assert_eq!(MysqlTls::default().mode, TlsMode::Disabled);
 
-    let text = MINIMAL
-        .replacen(
-            "[defaults]\n",
-            "[defaults]\nmysql_tls = \"verify_identity\"\nmysql_ca = \"/etc/mmm/mysql-ca.pem\"\nmysql_cert = \"/etc/mmm/mysql-client.pem\"\nmysql_key = \"/etc/mmm/mysql-client.key\"\n",
-            1,
-        )
-        .replacen(
-            "agent_password_file = \"/etc/mmm/db3-agent.password\"\n",
-            "agent_password_file = \"/etc/mmm/db3-agent.password\"\nmysql_tls = \"disabled\"\n",
-            1,
-        )
-        .replacen("agent_port = 19989\n", "agent_port = 19989\nmysql_tls = \"required\"\n", 1);
-    let c = parse(&text).unwrap();
+    let c = minimal()
+        .set("defaults.mysql_tls", "verify_identity")
+        .set("defaults.mysql_ca", "/etc/mmm/mysql-ca.pem")
+        .set("defaults.mysql_cert", "/etc/mmm/mysql-client.pem")
+        .set("defaults.mysql_key", "/etc/mmm/mysql-client.key")
+        .set("hosts.db3.mysql_tls", "disabled")
+        .set("hosts.db1.mysql_tls", "required")
+        .build();
     let db2 = &c.host("db2").unwrap().mysql_tls;
     assert_eq!(db2.mode, TlsMode::VerifyIdentity);
     assert_eq!(db2.ca.as_deref(), Some(Path::new("/etc/mmm/mysql-ca.pem")));
@@ -595,8 +611,7 @@ fn mysql_tls_keys() {
     assert_eq!((db3.mode, &db3.client), (TlsMode::Disabled, &None));
     assert!(c.warnings().is_empty(), "{:?}", c.warnings());
 
-    let ca_only = MINIMAL.replacen("[defaults]\n", "[defaults]\nmysql_ca = \"ca.pem\"\n", 1);
-    let c = parse(&ca_only).unwrap();
+    let c = minimal().set("defaults.mysql_ca", "ca.pem").build();
     assert_eq!(c.host("db1").unwrap().mysql_tls.mode, TlsMode::VerifyCa);
     assert!(
         c.warnings().iter().any(|w| w.contains("verify_ca")),
@@ -608,18 +623,13 @@ fn mysql_tls_keys() {
 /// Every TLS mistake is reported at once, each under the host's key.
 #[test]
 fn mysql_tls_problems_all_at_once() {
-    let text = MINIMAL
-        .replacen(
-            "[defaults]\n",
-            "[defaults]\nmysql_tls = \"verify_identity\"\nmysql_cert = \"/etc/mmm/c.pem\"\n",
-            1,
-        )
-        .replacen(
-            "agent_port = 19989\n",
-            "agent_port = 19989\nmysql_tls = \"ssl\"\nmysql_key = \"\"\n",
-            1,
-        );
-    let found = problems(&text);
+    let found = invalid(
+        minimal()
+            .set("defaults.mysql_tls", "verify_identity")
+            .set("defaults.mysql_cert", "/etc/mmm/c.pem")
+            .set("hosts.db1.mysql_tls", "ssl")
+            .set("hosts.db1.mysql_key", ""),
+    );
     for needle in [
         "hosts.db2.mysql_ca: missing: mysql_tls = \"verify_identity\" checks",
         "hosts.db2.mysql_key: missing: a client certificate needs both mysql_cert and mysql_key",
@@ -646,15 +656,14 @@ fn load_checks_mysql_tls_files() {
     let secret = dir.join("db3.password");
     std::fs::write(&secret, "s").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let text = MINIMAL
-        .replace("/etc/mmm/db3-agent.password", secret.to_str().unwrap())
-        .replacen(
-            "[defaults]\n",
-            &format!(
-                "[defaults]\nmysql_tls = \"verify_ca\"\nmysql_ca = {ca:?}\nmysql_cert = {cert:?}\nmysql_key = {key:?}\n"
-            ),
-            1,
-        );
+    let path_of = |p: &Path| p.to_str().expect("UTF-8 temp path").to_string();
+    let text = minimal()
+        .set("hosts.db3.agent_password_file", path_of(&secret))
+        .set("defaults.mysql_tls", "verify_ca")
+        .set("defaults.mysql_ca", path_of(&ca))
+        .set("defaults.mysql_cert", path_of(&cert))
+        .set("defaults.mysql_key", path_of(&key))
+        .toml();
     let path = dir.join("mmm.toml");
     std::fs::write(&path, &text).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();

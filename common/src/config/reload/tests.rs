@@ -1,39 +1,18 @@
 use super::*;
+use crate::config::testing::ConfigBuilder;
+use crate::types::HostMode;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-/// Two masters and a writer role; each test appends or replaces sections.
-const BASE: &str = r#"
-[defaults]
-agent_password = "a"
-monitor_password = "m"
-replication_password = "r"
-[hosts.db1]
-ip = "10.0.0.11"
-mode = "master"
-peer = "db2"
-[hosts.db2]
-ip = "10.0.0.12"
-mode = "master"
-peer = "db1"
-[roles.writer]
-mode = "exclusive"
-hosts = ["db1", "db2"]
-ips = ["10.0.0.100"]
-[security]
-key = "0000000000000000000000000000000000000000000000000000000000000000"
-"#;
-
-fn config(extra: &str) -> Config {
-    let text = format!("{BASE}{extra}");
-    Config::parse(&text, Path::new("reload.toml")).expect("a valid test config")
+/// Two masters, a writer role and a monitor; each test changes keys from there.
+fn base() -> ConfigBuilder {
+    ConfigBuilder::new()
 }
-
-const MONITOR: &str = "[monitor]\nping_ips = [\"10.0.0.1\"]\n";
 
 #[test]
 fn the_same_file_changes_nothing() {
-    let c = config(MONITOR);
+    let c = base().build();
     for daemon in [Daemon::Monitor, Daemon::Agent] {
         let p = plan(daemon, &c, &c);
         assert!(p.applied.is_empty() && p.restart.is_empty(), "{p:?}");
@@ -43,10 +22,13 @@ fn the_same_file_changes_nothing() {
 
 #[test]
 fn the_monitor_applies_notify_failback_flapping_and_trap_period() {
-    let old = config(MONITOR);
-    let new = config(&format!(
-        "{MONITOR}notify_command = \"/usr/local/bin/notify\"\nfailback = true\nflap_count = 5\n[checks.default]\ntrap_period = \"7s\"\n"
-    ));
+    let old = base().build();
+    let new = base()
+        .set("monitor.notify_command", "/usr/local/bin/notify")
+        .set("monitor.failback", true)
+        .set("monitor.flap_count", 5)
+        .duration("checks.default.trap_period", Duration::from_secs(7))
+        .build();
     let p = plan(Daemon::Monitor, &old, &new);
     assert_eq!(
         p.applied,
@@ -66,14 +48,16 @@ fn the_monitor_applies_notify_failback_flapping_and_trap_period() {
 
 #[test]
 fn addresses_hosts_timing_and_keys_need_a_restart_and_stay_as_they_were() {
-    let old = config(MONITOR);
-    let text = BASE
-        .replace("10.0.0.12", "10.0.0.22")
-        .replace("key = \"0000", "key = \"1111");
-    let new_text = format!(
-        "{text}{MONITOR}heartbeat_interval = \"50ms\"\nfailback = true\n[agent]\nlease = \"2s\"\n[hosts.db3]\nip = \"10.0.0.13\"\nmode = \"slave\"\n[coordination]\netcd = [\"http://10.0.0.5:2379\"]\nprefix = \"/mmm/t\"\n"
-    );
-    let new = Config::parse(&new_text, Path::new("reload.toml")).unwrap();
+    let old = base().build();
+    let new = base()
+        .set("hosts.db2.ip", "10.0.0.22")
+        .key(&"1".repeat(64))
+        .heartbeat_interval(Duration::from_millis(50))
+        .set("monitor.failback", true)
+        .lease(Duration::from_secs(2))
+        .host("db3", HostMode::Slave, Ipv4Addr::new(10, 0, 0, 13))
+        .coordination(&["http://10.0.0.5:2379"], "/mmm/t")
+        .build();
     let p = plan(Daemon::Monitor, &old, &new);
     assert_eq!(p.applied, ["monitor.failback"]);
     assert_eq!(
@@ -95,10 +79,14 @@ fn addresses_hosts_timing_and_keys_need_a_restart_and_stay_as_they_were() {
 
 #[test]
 fn each_daemon_ignores_the_keys_it_does_not_read() {
-    let old = config(MONITOR);
-    let new = config(&format!(
-        "{MONITOR}notify_command = \"/bin/true\"\nagent_timeout = \"900ms\"\n[checks.mysql]\ntimeout = \"2s\"\ncheck_period = \"2s\"\n[agent]\ngarp_count = 9\n"
-    ));
+    let old = base().build();
+    let new = base()
+        .set("monitor.notify_command", "/bin/true")
+        .agent_timeout(Duration::from_millis(900))
+        .duration("checks.mysql.timeout", Duration::from_secs(2))
+        .duration("checks.mysql.check_period", Duration::from_secs(2))
+        .set("agent.garp_count", 9)
+        .build();
     let monitor = plan(Daemon::Monitor, &old, &new);
     assert_eq!(monitor.applied, ["monitor.notify_command"]);
     assert_eq!(
@@ -125,22 +113,25 @@ fn each_daemon_ignores_the_keys_it_does_not_read() {
 #[test]
 fn host_order_counts_as_a_change() {
     // Role distribution breaks ties by file order.
-    let db1 = "[hosts.db1]\nip = \"10.0.0.11\"\nmode = \"master\"\npeer = \"db2\"\n";
-    let db2 = "[hosts.db2]\nip = \"10.0.0.12\"\nmode = \"master\"\npeer = \"db1\"\n";
-    assert!(BASE.contains(db1) && BASE.contains(db2));
-    let reordered = BASE.replace(db1, "").replace(db2, &format!("{db2}{db1}"));
-    let old = config(MONITOR);
-    let new = Config::parse(&format!("{reordered}{MONITOR}"), Path::new("r.toml")).unwrap();
+    let old = base().build();
+    let new = base()
+        .without_host("db1")
+        .master("db1", Ipv4Addr::new(10, 0, 0, 11), "db2")
+        .build();
+    let names: Vec<_> = new.hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["db2", "db1"], "only the order differs");
     let p = plan(Daemon::Monitor, &old, &new);
     assert_eq!(p.restart, ["hosts (order)"]);
 }
 
 #[test]
 fn no_reloadable_key_feeds_the_fencing_timing() {
-    let old = config(MONITOR);
-    let new = config(&format!(
-        "{MONITOR}kill_host_bin = \"/bin/true\"\nflap_duration = \"10m\"\nauto_set_online = \"30s\"\n"
-    ));
+    let old = base().build();
+    let new = base()
+        .set("monitor.kill_host_bin", "/bin/true")
+        .duration("monitor.flap_duration", Duration::from_secs(600))
+        .duration("monitor.auto_set_online", Duration::from_secs(30))
+        .build();
     let p = plan(Daemon::Monitor, &old, &new);
     assert_eq!(p.applied.len(), 3, "{p:?}");
     assert_eq!(

@@ -3,6 +3,7 @@
 use crate::config::{Problem, Secret};
 use crate::duration::parse_duration;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::RangeBounds;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -85,6 +86,20 @@ impl Collector {
             return default;
         }
         d
+    }
+
+    /// A duration bounded by other keys or by what etcd accepts: outside `range`,
+    /// `message` is the problem of `key` (built only then: messages quote the values).
+    pub(super) fn within(
+        &mut self,
+        key: &str,
+        value: Duration,
+        range: impl RangeBounds<Duration>,
+        message: impl FnOnce() -> String,
+    ) {
+        if !range.contains(&value) {
+            self.problem(key, message());
+        }
     }
 
     pub(in crate::config) fn named<T: FromStr<Err = crate::types::UnknownName>>(

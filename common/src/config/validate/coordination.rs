@@ -3,6 +3,7 @@
 use super::Collector;
 use crate::config::raw::RawCoordination;
 use crate::config::{Coordination, EtcdTls};
+use std::ops::Bound::Excluded;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -102,12 +103,12 @@ pub(super) fn coordination(c: &mut Collector, r: &RawCoordination) -> Coordinati
         &r.etcd_heartbeat_interval,
         Duration::from_millis(100),
     );
-    if etcd_heartbeat_interval.is_zero() || etcd_heartbeat_interval >= etcd_election_timeout {
-        c.problem(
-            "coordination.etcd_heartbeat_interval",
-            format!("{etcd_heartbeat_interval:?}: etcd's --heartbeat-interval, above zero and below its --election-timeout ({etcd_election_timeout:?})"),
-        );
-    }
+    c.within(
+        "coordination.etcd_heartbeat_interval",
+        etcd_heartbeat_interval,
+        (Excluded(Duration::ZERO), Excluded(etcd_election_timeout)),
+        || format!("{etcd_heartbeat_interval:?}: etcd's --heartbeat-interval, above zero and below its --election-timeout ({etcd_election_timeout:?})"),
+    );
     let derived =
         crate::config::min_session_ttl(2 * etcd_election_timeout + etcd_heartbeat_interval)
             .min(Duration::from_secs(60));

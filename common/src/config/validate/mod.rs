@@ -16,6 +16,7 @@ use super::raw::RawConfig;
 use super::{ClusterKey, Config, Problem, Problems, Secret, SecurityConfig};
 use crate::types::{Fencing, HostMode};
 use std::collections::BTreeSet;
+use std::ops::Bound::{Excluded, Unbounded};
 
 pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, Problems> {
     let mut c = Collector {
@@ -75,10 +76,12 @@ pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, P
         .coordination
         .as_ref()
         .map(|r| coordination::coordination(&mut c, r));
-    if agent.fencing == Fencing::Lease && agent.lease <= monitor.heartbeat_interval {
-        c.problem(
+    if agent.fencing == Fencing::Lease {
+        c.within(
             "agent.lease",
-            format!(
+            agent.lease,
+            (Excluded(monitor.heartbeat_interval), Unbounded),
+            || format!(
                 "must be longer than monitor.heartbeat_interval ({:?}), or a healthy writer fences itself",
                 monitor.heartbeat_interval
             ),

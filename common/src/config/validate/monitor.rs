@@ -6,6 +6,7 @@ use crate::config::raw::RawConfig;
 use crate::config::{ControlAddr, MonitorConfig};
 use crate::types::MonitorMode;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,12 +75,12 @@ pub(super) fn monitor(c: &mut Collector, raw: &RawConfig) -> MonitorConfig {
         &m.agent_timeout,
         Duration::from_millis(500),
     );
-    if agent_timeout <= heartbeat_interval {
-        c.problem(
-            "monitor.agent_timeout",
-            "must be longer than monitor.heartbeat_interval",
-        );
-    }
+    c.within(
+        "monitor.agent_timeout",
+        agent_timeout,
+        (Excluded(heartbeat_interval), Unbounded),
+        || "must be longer than monitor.heartbeat_interval".into(),
+    );
     let flap_count = m.flap_count.unwrap_or(3);
     if flap_count == 0 {
         c.problem("monitor.flap_count", "must be at least 1");
