@@ -517,7 +517,14 @@ impl Cluster {
             // A promotion moved on (or ended): send what it decided, persist it.
             self.after_changes(now, &mut out);
         }
-        self.settle(now, transitions_before, writer_before, &mut out);
+        let promoting_before = promotion_before.is_some();
+        self.settle(
+            now,
+            transitions_before,
+            writer_before,
+            promoting_before,
+            &mut out,
+        );
         if std::mem::take(&mut self.persist_due) {
             self.persist(now, &mut out);
         }

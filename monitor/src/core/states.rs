@@ -51,15 +51,20 @@ impl Cluster {
         now: Millis,
         mut transitions: u64,
         mut writer: Option<String>,
+        mut promoting: bool,
         out: &mut Vec<CoreAction>,
     ) {
         for _ in 0..8 {
             let moved = self.roles.writer_holder() != writer.as_deref();
-            if self.hosts.transitions() == transitions && !moved {
+            // A promotion's end changes what its target's checks mean (replication
+            // failures of the host being promoted do not count), with no transition.
+            let began_or_ended = self.promotion.is_some() != promoting;
+            if self.hosts.transitions() == transitions && !moved && !began_or_ended {
                 return;
             }
             transitions = self.hosts.transitions();
             writer = self.roles.writer_holder().map(str::to_string);
+            promoting = self.promotion.is_some();
             self.evaluate_all(now, out);
         }
     }
