@@ -135,7 +135,7 @@ impl Admission {
         // Written only when an address joins: a reconnection rewrites nothing.
         if let (true, Some(path)) = (new, &self.store) {
             let text: String = s.known.iter().map(|ip| format!("{ip}\n")).collect();
-            if let Err(e) = crate::term::replace_file(path, &text) {
+            if let Err(e) = crate::state_dir::replace(path, &text) {
                 tracing::warn!(path = %path.display(), error = %e, "known monitor addresses not saved: after a restart they count as strangers until they connect again");
             }
         }

@@ -463,7 +463,7 @@ fn read_id(path: &Path) -> Option<i64> {
 }
 
 fn save_id(path: &Path, id: i64) -> std::io::Result<()> {
-    crate::term::replace_file(path, &format!("{id}\n"))
+    crate::state_dir::replace(path, &format!("{id}\n"))
 }
 
 #[cfg(test)]

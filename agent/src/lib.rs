@@ -49,6 +49,7 @@ pub mod rst;
 pub mod server;
 pub mod sockdiag;
 pub mod startup;
+pub mod state_dir;
 pub mod status;
 pub mod term;
 pub mod vip;

@@ -238,7 +238,7 @@ impl Terms {
         match judge(self.fleet, s.highest, term, shown) {
             Ok(accepted @ (Accepted::Higher { was } | Accepted::NewEpoch { was })) => {
                 let text = format!("{} {:016x}\n", term.rev, term.epoch);
-                if let Err(e) = replace_file(&self.path, &text) {
+                if let Err(e) = crate::state_dir::replace(&self.path, &text) {
                     let refused = Refused::NotRecorded {
                         term,
                         path: self.path.display().to_string(),
@@ -287,22 +287,6 @@ fn parse(text: &str) -> Option<Term> {
         Some(e) => u64::from_str_radix(e, 16).ok()?,
     };
     words.next().is_none().then_some(Term { epoch, rev })
-}
-
-/// Writes `text` to a temporary file, syncs it and renames it over `path`: a crash
-/// leaves the old content or the new one, never a torn file.
-pub(crate) fn replace_file(path: &Path, text: &str) -> io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// The file name of `host`'s term in `state_dir`.
