@@ -187,7 +187,19 @@ fn start_checks(
             .map(|k| (vec![*k], *config.checks.get(*k)))
             .collect()
     };
+    // Only a writer is ever held down on silence (`Cluster::isolation_due`): the quick ping
+    // pace serves the writer role's hosts; the others ping at their check_period, as MMM
+    // did (500 hosts: 3,000 pings a second became 500 plus the writer role's few). With no
+    // such host every host keeps the quick pace, so events still reach the core at least
+    // every ping_pace (`Cluster::notice_stall`).
+    let writer_hosts: Vec<&str> = config
+        .roles
+        .iter()
+        .filter(|r| r.name == config.active_master_role)
+        .flat_map(|r| r.hosts.iter().map(String::as_str))
+        .collect();
     for h in &config.hosts {
+        let quick = writer_hosts.is_empty() || writer_hosts.contains(&h.name.as_str());
         let password = h
             .monitor_password
             .reveal()
@@ -207,7 +219,10 @@ fn start_checks(
                 // (and hold its link down); events reach the core often enough that a
                 // longer quiet means the monitor stalled.
                 let pace = checks::Pace {
-                    normal: cfg.check_period.min(timing.ping_pace),
+                    normal: match quick {
+                        true => cfg.check_period.min(timing.ping_pace),
+                        false => cfg.check_period,
+                    },
                     held: timing.heartbeat_interval,
                 };
                 spawned.spawn(checks::run_ping(
