@@ -67,13 +67,14 @@ pub struct Timing {
     /// `freeze_gap + agent_gives_up < monitor_counts_lease_over`.
     pub freeze_gap: Duration,
 
-    /// `agent_timeout / 3`: the ping check's pace at most (its check_period if shorter;
-    /// `heartbeat_interval` while the host is held down). `2 ping_pace < agent_timeout`:
+    /// `agent_timeout / 3`: the ping check's pace at most on the writer role's hosts, the
+    /// only ones held down on silence (its check_period if shorter; `heartbeat_interval`
+    /// while the host is held down; the other hosts ping every check_period). `2 ping_pace < agent_timeout`:
     /// a host that still answers ping answers one within agent_timeout though an echo
     /// reply is lost, so it is never taken for silent. `ping_pace < stall_after`.
     pub ping_pace: Duration,
-    /// `agent_timeout + heartbeat_interval`: each host's ping check reaches the monitor's
-    /// core at least every `ping_pace`, so a quiet longer than this means the monitor itself
+    /// `agent_timeout + heartbeat_interval`: the writer role's hosts' ping checks reach the
+    /// monitor's core at least every `ping_pace`, so a quiet longer than this means the monitor itself
     /// did not run, and silence from before counts for nothing.
     pub stall_after: Duration,
     /// `2 agent_timeout`, at least 1 s: how long a promotion waits for the agents'
