@@ -2,7 +2,8 @@
 //! watching 3, 100, 500 and 1000 hosts at the default intervals (heartbeat 100 ms, checks every
 //! 1 s). The agents are simulated on loopback (127.1.x.y): they speak the real protocol
 //! (handshake, heartbeat answers, applied states). No mysqld listens there, so the mysql
-//! checks are refused connections: cheaper than real queries, noted in the output.
+//! checks are refused connections: cheaper than real queries, noted in the output. Each
+//! size is measured twice: steady, then with a tenth of the agents gone at once.
 //! `cargo xtask bench monitor` (targets at 3 hosts: < 2 % of a core, <= 30 MB).
 
 use mmm_common::config::ClusterKey;
@@ -11,6 +12,8 @@ use mmm_common::proto::*;
 use mmm_tests::{bin, TempDir};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Host i of run `run`: every run gets its own range (its simulated agents live on).
@@ -46,8 +49,15 @@ fn config(run: usize, n: usize, key: &str, dir: &TempDir, control: u16) -> Strin
     t
 }
 
-/// Serves `n` simulated agents until the process ends.
-fn simulate_agents(run: usize, n: usize, key: ClusterKey) {
+/// The last tenth of the hosts (slaves): their agents go away together once `failing` is
+/// set, to measure the monitor while many hosts fail at once.
+fn fails(i: usize, n: usize) -> bool {
+    n >= 10 && i >= n - n / 10
+}
+
+/// Serves `n` simulated agents until the process ends; once `failing` is set, the agents
+/// of [`fails`] close their sessions and every new connection at once.
+fn simulate_agents(run: usize, n: usize, key: ClusterKey, failing: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -60,14 +70,19 @@ fn simulate_agents(run: usize, n: usize, key: ClusterKey) {
                     .await
                     .expect("bind simulated agent");
                 let key = key.clone();
+                let gone = fails(i, n).then(|| failing.clone());
                 tokio::spawn(async move {
                     loop {
                         let Ok((s, _)) = listener.accept().await else {
                             return;
                         };
+                        if gone.as_ref().is_some_and(|g| g.load(Ordering::Relaxed)) {
+                            continue;
+                        }
                         let key = key.clone();
+                        let gone = gone.clone();
                         tokio::spawn(async move {
-                            let _ = agent_session(s, &key, &format!("h{i}")).await;
+                            let _ = agent_session(s, &key, &format!("h{i}"), gone).await;
                         });
                     }
                 });
@@ -81,6 +96,7 @@ async fn agent_session(
     s: tokio::net::TcpStream,
     key: &ClusterKey,
     name: &str,
+    gone: Option<Arc<AtomicBool>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let t = Duration::from_secs(5);
     let (mut r, mut w) = s.into_split();
@@ -94,6 +110,9 @@ async fn agent_session(
     let mut applied = 0;
     loop {
         let f = read_frame(&mut r, &mut buf, t).await?;
+        if gone.as_ref().is_some_and(|g| g.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
         let id = f.header.request_id;
         let reply = match session.opener.open(&f)? {
             Message::Heartbeat(_) => Message::AgentHeartbeat(AgentHeartbeat {
@@ -115,6 +134,15 @@ async fn agent_session(
         };
         write_frames(&mut w, &session.sealer.seal(&reply, id, FLAG_RESPONSE)?, t).await?;
     }
+}
+
+/// The share of one core process `pid` takes over `measure`, and its RSS (KiB) after.
+fn cost(pid: u32, measure: Duration) -> (f64, u64) {
+    let (cpu0, _) = usage(pid);
+    let t0 = Instant::now();
+    std::thread::sleep(measure);
+    let (cpu1, rss) = usage(pid);
+    ((cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0, rss)
 }
 
 /// (user + system CPU seconds, RSS KiB) of a process.
@@ -163,7 +191,8 @@ fn main() {
         let dir = TempDir::new("bench-mon");
         let hex = ClusterKey::generate_hex().expect("key");
         let key = ClusterKey::from_hex(&hex).expect("key");
-        simulate_agents(run, n, key);
+        let failing = Arc::new(AtomicBool::new(false));
+        simulate_agents(run, n, key, failing.clone());
         let control = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("port")
             .local_addr()
@@ -183,15 +212,22 @@ fn main() {
             .expect("start mmm-monitor");
         let pid = child.id();
         std::thread::sleep(Duration::from_secs(3));
-        let (cpu0, _) = usage(pid);
-        let t0 = Instant::now();
-        std::thread::sleep(measure);
-        let (cpu1, rss) = usage(pid);
-        let share = (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+        let (share, rss) = cost(pid, measure);
         println!(
             "  {n:>4} hosts: CPU {share:>5.2} % of one core, RSS {:>6.1} MB",
             rss as f64 / 1024.0
         );
+        if n >= 10 {
+            // Many hosts failing at once: their agents gone (reconnects with backoff,
+            // unreachable events, role moves), measured from the moment they go.
+            failing.store(true, Ordering::Relaxed);
+            let (share, rss) = cost(pid, measure);
+            println!(
+                "  {n:>4} hosts, {} agents gone at once: CPU {share:>5.2} % of one core, RSS {:>6.1} MB",
+                n / 10,
+                rss as f64 / 1024.0
+            );
+        }
         let _ = child.kill();
         let _ = child.wait();
     }
