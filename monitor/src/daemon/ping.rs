@@ -94,6 +94,61 @@ fn open(kind: libc::c_int) -> std::io::Result<OwnedFd> {
 
 /// The one's-complement sum over the whole of `data`, checksum field included: 0 for a
 /// packet that carries its checksum.
+/// `ICMP_FILTER` (linux/icmp.h), an option of raw ICMP sockets at level `SOL_RAW`: a mask
+/// of the ICMP types the kernel keeps off the socket. Not in the libc crate.
+const ICMP_FILTER: libc::c_int = 1;
+/// `SO_RCVBUFFORCE` (asm-generic/socket.h): `SO_RCVBUF` past `net.core.rmem_max`, for a
+/// process with CAP_NET_ADMIN. Not in the libc crate for this target.
+const SO_RCVBUFFORCE: libc::c_int = 33;
+/// Room for the replies of one check period's pings arriving at once (a few hundred
+/// bytes of kernel memory each): every host's check starts in the same instant, so
+/// their replies come in bursts of as many as there are hosts.
+const RECEIVE_BUFFER: libc::c_int = 2 << 20;
+
+/// A raw ICMP socket gets a copy of every ICMP packet the host receives: on loopback each
+/// echo request too, elsewhere whatever else arrives. Those only fill the receive buffer,
+/// where they pushed out replies (with 500 hosts, thousands a second: false ping
+/// failures). Without the filter pinging still works, with that risk: warned once.
+fn only_echo_replies(fd: &OwnedFd) {
+    let mask: u32 = !(1u32 << u32::from(IcmpTypes::EchoReply.0));
+    // SAFETY: `mask` outlives the call and its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_RAW,
+            ICMP_FILTER,
+            (&mask as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(error = %e, "setting ICMP_FILTER on the raw ICMP socket: other ICMP packets share its buffer with the echo replies");
+    }
+}
+
+/// A receive buffer for a burst of replies: forced past `net.core.rmem_max` where the
+/// process may (CAP_NET_ADMIN), else as large as rmem_max allows.
+fn room_for_a_burst(fd: &OwnedFd) {
+    let set = |option: libc::c_int| {
+        // SAFETY: the value outlives the call and its size is passed.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&RECEIVE_BUFFER as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        r == 0
+    };
+    if !set(SO_RCVBUFFORCE) && !set(libc::SO_RCVBUF) {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(error = %e, "enlarging the ICMP socket's receive buffer: a burst of replies may overflow it");
+    }
+}
+
 #[cfg(test)]
 fn checksum(data: &[u8]) -> u16 {
     // No 16-bit word is beyond every packet: nothing is skipped.
@@ -144,6 +199,10 @@ impl Socket {
                 true,
             ),
         };
+        if raw {
+            only_echo_replies(&fd);
+        }
+        room_for_a_burst(&fd);
         // SAFETY: `fd` is an OwnedFd: it stays open, and refers to the same socket, for as
         // long as the AsyncFd owns it.
         let fd =
@@ -314,6 +373,96 @@ mod tests {
         assert_eq!(echo_reply_seq(&reply[..7], false, 0), None);
         assert_eq!(echo_reply_seq(&[], true, 0), None);
         assert_eq!(echo_reply_seq(&[0x4f, 0, 0], true, 0), None);
+    }
+
+    /// Every host's ping check starts in the same instant, so their replies arrive
+    /// together: a thousand replies at once must all wait in the socket for the receiver
+    /// (before the filter and the buffer, a raw socket also queued each echo request seen
+    /// on loopback and kept ~300 packets: false ping failures from 500 hosts up).
+    #[tokio::test]
+    async fn a_burst_of_a_thousand_replies_is_kept_whole() {
+        const BURST: u16 = 1000;
+        let socket = match Socket::new() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("SKIPPED a_burst_of_replies: no ICMP socket allowed here ({e})");
+                return;
+            }
+        };
+        let fd = socket.fd.get_ref().as_raw_fd();
+        let mut buffer: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: buffer and len are valid for writes of the size passed.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&mut buffer as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "getsockopt SO_RCVBUF");
+        if buffer < RECEIVE_BUFFER {
+            eprintln!("SKIPPED a_burst_of_replies: the receive buffer is {buffer} bytes (no CAP_NET_ADMIN to pass net.core.rmem_max)");
+            return;
+        }
+        if socket.raw {
+            let mut mask: u32 = 0;
+            let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+            // SAFETY: mask and len are valid for writes of the size passed.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_RAW,
+                    ICMP_FILTER,
+                    (&mut mask as *mut u32).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(r, 0, "getsockopt ICMP_FILTER");
+            assert_eq!(mask, !1, "only echo replies (type 0) reach the raw socket");
+        }
+        for seq in 0..BURST {
+            let pkt = echo_request(socket.ident, seq);
+            let ip = Ipv4Addr::new(127, 0, (seq / 250) as u8, (seq % 250 + 1) as u8);
+            // SAFETY: sockaddr_in is plain old data; all-zero is valid.
+            let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            addr.sin_family = libc::AF_INET as u16;
+            addr.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+            // SAFETY: pkt and addr outlive the call; lengths are theirs.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    pkt.as_ptr().cast(),
+                    pkt.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            assert_eq!(n, pkt.len() as isize, "sendto {ip}");
+        }
+        // Loopback answers within the sendto; the pause only makes sure.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut seen = std::collections::HashSet::new();
+        let mut buf = [0u8; 256];
+        loop {
+            // SAFETY: buf is valid for writes of its length; no address is asked for.
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n < 0 {
+                break;
+            }
+            if let Some(seq) = echo_reply_seq(&buf[..n as usize], socket.raw, socket.ident) {
+                seen.insert(seq);
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            usize::from(BURST),
+            "every reply of the burst was kept"
+        );
     }
 
     #[tokio::test]
