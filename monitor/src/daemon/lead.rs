@@ -112,6 +112,7 @@ fn start_links(
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> HashMap<String, mpsc::Sender<LinkCmd>> {
     let mut links = HashMap::new();
+    let beat = tokio::time::Instant::now();
     for h in &config.hosts {
         let (tx, rx) = mpsc::channel(64);
         links.insert(h.name.clone(), tx);
@@ -122,6 +123,7 @@ fn start_links(
             monitor_name: seat.name().to_string(),
             term: seat.term(),
             heartbeat_interval: timing.heartbeat_interval,
+            beat,
             agent_timeout: timing.agent_timeout,
             lease: timing.monitor_counts_lease_over,
             io_timeout: timing.link_io_timeout,

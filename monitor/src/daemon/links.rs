@@ -52,6 +52,9 @@ pub struct LinkParams {
     /// than one they have seen, and one of an epoch etcd does not show.
     pub term: mmm_common::epoch::Term,
     pub heartbeat_interval: Duration,
+    /// The origin of the heartbeat grid, the same for every link of a term: the links
+    /// beat together (see `connected`).
+    pub beat: Instant,
     pub agent_timeout: Duration,
     /// The stay-away after a Disconnect: until the lease has surely run out.
     pub lease: Duration,
@@ -82,6 +85,15 @@ fn max_backoff(lease: Duration, heartbeat_interval: Duration) -> Duration {
     (lease / 8)
         .min(Duration::from_secs(1))
         .max(heartbeat_interval.min(Duration::from_secs(1)))
+}
+
+/// The first point of the grid `origin + k * period` at or after `at`.
+fn on_grid(origin: Instant, at: Instant, period: Duration) -> Instant {
+    let since = at.saturating_duration_since(origin);
+    let period_ns = period.as_nanos().max(1);
+    let periods = since.as_nanos().div_ceil(period_ns);
+    let offset = u64::try_from(periods * period_ns).unwrap_or(u64::MAX);
+    origin + Duration::from_nanos(offset)
 }
 
 pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc::Sender<Event>) {
@@ -345,10 +357,21 @@ async fn connected(
     let mut last_reply = Instant::now();
     // The last view told to the core, and when.
     let mut forwarded: Option<(AgentView, Instant)> = None;
-    let mut hb = tokio::time::interval(p.heartbeat_interval);
-    hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut reassert = tokio::time::interval(REASSERT);
-    reassert.tick().await;
+    // The first heartbeat goes at once; then every link beats on the term's one grid
+    // (`LinkParams::beat`): a single timer wake-up sends every heartbeat of a period and
+    // the answers come back together, instead of a wake-up per link. After a stall the
+    // next beat is the grid's next (Skip keeps the grid; no burst of missed ones).
+    let epoch = desired.as_ref().map(|d| d.epoch).unwrap_or(0);
+    let _ = link.queue(&Message::Heartbeat(Heartbeat { epoch }), 0);
+    let now = Instant::now();
+    let mut hb = tokio::time::interval_at(
+        on_grid(p.beat, now, p.heartbeat_interval),
+        p.heartbeat_interval,
+    );
+    hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut reassert =
+        tokio::time::interval_at(on_grid(p.beat, now + REASSERT / 2, REASSERT), REASSERT);
+    reassert.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         if link.has_queued() {
             if let Err(e) = link.flush(t).await {
@@ -455,8 +478,22 @@ async fn connected(
 
 #[cfg(test)]
 mod tests {
-    use super::max_backoff;
+    use super::{max_backoff, on_grid};
     use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[test]
+    fn links_beat_on_one_grid() {
+        let ms = Duration::from_millis;
+        let origin = Instant::now();
+        let period = ms(100);
+        assert_eq!(on_grid(origin, origin, period), origin);
+        assert_eq!(on_grid(origin, origin + ms(1), period), origin + ms(100));
+        assert_eq!(on_grid(origin, origin + ms(100), period), origin + ms(100));
+        assert_eq!(on_grid(origin, origin + ms(250), period), origin + ms(300));
+        // Before the origin (never so in the daemon): the origin.
+        assert_eq!(on_grid(origin + ms(50), origin, period), origin + ms(50));
+    }
 
     #[test]
     fn reconnects_come_well_within_the_lease() {
