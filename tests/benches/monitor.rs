@@ -211,7 +211,9 @@ fn main() {
             .spawn()
             .expect("start mmm-monitor");
         let pid = child.id();
-        std::thread::sleep(Duration::from_secs(3));
+        // Past the start-up (every agent heard, every host judged: a burst of work that
+        // grows with the hosts), so that what follows is the steady state.
+        std::thread::sleep(Duration::from_secs(3) + Duration::from_millis(10) * n as u32);
         let (share, rss) = cost(pid, measure);
         println!(
             "  {n:>4} hosts: CPU {share:>5.2} % of one core, RSS {:>6.1} MB",
