@@ -258,6 +258,11 @@ pub struct Pace {
     pub normal: Duration,
     /// While the core holds the host's link down.
     pub held: Duration,
+    /// Where in `normal` this host's pings fall after the first (which goes at once):
+    /// the hosts' pings spread over the period instead of all leaving in one instant,
+    /// whose replies, arriving together, overflowed the socket's receive buffer (an
+    /// unprivileged monitor cannot enlarge it past net.core.rmem_max: a few hundred).
+    pub offset: Duration,
 }
 
 /// The ping check. An attempt starts at its [`Pace`] (`held` says which), and none waits
@@ -277,13 +282,17 @@ pub async fn run_ping(
     async move {
         let mut attempts = tokio::task::JoinSet::new();
         let mut next = tokio::time::Instant::now();
+        let mut first = true;
         let mut told = true;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {
-                    next += match *held.borrow() {
-                        true => pace.held.min(pace.normal),
-                        false => pace.normal,
+                    next += if *held.borrow() {
+                        pace.held.min(pace.normal)
+                    } else if std::mem::take(&mut first) && !pace.offset.is_zero() {
+                        pace.offset.min(pace.normal)
+                    } else {
+                        pace.normal
                     };
                     // After a stall (the monitor's host swapping, say) one ping, not a burst
                     // of every one missed.

@@ -101,6 +101,9 @@ pub async fn lead<S: Seat>(
     Ok(ended)
 }
 
+/// The most hosts whose pings leave together (see `start_checks`).
+const PING_BURST: u32 = 100;
+
 /// One link task per agent; returns the command channel of each.
 fn start_links(
     config: &Config,
@@ -200,7 +203,13 @@ fn start_checks(
         .filter(|r| r.name == config.active_master_role)
         .flat_map(|r| r.hosts.iter().map(String::as_str))
         .collect();
-    for h in &config.hosts {
+    // Pings leave in slots of up to PING_BURST hosts spread over the period: a burst of
+    // replies that an unprivileged monitor's socket buffer holds whole, and no more
+    // wake-ups than there are slots.
+    let slots = (config.hosts.len() as u32)
+        .div_ceil(PING_BURST)
+        .clamp(1, 100);
+    for (i, h) in config.hosts.iter().enumerate() {
         let quick = writer_hosts.is_empty() || writer_hosts.contains(&h.name.as_str());
         let password = h
             .monitor_password
@@ -220,12 +229,15 @@ fn start_checks(
                 // an echo reply is lost, so the core does not take it for a silent one
                 // (and hold its link down); events reach the core often enough that a
                 // longer quiet means the monitor stalled.
+                let normal = if quick {
+                    cfg.check_period.min(timing.ping_pace)
+                } else {
+                    cfg.check_period
+                };
                 let pace = checks::Pace {
-                    normal: match quick {
-                        true => cfg.check_period.min(timing.ping_pace),
-                        false => cfg.check_period,
-                    },
+                    normal,
                     held: timing.heartbeat_interval,
+                    offset: normal * (i as u32 % slots) / slots,
                 };
                 spawned.spawn(checks::run_ping(
                     h.clone(),
