@@ -95,9 +95,10 @@ struct Family<'a> {
 impl Family<'_> {
     fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) -> &mut Self {
         // Writing to a String cannot fail.
-        let _ = match labels.is_empty() {
-            true => writeln!(self.out, "{name} {value}"),
-            false => writeln!(self.out, "{name}{{{labels}}} {value}"),
+        let _ = if labels.is_empty() {
+            writeln!(self.out, "{name} {value}")
+        } else {
+            writeln!(self.out, "{name}{{{labels}}} {value}")
         };
         self
     }

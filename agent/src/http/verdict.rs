@@ -137,9 +137,10 @@ pub fn writer(s: &Snapshot) -> Verdict {
         return no(format!("self-fenced: {fence}"));
     }
     if !s.permit.valid() {
-        return no(match s.permit.etcd {
-            true => "no writer permit: the agent's etcd lease is not renewed",
-            false => "no writer permit: the lease ran out (no renewal from the monitor)",
+        return no(if s.permit.etcd {
+            "no writer permit: the agent's etcd lease is not renewed"
+        } else {
+            "no writer permit: the lease ran out (no renewal from the monitor)"
         });
     }
     if !s.writer_wanted {

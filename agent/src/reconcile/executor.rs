@@ -111,9 +111,10 @@ impl Executor {
                 BTreeSet::new()
             }
         };
-        let read_only = match self.mysqld_exited() || !ask_server || self.grants.hung_writable() {
-            true => None,
-            false => self.read_only().await.map_err(|e| errors.push(e)).ok(),
+        let read_only = if self.mysqld_exited() || !ask_server || self.grants.hung_writable() {
+            None
+        } else {
+            self.read_only().await.map_err(|e| errors.push(e)).ok()
         };
         let parked = self.guards.parked();
         (

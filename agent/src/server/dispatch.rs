@@ -77,9 +77,10 @@ impl Agent {
                 Message::Action(a) => matches!(a.action, Action::SetReadOnly { on: false }),
                 _ => false,
             };
-            let stake = match grants_writer {
-                true => Stake::Writer,
-                false => Stake::NoWriter,
+            let stake = if grants_writer {
+                Stake::Writer
+            } else {
+                Stake::NoWriter
             };
             // Refused (and logged) when another term leads; that term is then accepted,
             // so this session closes.
