@@ -1,14 +1,23 @@
 //! Monitor cost (measured, not asserted): CPU share and RSS of the release mmm-monitor
 //! watching 3, 100, 500 and 1000 hosts at the default intervals (heartbeat 100 ms, checks every
-//! 1 s). The agents are simulated on loopback (127.1.x.y): they speak the real protocol
-//! (handshake, heartbeat answers, applied states). No mysqld listens there, so the mysql
-//! checks are refused connections: cheaper than real queries, noted in the output. Each
-//! size is measured twice: steady, then with a tenth of the agents gone at once.
+//! 1 s). The agents are simulated: they speak the real protocol (handshake, heartbeat
+//! answers, applied states). No mysqld listens there, so the mysql checks are refused
+//! connections, noted in the output. Each size is measured twice: steady, then with a
+//! tenth of the agents gone at once.
+//!
+//! And on two networks: loopback (127.x.y.z), where the kernel runs each receiver's TCP
+//! work inside the sender's system call, so the monitor also pays for the agents' side of
+//! every heartbeat; and a veth pair between two namespaces whose ends receive in NAPI
+//! threads, as a NIC's receive runs apart from the sending process: the monitor pays for
+//! its own side only, as with agents on other hosts. `MMM_BENCH_NET=loopback` or `veth`
+//! measures one of them.
+//!
 //! `cargo xtask bench monitor` (targets at 3 hosts: < 2 % of a core, <= 30 MB).
 
 use mmm_common::config::ClusterKey;
 use mmm_common::proto::io::{read_frame, write_frames};
 use mmm_common::proto::*;
+use mmm_tests::netns::{self, Pair};
 use mmm_tests::{bin, TempDir};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -16,12 +25,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Host i of run `run`: every run gets its own range (its simulated agents live on).
-fn host_ip(run: usize, i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, 10 + run as u8, (i / 250) as u8, (i % 250 + 1) as u8)
+/// Where the simulated agents live.
+#[derive(Clone, Copy, PartialEq)]
+enum Net {
+    Loopback,
+    /// In the far namespace of a [`Pair`], the monitor in the near one.
+    Veth,
 }
 
-fn config(run: usize, n: usize, key: &str, dir: &TempDir, control: u16) -> String {
+/// Host i of run `run`: on loopback every run gets its own range (its simulated agents
+/// live on); behind a veth every run has its own namespaces.
+fn host_ip(net: Net, run: usize, i: usize) -> Ipv4Addr {
+    let (a, b) = match net {
+        Net::Loopback => (127, 10 + run as u8),
+        Net::Veth => (10, 77),
+    };
+    Ipv4Addr::new(a, b, (i / 250) as u8, (i % 250 + 1) as u8)
+}
+
+fn config(net: Net, run: usize, n: usize, key: &str, dir: &TempDir, control: u16) -> String {
+    let host_ip = |run, i| host_ip(net, run, i);
     let mut t = format!(
         "[defaults]\nagent_password = \"a\"\nmonitor_password = \"m\"\nreplication_password = \"r\"\nmysql_port = 1\n\
          [hosts.h0]\nip = \"{}\"\nmode = \"master\"\npeer = \"h1\"\n[hosts.h1]\nip = \"{}\"\nmode = \"master\"\npeer = \"h0\"\n",
@@ -57,8 +80,18 @@ fn fails(i: usize, n: usize) -> bool {
 
 /// Serves `n` simulated agents until the process ends; once `failing` is set, the agents
 /// of [`fails`] close their sessions and every new connection at once.
-fn simulate_agents(run: usize, n: usize, key: ClusterKey, failing: Arc<AtomicBool>) {
+fn simulate_agents(
+    net: Net,
+    ns: Option<String>,
+    run: usize,
+    n: usize,
+    key: ClusterKey,
+    failing: Arc<AtomicBool>,
+) {
     std::thread::spawn(move || {
+        if let Some(ns) = ns {
+            netns::enter(&ns);
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -66,7 +99,7 @@ fn simulate_agents(run: usize, n: usize, key: ClusterKey, failing: Arc<AtomicBoo
             .expect("runtime");
         rt.block_on(async move {
             for i in 0..n {
-                let listener = tokio::net::TcpListener::bind((host_ip(run, i), 9989))
+                let listener = tokio::net::TcpListener::bind((host_ip(net, run, i), 9989))
                     .await
                     .expect("bind simulated agent");
                 let key = key.clone();
@@ -174,6 +207,25 @@ fn usage(pid: u32) -> (f64, u64) {
     (ticks / 100.0, rss)
 }
 
+/// The simulated agents' namespace (veth only): every host's address, and the route to
+/// them from the monitor's side.
+fn agents_behind_veth(pair: &Pair, n: usize) {
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!("addr add {}/32 dev lo", host_ip(Net::Veth, 0, i)))
+        .collect();
+    pair.ip_batch(&pair.far, &lines);
+    netns::sh(&[
+        "ip",
+        "-n",
+        &pair.near,
+        "route",
+        "add",
+        "10.77.0.0/16",
+        "via",
+        "10.76.0.2",
+    ]);
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::var("MMM_BENCH_HOSTS")
         .ok()
@@ -185,52 +237,97 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(10),
     );
-    println!("monitor cost at default intervals (heartbeat 100 ms, checks 1 s), simulated agents on loopback, mysql checks refused:");
+    let nets = match std::env::var("MMM_BENCH_NET").as_deref() {
+        Ok("loopback") => vec![Net::Loopback],
+        Ok("veth") => vec![Net::Veth],
+        _ => vec![Net::Loopback, Net::Veth],
+    };
+    if nets.contains(&Net::Veth) && !netns::require_root("bench monitor over veth") {
+        return;
+    }
+    println!("monitor cost at default intervals (heartbeat 100 ms, checks 1 s), simulated agents, mysql checks refused:");
     let log = std::env::var("MMM_BENCH_LOG").ok();
-    for (run, n) in sizes.into_iter().enumerate() {
-        let dir = TempDir::new("bench-mon");
-        let hex = ClusterKey::generate_hex().expect("key");
-        let key = ClusterKey::from_hex(&hex).expect("key");
-        let failing = Arc::new(AtomicBool::new(false));
-        simulate_agents(run, n, key, failing.clone());
-        let control = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let cfg = dir.write("mmm.toml", &config(run, n, &hex, &dir, control), 0o600);
-        let mut child = Command::new(bin("mmm-monitor"))
-            .args(["--config", cfg.to_str().expect("UTF-8")])
-            // MMM_BENCH_LOG=<file>: the monitor's log at debug level, to see what it does.
-            .env("RUST_LOG", if log.is_some() { "debug" } else { "error" })
-            .stdout(Stdio::null())
-            .stderr(match &log {
-                Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log")),
-                None => Stdio::null(),
-            })
-            .spawn()
-            .expect("start mmm-monitor");
-        let pid = child.id();
-        // Past the start-up (every agent heard, every host judged: a burst of work that
-        // grows with the hosts), so that what follows is the steady state.
-        std::thread::sleep(Duration::from_secs(3) + Duration::from_millis(10) * n as u32);
+    let mut run = 0;
+    for net in nets {
+        println!(
+            "{}",
+            match net {
+                Net::Loopback => "  on loopback (the monitor also pays for the agents' TCP receive work):",
+                Net::Veth => "  over a veth whose ends receive in NAPI threads (the monitor pays for its own side, as with agents on other hosts):",
+            }
+        );
+        for &n in &sizes {
+            run += 1;
+            measure_one(net, run, n, measure, log.as_deref());
+        }
+    }
+}
+
+fn measure_one(net: Net, run: usize, n: usize, measure: Duration, log: Option<&str>) {
+    let dir = TempDir::new("bench-mon");
+    let hex = ClusterKey::generate_hex().expect("key");
+    let key = ClusterKey::from_hex(&hex).expect("key");
+    let failing = Arc::new(AtomicBool::new(false));
+    let pair = (net == Net::Veth).then(|| {
+        let pair = Pair::new("bmon");
+        agents_behind_veth(&pair, n);
+        pair
+    });
+    simulate_agents(
+        net,
+        pair.as_ref().map(|p| p.far.clone()),
+        run,
+        n,
+        key,
+        failing.clone(),
+    );
+    let control = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let cfg = dir.write("mmm.toml", &config(net, run, n, &hex, &dir, control), 0o600);
+    let monitor = bin("mmm-monitor");
+    let mut command = match &pair {
+        // `ip netns exec` execs the monitor: the child's PID is the monitor's.
+        Some(p) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &p.near]).arg(&monitor);
+            c
+        }
+        None => Command::new(&monitor),
+    };
+    let mut child = command
+        .args(["--config", cfg.to_str().expect("UTF-8")])
+        // MMM_BENCH_LOG=<file>: the monitor's log at debug level, to see what it does.
+        .env("RUST_LOG", if log.is_some() { "debug" } else { "error" })
+        .stdout(Stdio::null())
+        .stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log")),
+            None => Stdio::null(),
+        })
+        .spawn()
+        .expect("start mmm-monitor");
+    let pid = child.id();
+    // Past the start-up (every agent heard, every host judged: a burst of work that
+    // grows with the hosts), so that what follows is the steady state.
+    std::thread::sleep(Duration::from_secs(3) + Duration::from_millis(10) * n as u32);
+    let (share, rss) = cost(pid, measure);
+    println!(
+        "  {n:>4} hosts: CPU {share:>5.2} % of one core, RSS {:>6.1} MB",
+        rss as f64 / 1024.0
+    );
+    if n >= 10 {
+        // Many hosts failing at once: their agents gone (reconnects with backoff,
+        // unreachable events, role moves), measured from the moment they go.
+        failing.store(true, Ordering::Relaxed);
         let (share, rss) = cost(pid, measure);
         println!(
-            "  {n:>4} hosts: CPU {share:>5.2} % of one core, RSS {:>6.1} MB",
+            "  {n:>4} hosts, {} agents gone at once: CPU {share:>5.2} % of one core, RSS {:>6.1} MB",
+            n / 10,
             rss as f64 / 1024.0
         );
-        if n >= 10 {
-            // Many hosts failing at once: their agents gone (reconnects with backoff,
-            // unreachable events, role moves), measured from the moment they go.
-            failing.store(true, Ordering::Relaxed);
-            let (share, rss) = cost(pid, measure);
-            println!(
-                "  {n:>4} hosts, {} agents gone at once: CPU {share:>5.2} % of one core, RSS {:>6.1} MB",
-                n / 10,
-                rss as f64 / 1024.0
-            );
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -376,25 +376,162 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
 {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        use std::os::fd::AsRawFd;
-        // SAFETY: the descriptor is open for the duration of the call; setns only
-        // changes this thread's network namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "setns into {path}: {}",
-            std::io::Error::last_os_error()
-        );
+    in_ns(ns, || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("tokio runtime");
         rt.block_on(f())
     })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Moves the calling thread into namespace `ns`: sockets it opens from now on live there,
+/// as do those of the threads it starts afterwards (they inherit it).
+pub fn enter(ns: &str) {
+    let path = format!("/run/netns/{ns}");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call; setns only changes
+    // this thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "setns into {path}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Runs `f` on a thread of its own inside namespace `ns`.
+pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(ns);
+            f()
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Two namespaces joined by one veth pair, `eth0` in each (`10.76.0.1/30` in `near`,
+/// `10.76.0.2/30` in `far`), lo up in both; removed on drop, also on panic.
+///
+/// Each end receives in its own NAPI thread (GRO on, threaded NAPI), as a NIC's receive
+/// runs apart from the sending process. On loopback and on a plain veth the kernel does
+/// the receiver's whole TCP work inside the sender's system call, so a process talking
+/// to many peers there pays for their side too.
+pub struct Pair {
+    pub near: String,
+    pub far: String,
+}
+
+/// `SIOCETHTOOL`, `ETHTOOL_STSO` and `ETHTOOL_SGRO` (linux/sockios.h, linux/ethtool.h):
+/// the legacy ethtool calls for TSO and GRO; no ethtool binary needed.
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_STSO: u32 = 0x1f;
+const ETHTOOL_SGRO: u32 = 0x2c;
+
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// `struct ifreq` with the `ifr_data` member of its union (40 bytes on 64-bit Linux).
+#[repr(C)]
+struct IfReqData {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut EthtoolValue,
+    _rest: [u8; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<IfReqData>() == 40);
+
+/// Sets one legacy ethtool feature of `dev` in `ns` on or off.
+fn ethtool_set(ns: &str, dev: &str, cmd: u32, on: bool) {
+    in_ns(ns, || {
+        // SAFETY: socket() takes no pointers; the result is checked and closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut value = EthtoolValue {
+            cmd,
+            data: u32::from(on),
+        };
+        let mut req = IfReqData {
+            name: [0; libc::IFNAMSIZ],
+            data: &mut value,
+            _rest: [0; 16],
+        };
+        req.name[..dev.len()].copy_from_slice(dev.as_bytes());
+        // SAFETY: req names a device and points at `value`, both alive for the call.
+        let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req) };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: fd is ours and closed once.
+        unsafe { libc::close(fd) };
+        assert_eq!(
+            rc, 0,
+            "ethtool command {cmd:#x} = {on} on {dev} in {ns}: {err}"
+        );
+    });
+}
+
+impl Pair {
+    pub fn new(tag: &str) -> Pair {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "mmmt-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let pair = Pair {
+            near: format!("{prefix}-n"),
+            far: format!("{prefix}-f"),
+        };
+        for ns in [&pair.near, &pair.far] {
+            sh(&["ip", "netns", "add", ns]);
+            register_ns(ns);
+        }
+        sh(&[
+            "ip", "-n", &pair.near, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+            "netns", &pair.far,
+        ]);
+        for (ns, ip) in [(&pair.near, "10.76.0.1/30"), (&pair.far, "10.76.0.2/30")] {
+            sh(&["ip", "-n", ns, "addr", "add", ip, "dev", "eth0"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+            // veth hands a packet to the peer's NAPI only when GRO is on there and the
+            // packet is not a TSO one.
+            ethtool_set(ns, "eth0", ETHTOOL_STSO, false);
+            ethtool_set(ns, "eth0", ETHTOOL_SGRO, true);
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sh",
+                "-c",
+                "echo 1 > /sys/class/net/eth0/threaded",
+            ]);
+        }
+        pair
+    }
+
+    /// Runs `ip -n <ns> -batch` over `lines` (one ip command each, without `ip`).
+    pub fn ip_batch(&self, ns: &str, lines: &[String]) {
+        let file = std::env::temp_dir().join(format!("{ns}.batch"));
+        std::fs::write(&file, lines.join("\n") + "\n")
+            .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+        let path = file.to_str().expect("a UTF-8 temporary directory");
+        sh(&["ip", "-n", ns, "-batch", path]);
+        let _ = std::fs::remove_file(&file);
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ns in [&self.near, &self.far] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
 }

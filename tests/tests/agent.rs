@@ -135,7 +135,12 @@ fn agent_moves_a_vip_announces_it_and_restarts_without_flapping() {
     lab.agent("db1", "agent-db1-restarted.log");
     let hb = lab
         .with_link("db1", |mut l| async move { l.heartbeat(1, T).await })
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!(
+                "a heartbeat to the restarted agent: {e:?}\n{}",
+                lab.log("agent-db1-restarted.log")
+            )
+        });
     let learned = wait_for(T, || {
         let hb = lab
             .with_link("db1", |mut l| async move { l.heartbeat(1, T).await })
