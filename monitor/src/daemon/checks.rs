@@ -287,16 +287,20 @@ pub async fn run_ping(
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {
-                    next += if *held.borrow() {
+                    let period = if *held.borrow() {
                         pace.held.min(pace.normal)
-                    } else if std::mem::take(&mut first) && !pace.offset.is_zero() {
-                        pace.offset.min(pace.normal)
                     } else {
                         pace.normal
                     };
+                    next += if std::mem::take(&mut first) && !pace.offset.is_zero() && period == pace.normal {
+                        pace.offset.min(pace.normal)
+                    } else {
+                        period
+                    };
                     // After a stall (the monitor's host swapping, say) one ping, not a burst
-                    // of every one missed.
-                    next = next.max(tokio::time::Instant::now());
+                    // of every one missed, and in this host's slot still (whole periods
+                    // skipped): slots merged by stalls would bring the bursts back.
+                    next = super::links::on_grid(next, tokio::time::Instant::now(), period);
                     let (pinger, ip, timeout, started) = (pinger.clone(), host.ip, cfg.timeout, clock.now());
                     attempts.spawn(async move {
                         let start = tokio::time::Instant::now();

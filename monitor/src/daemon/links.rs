@@ -88,7 +88,7 @@ fn max_backoff(lease: Duration, heartbeat_interval: Duration) -> Duration {
 }
 
 /// The first point of the grid `origin + k * period` at or after `at`.
-fn on_grid(origin: Instant, at: Instant, period: Duration) -> Instant {
+pub(super) fn on_grid(origin: Instant, at: Instant, period: Duration) -> Instant {
     let since = at.saturating_duration_since(origin);
     let period_ns = period.as_nanos().max(1);
     let periods = since.as_nanos().div_ceil(period_ns);
@@ -378,30 +378,39 @@ async fn connected(
                 return lost(e, last_reply);
             }
         }
+        // Biased, commands first: a Disconnect that waits while this task was not
+        // running (one thread serves every link) wins over a heartbeat that became due
+        // meanwhile; such a heartbeat could renew a lease the core already relies on
+        // running out (docs/fencing.md). The agent's frames come before the heartbeat's
+        // silence test, so an answer that arrived during such a wait counts. (An agent
+        // sends only answers and probe events: its frames cannot starve the heartbeat.)
         tokio::select! {
-            _ = hb.tick() => {
-                if last_reply.elapsed() > p.agent_timeout {
-                    return SessionEnded::Lost(format!("no heartbeat answer for {:?}", last_reply.elapsed()), last_reply);
-                }
-                let epoch = desired.as_ref().map(|d| d.epoch).unwrap_or(0);
-                let _ = link.queue(&Message::Heartbeat(Heartbeat { epoch }), 0);
-                // Actions past their deadline are reported timed out, once.
-                let now = Instant::now();
-                let expired: Vec<u32> = pending.iter().filter(|(_, (_, d))| now > *d).map(|(r, _)| *r).collect();
-                for r in expired {
-                    if let Some((id, _)) = pending.remove(&r) {
-                        let _ = events.send(Event::ActionDone {
-                            host: p.host.clone(), id, outcome: ActionOutcome::TimedOut,
-                            detail: "no result from the agent before the deadline".into(), position: None,
-                        }).await;
-                    }
-                }
-            }
-            _ = reassert.tick() => {
-                if let Some(d) = desired.as_ref() {
+            biased;
+            cmd = cmds.recv() => match cmd {
+                None => return SessionEnded::Shutdown,
+                Some(LinkCmd::Desired(d)) => {
                     let _ = link.queue(&Message::DesiredState(d.clone()), 0);
+                    *desired = Some(d);
                 }
-            }
+                Some(LinkCmd::Action { id, action, deadline }) => {
+                    let req = link.next_request_id();
+                    let ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
+                    let _ = link.queue(&Message::Action(ActionRequest { action, deadline_ms: ms }), req);
+                    pending.insert(req, (id, Instant::now() + deadline + Duration::from_secs(2)));
+                }
+                Some(LinkCmd::Query) => {
+                    let _ = link.queue(&Message::StatusQuery, 0);
+                }
+                Some(LinkCmd::Disconnect) => {
+                    tracing::warn!("dropping the connection: this agent's lease must run out");
+                    return SessionEnded::Disconnected;
+                }
+                Some(LinkCmd::Isolate) => {
+                    tracing::warn!("dropping the connection and holding it down: the agent and ping are silent, its lease runs out meanwhile");
+                    return SessionEnded::Isolated;
+                }
+                Some(LinkCmd::Release) => {}
+            },
             got = link.recv() => {
                 let (request_id, msg) = match got {
                     Ok(r) => (r.request_id, r.message),
@@ -447,30 +456,28 @@ async fn connected(
                     }
                 }
             }
-            cmd = cmds.recv() => match cmd {
-                None => return SessionEnded::Shutdown,
-                Some(LinkCmd::Desired(d)) => {
+            _ = hb.tick() => {
+                if last_reply.elapsed() > p.agent_timeout {
+                    return SessionEnded::Lost(format!("no heartbeat answer for {:?}", last_reply.elapsed()), last_reply);
+                }
+                let epoch = desired.as_ref().map(|d| d.epoch).unwrap_or(0);
+                let _ = link.queue(&Message::Heartbeat(Heartbeat { epoch }), 0);
+                // Actions past their deadline are reported timed out, once.
+                let now = Instant::now();
+                let expired: Vec<u32> = pending.iter().filter(|(_, (_, d))| now > *d).map(|(r, _)| *r).collect();
+                for r in expired {
+                    if let Some((id, _)) = pending.remove(&r) {
+                        let _ = events.send(Event::ActionDone {
+                            host: p.host.clone(), id, outcome: ActionOutcome::TimedOut,
+                            detail: "no result from the agent before the deadline".into(), position: None,
+                        }).await;
+                    }
+                }
+            }
+            _ = reassert.tick() => {
+                if let Some(d) = desired.as_ref() {
                     let _ = link.queue(&Message::DesiredState(d.clone()), 0);
-                    *desired = Some(d);
                 }
-                Some(LinkCmd::Action { id, action, deadline }) => {
-                    let req = link.next_request_id();
-                    let ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
-                    let _ = link.queue(&Message::Action(ActionRequest { action, deadline_ms: ms }), req);
-                    pending.insert(req, (id, Instant::now() + deadline + Duration::from_secs(2)));
-                }
-                Some(LinkCmd::Query) => {
-                    let _ = link.queue(&Message::StatusQuery, 0);
-                }
-                Some(LinkCmd::Disconnect) => {
-                    tracing::warn!("dropping the connection: this agent's lease must run out");
-                    return SessionEnded::Disconnected;
-                }
-                Some(LinkCmd::Isolate) => {
-                    tracing::warn!("dropping the connection and holding it down: the agent and ping are silent, its lease runs out meanwhile");
-                    return SessionEnded::Isolated;
-                }
-                Some(LinkCmd::Release) => {}
             }
         }
     }

@@ -92,8 +92,6 @@ fn open(kind: libc::c_int) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The one's-complement sum over the whole of `data`, checksum field included: 0 for a
-/// packet that carries its checksum.
 /// `ICMP_FILTER` (linux/icmp.h), an option of raw ICMP sockets at level `SOL_RAW`: a mask
 /// of the ICMP types the kernel keeps off the socket. Not in the libc crate.
 const ICMP_FILTER: libc::c_int = 1;
@@ -149,6 +147,8 @@ fn room_for_a_burst(fd: &OwnedFd) {
     }
 }
 
+/// The one's-complement sum over the whole of `data`, checksum field included: 0 for a
+/// packet that carries its checksum.
 #[cfg(test)]
 fn checksum(data: &[u8]) -> u16 {
     // No 16-bit word is beyond every packet: nothing is skipped.
@@ -251,6 +251,9 @@ impl Socket {
                 break;
             }
             let at = Instant::now();
+            // Readiness takes nothing from tokio's budget: without this a flood of ICMP
+            // would keep this loop, and every heartbeat on the monitor's one thread, waiting.
+            tokio::task::coop::consume_budget().await;
             let Some(seq) = echo_reply_seq(&buf[..n as usize], self.raw, self.ident) else {
                 continue;
             };
