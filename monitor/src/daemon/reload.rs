@@ -37,7 +37,21 @@ pub fn spawn(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .config_load;
-            let next = reload::reread(Daemon::Monitor, &path, &running, &mut state);
+            // Off the daemon's one thread: the file and every PEM and secret it names are
+            // read synchronously, and a slow disk must not hold the heartbeats back.
+            let (file, was) = (path.clone(), running.clone());
+            let read = tokio::task::spawn_blocking(move || {
+                let next = reload::reread(Daemon::Monitor, &file, &was, &mut state);
+                (next, state)
+            })
+            .await;
+            let (next, state) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "reloading the config: the reading task failed; the running config stays");
+                    continue;
+                }
+            };
             metrics
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
