@@ -14,7 +14,6 @@
 //! kernel that hangs.
 
 use crate::clock::Boot;
-use crate::lease::Verdict;
 use crate::mysql::Mysql;
 use crate::reconcile::error_chain;
 use crate::reconciler::ReconcilerCommand;
@@ -47,19 +46,17 @@ pub(crate) async fn lease_task(
     // host fences the moment it wakes, not a suspension later.
     let mut timer = crate::clock::BootTimer::new();
     loop {
-        let (expiries, fenced) = match lease.judge(Boot::now()) {
-            Verdict::Keep { until } => {
+        let judgement = match lease.judgement(Boot::now()).await {
+            Ok(judgement) => judgement,
+            Err(until) => {
                 tokio::select! {
                     _ = timer.wait_until(until) => {}
                     _ = lease.changed() => {}
                 }
                 continue;
             }
-            Verdict::Fence { expiries } => (expiries, false),
-            Verdict::Fenced { expiries } => (expiries, true),
         };
-        if !fenced {
-            let gate = lease.gate().await;
+        if judgement.may_fence() {
             let last_seen = agent.status.borrow().held_vips.clone();
             let held = held_writer_vips(&netlink, &interface, &writer, &last_seen).await;
             // Possibly writable counts: a server that said read_only = 0 and then hung
@@ -67,7 +64,7 @@ pub(crate) async fn lease_task(
             let writable = agent.status.borrow().possibly_writable || agent.grants.may_still_run();
             let fence = (!held.is_empty() || writable)
                 .then(|| {
-                    lease.try_fence(|| match timing.etcd {
+                    judgement.fence(|| match timing.etcd {
                         Some(e) => format!(
                             "the agent's etcd lease was not renewed in time, or is gone (session_ttl {:?}, given up {:?} early): writer role given up",
                             e.ttl, e.margin
@@ -99,8 +96,7 @@ pub(crate) async fn lease_task(
                     }
                 }
                 remove_vips(&netlink, &interface, &held).await;
-                drop(gate);
-                lease.mark_judged(expiries);
+                judgement.done();
                 if agent
                     .commands
                     .send(ReconcilerCommand::Fenced(stamp))
@@ -111,9 +107,8 @@ pub(crate) async fn lease_task(
                 }
                 continue;
             }
-            drop(gate);
         }
-        lease.mark_judged(expiries);
+        judgement.done();
         tokio::select! {
             _ = tokio::time::sleep(idle) => {}
             _ = lease.changed() => {}

@@ -1,10 +1,11 @@
-//! The deadline and its judgement: when the lease ran out, whether the lease task has
-//! judged it (fenced, or found nothing to fence), and the fence decision itself. A renewal
-//! read after a passed deadline waits for that judgement (docs/fencing.md).
+//! Forced expiries and the deadline: the permit ended at once (a lost etcd lease), the
+//! waits for the lease task's judgement of it ([`Lease::judged`], [`Lease::settled`]),
+//! and the deadline's bookkeeping. A renewal read after a passed deadline waits for that
+//! judgement too (docs/fencing.md); the judgement itself is judgement.rs.
 
 use std::time::Duration;
 
-use super::{Lease, Renewal, Stamp, State, Verdict};
+use super::{Lease, State};
 use crate::clock::Boot;
 
 impl Lease {
@@ -15,17 +16,6 @@ impl Lease {
         s.expiries += 1;
         self.set_deadline(&mut s, None);
         s.expiries
-    }
-
-    /// The lease task has judged every forced expiry up to `expiries` (the count its
-    /// [`Verdict`] carried), and a passed deadline ([`Lease::judge_deadline`]).
-    pub fn mark_judged(&self, expiries: u64) {
-        self.judge_deadline();
-        self.judged.send_if_modified(|j| {
-            let newer = expiries > *j;
-            *j = (*j).max(expiries);
-            newer
-        });
     }
 
     /// Waits (at most `within`) until the lease task has judged forced expiry `expiry`:
@@ -74,25 +64,6 @@ impl Lease {
         unjudged
     }
 
-    /// The lease task judged the passed deadline (nothing to fence): renewals count again,
-    /// but only on sessions made from now on. The open ones are told to close: a frame
-    /// still waiting in one (a writer order sent to a candidate that froze before reading
-    /// it, and the heartbeats after it) would otherwise renew the lease and make a writer
-    /// the monitor has long counted out; the monitor reconnects at once.
-    fn judge_deadline(&self) {
-        let mut s = self.lock();
-        let passed = s.deadline.filter(|d| d.left(Boot::now()).is_none());
-        if passed.is_none() || s.judged_deadline == passed {
-            return;
-        }
-        s.judged_deadline = passed;
-        if self.renewal == Renewal::Monitor {
-            s.renew_from = s.next_session;
-            s.controlling = None;
-            self.kick.send_modify(|g| *g += 1);
-        }
-    }
-
     pub(super) fn set_deadline(&self, s: &mut State, deadline: Option<Boot>) {
         s.deadline = deadline;
         if let Some(store) = &self.store {
@@ -107,26 +78,5 @@ impl Lease {
             return Some(Duration::MAX);
         }
         self.lock().deadline.and_then(|d| d.left(Boot::now()))
-    }
-
-    /// Decides the fence if the lease has expired and no fence holds yet (the verdict is
-    /// [`Verdict::Fence`] now). The caller holds
-    /// the gate (from [`Lease::gate`]) and removes the writer VIPs while holding it.
-    /// Returns the reason and the fence's stamp (every plan made before it dies).
-    pub fn try_fence(&self, reason: impl FnOnce() -> String) -> Option<(String, Stamp)> {
-        let mut s = self.lock();
-        if !matches!(self.judge_locked(&s, Boot::now()), Verdict::Fence { .. }) {
-            return None;
-        }
-        let reason = reason();
-        s.fence = Some((reason.clone(), s.next_session - 1));
-        s.fences += 1;
-        s.controlling = None;
-        s.judged_deadline = s.deadline;
-        let stamp = Self::bump(&mut s);
-        drop(s);
-        self.kick.send_modify(|g| *g += 1);
-        self.changed.notify_one();
-        Some((reason, stamp))
     }
 }

@@ -8,7 +8,9 @@
 //! asks the reconciler for read_only and the session kill. The timing argument is in
 //! docs/fencing.md. What the task makes of the lease at a moment is [`Lease::judge`], a
 //! [`Verdict`] over this state with the time passed in (verdict.rs), so the rule is
-//! tested without a runtime or a clock.
+//! tested without a runtime or a clock; when the permit has ended the task gets a
+//! [`Judgement`] (judgement.rs) that holds the gate and is the only way to decide a fence
+//! and to mark the ending judged.
 //!
 //! Who renews: only the session whose desired state the agent follows (a passive monitor,
 //! or a second one started by mistake, keeps nothing alive), and nothing renews a fenced
@@ -46,6 +48,7 @@ pub use mmm_common::timing::margin;
 mod etcd_permit;
 mod expiry;
 mod freeze;
+mod judgement;
 mod store;
 mod verdict;
 
@@ -53,6 +56,7 @@ mod verdict;
 mod tests;
 
 pub use etcd_permit::etcd_permit_until;
+pub use judgement::Judgement;
 pub use store::path;
 use store::Store;
 pub use verdict::Verdict;
@@ -421,18 +425,14 @@ impl Lease {
         if let Some(refused) = self.refusal(&s, stamp) {
             return Err(refused);
         }
-        let left = match self.enforced {
-            false => Duration::MAX,
-            true => s
-                .deadline
+        let left = if self.enforced {
+            s.deadline
                 .and_then(|d| d.left(Boot::now()))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+        } else {
+            Duration::MAX
         };
         Ok(Permit { _gate: gate, left })
-    }
-
-    pub async fn gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.gate.lock().await
     }
 
     pub fn enforced(&self) -> bool {

@@ -320,14 +320,14 @@ async fn a_permit_holds_the_fence_off_and_says_how_long_the_lease_runs() {
     let permit = lease.permit(stamp).await.unwrap();
     assert!(permit.left <= Duration::from_secs(3) && permit.left > Duration::from_secs(2));
     assert!(
-        tokio::time::timeout(Duration::from_millis(20), lease.gate())
+        tokio::time::timeout(Duration::from_millis(20), lease.gate.lock())
             .await
             .is_err(),
         "the fence could decide during a writer step"
     );
     drop(permit);
     assert!(
-        tokio::time::timeout(Duration::from_millis(20), lease.gate())
+        tokio::time::timeout(Duration::from_millis(20), lease.gate.lock())
             .await
             .is_ok()
     );

@@ -1,12 +1,12 @@
 //! The lease task's one question, with the time passed in: does the permit run, and if it
 //! does not, is a fence still to be decided? Pure over the lease's state, so the rule is
-//! tested without tokio or a clock (below); the lease task (`crate::fence`) acts on it,
-//! and [`Lease::try_fence`] decides a fence only when it says so.
+//! tested without tokio or a clock (below); the lease task (`crate::fence`) acts on it
+//! through a [`super::Judgement`], which decides a fence only when it says so.
 //!
 //! What stays with the lease task: reading what this host holds and removing it under
-//! the gate, and telling the lease which forced expiries it has judged
-//! ([`Lease::mark_judged`], with the count the verdict carries). A renewal that a forced
-//! expiry holds up waits for exactly that (docs/fencing.md).
+//! the judgement's gate, then [`super::Judgement::done`], which marks the forced expiries
+//! the verdict counted as judged. A renewal that a forced expiry holds up waits for
+//! exactly that (docs/fencing.md).
 
 use super::{Lease, State};
 use crate::clock::Boot;
@@ -18,7 +18,7 @@ pub enum Verdict {
     /// before then, unless the deadline moves or a fence changes.
     Keep { until: Boot },
     /// The permit has ended and no fence holds: the host is fenced if it holds anything a
-    /// writer holds ([`Lease::try_fence`]). Either way the forced expiries up to
+    /// writer holds ([`super::Judgement::fence`]). Either way the forced expiries up to
     /// `expiries` are judged once that is decided.
     Fence { expiries: u64 },
     /// The permit has ended and a fence already holds: nothing more to take away, and the
