@@ -300,7 +300,7 @@ pub async fn run_ping(
                     // After a stall (the monitor's host swapping, say) one ping, not a burst
                     // of every one missed, and in this host's slot still (whole periods
                     // skipped): slots merged by stalls would bring the bursts back.
-                    next = super::links::on_grid(next, tokio::time::Instant::now(), period);
+                    next = super::clock::on_grid(next, tokio::time::Instant::now(), period);
                     let (pinger, ip, timeout, started) = (pinger.clone(), host.ip, cfg.timeout, clock.now());
                     attempts.spawn(async move {
                         let start = tokio::time::Instant::now();

@@ -87,15 +87,6 @@ fn max_backoff(lease: Duration, heartbeat_interval: Duration) -> Duration {
         .max(heartbeat_interval.min(Duration::from_secs(1)))
 }
 
-/// The first point of the grid `origin + k * period` at or after `at`.
-pub(super) fn on_grid(origin: Instant, at: Instant, period: Duration) -> Instant {
-    let since = at.saturating_duration_since(origin);
-    let period_ns = period.as_nanos().max(1);
-    let periods = since.as_nanos().div_ceil(period_ns);
-    let offset = u64::try_from(periods * period_ns).unwrap_or(u64::MAX);
-    origin + Duration::from_nanos(offset)
-}
-
 pub async fn run(p: LinkParams, mut cmds: mpsc::Receiver<LinkCmd>, events: mpsc::Sender<Event>) {
     let span = tracing::info_span!("agent", host = %p.host);
     async move {
@@ -365,12 +356,14 @@ async fn connected(
     let _ = link.queue(&Message::Heartbeat(Heartbeat { epoch }), 0);
     let now = Instant::now();
     let mut hb = tokio::time::interval_at(
-        on_grid(p.beat, now, p.heartbeat_interval),
+        super::clock::on_grid(p.beat, now, p.heartbeat_interval),
         p.heartbeat_interval,
     );
     hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut reassert =
-        tokio::time::interval_at(on_grid(p.beat, now + REASSERT / 2, REASSERT), REASSERT);
+    let mut reassert = tokio::time::interval_at(
+        super::clock::on_grid(p.beat, now + REASSERT / 2, REASSERT),
+        REASSERT,
+    );
     reassert.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         if link.has_queued() {
@@ -485,22 +478,8 @@ async fn connected(
 
 #[cfg(test)]
 mod tests {
-    use super::{max_backoff, on_grid};
+    use super::max_backoff;
     use std::time::Duration;
-    use tokio::time::Instant;
-
-    #[test]
-    fn links_beat_on_one_grid() {
-        let ms = Duration::from_millis;
-        let origin = Instant::now();
-        let period = ms(100);
-        assert_eq!(on_grid(origin, origin, period), origin);
-        assert_eq!(on_grid(origin, origin + ms(1), period), origin + ms(100));
-        assert_eq!(on_grid(origin, origin + ms(100), period), origin + ms(100));
-        assert_eq!(on_grid(origin, origin + ms(250), period), origin + ms(300));
-        // Before the origin (never so in the daemon): the origin.
-        assert_eq!(on_grid(origin + ms(50), origin, period), origin + ms(50));
-    }
 
     #[test]
     fn reconnects_come_well_within_the_lease() {
