@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the built binaries, private temp dirs,
 //! network namespaces and real MariaDB servers.
 
+pub mod agent_lab;
 pub mod assert;
 pub mod bench;
 pub mod browser;

@@ -114,6 +114,17 @@ pub fn cleanup_everything() {
     }
 }
 
+/// A namespace name prefix unique on the machine (namespace names are global): the tag,
+/// this process's id and a counter shared by [`Net`] and [`Pair`].
+fn unique_prefix(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "mmmt-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 pub struct Node {
     pub name: String,
     pub ns: String,
@@ -132,12 +143,7 @@ impl Net {
     /// A bridge namespace with nothing attached yet. Names are unique on the machine:
     /// namespace names are global.
     pub fn new(tag: &str) -> Net {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!(
-            "mmmt-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = unique_prefix(tag);
         let bridge = format!("{prefix}-br");
         let net = Net {
             prefix,
@@ -478,12 +484,7 @@ fn ethtool_set(ns: &str, dev: &str, cmd: u32, on: bool) {
 
 impl Pair {
     pub fn new(tag: &str) -> Pair {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!(
-            "mmmt-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = unique_prefix(tag);
         let pair = Pair {
             near: format!("{prefix}-n"),
             far: format!("{prefix}-f"),
