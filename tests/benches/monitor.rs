@@ -12,6 +12,10 @@
 //! its own side only, as with agents on other hosts. `MMM_BENCH_NET=loopback` or `veth`
 //! measures one of them.
 //!
+//! Each phase also reports the largest gap any simulated agent saw between two heartbeats
+//! of its session: a monitor too busy to send them on time (its start-up, a burst of
+//! failures) eats into the writer's lease (1 s by default, given up 250 ms early).
+//!
 //! `cargo xtask bench monitor` (targets at 3 hosts: < 2 % of a core, <= 30 MB).
 
 use mmm_common::config::ClusterKey;
@@ -21,9 +25,18 @@ use mmm_tests::netns::{self, Pair};
 use mmm_tests::{bin, TempDir};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The largest gap between two heartbeats of one session any simulated agent saw since
+/// the phase began (microseconds; [`phase_gap`] reads and resets it).
+static MAX_GAP_US: AtomicU64 = AtomicU64::new(0);
+
+/// The largest heartbeat gap of the phase that ends now, in milliseconds.
+fn phase_gap() -> f64 {
+    MAX_GAP_US.swap(0, Ordering::Relaxed) as f64 / 1000.0
+}
 
 /// Where the simulated agents live.
 #[derive(Clone, Copy, PartialEq)]
@@ -141,6 +154,7 @@ async fn agent_session(
     let (mut session, welcome) = hs.on_auth(&auth, "sim")?;
     write_frames(&mut w, &welcome, t).await?;
     let mut applied = 0;
+    let mut last_heartbeat: Option<Instant> = None;
     loop {
         let f = read_frame(&mut r, &mut buf, t).await?;
         if gone.as_ref().is_some_and(|g| g.load(Ordering::Relaxed)) {
@@ -148,14 +162,21 @@ async fn agent_session(
         }
         let id = f.header.request_id;
         let reply = match session.opener.open(&f)? {
-            Message::Heartbeat(_) => Message::AgentHeartbeat(AgentHeartbeat {
-                applied_epoch: applied,
-                uptime_s: 1000,
-                flags: hb_flags::READ_ONLY | hb_flags::MYSQL_UP,
-                probe: ProbeState::Off,
-                source: None,
-                held_vips: vec![],
-            }),
+            Message::Heartbeat(_) => {
+                let now = Instant::now();
+                if let Some(last) = last_heartbeat.replace(now) {
+                    let gap = u64::try_from((now - last).as_micros()).unwrap_or(u64::MAX);
+                    MAX_GAP_US.fetch_max(gap, Ordering::Relaxed);
+                }
+                Message::AgentHeartbeat(AgentHeartbeat {
+                    applied_epoch: applied,
+                    uptime_s: 1000,
+                    flags: hb_flags::READ_ONLY | hb_flags::MYSQL_UP,
+                    probe: ProbeState::Off,
+                    source: None,
+                    held_vips: vec![],
+                })
+            }
             Message::DesiredState(d) => {
                 applied = d.epoch;
                 Message::Applied(Applied {
@@ -309,13 +330,16 @@ fn measure_one(net: Net, run: usize, n: usize, measure: Duration, log: Option<&s
         .spawn()
         .expect("start mmm-monitor");
     let pid = child.id();
+    phase_gap();
     // Past the start-up (every agent heard, every host judged: a burst of work that
     // grows with the hosts), so that what follows is the steady state.
     std::thread::sleep(Duration::from_secs(3) + Duration::from_millis(10) * n as u32);
+    let start_gap = phase_gap();
     let (share, rss) = cost(pid, measure);
     println!(
-        "  {n:>4} hosts: CPU {share:>5.2} % of one core, RSS {:>6.1} MB",
-        rss as f64 / 1024.0
+        "  {n:>4} hosts: CPU {share:>5.2} % of one core, RSS {:>6.1} MB; largest heartbeat gap {:.0} ms (start-up: {start_gap:.0} ms)",
+        rss as f64 / 1024.0,
+        phase_gap()
     );
     if n >= 10 {
         // Many hosts failing at once: their agents gone (reconnects with backoff,
@@ -323,9 +347,10 @@ fn measure_one(net: Net, run: usize, n: usize, measure: Duration, log: Option<&s
         failing.store(true, Ordering::Relaxed);
         let (share, rss) = cost(pid, measure);
         println!(
-            "  {n:>4} hosts, {} agents gone at once: CPU {share:>5.2} % of one core, RSS {:>6.1} MB",
+            "  {n:>4} hosts, {} agents gone at once: CPU {share:>5.2} % of one core, RSS {:>6.1} MB; largest heartbeat gap {:.0} ms",
             n / 10,
-            rss as f64 / 1024.0
+            rss as f64 / 1024.0,
+            phase_gap()
         );
     }
     let _ = child.kill();

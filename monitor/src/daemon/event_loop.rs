@@ -14,6 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 /// one is in `Cluster::next_deadline`); a bound should one ever be missed.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
+/// An event that took the core this long gives the thread away before the next: the
+/// links share it, and their heartbeats renew the agents' leases. Without it a run of
+/// such events (a start-up at a thousand hosts: every first heartbeat a pass over every
+/// host) ends only when tokio's budget of 128 operations does, and the heartbeats wait
+/// for all of them.
+const SHARE_AFTER: Duration = Duration::from_micros(500);
+
 /// What the event loop listens to besides the process's control socket and the seat.
 pub(super) struct Inputs {
     pub(super) events: mpsc::Receiver<Event>,
@@ -99,6 +106,7 @@ pub(super) async fn event_loop<S: Seat>(
         };
         let now = clock.now();
         let tick = matches!(event, Event::Tick);
+        let started = tokio::time::Instant::now();
         let actions = cluster.handle(now, event);
         if !actions.is_empty() {
             shell.dispatch(actions).await;
@@ -120,5 +128,8 @@ pub(super) async fn event_loop<S: Seat>(
             }
         }
         wake = clock.instant(cluster.next_deadline(), last_tick + IDLE_TICK);
+        if started.elapsed() >= SHARE_AFTER {
+            tokio::task::yield_now().await;
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::core::{AgentView, Event};
 use mmm_common::config::ClusterKey;
 use mmm_common::proto::io::ConnError;
 use mmm_common::proto::{Action, ActionOutcome, ActionRequest, DesiredState, Heartbeat, Message};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -311,7 +311,16 @@ async fn session(
     *reported_down = false;
     // request id -> (core action id, deadline)
     let mut pending: HashMap<u32, (u64, Instant)> = HashMap::new();
-    let ended = connected(p, cmds, desired, events, &mut pending, link, t).await;
+    let mut outbox = Outbox::default();
+    let ended = connected(p, cmds, desired, events, &mut pending, &mut outbox, link, t).await;
+    // What the agent said before the link ended reaches the core before the link's end.
+    if !matches!(ended, SessionEnded::Shutdown) {
+        for ev in outbox.0.drain(..) {
+            if events.send(ev).await.is_err() {
+                return SessionEnded::Shutdown;
+            }
+        }
+    }
     // Actions in flight on a dropped link get an outcome: the core must not wait forever.
     for (_, (id, _)) in pending.drain() {
         fail_action(
@@ -325,12 +334,33 @@ async fn session(
     ended
 }
 
+/// A link's events for the core, in order, sent as the core's channel has room: a core
+/// that falls behind (the start-up of a thousand hosts, every one of them news) must not
+/// hold up this link's heartbeats, which renew the agent's lease whatever the core is
+/// doing. A view waiting there is replaced by a newer one; nothing else is merged.
+#[derive(Default)]
+struct Outbox(VecDeque<Event>);
+
+impl Outbox {
+    fn post(&mut self, ev: Event) {
+        if let (Event::AgentHeartbeat { .. }, Some(last @ Event::AgentHeartbeat { .. })) =
+            (&ev, self.0.back_mut())
+        {
+            *last = ev;
+            return;
+        }
+        self.0.push_back(ev);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn connected(
     p: &LinkParams,
     cmds: &mut mpsc::Receiver<LinkCmd>,
     desired: &mut Option<DesiredState>,
     events: &mpsc::Sender<Event>,
     pending: &mut HashMap<u32, (u64, Instant)>,
+    outbox: &mut Outbox,
     mut link: AgentLink,
     t: Duration,
 ) -> SessionEnded {
@@ -377,6 +407,8 @@ async fn connected(
         // running out (docs/fencing.md). The agent's frames come before the heartbeat's
         // silence test, so an answer that arrived during such a wait counts. (An agent
         // sends only answers and probe events: its frames cannot starve the heartbeat.)
+        // The core's events go next, as soon as its channel has room; while it has none
+        // the heartbeats go on (`Outbox`).
         tokio::select! {
             biased;
             cmd = cmds.recv() => match cmd {
@@ -403,6 +435,11 @@ async fn connected(
                     return SessionEnded::Isolated;
                 }
                 Some(LinkCmd::Release) => {}
+            },
+            room = events.reserve(), if !outbox.0.is_empty() => match (room, outbox.0.pop_front()) {
+                (Ok(room), Some(ev)) => room.send(ev),
+                (Ok(_), None) => {}
+                (Err(_), _) => return SessionEnded::Shutdown,
             },
             got = link.recv() => {
                 let (request_id, msg) = match got {
@@ -444,9 +481,7 @@ async fn connected(
                     }
                 };
                 if let Some(ev) = ev {
-                    if events.send(ev).await.is_err() {
-                        return SessionEnded::Shutdown;
-                    }
+                    outbox.post(ev);
                 }
             }
             _ = hb.tick() => {
@@ -460,10 +495,10 @@ async fn connected(
                 let expired: Vec<u32> = pending.iter().filter(|(_, (_, d))| now > *d).map(|(r, _)| *r).collect();
                 for r in expired {
                     if let Some((id, _)) = pending.remove(&r) {
-                        let _ = events.send(Event::ActionDone {
+                        outbox.post(Event::ActionDone {
                             host: p.host.clone(), id, outcome: ActionOutcome::TimedOut,
                             detail: "no result from the agent before the deadline".into(), position: None,
-                        }).await;
+                        });
                     }
                 }
             }
@@ -478,8 +513,153 @@ async fn connected(
 
 #[cfg(test)]
 mod tests {
-    use super::max_backoff;
+    use super::{max_backoff, run, LinkCmd, LinkParams, Outbox};
+    use crate::core::{AgentView, Event};
+    use mmm_common::config::ClusterKey;
+    use mmm_common::proto::io::{read_frame, write_frames};
+    use mmm_common::proto::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    fn view(epoch: u32) -> Event {
+        Event::AgentHeartbeat {
+            host: "db1".into(),
+            view: AgentView::from_heartbeat(&heartbeat(epoch)),
+        }
+    }
+
+    fn heartbeat(applied_epoch: u32) -> AgentHeartbeat {
+        AgentHeartbeat {
+            applied_epoch,
+            uptime_s: 1,
+            flags: hb_flags::READ_ONLY | hb_flags::MYSQL_UP,
+            probe: ProbeState::Off,
+            source: None,
+            held_vips: vec![],
+        }
+    }
+
+    #[test]
+    fn a_waiting_view_is_replaced_by_a_newer_one_and_nothing_else_is_merged() {
+        let mut outbox = Outbox::default();
+        outbox.post(view(1));
+        outbox.post(view(2));
+        outbox.post(Event::Probe {
+            host: "db1".into(),
+            kind: ProbeEventKind::ProcessExit,
+        });
+        outbox.post(view(3));
+        outbox.post(view(4));
+        let epochs: Vec<Option<u32>> = outbox
+            .0
+            .iter()
+            .map(|e| match e {
+                Event::AgentHeartbeat { view, .. } => Some(view.applied_epoch),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(epochs, [Some(2), None, Some(4)]);
+    }
+
+    /// A simulated agent that answers every heartbeat with a view that differs from the
+    /// last (each answer is news for the core) and counts the heartbeats.
+    async fn agent(listener: tokio::net::TcpListener, key: ClusterKey, beats: Arc<AtomicU64>) {
+        let t = Duration::from_secs(5);
+        let (s, _) = listener.accept().await.expect("the link connects");
+        let (mut r, mut w) = s.into_split();
+        let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+        let mut hs = AgentHandshake::new(&key, "db1", fresh_nonce().expect("nonce"));
+        let hello = read_frame(&mut r, &mut buf, t).await.expect("hello");
+        write_frames(&mut w, &hs.on_hello(&hello).expect("hello"), t)
+            .await
+            .expect("challenge");
+        let auth = read_frame(&mut r, &mut buf, t).await.expect("auth");
+        let (mut session, welcome) = hs.on_auth(&auth, "sim").expect("auth");
+        write_frames(&mut w, &welcome, t).await.expect("welcome");
+        loop {
+            let Ok(f) = read_frame(&mut r, &mut buf, t).await else {
+                return;
+            };
+            if let Ok(Message::Heartbeat(_)) = session.opener.open(&f) {
+                let n = beats.fetch_add(1, Ordering::Relaxed) + 1;
+                let reply = Message::AgentHeartbeat(heartbeat(n as u32));
+                let frames = session
+                    .sealer
+                    .seal(&reply, f.header.request_id, FLAG_RESPONSE)
+                    .expect("seal");
+                if write_frames(&mut w, &frames, t).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The core's channel full (a core far behind): the link goes on heartbeating, and
+    /// what waits for the core is the newest view, not every one.
+    #[tokio::test]
+    async fn a_core_that_falls_behind_does_not_hold_up_the_heartbeats() {
+        let hex = ClusterKey::generate_hex().expect("key");
+        let key = ClusterKey::from_hex(&hex).expect("key");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let beats = Arc::new(AtomicU64::new(0));
+        tokio::spawn(agent(listener, key.clone(), beats.clone()));
+        let (events, mut core) = mpsc::channel::<Event>(1);
+        let (cmds, cmd_rx) = mpsc::channel::<LinkCmd>(4);
+        let p = LinkParams {
+            host: "db1".into(),
+            addr,
+            key,
+            monitor_name: "mon".into(),
+            term: Term::NONE,
+            heartbeat_interval: Duration::from_millis(10),
+            beat: tokio::time::Instant::now(),
+            agent_timeout: Duration::from_secs(5),
+            lease: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(5),
+            clock: crate::daemon::Clock::new(),
+            metrics: Default::default(),
+        };
+        let link = tokio::spawn(run(p, cmd_rx, events));
+        // The first event fills the channel, and the core reads nothing for a while.
+        let full = tokio::time::Instant::now() + Duration::from_secs(5);
+        while core.capacity() > 0 && tokio::time::Instant::now() < full {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(core.capacity(), 0, "the link sent the core nothing");
+        // Blocked on the core, the link would send none (bounded only so that the test
+        // ends: the heartbeats come every 10 ms).
+        let before = beats.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while beats.load(Ordering::Relaxed) < before + 5 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let during = beats.load(Ordering::Relaxed) - before;
+        assert!(
+            during >= 5,
+            "{during} heartbeats while the core's channel was full"
+        );
+        assert_eq!(core.capacity(), 0, "the core's channel had room meanwhile");
+        // The core catches up: after what filled the channel comes the newest view, not
+        // the oldest of those that waited.
+        let newest = u32::try_from(beats.load(Ordering::Relaxed)).expect("few beats");
+        let first = core.recv().await;
+        assert!(first.is_some(), "the link is gone");
+        match tokio::time::timeout(Duration::from_secs(5), core.recv()).await {
+            Ok(Some(Event::AgentHeartbeat { view, .. })) => assert!(
+                view.applied_epoch + 2 >= newest,
+                "a stale view waited for the core: {} of {newest}",
+                view.applied_epoch
+            ),
+            other => panic!("no view after the channel had room: {other:?}"),
+        }
+        drop(cmds);
+        let _ = link.await;
+    }
 
     #[test]
     fn reconnects_come_well_within_the_lease() {
