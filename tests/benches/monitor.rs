@@ -333,13 +333,16 @@ fn measure_one(net: Net, run: usize, n: usize, measure: Duration, log: Option<&s
     phase_gap();
     // Past the start-up (every agent heard, every host judged: a burst of work that
     // grows with the hosts), so that what follows is the steady state.
-    std::thread::sleep(Duration::from_secs(3) + Duration::from_millis(10) * n as u32);
+    let warm_up = Duration::from_secs(3) + Duration::from_millis(10) * n as u32;
+    std::thread::sleep(warm_up);
     let start_gap = phase_gap();
+    let (start_cpu, _) = usage(pid);
     let (share, rss) = cost(pid, measure);
     println!(
-        "  {n:>4} hosts: CPU {share:>5.2} % of one core, RSS {:>6.1} MB; largest heartbeat gap {:.0} ms (start-up: {start_gap:.0} ms)",
+        "  {n:>4} hosts: CPU {share:>5.2} % of one core, RSS {:>6.1} MB; largest heartbeat gap {:.0} ms (its first {:.0} s: {start_cpu:.1} s of CPU, largest gap {start_gap:.0} ms)",
         rss as f64 / 1024.0,
-        phase_gap()
+        phase_gap(),
+        warm_up.as_secs_f64()
     );
     if n >= 10 {
         // Many hosts failing at once: their agents gone (reconnects with backoff,

@@ -6,6 +6,7 @@ use super::{Cluster, Millis};
 use mmm_common::types::{HostState, MonitorMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt::Write;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRecord {
@@ -71,7 +72,8 @@ impl StatusRecord {
 }
 
 impl Cluster {
-    pub fn status_record(&self, now: Millis) -> StatusRecord {
+    /// role -> [(ip, holder)], as the record keeps them.
+    fn record_roles(&self) -> BTreeMap<String, Vec<(String, Option<String>)>> {
         let mut roles: BTreeMap<String, Vec<(String, Option<String>)>> = BTreeMap::new();
         for r in self.roles.ips() {
             roles
@@ -83,6 +85,46 @@ impl Cluster {
                     r.holder.clone(),
                 ));
         }
+        roles
+    }
+
+    /// Whether `record` says what [`Cluster::status_record`] would say now (but for when
+    /// it was written), read off the hosts in place. Most events change nothing the record
+    /// keeps, and building a record of a thousand hosts for each of them only to find it
+    /// the same was most of a start-up's cost (every first heartbeat is an event).
+    pub(super) fn matches_record(&self, record: &StatusRecord) -> bool {
+        let mut gtid = String::new();
+        let host_matches = |h: &super::hosts::HostRec, r: &HostRecord, gtid: &mut String| {
+            r.state == h.state.as_str()
+                && r.since == h.since
+                && r.reason == h.reason
+                && r.flap_departures == h.flaps.departures
+                && r.flapping == h.flapping
+                && r.errant == h.errant
+                && match (&h.gtid, &r.gtid) {
+                    (None, None) => true,
+                    (Some(g), Some(text)) => {
+                        gtid.clear();
+                        let _ = write!(gtid, "{g}");
+                        *gtid == *text
+                    }
+                    _ => false,
+                }
+        };
+        record.version == 1
+            && record.mode == self.mode.get().as_str()
+            && record.hosts.len() == self.hosts.iter().count()
+            && self.hosts.iter().all(|h| {
+                record
+                    .hosts
+                    .get(&h.name)
+                    .is_some_and(|r| host_matches(h, r, &mut gtid))
+            })
+            && record.roles == self.record_roles()
+    }
+
+    pub fn status_record(&self, now: Millis) -> StatusRecord {
+        let roles = self.record_roles();
         StatusRecord {
             version: 1,
             written_at: now,

@@ -2507,3 +2507,47 @@ fn a_writer_role_without_a_vip_fails_over_and_is_published() {
     again.restore(&record).unwrap();
     assert_eq!(again.active_master(), Some("db2"));
 }
+
+/// The in-place comparison that spares a record per event says "changed" for a change
+/// of any field the record keeps, one at a time (the simulator's debug assertion only
+/// sees the combinations its scenarios make).
+#[test]
+fn any_change_the_status_record_keeps_is_seen_without_building_one() {
+    let now = 1_000_000;
+    let c = cluster(config(&[]), now);
+    let record = c.status_record(now);
+    assert!(c.matches_record(&record));
+    let later = c.status_record(now + 5_000);
+    assert!(
+        c.matches_record(&later),
+        "only the time it was written differs"
+    );
+    type Change = Box<dyn Fn(&mut HostRec)>;
+    let changes: Vec<(&str, Change)> = vec![
+        ("state", Box::new(|h| h.state = HostState::AdminOffline)),
+        ("since", Box::new(|h| h.since += 1)),
+        ("reason", Box::new(|h| h.reason.push('!'))),
+        ("flaps", Box::new(|h| h.flaps.departures.push(1))),
+        ("flapping", Box::new(|h| h.flapping = !h.flapping)),
+        ("errant", Box::new(|h| h.errant = Some("x".into()))),
+        (
+            "gtid",
+            Box::new(|h| h.gtid = mmm_common::gtid::GtidSet::parse("0-1-5").ok()),
+        ),
+    ];
+    for (field, change) in changes {
+        let mut changed = cluster(config(&[]), now);
+        change(changed.host_mut("db2").unwrap());
+        assert!(
+            !changed.matches_record(&record),
+            "a change of {field} went unseen"
+        );
+        assert!(!changed.status_record(now).same_content(&record));
+    }
+    let mut moved = cluster(config(&[]), now);
+    moved.mode.go_passive("test".into());
+    assert!(
+        !moved.matches_record(&record),
+        "a change of mode went unseen"
+    );
+}
