@@ -69,8 +69,9 @@ fn main() -> ExitCode {
     // One thread: the monitor's work is thousands of small wake-ups a second (a heartbeat
     // per agent every 100 ms), which a work-stealing runtime spread over threads at the
     // price of a cross-thread wake-up each: at 1000 hosts it cost a third more CPU. The
-    // core's longest step (a pass over every host) is well under a millisecond, and tokio
-    // makes a busy task yield, so no heartbeat waits on it for long.
+    // core's longest step (a pass over every host) is about a millisecond at 1000 hosts;
+    // the event loop gives the thread away after such a step, and a link never waits for
+    // the core (daemon/links.rs, `Outbox`), so the heartbeats go on while it works.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
