@@ -2550,4 +2550,11 @@ fn any_change_the_status_record_keeps_is_seen_without_building_one() {
         !moved.matches_record(&record),
         "a change of mode went unseen"
     );
+    // One GTID set for another (the comparison that writes the set out).
+    let mut ahead = cluster(config(&[]), now);
+    ahead.host_mut("db2").unwrap().gtid = mmm_common::gtid::GtidSet::parse("0-1-5").ok();
+    let at_5 = ahead.status_record(now);
+    assert!(ahead.matches_record(&at_5));
+    ahead.host_mut("db2").unwrap().gtid = mmm_common::gtid::GtidSet::parse("0-1-6").ok();
+    assert!(!ahead.matches_record(&at_5), "a newer GTID set went unseen");
 }

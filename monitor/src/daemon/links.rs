@@ -315,7 +315,8 @@ async fn session(
     let ended = connected(p, cmds, desired, events, &mut pending, &mut outbox, link, t).await;
     // What the agent said before the link ended reaches the core before the link's end.
     if !matches!(ended, SessionEnded::Shutdown) {
-        for ev in outbox.0.drain(..) {
+        outbox.room = None;
+        for ev in outbox.waiting.drain(..) {
             if events.send(ev).await.is_err() {
                 return SessionEnded::Shutdown;
             }
@@ -339,17 +340,55 @@ async fn session(
 /// hold up this link's heartbeats, which renew the agent's lease whatever the core is
 /// doing. A view waiting there is replaced by a newer one; nothing else is merged.
 #[derive(Default)]
-struct Outbox(VecDeque<Event>);
+struct Outbox {
+    waiting: VecDeque<Event>,
+    /// This link's place in the queue for room in the core's channel, kept across the
+    /// link's loop: a reservation made anew on each pass would join the back of the queue
+    /// each time, and in a long overload some links (a probe's "mysqld died") would wait
+    /// while others got through again and again.
+    room: Option<Room>,
+}
+
+type Room = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<mpsc::OwnedPermit<Event>, mpsc::error::SendError<()>>,
+            > + Send,
+    >,
+>;
 
 impl Outbox {
     fn post(&mut self, ev: Event) {
         if let (Event::AgentHeartbeat { .. }, Some(last @ Event::AgentHeartbeat { .. })) =
-            (&ev, self.0.back_mut())
+            (&ev, self.waiting.back_mut())
         {
             *last = ev;
             return;
         }
-        self.0.push_back(ev);
+        self.waiting.push_back(ev);
+    }
+
+    /// Hands the first waiting event to the core once its channel has room; never
+    /// returns while nothing waits. Cancel-safe: cancelled, it keeps its place in the
+    /// queue for the next call. Err: the core is gone.
+    async fn deliver(&mut self, events: &mpsc::Sender<Event>) -> Result<(), ()> {
+        if self.waiting.is_empty() {
+            return std::future::pending().await;
+        }
+        let room = self
+            .room
+            .get_or_insert_with(|| Box::pin(events.clone().reserve_owned()));
+        let granted = room.as_mut().await;
+        self.room = None;
+        match granted {
+            Ok(permit) => {
+                if let Some(ev) = self.waiting.pop_front() {
+                    permit.send(ev);
+                }
+                Ok(())
+            }
+            Err(_) => Err(()),
+        }
     }
 }
 
@@ -436,11 +475,11 @@ async fn connected(
                 }
                 Some(LinkCmd::Release) => {}
             },
-            room = events.reserve(), if !outbox.0.is_empty() => match (room, outbox.0.pop_front()) {
-                (Ok(room), Some(ev)) => room.send(ev),
-                (Ok(_), None) => {}
-                (Err(_), _) => return SessionEnded::Shutdown,
-            },
+            delivered = outbox.deliver(events) => {
+                if delivered.is_err() {
+                    return SessionEnded::Shutdown;
+                }
+            }
             got = link.recv() => {
                 let (request_id, msg) = match got {
                     Ok(r) => (r.request_id, r.message),
@@ -553,7 +592,7 @@ mod tests {
         outbox.post(view(3));
         outbox.post(view(4));
         let epochs: Vec<Option<u32>> = outbox
-            .0
+            .waiting
             .iter()
             .map(|e| match e {
                 Event::AgentHeartbeat { view, .. } => Some(view.applied_epoch),
