@@ -635,6 +635,77 @@ mod tests {
         }
     }
 
+    /// An agent that reports mysqld's death and then goes away while the core's channel
+    /// is full: the core learns of the death before it learns the agent is unreachable.
+    #[tokio::test]
+    async fn what_waited_for_the_core_comes_before_the_link_s_end() {
+        let hex = ClusterKey::generate_hex().expect("key");
+        let key = ClusterKey::from_hex(&hex).expect("key");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (events, mut core) = mpsc::channel::<Event>(1);
+        // Full before the link starts.
+        events.try_send(Event::Tick).expect("room for one");
+        let (_cmds, cmd_rx) = mpsc::channel::<LinkCmd>(4);
+        let p = LinkParams {
+            host: "db1".into(),
+            addr,
+            key: key.clone(),
+            monitor_name: "mon".into(),
+            term: Term::NONE,
+            heartbeat_interval: Duration::from_millis(10),
+            beat: tokio::time::Instant::now(),
+            agent_timeout: Duration::from_secs(5),
+            lease: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(5),
+            clock: crate::daemon::Clock::new(),
+            metrics: Default::default(),
+        };
+        let link = tokio::spawn(run(p, cmd_rx, events));
+        let t = Duration::from_secs(5);
+        let (s, _) = listener.accept().await.expect("the link connects");
+        let (mut r, mut w) = s.into_split();
+        let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+        let mut hs = AgentHandshake::new(&key, "db1", fresh_nonce().expect("nonce"));
+        let hello = read_frame(&mut r, &mut buf, t).await.expect("hello");
+        write_frames(&mut w, &hs.on_hello(&hello).expect("hello"), t)
+            .await
+            .expect("challenge");
+        let auth = read_frame(&mut r, &mut buf, t).await.expect("auth");
+        let (mut session, welcome) = hs.on_auth(&auth, "sim").expect("auth");
+        write_frames(&mut w, &welcome, t).await.expect("welcome");
+        let died = Message::ProbeEvent(ProbeEvent {
+            kind: ProbeEventKind::ProcessExit,
+            tgid: 42,
+            port: 3306,
+            ktime_ns: 1,
+        });
+        let frames = session.sealer.seal(&died, 0, 0).expect("seal");
+        write_frames(&mut w, &frames, t)
+            .await
+            .expect("the probe event");
+        // Read until the link has surely taken the frame, then go away, and let the link
+        // see the end before the core reads anything (had the core room earlier, the
+        // event would go the usual way and this would test nothing).
+        let _ = read_frame(&mut r, &mut buf, t).await;
+        drop((r, w));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut seen = Vec::new();
+        while !seen.contains(&"unreachable") {
+            match tokio::time::timeout(t, core.recv()).await {
+                Ok(Some(Event::Probe { .. })) => seen.push("probe"),
+                Ok(Some(Event::AgentUnreachable { .. })) => seen.push("unreachable"),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        assert_eq!(seen.first(), Some(&"probe"), "{seen:?}");
+        assert!(seen.contains(&"unreachable"), "{seen:?}");
+        link.abort();
+    }
+
     /// The core's channel full (a core far behind): the link goes on heartbeating, and
     /// what waits for the core is the newest view, not every one.
     #[tokio::test]
