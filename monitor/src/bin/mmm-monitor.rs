@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     // price of a cross-thread wake-up each: at 1000 hosts it cost a third more CPU. The
     // core's longest step (a pass over every host) is about a millisecond at 1000 hosts;
     // the event loop gives the thread away after such a step, and a link never waits for
-    // the core (daemon/links.rs, `Outbox`), so the heartbeats go on while it works.
+    // the core (daemon/outbox.rs), so the heartbeats go on while it works.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

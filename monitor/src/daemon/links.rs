@@ -11,7 +11,7 @@ use crate::core::{AgentView, Event};
 use mmm_common::config::ClusterKey;
 use mmm_common::proto::io::ConnError;
 use mmm_common::proto::{Action, ActionOutcome, ActionRequest, DesiredState, Heartbeat, Message};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -311,12 +311,11 @@ async fn session(
     *reported_down = false;
     // request id -> (core action id, deadline)
     let mut pending: HashMap<u32, (u64, Instant)> = HashMap::new();
-    let mut outbox = Outbox::default();
+    let mut outbox = super::outbox::Outbox::default();
     let ended = connected(p, cmds, desired, events, &mut pending, &mut outbox, link, t).await;
     // What the agent said before the link ended reaches the core before the link's end.
     if !matches!(ended, SessionEnded::Shutdown) {
-        outbox.room = None;
-        for ev in outbox.waiting.drain(..) {
+        for ev in outbox.take_all() {
             if events.send(ev).await.is_err() {
                 return SessionEnded::Shutdown;
             }
@@ -335,63 +334,6 @@ async fn session(
     ended
 }
 
-/// A link's events for the core, in order, sent as the core's channel has room: a core
-/// that falls behind (the start-up of a thousand hosts, every one of them news) must not
-/// hold up this link's heartbeats, which renew the agent's lease whatever the core is
-/// doing. A view waiting there is replaced by a newer one; nothing else is merged.
-#[derive(Default)]
-struct Outbox {
-    waiting: VecDeque<Event>,
-    /// This link's place in the queue for room in the core's channel, kept across the
-    /// link's loop: a reservation made anew on each pass would join the back of the queue
-    /// each time, and in a long overload some links (a probe's "mysqld died") would wait
-    /// while others got through again and again.
-    room: Option<Room>,
-}
-
-type Room = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = Result<mpsc::OwnedPermit<Event>, mpsc::error::SendError<()>>,
-            > + Send,
-    >,
->;
-
-impl Outbox {
-    fn post(&mut self, ev: Event) {
-        if let (Event::AgentHeartbeat { .. }, Some(last @ Event::AgentHeartbeat { .. })) =
-            (&ev, self.waiting.back_mut())
-        {
-            *last = ev;
-            return;
-        }
-        self.waiting.push_back(ev);
-    }
-
-    /// Hands the first waiting event to the core once its channel has room; never
-    /// returns while nothing waits. Cancel-safe: cancelled, it keeps its place in the
-    /// queue for the next call. Err: the core is gone.
-    async fn deliver(&mut self, events: &mpsc::Sender<Event>) -> Result<(), ()> {
-        if self.waiting.is_empty() {
-            return std::future::pending().await;
-        }
-        let room = self
-            .room
-            .get_or_insert_with(|| Box::pin(events.clone().reserve_owned()));
-        let granted = room.as_mut().await;
-        self.room = None;
-        match granted {
-            Ok(permit) => {
-                if let Some(ev) = self.waiting.pop_front() {
-                    permit.send(ev);
-                }
-                Ok(())
-            }
-            Err(_) => Err(()),
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn connected(
     p: &LinkParams,
@@ -399,7 +341,7 @@ async fn connected(
     desired: &mut Option<DesiredState>,
     events: &mpsc::Sender<Event>,
     pending: &mut HashMap<u32, (u64, Instant)>,
-    outbox: &mut Outbox,
+    outbox: &mut super::outbox::Outbox,
     mut link: AgentLink,
     t: Duration,
 ) -> SessionEnded {
@@ -447,7 +389,7 @@ async fn connected(
         // silence test, so an answer that arrived during such a wait counts. (An agent
         // sends only answers and probe events: its frames cannot starve the heartbeat.)
         // The core's events go next, as soon as its channel has room; while it has none
-        // the heartbeats go on (`Outbox`).
+        // the heartbeats go on (daemon/outbox.rs).
         tokio::select! {
             biased;
             cmd = cmds.recv() => match cmd {
@@ -552,8 +494,8 @@ async fn connected(
 
 #[cfg(test)]
 mod tests {
-    use super::{max_backoff, run, LinkCmd, LinkParams, Outbox};
-    use crate::core::{AgentView, Event};
+    use super::{max_backoff, run, LinkCmd, LinkParams};
+    use crate::core::Event;
     use mmm_common::config::ClusterKey;
     use mmm_common::proto::io::{read_frame, write_frames};
     use mmm_common::proto::*;
@@ -561,13 +503,6 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::sync::mpsc;
-
-    fn view(epoch: u32) -> Event {
-        Event::AgentHeartbeat {
-            host: "db1".into(),
-            view: AgentView::from_heartbeat(&heartbeat(epoch)),
-        }
-    }
 
     fn heartbeat(applied_epoch: u32) -> AgentHeartbeat {
         AgentHeartbeat {
@@ -580,43 +515,68 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_waiting_view_is_replaced_by_a_newer_one_and_nothing_else_is_merged() {
-        let mut outbox = Outbox::default();
-        outbox.post(view(1));
-        outbox.post(view(2));
-        outbox.post(Event::Probe {
+    const T: Duration = Duration::from_secs(5);
+
+    type Reader = tokio::net::tcp::OwnedReadHalf;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+
+    /// The agent's side of the link's connection: accepted and authenticated.
+    async fn accept_link(
+        listener: &tokio::net::TcpListener,
+        key: &ClusterKey,
+    ) -> (Reader, Writer, FrameBuffer, Session) {
+        let (s, _) = listener.accept().await.expect("the link connects");
+        let (mut r, mut w) = s.into_split();
+        let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
+        let mut hs = AgentHandshake::new(key, "db1", fresh_nonce().expect("nonce"));
+        let hello = read_frame(&mut r, &mut buf, T).await.expect("hello");
+        write_frames(&mut w, &hs.on_hello(&hello).expect("hello"), T)
+            .await
+            .expect("challenge");
+        let auth = read_frame(&mut r, &mut buf, T).await.expect("auth");
+        let (session, welcome) = hs.on_auth(&auth, "sim").expect("auth");
+        write_frames(&mut w, &welcome, T).await.expect("welcome");
+        (r, w, buf, session)
+    }
+
+    /// A listener for the simulated agent, its key, and a link to it heartbeating every
+    /// 10 ms that reports to `events`.
+    async fn link_to_agent(
+        events: mpsc::Sender<Event>,
+    ) -> (
+        tokio::net::TcpListener,
+        ClusterKey,
+        mpsc::Sender<LinkCmd>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let hex = ClusterKey::generate_hex().expect("key");
+        let key = ClusterKey::from_hex(&hex).expect("key");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let (cmds, cmd_rx) = mpsc::channel::<LinkCmd>(4);
+        let p = LinkParams {
             host: "db1".into(),
-            kind: ProbeEventKind::ProcessExit,
-        });
-        outbox.post(view(3));
-        outbox.post(view(4));
-        let epochs: Vec<Option<u32>> = outbox
-            .waiting
-            .iter()
-            .map(|e| match e {
-                Event::AgentHeartbeat { view, .. } => Some(view.applied_epoch),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(epochs, [Some(2), None, Some(4)]);
+            addr: listener.local_addr().expect("addr"),
+            key: key.clone(),
+            monitor_name: "mon".into(),
+            term: Term::NONE,
+            heartbeat_interval: Duration::from_millis(10),
+            beat: tokio::time::Instant::now(),
+            agent_timeout: T,
+            lease: Duration::from_secs(1),
+            io_timeout: T,
+            clock: crate::daemon::Clock::new(),
+            metrics: Default::default(),
+        };
+        (listener, key, cmds, tokio::spawn(run(p, cmd_rx, events)))
     }
 
     /// A simulated agent that answers every heartbeat with a view that differs from the
     /// last (each answer is news for the core) and counts the heartbeats.
     async fn agent(listener: tokio::net::TcpListener, key: ClusterKey, beats: Arc<AtomicU64>) {
-        let t = Duration::from_secs(5);
-        let (s, _) = listener.accept().await.expect("the link connects");
-        let (mut r, mut w) = s.into_split();
-        let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
-        let mut hs = AgentHandshake::new(&key, "db1", fresh_nonce().expect("nonce"));
-        let hello = read_frame(&mut r, &mut buf, t).await.expect("hello");
-        write_frames(&mut w, &hs.on_hello(&hello).expect("hello"), t)
-            .await
-            .expect("challenge");
-        let auth = read_frame(&mut r, &mut buf, t).await.expect("auth");
-        let (mut session, welcome) = hs.on_auth(&auth, "sim").expect("auth");
-        write_frames(&mut w, &welcome, t).await.expect("welcome");
+        let t = T;
+        let (mut r, mut w, mut buf, mut session) = accept_link(&listener, &key).await;
         loop {
             let Ok(f) = read_frame(&mut r, &mut buf, t).await else {
                 return;
@@ -639,43 +599,12 @@ mod tests {
     /// is full: the core learns of the death before it learns the agent is unreachable.
     #[tokio::test]
     async fn what_waited_for_the_core_comes_before_the_link_s_end() {
-        let hex = ClusterKey::generate_hex().expect("key");
-        let key = ClusterKey::from_hex(&hex).expect("key");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let (events, mut core) = mpsc::channel::<Event>(1);
         // Full before the link starts.
         events.try_send(Event::Tick).expect("room for one");
-        let (_cmds, cmd_rx) = mpsc::channel::<LinkCmd>(4);
-        let p = LinkParams {
-            host: "db1".into(),
-            addr,
-            key: key.clone(),
-            monitor_name: "mon".into(),
-            term: Term::NONE,
-            heartbeat_interval: Duration::from_millis(10),
-            beat: tokio::time::Instant::now(),
-            agent_timeout: Duration::from_secs(5),
-            lease: Duration::from_secs(1),
-            io_timeout: Duration::from_secs(5),
-            clock: crate::daemon::Clock::new(),
-            metrics: Default::default(),
-        };
-        let link = tokio::spawn(run(p, cmd_rx, events));
-        let t = Duration::from_secs(5);
-        let (s, _) = listener.accept().await.expect("the link connects");
-        let (mut r, mut w) = s.into_split();
-        let mut buf = FrameBuffer::new(DEFAULT_MAX_PAYLOAD);
-        let mut hs = AgentHandshake::new(&key, "db1", fresh_nonce().expect("nonce"));
-        let hello = read_frame(&mut r, &mut buf, t).await.expect("hello");
-        write_frames(&mut w, &hs.on_hello(&hello).expect("hello"), t)
-            .await
-            .expect("challenge");
-        let auth = read_frame(&mut r, &mut buf, t).await.expect("auth");
-        let (mut session, welcome) = hs.on_auth(&auth, "sim").expect("auth");
-        write_frames(&mut w, &welcome, t).await.expect("welcome");
+        let (listener, key, _cmds, link) = link_to_agent(events).await;
+        let t = T;
+        let (mut r, mut w, mut buf, mut session) = accept_link(&listener, &key).await;
         let died = Message::ProbeEvent(ProbeEvent {
             kind: ProbeEventKind::ProcessExit,
             tgid: 42,
@@ -710,31 +639,10 @@ mod tests {
     /// what waits for the core is the newest view, not every one.
     #[tokio::test]
     async fn a_core_that_falls_behind_does_not_hold_up_the_heartbeats() {
-        let hex = ClusterKey::generate_hex().expect("key");
-        let key = ClusterKey::from_hex(&hex).expect("key");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let beats = Arc::new(AtomicU64::new(0));
-        tokio::spawn(agent(listener, key.clone(), beats.clone()));
         let (events, mut core) = mpsc::channel::<Event>(1);
-        let (cmds, cmd_rx) = mpsc::channel::<LinkCmd>(4);
-        let p = LinkParams {
-            host: "db1".into(),
-            addr,
-            key,
-            monitor_name: "mon".into(),
-            term: Term::NONE,
-            heartbeat_interval: Duration::from_millis(10),
-            beat: tokio::time::Instant::now(),
-            agent_timeout: Duration::from_secs(5),
-            lease: Duration::from_secs(1),
-            io_timeout: Duration::from_secs(5),
-            clock: crate::daemon::Clock::new(),
-            metrics: Default::default(),
-        };
-        let link = tokio::spawn(run(p, cmd_rx, events));
+        let (listener, key, cmds, link) = link_to_agent(events).await;
+        let beats = Arc::new(AtomicU64::new(0));
+        tokio::spawn(agent(listener, key, beats.clone()));
         // The first event fills the channel, and the core reads nothing for a while.
         let full = tokio::time::Instant::now() + Duration::from_secs(5);
         while core.capacity() > 0 && tokio::time::Instant::now() < full {

@@ -13,6 +13,7 @@ pub mod links;
 mod localtime;
 pub mod metrics;
 pub mod notify;
+mod outbox;
 pub mod persist;
 pub mod ping;
 pub mod reload;
