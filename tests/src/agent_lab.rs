@@ -1,4 +1,4 @@
-//! Helpers of the agent's namespace tests (tests/tests/agent_*.rs) on top of
+//! Helpers of the agent's namespace tests (tests/tests/agent_*.rs, rst.rs) on top of
 //! [`Lab`]: apply a desired state that must succeed, and ask whether a host holds a VIP.
 
 use crate::lab::Lab;

@@ -8,6 +8,7 @@ use mmm_common::epoch::{fresh_epoch, EpochRecord};
 use mmm_common::etcd::Keys;
 use mmm_common::proto::*;
 use mmm_monitor::agents::client::{AgentLink, LinkError};
+use mmm_tests::agent_lab::holds;
 use mmm_tests::etcd::EtcdCluster;
 use mmm_tests::lab::{desired, Lab};
 use mmm_tests::mariadb::Mariadb;
@@ -75,10 +76,6 @@ fn wait_published(lab: &Lab, etcd: &EtcdCluster, log: &str) -> i64 {
             etcd.logs()
         )
     })
-}
-
-fn holds(lab: &Lab, host: &str, vip: &str) -> bool {
-    lab.net.addresses(host).iter().any(|a| a.starts_with(vip))
 }
 
 /// A monitor's leadership as etcd's election records it: a campaign key under the

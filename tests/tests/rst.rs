@@ -4,6 +4,7 @@
 //! address and other ports are untouched, and once the new owner's gratuitous ARP has been
 //! seen nothing of db1's answers for the VIP any more. Needs root; in CI it must run.
 
+use mmm_tests::agent_lab::apply_ok;
 use mmm_tests::lab::{desired, Lab, T};
 use mmm_tests::mariadb::Mariadb;
 use mmm_tests::netns::{block_on_in, require_root};
@@ -12,17 +13,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 const VIP: &str = "192.0.2.100";
-
-fn apply_ok(lab: &Lab, host: &str, d: mmm_common::proto::DesiredState) {
-    let applied = lab
-        .with_link(host, move |mut l| async move { l.apply(d, T).await })
-        .unwrap_or_else(|e| panic!("applying on {host}: {e}"));
-    assert!(
-        applied.failures.is_empty(),
-        "{host}: {:?}",
-        applied.failures
-    );
-}
 
 /// Connects from the client's namespace; the socket stays there when returned.
 fn connect(lab: &Lab, addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
