@@ -40,8 +40,11 @@ impl Outbox {
 
     /// Hands the first waiting event to the core once its channel has room; never
     /// returns while nothing waits. Cancel-safe: cancelled, it keeps its place in the
-    /// queue for the next call. Err: the core is gone.
-    pub(super) async fn deliver(&mut self, events: &mpsc::Sender<Event>) -> Result<(), ()> {
+    /// queue for the next call. Err: the core is gone (the daemon is stopping).
+    pub(super) async fn deliver(
+        &mut self,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<(), mpsc::error::SendError<()>> {
         if self.waiting.is_empty() {
             return std::future::pending().await;
         }
@@ -50,15 +53,11 @@ impl Outbox {
             .get_or_insert_with(|| Box::pin(events.clone().reserve_owned()));
         let granted = room.as_mut().await;
         self.room = None;
-        match granted {
-            Ok(permit) => {
-                if let Some(ev) = self.waiting.pop_front() {
-                    permit.send(ev);
-                }
-                Ok(())
-            }
-            Err(_) => Err(()),
+        let permit = granted?;
+        if let Some(ev) = self.waiting.pop_front() {
+            permit.send(ev);
         }
+        Ok(())
     }
 
     /// Everything still waiting, for the link's last sends before it reports its end
